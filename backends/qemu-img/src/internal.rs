@@ -1,0 +1,60 @@
+//! Internal (in-file) qcow2 snapshots via `qemu-img snapshot`.
+//!
+//! qemu-img accepts duplicate tags (each gets a new id), and `-d`/`-a` act on the first match:
+//! callers should key snapshots by a unique tag such as a uuid, never a user-chosen name.
+
+use std::path::Path;
+
+use crate::cmd::Cmd;
+use crate::error::{Error, Result};
+use crate::info::{InternalSnapshot, info};
+
+/// Records the current content of `path` (this file only, not its backing) as snapshot `tag`.
+pub fn snapshot_create(path: &Path, tag: &str) -> Result<()> {
+    snapshot_op(path, "-c", tag)
+}
+
+/// Reverts the content of `path` to snapshot `tag`; the snapshot itself is kept.
+pub fn snapshot_apply(path: &Path, tag: &str) -> Result<()> {
+    snapshot_op(path, "-a", tag)
+}
+
+/// Deletes snapshot `tag` (the first one, if several share it) and frees its clusters.
+pub fn snapshot_delete(path: &Path, tag: &str) -> Result<()> {
+    snapshot_op(path, "-d", tag)
+}
+
+/// Internal snapshots stored in `path`, ordered by id.
+pub fn snapshot_list(path: &Path) -> Result<Vec<InternalSnapshot>> {
+    Ok(info(path)?.snapshots)
+}
+
+fn snapshot_op(path: &Path, flag: &str, tag: &str) -> Result<()> {
+    check_tag(path, tag)?;
+    Cmd::qemu_img("snapshot", path)
+        .arg("-f")
+        .arg("qcow2")
+        .arg(flag)
+        .arg(tag)
+        .path(path)
+        .run()?;
+    Ok(())
+}
+
+/// Refuses tags qemu would not take as a tag.
+pub(crate) fn check_tag(path: &Path, tag: &str) -> Result<()> {
+    let reason = if tag.is_empty() {
+        "it is empty"
+    } else if tag.bytes().all(|b| b.is_ascii_digit()) {
+        // Measured: `snapshot -a 1` applies the snapshot whose *id* is 1 even when another
+        // snapshot is tagged "1", while `-d 1` deletes the one tagged "1".
+        "qemu-img would take an all-digit tag for a snapshot id"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidTag {
+        image: path.to_path_buf(),
+        tag: tag.to_owned(),
+        reason,
+    })
+}

@@ -1,0 +1,37 @@
+//! Typed wrapper over the `qemu-img` and `qemu-io` binaries, for managing qcow2 snapshot chains
+//! offline (no running QEMU).
+//!
+//! Every function runs one or a few subprocesses with [`std::process::Command`] (never a shell),
+//! always names the image format explicitly (`-f qcow2`, `-F qcow2`) so that qemu never probes a
+//! format from guest-controlled bytes, and turns qemu's own stderr into an [`Error`].
+//!
+//! Image locks: qemu locks every image it opens. An image held read-write by another process
+//! (a running VM, a `qemu-io` session) makes the functions here fail with [`Error::Locked`],
+//! naming the file that is locked — which may be a backing file rather than the path passed in.
+//! Only [`info_force_share`] bypasses locks, for display purposes.
+//!
+//! Functions whose qemu-img subcommand supports `-p` take a progress callback, called with a
+//! fraction in `0.0..=1.0` as records arrive, and always at least once with `1.0` on success.
+
+#![forbid(unsafe_code)]
+
+mod chain;
+mod cmd;
+mod digest;
+mod error;
+mod export;
+mod info;
+mod internal;
+mod io;
+mod layer;
+mod lock;
+mod progress;
+
+pub use chain::{commit, rebase_safe, rebase_unsafe};
+pub use digest::content_digest;
+pub use error::{Error, Result};
+pub use info::{ImageInfo, InternalSnapshot, backing_chain, info, info_force_share};
+pub use internal::{snapshot_apply, snapshot_create, snapshot_delete, snapshot_list};
+pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
+pub use layer::{allocated_bytes, create, create_overlay};
+pub use lock::check_writable;

@@ -1,0 +1,25 @@
+//! Detecting that another process holds an image.
+
+use std::path::Path;
+
+use crate::cmd::Cmd;
+use crate::error::Result;
+
+/// Succeeds if `path` can be opened read-write right now, with its backing chain read-only,
+/// exactly as a commit, rebase or snapshot operation would open it.
+///
+/// Opens and closes the image with `qemu-io -c quit` (which changes nothing in the file).
+/// `qemu-img info` is not enough: it only notices a writer, while a read-only holder (a VM
+/// using the file as a backing, `qemu-io -r`) also blocks writing. A lock held on `path` or on
+/// one of its backing files gives [`Error::Locked`](crate::Error::Locked) naming that file.
+/// The answer is advisory: a process may take the lock right after.
+pub fn check_writable(path: &Path) -> Result<()> {
+    Cmd::qemu_io("open read-write", path)
+        .arg("-f")
+        .arg("qcow2")
+        .arg("-c")
+        .arg("quit")
+        .path(path)
+        .run()?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The one error type of snaptree and its stable numeric codes (SEMANTICS.md §6).
+
+use std::path::PathBuf;
+
+/// Stable error codes. The numbers are part of the C API and never change or get reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum ErrorCode {
+    /// An argument is invalid: a bad name, unknown flag bits, two exclusive flags.
+    InvalidArg = 1,
+    /// An XML document is malformed or refused.
+    XmlError = 2,
+    /// No domain of that name or uuid.
+    NoDomain = 3,
+    /// No snapshot of that name or uuid.
+    NoSnapshot = 4,
+    /// A snapshot of that name or uuid already exists.
+    SnapshotExists = 5,
+    /// The operation would discard snapshots that only a FORCE variant may remove.
+    WouldDiscard = 6,
+    /// The backend cannot do this, or not in the current power state.
+    OperationInvalid = 7,
+    /// The backend failed; the message is the backend's own.
+    Backend = 8,
+    /// A backend plugin cannot be loaded.
+    Plugin = 9,
+    /// The metadata store failed.
+    Storage = 10,
+    /// Another process or thread holds the domain.
+    Busy = 11,
+    /// A bug in snaptree.
+    Internal = 12,
+}
+
+impl ErrorCode {
+    /// The upper-case name used in documentation and the C API (`SNAPTREE_ERR_<NAME>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArg => "INVALID_ARG",
+            ErrorCode::XmlError => "XML_ERROR",
+            ErrorCode::NoDomain => "NO_DOMAIN",
+            ErrorCode::NoSnapshot => "NO_SNAPSHOT",
+            ErrorCode::SnapshotExists => "SNAPSHOT_EXISTS",
+            ErrorCode::WouldDiscard => "WOULD_DISCARD",
+            ErrorCode::OperationInvalid => "OPERATION_INVALID",
+            ErrorCode::Backend => "BACKEND",
+            ErrorCode::Plugin => "PLUGIN",
+            ErrorCode::Storage => "STORAGE",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidArg,
+        ErrorCode::XmlError,
+        ErrorCode::NoDomain,
+        ErrorCode::NoSnapshot,
+        ErrorCode::SnapshotExists,
+        ErrorCode::WouldDiscard,
+        ErrorCode::OperationInvalid,
+        ErrorCode::Backend,
+        ErrorCode::Plugin,
+        ErrorCode::Storage,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
+    /// The code with this number, if any.
+    pub fn from_i32(n: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| *c as i32 == n)
+    }
+}
+
+/// Every error snaptree reports. Each variant maps to exactly one [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An invalid argument; the text says which and why.
+    #[error("{0}")]
+    InvalidArg(String),
+    /// A malformed or refused XML document.
+    #[error("{message} (line {line}, column {column})")]
+    Xml {
+        /// What is wrong.
+        message: String,
+        /// 1-based line of the problem.
+        line: u64,
+        /// 1-based column of the problem.
+        column: u64,
+    },
+    /// No such domain.
+    #[error("no domain named '{0}'")]
+    NoDomain(String),
+    /// No such snapshot; the text names it and its domain.
+    #[error("{0}")]
+    NoSnapshot(String),
+    /// A snapshot with that name or uuid already exists.
+    #[error("{0}")]
+    SnapshotExists(String),
+    /// The delete would discard snapshots only a FORCE mode may remove.
+    #[error("{mode} of snapshot '{snapshot}' would discard {}: {}; use {force} to remove them too",
+        plural(victims.len(), "snapshot", "snapshots"), quoted_list(victims))]
+    WouldDiscard {
+        /// The snapshot named by the call.
+        snapshot: String,
+        /// The mode that refused (`MERGE`, `DISCARD`).
+        mode: &'static str,
+        /// The FORCE mode that would proceed.
+        force: &'static str,
+        /// Every snapshot the FORCE mode would remove, in topological order.
+        victims: Vec<String>,
+    },
+    /// The operation is impossible with this backend or in this power state.
+    #[error("{0}")]
+    OperationInvalid(String),
+    /// The backend failed.
+    #[error("backend '{backend}': {message}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// The backend's own message.
+        message: String,
+    },
+    /// A plugin cannot be used.
+    #[error("plugin {}: {reason}", path.display())]
+    Plugin {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The metadata store failed.
+    #[error("{context}")]
+    Storage {
+        /// What the store was doing.
+        context: String,
+        /// The underlying failure, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Another process or thread holds the domain.
+    #[error("domain '{domain}' is busy: another operation held it for {waited_ms} ms")]
+    Busy {
+        /// The domain.
+        domain: String,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// A bug in snaptree.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidArg(_) => ErrorCode::InvalidArg,
+            Error::Xml { .. } => ErrorCode::XmlError,
+            Error::NoDomain(_) => ErrorCode::NoDomain,
+            Error::NoSnapshot(_) => ErrorCode::NoSnapshot,
+            Error::SnapshotExists(_) => ErrorCode::SnapshotExists,
+            Error::WouldDiscard { .. } => ErrorCode::WouldDiscard,
+            Error::OperationInvalid(_) => ErrorCode::OperationInvalid,
+            Error::Backend { .. } => ErrorCode::Backend,
+            Error::Plugin { .. } => ErrorCode::Plugin,
+            Error::Storage { .. } => ErrorCode::Storage,
+            Error::Busy { .. } => ErrorCode::Busy,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A storage error with context and an underlying cause.
+    pub fn storage(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Storage { context: context.into(), source: Some(Box::new(source)) }
+    }
+
+    /// The full message including every `source` in the chain, for surfaces
+    /// (C API, CLI) that show one string.
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+}
+
+/// The result type of snaptree.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+}

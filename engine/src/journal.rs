@@ -1,0 +1,79 @@
+//! The persistence a domain needs: a lock, change detection, and the intent journal.
+//! [`MemoryStore`] keeps it all in memory; the SQLite store keeps it on disk.
+
+use crate::error::Result;
+use crate::plan::Plan;
+use crate::tree::SnapshotTree;
+
+/// An operation that was journaled and not yet committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The plan.
+    pub plan: Plan,
+    /// How many of its steps are known to be done.
+    pub steps_done: usize,
+}
+
+/// Where a domain's metadata and journal live.
+pub trait DomainStore: Send {
+    /// Takes the domain's lock (waiting up to the store's timeout, then `BUSY`).
+    fn lock(&mut self) -> Result<()>;
+    /// Releases the lock.
+    fn unlock(&mut self);
+    /// Whether the stored domain changed since this handle last loaded or committed it.
+    /// Must be cheap: it runs before every read.
+    fn changed(&mut self) -> Result<bool>;
+    /// Loads the stored tree.
+    fn load_tree(&mut self) -> Result<SnapshotTree>;
+    /// The journal entry left by an interrupted operation, if any.
+    fn pending(&mut self) -> Result<Option<JournalEntry>>;
+    /// Records the intent to run `plan`, durably, before its first step.
+    fn journal_begin(&mut self, plan: &Plan) -> Result<()>;
+    /// Records that step `index` of the journaled plan is done.
+    fn journal_step_done(&mut self, index: usize) -> Result<()>;
+    /// Applies the plan's edits to the stored metadata and removes the journal entry, in
+    /// one transaction.
+    fn commit(&mut self, plan: &Plan) -> Result<()>;
+    /// Removes the journal entry of a plan none of whose steps ran.
+    fn journal_abort(&mut self) -> Result<()>;
+}
+
+/// A store that keeps nothing beyond the process: for ephemeral domains and tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pending: Option<JournalEntry>,
+}
+
+impl DomainStore for MemoryStore {
+    fn lock(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn unlock(&mut self) {}
+    fn changed(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+    fn load_tree(&mut self) -> Result<SnapshotTree> {
+        Err(crate::Error::Internal("a memory store has no stored tree to load".into()))
+    }
+    fn pending(&mut self) -> Result<Option<JournalEntry>> {
+        Ok(self.pending.clone())
+    }
+    fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
+        self.pending = Some(JournalEntry { plan: plan.clone(), steps_done: 0 });
+        Ok(())
+    }
+    fn journal_step_done(&mut self, index: usize) -> Result<()> {
+        if let Some(p) = &mut self.pending {
+            p.steps_done = index + 1;
+        }
+        Ok(())
+    }
+    fn commit(&mut self, _plan: &Plan) -> Result<()> {
+        self.pending = None;
+        Ok(())
+    }
+    fn journal_abort(&mut self) -> Result<()> {
+        self.pending = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! Plans: what an operation will do, as data. A plan is journaled before its first
+//! physical step, printed by `--dry-run`, and property-tested without a backend.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{PowerState, Snapshot};
+
+/// How a delete treats the snapshot's data and its relatives (SEMANTICS.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeleteMode {
+    /// No flag: leave the metadata, keep the data where it is, re-parent the children.
+    Retire,
+    /// Merge into the parent; refused when the parent has other children.
+    Merge,
+    /// Merge into the parent after discarding the siblings and their descendants.
+    MergeForce,
+    /// Discard a snapshot that has no children.
+    Discard,
+    /// Discard the snapshot and all its descendants.
+    DiscardForce,
+    /// Remove the snapshot, pushing its data into whatever depended on it.
+    Consolidate,
+    /// Discard every descendant, keep the snapshot.
+    ChildrenOnly,
+}
+
+impl DeleteMode {
+    /// Every mode.
+    pub const ALL: [DeleteMode; 7] = [
+        DeleteMode::Retire,
+        DeleteMode::Merge,
+        DeleteMode::MergeForce,
+        DeleteMode::Discard,
+        DeleteMode::DiscardForce,
+        DeleteMode::Consolidate,
+        DeleteMode::ChildrenOnly,
+    ];
+
+    /// The flag's name as in the proposal (`MERGE_FORCE`), or `RETIRE` for no flag.
+    pub fn flag_name(self) -> &'static str {
+        match self {
+            DeleteMode::Retire => "RETIRE",
+            DeleteMode::Merge => "MERGE",
+            DeleteMode::MergeForce => "MERGE_FORCE",
+            DeleteMode::Discard => "DISCARD",
+            DeleteMode::DiscardForce => "DISCARD_FORCE",
+            DeleteMode::Consolidate => "CONSOLIDATE",
+            DeleteMode::ChildrenOnly => "CHILDREN_ONLY",
+        }
+    }
+}
+
+/// What the caller asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Take a snapshot of the live state.
+    Create {
+        /// The new snapshot's name.
+        name: String,
+    },
+    /// Make the live state a snapshot's content.
+    Revert {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// A power state forced by a flag instead of the snapshot's own.
+        force_state: Option<PowerState>,
+    },
+    /// Rename a snapshot.
+    Rename {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The new name.
+        new_name: String,
+    },
+    /// Delete a snapshot in a mode.
+    Delete {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The mode.
+        mode: DeleteMode,
+    },
+    /// Delete every snapshot.
+    DeleteAll,
+}
+
+/// The kind of a physical step, used for capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StepKind {
+    /// `create`.
+    Create = 0,
+    /// `revert`.
+    Revert = 1,
+    /// `discard_leaf`.
+    DiscardLeaf = 2,
+    /// `merge_into_parent`.
+    MergeIntoParent = 3,
+    /// `consolidate`.
+    Consolidate = 4,
+    /// `detach_live`.
+    DetachLive = 5,
+    /// `forget`.
+    Forget = 6,
+}
+
+impl StepKind {
+    /// Every kind, in ABI order.
+    pub const ALL: [StepKind; 7] = [
+        StepKind::Create,
+        StepKind::Revert,
+        StepKind::DiscardLeaf,
+        StepKind::MergeIntoParent,
+        StepKind::Consolidate,
+        StepKind::DetachLive,
+        StepKind::Forget,
+    ];
+
+    /// The step's name as in SEMANTICS.md §4.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Create => "create",
+            StepKind::Revert => "revert",
+            StepKind::DiscardLeaf => "discard_leaf",
+            StepKind::MergeIntoParent => "merge_into_parent",
+            StepKind::Consolidate => "consolidate",
+            StepKind::DetachLive => "detach_live",
+            StepKind::Forget => "forget",
+        }
+    }
+
+    /// What the step does, in words for error messages ("merge snapshots").
+    pub fn verb(self) -> &'static str {
+        match self {
+            StepKind::Create => "create snapshots",
+            StepKind::Revert => "revert to snapshots",
+            StepKind::DiscardLeaf => "discard snapshots",
+            StepKind::MergeIntoParent => "merge snapshots",
+            StepKind::Consolidate => "consolidate snapshots",
+            StepKind::DetachLive => "detach the live state from snapshots",
+            StepKind::Forget => "retire snapshots",
+        }
+    }
+}
+
+/// One physical step (SEMANTICS.md §4). The engine has made its precondition true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// Freeze the live state as the new snapshot's content, on every disk atomically.
+    Create {
+        /// The new snapshot.
+        snapshot: Uuid,
+        /// Its parent (the current snapshot), if any.
+        parent: Option<Uuid>,
+        /// Its name, for backends that show one (the data is keyed by uuid).
+        name: String,
+        /// Its description.
+        description: String,
+    },
+    /// Make the live state equal the snapshot's content.
+    Revert {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The power state the domain is left in.
+        state: PowerState,
+    },
+    /// Free a snapshot that has no children.
+    DiscardLeaf {
+        /// The snapshot.
+        snapshot: Uuid,
+    },
+    /// Make the parent's content the snapshot's, then free the snapshot.
+    MergeIntoParent {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// Its parent; None means the base image absorbs it.
+        parent: Option<Uuid>,
+    },
+    /// Free the snapshot, pushing its data into every dependent.
+    Consolidate {
+        /// The snapshot.
+        snapshot: Uuid,
+    },
+    /// Make the live state independent of every snapshot's data.
+    DetachLive,
+    /// Notice that a snapshot was retired; change no data.
+    Forget {
+        /// The snapshot.
+        snapshot: Uuid,
+    },
+}
+
+impl Step {
+    /// The step's kind.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Step::Create { .. } => StepKind::Create,
+            Step::Revert { .. } => StepKind::Revert,
+            Step::DiscardLeaf { .. } => StepKind::DiscardLeaf,
+            Step::MergeIntoParent { .. } => StepKind::MergeIntoParent,
+            Step::Consolidate { .. } => StepKind::Consolidate,
+            Step::DetachLive => StepKind::DetachLive,
+            Step::Forget { .. } => StepKind::Forget,
+        }
+    }
+
+    /// The snapshot the step is about, if one.
+    pub fn snapshot(&self) -> Option<Uuid> {
+        match self {
+            Step::Create { snapshot, .. }
+            | Step::Revert { snapshot, .. }
+            | Step::DiscardLeaf { snapshot }
+            | Step::MergeIntoParent { snapshot, .. }
+            | Step::Consolidate { snapshot }
+            | Step::Forget { snapshot } => Some(*snapshot),
+            Step::DetachLive => None,
+        }
+    }
+}
+
+/// One change to the metadata. A plan's edits, applied in order, turn the tree before the
+/// operation into the tree after it; the store writes exactly these rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Edit {
+    /// Add a snapshot under a parent.
+    Add {
+        /// The snapshot.
+        snapshot: Snapshot,
+        /// Its parent.
+        parent: Option<Uuid>,
+    },
+    /// Remove a snapshot that has no children (any more).
+    Remove {
+        /// The snapshot.
+        snapshot: Uuid,
+    },
+    /// Move a snapshot under another parent.
+    SetParent {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The new parent.
+        parent: Option<Uuid>,
+    },
+    /// Rename a snapshot.
+    Rename {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The new name.
+        name: String,
+    },
+    /// Change the power state recorded in a snapshot (P under MERGE).
+    SetState {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The new state.
+        state: PowerState,
+    },
+    /// Change `current`.
+    SetCurrent {
+        /// The new current snapshot.
+        current: Option<Uuid>,
+    },
+    /// Remember a retired snapshot's uuid.
+    Retire {
+        /// The snapshot.
+        snapshot: Uuid,
+    },
+    /// Forget every retired uuid: their data has been freed.
+    ClearRetired,
+}
+
+/// An operation decided: its physical steps and its metadata change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// What was asked.
+    pub operation: Operation,
+    /// Physical steps, in order.
+    pub steps: Vec<Step>,
+    /// Metadata edits, applied after every step has succeeded.
+    pub edits: Vec<Edit>,
+}
+
+impl Plan {
+    /// The uuids of snapshots the plan removes from the tree, in order.
+    pub fn removed(&self) -> Vec<Uuid> {
+        self.edits
+            .iter()
+            .filter_map(|e| match e {
+                Edit::Remove { snapshot } => Some(*snapshot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Where `current` ends up, if the plan moves it.
+    pub fn new_current(&self) -> Option<Option<Uuid>> {
+        self.edits.iter().rev().find_map(|e| match e {
+            Edit::SetCurrent { current } => Some(*current),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! The planner: pure functions from (tree, request) to a [`Plan`] or an error.
+//!
+//! Every FORCE check and every piece of tree reasoning happens here, before any physical
+//! step, so that an operation is refused before it starts rather than half done.
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::{PowerState, Snapshot};
+use crate::name::{shown, validate_name};
+use crate::plan::{DeleteMode, Edit, Operation, Plan, Step};
+use crate::tree::SnapshotTree;
+use crate::xml::SnapshotXml;
+
+/// What a create needs besides the tree and the document, passed in so planning stays pure.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateContext {
+    /// The live power state, recorded as the snapshot's state.
+    pub live_state: PowerState,
+    /// Now, in Unix seconds.
+    pub now: i64,
+    /// A fresh random uuid, used when the document gives none.
+    pub fresh_uuid: Uuid,
+}
+
+/// Plans a create from a parsed `<domainsnapshot>` (only name, uuid, description used).
+pub fn plan_create(tree: &SnapshotTree, domain: &str, xml: &SnapshotXml, ctx: CreateContext) -> Result<Plan> {
+    let uuid = match xml.uuid {
+        Some(u) => {
+            if let Some(s) = tree.get(&u) {
+                return Err(Error::SnapshotExists(format!(
+                    "domain '{domain}' already has a snapshot with uuid {u} (named {})",
+                    shown(&s.name)
+                )));
+            }
+            if tree.retired().contains(&u) {
+                return Err(Error::SnapshotExists(format!(
+                    "uuid {u} belongs to a retired snapshot of domain '{domain}' whose data is kept"
+                )));
+            }
+            u
+        }
+        None => {
+            let mut u = ctx.fresh_uuid;
+            while tree.contains(&u) || tree.retired().contains(&u) {
+                u = Uuid::new_v4();
+            }
+            u
+        }
+    };
+    let name = match &xml.name {
+        Some(n) => {
+            validate_name("snapshot", n)?;
+            if tree.by_name(n).is_some() {
+                return Err(Error::SnapshotExists(format!(
+                    "domain '{domain}' already has a snapshot named {}",
+                    shown(n)
+                )));
+            }
+            n.clone()
+        }
+        None => generated_name(tree, ctx.now),
+    };
+    let parent = tree.current().map(|c| c.uuid);
+    let snapshot = Snapshot {
+        uuid,
+        name: name.clone(),
+        description: xml.description.clone().unwrap_or_default(),
+        creation_date: ctx.now,
+        state: ctx.live_state,
+    };
+    Ok(Plan {
+        operation: Operation::Create { name: name.clone() },
+        steps: vec![Step::Create { snapshot: uuid, parent, name, description: snapshot.description.clone() }],
+        edits: vec![Edit::Add { snapshot, parent }, Edit::SetCurrent { current: Some(uuid) }],
+    })
+}
+
+/// libvirt names an unnamed snapshot by its creation time; a suffix keeps it unique.
+fn generated_name(tree: &SnapshotTree, now: i64) -> String {
+    let base = now.to_string();
+    if tree.by_name(&base).is_none() {
+        return base;
+    }
+    (2u64..).map(|n| format!("{base}-{n}")).find(|n| tree.by_name(n).is_none()).unwrap_or(base)
+}
+
+/// Plans a revert to `snapshot`.
+pub fn plan_revert(
+    tree: &SnapshotTree,
+    domain: &str,
+    snapshot: &Uuid,
+    force_state: Option<PowerState>,
+) -> Result<Plan> {
+    let s = tree.require(snapshot, domain)?;
+    let state = force_state.unwrap_or(s.state);
+    Ok(Plan {
+        operation: Operation::Revert { snapshot: *snapshot, force_state },
+        steps: vec![Step::Revert { snapshot: *snapshot, state }],
+        edits: vec![Edit::SetCurrent { current: Some(*snapshot) }],
+    })
+}
+
+/// Plans a rename. Metadata only: physical data is keyed by uuid.
+pub fn plan_rename(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, new_name: &str) -> Result<Plan> {
+    let s = tree.require(snapshot, domain)?;
+    validate_name("snapshot", new_name)?;
+    if let Some(other) = tree.by_name(new_name)
+        && other.uuid != s.uuid
+    {
+        return Err(Error::SnapshotExists(format!(
+            "domain '{domain}' already has a snapshot named {}",
+            shown(new_name)
+        )));
+    }
+    Ok(Plan {
+        operation: Operation::Rename { snapshot: *snapshot, new_name: new_name.to_string() },
+        steps: Vec::new(),
+        edits: vec![Edit::Rename { snapshot: *snapshot, name: new_name.to_string() }],
+    })
+}
+
+/// Plans a delete of `snapshot` in `mode`.
+pub fn plan_delete(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, mode: DeleteMode) -> Result<Plan> {
+    let s = tree.require(snapshot, domain)?;
+    let uuid = s.uuid;
+    let parent = tree.parent(&uuid).map(|p| p.uuid);
+    let current = tree.current().map(|c| c.uuid);
+    let children: Vec<Uuid> = tree.children(&uuid).iter().map(|c| c.uuid).collect();
+    let mut steps = Vec::new();
+    let mut edits = Vec::new();
+    // Which snapshots leave the tree, so `current` can be moved if it was among them.
+    let mut gone: Vec<Uuid> = Vec::new();
+    let mut current_target = parent;
+
+    match mode {
+        DeleteMode::Retire => {
+            reparent(&mut edits, &children, parent);
+            edits.push(Edit::Remove { snapshot: uuid });
+            edits.push(Edit::Retire { snapshot: uuid });
+            steps.push(Step::Forget { snapshot: uuid });
+            gone.push(uuid);
+        }
+        DeleteMode::Discard | DeleteMode::DiscardForce => {
+            let below: Vec<Uuid> = tree.descendants(&uuid).iter().map(|d| d.uuid).collect();
+            if mode == DeleteMode::Discard && !below.is_empty() {
+                return Err(would_discard(tree, s, "DISCARD", "DISCARD_FORCE", &below));
+            }
+            let mut subtree = vec![uuid];
+            subtree.extend(below);
+            discard_leaves_first(&mut steps, &mut edits, &subtree);
+            gone = subtree;
+        }
+        DeleteMode::Merge | DeleteMode::MergeForce => {
+            let siblings: Vec<Uuid> = match parent {
+                Some(p) => tree.children(&p).iter().map(|c| c.uuid).filter(|c| *c != uuid).collect(),
+                None => tree.roots().map(|r| r.uuid).filter(|r| *r != uuid).collect(),
+            };
+            let mut victims = Vec::new();
+            for sib in &siblings {
+                victims.push(*sib);
+                victims.extend(tree.descendants(sib).iter().map(|d| d.uuid));
+            }
+            if mode == DeleteMode::Merge && !victims.is_empty() {
+                return Err(would_discard(tree, s, "MERGE", "MERGE_FORCE", &victims));
+            }
+            discard_leaves_first(&mut steps, &mut edits, &victims);
+            gone.extend(victims);
+            steps.push(Step::MergeIntoParent { snapshot: uuid, parent });
+            reparent(&mut edits, &children, parent);
+            if let Some(p) = parent {
+                edits.push(Edit::SetState { snapshot: p, state: s.state });
+            }
+            edits.push(Edit::Remove { snapshot: uuid });
+            gone.push(uuid);
+        }
+        DeleteMode::Consolidate => {
+            steps.push(Step::Consolidate { snapshot: uuid });
+            reparent(&mut edits, &children, parent);
+            edits.push(Edit::Remove { snapshot: uuid });
+            gone.push(uuid);
+        }
+        DeleteMode::ChildrenOnly => {
+            let below: Vec<Uuid> = tree.descendants(&uuid).iter().map(|d| d.uuid).collect();
+            discard_leaves_first(&mut steps, &mut edits, &below);
+            gone = below;
+            current_target = Some(uuid);
+        }
+    }
+    if let Some(c) = current
+        && gone.contains(&c)
+    {
+        edits.push(Edit::SetCurrent { current: current_target });
+    }
+    Ok(Plan { operation: Operation::Delete { snapshot: uuid, mode }, steps, edits })
+}
+
+/// Plans a delete of every snapshot (and of the data of retired ones).
+pub fn plan_delete_all(tree: &SnapshotTree) -> Plan {
+    let mut steps = Vec::new();
+    let mut edits = Vec::new();
+    if !tree.is_empty() || !tree.retired().is_empty() {
+        steps.push(Step::DetachLive);
+    }
+    let all: Vec<Uuid> = tree.topological().iter().map(|s| s.uuid).collect();
+    discard_leaves_first(&mut steps, &mut edits, &all);
+    for r in tree.retired() {
+        steps.push(Step::DiscardLeaf { snapshot: *r });
+    }
+    if !tree.retired().is_empty() {
+        edits.push(Edit::ClearRetired);
+    }
+    if tree.current().is_some() {
+        edits.push(Edit::SetCurrent { current: None });
+    }
+    Plan { operation: Operation::DeleteAll, steps, edits }
+}
+
+fn reparent(edits: &mut Vec<Edit>, children: &[Uuid], parent: Option<Uuid>) {
+    edits.extend(children.iter().map(|c| Edit::SetParent { snapshot: *c, parent }));
+}
+
+/// `topological` lists parents before children, so its reverse frees leaves first.
+fn discard_leaves_first(steps: &mut Vec<Step>, edits: &mut Vec<Edit>, topological: &[Uuid]) {
+    for u in topological.iter().rev() {
+        steps.push(Step::DiscardLeaf { snapshot: *u });
+        edits.push(Edit::Remove { snapshot: *u });
+    }
+}
+
+fn would_discard(tree: &SnapshotTree, s: &Snapshot, mode: &'static str, force: &'static str, victims: &[Uuid]) -> Error {
+    Error::WouldDiscard {
+        snapshot: s.name.clone(),
+        mode,
+        force,
+        victims: victims.iter().filter_map(|v| tree.get(v)).map(|v| v.name.clone()).collect(),
+    }
+}
+
+/// Applies a plan's edits to a tree. Used after the physical steps succeeded, by the
+/// store's recovery, and by tests.
+pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
+    for edit in edits {
+        match edit {
+            Edit::Add { snapshot, parent } => tree.insert(snapshot.clone(), *parent)?,
+            Edit::Remove { snapshot } => {
+                tree.remove(snapshot)?;
+            }
+            Edit::SetParent { snapshot, parent } => tree.set_parent(snapshot, *parent)?,
+            Edit::Rename { snapshot, name } => tree.rename(snapshot, name)?,
+            Edit::SetState { snapshot, state } => tree.set_state(snapshot, *state)?,
+            Edit::SetCurrent { current } => tree.set_current(*current)?,
+            Edit::Retire { snapshot } => tree.add_retired(*snapshot),
+            Edit::ClearRetired => tree.clear_retired(),
+        }
+    }
+    Ok(())
+}

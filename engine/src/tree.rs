@@ -1,0 +1,394 @@
+//! The snapshot forest of one domain: a petgraph `StableGraph` with name and uuid indexes
+//! and maintained sets of roots and leaves, so that every query costs O(size of answer).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::Snapshot;
+use crate::name::shown;
+
+/// A snapshot in the tree, with the insertion sequence that orders siblings.
+#[derive(Debug, Clone)]
+struct Node {
+    snapshot: Snapshot,
+    seq: u64,
+}
+
+/// Which snapshots a listing or count covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Filter {
+    /// Every snapshot, in creation order.
+    #[default]
+    All,
+    /// Snapshots without a parent.
+    Roots,
+    /// Snapshots without children.
+    Leaves,
+    /// Every snapshot, parents before children.
+    Topological,
+}
+
+/// The snapshot forest of one domain plus its `current` snapshot and the uuids of retired
+/// snapshots (whose data a backend still holds).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotTree {
+    graph: StableDiGraph<Node, ()>,
+    by_name: HashMap<String, NodeIndex>,
+    by_uuid: HashMap<Uuid, NodeIndex>,
+    roots: BTreeMap<u64, NodeIndex>,
+    leaves: BTreeMap<u64, NodeIndex>,
+    all: BTreeMap<u64, NodeIndex>,
+    current: Option<NodeIndex>,
+    retired: BTreeSet<Uuid>,
+    next_seq: u64,
+}
+
+impl SnapshotTree {
+    /// An empty tree.
+    pub fn new() -> SnapshotTree {
+        SnapshotTree::default()
+    }
+
+    /// Number of snapshots.
+    pub fn len(&self) -> usize {
+        self.by_uuid.len()
+    }
+
+    /// Whether there are no snapshots.
+    pub fn is_empty(&self) -> bool {
+        self.by_uuid.is_empty()
+    }
+
+    fn node(&self, i: NodeIndex) -> &Snapshot {
+        &self.graph[i].snapshot
+    }
+
+    /// The snapshot with this uuid.
+    pub fn get(&self, uuid: &Uuid) -> Option<&Snapshot> {
+        self.by_uuid.get(uuid).map(|i| self.node(*i))
+    }
+
+    /// The snapshot with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Snapshot> {
+        self.by_name.get(name).map(|i| self.node(*i))
+    }
+
+    /// Whether a snapshot with this uuid exists.
+    pub fn contains(&self, uuid: &Uuid) -> bool {
+        self.by_uuid.contains_key(uuid)
+    }
+
+    /// The snapshot with this uuid, or `NO_SNAPSHOT` naming the uuid and `domain`.
+    pub fn require(&self, uuid: &Uuid, domain: &str) -> Result<&Snapshot> {
+        self.get(uuid)
+            .ok_or_else(|| Error::NoSnapshot(format!("domain '{domain}' has no snapshot with uuid {uuid}")))
+    }
+
+    /// The snapshot with this name, or `NO_SNAPSHOT` naming it and `domain`.
+    pub fn require_name(&self, name: &str, domain: &str) -> Result<&Snapshot> {
+        self.by_name(name)
+            .ok_or_else(|| Error::NoSnapshot(format!("domain '{domain}' has no snapshot named {}", shown(name))))
+    }
+
+    /// The snapshot the live state derives from.
+    pub fn current(&self) -> Option<&Snapshot> {
+        self.current.map(|i| self.node(i))
+    }
+
+    /// The parent of a snapshot (None for roots and unknown uuids).
+    pub fn parent(&self, uuid: &Uuid) -> Option<&Snapshot> {
+        let i = *self.by_uuid.get(uuid)?;
+        self.parent_index(i).map(|p| self.node(p))
+    }
+
+    fn parent_index(&self, i: NodeIndex) -> Option<NodeIndex> {
+        self.graph.neighbors_directed(i, Direction::Incoming).next()
+    }
+
+    fn child_indices(&self, i: NodeIndex) -> Vec<NodeIndex> {
+        let mut kids: Vec<NodeIndex> = self.graph.neighbors_directed(i, Direction::Outgoing).collect();
+        kids.sort_by_key(|k| self.graph[*k].seq);
+        kids
+    }
+
+    /// The children of a snapshot, oldest first.
+    pub fn children(&self, uuid: &Uuid) -> Vec<&Snapshot> {
+        match self.by_uuid.get(uuid) {
+            Some(i) => self.child_indices(*i).into_iter().map(|k| self.node(k)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Number of children of a snapshot.
+    pub fn num_children(&self, uuid: &Uuid) -> usize {
+        self.by_uuid
+            .get(uuid)
+            .map_or(0, |i| self.graph.neighbors_directed(*i, Direction::Outgoing).count())
+    }
+
+    /// Every descendant of a snapshot, parents before children (not the snapshot itself).
+    pub fn descendants(&self, uuid: &Uuid) -> Vec<&Snapshot> {
+        match self.by_uuid.get(uuid) {
+            Some(i) => self.preorder(self.child_indices(*i)).into_iter().map(|k| self.node(k)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether `ancestor` is a proper ancestor of `uuid`. Walks up: O(depth).
+    pub fn is_ancestor(&self, ancestor: &Uuid, uuid: &Uuid) -> bool {
+        let (Some(a), Some(mut i)) = (self.by_uuid.get(ancestor), self.by_uuid.get(uuid).copied()) else {
+            return false;
+        };
+        while let Some(p) = self.parent_index(i) {
+            if p == *a {
+                return true;
+            }
+            i = p;
+        }
+        false
+    }
+
+    /// Iterative pre-order walk from `starts` (so a 100,000-deep chain cannot overflow the
+    /// stack); children in creation order.
+    fn preorder(&self, starts: Vec<NodeIndex>) -> Vec<NodeIndex> {
+        let mut out = Vec::new();
+        let mut stack: Vec<NodeIndex> = starts.into_iter().rev().collect();
+        while let Some(i) = stack.pop() {
+            out.push(i);
+            let kids = self.child_indices(i);
+            stack.extend(kids.into_iter().rev());
+        }
+        out
+    }
+
+    /// The snapshots without a parent, oldest first.
+    pub fn roots(&self) -> impl Iterator<Item = &Snapshot> + '_ {
+        self.roots.values().map(|i| self.node(*i))
+    }
+
+    /// The snapshots without children, oldest first.
+    pub fn leaves(&self) -> impl Iterator<Item = &Snapshot> + '_ {
+        self.leaves.values().map(|i| self.node(*i))
+    }
+
+    /// Every snapshot, parents before children.
+    pub fn topological(&self) -> Vec<&Snapshot> {
+        let roots: Vec<NodeIndex> = self.roots.values().copied().collect();
+        self.preorder(roots).into_iter().map(|i| self.node(i)).collect()
+    }
+
+    /// Every snapshot with its depth, parents before children (for tree views).
+    pub fn topological_with_depth(&self) -> Vec<(&Snapshot, usize)> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut stack: Vec<(NodeIndex, usize)> = self.roots.values().rev().map(|i| (*i, 0)).collect();
+        while let Some((i, depth)) = stack.pop() {
+            out.push((self.node(i), depth));
+            stack.extend(self.child_indices(i).into_iter().rev().map(|k| (k, depth + 1)));
+        }
+        out
+    }
+
+    /// Every snapshot in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = &Snapshot> + '_ {
+        self.all.values().map(|i| self.node(*i))
+    }
+
+    /// The snapshots a filter selects.
+    pub fn list(&self, filter: Filter) -> Vec<&Snapshot> {
+        match filter {
+            Filter::All => self.iter().collect(),
+            Filter::Roots => self.roots().collect(),
+            Filter::Leaves => self.leaves().collect(),
+            Filter::Topological => self.topological(),
+        }
+    }
+
+    /// How many snapshots a filter selects, in O(1).
+    pub fn count(&self, filter: Filter) -> usize {
+        match filter {
+            Filter::All | Filter::Topological => self.len(),
+            Filter::Roots => self.roots.len(),
+            Filter::Leaves => self.leaves.len(),
+        }
+    }
+
+    /// The uuids of retired snapshots: gone from the tree, data kept by the backend.
+    pub fn retired(&self) -> &BTreeSet<Uuid> {
+        &self.retired
+    }
+
+    // ---- mutation, used by `apply` and the store's loader ----
+
+    fn index(&self, uuid: &Uuid) -> Result<NodeIndex> {
+        self.by_uuid
+            .get(uuid)
+            .copied()
+            .ok_or_else(|| Error::Internal(format!("snapshot {uuid} is not in the tree")))
+    }
+
+    fn refresh_leaf(&mut self, i: NodeIndex) {
+        let seq = self.graph[i].seq;
+        if self.graph.neighbors_directed(i, Direction::Outgoing).next().is_none() {
+            self.leaves.insert(seq, i);
+        } else {
+            self.leaves.remove(&seq);
+        }
+    }
+
+    /// Adds a snapshot under `parent` (None: a new root).
+    pub fn insert(&mut self, snapshot: Snapshot, parent: Option<Uuid>) -> Result<()> {
+        if self.by_uuid.contains_key(&snapshot.uuid) || self.by_name.contains_key(&snapshot.name) {
+            return Err(Error::Internal(format!("snapshot '{}' inserted twice", snapshot.name)));
+        }
+        let parent = parent.map(|p| self.index(&p)).transpose()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (uuid, name) = (snapshot.uuid, snapshot.name.clone());
+        let i = self.graph.add_node(Node { snapshot, seq });
+        self.by_uuid.insert(uuid, i);
+        self.by_name.insert(name, i);
+        self.all.insert(seq, i);
+        self.leaves.insert(seq, i);
+        match parent {
+            Some(p) => {
+                self.graph.add_edge(p, i, ());
+                self.refresh_leaf(p);
+            }
+            None => {
+                self.roots.insert(seq, i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a snapshot that has no children.
+    pub fn remove(&mut self, uuid: &Uuid) -> Result<Snapshot> {
+        let i = self.index(uuid)?;
+        if self.graph.neighbors_directed(i, Direction::Outgoing).next().is_some() {
+            return Err(Error::Internal(format!("snapshot {uuid} removed while it has children")));
+        }
+        let parent = self.parent_index(i);
+        if self.current == Some(i) {
+            self.current = None;
+        }
+        let node = self.graph.remove_node(i).ok_or_else(|| Error::Internal("node vanished".into()))?;
+        self.by_uuid.remove(uuid);
+        self.by_name.remove(&node.snapshot.name);
+        self.all.remove(&node.seq);
+        self.leaves.remove(&node.seq);
+        self.roots.remove(&node.seq);
+        if let Some(p) = parent {
+            self.refresh_leaf(p);
+        }
+        Ok(node.snapshot)
+    }
+
+    /// Moves a snapshot under a new parent (None: makes it a root). Refuses cycles.
+    pub fn set_parent(&mut self, uuid: &Uuid, parent: Option<Uuid>) -> Result<()> {
+        let i = self.index(uuid)?;
+        let new_parent = parent.map(|p| self.index(&p)).transpose()?;
+        if let Some(p) = &parent
+            && (p == uuid || self.is_ancestor(uuid, p))
+        {
+            return Err(Error::Internal(format!("moving {uuid} under {p} would make a cycle")));
+        }
+        let seq = self.graph[i].seq;
+        if let Some(old) = self.parent_index(i) {
+            if let Some(e) = self.graph.find_edge(old, i) {
+                self.graph.remove_edge(e);
+            }
+            self.refresh_leaf(old);
+        } else {
+            self.roots.remove(&seq);
+        }
+        match new_parent {
+            Some(p) => {
+                self.graph.add_edge(p, i, ());
+                self.refresh_leaf(p);
+            }
+            None => {
+                self.roots.insert(seq, i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames a snapshot (the new name must be free).
+    pub fn rename(&mut self, uuid: &Uuid, name: &str) -> Result<()> {
+        let i = self.index(uuid)?;
+        if self.by_name.get(name).is_some_and(|j| *j != i) {
+            return Err(Error::Internal(format!("rename to taken name '{name}'")));
+        }
+        let old = std::mem::replace(&mut self.graph[i].snapshot.name, name.to_string());
+        self.by_name.remove(&old);
+        self.by_name.insert(name.to_string(), i);
+        Ok(())
+    }
+
+    /// Replaces a snapshot's power state.
+    pub fn set_state(&mut self, uuid: &Uuid, state: crate::PowerState) -> Result<()> {
+        let i = self.index(uuid)?;
+        self.graph[i].snapshot.state = state;
+        Ok(())
+    }
+
+    /// Sets `current`.
+    pub fn set_current(&mut self, uuid: Option<Uuid>) -> Result<()> {
+        self.current = uuid.map(|u| self.index(&u)).transpose()?;
+        Ok(())
+    }
+
+    /// Records a retired uuid.
+    pub fn add_retired(&mut self, uuid: Uuid) {
+        self.retired.insert(uuid);
+    }
+
+    /// Forgets every retired uuid (their data has been freed).
+    pub fn clear_retired(&mut self) {
+        self.retired.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PowerState;
+
+    fn snap(name: &str) -> Snapshot {
+        Snapshot {
+            uuid: Uuid::new_v4(),
+            name: name.into(),
+            description: String::new(),
+            creation_date: 0,
+            state: PowerState::Shutoff,
+        }
+    }
+
+    #[test]
+    fn maintains_roots_and_leaves_through_edits() {
+        let mut t = SnapshotTree::new();
+        let a = snap("a");
+        let b = snap("b");
+        let c = snap("c");
+        t.insert(a.clone(), None).unwrap();
+        t.insert(b.clone(), Some(a.uuid)).unwrap();
+        t.insert(c.clone(), Some(a.uuid)).unwrap();
+        let names = |v: Vec<&Snapshot>| v.into_iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(t.roots().collect()), ["a"]);
+        assert_eq!(names(t.leaves().collect()), ["b", "c"]);
+        t.set_parent(&c.uuid, Some(b.uuid)).unwrap();
+        assert_eq!(names(t.leaves().collect()), ["c"]);
+        assert_eq!(names(t.topological()), ["a", "b", "c"]);
+        assert!(t.set_parent(&a.uuid, Some(c.uuid)).is_err(), "expected a cycle refused");
+        t.set_parent(&b.uuid, None).unwrap();
+        assert_eq!(names(t.roots().collect()), ["a", "b"]);
+        assert_eq!(names(t.leaves().collect()), ["a", "c"]);
+        t.remove(&c.uuid).unwrap();
+        assert_eq!(names(t.leaves().collect()), ["a", "b"]);
+        assert!(t.remove(&Uuid::new_v4()).is_err());
+    }
+}

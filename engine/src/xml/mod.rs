@@ -1,0 +1,8 @@
+//! XML in both directions: `<domainsnapshot>` and `<domain>` documents.
+
+pub mod dom;
+pub mod domain;
+pub mod snapshot;
+
+pub use domain::{DiskSnapshotMode, DiskXml, DomainXml};
+pub use snapshot::{SnapshotXml, parse_uuid};
