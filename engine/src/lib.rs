@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod domain;
 pub mod error;
+pub mod flags;
 pub mod journal;
 pub mod model;
 pub mod name;

@@ -174,7 +174,9 @@ impl Cmd {
         };
         match locked_image(&message) {
             Some(named) => Error::Locked {
-                image: named.map(PathBuf::from).unwrap_or_else(|| self.image.clone()),
+                image: named
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.image.clone()),
                 message,
             },
             None => Error::Failed {
@@ -253,10 +255,7 @@ pub(crate) fn qemu_path(path: &Path) -> OsString {
     }
     let bytes = path.as_os_str().as_encoded_bytes();
     let dash = bytes.first() == Some(&b'-');
-    let colon = bytes
-        .iter()
-        .take_while(|&&b| b != b'/')
-        .any(|&b| b == b':');
+    let colon = bytes.iter().take_while(|&&b| b != b'/').any(|&b| b == b':');
     if dash || colon {
         let mut prefixed = OsString::from("./");
         prefixed.push(path);
@@ -279,14 +278,20 @@ mod tests {
                       Failed to get shared \"write\" lock\n\
                       Is another process using the image [/tmp/x/base.qcow2]?";
         assert_eq!(locked_image(shared), Some(Some("/tmp/x/base.qcow2")));
-        assert_eq!(locked_image("qemu-img: Could not open 'x': No such file"), None);
+        assert_eq!(
+            locked_image("qemu-img: Could not open 'x': No such file"),
+            None
+        );
     }
 
     #[test]
     fn defuses_protocol_and_option_lookalikes() {
         assert_eq!(qemu_path(Path::new("/a:b/c")), OsString::from("/a:b/c"));
         assert_eq!(qemu_path(Path::new("nbd:x")), OsString::from("./nbd:x"));
-        assert_eq!(qemu_path(Path::new("-x.qcow2")), OsString::from("./-x.qcow2"));
+        assert_eq!(
+            qemu_path(Path::new("-x.qcow2")),
+            OsString::from("./-x.qcow2")
+        );
         assert_eq!(qemu_path(Path::new("d/a:b")), OsString::from("d/a:b"));
     }
 }

@@ -66,10 +66,7 @@ fn verify(
     if len == 0 {
         return Ok(true);
     }
-    let mut cmd = Cmd::qemu_io("read", image)
-        .arg("-r")
-        .arg("-f")
-        .arg(format);
+    let mut cmd = Cmd::qemu_io("read", image).arg("-r").arg("-f").arg(format);
     for (off, n) in chunks(offset, len) {
         cmd = cmd
             .arg("-c")
@@ -82,7 +79,10 @@ fn verify(
     }
     // A mismatch is only a mismatch if nothing else went wrong in any chunk.
     let only_mismatches = out.stderr.trim().is_empty()
-        && out.stdout.lines().all(|l| l.trim().is_empty() || l.contains(MISMATCH))
+        && out
+            .stdout
+            .lines()
+            .all(|l| l.trim().is_empty() || l.contains(MISMATCH))
         && out.stdout.contains(MISMATCH);
     if only_mismatches {
         Ok(false)

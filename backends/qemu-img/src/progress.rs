@@ -15,7 +15,10 @@ impl ProgressSplitter {
     pub(crate) fn feed(&mut self, chunk: &[u8], progress: &mut dyn FnMut(f64)) {
         for &byte in chunk {
             if byte == b'\r' || byte == b'\n' {
-                if let Some(fraction) = parse_record(&self.pending) {
+                // qemu-img repeats records (e.g. 100% several times); forward changes only.
+                if let Some(fraction) =
+                    parse_record(&self.pending).filter(|&f| self.last != Some(f))
+                {
                     self.last = Some(fraction);
                     progress(fraction);
                 }
@@ -56,8 +59,11 @@ mod tests {
         let mut seen = Vec::new();
         let mut splitter = ProgressSplitter::default();
         let mut cb = |f: f64| seen.push(f);
-        splitter.feed(b"    (0.00/100%)\r    (50.", &mut cb);
-        splitter.feed(b"00/100%)\r    (100.00/100%)\r\nImage committed.\n", &mut cb);
+        splitter.feed(b"    (0.00/100%)\r    (0.00/100%)\r    (50.", &mut cb);
+        splitter.feed(
+            b"00/100%)\r    (100.00/100%)\r\nImage committed.\n",
+            &mut cb,
+        );
         report_final(&splitter, &mut cb);
         assert_eq!(seen, vec![0.0, 0.5, 1.0]);
     }

@@ -1,0 +1,344 @@
+//! Integration tests on real qcow2 files (4 MiB) in temporary directories.
+
+mod common;
+
+use common::{CHAIN_VIEW, LockHolder, MIB, SIZE, Scratch, assert_view};
+use snaptree_qemu_img::{self as qi, Error};
+
+fn no_progress() -> impl FnMut(f64) {
+    |_| {}
+}
+
+#[test]
+fn create_and_info() {
+    let s = Scratch::new();
+    let img = s.path("disk.qcow2");
+    qi::create(&img, SIZE).unwrap();
+    let info = qi::info(&img).unwrap();
+    assert_eq!(info.virtual_size, SIZE);
+    assert_eq!(info.format, "qcow2");
+    assert_eq!(info.backing_filename, None);
+    assert!(info.snapshots.is_empty());
+    assert!(qi::io_verify_pattern(&img, 0, 0, SIZE).unwrap());
+
+    let err = qi::create(&img, SIZE).unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists { ref image } if *image == img),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn overlay_chain_reads_through_layers() {
+    let s = Scratch::new();
+    let (base, mid, top) = s.chain();
+    assert_view(&top, &CHAIN_VIEW);
+    assert_view(&mid, &[0xaa, 0xbb, 0xaa, 0xaa]);
+
+    let info = qi::info(&top).unwrap();
+    assert_eq!(info.virtual_size, SIZE);
+    assert_eq!(info.backing_filename.as_deref(), mid.to_str());
+    assert_eq!(info.full_backing_filename.as_deref(), Some(mid.as_path()));
+    assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
+
+    let chain = qi::backing_chain(&top).unwrap();
+    let names: Vec<_> = chain.iter().map(|i| i.filename.clone()).collect();
+    let expected: Vec<_> = [&top, &mid, &base]
+        .iter()
+        .map(|p| p.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn mid_chain_commit_then_unsafe_rebase_preserves_top() {
+    let s = Scratch::new();
+    let (base, mid, top) = s.chain();
+    let before = qi::content_digest(&top, None, &mut no_progress()).unwrap();
+
+    qi::commit(&mid, &mut no_progress()).unwrap();
+    // Commit empties MID and puts its data into BASE.
+    assert_eq!(qi::allocated_bytes(&mid).unwrap(), 0);
+    assert_view(&base, &[0xaa, 0xbb, 0xaa, 0xaa]);
+
+    qi::rebase_unsafe(&top, Some(&base)).unwrap();
+    assert_eq!(
+        qi::info(&top).unwrap().full_backing_filename.as_deref(),
+        Some(base.as_path())
+    );
+    std::fs::remove_file(&mid).unwrap();
+    assert_view(&top, &CHAIN_VIEW);
+    assert_eq!(
+        qi::content_digest(&top, None, &mut no_progress()).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn commit_reports_progress_up_to_one() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    qi::io_write_pattern(&top, 0x5a, 0, SIZE).unwrap();
+
+    let mut seen = Vec::new();
+    qi::commit(&top, &mut |f| seen.push(f)).unwrap();
+    // Real records from qemu-img, not just the final 1.0 this crate guarantees.
+    assert!(seen.iter().any(|&f| f > 0.0 && f < 1.0), "{seen:?}");
+    assert_eq!(seen.last(), Some(&1.0), "{seen:?}");
+    assert!(seen.iter().all(|f| (0.0..=1.0).contains(f)), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(qi::io_verify_pattern(&base, 0x5a, 0, SIZE).unwrap());
+    assert_eq!(qi::allocated_bytes(&top).unwrap(), 0);
+}
+
+#[test]
+fn safe_rebase_preserves_data() {
+    let s = Scratch::new();
+    let (base, mid, top) = s.chain();
+
+    // Skip MID: its 0xbb must be copied into TOP.
+    let mut seen = Vec::new();
+    qi::rebase_safe(&top, Some(&base), &mut |f| seen.push(f)).unwrap();
+    assert_eq!(seen.last(), Some(&1.0));
+    assert_eq!(
+        qi::info(&top).unwrap().full_backing_filename.as_deref(),
+        Some(base.as_path())
+    );
+    std::fs::remove_file(&mid).unwrap();
+    assert_view(&top, &CHAIN_VIEW);
+
+    // Flatten: TOP becomes standalone with everything.
+    qi::rebase_safe(&top, None, &mut no_progress()).unwrap();
+    assert_eq!(qi::info(&top).unwrap().backing_filename, None);
+    std::fs::remove_file(&base).unwrap();
+    assert_view(&top, &CHAIN_VIEW);
+}
+
+#[test]
+fn unsafe_rebase_only_rewrites_the_header() {
+    let s = Scratch::new();
+    let (_base, _mid, top) = s.chain();
+    qi::rebase_unsafe(&top, None).unwrap();
+    assert_eq!(qi::info(&top).unwrap().backing_filename, None);
+    // Only TOP's own 0xcc remains; what came from below now reads as zeroes.
+    assert_view(&top, &[0, 0, 0xcc, 0]);
+}
+
+#[test]
+fn allocated_bytes_counts_one_layer_only() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::io_write_pattern(&base, 0x11, 0, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    assert_eq!(qi::allocated_bytes(&top).unwrap(), 0);
+    assert_eq!(qi::allocated_bytes(&base).unwrap(), SIZE);
+
+    qi::io_write_pattern(&top, 0x22, MIB, MIB).unwrap();
+    let top_bytes = qi::allocated_bytes(&top).unwrap();
+    assert!(top_bytes >= MIB, "{top_bytes}");
+    assert!(top_bytes < SIZE, "{top_bytes}");
+}
+
+#[test]
+fn digest_ignores_layering_and_follows_content() {
+    let s = Scratch::new();
+    let (_base, _mid, top) = s.chain();
+
+    // The same bytes written into a single flat image.
+    let flat = s.path("flat.qcow2");
+    qi::create(&flat, SIZE).unwrap();
+    for (i, &p) in CHAIN_VIEW.iter().enumerate() {
+        qi::io_write_pattern(&flat, p, i as u64 * MIB, MIB).unwrap();
+    }
+    let layered = qi::content_digest(&top, None, &mut no_progress()).unwrap();
+    let mut seen = Vec::new();
+    let flat_digest = qi::content_digest(&flat, None, &mut |f| seen.push(f)).unwrap();
+    assert_eq!(layered.len(), 64);
+    assert!(layered.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(layered, flat_digest);
+    assert_eq!(seen.last(), Some(&1.0));
+
+    // A copy flattened by qemu itself also matches.
+    let copy = s.path("copy.qcow2");
+    qi::create_overlay(&copy, &top).unwrap();
+    qi::rebase_safe(&copy, None, &mut no_progress()).unwrap();
+    assert_eq!(
+        qi::content_digest(&copy, None, &mut no_progress()).unwrap(),
+        layered
+    );
+
+    qi::io_write_pattern(&flat, 0xcc, 3 * MIB + 4096, 512).unwrap();
+    assert_ne!(
+        qi::content_digest(&flat, None, &mut no_progress()).unwrap(),
+        layered
+    );
+
+    // Explicitly written zeroes equal never-written space; the size still matters.
+    let a = s.path("a.qcow2");
+    let b = s.path("b.qcow2");
+    let c = s.path("c.qcow2");
+    qi::create(&a, SIZE).unwrap();
+    qi::create(&b, SIZE).unwrap();
+    qi::create(&c, 2 * SIZE).unwrap();
+    qi::io_write_pattern(&b, 0, 0, SIZE).unwrap();
+    let da = qi::content_digest(&a, None, &mut no_progress()).unwrap();
+    assert_eq!(
+        da,
+        qi::content_digest(&b, None, &mut no_progress()).unwrap()
+    );
+    assert_ne!(
+        da,
+        qi::content_digest(&c, None, &mut no_progress()).unwrap()
+    );
+}
+
+#[test]
+fn internal_snapshot_round_trip() {
+    let s = Scratch::new();
+    let img = s.path("disk.qcow2");
+    qi::create(&img, SIZE).unwrap();
+    qi::io_write_pattern(&img, 0x01, 0, SIZE).unwrap();
+    let tag_a = "3f1c8a7e-0000-4000-8000-00000000000a";
+    let tag_b = "3f1c8a7e-0000-4000-8000-00000000000b";
+    qi::snapshot_create(&img, tag_a).unwrap();
+    let digest_a = qi::content_digest(&img, None, &mut no_progress()).unwrap();
+
+    qi::io_write_pattern(&img, 0x02, MIB, MIB).unwrap();
+    qi::snapshot_create(&img, tag_b).unwrap();
+    qi::io_write_pattern(&img, 0x03, 0, MIB).unwrap();
+
+    let list = qi::snapshot_list(&img).unwrap();
+    let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, [tag_a, tag_b]);
+    assert!(list.iter().all(|s| s.date_sec > 0 && s.vm_state_size == 0));
+    assert_ne!(list[0].id, list[1].id);
+
+    // Reading inside a snapshot without applying it.
+    assert!(qi::io_verify_snapshot_pattern(&img, tag_a, 0x01, 0, SIZE).unwrap());
+    assert!(!qi::io_verify_snapshot_pattern(&img, tag_b, 0x01, 0, SIZE).unwrap());
+    assert!(qi::io_verify_snapshot_pattern(&img, tag_b, 0x02, MIB, MIB).unwrap());
+    assert_eq!(
+        qi::content_digest(&img, Some(tag_a), &mut no_progress()).unwrap(),
+        digest_a
+    );
+
+    qi::snapshot_apply(&img, tag_a).unwrap();
+    assert!(qi::io_verify_pattern(&img, 0x01, 0, SIZE).unwrap());
+    assert_eq!(
+        qi::content_digest(&img, None, &mut no_progress()).unwrap(),
+        digest_a
+    );
+
+    qi::snapshot_delete(&img, tag_a).unwrap();
+    let names: Vec<_> = qi::snapshot_list(&img)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, [tag_b]);
+
+    // Unknown tag: qemu's own message comes through.
+    let err = qi::snapshot_apply(&img, tag_a).unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err:?}");
+    assert!(err.to_string().contains(img.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn duplicate_and_numeric_tags() {
+    let s = Scratch::new();
+    let img = s.path("disk.qcow2");
+    qi::create(&img, SIZE).unwrap();
+    // qemu-img allows duplicates: callers must key by unique tags.
+    qi::snapshot_create(&img, "dup").unwrap();
+    qi::snapshot_create(&img, "dup").unwrap();
+    assert_eq!(qi::snapshot_list(&img).unwrap().len(), 2);
+    qi::snapshot_delete(&img, "dup").unwrap();
+    assert_eq!(qi::snapshot_list(&img).unwrap().len(), 1);
+
+    for tag in ["", "1", "42"] {
+        let err = qi::snapshot_create(&img, tag).unwrap_err();
+        assert!(matches!(err, Error::InvalidTag { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn verify_distinguishes_mismatch_from_errors() {
+    let s = Scratch::new();
+    let img = s.path("disk.qcow2");
+    qi::create(&img, SIZE).unwrap();
+    qi::io_write_pattern(&img, 0x7f, 0, MIB).unwrap();
+    assert!(qi::io_verify_pattern(&img, 0x7f, 0, MIB).unwrap());
+    assert!(!qi::io_verify_pattern(&img, 0x7e, 0, MIB).unwrap());
+    // Half matches, half does not.
+    assert!(!qi::io_verify_pattern(&img, 0x7f, 0, 2 * MIB).unwrap());
+
+    let err = qi::io_verify_pattern(&img, 0, 0, 2 * SIZE).unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err:?}");
+    let missing = s.path("missing.qcow2");
+    let err = qi::io_verify_pattern(&missing, 0, 0, MIB).unwrap_err();
+    assert!(
+        matches!(err, Error::Failed { ref message, .. } if message.contains("No such file")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn read_write_holder_locks_image_and_its_overlays() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    qi::io_write_pattern(&top, 0x33, 0, MIB).unwrap();
+
+    {
+        let _holder = LockHolder::hold(&base, false);
+        let locked = |r: Result<(), Error>| match r {
+            Err(Error::Locked { image, message }) => {
+                assert_eq!(image, base, "{message}");
+                assert!(message.contains("lock"), "{message}");
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        };
+        locked(qi::check_writable(&base));
+        locked(qi::snapshot_create(&base, "t-1a"));
+        locked(qi::info(&base).map(drop));
+        // The overlay is fine itself, but its backing is held: named as the locked file.
+        locked(qi::check_writable(&top));
+        locked(qi::commit(&top, &mut no_progress()));
+        let err = qi::check_writable(&base).unwrap_err();
+        assert!(err.to_string().contains(base.to_str().unwrap()), "{err}");
+
+        // Inspection that ignores locks still works.
+        assert_eq!(qi::info_force_share(&base).unwrap().virtual_size, SIZE);
+    }
+    qi::check_writable(&base).unwrap();
+    qi::check_writable(&top).unwrap();
+    qi::commit(&top, &mut no_progress()).unwrap();
+}
+
+#[test]
+fn read_only_holder_blocks_writers_but_not_info() {
+    let s = Scratch::new();
+    let img = s.path("disk.qcow2");
+    qi::create(&img, SIZE).unwrap();
+    {
+        let _holder = LockHolder::hold(&img, true);
+        // `qemu-img info` would not notice this holder; check_writable does.
+        qi::info(&img).unwrap();
+        let err = qi::check_writable(&img).unwrap_err();
+        assert!(
+            matches!(err, Error::Locked { ref image, .. } if *image == img),
+            "{err:?}"
+        );
+        let err = qi::io_write_pattern(&img, 1, 0, MIB).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    }
+    qi::check_writable(&img).unwrap();
+}
