@@ -40,6 +40,8 @@ pub struct SimBackend {
     base: Blocks,
     layers: HashMap<Uuid, Layer>,
     live: Layer,
+    /// Layers announced by `forget`: retired snapshots whose data stays.
+    retired: BTreeSet<Uuid>,
     power: PowerState,
     caps: Capabilities,
 }
@@ -57,6 +59,7 @@ impl SimBackend {
             base: Blocks::new(),
             layers: HashMap::new(),
             live: Layer::default(),
+            retired: BTreeSet::new(),
             power: PowerState::Shutoff,
             caps: Capabilities::ALL,
         }
@@ -193,7 +196,52 @@ impl SimBackend {
         self.layers.remove(&uuid);
     }
 
+    /// The snapshot layers (not retired, not live) whose nearest non-retired physical
+    /// ancestor is `of`: the snapshot's children as the engine sees them.
+    fn visible_children(&self, of: Parent) -> Vec<Uuid> {
+        let mut out = Vec::new();
+        let mut todo = vec![of];
+        while let Some(at) = todo.pop() {
+            for d in self.dependents(at) {
+                if let Dependent::Snapshot(u) = d {
+                    if self.retired.contains(&u) {
+                        todo.push(Some(u));
+                    } else {
+                        out.push(u);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Refuses a step whose precondition (SEMANTICS.md §4) the engine failed to make true:
+    /// the simulator is strict so that planner mistakes cannot hide behind its
+    /// robustness.
+    fn violated(&self, step: &Step, why: String) -> Result<()> {
+        Err(Error::Backend { backend: "sim".into(), message: format!("precondition of {} violated: {why}", step.kind().name()) })
+    }
+
     fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::DiscardLeaf { snapshot } if self.layers.contains_key(snapshot) && !self.retired.contains(snapshot) => {
+                let kids = self.visible_children(Some(*snapshot));
+                if !kids.is_empty() {
+                    return self.violated(step, format!("{snapshot} still has children {kids:?}"));
+                }
+            }
+            Step::MergeIntoParent { snapshot, parent } if self.layers.contains_key(snapshot) => {
+                let siblings: Vec<Uuid> = self.visible_children(*parent).into_iter().filter(|u| u != snapshot).collect();
+                if !siblings.is_empty() {
+                    return self.violated(step, format!("{snapshot} has siblings {siblings:?}"));
+                }
+            }
+            _ => {}
+        }
+        self.apply_step(step)
+    }
+
+    fn apply_step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Create { snapshot, .. } => {
                 if self.layers.contains_key(snapshot) {
@@ -208,7 +256,10 @@ impl SimBackend {
                 self.live = Layer { parent: Some(*snapshot), delta: Blocks::new() };
                 self.power = *state;
             }
-            Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => self.remove_layer(*snapshot),
+            Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => {
+                self.remove_layer(*snapshot);
+                self.retired.remove(snapshot);
+            }
             Step::MergeIntoParent { snapshot, parent } => {
                 if !self.layers.contains_key(snapshot) {
                     return Ok(());
@@ -225,7 +276,9 @@ impl SimBackend {
                 let base = self.content(None);
                 self.live = Layer { parent: None, delta: diff(&full, &base) };
             }
-            Step::Forget { .. } => {}
+            Step::Forget { snapshot } => {
+                self.retired.insert(*snapshot);
+            }
         }
         Ok(())
     }
