@@ -164,12 +164,15 @@ impl Domain {
     }
 
     fn commit(&mut self, plan: &Plan) -> Result<()> {
-        // Apply to a copy first: a plan that does not fit the tree is a bug, and must not
-        // leave the in-memory tree half edited.
-        let mut next = self.tree.clone();
-        planner::apply_edits(&mut next, &plan.edits)?;
         self.store.commit(plan)?;
-        self.tree = next;
+        // The planner made the edits fit this tree; if they do not, that is a bug, and the
+        // stored tree (already committed) is the truth to reload.
+        if let Err(e) = planner::apply_edits(&mut self.tree, &plan.edits) {
+            if let Ok(tree) = self.store.load_tree() {
+                self.tree = tree;
+            }
+            return Err(Error::Internal(format!("plan did not fit the tree of domain '{}': {e}", self.xml.name)));
+        }
         Ok(())
     }
 

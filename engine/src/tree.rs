@@ -392,3 +392,61 @@ mod tests {
         assert!(t.remove(&Uuid::new_v4()).is_err());
     }
 }
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+    use crate::PowerState;
+
+    fn snap(i: usize) -> Snapshot {
+        Snapshot {
+            uuid: Uuid::from_u128(i as u128 + 1),
+            name: format!("s{i}"),
+            description: String::new(),
+            creation_date: 0,
+            state: PowerState::Shutoff,
+        }
+    }
+
+    const N: usize = 100_000;
+
+    #[test]
+    fn a_100000_deep_chain_answers_every_query_without_overflow() {
+        let mut t = SnapshotTree::new();
+        let mut parent = None;
+        for i in 0..N {
+            let s = snap(i);
+            let u = s.uuid;
+            t.insert(s, parent).unwrap();
+            parent = Some(u);
+        }
+        t.set_current(parent).unwrap();
+        assert_eq!(t.topological().len(), N);
+        assert_eq!(t.topological_with_depth().last().unwrap().1, N - 1);
+        let root = Uuid::from_u128(1);
+        assert_eq!(t.descendants(&root).len(), N - 1);
+        // Roots and leaves come from maintained sets: the answer is read, not searched for.
+        assert_eq!(t.roots().count(), 1);
+        assert_eq!(t.leaves().count(), 1);
+        assert_eq!(t.leaves().next().unwrap().name, format!("s{}", N - 1));
+        assert!(t.is_ancestor(&root, &parent.unwrap()));
+        // Dropping a deep tree must not recurse either.
+        drop(t);
+    }
+
+    #[test]
+    fn a_100000_snapshot_bushy_tree_answers_every_query() {
+        let mut t = SnapshotTree::new();
+        let mut x: u64 = 7;
+        for i in 0..N {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let parent = if i == 0 || x >> 60 == 0 { None } else { Some(Uuid::from_u128(((x >> 20) % i as u64) as u128 + 1)) };
+            t.insert(snap(i), parent).unwrap();
+        }
+        let topo = t.topological();
+        assert_eq!(topo.len(), N);
+        let leaves = t.count(Filter::Leaves);
+        assert_eq!(leaves, t.iter().filter(|s| t.num_children(&s.uuid) == 0).count());
+        assert_eq!(t.count(Filter::Roots), t.iter().filter(|s| t.parent(&s.uuid).is_none()).count());
+    }
+}

@@ -1,0 +1,185 @@
+//! The durable store: one SQLite database (`snaptree.db`, WAL mode) in a state directory,
+//! a lock file per domain, and the intent journal.
+//!
+//! Layout of a state directory (created 0700; every file in it 0600, whatever the umask):
+//!
+//! ```text
+//! $SNAPTREE_STATE_DIR/            (else $XDG_DATA_HOME/snaptree, else ~/.local/share/snaptree)
+//!   snaptree.db, snaptree.db-wal, snaptree.db-shm
+//!   locks/<domain-uuid>.lock      one per domain, held (flock) while a mutation runs
+//! ```
+//!
+//! Several processes and threads may share a state directory. Mutations of one domain are
+//! serialized by its lock file; each domain handle remembers the domain's `generation` (a
+//! counter bumped by every commit) and notices another handle's commit through SQLite's
+//! `PRAGMA data_version`, which costs no I/O when nothing changed.
+//!
+//! Durability: metadata commits run with `synchronous=NORMAL` (a power loss may lose the
+//! last commits, never corrupt); the journal entry written before the first physical step
+//! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
+
+mod lock;
+mod schema;
+mod sqlite;
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use lock::DomainLock;
+pub use schema::{MIGRATIONS, SCHEMA_VERSION};
+pub use sqlite::{SqliteStore, StoredDomain};
+
+use crate::error::{Error, Result};
+
+/// The database file in a state directory.
+pub const DB_FILE: &str = "snaptree.db";
+
+/// The directory of lock files in a state directory.
+pub const LOCK_DIR: &str = "locks";
+
+/// How long a mutation waits for a domain's lock before `BUSY`, unless configured: libvirt's
+/// wait for a domain job.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Environment variable naming the state directory.
+pub const STATE_DIR_ENV: &str = "SNAPTREE_STATE_DIR";
+
+/// Environment variable overriding the lock timeout, in milliseconds.
+pub const LOCK_TIMEOUT_ENV: &str = "SNAPTREE_LOCK_TIMEOUT_MS";
+
+/// How long SQLite itself waits for another connection's write transaction. Those last
+/// microseconds to milliseconds (plans run outside them), so this only guards against a
+/// stuck process.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default state directory: `$SNAPTREE_STATE_DIR`, else `$XDG_DATA_HOME/snaptree`, else
+/// `~/.local/share/snaptree`. Relative `XDG_DATA_HOME` values are ignored, as the XDG
+/// specification says.
+pub fn default_state_dir() -> Result<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var(STATE_DIR_ENV) {
+        return Ok(dir);
+    }
+    if let Some(xdg) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return Ok(xdg.join("snaptree"));
+    }
+    match var("HOME") {
+        Some(home) => Ok(home.join(".local/share/snaptree")),
+        None => Err(Error::Storage {
+            context: format!(
+                "cannot find a state directory: none of {STATE_DIR_ENV}, XDG_DATA_HOME or HOME is set"
+            ),
+            source: None,
+        }),
+    }
+}
+
+/// The lock timeout from `$SNAPTREE_LOCK_TIMEOUT_MS`, else [`DEFAULT_LOCK_TIMEOUT`].
+pub fn lock_timeout_from_env() -> Result<Duration> {
+    match std::env::var(LOCK_TIMEOUT_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| {
+            Error::InvalidArg(format!(
+                "{LOCK_TIMEOUT_ENV}='{}' is not a number of milliseconds",
+                v.escape_default()
+            ))
+        }),
+        _ => Ok(DEFAULT_LOCK_TIMEOUT),
+    }
+}
+
+/// Sets exact permission bits, whatever the umask was when the file was created.
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::storage(format!("cannot set the permissions of {} to {mode:o}", path.display()), e))
+}
+
+/// Creates `dir` (and its parents) if missing; a directory created here is 0700.
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::storage(format!("cannot create the directory {}", parent.display()), e))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => chmod(dir, 0o700),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::storage(format!("cannot create the state directory {}", dir.display()), e)),
+    }
+}
+
+/// Creates `path` empty with mode 0600 if missing (so SQLite, which gives its -wal and -shm
+/// files the database file's mode, makes them 0600 too).
+pub(crate) fn ensure_private_file(path: &Path) -> Result<()> {
+    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => chmod(path, 0o600),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::storage(format!("cannot create {}", path.display()), e)),
+    }
+}
+
+/// Prepares a state directory: the directory, `locks/` and the database file.
+pub(crate) fn prepare_state_dir(dir: &Path) -> Result<()> {
+    ensure_private_dir(dir)?;
+    ensure_private_dir(&dir.join(LOCK_DIR))?;
+    ensure_private_file(&dir.join(DB_FILE))
+}
+
+/// A storage error about `path`.
+pub(crate) fn db_error(what: impl std::fmt::Display, path: &Path, e: rusqlite::Error) -> Error {
+    Error::storage(format!("{what} in {}", path.display()), e)
+}
+
+/// Opens a connection to the database of a prepared state directory, with the pragmas
+/// every connection needs. The schema is not touched.
+pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
+    let db = rusqlite::Connection::open(path).map_err(|e| db_error("cannot open the metadata database", path, e))?;
+    let setup = || -> rusqlite::Result<String> {
+        db.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        db.set_prepared_statement_cache_capacity(64);
+        let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        db.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        Ok(mode)
+    };
+    let mode = setup().map_err(|e| db_error("cannot set up the metadata database", path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage {
+            context: format!("{} cannot use write-ahead logging (journal mode is '{mode}')", path.display()),
+            source: None,
+        });
+    }
+    // SQLite creates -wal and -shm with the database file's mode; make sure anyway.
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if let Ok(meta) = fs::metadata(&side)
+            && meta.permissions().mode() & 0o777 != 0o600
+        {
+            chmod(&side, 0o600)?;
+        }
+    }
+    Ok(db)
+}
+
+/// Opens the database of `dir` (preparing the directory first) and brings its schema to
+/// [`SCHEMA_VERSION`].
+pub(crate) fn open_and_migrate(dir: &Path) -> Result<rusqlite::Connection> {
+    prepare_state_dir(dir)?;
+    let path = dir.join(DB_FILE);
+    let mut db = open_db(&path)?;
+    schema::migrate(&mut db, &path)?;
+    Ok(db)
+}
+
+/// Unix seconds now.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,146 @@
+//! The database schema and its migrations. `PRAGMA user_version` holds the version; each
+//! migration takes the database from version `i` to `i + 1` and runs in the same
+//! transaction as the version bump, so a migration is all or nothing.
+
+use std::path::Path;
+
+use rusqlite::TransactionBehavior;
+
+use super::db_error;
+use crate::error::{Error, Result};
+
+/// Version 1: domains, their snapshots, retired uuids and the intent journal.
+///
+/// - `domains.id` is AUTOINCREMENT so an id is never reused: a handle of an undefined
+///   domain can never mistake a newly defined one for its own.
+/// - `snapshots.seq` is the rowid: it grows with every insert, so ordering by it gives
+///   creation order (and sibling order) back on reload, and costs no extra index.
+/// - `domains.generation` counts commits; handles compare it to notice other handles' work.
+const V1: &str = "
+CREATE TABLE domains (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid         TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL UNIQUE,
+    type         TEXT NOT NULL,
+    xml          TEXT NOT NULL,
+    current_uuid TEXT,
+    generation   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE snapshots (
+    seq           INTEGER PRIMARY KEY,
+    domain_id     INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    uuid          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    parent_uuid   TEXT,
+    description   TEXT NOT NULL DEFAULT '',
+    creation_date INTEGER NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('running', 'paused', 'shutoff')),
+    UNIQUE (domain_id, uuid),
+    UNIQUE (domain_id, name)
+);
+CREATE TABLE retired (
+    domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    uuid      TEXT NOT NULL,
+    PRIMARY KEY (domain_id, uuid)
+) WITHOUT ROWID;
+CREATE TABLE journal (
+    domain_id  INTEGER PRIMARY KEY REFERENCES domains(id) ON DELETE CASCADE,
+    plan       TEXT NOT NULL,
+    steps_done INTEGER NOT NULL DEFAULT 0
+);
+";
+
+/// Version 2: who journaled a plan and when, for an operator looking at a stuck entry
+/// (`sqlite3 snaptree.db 'SELECT * FROM journal'`). Entries from version 1 have neither.
+const V2: &str = "
+ALTER TABLE journal ADD COLUMN begun_at INTEGER;
+ALTER TABLE journal ADD COLUMN pid INTEGER;
+";
+
+/// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn user_version(db: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    db.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+fn too_new(path: &Path, version: i64) -> Error {
+    Error::Storage {
+        context: format!(
+            "{} has schema version {version}, newer than this snaptree knows ({SCHEMA_VERSION}); use a newer snaptree",
+            path.display()
+        ),
+        source: None,
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Concurrent openers serialize on SQLite's write
+/// lock; the version is read again inside the transaction, so each migration runs once.
+pub(crate) fn migrate(db: &mut rusqlite::Connection, path: &Path) -> Result<()> {
+    let version = user_version(db).map_err(|e| db_error("cannot read the schema version", path, e))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(too_new(path, version));
+    }
+    let tx = db
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| db_error("cannot begin the schema migration", path, e))?;
+    let version = user_version(&tx).map_err(|e| db_error("cannot read the schema version", path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(too_new(path, version));
+    }
+    if version < 0 {
+        return Err(Error::Storage {
+            context: format!("{} has a negative schema version {version}: it is not a snaptree database", path.display()),
+            source: None,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| db_error(format_args!("cannot migrate the schema from version {i} to {}", i + 1), path, e))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|e| db_error("cannot record the schema version", path, e))?;
+    tx.commit().map_err(|e| db_error("cannot commit the schema migration", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_build_the_current_schema_from_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut db = rusqlite::Connection::open(&path).unwrap();
+        migrate(&mut db, &path).unwrap();
+        assert_eq!(user_version(&db).unwrap(), SCHEMA_VERSION);
+        // Idempotent.
+        migrate(&mut db, &path).unwrap();
+        let cols: Vec<String> = db
+            .prepare("SELECT name FROM pragma_table_info('journal')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(cols, ["domain_id", "plan", "steps_done", "begun_at", "pid"]);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut db = rusqlite::Connection::open(&path).unwrap();
+        db.pragma_update(None, "user_version", SCHEMA_VERSION + 5).unwrap();
+        let err = migrate(&mut db, &path).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Storage);
+        let text = err.to_string();
+        assert!(text.contains("x.db") && text.contains("newer"), "{text}");
+    }
+}
