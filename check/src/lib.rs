@@ -13,4 +13,4 @@ pub mod transition;
 
 pub use conformance::{Config, Report, Subject, run, run_sequence};
 pub use sim::{SimBackend, SimProvider};
-pub use transition::{Transition, Tuning};
+pub use transition::{Transition, Tuning, transitions_from_bytes};

@@ -199,3 +199,31 @@ pub fn revert_flag_of(state: PowerState) -> u32 {
         PowerState::Shutoff => flags::REVERT_SHUTOFF,
     }
 }
+
+/// Decodes arbitrary bytes into a sequence of transitions (for fuzzing): three bytes a
+/// step, names drawn from the same pools as the generator, so fuzzers reach deep trees.
+pub fn transitions_from_bytes(data: &[u8]) -> Vec<Transition> {
+    let tuning = Tuning::default();
+    let mut out = Vec::new();
+    let mut uuids: u128 = 0;
+    let name = |b: u8| -> String {
+        let all: Vec<&str> = NAMES.iter().chain(BAD_NAMES.iter()).copied().collect();
+        all[b as usize % all.len()].to_string()
+    };
+    for chunk in data.chunks_exact(3) {
+        let (op, a, b) = (chunk[0], chunk[1], chunk[2]);
+        let t = match op % 16 {
+            0..=3 => {
+                uuids += 1;
+                Transition::Create { name: name(a), uuid: Uuid::from_u128(0xf022_0000_0000_0000_0000_0000_0000_0000 | uuids) }
+            }
+            4..=6 => Transition::Write { seed: u64::from(a) << 8 | u64::from(b) },
+            7..=8 => Transition::Revert { name: name(a), flags: tuning.revert_flags[b as usize % tuning.revert_flags.len()] },
+            9 => Transition::Rename { name: name(a), new_name: name(b) },
+            10..=14 => Transition::Delete { name: name(a), flags: tuning.delete_flags[b as usize % tuning.delete_flags.len()] },
+            _ => Transition::DeleteAll,
+        };
+        out.push(t);
+    }
+    out
+}
