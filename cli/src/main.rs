@@ -1,0 +1,348 @@
+//! `snaptree`: the proposal's virsh snapshot commands over the snaptree engine.
+
+mod args;
+mod output;
+mod progress;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+use snaptree_engine::conn::Connection;
+use snaptree_engine::{DeleteMode, Domain, Error, Filter, Plan, PowerState, flags, xml::dom::escape};
+use snaptree_host::PluginHost;
+
+use args::{Cli, Command, DeleteModeArgs, RevertStateArgs};
+
+/// A failure of the command: an engine error, or a file named on the command line.
+enum Failure {
+    Engine(Error),
+    Io(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Engine(e)
+    }
+}
+
+/// The exit code of an engine error: 10 plus its stable code (see `--help`).
+fn exit_code(f: &Failure) -> u8 {
+    match f {
+        Failure::Engine(e) => 10 + e.code() as u8,
+        Failure::Io(_) => 23,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let text = match &f {
+                Failure::Engine(e) => e.full_message(),
+                Failure::Io(s) => s.clone(),
+            };
+            eprintln!("error: {text}");
+            ExitCode::from(exit_code(&f))
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))
+}
+
+fn open(cli: &Cli) -> Result<(Connection, Arc<PluginHost>), Failure> {
+    let mut host = PluginHost::new();
+    for p in &cli.backend_path {
+        host.add_path(p)?;
+    }
+    let host = Arc::new(host);
+    let conn = Connection::open(cli.state_dir.as_deref())?;
+    let resolver_host = Arc::clone(&host);
+    conn.set_resolver(Box::new(move |t| resolver_host.provider_for(t)));
+    Ok((conn, host))
+}
+
+fn lookup(d: &mut Domain, name: &str) -> Result<snaptree_engine::Uuid, Failure> {
+    let dom = d.name().to_string();
+    Ok(d.tree()?.require_name(name, &dom)?.uuid)
+}
+
+fn delete_mode(m: DeleteModeArgs) -> DeleteMode {
+    let word = [
+        (m.merge, flags::DELETE_MERGE),
+        (m.mergeforce, flags::DELETE_MERGE_FORCE),
+        (m.delete, flags::DELETE_DISCARD),
+        (m.deleteforce, flags::DELETE_DISCARD_FORCE),
+        (m.consolidate, flags::DELETE_CONSOLIDATE),
+        (m.children_only, flags::DELETE_CHILDREN_ONLY),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |acc, (_, f)| acc | f);
+    // clap's group admits at most one flag, so the word always decodes.
+    flags::delete_mode(word).unwrap_or(DeleteMode::Retire)
+}
+
+fn revert_state(s: RevertStateArgs) -> Option<PowerState> {
+    if s.running {
+        Some(PowerState::Running)
+    } else if s.paused {
+        Some(PowerState::Paused)
+    } else if s.shutoff {
+        Some(PowerState::Shutoff)
+    } else {
+        None
+    }
+}
+
+fn print_plan(d: &mut Domain, plan: &Plan) -> Result<(), Failure> {
+    print!("{}", output::describe_plan(d.tree()?, plan));
+    Ok(())
+}
+
+fn print_recoveries(d: &Domain) {
+    for r in d.recoveries() {
+        eprintln!(
+            "note: domain '{}' had an interrupted operation ({:?}); it was completed ({} of {} steps had been done)",
+            d.name(),
+            r.plan.operation,
+            r.steps_done_before,
+            r.plan.steps.len()
+        );
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "snaptree", &mut std::io::stdout());
+        return Ok(());
+    }
+    let (conn, host) = open(&cli)?;
+    let open_domain = |name: &str| -> Result<Domain, Failure> {
+        let d = conn.open_domain(name)?;
+        print_recoveries(&d);
+        Ok(d)
+    };
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Command::Completions { .. } => {}
+        Command::Define { file } => {
+            let info = conn.define_domain(&read_file(file)?)?;
+            // Open it once so an unknown backend type is reported now, not later.
+            open_domain(&info.name)?;
+            println!("Domain '{}' defined ({}, backend '{}')", info.name, info.uuid, info.backend_type);
+        }
+        Command::Undefine { domain, delete_snapshots } => {
+            conn.undefine_domain(domain, *delete_snapshots)?;
+            println!("Domain '{domain}' undefined");
+        }
+        Command::List { json } => {
+            let domains = conn.list_domains()?;
+            if *json {
+                let v: Vec<_> = domains
+                    .iter()
+                    .map(|d| serde_json::json!({"name": d.name, "uuid": d.uuid, "backend": d.backend_type}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!(" {:<20} {:<38} Backend", "Name", "UUID");
+                println!("{}", "-".repeat(70));
+                for d in domains {
+                    println!(" {:<20} {:<38} {}", d.name, d.uuid, d.backend_type);
+                }
+            }
+        }
+        Command::Backends { json } => backends(&host, *json),
+        Command::SnapshotCreate { domain, file, dry } => {
+            let xml = match file {
+                Some(f) => read_file(f)?,
+                None => "<domainsnapshot/>".to_string(),
+            };
+            create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
+        }
+        Command::SnapshotCreateAs { domain, name, description, dry } => {
+            let mut xml = String::from("<domainsnapshot>");
+            if let Some(n) = name {
+                xml.push_str(&format!("<name>{}</name>", escape(n)));
+            }
+            if let Some(d) = description {
+                xml.push_str(&format!("<description>{}</description>", escape(d)));
+            }
+            xml.push_str("</domainsnapshot>");
+            create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
+        }
+        Command::SnapshotList { domain, opts } => {
+            let mut d = open_domain(domain)?;
+            let tree = d.tree()?;
+            let filter = if opts.roots {
+                Filter::Roots
+            } else if opts.leaves {
+                Filter::Leaves
+            } else if opts.topological || opts.tree {
+                Filter::Topological
+            } else {
+                Filter::All
+            };
+            let rows = tree.list(filter);
+            if opts.json {
+                let v: Vec<_> = rows.iter().map(|s| output::snapshot_json(tree, s)).collect();
+                let doc = serde_json::json!({"domain": d.name(), "snapshots": v});
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else if opts.tree {
+                let _ = write!(out, "{}", output::tree_view(tree));
+            } else {
+                let _ = write!(out, "{}", output::table(tree, &rows));
+            }
+        }
+        Command::SnapshotDumpxml { domain, name } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            print!("{}", d.snapshot_xml(&u)?);
+        }
+        Command::SnapshotCurrent { domain } => {
+            let mut d = open_domain(domain)?;
+            let dom = d.name().to_string();
+            match d.tree()?.current() {
+                Some(c) => println!("{}", c.name),
+                None => {
+                    return Err(Error::NoSnapshot(format!("domain '{dom}' has no current snapshot")).into());
+                }
+            }
+        }
+        Command::SnapshotParent { domain, name } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            let dom = d.name().to_string();
+            match d.tree()?.parent(&u) {
+                Some(p) => println!("{}", p.name),
+                None => {
+                    return Err(Error::NoSnapshot(format!(
+                        "snapshot '{name}' of domain '{dom}' has no parent"
+                    ))
+                    .into());
+                }
+            }
+        }
+        Command::StartWithSnapshot { domain, name, state, dry } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            let force = revert_state(*state);
+            if dry.dry_run {
+                let plan = d.plan_revert(&u, force)?;
+                print_plan(&mut d, &plan)?;
+            } else {
+                let mut bar = progress::bar("revert");
+                d.revert(&u, force, &mut bar)?;
+                bar.finish();
+                println!("Domain '{domain}' reverted to snapshot '{name}' ({})", d.power_state()?);
+            }
+        }
+        Command::SnapshotRename { domain, name, new_name, dry } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            if dry.dry_run {
+                let plan = d.plan_rename(&u, new_name)?;
+                print_plan(&mut d, &plan)?;
+            } else {
+                d.rename(&u, new_name)?;
+                println!("Snapshot '{name}' renamed to '{new_name}'");
+            }
+        }
+        Command::SnapshotDelete { domain, name, mode, dry } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            let mode = delete_mode(*mode);
+            if dry.dry_run {
+                let plan = d.plan_delete(&u, mode)?;
+                print_plan(&mut d, &plan)?;
+            } else {
+                let mut bar = progress::bar("delete");
+                let plan = d.delete(&u, mode, &mut bar)?;
+                bar.finish();
+                let removed = plan.removed().len();
+                println!(
+                    "Snapshot '{name}' deleted ({}){}",
+                    mode.flag_name().to_lowercase().replace('_', "-"),
+                    if removed > 1 { format!(", {removed} snapshots removed") } else { String::new() }
+                );
+            }
+        }
+        Command::SnapshotDeleteAll { domain, dry } => {
+            let mut d = open_domain(domain)?;
+            if dry.dry_run {
+                let plan = d.plan_delete_all()?;
+                print_plan(&mut d, &plan)?;
+            } else {
+                let mut bar = progress::bar("delete-all");
+                let plan = d.delete_all(&mut bar)?;
+                bar.finish();
+                println!("Deleted {} snapshots of domain '{domain}'", plan.removed().len());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
+    if dry_run {
+        let plan = d.plan_create(xml)?;
+        return print_plan(d, &plan);
+    }
+    let u = d.create_snapshot(xml)?;
+    let name = d.tree()?.get(&u).map(|s| s.name.clone()).unwrap_or_default();
+    println!("Domain snapshot '{name}' created");
+    Ok(())
+}
+
+fn backends(host: &PluginHost, json: bool) {
+    let list = host.list();
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|s| match &s.plugin {
+                Ok(p) => serde_json::json!({
+                    "path": s.path, "type": p.name(), "abi_version": format!("{}.{}", p.abi_version() >> 16, p.abi_version() & 0xffff),
+                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "active": s.active, "error": null,
+                }),
+                Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!("null     built in, metadata only, every step in every power state");
+    for s in list {
+        match &s.plugin {
+            Ok(p) => println!(
+                "{:<8} ABI {}.{}  {}{}  {}",
+                p.name(),
+                p.abi_version() >> 16,
+                p.abi_version() & 0xffff,
+                capabilities(&p.capabilities()).join(", "),
+                if s.active { "" } else { "  (shadowed)" },
+                s.path.display()
+            ),
+            Err(e) => println!("{:<8} cannot load: {}", s.file_type.as_deref().unwrap_or("?"), e.full_message()),
+        }
+    }
+}
+
+fn capabilities(c: &snaptree_engine::Capabilities) -> Vec<String> {
+    snaptree_engine::StepKind::ALL
+        .into_iter()
+        .filter(|k| c.supports(*k))
+        .map(|k| {
+            let m = c.power_states(k);
+            if m == snaptree_engine::PowerMask::ANY {
+                k.name().to_string()
+            } else {
+                format!("{} (when {})", k.name(), m.describe())
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! How listings, trees, plans and JSON are printed.
+
+use serde::Serialize;
+use snaptree_engine::{Plan, SnapshotTree, Step, Uuid};
+
+/// A UTC timestamp as `YYYY-MM-DD HH:MM:SS +0000`, without a date library.
+pub fn format_time(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// One snapshot in `snapshot-list --json`. These field names are stable.
+#[derive(Debug, Serialize)]
+pub struct SnapshotJson {
+    /// The name.
+    pub name: String,
+    /// The uuid.
+    pub uuid: Uuid,
+    /// The parent's name, or null for a root.
+    pub parent: Option<String>,
+    /// The parent's uuid, or null.
+    pub parent_uuid: Option<Uuid>,
+    /// Unix seconds.
+    pub creation_date: i64,
+    /// running, paused or shutoff.
+    pub state: String,
+    /// The description.
+    pub description: String,
+    /// Whether this is the current snapshot.
+    pub current: bool,
+    /// Number of children.
+    pub children: usize,
+}
+
+/// The JSON of one snapshot.
+pub fn snapshot_json(tree: &SnapshotTree, s: &snaptree_engine::Snapshot) -> SnapshotJson {
+    let parent = tree.parent(&s.uuid);
+    SnapshotJson {
+        name: s.name.clone(),
+        uuid: s.uuid,
+        parent: parent.map(|p| p.name.clone()),
+        parent_uuid: parent.map(|p| p.uuid),
+        creation_date: s.creation_date,
+        state: s.state.to_string(),
+        description: s.description.clone(),
+        current: tree.current().is_some_and(|c| c.uuid == s.uuid),
+        children: tree.num_children(&s.uuid),
+    }
+}
+
+/// The `snapshot-list` table.
+pub fn table(tree: &SnapshotTree, rows: &[&snaptree_engine::Snapshot]) -> String {
+    let width = rows.iter().map(|s| s.name.chars().count()).max().unwrap_or(4).max(4);
+    let pwidth = rows
+        .iter()
+        .filter_map(|s| tree.parent(&s.uuid).map(|p| p.name.chars().count()))
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut out = format!(" {:<width$}   {:<25}   {:<8}   {}\n", "Name", "Creation Time", "State", "Parent");
+    out.push_str(&format!("{}\n", "-".repeat(width + pwidth + 45)));
+    for s in rows {
+        let mark = if tree.current().is_some_and(|c| c.uuid == s.uuid) { '*' } else { ' ' };
+        let parent = tree.parent(&s.uuid).map_or(String::new(), |p| p.name.clone());
+        out.push_str(&format!(
+            " {:<width$} {mark} {:<25}   {:<8}   {parent}\n",
+            s.name,
+            format_time(s.creation_date),
+            s.state.as_str()
+        ));
+    }
+    out
+}
+
+/// The tree view, in the style of `virsh snapshot-list --tree`; `*` marks current.
+/// Built from the iterative topological walk, so a 100,000-deep chain prints without
+/// recursion.
+pub fn tree_view(tree: &SnapshotTree) -> String {
+    let current = tree.current().map(|c| c.uuid);
+    let label = |s: &snaptree_engine::Snapshot| {
+        if Some(s.uuid) == current { format!("{} *", s.name) } else { s.name.clone() }
+    };
+    let rows = tree.topological_with_depth();
+    // For each row, whether a later sibling follows: then its rail continues below it.
+    let mut later_sibling = vec![false; rows.len()];
+    let mut last_at_depth: Vec<Option<usize>> = Vec::new();
+    for (i, (_, depth)) in rows.iter().enumerate() {
+        last_at_depth.truncate(depth + 1);
+        last_at_depth.resize(depth + 1, None);
+        if let Some(prev) = last_at_depth[*depth] {
+            later_sibling[prev] = true;
+        }
+        last_at_depth[*depth] = Some(i);
+    }
+    let mut out = String::new();
+    let mut rails: Vec<bool> = Vec::new();
+    for (i, (s, depth)) in rows.iter().enumerate() {
+        rails.truncate(*depth);
+        if *depth == 0 {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&label(s));
+            out.push('\n');
+        } else {
+            let prefix: String = rails.iter().skip(1).map(|r| if *r { "  |  " } else { "     " }).collect();
+            out.push_str(&format!("{prefix}  |\n{prefix}  +- {}\n", label(s)));
+        }
+        rails.push(later_sibling[i]);
+    }
+    out
+}
+
+/// A plan in words, for `--dry-run`.
+pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
+    let name = |u: &Uuid| tree.get(u).map_or_else(|| format!("{u} (retired)"), |s| format!("'{}'", s.name));
+    let mut out = String::from("plan (dry run, nothing changed):\n");
+    if plan.steps.is_empty() {
+        out.push_str("  no physical steps (metadata only)\n");
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        let text = match step {
+            Step::Create { name: n, parent, .. } => {
+                format!("create '{n}' from the live state, child of {}", parent.as_ref().map_or("nothing".into(), &name))
+            }
+            Step::Revert { snapshot, state } => format!("revert the live state to {}, leave it {state}", name(snapshot)),
+            Step::DiscardLeaf { snapshot } => format!("discard {}", name(snapshot)),
+            Step::MergeIntoParent { snapshot, parent } => format!(
+                "merge {} into {}",
+                name(snapshot),
+                parent.as_ref().map_or("the base image".into(), &name)
+            ),
+            Step::Consolidate { snapshot } => format!("consolidate {} into its dependents", name(snapshot)),
+            Step::DetachLive => "detach the live state from every snapshot".into(),
+            Step::Forget { snapshot } => format!("retire {} (its data stays)", name(snapshot)),
+        };
+        out.push_str(&format!("  step {}: {text}\n", i + 1));
+    }
+    let removed = plan.removed();
+    if !removed.is_empty() {
+        out.push_str(&format!(
+            "  removes: {}\n",
+            removed.iter().map(&name).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for e in &plan.edits {
+        if let snaptree_engine::Edit::Rename { snapshot, name: n } = e {
+            out.push_str(&format!("  renames {} to '{n}'\n", name(snapshot)));
+        }
+    }
+    let before = tree.current().map(|c| format!("'{}'", c.name));
+    match plan.new_current() {
+        Some(after) => {
+            let after = after.map(|u| {
+                tree.get(&u).map_or_else(
+                    || {
+                        plan.edits
+                            .iter()
+                            .find_map(|e| match e {
+                                snaptree_engine::Edit::Add { snapshot, .. } if snapshot.uuid == u => {
+                                    Some(format!("'{}'", snapshot.name))
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| u.to_string())
+                    },
+                    |s| format!("'{}'", s.name),
+                )
+            });
+            out.push_str(&format!(
+                "  current: {} -> {}\n",
+                before.unwrap_or_else(|| "none".into()),
+                after.unwrap_or_else(|| "none".into())
+            ));
+        }
+        None => out.push_str(&format!("  current stays {}\n", before.unwrap_or_else(|| "none".into()))),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 +0000");
+        assert_eq!(format_time(1_272_917_631), "2010-05-03 20:13:51 +0000");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00 +0000");
+    }
+}
