@@ -1,0 +1,222 @@
+//! End-to-end tests of the `snaptree` binary, run as a user would, on the `null` backend
+//! and the C `sim` plugin (found beside the binary with no configuration).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Session {
+    state: tempfile::TempDir,
+    files: tempfile::TempDir,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session { state: tempfile::tempdir().unwrap(), files: tempfile::tempdir().unwrap() }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_snaptree"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(args)
+            .env_remove("SNAPTREE_BACKEND_PATH")
+            .output()
+            .expect("snaptree runs")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "expected `snaptree {}` to succeed, got {:?}\nstderr: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit code `code`; returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "expected `snaptree {}` to exit {code}; stderr: {stderr}", args.join(" "));
+        assert!(stderr.starts_with("error: "), "expected `error: SENTENCE` on stderr, got {stderr:?}");
+        stderr
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn define(&self, name: &str, backend: &str, extra: &str) {
+        let p = self.file(&format!("{name}.xml"), &format!("<domain type='{backend}'><name>{name}</name>{extra}</domain>"));
+        self.ok(&["define", p.to_str().unwrap()]);
+    }
+
+    fn json(&self, dom: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["snapshot-list", dom, "--json"])).expect("snapshot-list --json is JSON")
+    }
+
+    fn names(&self, dom: &str, flag: &str) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["snapshot-list", dom, flag, "--json"])).unwrap();
+        v["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// a ── b ── c, a ── d; current d.
+fn standard(s: &Session, dom: &str) {
+    s.ok(&["snapshot-create-as", dom, "--name", "a", "--description", "first"]);
+    s.ok(&["snapshot-create-as", dom, "--name", "b"]);
+    s.ok(&["snapshot-create-as", dom, "--name", "c"]);
+    s.ok(&["start-with-snapshot", dom, "a"]);
+    s.ok(&["snapshot-create-as", dom, "--name", "d"]);
+}
+
+#[test]
+fn a_whole_session_on_the_null_backend() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    assert!(s.ok(&["list"]).contains("vm"));
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[0]["backend"], "null");
+    standard(&s, "vm");
+    let table = s.ok(&["snapshot-list", "vm"]);
+    assert!(table.contains(" d    * "), "expected current marked in the table:\n{table}");
+    let tree = s.ok(&["snapshot-list", "vm", "--tree"]);
+    assert_eq!(tree, "a\n  |\n  +- b\n  |    |\n  |    +- c\n  |\n  +- d *\n", "tree view:\n{tree}");
+    assert_eq!(s.names("vm", "--roots"), ["a"]);
+    assert_eq!(s.names("vm", "--leaves"), ["c", "d"]);
+    assert_eq!(s.names("vm", "--topological"), ["a", "b", "c", "d"]);
+    let v = s.json("vm");
+    let a = &v["snapshots"][0];
+    assert_eq!((a["name"].as_str(), a["description"].as_str(), a["children"].as_u64()), (Some("a"), Some("first"), Some(2)));
+    assert_eq!(a["parent"], serde_json::Value::Null);
+    assert_eq!(v["snapshots"][3]["current"], true);
+    for field in ["uuid", "parent_uuid", "creation_date", "state"] {
+        assert!(a.get(field).is_some(), "expected field {field} in --json output");
+    }
+    assert_eq!(s.ok(&["snapshot-current", "vm"]), "d\n");
+    assert_eq!(s.ok(&["snapshot-parent", "vm", "c"]), "b\n");
+    let xml = s.ok(&["snapshot-dumpxml", "vm", "c"]);
+    assert!(xml.contains("<name>c</name>") && xml.contains("<parent>"), "{xml}");
+    // Create from a file, and from nothing.
+    let f = s.file("snap.xml", "<domainsnapshot><name>e</name><description>from file</description></domainsnapshot>");
+    s.ok(&["snapshot-create", "vm", p(&f)]);
+    assert!(s.ok(&["snapshot-create", "vm"]).contains("created"));
+    s.ok(&["snapshot-rename", "vm", "e", "e2"]);
+    s.ok(&["snapshot-revert", "vm", "b", "--paused"]);
+    // Every delete mode.
+    s.ok(&["snapshot-delete", "vm", "e2"]);
+    s.ok(&["snapshot-delete", "vm", "c", "--delete"]);
+    s.ok(&["snapshot-delete", "vm", "b", "--mergeforce"]);
+    assert_eq!(s.names("vm", "--topological"), ["a"], "expected d discarded as b's sibling");
+    s.ok(&["snapshot-create-as", "vm", "--name", "x"]);
+    s.ok(&["snapshot-delete", "vm", "x", "--consolidate"]);
+    s.ok(&["snapshot-create-as", "vm", "--name", "y"]);
+    s.ok(&["snapshot-delete", "vm", "a", "--children-only"]);
+    assert_eq!(s.names("vm", "--topological"), ["a"]);
+    s.ok(&["snapshot-create-as", "vm", "--name", "z"]);
+    s.ok(&["snapshot-delete", "vm", "z", "--merge"]);
+    s.ok(&["snapshot-create-as", "vm", "--name", "w"]);
+    s.ok(&["start-with-snapshot", "vm", "a"]);
+    s.ok(&["snapshot-create-as", "vm", "--name", "v"]);
+    s.ok(&["snapshot-delete", "vm", "v", "--mergeforce"]);
+    assert_eq!(s.names("vm", "--topological"), ["a"]);
+    s.ok(&["snapshot-delete", "vm", "a", "--deleteforce"]);
+    assert!(s.json("vm")["snapshots"].as_array().unwrap().is_empty());
+    standard(&s, "vm");
+    assert!(s.ok(&["snapshot-delete-all", "vm"]).contains("Deleted 4"));
+    s.ok(&["undefine", "vm"]);
+    s.fails(&["snapshot-list", "vm"], 13);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    standard(&s, "vm");
+    let before = s.ok(&["snapshot-list", "vm", "--json"]);
+    let plan = s.ok(&["snapshot-delete", "vm", "b", "--mergeforce", "--dry-run"]);
+    assert!(plan.contains("merge 'b' into 'a'") && plan.contains("discard 'd'"), "{plan}");
+    assert!(plan.contains("removes: 'd', 'b'"), "{plan}");
+    assert!(plan.contains("current: 'd' -> 'a'"), "{plan}");
+    let plan = s.ok(&["snapshot-delete-all", "vm", "--dry-run"]);
+    assert!(plan.contains("detach the live state"), "{plan}");
+    s.ok(&["snapshot-create-as", "vm", "--name", "n", "--dry-run"]);
+    s.ok(&["snapshot-rename", "vm", "a", "aa", "--dry-run"]);
+    s.ok(&["start-with-snapshot", "vm", "b", "--dry-run"]);
+    s.ok(&["snapshot-delete", "vm", "c", "--delete", "--dry-run"]);
+    assert_eq!(s.ok(&["snapshot-list", "vm", "--json"]), before, "expected --dry-run to change nothing");
+}
+
+#[test]
+fn errors_have_a_sentence_and_a_stable_exit_code() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    standard(&s, "vm");
+    let e = s.fails(&["snapshot-delete", "vm", "b", "--merge"], 16);
+    assert!(e.contains("would discard 1 snapshot: 'd'"), "{e}");
+    let e = s.fails(&["snapshot-delete", "vm", "a", "--delete"], 16);
+    assert!(e.contains("'b', 'c', 'd'"), "{e}");
+    s.fails(&["snapshot-dumpxml", "vm", "nope"], 14);
+    s.fails(&["snapshot-list", "nodom"], 13);
+    s.fails(&["snapshot-create-as", "vm", "--name", "a"], 15);
+    s.fails(&["snapshot-create-as", "vm", "--name", "../x"], 12);
+    s.fails(&["snapshot-rename", "vm", "a", "bad/name"], 11);
+    let bad = s.file("bad.xml", "<domainsnapshot><name>x</name>");
+    let e = s.fails(&["snapshot-create", "vm", p(&bad)], 12);
+    assert!(e.contains("line 1"), "expected a position: {e}");
+    s.fails(&["snapshot-create", "vm", "/nonexistent/file.xml"], 23);
+    let unknown = s.file("u.xml", "<domain type='nosuch'><name>u</name></domain>");
+    let e = s.fails(&["define", p(&unknown)], 19);
+    assert!(e.contains("nosuch"), "expected the backend type named: {e}");
+    // Two mode flags at once is a usage error.
+    let out = s.run(&["snapshot-delete", "vm", "a", "--merge", "--delete"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Undefine refuses a domain with snapshots unless told.
+    s.fails(&["undefine", "vm"], 17);
+    s.ok(&["undefine", "vm", "--delete-snapshots"]);
+}
+
+#[test]
+fn the_c_sim_plugin_is_found_beside_the_binary() {
+    let s = Session::new();
+    let backends = s.ok(&["backends"]);
+    assert!(backends.contains("sim") && backends.contains("ABI 1.0"), "expected the sim plugin listed:\n{backends}");
+    let json: serde_json::Value = serde_json::from_str(&s.ok(&["backends", "--json"])).unwrap();
+    assert!(json.as_array().unwrap().iter().any(|b| b["type"] == "sim" && b["error"].is_null()));
+    let dir = s.files.path().join("disk");
+    s.define("simvm", "sim", &format!("<sim dir='{}'/>", dir.display()));
+    standard(&s, "simvm");
+    s.ok(&["snapshot-delete", "simvm", "c", "--merge"]);
+    s.ok(&["snapshot-delete", "simvm", "d", "--delete"]);
+    assert_eq!(s.names("simvm", "--topological"), ["a", "b"]);
+    s.ok(&["snapshot-delete-all", "simvm"]);
+}
+
+#[test]
+fn a_broken_plugin_is_listed_with_its_error_and_hides_nothing() {
+    let s = Session::new();
+    let dir = s.files.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("libsnaptree_backend_broken.so"), b"not an ELF file").unwrap();
+    let out = s.ok(&["--backend-path", p(&dir), "backends"]);
+    assert!(out.contains("broken") && out.contains("cannot load"), "{out}");
+    assert!(out.contains("sim "), "expected the good plugin still listed:\n{out}");
+}
+
+#[test]
+fn completions_and_help() {
+    let s = Session::new();
+    assert!(s.ok(&["completions", "bash"]).contains("snapshot-delete"));
+    let help = s.ok(&["--help"]);
+    assert!(help.contains("Exit codes") && help.contains("WOULD_DISCARD"), "{help}");
+}
