@@ -58,6 +58,11 @@ impl Domain {
     }
 
     /// Assembles a domain from its stored parts and recovers any interrupted operation.
+    ///
+    /// Recovery needs the domain lock, but opening does not wait for it: a lock held by
+    /// another handle means an operation is running there (its journal entry is not
+    /// leftover), and the next mutation through this handle recovers whatever it leaves.
+    /// So a read-only user is never blocked by a long operation elsewhere.
     pub fn from_parts(
         xml: DomainXml,
         xml_text: String,
@@ -67,7 +72,11 @@ impl Domain {
         store: Box<dyn DomainStore>,
     ) -> Result<Domain> {
         let mut d = Domain { xml, xml_text, uuid, tree, backend, store, recoveries: Vec::new() };
-        d.locked(|_| Ok(()))?;
+        if d.store.try_lock()? {
+            let result = d.sync_locked();
+            d.store.unlock();
+            result?;
+        }
         Ok(d)
     }
 
@@ -94,6 +103,12 @@ impl Domain {
     /// The backend.
     pub fn backend(&mut self) -> &mut dyn Backend {
         self.backend.as_mut()
+    }
+
+    /// The generation (commit count) of the stored domain as this handle last loaded or
+    /// committed it; None for a domain without a durable store.
+    pub fn generation(&self) -> Option<u64> {
+        self.store.generation()
     }
 
     /// Interrupted operations this handle rolled forward, oldest first.

@@ -18,6 +18,11 @@ pub struct JournalEntry {
 pub trait DomainStore: Send {
     /// Takes the domain's lock (waiting up to the store's timeout, then `BUSY`).
     fn lock(&mut self) -> Result<()>;
+    /// Takes the domain's lock if it is free, without waiting; false if another handle
+    /// holds it.
+    fn try_lock(&mut self) -> Result<bool> {
+        self.lock().map(|()| true)
+    }
     /// Releases the lock.
     fn unlock(&mut self);
     /// Whether the stored domain changed since this handle last loaded or committed it.
@@ -36,6 +41,11 @@ pub trait DomainStore: Send {
     fn commit(&mut self, plan: &Plan) -> Result<()>;
     /// Removes the journal entry of a plan none of whose steps ran.
     fn journal_abort(&mut self) -> Result<()>;
+    /// The generation (commit count) of the stored domain as this handle last loaded or
+    /// committed it, for stores that keep one.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A store that keeps nothing beyond the process: for ephemeral domains and tests.

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod conn;
 pub mod domain;
 pub mod error;
 pub mod flags;
@@ -17,9 +18,13 @@ pub mod name;
 pub mod null;
 pub mod plan;
 pub mod planner;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tree;
 pub mod xml;
 
+pub use conn::{Connection, DomainInfo, Resolver};
 pub use backend::{Backend, BackendProvider, Capabilities, ContentRef, NoProgress, PhysicalTree, Progress, TestHooks};
 pub use domain::{Domain, Recovery};
 pub use error::{Error, ErrorCode, Result};

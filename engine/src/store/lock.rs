@@ -100,6 +100,21 @@ impl DomainLock {
         }
     }
 
+    /// Takes the lock if it is free, without waiting: true if taken.
+    pub fn try_acquire(&mut self) -> Result<bool> {
+        if self.held {
+            return Err(Error::Internal(format!("the lock of domain '{}' is taken twice by one handle", self.domain)));
+        }
+        match self.file.try_lock() {
+            Ok(()) => {
+                self.held = true;
+                Ok(true)
+            }
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(e)) => Err(Error::storage(format!("cannot lock {}", self.path.display()), e)),
+        }
+    }
+
     /// Releases the lock if held.
     pub fn release(&mut self) {
         if self.held {

@@ -20,7 +20,7 @@
 
 mod lock;
 mod schema;
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -143,7 +143,13 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
         db.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
         db.set_prepared_statement_cache_capacity(64);
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        db.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        // Checkpoints copy the log into the database and sync both: every 4000 pages (16 MiB
+        // of log) instead of SQLite's 1000, their cost spreads over ~4x more commits. After
+        // a checkpoint the log file is cut back to 32 MiB at most.
+        db.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
+             PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=33554432;",
+        )?;
         Ok(mode)
     };
     let mode = setup().map_err(|e| db_error("cannot set up the metadata database", path, e))?;

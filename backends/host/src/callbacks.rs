@@ -1,0 +1,84 @@
+//! The host's side of the two callbacks a plugin calls: progress, and one call per layer
+//! of `list_physical`. Panics never unwind into the plugin: a panicking progress sink asks
+//! the plugin to cancel, and the panic resumes once the plugin has returned.
+
+use std::any::Any;
+use std::ffi::{c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use snaptree_abi as abi;
+use snaptree_engine::{Progress, Uuid};
+
+/// Forwards a plugin's progress reports to the engine's [`Progress`].
+struct ProgressBridge<'a> {
+    progress: &'a mut dyn Progress,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+unsafe extern "C" fn report(ctx: *mut c_void, fraction: f64) -> c_int {
+    // SAFETY: the host passes a pointer to a live `ProgressBridge` as `ctx` together with
+    // this function, for the duration of one plugin call, and nothing else uses it then.
+    let bridge = unsafe { &mut *ctx.cast::<ProgressBridge<'_>>() };
+    if bridge.panic.is_some() {
+        return 0;
+    }
+    match catch_unwind(AssertUnwindSafe(|| bridge.progress.report(fraction))) {
+        Ok(go_on) => c_int::from(go_on),
+        Err(panic) => {
+            bridge.panic = Some(panic);
+            0
+        }
+    }
+}
+
+/// Calls `f` with a progress callback and its context that forward to `progress`.
+pub(crate) fn with_progress<T>(
+    progress: &mut dyn Progress,
+    f: impl FnOnce(abi::snaptree_progress_fn, *mut c_void) -> T,
+) -> T {
+    let mut bridge = ProgressBridge {
+        progress,
+        panic: None,
+    };
+    let out = f(Some(report), (&raw mut bridge).cast());
+    if let Some(panic) = bridge.panic {
+        resume_unwind(panic);
+    }
+    out
+}
+
+/// Collects the layers a plugin reports from `list_physical`.
+#[derive(Default)]
+pub(crate) struct Layers {
+    /// Every layer with its parent, in the order reported.
+    pub(crate) layers: Vec<(Uuid, Option<Uuid>)>,
+    /// Set when the plugin passed a NULL snapshot uuid.
+    pub(crate) null_snapshot: bool,
+}
+
+unsafe extern "C" fn layer(
+    ctx: *mut c_void,
+    snapshot: *const abi::snaptree_uuid,
+    parent: *const abi::snaptree_uuid,
+) {
+    // SAFETY: the host passes a pointer to a live `Layers` as `ctx` with this function, for
+    // the duration of one `list_physical` call.
+    let layers = unsafe { &mut *ctx.cast::<Layers>() };
+    // SAFETY: the ABI makes both pointers NULL or valid for the duration of this call.
+    let (snapshot, parent) = unsafe { (snapshot.as_ref(), parent.as_ref()) };
+    match snapshot {
+        Some(s) => layers.layers.push((
+            Uuid::from_bytes(s.bytes),
+            parent.map(|p| Uuid::from_bytes(p.bytes)),
+        )),
+        None => layers.null_snapshot = true,
+    }
+}
+
+/// Calls `f` with a layer callback and its context that collect into `layers`.
+pub(crate) fn with_layers<T>(
+    layers: &mut Layers,
+    f: impl FnOnce(abi::snaptree_layer_fn, *mut c_void) -> T,
+) -> T {
+    f(Some(layer), std::ptr::from_mut(layers).cast())
+}

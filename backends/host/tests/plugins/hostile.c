@@ -1,0 +1,186 @@
+/*
+ * A deliberately broken or minimal plugin, compiled by the host's tests with one of:
+ *
+ *   -DNO_ENTRY          no snaptree_backend_entry symbol at all
+ *   -DNULL_ENTRY        the entry returns NULL
+ *   -DNEWER_MAJOR       the vtable claims ABI 2.0
+ *   -DOLDER_MAJOR       the vtable claims ABI 0.9
+ *   -DSMALL_STRUCT      struct_size is smaller than the 1.0 vtable
+ *   -DNULL_MANDATORY    revert is NULL
+ *   -DFAILING           every step fails with a BACKEND error
+ *   -DBAD_RETURN        create returns 5, neither 0 nor -1
+ *   -DNEWER_MINOR       the vtable claims ABI 1.7 and is longer than the 1.0 vtable
+ *
+ * and -DNAME='"type"'. Without a variant it is a valid plugin with no data whose optional
+ * slots are all NULL.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "snaptree_backend.h"
+
+#ifndef NAME
+#define NAME "hostile"
+#endif
+
+static int fail(snaptree_backend_error *err, const char *what)
+{
+    err->code = SNAPTREE_BACKEND_ERR_BACKEND;
+    snprintf(err->message, sizeof err->message, "%s failed: the disk is on fire", what);
+    return -1;
+}
+
+static int open_domain(const char *xml, size_t len, void **handle, unsigned int flags, snaptree_backend_error *err)
+{
+    (void)xml;
+    (void)len;
+    if (flags != 0) {
+        err->code = SNAPTREE_BACKEND_ERR_INVALID_ARG;
+        snprintf(err->message, sizeof err->message, "unknown flag bits 0x%x", flags);
+        return -1;
+    }
+    *handle = malloc(1);
+    return *handle ? 0 : -1;
+}
+
+static int close_domain(void *handle, unsigned int flags, snaptree_backend_error *err)
+{
+    (void)flags;
+    (void)err;
+    free(handle);
+    return 0;
+}
+
+static int power_state(void *handle, int *state, unsigned int flags, snaptree_backend_error *err)
+{
+    (void)handle;
+    (void)flags;
+    (void)err;
+    *state = SNAPTREE_POWER_SHUTOFF;
+    return 0;
+}
+
+static int create(void *handle, const snaptree_uuid *snapshot, const snaptree_uuid *parent, const char *name,
+                  const char *description, snaptree_progress_fn progress, void *ctx, unsigned int flags,
+                  snaptree_backend_error *err)
+{
+    (void)handle, (void)snapshot, (void)parent, (void)name, (void)description, (void)progress, (void)ctx, (void)flags;
+#if defined(FAILING)
+    return fail(err, "create");
+#elif defined(BAD_RETURN)
+    (void)err;
+    return 5;
+#else
+    (void)err;
+    return 0;
+#endif
+}
+
+static int revert(void *handle, const snaptree_uuid *snapshot, int state, snaptree_progress_fn progress, void *ctx,
+                  unsigned int flags, snaptree_backend_error *err)
+{
+    (void)handle, (void)snapshot, (void)state, (void)progress, (void)ctx, (void)flags;
+#if defined(FAILING)
+    return fail(err, "revert");
+#else
+    (void)err;
+    return 0;
+#endif
+}
+
+static int discard_leaf(void *handle, const snaptree_uuid *snapshot, snaptree_progress_fn progress, void *ctx,
+                        unsigned int flags, snaptree_backend_error *err)
+{
+    (void)handle, (void)snapshot, (void)progress, (void)ctx, (void)flags;
+#if defined(FAILING)
+    return fail(err, "discard_leaf");
+#else
+    (void)err;
+    return 0;
+#endif
+}
+
+static int list_physical(void *handle, snaptree_layer_fn layer, void *ctx, snaptree_uuid *live_parent,
+                         int *has_live_parent, unsigned int flags, snaptree_backend_error *err)
+{
+    (void)handle, (void)layer, (void)ctx, (void)live_parent, (void)flags, (void)err;
+    *has_live_parent = 0;
+    return 0;
+}
+
+#if !defined(NO_ENTRY)
+
+/* A 1.0 vtable followed by slots of a future minor version, for NEWER_MINOR. */
+struct longer_vtable {
+    snaptree_backend_vtable v1_0;
+    void (*future_slot)(void);
+    uint64_t future_field;
+};
+
+static const struct longer_vtable table = {
+    {
+#if defined(NEWER_MAJOR)
+        (2 << 16) | 0,
+#elif defined(OLDER_MAJOR)
+        (0 << 16) | 9,
+#elif defined(NEWER_MINOR)
+        (SNAPTREE_BACKEND_ABI_MAJOR << 16) | 7,
+#else
+        SNAPTREE_BACKEND_ABI_VERSION,
+#endif
+#if defined(SMALL_STRUCT)
+        16,
+#elif defined(NEWER_MINOR)
+        sizeof(struct longer_vtable),
+#else
+        sizeof(snaptree_backend_vtable),
+#endif
+        NAME,
+        SNAPTREE_CAP(SNAPTREE_STEP_CREATE, SNAPTREE_POWER_MASK_ANY) |
+            SNAPTREE_CAP(SNAPTREE_STEP_REVERT, SNAPTREE_POWER_MASK_ANY) |
+            SNAPTREE_CAP(SNAPTREE_STEP_DISCARD_LEAF, SNAPTREE_POWER_MASK_ANY) |
+            /* Claimed, but the slots are NULL: the host must call them unsupported. */
+            SNAPTREE_CAP(SNAPTREE_STEP_MERGE_INTO_PARENT, SNAPTREE_POWER_MASK_ANY) |
+            SNAPTREE_CAP(SNAPTREE_STEP_CONSOLIDATE, SNAPTREE_POWER_MASK_ANY),
+        open_domain,
+        close_domain,
+        power_state,
+        NULL,
+        create,
+#if defined(NULL_MANDATORY)
+        NULL,
+#else
+        revert,
+#endif
+        discard_leaf,
+        NULL,
+        NULL,
+        NULL,
+        NULL,
+        list_physical,
+        NULL,
+        NULL,
+    },
+    NULL,
+    0,
+};
+
+const snaptree_backend_vtable *snaptree_backend_entry(void)
+{
+#if defined(NULL_ENTRY)
+    return NULL;
+#else
+    return &table.v1_0;
+#endif
+}
+
+#else
+
+/* Something exported, so the library is a real one without the entry. */
+int snaptree_not_the_entry(void)
+{
+    return 0;
+}
+
+#endif

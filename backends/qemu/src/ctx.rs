@@ -1,0 +1,243 @@
+//! The one door through which the backend touches the disk: every qemu-img call and every
+//! file-system change goes through [`Ctx`], which times the subprocesses, turns failures into
+//! `BACKEND` errors carrying qemu's own message, makes renames durable, and can simulate a
+//! crash before any change (for the restart tests).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use snaptree_engine::{Error, Result};
+use snaptree_qemu_img as qi;
+
+use crate::handle::Shared;
+
+/// The backend's name, as in `<domain type='qemu'>`.
+pub(crate) const NAME: &str = "qemu";
+
+/// A `BACKEND` error of this backend.
+pub(crate) fn error(message: impl Into<String>) -> Error {
+    Error::Backend { backend: NAME.into(), message: message.into() }
+}
+
+/// qemu's error as a sentence: the command, qemu's own message, and every cause.
+fn qemu_error(e: &qi::Error) -> Error {
+    match e {
+        qi::Error::Locked { image, message } => error(format!(
+            "{} is in use by another process (is the VM running?): {}",
+            image.display(),
+            message.trim()
+        )),
+        other => error(full_message(other)),
+    }
+}
+
+fn full_message(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn io_error(what: String, e: std::io::Error) -> Error {
+    error(format!("{what}: {e}"))
+}
+
+/// Access to the disk for one backend.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+}
+
+impl Ctx<'_> {
+    /// Runs one qemu-img / qemu-io call, timing it.
+    pub(crate) fn qemu<T>(&self, f: impl FnOnce() -> qi::Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let result = f();
+        let elapsed = started.elapsed();
+        let mut stats = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.qemu_time += elapsed;
+        stats.qemu_calls += 1;
+        drop(stats);
+        result.map_err(|e| qemu_error(&e))
+    }
+
+    /// Called before every change to the disk: fails like a crash would when the restart
+    /// tests armed a crash at this change.
+    fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
+        let mut left = self.shared.crash_in.lock().unwrap_or_else(|p| p.into_inner());
+        match *left {
+            Some(0) => {
+                *left = None;
+                self.shared.crashes.fetch_add(1, Ordering::SeqCst);
+                Err(error(format!("simulated crash before: {}", what())))
+            }
+            Some(n) => {
+                *left = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    // ---- file system ----
+
+    /// Makes a directory entry change durable: a rename or link that a power failure
+    /// could undo would let the engine record a step as done that is not.
+    fn sync_dir(&self, of: &Path) -> Result<()> {
+        let dir = of.parent().unwrap_or(Path::new("/"));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(format!("cannot sync directory {}", dir.display()), e))
+    }
+
+    /// Creates a directory (and its parents) if missing.
+    pub(crate) fn create_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        self.mutation(|| format!("mkdir {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|e| io_error(format!("cannot create directory {}", dir.display()), e))?;
+        self.sync_dir(dir)
+    }
+
+    /// Removes a directory if it exists and is empty.
+    pub(crate) fn remove_dir_if_empty(&self, dir: &Path) -> Result<()> {
+        let empty = match fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(_) => false,
+        };
+        if !empty {
+            return Ok(());
+        }
+        self.mutation(|| format!("rmdir {}", dir.display()))?;
+        fs::remove_dir(dir).map_err(|e| io_error(format!("cannot remove directory {}", dir.display()), e))?;
+        self.sync_dir(dir)
+    }
+
+    /// Atomically gives `from`'s file the name `to`, replacing what `to` named.
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.mutation(|| format!("rename {} to {}", from.display(), to.display()))?;
+        fs::rename(from, to)
+            .map_err(|e| io_error(format!("cannot rename {} to {}", from.display(), to.display()), e))?;
+        self.sync_dir(to)?;
+        if from.parent() != to.parent() {
+            self.sync_dir(from)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the file `existing` a second name `new`.
+    pub(crate) fn link(&self, existing: &Path, new: &Path) -> Result<()> {
+        self.mutation(|| format!("link {} as {}", existing.display(), new.display()))?;
+        fs::hard_link(existing, new)
+            .map_err(|e| io_error(format!("cannot link {} as {}", existing.display(), new.display()), e))?;
+        self.sync_dir(new)
+    }
+
+    /// Removes a file if it exists.
+    pub(crate) fn remove(&self, file: &Path) -> Result<()> {
+        if file.symlink_metadata().is_err() {
+            return Ok(());
+        }
+        self.mutation(|| format!("remove {}", file.display()))?;
+        fs::remove_file(file).map_err(|e| io_error(format!("cannot remove {}", file.display()), e))?;
+        self.sync_dir(file)
+    }
+
+    /// Gives `to` the permission bits of `from`, so a file that takes another's place (a
+    /// new live overlay) is as accessible as the one it replaces.
+    pub(crate) fn copy_permissions(&self, from: &Path, to: &Path) -> Result<()> {
+        let perms = fs::metadata(from)
+            .map_err(|e| io_error(format!("cannot read the permissions of {}", from.display()), e))?
+            .permissions();
+        fs::set_permissions(to, perms)
+            .map_err(|e| io_error(format!("cannot set the permissions of {}", to.display()), e))
+    }
+
+    /// Replaces `path` with `bytes` atomically: write a temporary file, flush it, rename.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(".tmp");
+        let tmp = Path::new(&tmp);
+        self.mutation(|| format!("write {}", tmp.display()))?;
+        let written = File::create(tmp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        written.map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))?;
+        self.rename(tmp, path)
+    }
+
+    // ---- qemu-img changes ----
+
+    /// `qemu-img create -b BACKING -F qcow2 PATH`.
+    pub(crate) fn create_overlay(&self, path: &Path, backing: &Path) -> Result<()> {
+        self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
+        self.qemu(|| qi::create_overlay(path, backing))
+    }
+
+    /// `qemu-img rebase` (safe): `file` keeps its content on the new backing.
+    pub(crate) fn rebase_safe(&self, file: &Path, onto: Option<&Path>, progress: &mut dyn FnMut(f64)) -> Result<()> {
+        self.mutation(|| format!("rebase {} onto {}", file.display(), shown(onto)))?;
+        self.qemu(|| qi::rebase_safe(file, onto, progress))
+    }
+
+    /// `qemu-img rebase -u`: rewrites the backing name only.
+    pub(crate) fn rebase_unsafe(&self, file: &Path, onto: Option<&Path>) -> Result<()> {
+        self.mutation(|| format!("rebase -u {} onto {}", file.display(), shown(onto)))?;
+        self.qemu(|| qi::rebase_unsafe(file, onto))
+    }
+
+    /// `qemu-img commit TOP`: TOP's data into its backing file, TOP emptied.
+    pub(crate) fn commit(&self, top: &Path, progress: &mut dyn FnMut(f64)) -> Result<()> {
+        self.mutation(|| format!("commit {}", top.display()))?;
+        self.qemu(|| qi::commit(top, progress))
+    }
+
+    /// `qemu-img snapshot -c TAG`.
+    pub(crate) fn snapshot_create(&self, image: &Path, tag: &str) -> Result<()> {
+        self.mutation(|| format!("snapshot -c {tag} {}", image.display()))?;
+        self.qemu(|| qi::snapshot_create(image, tag))
+    }
+
+    /// `qemu-img snapshot -a TAG`.
+    pub(crate) fn snapshot_apply(&self, image: &Path, tag: &str) -> Result<()> {
+        self.mutation(|| format!("snapshot -a {tag} {}", image.display()))?;
+        self.qemu(|| qi::snapshot_apply(image, tag))
+    }
+
+    /// `qemu-img snapshot -d TAG`.
+    pub(crate) fn snapshot_delete(&self, image: &Path, tag: &str) -> Result<()> {
+        self.mutation(|| format!("snapshot -d {tag} {}", image.display()))?;
+        self.qemu(|| qi::snapshot_delete(image, tag))
+    }
+
+    // ---- reading ----
+
+    /// The internal snapshot tags of `image`.
+    pub(crate) fn tags(&self, image: &Path) -> Result<Vec<String>> {
+        Ok(self.qemu(|| qi::snapshot_list(image))?.into_iter().map(|s| s.name).collect())
+    }
+
+    /// Bytes of data `file` holds itself.
+    pub(crate) fn allocated(&self, file: &Path) -> Result<u64> {
+        self.qemu(|| qi::allocated_bytes(file))
+    }
+
+    /// Fails, naming the file, if another process holds `file` or its backing chain.
+    pub(crate) fn check_writable(&self, file: &Path) -> Result<()> {
+        self.qemu(|| qi::check_writable(file))
+    }
+}
+
+/// A backing file as messages show it.
+fn shown(p: Option<&Path>) -> String {
+    p.map_or_else(|| "nothing (standalone)".to_string(), |p| p.display().to_string())
+}

@@ -1,0 +1,180 @@
+//! The disks of a domain as the backend sees them: where the live state is, how the disk keeps
+//! its snapshots, and the names of every file the backend keeps for it.
+
+use std::path::{Path, PathBuf};
+
+use snaptree_engine::xml::{DiskSnapshotMode, DomainXml};
+use snaptree_engine::{Result, Uuid};
+
+use crate::ctx::error;
+
+/// How one disk keeps its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One read-only qcow2 layer per snapshot in the snapshot directory; the live file is an
+    /// overlay on the layer it derives from.
+    External,
+    /// qcow2 internal snapshots inside the live file, tagged with the snapshot uuid.
+    Internal,
+}
+
+/// One `<disk>` of the domain.
+#[derive(Debug, Clone)]
+pub(crate) struct Disk {
+    /// How messages name the disk: its target device, else its position.
+    pub(crate) label: String,
+    /// The file named in the domain XML. It always holds the live state, so the domain's
+    /// configuration never changes whatever the snapshots do.
+    pub(crate) live: PathBuf,
+    /// The storage mode.
+    pub(crate) mode: Mode,
+}
+
+/// Temporary file names inside the snapshot directory. They start with a dot, so they can
+/// never be mistaken for a layer (`<uuid>.qcow2`).
+const FRESH: &str = ".fresh.qcow2";
+const STASH: &str = ".stash.qcow2";
+
+impl Disk {
+    /// `<dir>/<file>.snapshots`: the per-disk directory of frozen layers (external mode).
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.beside(".snapshots")
+    }
+
+    /// The layer holding snapshot `uuid`: named by uuid, never by the user's name, so a
+    /// rename never moves data.
+    pub(crate) fn layer(&self, uuid: &Uuid) -> PathBuf {
+        self.dir().join(format!("{uuid}.qcow2"))
+    }
+
+    /// Where a new overlay is built before it is renamed into place.
+    pub(crate) fn fresh(&self) -> PathBuf {
+        self.dir().join(FRESH)
+    }
+
+    /// Where a revert keeps the old live file until the step can no longer be undone.
+    pub(crate) fn stash(&self) -> PathBuf {
+        self.dir().join(STASH)
+    }
+
+    /// `<dir>/<file>.snaptree.json`: the physical tree of an internal-mode disk, which qemu
+    /// does not record.
+    pub(crate) fn meta(&self) -> PathBuf {
+        self.beside(".snaptree.json")
+    }
+
+    /// The snapshot whose layer `path` is, if it is one: a `<uuid>.qcow2` in our directory.
+    pub(crate) fn layer_uuid(&self, path: &Path) -> Option<Uuid> {
+        if path.parent()? != self.dir() {
+            return None;
+        }
+        layer_name_uuid(path.file_name()?.to_str()?)
+    }
+
+    /// The disk as messages name it: `disk 'vda' (/vm/a.qcow2)`.
+    pub(crate) fn describe(&self) -> String {
+        format!("disk '{}' ({})", self.label, self.live.display())
+    }
+
+    fn beside(&self, suffix: &str) -> PathBuf {
+        let mut name = self.live.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        self.live.with_file_name(name)
+    }
+}
+
+/// The uuid in a layer file name `<uuid>.qcow2`, written the way [`Disk::layer`] writes it.
+pub(crate) fn layer_name_uuid(name: &str) -> Option<Uuid> {
+    let stem = name.strip_suffix(".qcow2")?;
+    let uuid = Uuid::parse_str(stem).ok()?;
+    (uuid.to_string() == stem).then_some(uuid)
+}
+
+/// The disks of a domain: every `<devices><disk>`, each with an absolute `<source file>`.
+pub(crate) fn disks_of(domain: &DomainXml) -> Result<Vec<Disk>> {
+    if domain.disks.is_empty() {
+        return Err(error(format!("domain '{}' has no <disk>: there is nothing to snapshot", domain.name)));
+    }
+    let mut disks: Vec<Disk> = Vec::new();
+    for (i, d) in domain.disks.iter().enumerate() {
+        let label = d.target_dev.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let Some(source) = &d.source_file else {
+            return Err(error(format!(
+                "disk '{label}' of domain '{}' has no <source file=...>: the qemu backend manages qcow2 files only",
+                domain.name
+            )));
+        };
+        let live = PathBuf::from(source);
+        if !live.is_absolute() || live.file_name().is_none() {
+            return Err(error(format!(
+                "disk '{label}' of domain '{}' has source file '{source}', which is not an absolute file path",
+                domain.name
+            )));
+        }
+        // A symlink would be renamed instead of the image it points to, and the domain
+        // would end up with a link to a frozen layer as its disk.
+        if live.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(error(format!(
+                "disk '{label}' of domain '{}': {source} is a symbolic link; name the image itself",
+                domain.name
+            )));
+        }
+        if let Some(other) = disks.iter().find(|o| o.live == live) {
+            return Err(error(format!(
+                "disks '{}' and '{label}' of domain '{}' use the same file {source}",
+                other.label, domain.name
+            )));
+        }
+        let mode = match d.snapshot {
+            DiskSnapshotMode::External => Mode::External,
+            DiskSnapshotMode::Internal => Mode::Internal,
+        };
+        disks.push(Disk { label, live, mode });
+    }
+    Ok(disks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(disks: &str) -> DomainXml {
+        DomainXml::parse(&format!("<domain type='qemu'><name>vm</name><devices>{disks}</devices></domain>")).unwrap()
+    }
+
+    #[test]
+    fn names_every_file_beside_the_disk() {
+        let d = &disks_of(&domain("<disk><source file='/vm/a.qcow2'/><target dev='vda'/></disk>")).unwrap()[0];
+        let u = Uuid::from_u128(7);
+        assert_eq!(d.dir(), Path::new("/vm/a.qcow2.snapshots"));
+        assert_eq!(d.layer(&u), Path::new("/vm/a.qcow2.snapshots/00000000-0000-0000-0000-000000000007.qcow2"));
+        assert_eq!(d.layer_uuid(&d.layer(&u)), Some(u));
+        assert_eq!(d.layer_uuid(&d.fresh()), None);
+        assert_eq!(d.layer_uuid(Path::new("/elsewhere/00000000-0000-0000-0000-000000000007.qcow2")), None);
+        assert_eq!(d.meta(), Path::new("/vm/a.qcow2.snaptree.json"));
+        assert_eq!(d.mode, Mode::External);
+    }
+
+    #[test]
+    fn refuses_disks_it_cannot_manage_naming_them() {
+        for (xml, why) in [
+            ("", "has no <disk>"),
+            ("<disk><target dev='vdb'/></disk>", "disk 'vdb' of domain 'vm' has no <source file"),
+            ("<disk><source file='rel.qcow2'/></disk>", "disk '#1' of domain 'vm' has source file 'rel.qcow2'"),
+            (
+                "<disk><source file='/a'/><target dev='x'/></disk><disk><source file='/a'/><target dev='y'/></disk>",
+                "disks 'x' and 'y'",
+            ),
+        ] {
+            let e = disks_of(&domain(xml)).unwrap_err();
+            assert!(e.to_string().contains(why), "{xml}: expected {why:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn only_canonical_uuid_names_are_layers() {
+        assert!(layer_name_uuid("00000000-0000-0000-0000-000000000007.qcow2").is_some());
+        assert!(layer_name_uuid("00000000000000000000000000000007.qcow2").is_none());
+        assert!(layer_name_uuid(".fresh.qcow2").is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! Running a step's operations on all disks: lock check first, then the reversible
+//! operations of every disk, then — past the point of no return — the rest.
+//!
+//! - Nothing changes before every image the step writes has been checked free of other
+//!   processes, so a running VM makes the step fail naming the file with nothing changed.
+//! - A failure (or a cancel from the progress callback) before the point of no return undoes
+//!   every operation done so far, on every disk, in reverse order: the step fails as if it
+//!   had not started, which is what the engine expects of a failed first step, and what
+//!   makes a create all-or-nothing across disks.
+//! - Past the point of no return (commits, deletions) the step runs to its end; a failure
+//!   there leaves a state from which running the step again finishes it.
+//! - A simulated crash undoes nothing, as a real one could not.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use snaptree_engine::{Error, Progress, Result, StepKind};
+
+use crate::ctx::{Ctx, error};
+use crate::ops::Op;
+use crate::stats::ConsolidateRecord;
+
+/// What one disk has to do for a step.
+#[derive(Debug, Default)]
+pub(crate) struct DiskPlan {
+    /// Operations before the point of no return.
+    pub(crate) reversible: Vec<Op>,
+    /// Operations after it.
+    pub(crate) last: Vec<Op>,
+    /// Consolidate records, referred to by index from the operations' `measure`.
+    pub(crate) records: Vec<ConsolidateRecord>,
+}
+
+impl DiskPlan {
+    fn len(&self) -> usize {
+        self.reversible.len() + self.last.len()
+    }
+}
+
+/// Forwards progress over the whole step and remembers a request to cancel.
+struct Tracker<'p> {
+    progress: &'p mut dyn Progress,
+    total: usize,
+    done: usize,
+    cancelled: bool,
+}
+
+impl Tracker<'_> {
+    fn report(&mut self, fraction: f64) {
+        let overall = (self.done as f64 + fraction.clamp(0.0, 1.0)) / self.total as f64;
+        if !self.progress.report(overall) {
+            self.cancelled = true;
+        }
+    }
+}
+
+/// Runs the plans of every disk for one step.
+pub(crate) fn execute(ctx: Ctx<'_>, kind: StepKind, plans: &[DiskPlan], progress: &mut dyn Progress) -> Result<()> {
+    let total: usize = plans.iter().map(DiskPlan::len).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    debug_assert!(plans.iter().all(|p| p.reversible.iter().all(Op::reversible)));
+    check_locks(ctx, kind, plans)?;
+
+    let base = {
+        let mut stats = ctx.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        plans
+            .iter()
+            .map(|p| {
+                let at = stats.consolidations.len();
+                stats.consolidations.extend(p.records.iter().cloned());
+                at
+            })
+            .collect::<Vec<usize>>()
+    };
+    let measured_in = |disk: usize| {
+        let at = base[disk];
+        move |record: usize, bytes: u64| {
+            let mut stats = ctx.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = stats.consolidations.get_mut(at + record) {
+                r.bytes_moved += bytes;
+            }
+        }
+    };
+    let crashes = ctx.shared.crashes.load(Ordering::SeqCst);
+    let crashed = || ctx.shared.crashes.load(Ordering::SeqCst) != crashes;
+    let mut tracker = Tracker { progress, total, done: 0, cancelled: false };
+
+    // Before the point of no return: undo everything on failure or cancel.
+    let mut undo: Vec<Op> = Vec::new();
+    for (d, plan) in plans.iter().enumerate() {
+        for op in &plan.reversible {
+            if tracker.cancelled {
+                return Err(rollback(ctx, &undo, error(format!("cancelled: could not {}", kind.verb()))));
+            }
+            // Registered before running: each undo copes with its operation half done.
+            undo.extend(op.undo());
+            let mut measured = measured_in(d);
+            if let Err(e) = op.run(ctx, &mut |f| tracker.report(f), &mut measured) {
+                return Err(if crashed() { e } else { rollback(ctx, &undo, e) });
+            }
+            tracker.done += 1;
+        }
+    }
+    if tracker.cancelled {
+        return Err(rollback(ctx, &undo, error(format!("cancelled: could not {}", kind.verb()))));
+    }
+
+    // Past it: a cancel can no longer be honoured; finish.
+    for (d, plan) in plans.iter().enumerate() {
+        for op in &plan.last {
+            let mut measured = measured_in(d);
+            op.run(ctx, &mut |f| tracker.report(f), &mut measured).map_err(|e| {
+                if crashed() {
+                    e
+                } else {
+                    error(format!(
+                        "{}; the step could not {} completely, running it again finishes it",
+                        e_text(&e),
+                        kind.verb()
+                    ))
+                }
+            })?;
+            tracker.done += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every image the step writes, before anything changes.
+fn check_locks(ctx: Ctx<'_>, kind: StepKind, plans: &[DiskPlan]) -> Result<()> {
+    let files: BTreeSet<&Path> = plans
+        .iter()
+        .flat_map(|p| p.reversible.iter().chain(&p.last))
+        .flat_map(Op::writes)
+        .filter(|f| f.exists())
+        .collect();
+    for f in files {
+        ctx.check_writable(f)
+            .map_err(|e| error(format!("cannot {}, nothing was changed: {}", kind.verb(), e_text(&e))))?;
+    }
+    Ok(())
+}
+
+/// Undoes `done` in reverse order and returns the error that caused it, with the undo's own
+/// failures if any.
+fn rollback(ctx: Ctx<'_>, done: &[Op], cause: Error) -> Error {
+    let failures: Vec<String> = done
+        .iter()
+        .rev()
+        .filter_map(|op| op.run(ctx, &mut |_| {}, &mut |_, _| {}).err())
+        .map(|e| e_text(&e))
+        .collect();
+    if failures.is_empty() {
+        error(format!("{}; nothing was changed", e_text(&cause)))
+    } else {
+        error(format!(
+            "{}; undoing the changes already made also failed: {}",
+            e_text(&cause),
+            failures.join("; ")
+        ))
+    }
+}
+
+/// A backend error's own message, without the "backend 'qemu':" prefix.
+fn e_text(e: &Error) -> String {
+    match e {
+        Error::Backend { message, .. } => message.clone(),
+        other => other.full_message(),
+    }
+}

@@ -1,0 +1,64 @@
+//! State shared between a backend and the handles tests and benchmarks keep on it after the
+//! backend has been boxed into an engine `Domain`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::stats::{ConsolidatePolicy, Stats};
+
+/// What the backend and its handles share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) stats: Mutex<Stats>,
+    /// Changes to the disk left before a simulated crash, when armed.
+    pub(crate) crash_in: Mutex<Option<usize>>,
+    /// How many simulated crashes fired. The executor compares it before and after a
+    /// failure so that it undoes nothing after a simulated crash: a real crash would not
+    /// have had the chance.
+    pub(crate) crashes: AtomicUsize,
+    pub(crate) policy: Mutex<ConsolidatePolicy>,
+}
+
+/// A handle on a [`QemuBackend`](crate::QemuBackend) that stays usable after the backend was
+/// given to a `Domain`: statistics, the consolidate policy, and crash simulation.
+#[derive(Debug, Clone, Default)]
+pub struct QemuHandle(pub(crate) Arc<Shared>);
+
+impl QemuHandle {
+    /// A copy of the statistics so far.
+    pub fn stats(&self) -> Stats {
+        self.0.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Clears the statistics.
+    pub fn reset_stats(&self) {
+        *self.0.stats.lock().unwrap_or_else(|p| p.into_inner()) = Stats::default();
+    }
+
+    /// Chooses how freed layers hand their data to their dependents (default: cheapest).
+    pub fn set_consolidate_policy(&self, policy: ConsolidatePolicy) {
+        *self.0.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// The policy in force.
+    pub fn consolidate_policy(&self) -> ConsolidatePolicy {
+        *self.0.policy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the backend fail like a crash right before its `changes`-th next change to the
+    /// disk (0: the very next), without undoing anything; then disarms. For restart tests:
+    /// re-running the step afterwards must finish it.
+    pub fn simulate_crash_after(&self, changes: usize) {
+        *self.0.crash_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes);
+    }
+
+    /// How many simulated crashes have fired so far.
+    pub fn crashes(&self) -> usize {
+        self.0.crashes.load(Ordering::SeqCst)
+    }
+
+    /// Disarms a crash that has not fired.
+    pub fn disarm_crash(&self) {
+        *self.0.crash_in.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}

@@ -1,0 +1,102 @@
+//! Internal mode: every snapshot is a qcow2 internal snapshot inside the live file, tagged
+//! with the snapshot uuid (qemu-img accepts duplicate tags, so never a user's name). Internal
+//! snapshots do not depend on each other, so only the metadata file records the tree.
+//!
+//! Each step changes the image first and the metadata file after it, and both changes are
+//! guarded by what is already there (a tag present, a uuid recorded), so a re-run after a
+//! crash between them finishes the job.
+
+use snaptree_engine::{PhysicalTree, Result, Step, Uuid};
+
+use crate::ctx::{Ctx, error};
+use crate::disk::Disk;
+use crate::exec::DiskPlan;
+use crate::meta::Meta;
+use crate::ops::{MERGE_STASH, Op, REVERT_STASH};
+
+fn tag(u: &Uuid) -> String {
+    u.to_string()
+}
+
+/// Plans one step on one internal-mode disk.
+pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
+    if matches!(step, Step::Forget { .. }) {
+        return Ok(DiskPlan::default());
+    }
+    let path = disk.meta();
+    let meta = Meta::load(&path)?;
+    let write = |next: Meta| -> Vec<Op> {
+        if next == meta {
+            Vec::new()
+        } else {
+            vec![Op::WriteMeta { path: path.clone(), meta: next, previous: meta.clone() }]
+        }
+    };
+    if matches!(step, Step::DetachLive) {
+        // Internal snapshots share clusters by reference count: the live state never
+        // depends on them; only the record changes.
+        return Ok(DiskPlan { reversible: write(meta.with_live(None)), ..DiskPlan::default() });
+    }
+    let image = disk.live.clone();
+    let tags = ctx.tags(&image)?;
+    let has = |u: &Uuid| tags.contains(&tag(u));
+    let mut plan = DiskPlan::default();
+    match step {
+        // Restart: the tag is created only if missing, then recorded only if unrecorded.
+        Step::Create { snapshot, .. } => {
+            if !has(snapshot) {
+                plan.reversible.push(Op::SnapCreate { image, tag: tag(snapshot) });
+            }
+            plan.reversible.extend(write(meta.created(*snapshot)));
+        }
+        // The old live state is stashed so the revert can be undone until it is complete.
+        // Restart: a stale stash holds a live state the revert discards anyway.
+        Step::Revert { snapshot, .. } => {
+            if !has(snapshot) {
+                return Err(error(format!("{}: no internal snapshot tagged {snapshot}", disk.describe())));
+            }
+            plan.reversible.push(Op::SnapStash { image: image.clone(), tag: REVERT_STASH.into() });
+            plan.reversible.push(Op::SnapApply { image: image.clone(), tag: tag(snapshot) });
+            plan.reversible.extend(write(meta.with_live(Some(*snapshot))));
+            plan.last.push(Op::SnapDelete { image, tag: REVERT_STASH.into() });
+        }
+        // Freeing: delete the tag if present, then give S's dependents to S's parent.
+        Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } | Step::MergeIntoParent { snapshot, parent: None } => {
+            if has(snapshot) {
+                plan.last.push(Op::SnapDelete { image, tag: tag(snapshot) });
+            }
+            let heir = meta.parents.get(snapshot).copied().flatten();
+            plan.last.extend(write(meta.removed(*snapshot, heir)));
+        }
+        Step::MergeIntoParent { snapshot, parent: Some(p) } => {
+            let mid_merge = tags.iter().any(|t| t == MERGE_STASH);
+            if has(snapshot) {
+                if !has(p) && !mid_merge {
+                    return Err(error(format!("{}: no internal snapshot tagged {p}", disk.describe())));
+                }
+                plan.last.push(Op::InternalMerge { image, s: *snapshot, p: *p });
+            }
+            plan.last.extend(write(meta.removed(*snapshot, Some(*p))));
+        }
+        Step::DetachLive | Step::Forget { .. } => {}
+    }
+    Ok(plan)
+}
+
+/// The physical tree of an internal-mode disk: the metadata file, checked against the tags
+/// in the image so that a snapshot recorded but not stored (or the reverse) is reported.
+pub(crate) fn physical(ctx: Ctx<'_>, disk: &Disk) -> Result<PhysicalTree> {
+    let meta = Meta::load(&disk.meta())?;
+    let mut tags = ctx.tags(&disk.live)?;
+    tags.sort();
+    let mut recorded: Vec<String> = meta.parents.keys().map(tag).collect();
+    recorded.sort();
+    if tags != recorded {
+        return Err(error(format!(
+            "{}: the image holds internal snapshots {tags:?} but {} records {recorded:?}",
+            disk.describe(),
+            disk.meta().display()
+        )));
+    }
+    Ok(meta.physical())
+}

@@ -1,0 +1,44 @@
+//! snaptree's offline QEMU backend: snapshots of a shut-off domain whose disks are qcow2
+//! files, done with `qemu-img` (through the `snaptree-qemu-img` wrapper).
+//!
+//! Each `<disk>` of the domain keeps its snapshots in the mode its `snapshot` attribute says:
+//!
+//! - `external` (default): each snapshot is a read-only qcow2 layer
+//!   `<disk>.snapshots/<snapshot uuid>.qcow2` beside the disk, holding its content as a delta
+//!   over its physical parent; the disk file itself is always the live state, an overlay on
+//!   the layer it derives from. The domain's configuration never changes.
+//! - `internal`: qcow2 internal snapshots inside the disk file, tagged with the snapshot
+//!   uuid, and `<disk>.snaptree.json` beside it recording their physical tree.
+//!
+//! The engine guarantees each step's precondition (SEMANTICS.md §4); the backend plans the
+//! step from what it finds on disk (`external`, `internal`), checks every image it will
+//! write is not held by another process, and runs it (`exec`): reversible operations
+//! first, undone on failure, then the rest. Every step can be re-run after a crash at any
+//! point and finishes the job; each planner documents why. When a domain has no snapshot
+//! left, its disks are standalone images again with nothing of snaptree beside them.
+//!
+//! Modules, one job each: `disk` (files of a disk), `header` (qcow2 header fields),
+//! `ctx` (every change to disk, timed and crash-injectable), `ops` (physical operations),
+//! `exec` (running a step), `external` / `internal` / `meta` (the two modes),
+//! `backend` / `provider` / `hooks` (the engine's traits), `handle` / `stats` (measurements).
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod ctx;
+mod disk;
+mod exec;
+mod external;
+mod handle;
+mod header;
+mod hooks;
+mod internal;
+mod meta;
+mod ops;
+mod provider;
+mod stats;
+
+pub use backend::QemuBackend;
+pub use handle::QemuHandle;
+pub use provider::{QEMU_BACKEND, QemuProvider};
+pub use stats::{Choice, ConsolidatePolicy, ConsolidateRecord, Stats};

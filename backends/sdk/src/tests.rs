@@ -1,0 +1,232 @@
+//! The boundary, exercised in-process through the vtable a plugin would export.
+
+use std::ffi::{CStr, c_int, c_void};
+use std::sync::OnceLock;
+
+use snaptree_abi as abi;
+use snaptree_engine::{
+    Capabilities, ErrorCode, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
+};
+
+use crate::boundary::write_error;
+use crate::vtable::{VtableCell, entry};
+use crate::{PluginError, PluginResult, SnaptreeBackend};
+
+struct Probe {
+    state: PowerState,
+}
+
+impl SnaptreeBackend for Probe {
+    const NAME: &'static CStr = c"probe";
+
+    fn capabilities() -> Capabilities {
+        // No consolidate, no detach_live: their slots must be NULL.
+        Capabilities::ALL
+            .with(StepKind::Consolidate, PowerMask::NONE)
+            .with(StepKind::DetachLive, PowerMask::NONE)
+            .with(StepKind::Revert, PowerState::Shutoff.bit())
+    }
+
+    fn open(domain_xml: &str) -> PluginResult<Self> {
+        if domain_xml.contains("refuse") {
+            return Err(PluginError::backend("refused to open"));
+        }
+        Ok(Probe {
+            state: PowerState::Paused,
+        })
+    }
+
+    fn power_state(&mut self) -> PluginResult<PowerState> {
+        if self.state == PowerState::Running {
+            panic!("power_state panicked on purpose");
+        }
+        Ok(self.state)
+    }
+
+    fn execute(&mut self, step: &Step, _progress: &mut dyn Progress) -> PluginResult<()> {
+        match step {
+            Step::Revert { state, .. } => {
+                self.state = *state;
+                Ok(())
+            }
+            _ => Err(PluginError::backend("x".repeat(2000))),
+        }
+    }
+
+    fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
+        Ok(PhysicalTree::default())
+    }
+}
+
+fn vt() -> &'static abi::snaptree_backend_vtable {
+    static CELL: OnceLock<VtableCell> = OnceLock::new();
+    // SAFETY: `entry` returns a pointer into the static cell, valid forever.
+    unsafe { &*entry::<Probe>(&CELL) }
+}
+
+fn open() -> *mut c_void {
+    let xml = c"<domain type='probe'><name>p</name></domain>";
+    let mut handle = std::ptr::null_mut();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: a valid string of the length given, out-pointer and error struct.
+    let rc = unsafe {
+        vt().open_domain.unwrap()(xml.as_ptr(), xml.count_bytes(), &mut handle, 0, &mut err)
+    };
+    assert_eq!(rc, 0);
+    handle
+}
+
+fn close(handle: *mut c_void) {
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: an open handle, closed once.
+    unsafe { vt().close_domain.unwrap()(handle, 0, &mut err) };
+}
+
+fn message(err: &abi::snaptree_backend_error) -> String {
+    let bytes: Vec<u8> = err
+        .message
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8(bytes).expect("the message is valid UTF-8")
+}
+
+fn power(handle: *mut c_void, flags: u32) -> (c_int, c_int, abi::snaptree_backend_error) {
+    let mut state = 42;
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: the handle is open or NULL (tested); out-pointer and error struct are valid.
+    let rc = unsafe { vt().power_state.unwrap()(handle, &mut state, flags, &mut err) };
+    (rc, state, err)
+}
+
+#[test]
+fn the_vtable_declares_the_abi_and_nulls_unsupported_slots() {
+    let t = vt();
+    assert_eq!(t.abi_version, abi::SNAPTREE_BACKEND_ABI_VERSION);
+    assert_eq!(
+        t.struct_size as usize,
+        std::mem::size_of::<abi::snaptree_backend_vtable>()
+    );
+    // SAFETY: the name is the 'static C string of `Probe::NAME`.
+    assert_eq!(unsafe { CStr::from_ptr(t.name) }, c"probe");
+    assert!(
+        t.consolidate.is_none() && t.detach_live.is_none(),
+        "unsupported optional steps have NULL slots"
+    );
+    assert!(t.merge_into_parent.is_some() && t.forget.is_some());
+    assert!(
+        t.content_digest.is_none() && t.write_guest.is_none(),
+        "no test hooks unless TEST_HOOKS"
+    );
+    assert_eq!(
+        abi::step_mask(t.capabilities, abi::SNAPTREE_STEP_REVERT),
+        abi::SNAPTREE_POWER_MASK_SHUTOFF as u8
+    );
+    assert_eq!(
+        abi::step_mask(t.capabilities, abi::SNAPTREE_STEP_CONSOLIDATE),
+        0
+    );
+    assert_eq!(abi::step_mask(t.capabilities, abi::SNAPTREE_STEP_CREATE), 7);
+}
+
+#[test]
+fn unknown_flag_bits_are_refused_and_out_parameters_untouched() {
+    let h = open();
+    let (rc, state, err) = power(h, 0x4);
+    assert_eq!(
+        (rc, state),
+        (-1, 42),
+        "a refused call leaves its out-parameter alone"
+    );
+    assert_eq!(err.code, ErrorCode::InvalidArg as i32);
+    assert_eq!(message(&err), "unknown flag bits 0x4");
+    let (rc, state, _) = power(h, 0);
+    assert_eq!((rc, state), (0, abi::SNAPTREE_POWER_PAUSED as c_int));
+    close(h);
+}
+
+#[test]
+fn a_null_handle_is_refused() {
+    let (rc, state, err) = power(std::ptr::null_mut(), 0);
+    assert_eq!(
+        (rc, state, err.code),
+        (-1, 42, ErrorCode::InvalidArg as i32)
+    );
+    assert_eq!(message(&err), "the domain handle is NULL");
+}
+
+#[test]
+fn open_errors_reach_the_error_struct_and_leave_the_handle_alone() {
+    let xml = c"<domain type='probe'><name>refuse</name></domain>";
+    let mut handle = 7usize as *mut c_void;
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: valid arguments for the call.
+    let rc = unsafe {
+        vt().open_domain.unwrap()(xml.as_ptr(), xml.count_bytes(), &mut handle, 0, &mut err)
+    };
+    assert_eq!(
+        (rc, handle as usize, err.code),
+        (-1, 7, ErrorCode::Backend as i32)
+    );
+    assert_eq!(message(&err), "refused to open");
+}
+
+#[test]
+fn a_panic_becomes_a_backend_error_and_poisons_the_domain() {
+    let h = open();
+    let snapshot = abi::snaptree_uuid::default();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: an open handle and valid arguments. Reverting to "running" makes the next
+    // power_state panic.
+    let rc = unsafe {
+        vt().revert.unwrap()(
+            h,
+            &snapshot,
+            abi::SNAPTREE_POWER_RUNNING as c_int,
+            None,
+            std::ptr::null_mut(),
+            0,
+            &mut err,
+        )
+    };
+    assert_eq!(rc, 0);
+    let (rc, state, err) = power(h, 0);
+    assert_eq!((rc, state, err.code), (-1, 42, ErrorCode::Backend as i32));
+    assert_eq!(
+        message(&err),
+        "backend 'probe' panicked: power_state panicked on purpose"
+    );
+    let (rc, _, err) = power(h, 0);
+    assert_eq!(rc, -1);
+    assert_eq!(
+        message(&err),
+        "backend 'probe' panicked earlier on this domain; close and reopen it"
+    );
+    close(h);
+}
+
+#[test]
+fn long_messages_are_truncated_to_the_buffer() {
+    let h = open();
+    let snapshot = abi::snaptree_uuid::default();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: an open handle and valid arguments.
+    let rc = unsafe {
+        vt().discard_leaf.unwrap()(h, &snapshot, None, std::ptr::null_mut(), 0, &mut err)
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        message(&err),
+        "x".repeat(abi::SNAPTREE_BACKEND_ERROR_MESSAGE_SIZE as usize - 1)
+    );
+    close(h);
+
+    // A multi-byte character straddling the end is dropped whole, so the text stays UTF-8.
+    let mut err = abi::snaptree_backend_error::default();
+    write_error(
+        &mut err,
+        &PluginError::backend(format!("{}é", "a".repeat(510))),
+    );
+    assert_eq!(message(&err), "a".repeat(510));
+}

@@ -1,0 +1,494 @@
+//! [`SqliteStore`]: the [`DomainStore`] of one domain handle, on the state directory's
+//! SQLite database.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::lock::DomainLock;
+use super::{DB_FILE, SCHEMA_VERSION, db_error, open_db, unix_now};
+use crate::error::{Error, Result};
+use crate::journal::{DomainStore, JournalEntry};
+use crate::model::{PowerState, Snapshot};
+use crate::plan::{Edit, Operation, Plan};
+use crate::tree::SnapshotTree;
+
+/// A domain's row in the `domains` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDomain {
+    /// The row id (never reused).
+    pub id: i64,
+    /// The domain's uuid.
+    pub uuid: Uuid,
+    /// The domain's name.
+    pub name: String,
+    /// Its backend type (the `type` attribute of its XML).
+    pub backend_type: String,
+    /// Its XML as defined.
+    pub xml: String,
+    /// How many commits the domain has seen.
+    pub generation: u64,
+}
+
+const DOMAIN_COLUMNS: &str = "id, uuid, name, type, xml, generation";
+
+fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDomain> {
+    Ok(StoredDomain {
+        id: row.get(0)?,
+        uuid: uuid_column(row, 1)?,
+        name: row.get(2)?,
+        backend_type: row.get(3)?,
+        xml: row.get(4)?,
+        generation: row.get::<_, i64>(5)? as u64,
+    })
+}
+
+/// Reads the domain named `name`, if any.
+pub(crate) fn domain_by_name(db: &rusqlite::Connection, path: &Path, name: &str) -> Result<Option<StoredDomain>> {
+    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"))
+        .and_then(|mut s| s.query_row([name], domain_from_row).optional())
+        .map_err(|e| db_error(format_args!("cannot read domain '{name}'"), path, e))
+}
+
+/// Reads the domain with uuid `uuid`, if any.
+pub(crate) fn domain_by_uuid(db: &rusqlite::Connection, path: &Path, uuid: &Uuid) -> Result<Option<StoredDomain>> {
+    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE uuid = ?1"))
+        .and_then(|mut s| s.query_row([uuid.to_string()], domain_from_row).optional())
+        .map_err(|e| db_error(format_args!("cannot read the domain with uuid {uuid}"), path, e))
+}
+
+/// Every domain, by name.
+pub(crate) fn all_domains(db: &rusqlite::Connection, path: &Path) -> Result<Vec<StoredDomain>> {
+    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"))
+        .and_then(|mut s| s.query_map([], domain_from_row)?.collect())
+        .map_err(|e| db_error("cannot list the domains", path, e))
+}
+
+fn uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let text = row.get_ref(i)?.as_str()?;
+    Uuid::parse_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn opt_uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
+    match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => uuid_column(row, i).map(Some),
+    }
+}
+
+fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerState> {
+    let text = row.get_ref(i)?.as_str()?;
+    PowerState::parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create { .. } => "create",
+        Operation::Revert { .. } => "revert",
+        Operation::Rename { .. } => "rename",
+        Operation::Delete { .. } => "delete",
+        Operation::DeleteAll => "delete-all",
+    }
+}
+
+/// The store of one open domain handle: its own SQLite connection (so `PRAGMA data_version`
+/// reports every other handle's commits), its lock file, and the generation it loaded.
+pub struct SqliteStore {
+    db: rusqlite::Connection,
+    path: PathBuf,
+    domain_id: i64,
+    name: String,
+    lock: DomainLock,
+    /// The generation of the tree the engine holds; None forces a reload.
+    loaded: Option<i64>,
+    /// `PRAGMA data_version` when the generation was last read.
+    data_version: Option<i64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("domain", &self.name)
+            .field("loaded", &self.loaded)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store of a stored domain in a state directory whose schema is current
+    /// (as [`crate::Connection::open`] leaves it).
+    pub fn open(state_dir: &Path, domain: &StoredDomain, lock_timeout: Duration) -> Result<SqliteStore> {
+        let path = state_dir.join(DB_FILE);
+        let db = open_db(&path)?;
+        let version: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db_error("cannot read the schema version", &path, e))?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::Storage {
+                context: format!(
+                    "{} has schema version {version}, this snaptree uses {SCHEMA_VERSION}: open it through a connection first",
+                    path.display()
+                ),
+                source: None,
+            });
+        }
+        let lock = DomainLock::open(state_dir, &domain.uuid, &domain.name, lock_timeout)?;
+        Ok(SqliteStore { db, path, domain_id: domain.id, name: domain.name.clone(), lock, loaded: None, data_version: None })
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock file.
+    pub fn lock_path(&self) -> &Path {
+        self.lock.file_path()
+    }
+
+    /// Changes how long [`DomainStore::lock`] waits before `BUSY`.
+    pub fn set_lock_timeout(&mut self, timeout: Duration) {
+        self.lock.set_timeout(timeout);
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+        let what = what.to_string();
+        move |e| db_error(what, &self.path, e)
+    }
+
+    fn read_data_version(&self) -> Result<i64> {
+        self.db
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(self.err("cannot check for changes"))
+    }
+
+    fn read_generation(&self) -> Result<i64> {
+        self.db
+            .prepare_cached("SELECT generation FROM domains WHERE id = ?1")
+            .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)).optional())
+            .map_err(self.err(format_args!("cannot read the generation of domain '{}'", self.name)))?
+            .ok_or_else(|| Error::NoDomain(self.name.clone()))
+    }
+
+    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
+        Error::Storage {
+            context: format!("the stored snapshots of domain '{}' in {} are inconsistent: {why}", self.name, self.path.display()),
+            source: None,
+        }
+    }
+
+    /// Reads the domain's tree and generation in one read transaction. Rows come in `seq`
+    /// (creation) order, so the tree's sibling order is the stored one; a parent is always
+    /// older than its children in practice, and a row whose parent comes later is attached
+    /// once every row is in.
+    fn read_tree(&mut self) -> Result<(SnapshotTree, i64)> {
+        let data_version = self.read_data_version()?;
+        let what = format!("cannot load the snapshots of domain '{}'", self.name);
+        let tx = self.db.unchecked_transaction().map_err(|e| db_error(&what, &self.path, e))?;
+        let (generation, current) = tx
+            .prepare_cached("SELECT generation, current_uuid FROM domains WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([self.domain_id], |r| Ok((r.get::<_, i64>(0)?, opt_uuid_column(r, 1)?))).optional()
+            })
+            .map_err(|e| db_error(&what, &self.path, e))?
+            .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
+        let mut tree = SnapshotTree::new();
+        let mut late: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut bad: Option<String> = None;
+        tx.prepare_cached(
+            "SELECT uuid, name, parent_uuid, description, creation_date, state FROM snapshots \
+             WHERE domain_id = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            let mut rows = s.query([self.domain_id])?;
+            while let Some(row) = rows.next()? {
+                let snapshot = Snapshot {
+                    uuid: uuid_column(row, 0)?,
+                    name: row.get(1)?,
+                    description: row.get(3)?,
+                    creation_date: row.get(4)?,
+                    state: state_column(row, 5)?,
+                };
+                let mut parent = opt_uuid_column(row, 2)?;
+                if let Some(p) = parent
+                    && !tree.contains(&p)
+                {
+                    late.push((snapshot.uuid, p));
+                    parent = None;
+                }
+                if let Err(e) = tree.insert(snapshot, parent) {
+                    bad.get_or_insert_with(|| e.to_string());
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| db_error(&what, &self.path, e))?;
+        let retired: Vec<Uuid> = tx
+            .prepare_cached("SELECT uuid FROM retired WHERE domain_id = ?1")
+            .and_then(|mut s| s.query_map([self.domain_id], |r| uuid_column(r, 0))?.collect())
+            .map_err(|e| db_error(&what, &self.path, e))?;
+        tx.finish().map_err(|e| db_error(&what, &self.path, e))?;
+        if let Some(why) = bad {
+            return Err(self.corrupt(why));
+        }
+        for (child, parent) in late {
+            if !tree.contains(&parent) {
+                return Err(self.corrupt(format_args!("snapshot {child} has parent {parent}, which does not exist")));
+            }
+            tree.set_parent(&child, Some(parent)).map_err(|e| self.corrupt(e))?;
+        }
+        if let Some(c) = current {
+            tree.set_current(Some(c))
+                .map_err(|_| self.corrupt(format_args!("the current snapshot {c} does not exist")))?;
+        }
+        for r in retired {
+            tree.add_retired(r);
+        }
+        self.data_version = Some(data_version);
+        Ok((tree, generation))
+    }
+
+    fn set_synchronous(&self, level: &str) -> Result<()> {
+        self.db
+            .execute_batch(&format!("PRAGMA synchronous={level}"))
+            .map_err(self.err(format_args!("cannot set synchronous={level}")))
+    }
+
+    fn try_commit(&mut self, plan: &Plan) -> Result<i64> {
+        let Some(expected) = self.loaded else {
+            return Err(Error::Internal(format!("a commit to domain '{}' on a handle whose tree is not loaded", self.name)));
+        };
+        let id = self.domain_id;
+        let path = &self.path;
+        let name = &self.name;
+        let what = format!("cannot commit the {} of domain '{name}'", operation_name(&plan.operation));
+        let sql = |e: rusqlite::Error| db_error(&what, path, e);
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+        let one = |n: usize, snapshot: &Uuid| -> Result<()> {
+            match n {
+                1 => Ok(()),
+                _ => Err(Error::Internal(format!(
+                    "the plan edits snapshot {snapshot}, which domain '{name}' does not have in {}",
+                    path.display()
+                ))),
+            }
+        };
+        let mut current: Option<Option<Uuid>> = None;
+        for edit in &plan.edits {
+            match edit {
+                Edit::Add { snapshot: s, parent } => {
+                    tx.prepare_cached(
+                        "INSERT INTO snapshots (domain_id, uuid, name, parent_uuid, description, creation_date, state) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            id,
+                            s.uuid.to_string(),
+                            s.name,
+                            parent.map(|p| p.to_string()),
+                            s.description,
+                            s.creation_date,
+                            s.state.as_str()
+                        ])
+                    })
+                    .map_err(sql)?;
+                }
+                Edit::Remove { snapshot } => {
+                    let n = tx
+                        .prepare_cached("DELETE FROM snapshots WHERE domain_id = ?1 AND uuid = ?2")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetParent { snapshot, parent } => {
+                    let n = tx
+                        .prepare_cached("UPDATE snapshots SET parent_uuid = ?3 WHERE domain_id = ?1 AND uuid = ?2")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), parent.map(|p| p.to_string())]))
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::Rename { snapshot, name } => {
+                    let n = tx
+                        .prepare_cached("UPDATE snapshots SET name = ?3 WHERE domain_id = ?1 AND uuid = ?2")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), name]))
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetState { snapshot, state } => {
+                    let n = tx
+                        .prepare_cached("UPDATE snapshots SET state = ?3 WHERE domain_id = ?1 AND uuid = ?2")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), state.as_str()]))
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetCurrent { current: c } => current = Some(*c),
+                Edit::Retire { snapshot } => {
+                    tx.prepare_cached("INSERT OR IGNORE INTO retired (domain_id, uuid) VALUES (?1, ?2)")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
+                        .map_err(sql)?;
+                }
+                Edit::ClearRetired => {
+                    tx.prepare_cached("DELETE FROM retired WHERE domain_id = ?1")
+                        .and_then(|mut st| st.execute([id]))
+                        .map_err(sql)?;
+                }
+            }
+        }
+        let next = expected + 1;
+        let n = match current {
+            Some(c) => tx
+                .prepare_cached("UPDATE domains SET generation = ?3, current_uuid = ?4 WHERE id = ?1 AND generation = ?2")
+                .and_then(|mut st| st.execute(params![id, expected, next, c.map(|u| u.to_string())])),
+            None => tx
+                .prepare_cached("UPDATE domains SET generation = ?3 WHERE id = ?1 AND generation = ?2")
+                .and_then(|mut st| st.execute(params![id, expected, next])),
+        }
+        .map_err(sql)?;
+        if n != 1 {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM domains WHERE id = ?1")
+                .and_then(|mut st| st.exists([id]))
+                .map_err(sql)?;
+            return Err(if exists {
+                Error::Storage {
+                    context: format!(
+                        "{what}: it was changed in {} while this handle held its lock (expected generation {expected})",
+                        path.display()
+                    ),
+                    source: None,
+                }
+            } else {
+                Error::NoDomain(name.clone())
+            });
+        }
+        tx.prepare_cached("DELETE FROM journal WHERE domain_id = ?1")
+            .and_then(|mut st| st.execute([id]))
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(next)
+    }
+}
+
+impl DomainStore for SqliteStore {
+    fn lock(&mut self) -> Result<()> {
+        self.lock.acquire()
+    }
+
+    fn try_lock(&mut self) -> Result<bool> {
+        self.lock.try_acquire()
+    }
+
+    fn unlock(&mut self) {
+        self.lock.release();
+    }
+
+    fn changed(&mut self) -> Result<bool> {
+        let dv = self.read_data_version()?;
+        if self.data_version == Some(dv) && self.loaded.is_some() {
+            return Ok(false);
+        }
+        let generation = self.read_generation()?;
+        self.data_version = Some(dv);
+        Ok(self.loaded != Some(generation))
+    }
+
+    fn load_tree(&mut self) -> Result<SnapshotTree> {
+        match self.read_tree() {
+            Ok((tree, generation)) => {
+                self.loaded = Some(generation);
+                Ok(tree)
+            }
+            Err(e) => {
+                self.loaded = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn pending(&mut self) -> Result<Option<JournalEntry>> {
+        let row: Option<(String, i64)> = self
+            .db
+            .prepare_cached("SELECT plan, steps_done FROM journal WHERE domain_id = ?1")
+            .and_then(|mut s| s.query_row([self.domain_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(self.err(format_args!("cannot read the journal of domain '{}'", self.name)))?;
+        let Some((json, steps_done)) = row else { return Ok(None) };
+        let plan: Plan = serde_json::from_str(&json).map_err(|e| {
+            Error::storage(
+                format!("the journal entry of domain '{}' in {} cannot be read", self.name, self.path.display()),
+                e,
+            )
+        })?;
+        Ok(Some(JournalEntry { plan, steps_done: steps_done.max(0) as usize }))
+    }
+
+    fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
+        let json = serde_json::to_string(plan)
+            .map_err(|e| Error::Internal(format!("a plan cannot be written as JSON: {e}")))?;
+        // The entry must survive a power loss before the first physical step runs: this one
+        // transaction waits for the write-ahead log to reach the disk.
+        self.set_synchronous("FULL")?;
+        let written = self
+            .db
+            .prepare_cached(
+                "INSERT INTO journal (domain_id, plan, steps_done, begun_at, pid) VALUES (?1, ?2, 0, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![self.domain_id, json, unix_now(), std::process::id()]))
+            .map_err(self.err(format_args!(
+                "cannot journal the {} of domain '{}'",
+                operation_name(&plan.operation),
+                self.name
+            )));
+        let restored = self.set_synchronous("NORMAL");
+        written?;
+        restored
+    }
+
+    fn journal_step_done(&mut self, index: usize) -> Result<()> {
+        let n = self
+            .db
+            .prepare_cached("UPDATE journal SET steps_done = ?2 WHERE domain_id = ?1")
+            .and_then(|mut s| s.execute(params![self.domain_id, (index + 1) as i64]))
+            .map_err(self.err(format_args!("cannot record step {} of domain '{}' as done", index + 1, self.name)))?;
+        match n {
+            1 => Ok(()),
+            _ => Err(Error::Internal(format!("domain '{}' has no journal entry to mark step {} in", self.name, index + 1))),
+        }
+    }
+
+    fn commit(&mut self, plan: &Plan) -> Result<()> {
+        match self.try_commit(plan) {
+            Ok(generation) => {
+                self.loaded = Some(generation);
+                Ok(())
+            }
+            Err(e) => {
+                // The transaction rolled back; whatever the engine holds, reload next time.
+                self.loaded = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn journal_abort(&mut self) -> Result<()> {
+        // Durable too: an abort lost to a power loss would bring the entry back, and the
+        // operation the caller saw fail would then be rolled forward.
+        self.set_synchronous("FULL")?;
+        let removed = self
+            .db
+            .prepare_cached("DELETE FROM journal WHERE domain_id = ?1")
+            .and_then(|mut s| s.execute([self.domain_id]))
+            .map_err(self.err(format_args!("cannot remove the journal entry of domain '{}'", self.name)));
+        let restored = self.set_synchronous("NORMAL");
+        removed?;
+        restored
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.loaded.map(|g| g as u64)
+    }
+}

@@ -1,0 +1,176 @@
+//! The objects behind the opaque handles, and how they share state.
+//!
+//! - A connection ([`snaptree_conn`]) is an `Arc` of [`ConnShared`]: the engine
+//!   [`Connection`], the plugin host behind its resolver, and a cache of the domains this
+//!   connection has opened. Closing the handle drops one reference; domain and snapshot
+//!   handles hold their own, so they stay usable after `snaptree_conn_close`.
+//! - A domain handle ([`snaptree_domain`]) holds the connection and an `Arc` of the
+//!   domain's [`DomainShared`]: its name, its uuid and the engine [`Domain`] behind a
+//!   mutex, opened on first use. Every handle on the same domain from the same connection
+//!   shares that one `DomainShared`, so operations on one domain through one connection
+//!   run one at a time (the engine's per-domain lock orders them against other
+//!   connections and processes), while operations on different domains run in parallel.
+//! - A snapshot handle ([`snaptree_snapshot`]) is a domain plus a snapshot uuid: it names
+//!   its snapshot by uuid, so it survives a rename, and every call on it fails with
+//!   `NO_SNAPSHOT` once the snapshot is gone.
+//!
+//! No lock of this crate is held while another is taken, except the domain mutex around
+//! the connection's short-lived internal locks when a domain is opened on first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use snaptree_engine::{Connection, Domain, Error, ErrorCode, Result, SnapshotTree, Uuid};
+use snaptree_host::PluginHost;
+
+/// A poisoned mutex means a thread panicked in a call that the boundary turned into
+/// `INTERNAL`; the engine objects it guards reload their state on next use.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What every handle of one connection shares.
+pub(crate) struct ConnShared {
+    /// The engine connection.
+    pub(crate) conn: Connection,
+    /// The plugin host its resolver asks for unknown backend types.
+    pub(crate) host: Arc<RwLock<PluginHost>>,
+    /// The domains opened through this connection, by uuid.
+    domains: Mutex<HashMap<Uuid, Arc<DomainShared>>>,
+}
+
+impl ConnShared {
+    /// Wraps an engine connection; unknown backend types are looked up by `host`.
+    pub(crate) fn new(conn: Connection, host: PluginHost) -> ConnShared {
+        let host = Arc::new(RwLock::new(host));
+        let resolver_host = Arc::clone(&host);
+        conn.set_resolver(Box::new(move |backend_type| {
+            resolver_host.read().unwrap_or_else(PoisonError::into_inner).provider_for(backend_type)
+        }));
+        ConnShared { conn, host, domains: Mutex::new(HashMap::new()) }
+    }
+
+    /// The shared state of the domain named `name` (`NO_DOMAIN` when it is not defined).
+    pub(crate) fn domain(&self, name: &str) -> Result<Arc<DomainShared>> {
+        let info = self.conn.lookup_domain(name)?;
+        let mut domains = lock(&self.domains);
+        let entry = domains
+            .entry(info.uuid)
+            .or_insert_with(|| Arc::new(DomainShared { name: info.name, uuid: info.uuid, engine: Mutex::new(None) }));
+        Ok(Arc::clone(entry))
+    }
+
+    /// Forgets the cached domain of a uuid: new handles open it afresh (after a
+    /// redefinition, with the new XML). Handles already made keep theirs.
+    pub(crate) fn forget(&self, uuid: &Uuid) {
+        lock(&self.domains).remove(uuid);
+    }
+}
+
+/// What every handle on one domain from one connection shares.
+pub(crate) struct DomainShared {
+    /// The domain's name.
+    pub(crate) name: String,
+    /// The domain's uuid.
+    pub(crate) uuid: Uuid,
+    /// The engine domain, opened on first use.
+    engine: Mutex<Option<Domain>>,
+}
+
+impl DomainShared {
+    /// Runs `f` on the engine domain, opening it first if needed. The domain mutex is held
+    /// for exactly this one engine call.
+    pub(crate) fn with<T>(&self, conn: &Connection, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
+        let mut engine = lock(&self.engine);
+        let domain = match &mut *engine {
+            Some(d) => d,
+            slot @ None => {
+                let d = conn.open_domain(&self.name)?;
+                if d.uuid() != self.uuid {
+                    // Undefined and defined again under the same name: not this domain.
+                    return Err(Error::NoDomain(self.name.clone()));
+                }
+                slot.insert(d)
+            }
+        };
+        let result = f(domain);
+        if result.as_ref().is_err_and(|e| e.code() == ErrorCode::NoDomain) {
+            // The domain was undefined (perhaps by another process, perhaps defined again
+            // since): open it afresh next time rather than keep a handle on a dead row.
+            *engine = None;
+        }
+        result
+    }
+
+    /// Runs `f` on the domain's tree, reloaded first if another handle or process changed it.
+    pub(crate) fn read<T>(&self, conn: &Connection, f: impl FnOnce(&SnapshotTree) -> Result<T>) -> Result<T> {
+        self.with(conn, |d| f(d.tree()?))
+    }
+
+    /// Closes the engine domain (after an undefine): the next use opens it again, and
+    /// finds it gone.
+    pub(crate) fn close(&self) {
+        let old = lock(&self.engine).take();
+        drop(old);
+    }
+}
+
+/// An open connection to a state directory (opaque to C).
+pub struct snaptree_conn {
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+/// A domain (opaque to C): usable from several threads; freed with `snaptree_domain_free`.
+pub struct snaptree_domain {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) dom: Arc<DomainShared>,
+}
+
+/// A snapshot, named by its uuid (opaque to C): usable from several threads; freed with
+/// `snaptree_snapshot_free`.
+pub struct snaptree_snapshot {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) dom: Arc<DomainShared>,
+    pub(crate) uuid: Uuid,
+}
+
+impl snaptree_domain {
+    /// A new handle on `dom`, boxed for C.
+    pub(crate) fn boxed(conn: &Arc<ConnShared>, dom: Arc<DomainShared>) -> *mut snaptree_domain {
+        Box::into_raw(Box::new(snaptree_domain { conn: Arc::clone(conn), dom }))
+    }
+
+    /// Runs `f` on the engine domain.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
+        self.dom.with(&self.conn.conn, f)
+    }
+
+    /// Runs `f` on the domain's current tree.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&SnapshotTree) -> Result<T>) -> Result<T> {
+        self.dom.read(&self.conn.conn, f)
+    }
+
+    /// A new snapshot handle on a snapshot of this domain, boxed for C.
+    pub(crate) fn snapshot(&self, uuid: Uuid) -> *mut snaptree_snapshot {
+        Box::into_raw(Box::new(snaptree_snapshot { conn: Arc::clone(&self.conn), dom: Arc::clone(&self.dom), uuid }))
+    }
+}
+
+impl snaptree_snapshot {
+    /// Runs `f` on the engine domain.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
+        self.dom.with(&self.conn.conn, f)
+    }
+
+    /// Runs `f` on the tree and this handle's snapshot, which must still exist
+    /// (`NO_SNAPSHOT` otherwise).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&SnapshotTree, &snaptree_engine::Snapshot) -> Result<T>) -> Result<T> {
+        let name = &self.dom.name;
+        self.dom.read(&self.conn.conn, |tree| f(tree, tree.require(&self.uuid, name)?))
+    }
+
+    /// A new snapshot handle on another snapshot of the same domain, boxed for C.
+    pub(crate) fn sibling(&self, uuid: Uuid) -> *mut snaptree_snapshot {
+        Box::into_raw(Box::new(snaptree_snapshot { conn: Arc::clone(&self.conn), dom: Arc::clone(&self.dom), uuid }))
+    }
+}

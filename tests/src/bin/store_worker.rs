@@ -1,0 +1,166 @@
+//! Child process of the store tests. Usage: `store-worker MODE ARGS...`
+//!
+//! - `random DIR DOMAIN ID OPS SEED LOG`: OPS random operations; every acknowledged one is
+//!   appended to LOG as a JSON line `{"gen": G, "edits": [...]}` (the generation its commit
+//!   produced and its exact metadata edits).
+//! - `crash DIR DOMAIN OP K AFTER ACTION`: runs OP (see `snaptree_tests::OPS`) through a
+//!   `FaultyBackend` around the null backend armed at step K (AFTER: 1 = after the step ran),
+//!   ACTION `abort` or `stall` (print the marker and wait to be killed).
+//! - `create DIR DOMAIN NAME`: takes a snapshot; prints `GEN g`.
+//! - `names DIR DOMAIN`: prints `GEN g`, then every snapshot name in creation order.
+//! - `hold-lock DIR DOMAIN MS`: holds the domain's lock for MS ms (prints `LOCKED` once held).
+//! - `try-create DIR DOMAIN NAME`: prints `OK` or `ERR CODE MESSAGE`.
+//! - `setup DIR DOMAIN`: opens DIR, defines DOMAIN (null) and takes one snapshot.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use snaptree_engine::store::DomainLock;
+use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend};
+use snaptree_engine::{Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn open(dir: &str) -> Connection {
+    Connection::open(Some(Path::new(dir))).unwrap_or_else(|e| panic!("open {dir}: {}", e.full_message()))
+}
+
+fn random(dir: &str, domain: &str, id: &str, ops: usize, seed: u64, log: &str) -> Result<(), String> {
+    let conn = open(dir);
+    let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
+    let mut rng = Rng(seed | 1);
+    let mut mine: Vec<Uuid> = Vec::new();
+    let mut created = 0;
+    for _ in 0..ops {
+        let view: Vec<Uuid> = d.tree().map_err(|e| e.full_message())?.iter().map(|s| s.uuid).collect();
+        let roll = rng.below(100);
+        let result: snaptree_engine::Result<Vec<Edit>> = if roll < 40 || view.is_empty() {
+            let name = format!("p{id}-{created}");
+            created += 1;
+            d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>")).map(|u| {
+                // This handle's tree is exactly the one the commit produced: no refresh
+                // happened since.
+                let t = d.cached_tree();
+                let snapshot = t.get(&u).expect("created snapshot in the tree").clone();
+                let parent = t.parent(&u).map(|p| p.uuid);
+                mine.push(u);
+                vec![Edit::Add { snapshot, parent }, Edit::SetCurrent { current: Some(u) }]
+            })
+        } else if roll < 55 && !mine.is_empty() {
+            let u = mine[rng.below(mine.len())];
+            d.rename(&u, &format!("p{id}-r{}", rng.next() % 1_000_000)).map(|p| p.edits)
+        } else if roll < 70 {
+            let u = view[rng.below(view.len())];
+            let force = [None, Some(PowerState::Running), Some(PowerState::Paused)][rng.below(3)];
+            d.revert(&u, force, &mut NoProgress).map(|p| p.edits)
+        } else {
+            let u = view[rng.below(view.len())];
+            let mode = DeleteMode::ALL[rng.below(DeleteMode::ALL.len())];
+            d.delete(&u, mode, &mut NoProgress).map(|p| p.edits)
+        };
+        match result {
+            Ok(edits) => {
+                let generation = d.generation().ok_or("no generation")?;
+                let line = serde_json::json!({ "gen": generation, "edits": edits });
+                writeln!(log, "{line}").map_err(|e| e.to_string())?;
+            }
+            Err(e) if matches!(e.code(), ErrorCode::NoSnapshot | ErrorCode::WouldDiscard) => {}
+            Err(e) => return Err(format!("worker {id}: {}", e.full_message())),
+        }
+        if let Err(why) = snaptree_tests::check_invariants(d.cached_tree()) {
+            return Err(format!("worker {id}: invariant broken: {why}"));
+        }
+    }
+    log.flush().map_err(|e| e.to_string())
+}
+
+fn crash(dir: &str, domain: &str, op: &str, k: usize, after: bool, action: &str) -> Result<(), String> {
+    let conn = open(dir);
+    let switch = FaultSwitch::new();
+    let mut d = conn
+        .open_domain_with_backend(domain, Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())))
+        .map_err(|e| e.full_message())?;
+    let action = match action {
+        "abort" => FaultAction::Abort,
+        "stall" => FaultAction::Stall,
+        other => return Err(format!("unknown action {other}")),
+    };
+    switch.arm(Fault { at_step: k, action, after_step: after });
+    let r = snaptree_tests::run_op(&mut d, op);
+    Err(format!("the operation {op} was not interrupted at step {k}: {:?}", r.map(|p| p.steps.len())))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}: {args:?}"));
+    let result = match a(0) {
+        "random" => random(a(1), a(2), a(3), a(4).parse().unwrap(), a(5).parse().unwrap(), a(6)),
+        "crash" => crash(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1", a(6)),
+        "create" => {
+            let conn = open(a(1));
+            let mut d = conn.open_domain(a(2)).unwrap();
+            d.create_snapshot(&format!("<domainsnapshot><name>{}</name></domainsnapshot>", a(3))).unwrap();
+            println!("GEN {}", d.generation().unwrap());
+            Ok(())
+        }
+        "names" => {
+            let conn = open(a(1));
+            let mut d = conn.open_domain(a(2)).unwrap();
+            let t = d.tree().unwrap();
+            let names: Vec<String> = t.iter().map(|s| s.name.clone()).collect();
+            println!("GEN {}", d.generation().unwrap());
+            for n in names {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        "hold-lock" => {
+            let conn = open(a(1));
+            let info = conn.lookup_domain(a(2)).unwrap();
+            let mut lock = DomainLock::open(Path::new(a(1)), &info.uuid, &info.name, Duration::from_secs(30)).unwrap();
+            lock.acquire().unwrap();
+            println!("LOCKED");
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(Duration::from_millis(a(3).parse().unwrap()));
+            Ok(())
+        }
+        "try-create" => {
+            let conn = open(a(1));
+            let mut d = conn.open_domain(a(2)).unwrap();
+            match d.create_snapshot(&format!("<domainsnapshot><name>{}</name></domainsnapshot>", a(3))) {
+                Ok(_) => println!("OK"),
+                Err(e) => println!("ERR {} {}", e.code().name(), e),
+            }
+            Ok(())
+        }
+        "setup" => {
+            let conn = open(a(1));
+            conn.define_domain(&snaptree_tests::null_domain(a(2))).unwrap();
+            let mut d = conn.open_domain(a(2)).unwrap();
+            d.create_snapshot("<domainsnapshot><name>first</name></domainsnapshot>").unwrap();
+            Ok(())
+        }
+        other => Err(format!("unknown mode {other}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Shared helpers of snaptree's integration tests: a canonical form of a tree to compare
+//! states exactly, the invariants of SEMANTICS.md §3.1-2, a base tree that exercises every
+//! delete mode with multi-step plans, and the operations the crash tests run.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use snaptree_engine::{
+    Backend, Connection, DeleteMode, Domain, Error, NoProgress, Plan, PowerState, Result, SnapshotTree, Uuid,
+};
+
+/// One snapshot as the canonical form shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonSnapshot {
+    /// uuid.
+    pub uuid: Uuid,
+    /// name.
+    pub name: String,
+    /// parent's uuid.
+    pub parent: Option<Uuid>,
+    /// description.
+    pub description: String,
+    /// creation date (Unix seconds); zeroed by [`Canon::without_dates`].
+    pub creation_date: i64,
+    /// state.
+    pub state: PowerState,
+    /// children's uuids, in the tree's sibling order.
+    pub children: Vec<Uuid>,
+}
+
+/// Everything observable about a tree, in a form `==` compares exactly: snapshots in
+/// creation order (with their children in sibling order), current, retired uuids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canon {
+    /// Snapshots in creation order.
+    pub snapshots: Vec<CanonSnapshot>,
+    /// current.
+    pub current: Option<Uuid>,
+    /// retired uuids.
+    pub retired: BTreeSet<Uuid>,
+}
+
+impl Canon {
+    /// The canonical form of a tree.
+    pub fn of(tree: &SnapshotTree) -> Canon {
+        Canon {
+            snapshots: tree
+                .iter()
+                .map(|s| CanonSnapshot {
+                    uuid: s.uuid,
+                    name: s.name.clone(),
+                    parent: tree.parent(&s.uuid).map(|p| p.uuid),
+                    description: s.description.clone(),
+                    creation_date: s.creation_date,
+                    state: s.state,
+                    children: tree.children(&s.uuid).iter().map(|c| c.uuid).collect(),
+                })
+                .collect(),
+            current: tree.current().map(|c| c.uuid),
+            retired: tree.retired().clone(),
+        }
+    }
+
+    /// The same with every creation date zeroed (for states built in different seconds).
+    pub fn without_dates(mut self) -> Canon {
+        for s in &mut self.snapshots {
+            s.creation_date = 0;
+        }
+        self
+    }
+
+    /// Names, in creation order.
+    pub fn names(&self) -> Vec<&str> {
+        self.snapshots.iter().map(|s| s.name.as_str()).collect()
+    }
+}
+
+/// Checks SEMANTICS.md §3 invariants 1 and 2 on a tree, independently of how the tree
+/// maintains them: a forest (every parent exists, no cycle), current valid, names and
+/// uuids unique, every child listed under its parent.
+pub fn check_invariants(tree: &SnapshotTree) -> std::result::Result<(), String> {
+    let mut names = BTreeSet::new();
+    let mut uuids = BTreeSet::new();
+    let n = tree.len();
+    let mut count = 0;
+    for s in tree.iter() {
+        count += 1;
+        if !names.insert(s.name.clone()) {
+            return Err(format!("name '{}' twice", s.name));
+        }
+        if !uuids.insert(s.uuid) {
+            return Err(format!("uuid {} twice", s.uuid));
+        }
+        snaptree_engine::name::validate_name("snapshot", &s.name).map_err(|e| e.to_string())?;
+        let mut at = s.uuid;
+        let mut hops = 0;
+        while let Some(p) = tree.parent(&at) {
+            if !tree.contains(&p.uuid) {
+                return Err(format!("parent {} of {} missing", p.uuid, at));
+            }
+            if !tree.children(&p.uuid).iter().any(|c| c.uuid == at) {
+                return Err(format!("{at} is not listed among the children of its parent {}", p.uuid));
+            }
+            at = p.uuid;
+            hops += 1;
+            if hops > n {
+                return Err(format!("cycle above {}", s.uuid));
+            }
+        }
+    }
+    if count != n {
+        return Err(format!("iter() gave {count} snapshots, len() says {n}"));
+    }
+    if let Some(c) = tree.current()
+        && !tree.contains(&c.uuid)
+    {
+        return Err(format!("current {} is not a snapshot", c.uuid));
+    }
+    for r in tree.retired() {
+        if tree.contains(r) {
+            return Err(format!("retired {r} is still in the tree"));
+        }
+    }
+    Ok(())
+}
+
+/// A fixed uuid per base-tree name, so that separately built copies are identical.
+pub fn fixed_uuid(name: &str) -> Uuid {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in name.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    uuid::Builder::from_random_bytes(h.to_le_bytes()).into_uuid()
+}
+
+/// The XML of a domain on the null backend.
+pub fn null_domain(name: &str) -> String {
+    format!("<domain type='null'><name>{name}</name></domain>")
+}
+
+fn snapshot_xml(name: &str, description: &str) -> String {
+    format!(
+        "<domainsnapshot><name>{name}</name><uuid>{}</uuid><description>{description}</description></domainsnapshot>",
+        fixed_uuid(name)
+    )
+}
+
+/// Writes guest data into the live state when the backend has test hooks (the simulator).
+fn write_guest(d: &mut Domain, seed: u64) -> Result<()> {
+    if let Some(h) = d.backend().test_hooks() {
+        h.write_guest(seed)?;
+    }
+    Ok(())
+}
+
+/// Builds the base tree every crash test starts from, on an open domain:
+///
+/// ```text
+/// a ── b ── c ── d      (current: d, live state written since)
+/// │    └── e
+/// └── f ── g
+/// h
+/// retired: r0 (a and h were its children)
+/// ```
+///
+/// so that DISCARD_FORCE, MERGE_FORCE, CHILDREN_ONLY and delete-all have plans of several
+/// steps, states and descriptions vary, and a retired uuid exists.
+pub fn build_base(d: &mut Domain) -> Result<()> {
+    let mut seed = 1;
+    let mut create = |d: &mut Domain, name: &str| -> Result<()> {
+        write_guest(d, seed)?;
+        seed += 1;
+        d.create_snapshot(&snapshot_xml(name, &format!("snapshot {name}")))?;
+        Ok(())
+    };
+    let by = |d: &mut Domain, name: &str| -> Result<Uuid> { Ok(d.tree()?.require_name(name, "test")?.uuid) };
+    create(d, "r0")?;
+    create(d, "a")?;
+    create(d, "b")?;
+    create(d, "c")?;
+    // Later snapshots record a running domain.
+    let c = by(d, "c")?;
+    d.revert(&c, Some(PowerState::Running), &mut NoProgress)?;
+    create(d, "d")?;
+    let b = by(d, "b")?;
+    d.revert(&b, None, &mut NoProgress)?;
+    create(d, "e")?;
+    let a = by(d, "a")?;
+    d.revert(&a, Some(PowerState::Paused), &mut NoProgress)?;
+    create(d, "f")?;
+    create(d, "g")?;
+    let r0 = by(d, "r0")?;
+    d.revert(&r0, None, &mut NoProgress)?;
+    create(d, "h")?;
+    let dd = by(d, "d")?;
+    d.revert(&dd, None, &mut NoProgress)?;
+    write_guest(d, 99)?;
+    d.delete(&r0, DeleteMode::Retire, &mut NoProgress)?;
+    Ok(())
+}
+
+/// The operations of the crash tests, by name; [`run_op`] runs one.
+pub const OPS: &[&str] = &[
+    "create",
+    "revert:b",
+    "revert-running:e",
+    "rename:c",
+    "delete-retire:c",
+    "delete-discard:e",
+    "delete-discard-force:b",
+    "delete-merge:g",
+    "delete-merge-force:c",
+    "delete-consolidate:b",
+    "delete-children-only:a",
+    "delete-all",
+];
+
+/// Runs operation `op` (one of [`OPS`]) on a domain built by [`build_base`]; returns its
+/// plan (for create, a plan of one step and no edits, as only the step count is used).
+pub fn run_op(d: &mut Domain, op: &str) -> Result<Plan> {
+    let (kind, target) = op.split_once(':').unwrap_or((op, ""));
+    let uuid = |d: &mut Domain| -> Result<Uuid> { Ok(d.tree()?.require_name(target, "test")?.uuid) };
+    let mode = |m: &str| -> DeleteMode {
+        match m {
+            "delete-retire" => DeleteMode::Retire,
+            "delete-discard" => DeleteMode::Discard,
+            "delete-discard-force" => DeleteMode::DiscardForce,
+            "delete-merge" => DeleteMode::Merge,
+            "delete-merge-force" => DeleteMode::MergeForce,
+            "delete-consolidate" => DeleteMode::Consolidate,
+            "delete-children-only" => DeleteMode::ChildrenOnly,
+            other => panic!("unknown op {other}"),
+        }
+    };
+    match kind {
+        "create" => {
+            write_guest(d, 1234)?;
+            d.create_snapshot(&snapshot_xml("new", "made by the operation under test"))?;
+            Ok(Plan { operation: snaptree_engine::Operation::Create { name: "new".into() }, steps: vec![], edits: vec![] })
+        }
+        "revert" => {
+            let u = uuid(d)?;
+            d.revert(&u, None, &mut NoProgress)
+        }
+        "revert-running" => {
+            let u = uuid(d)?;
+            d.revert(&u, Some(PowerState::Running), &mut NoProgress)
+        }
+        "rename" => {
+            let u = uuid(d)?;
+            d.rename(&u, &format!("{target}-renamed"))
+        }
+        "delete-all" => d.delete_all(&mut NoProgress),
+        m => {
+            let u = uuid(d)?;
+            d.delete(&u, mode(m), &mut NoProgress)
+        }
+    }
+}
+
+/// How many physical steps the plan of `op` has on the base tree (planned, not run).
+pub fn steps_of(d: &mut Domain, op: &str) -> Result<usize> {
+    let (kind, target) = op.split_once(':').unwrap_or((op, ""));
+    let uuid = d.tree()?.by_name(target).map(|s| s.uuid);
+    let need = || uuid.ok_or_else(|| Error::NoSnapshot(target.to_string()));
+    let plan = match kind {
+        "create" => d.plan_create("<domainsnapshot><name>new</name></domainsnapshot>")?,
+        "revert" => d.plan_revert(&need()?, None)?,
+        "revert-running" => d.plan_revert(&need()?, Some(PowerState::Running))?,
+        "rename" => d.plan_rename(&need()?, "x")?,
+        "delete-all" => d.plan_delete_all()?,
+        _ => {
+            let m = match kind {
+                "delete-retire" => DeleteMode::Retire,
+                "delete-discard" => DeleteMode::Discard,
+                "delete-discard-force" => DeleteMode::DiscardForce,
+                "delete-merge" => DeleteMode::Merge,
+                "delete-merge-force" => DeleteMode::MergeForce,
+                "delete-consolidate" => DeleteMode::Consolidate,
+                _ => DeleteMode::ChildrenOnly,
+            };
+            d.plan_delete(&need()?, m)?
+        }
+    };
+    Ok(plan.steps.len())
+}
+
+/// Opens (creating) a state directory and defines `domain` on the null backend.
+pub fn fresh(dir: &Path, domain: &str) -> Connection {
+    let c = Connection::open(Some(dir)).expect("open state dir");
+    c.define_domain(&null_domain(domain)).expect("define");
+    c
+}
+
+/// Opens `domain` with a backend of the caller's.
+pub fn open_with(c: &Connection, domain: &str, backend: Box<dyn Backend>) -> Domain {
+    c.open_domain_with_backend(domain, backend).expect("open domain")
+}
+
+/// The journal rows of a state directory, read with SQL: (domain id, steps_done).
+pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
+    let db = rusqlite::Connection::open(dir.join("snaptree.db")).expect("open db");
+    let mut st = db.prepare("SELECT domain_id, steps_done FROM journal").expect("prepare");
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").collect::<rusqlite::Result<_>>().expect("rows")
+}
