@@ -80,15 +80,25 @@ impl RefModel {
     }
 
     fn get(&self, uuid: Uuid) -> &RefSnapshot {
-        self.snapshots.iter().find(|s| s.uuid == uuid).expect("model snapshot exists")
+        self.snapshots
+            .iter()
+            .find(|s| s.uuid == uuid)
+            .expect("model snapshot exists")
     }
 
     fn get_mut(&mut self, uuid: Uuid) -> &mut RefSnapshot {
-        self.snapshots.iter_mut().find(|s| s.uuid == uuid).expect("model snapshot exists")
+        self.snapshots
+            .iter_mut()
+            .find(|s| s.uuid == uuid)
+            .expect("model snapshot exists")
     }
 
     fn children(&self, uuid: Option<Uuid>) -> Vec<Uuid> {
-        self.snapshots.iter().filter(|s| s.parent == uuid).map(|s| s.uuid).collect()
+        self.snapshots
+            .iter()
+            .filter(|s| s.parent == uuid)
+            .map(|s| s.uuid)
+            .collect()
     }
 
     fn descendants(&self, uuid: Uuid) -> Vec<Uuid> {
@@ -114,7 +124,10 @@ impl RefModel {
     pub fn create(&mut self, name: &str, uuid: Uuid) {
         self.last = if !valid_name(name) {
             err(ErrorCode::XmlError)
-        } else if self.find(name).is_some() || self.snapshots.iter().any(|s| s.uuid == uuid) || self.retired.contains(&uuid) {
+        } else if self.find(name).is_some()
+            || self.snapshots.iter().any(|s| s.uuid == uuid)
+            || self.retired.contains(&uuid)
+        {
             err(ErrorCode::SnapshotExists)
         } else {
             self.snapshots.push(RefSnapshot {

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use snaptree_engine::{
-    Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress, Result, Step,
-    TestHooks, Uuid, xml::DomainXml,
+    Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress,
+    Result, Step, TestHooks, Uuid, xml::DomainXml,
 };
 
 /// Block index to value.
@@ -78,7 +78,9 @@ impl SimBackend {
 
     /// Number of blocks stored in all layers: what the simulated disk occupies.
     pub fn blocks_held(&self) -> usize {
-        self.base.len() + self.live.delta.len() + self.layers.values().map(|l| l.delta.len()).sum::<usize>()
+        self.base.len()
+            + self.live.delta.len()
+            + self.layers.values().map(|l| l.delta.len()).sum::<usize>()
     }
 
     /// The uuids of every snapshot layer held.
@@ -111,12 +113,18 @@ impl SimBackend {
 
     /// The content of a snapshot, if held.
     pub fn snapshot_content(&self, uuid: &Uuid) -> Option<Blocks> {
-        self.layers.contains_key(uuid).then(|| self.content(Some(*uuid)))
+        self.layers
+            .contains_key(uuid)
+            .then(|| self.content(Some(*uuid)))
     }
 
     fn dependents(&self, of: Parent) -> Vec<Dependent> {
-        let mut out: Vec<Dependent> =
-            self.layers.iter().filter(|(_, l)| l.parent == of).map(|(u, _)| Dependent::Snapshot(*u)).collect();
+        let mut out: Vec<Dependent> = self
+            .layers
+            .iter()
+            .filter(|(_, l)| l.parent == of)
+            .map(|(u, _)| Dependent::Snapshot(*u))
+            .collect();
         out.sort_by_key(|d| match d {
             Dependent::Snapshot(u) => *u,
             Dependent::Live => Uuid::nil(),
@@ -148,7 +156,10 @@ impl SimBackend {
         for d in self.dependents(of) {
             let layer = self.layer_mut(d);
             for b in &changed {
-                layer.delta.entry(*b).or_insert_with(|| old.get(b).copied().unwrap_or(0));
+                layer
+                    .delta
+                    .entry(*b)
+                    .or_insert_with(|| old.get(b).copied().unwrap_or(0));
             }
         }
     }
@@ -162,8 +173,16 @@ impl SimBackend {
         let old = self.content(old_parent);
         let new = self.content(new_parent);
         let layer = self.layer_mut(d);
-        for b in old.keys().chain(new.keys()).copied().collect::<BTreeSet<u32>>() {
-            let (o, n) = (old.get(&b).copied().unwrap_or(0), new.get(&b).copied().unwrap_or(0));
+        for b in old
+            .keys()
+            .chain(new.keys())
+            .copied()
+            .collect::<BTreeSet<u32>>()
+        {
+            let (o, n) = (
+                old.get(&b).copied().unwrap_or(0),
+                new.get(&b).copied().unwrap_or(0),
+            );
             if o != n {
                 layer.delta.entry(b).or_insert(o);
             }
@@ -219,19 +238,28 @@ impl SimBackend {
     /// the simulator is strict so that planner mistakes cannot hide behind its
     /// robustness.
     fn violated(&self, step: &Step, why: String) -> Result<()> {
-        Err(Error::Backend { backend: "sim".into(), message: format!("precondition of {} violated: {why}", step.kind().name()) })
+        Err(Error::Backend {
+            backend: "sim".into(),
+            message: format!("precondition of {} violated: {why}", step.kind().name()),
+        })
     }
 
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
-            Step::DiscardLeaf { snapshot } if self.layers.contains_key(snapshot) && !self.retired.contains(snapshot) => {
+            Step::DiscardLeaf { snapshot }
+                if self.layers.contains_key(snapshot) && !self.retired.contains(snapshot) =>
+            {
                 let kids = self.visible_children(Some(*snapshot));
                 if !kids.is_empty() {
                     return self.violated(step, format!("{snapshot} still has children {kids:?}"));
                 }
             }
             Step::MergeIntoParent { snapshot, parent } if self.layers.contains_key(snapshot) => {
-                let siblings: Vec<Uuid> = self.visible_children(*parent).into_iter().filter(|u| u != snapshot).collect();
+                let siblings: Vec<Uuid> = self
+                    .visible_children(*parent)
+                    .into_iter()
+                    .filter(|u| u != snapshot)
+                    .collect();
                 if !siblings.is_empty() {
                     return self.violated(step, format!("{snapshot} has siblings {siblings:?}"));
                 }
@@ -249,11 +277,17 @@ impl SimBackend {
                 }
                 let frozen = std::mem::take(&mut self.live);
                 self.layers.insert(*snapshot, frozen);
-                self.live = Layer { parent: Some(*snapshot), delta: Blocks::new() };
+                self.live = Layer {
+                    parent: Some(*snapshot),
+                    delta: Blocks::new(),
+                };
             }
             Step::Revert { snapshot, state } => {
                 self.require(snapshot)?;
-                self.live = Layer { parent: Some(*snapshot), delta: Blocks::new() };
+                self.live = Layer {
+                    parent: Some(*snapshot),
+                    delta: Blocks::new(),
+                };
                 self.power = *state;
             }
             Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => {
@@ -274,7 +308,10 @@ impl SimBackend {
             Step::DetachLive => {
                 let full = self.live_content();
                 let base = self.content(None);
-                self.live = Layer { parent: None, delta: diff(&full, &base) };
+                self.live = Layer {
+                    parent: None,
+                    delta: diff(&full, &base),
+                };
             }
             Step::Forget { snapshot } => {
                 self.retired.insert(*snapshot);
@@ -287,7 +324,10 @@ impl SimBackend {
         if self.layers.contains_key(uuid) {
             Ok(())
         } else {
-            Err(Error::Backend { backend: "sim".into(), message: format!("no layer for snapshot {uuid}") })
+            Err(Error::Backend {
+                backend: "sim".into(),
+                message: format!("no layer for snapshot {uuid}"),
+            })
         }
     }
 }
@@ -295,8 +335,16 @@ impl SimBackend {
 /// The blocks of `new` that differ from `below` (zeros written where `below` has data).
 fn diff(new: &Blocks, below: &Blocks) -> Blocks {
     let mut out = Blocks::new();
-    for b in new.keys().chain(below.keys()).copied().collect::<BTreeSet<u32>>() {
-        let (n, o) = (new.get(&b).copied().unwrap_or(0), below.get(&b).copied().unwrap_or(0));
+    for b in new
+        .keys()
+        .chain(below.keys())
+        .copied()
+        .collect::<BTreeSet<u32>>()
+    {
+        let (n, o) = (
+            new.get(&b).copied().unwrap_or(0),
+            below.get(&b).copied().unwrap_or(0),
+        );
         if n != o {
             out.insert(b, n);
         }
@@ -320,11 +368,15 @@ pub fn digest(blocks: &Blocks) -> String {
 /// The blocks and values a guest write with `seed` touches: a few pseudo-random blocks
 /// in 0..64, so writes overlap and shadow each other across layers.
 pub fn guest_write(seed: u64) -> Vec<(u32, u64)> {
-    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut x = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     let n = 1 + (x >> 60) as usize % 4;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ((x >> 33) as u32 % 64, (x >> 7) | 1)
         })
         .collect()
@@ -404,19 +456,59 @@ mod tests {
         let mut sim = SimBackend::new();
         let (p, s) = (Uuid::from_u128(1), Uuid::from_u128(2));
         sim.live.delta.insert(1, 10);
-        run(&mut sim, Step::Create { snapshot: p, parent: None, name: "p".into(), description: String::new() });
+        run(
+            &mut sim,
+            Step::Create {
+                snapshot: p,
+                parent: None,
+                name: "p".into(),
+                description: String::new(),
+            },
+        );
         sim.live.delta.insert(1, 20);
         sim.live.delta.insert(2, 30);
-        run(&mut sim, Step::Create { snapshot: s, parent: Some(p), name: "s".into(), description: String::new() });
+        run(
+            &mut sim,
+            Step::Create {
+                snapshot: s,
+                parent: Some(p),
+                name: "s".into(),
+                description: String::new(),
+            },
+        );
         sim.live.delta.insert(3, 40);
         let live = sim.live_content();
         let s_content = sim.snapshot_content(&s).unwrap();
-        run(&mut sim, Step::MergeIntoParent { snapshot: s, parent: Some(p) });
-        assert_eq!(sim.snapshot_content(&p).unwrap(), s_content, "expected P to hold S's content");
-        assert_eq!(sim.live_content(), live, "expected the live content unchanged");
+        run(
+            &mut sim,
+            Step::MergeIntoParent {
+                snapshot: s,
+                parent: Some(p),
+            },
+        );
+        assert_eq!(
+            sim.snapshot_content(&p).unwrap(),
+            s_content,
+            "expected P to hold S's content"
+        );
+        assert_eq!(
+            sim.live_content(),
+            live,
+            "expected the live content unchanged"
+        );
         assert!(sim.snapshot_content(&s).is_none(), "expected S freed");
-        run(&mut sim, Step::MergeIntoParent { snapshot: s, parent: Some(p) });
-        assert_eq!(sim.live_content(), live, "expected a re-run merge to change nothing");
+        run(
+            &mut sim,
+            Step::MergeIntoParent {
+                snapshot: s,
+                parent: Some(p),
+            },
+        );
+        assert_eq!(
+            sim.live_content(),
+            live,
+            "expected a re-run merge to change nothing"
+        );
     }
 
     #[test]
@@ -424,10 +516,22 @@ mod tests {
         let mut sim = SimBackend::new();
         let a = Uuid::from_u128(1);
         sim.live.delta.insert(5, 1);
-        run(&mut sim, Step::Create { snapshot: a, parent: None, name: "a".into(), description: String::new() });
+        run(
+            &mut sim,
+            Step::Create {
+                snapshot: a,
+                parent: None,
+                name: "a".into(),
+                description: String::new(),
+            },
+        );
         let live = sim.live_content();
         run(&mut sim, Step::DiscardLeaf { snapshot: a });
         assert_eq!(sim.live_content(), live);
-        assert_eq!(sim.blocks_held(), 1, "expected only the live copy of the block to remain");
+        assert_eq!(
+            sim.blocks_held(),
+            1,
+            "expected only the live copy of the block to remain"
+        );
     }
 }

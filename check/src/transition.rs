@@ -56,18 +56,30 @@ fn flag_names(word: u32) -> String {
         (flags::DELETE_CONSOLIDATE, "CONSOLIDATE"),
         (flags::DELETE_CHILDREN_ONLY, "CHILDREN_ONLY"),
     ];
-    let set: Vec<&str> = names.iter().filter(|(f, _)| word & f != 0).map(|(_, n)| *n).collect();
-    if set.is_empty() { "retire".into() } else { set.join("|") }
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| word & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if set.is_empty() {
+        "retire".into()
+    } else {
+        set.join("|")
+    }
 }
 
 impl std::fmt::Debug for Transition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Transition::Create { name, uuid } => write!(f, "create {name:?} (uuid …{:x})", uuid.as_u128() & 0xffff),
+            Transition::Create { name, uuid } => {
+                write!(f, "create {name:?} (uuid …{:x})", uuid.as_u128() & 0xffff)
+            }
             Transition::Write { seed } => write!(f, "guest write seed={seed}"),
             Transition::Revert { name, flags } => write!(f, "revert {name:?} flags={flags:#x}"),
             Transition::Rename { name, new_name } => write!(f, "rename {name:?} -> {new_name:?}"),
-            Transition::Delete { name, flags } => write!(f, "delete {name:?} {}", flag_names(*flags)),
+            Transition::Delete { name, flags } => {
+                write!(f, "delete {name:?} {}", flag_names(*flags))
+            }
             Transition::DeleteAll => write!(f, "delete-all"),
         }
     }
@@ -133,7 +145,12 @@ const NAMES: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 const BAD_NAMES: [&str; 3] = ["../x", " pad", "."];
 
 fn any_name(state: &RefState) -> BoxedStrategy<String> {
-    let existing: Vec<String> = state.model.snapshots.iter().map(|s| s.name.clone()).collect();
+    let existing: Vec<String> = state
+        .model
+        .snapshots
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     let pool = proptest::sample::select(NAMES.to_vec()).prop_map(str::to_string);
     if existing.is_empty() {
         pool.boxed()
@@ -152,7 +169,8 @@ impl ReferenceStateMachine for RefMachine {
 
     fn transitions(state: &RefState) -> BoxedStrategy<Transition> {
         let tuning = TUNING.with(|t| t.borrow().clone());
-        let next_uuid = Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000 | (state.uuids + 1));
+        let next_uuid =
+            Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000 | (state.uuids + 1));
         let create_name = prop_oneof![
             12 => proptest::sample::select(NAMES.to_vec()).prop_map(str::to_string),
             1 => proptest::sample::select(BAD_NAMES.to_vec()).prop_map(str::to_string),
@@ -215,12 +233,26 @@ pub fn transitions_from_bytes(data: &[u8]) -> Vec<Transition> {
         let t = match op % 16 {
             0..=3 => {
                 uuids += 1;
-                Transition::Create { name: name(a), uuid: Uuid::from_u128(0xf022_0000_0000_0000_0000_0000_0000_0000 | uuids) }
+                Transition::Create {
+                    name: name(a),
+                    uuid: Uuid::from_u128(0xf022_0000_0000_0000_0000_0000_0000_0000 | uuids),
+                }
             }
-            4..=6 => Transition::Write { seed: u64::from(a) << 8 | u64::from(b) },
-            7..=8 => Transition::Revert { name: name(a), flags: tuning.revert_flags[b as usize % tuning.revert_flags.len()] },
-            9 => Transition::Rename { name: name(a), new_name: name(b) },
-            10..=14 => Transition::Delete { name: name(a), flags: tuning.delete_flags[b as usize % tuning.delete_flags.len()] },
+            4..=6 => Transition::Write {
+                seed: u64::from(a) << 8 | u64::from(b),
+            },
+            7..=8 => Transition::Revert {
+                name: name(a),
+                flags: tuning.revert_flags[b as usize % tuning.revert_flags.len()],
+            },
+            9 => Transition::Rename {
+                name: name(a),
+                new_name: name(b),
+            },
+            10..=14 => Transition::Delete {
+                name: name(a),
+                flags: tuning.delete_flags[b as usize % tuning.delete_flags.len()],
+            },
             _ => Transition::DeleteAll,
         };
         out.push(t);

@@ -14,7 +14,10 @@ fn the_c_sim_plugin_passes_the_conformance_kit() {
         let dir = root.join(format!("case{}", counter.get()));
         let xml = snaptree_backend_sim::domain_xml("conf", &dir);
         let backend = plugin.open_domain(&xml).map_err(|e| e.full_message())?;
-        Ok(Subject { domain_xml: xml, backend: Box::new(backend) })
+        Ok(Subject {
+            domain_xml: xml,
+            backend: Box::new(backend),
+        })
     };
     let config = Config::from_env(300);
     match run(&config, &factory) {
@@ -33,8 +36,15 @@ fn the_conformance_command_runs_against_a_plugin_file() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "expected success: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("conformance passed: 20 sequences"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "expected success: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("conformance passed: 20 sequences"),
+        "{stdout}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_snaptree-conformance"))
         .arg("/nonexistent/libsnaptree_backend_x.so")
         .output()

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
 use snaptree_engine::conn::Connection;
-use snaptree_engine::{DeleteMode, Domain, Error, Filter, Plan, PowerState, flags, xml::dom::escape};
+use snaptree_engine::{
+    DeleteMode, Domain, Error, Filter, Plan, PowerState, flags, xml::dom::escape,
+};
 use snaptree_host::PluginHost;
 
 use args::{Cli, Command, DeleteModeArgs, RevertStateArgs};
@@ -52,7 +54,8 @@ fn main() -> ExitCode {
 }
 
 fn read_file(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))
 }
 
 fn open(cli: &Cli) -> Result<(Connection, Arc<PluginHost>), Failure> {
@@ -119,7 +122,12 @@ fn print_recoveries(d: &Domain) {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "snaptree", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "snaptree",
+            &mut std::io::stdout(),
+        );
         return Ok(());
     }
     let (conn, host) = open(&cli)?;
@@ -135,9 +143,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let info = conn.define_domain(&read_file(file)?)?;
             // Open it once so an unknown backend type is reported now, not later.
             open_domain(&info.name)?;
-            println!("Domain '{}' defined ({}, backend '{}')", info.name, info.uuid, info.backend_type);
+            println!(
+                "Domain '{}' defined ({}, backend '{}')",
+                info.name, info.uuid, info.backend_type
+            );
         }
-        Command::Undefine { domain, delete_snapshots } => {
+        Command::Undefine {
+            domain,
+            delete_snapshots,
+        } => {
             conn.undefine_domain(domain, *delete_snapshots)?;
             println!("Domain '{domain}' undefined");
         }
@@ -165,7 +179,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
         }
-        Command::SnapshotCreateAs { domain, name, description, dry } => {
+        Command::SnapshotCreateAs {
+            domain,
+            name,
+            description,
+            dry,
+        } => {
             let mut xml = String::from("<domainsnapshot>");
             if let Some(n) = name {
                 xml.push_str(&format!("<name>{}</name>", escape(n)));
@@ -190,7 +209,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let rows = tree.list(filter);
             if opts.json {
-                let v: Vec<_> = rows.iter().map(|s| output::snapshot_json(tree, s)).collect();
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|s| output::snapshot_json(tree, s))
+                    .collect();
                 let doc = serde_json::json!({"domain": d.name(), "snapshots": v});
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else if opts.tree {
@@ -210,7 +232,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             match d.tree()?.current() {
                 Some(c) => println!("{}", c.name),
                 None => {
-                    return Err(Error::NoSnapshot(format!("domain '{dom}' has no current snapshot")).into());
+                    return Err(Error::NoSnapshot(format!(
+                        "domain '{dom}' has no current snapshot"
+                    ))
+                    .into());
                 }
             }
         }
@@ -228,7 +253,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::StartWithSnapshot { domain, name, state, dry } => {
+        Command::StartWithSnapshot {
+            domain,
+            name,
+            state,
+            dry,
+        } => {
             let mut d = open_domain(domain)?;
             let u = lookup(&mut d, name)?;
             let force = revert_state(*state);
@@ -239,10 +269,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let mut bar = progress::bar("revert");
                 d.revert(&u, force, &mut bar)?;
                 bar.finish();
-                println!("Domain '{domain}' reverted to snapshot '{name}' ({})", d.power_state()?);
+                println!(
+                    "Domain '{domain}' reverted to snapshot '{name}' ({})",
+                    d.power_state()?
+                );
             }
         }
-        Command::SnapshotRename { domain, name, new_name, dry } => {
+        Command::SnapshotRename {
+            domain,
+            name,
+            new_name,
+            dry,
+        } => {
             let mut d = open_domain(domain)?;
             let u = lookup(&mut d, name)?;
             if dry.dry_run {
@@ -253,7 +291,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("Snapshot '{name}' renamed to '{new_name}'");
             }
         }
-        Command::SnapshotDelete { domain, name, mode, dry } => {
+        Command::SnapshotDelete {
+            domain,
+            name,
+            mode,
+            dry,
+        } => {
             let mut d = open_domain(domain)?;
             let u = lookup(&mut d, name)?;
             let mode = delete_mode(*mode);
@@ -268,7 +311,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!(
                     "Snapshot '{name}' deleted ({}){}",
                     mode.flag_name().to_lowercase().replace('_', "-"),
-                    if removed > 1 { format!(", {removed} snapshots removed") } else { String::new() }
+                    if removed > 1 {
+                        format!(", {removed} snapshots removed")
+                    } else {
+                        String::new()
+                    }
                 );
             }
         }
@@ -281,7 +328,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let mut bar = progress::bar("delete-all");
                 let plan = d.delete_all(&mut bar)?;
                 bar.finish();
-                println!("Deleted {} snapshots of domain '{domain}'", plan.removed().len());
+                println!(
+                    "Deleted {} snapshots of domain '{domain}'",
+                    plan.removed().len()
+                );
             }
         }
     }
@@ -294,7 +344,11 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
         return print_plan(d, &plan);
     }
     let u = d.create_snapshot(xml)?;
-    let name = d.tree()?.get(&u).map(|s| s.name.clone()).unwrap_or_default();
+    let name = d
+        .tree()?
+        .get(&u)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     println!("Domain snapshot '{name}' created");
     Ok(())
 }
@@ -327,7 +381,11 @@ fn backends(host: &PluginHost, json: bool) {
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),
-            Err(e) => println!("{:<8} cannot load: {}", s.file_type.as_deref().unwrap_or("?"), e.full_message()),
+            Err(e) => println!(
+                "{:<8} cannot load: {}",
+                s.file_type.as_deref().unwrap_or("?"),
+                e.full_message()
+            ),
         }
     }
 }

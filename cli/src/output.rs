@@ -17,7 +17,12 @@ pub fn format_time(unix: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// One snapshot in `snapshot-list --json`. These field names are stable.
@@ -61,18 +66,32 @@ pub fn snapshot_json(tree: &SnapshotTree, s: &snaptree_engine::Snapshot) -> Snap
 
 /// The `snapshot-list` table.
 pub fn table(tree: &SnapshotTree, rows: &[&snaptree_engine::Snapshot]) -> String {
-    let width = rows.iter().map(|s| s.name.chars().count()).max().unwrap_or(4).max(4);
+    let width = rows
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let pwidth = rows
         .iter()
         .filter_map(|s| tree.parent(&s.uuid).map(|p| p.name.chars().count()))
         .max()
         .unwrap_or(6)
         .max(6);
-    let mut out = format!(" {:<width$}   {:<25}   {:<8}   {}\n", "Name", "Creation Time", "State", "Parent");
+    let mut out = format!(
+        " {:<width$}   {:<25}   {:<8}   {}\n",
+        "Name", "Creation Time", "State", "Parent"
+    );
     out.push_str(&format!("{}\n", "-".repeat(width + pwidth + 45)));
     for s in rows {
-        let mark = if tree.current().is_some_and(|c| c.uuid == s.uuid) { '*' } else { ' ' };
-        let parent = tree.parent(&s.uuid).map_or(String::new(), |p| p.name.clone());
+        let mark = if tree.current().is_some_and(|c| c.uuid == s.uuid) {
+            '*'
+        } else {
+            ' '
+        };
+        let parent = tree
+            .parent(&s.uuid)
+            .map_or(String::new(), |p| p.name.clone());
         out.push_str(&format!(
             " {:<width$} {mark} {:<25}   {:<8}   {parent}\n",
             s.name,
@@ -89,7 +108,11 @@ pub fn table(tree: &SnapshotTree, rows: &[&snaptree_engine::Snapshot]) -> String
 pub fn tree_view(tree: &SnapshotTree) -> String {
     let current = tree.current().map(|c| c.uuid);
     let label = |s: &snaptree_engine::Snapshot| {
-        if Some(s.uuid) == current { format!("{} *", s.name) } else { s.name.clone() }
+        if Some(s.uuid) == current {
+            format!("{} *", s.name)
+        } else {
+            s.name.clone()
+        }
     };
     let rows = tree.topological_with_depth();
     // For each row, whether a later sibling follows: then its rail continues below it.
@@ -114,7 +137,11 @@ pub fn tree_view(tree: &SnapshotTree) -> String {
             out.push_str(&label(s));
             out.push('\n');
         } else {
-            let prefix: String = rails.iter().skip(1).map(|r| if *r { "  |  " } else { "     " }).collect();
+            let prefix: String = rails
+                .iter()
+                .skip(1)
+                .map(|r| if *r { "  |  " } else { "     " })
+                .collect();
             out.push_str(&format!("{prefix}  |\n{prefix}  +- {}\n", label(s)));
         }
         rails.push(later_sibling[i]);
@@ -124,24 +151,37 @@ pub fn tree_view(tree: &SnapshotTree) -> String {
 
 /// A plan in words, for `--dry-run`.
 pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
-    let name = |u: &Uuid| tree.get(u).map_or_else(|| format!("{u} (retired)"), |s| format!("'{}'", s.name));
+    let name = |u: &Uuid| {
+        tree.get(u)
+            .map_or_else(|| format!("{u} (retired)"), |s| format!("'{}'", s.name))
+    };
     let mut out = String::from("plan (dry run, nothing changed):\n");
     if plan.steps.is_empty() {
         out.push_str("  no physical steps (metadata only)\n");
     }
     for (i, step) in plan.steps.iter().enumerate() {
         let text = match step {
-            Step::Create { name: n, parent, .. } => {
-                format!("create '{n}' from the live state, child of {}", parent.as_ref().map_or("nothing".into(), &name))
+            Step::Create {
+                name: n, parent, ..
+            } => {
+                format!(
+                    "create '{n}' from the live state, child of {}",
+                    parent.as_ref().map_or("nothing".into(), &name)
+                )
             }
-            Step::Revert { snapshot, state } => format!("revert the live state to {}, leave it {state}", name(snapshot)),
+            Step::Revert { snapshot, state } => format!(
+                "revert the live state to {}, leave it {state}",
+                name(snapshot)
+            ),
             Step::DiscardLeaf { snapshot } => format!("discard {}", name(snapshot)),
             Step::MergeIntoParent { snapshot, parent } => format!(
                 "merge {} into {}",
                 name(snapshot),
                 parent.as_ref().map_or("the base image".into(), &name)
             ),
-            Step::Consolidate { snapshot } => format!("consolidate {} into its dependents", name(snapshot)),
+            Step::Consolidate { snapshot } => {
+                format!("consolidate {} into its dependents", name(snapshot))
+            }
             Step::DetachLive => "detach the live state from every snapshot".into(),
             Step::Forget { snapshot } => format!("retire {} (its data stays)", name(snapshot)),
         };
@@ -168,7 +208,9 @@ pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
                         plan.edits
                             .iter()
                             .find_map(|e| match e {
-                                snaptree_engine::Edit::Add { snapshot, .. } if snapshot.uuid == u => {
+                                snaptree_engine::Edit::Add { snapshot, .. }
+                                    if snapshot.uuid == u =>
+                                {
                                     Some(format!("'{}'", snapshot.name))
                                 }
                                 _ => None,
@@ -184,7 +226,10 @@ pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
                 after.unwrap_or_else(|| "none".into())
             ));
         }
-        None => out.push_str(&format!("  current stays {}\n", before.unwrap_or_else(|| "none".into()))),
+        None => out.push_str(&format!(
+            "  current stays {}\n",
+            before.unwrap_or_else(|| "none".into())
+        )),
     }
     out
 }

@@ -11,7 +11,10 @@ struct Session {
 
 impl Session {
     fn new() -> Session {
-        Session { state: tempfile::tempdir().unwrap(), files: tempfile::tempdir().unwrap() }
+        Session {
+            state: tempfile::tempdir().unwrap(),
+            files: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -41,8 +44,16 @@ impl Session {
     fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "expected `snaptree {}` to exit {code}; stderr: {stderr}", args.join(" "));
-        assert!(stderr.starts_with("error: "), "expected `error: SENTENCE` on stderr, got {stderr:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "expected `snaptree {}` to exit {code}; stderr: {stderr}",
+            args.join(" ")
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "expected `error: SENTENCE` on stderr, got {stderr:?}"
+        );
         stderr
     }
 
@@ -53,17 +64,27 @@ impl Session {
     }
 
     fn define(&self, name: &str, backend: &str, extra: &str) {
-        let p = self.file(&format!("{name}.xml"), &format!("<domain type='{backend}'><name>{name}</name>{extra}</domain>"));
+        let p = self.file(
+            &format!("{name}.xml"),
+            &format!("<domain type='{backend}'><name>{name}</name>{extra}</domain>"),
+        );
         self.ok(&["define", p.to_str().unwrap()]);
     }
 
     fn json(&self, dom: &str) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["snapshot-list", dom, "--json"])).expect("snapshot-list --json is JSON")
+        serde_json::from_str(&self.ok(&["snapshot-list", dom, "--json"]))
+            .expect("snapshot-list --json is JSON")
     }
 
     fn names(&self, dom: &str, flag: &str) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["snapshot-list", dom, flag, "--json"])).unwrap();
-        v["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["snapshot-list", dom, flag, "--json"])).unwrap();
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -73,7 +94,14 @@ fn p(path: &Path) -> &str {
 
 /// a ── b ── c, a ── d; current d.
 fn standard(s: &Session, dom: &str) {
-    s.ok(&["snapshot-create-as", dom, "--name", "a", "--description", "first"]);
+    s.ok(&[
+        "snapshot-create-as",
+        dom,
+        "--name",
+        "a",
+        "--description",
+        "first",
+    ]);
     s.ok(&["snapshot-create-as", dom, "--name", "b"]);
     s.ok(&["snapshot-create-as", dom, "--name", "c"]);
     s.ok(&["start-with-snapshot", dom, "a"]);
@@ -89,26 +117,48 @@ fn a_whole_session_on_the_null_backend() {
     assert_eq!(list[0]["backend"], "null");
     standard(&s, "vm");
     let table = s.ok(&["snapshot-list", "vm"]);
-    assert!(table.contains(" d    * "), "expected current marked in the table:\n{table}");
+    assert!(
+        table.contains(" d    * "),
+        "expected current marked in the table:\n{table}"
+    );
     let tree = s.ok(&["snapshot-list", "vm", "--tree"]);
-    assert_eq!(tree, "a\n  |\n  +- b\n  |    |\n  |    +- c\n  |\n  +- d *\n", "tree view:\n{tree}");
+    assert_eq!(
+        tree, "a\n  |\n  +- b\n  |    |\n  |    +- c\n  |\n  +- d *\n",
+        "tree view:\n{tree}"
+    );
     assert_eq!(s.names("vm", "--roots"), ["a"]);
     assert_eq!(s.names("vm", "--leaves"), ["c", "d"]);
     assert_eq!(s.names("vm", "--topological"), ["a", "b", "c", "d"]);
     let v = s.json("vm");
     let a = &v["snapshots"][0];
-    assert_eq!((a["name"].as_str(), a["description"].as_str(), a["children"].as_u64()), (Some("a"), Some("first"), Some(2)));
+    assert_eq!(
+        (
+            a["name"].as_str(),
+            a["description"].as_str(),
+            a["children"].as_u64()
+        ),
+        (Some("a"), Some("first"), Some(2))
+    );
     assert_eq!(a["parent"], serde_json::Value::Null);
     assert_eq!(v["snapshots"][3]["current"], true);
     for field in ["uuid", "parent_uuid", "creation_date", "state"] {
-        assert!(a.get(field).is_some(), "expected field {field} in --json output");
+        assert!(
+            a.get(field).is_some(),
+            "expected field {field} in --json output"
+        );
     }
     assert_eq!(s.ok(&["snapshot-current", "vm"]), "d\n");
     assert_eq!(s.ok(&["snapshot-parent", "vm", "c"]), "b\n");
     let xml = s.ok(&["snapshot-dumpxml", "vm", "c"]);
-    assert!(xml.contains("<name>c</name>") && xml.contains("<parent>"), "{xml}");
+    assert!(
+        xml.contains("<name>c</name>") && xml.contains("<parent>"),
+        "{xml}"
+    );
     // Create from a file, and from nothing.
-    let f = s.file("snap.xml", "<domainsnapshot><name>e</name><description>from file</description></domainsnapshot>");
+    let f = s.file(
+        "snap.xml",
+        "<domainsnapshot><name>e</name><description>from file</description></domainsnapshot>",
+    );
     s.ok(&["snapshot-create", "vm", p(&f)]);
     assert!(s.ok(&["snapshot-create", "vm"]).contains("created"));
     s.ok(&["snapshot-rename", "vm", "e", "e2"]);
@@ -117,7 +167,11 @@ fn a_whole_session_on_the_null_backend() {
     s.ok(&["snapshot-delete", "vm", "e2"]);
     s.ok(&["snapshot-delete", "vm", "c", "--delete"]);
     s.ok(&["snapshot-delete", "vm", "b", "--mergeforce"]);
-    assert_eq!(s.names("vm", "--topological"), ["a"], "expected d discarded as b's sibling");
+    assert_eq!(
+        s.names("vm", "--topological"),
+        ["a"],
+        "expected d discarded as b's sibling"
+    );
     s.ok(&["snapshot-create-as", "vm", "--name", "x"]);
     s.ok(&["snapshot-delete", "vm", "x", "--consolidate"]);
     s.ok(&["snapshot-create-as", "vm", "--name", "y"]);
@@ -145,7 +199,10 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     standard(&s, "vm");
     let before = s.ok(&["snapshot-list", "vm", "--json"]);
     let plan = s.ok(&["snapshot-delete", "vm", "b", "--mergeforce", "--dry-run"]);
-    assert!(plan.contains("merge 'b' into 'a'") && plan.contains("discard 'd'"), "{plan}");
+    assert!(
+        plan.contains("merge 'b' into 'a'") && plan.contains("discard 'd'"),
+        "{plan}"
+    );
     assert!(plan.contains("removes: 'd', 'b'"), "{plan}");
     assert!(plan.contains("current: 'd' -> 'a'"), "{plan}");
     let plan = s.ok(&["snapshot-delete-all", "vm", "--dry-run"]);
@@ -154,7 +211,11 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     s.ok(&["snapshot-rename", "vm", "a", "aa", "--dry-run"]);
     s.ok(&["start-with-snapshot", "vm", "b", "--dry-run"]);
     s.ok(&["snapshot-delete", "vm", "c", "--delete", "--dry-run"]);
-    assert_eq!(s.ok(&["snapshot-list", "vm", "--json"]), before, "expected --dry-run to change nothing");
+    assert_eq!(
+        s.ok(&["snapshot-list", "vm", "--json"]),
+        before,
+        "expected --dry-run to change nothing"
+    );
 }
 
 #[test]
@@ -190,9 +251,17 @@ fn errors_have_a_sentence_and_a_stable_exit_code() {
 fn the_c_sim_plugin_is_found_beside_the_binary() {
     let s = Session::new();
     let backends = s.ok(&["backends"]);
-    assert!(backends.contains("sim") && backends.contains("ABI 1.0"), "expected the sim plugin listed:\n{backends}");
+    assert!(
+        backends.contains("sim") && backends.contains("ABI 1.0"),
+        "expected the sim plugin listed:\n{backends}"
+    );
     let json: serde_json::Value = serde_json::from_str(&s.ok(&["backends", "--json"])).unwrap();
-    assert!(json.as_array().unwrap().iter().any(|b| b["type"] == "sim" && b["error"].is_null()));
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "sim" && b["error"].is_null())
+    );
     let dir = s.files.path().join("disk");
     s.define("simvm", "sim", &format!("<sim dir='{}'/>", dir.display()));
     standard(&s, "simvm");
@@ -207,10 +276,20 @@ fn a_broken_plugin_is_listed_with_its_error_and_hides_nothing() {
     let s = Session::new();
     let dir = s.files.path().join("plugins");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("libsnaptree_backend_broken.so"), b"not an ELF file").unwrap();
+    std::fs::write(
+        dir.join("libsnaptree_backend_broken.so"),
+        b"not an ELF file",
+    )
+    .unwrap();
     let out = s.ok(&["--backend-path", p(&dir), "backends"]);
-    assert!(out.contains("broken") && out.contains("cannot load"), "{out}");
-    assert!(out.contains("sim "), "expected the good plugin still listed:\n{out}");
+    assert!(
+        out.contains("broken") && out.contains("cannot load"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sim "),
+        "expected the good plugin still listed:\n{out}"
+    );
 }
 
 #[test]
@@ -218,5 +297,8 @@ fn completions_and_help() {
     let s = Session::new();
     assert!(s.ok(&["completions", "bash"]).contains("snapshot-delete"));
     let help = s.ok(&["--help"]);
-    assert!(help.contains("Exit codes") && help.contains("WOULD_DISCARD"), "{help}");
+    assert!(
+        help.contains("Exit codes") && help.contains("WOULD_DISCARD"),
+        "{help}"
+    );
 }

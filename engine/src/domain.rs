@@ -46,7 +46,9 @@ impl std::fmt::Debug for Domain {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Domain {
@@ -54,7 +56,14 @@ impl Domain {
     pub fn ephemeral(xml_text: &str, backend: Box<dyn Backend>) -> Result<Domain> {
         let xml = DomainXml::parse(xml_text)?;
         let uuid = xml.uuid.unwrap_or_else(Uuid::new_v4);
-        Domain::from_parts(xml, xml_text.to_string(), uuid, SnapshotTree::new(), backend, Box::new(MemoryStore::default()))
+        Domain::from_parts(
+            xml,
+            xml_text.to_string(),
+            uuid,
+            SnapshotTree::new(),
+            backend,
+            Box::new(MemoryStore::default()),
+        )
     }
 
     /// Assembles a domain from its stored parts and recovers any interrupted operation.
@@ -71,7 +80,15 @@ impl Domain {
         backend: Box<dyn Backend>,
         store: Box<dyn DomainStore>,
     ) -> Result<Domain> {
-        let mut d = Domain { xml, xml_text, uuid, tree, backend, store, recoveries: Vec::new() };
+        let mut d = Domain {
+            xml,
+            xml_text,
+            uuid,
+            tree,
+            backend,
+            store,
+            recoveries: Vec::new(),
+        };
         if d.store.try_lock()? {
             let result = d.sync_locked();
             d.store.unlock();
@@ -174,7 +191,10 @@ impl Domain {
             self.store.journal_step_done(i)?;
         }
         self.commit(&plan)?;
-        self.recoveries.push(Recovery { plan, steps_done_before: steps_done });
+        self.recoveries.push(Recovery {
+            plan,
+            steps_done_before: steps_done,
+        });
         Ok(())
     }
 
@@ -186,7 +206,10 @@ impl Domain {
             if let Ok(tree) = self.store.load_tree() {
                 self.tree = tree;
             }
-            return Err(Error::Internal(format!("plan did not fit the tree of domain '{}': {e}", self.xml.name)));
+            return Err(Error::Internal(format!(
+                "plan did not fit the tree of domain '{}': {e}",
+                self.xml.name
+            )));
         }
         Ok(())
     }
@@ -203,12 +226,23 @@ impl Domain {
         let xml = SnapshotXml::parse_for_create(snapshot_xml)?;
         self.refresh()?;
         let live_state = self.backend.power_state()?;
-        let ctx = CreateContext { live_state, now: now(), fresh_uuid: Uuid::new_v4() };
-        self.fit(planner::plan_create(&self.tree, &self.xml.name, &xml, ctx)?, live_state)
+        let ctx = CreateContext {
+            live_state,
+            now: now(),
+            fresh_uuid: Uuid::new_v4(),
+        };
+        self.fit(
+            planner::plan_create(&self.tree, &self.xml.name, &xml, ctx)?,
+            live_state,
+        )
     }
 
     /// Plans a revert.
-    pub fn plan_revert(&mut self, snapshot: &Uuid, force_state: Option<PowerState>) -> Result<Plan> {
+    pub fn plan_revert(
+        &mut self,
+        snapshot: &Uuid,
+        force_state: Option<PowerState>,
+    ) -> Result<Plan> {
         self.refresh()?;
         let plan = planner::plan_revert(&self.tree, &self.xml.name, snapshot, force_state)?;
         let state = self.backend.power_state()?;
@@ -243,7 +277,7 @@ impl Domain {
         let caps = self.backend.capabilities();
         plan.steps.retain(|s| {
             let optional = matches!(s.kind(), StepKind::Forget | StepKind::DetachLive);
-            !(optional && !caps.supports(s.kind()))
+            !optional || caps.supports(s.kind())
         });
         for step in &plan.steps {
             let kind = step.kind();
@@ -261,7 +295,11 @@ impl Domain {
                     kind.verb(),
                     caps.power_states(kind).describe(),
                     self.xml.name,
-                    if live == PowerState::Shutoff { "shut off" } else { live.as_str() }
+                    if live == PowerState::Shutoff {
+                        "shut off"
+                    } else {
+                        live.as_str()
+                    }
                 )));
             }
         }
@@ -275,18 +313,35 @@ impl Domain {
         let xml = SnapshotXml::parse_for_create(snapshot_xml)?;
         let plan = self.locked(|d| {
             let live_state = d.backend.power_state()?;
-            let ctx = CreateContext { live_state, now: now(), fresh_uuid: Uuid::new_v4() };
-            let plan = d.fit(planner::plan_create(&d.tree, &d.xml.name, &xml, ctx)?, live_state)?;
+            let ctx = CreateContext {
+                live_state,
+                now: now(),
+                fresh_uuid: Uuid::new_v4(),
+            };
+            let plan = d.fit(
+                planner::plan_create(&d.tree, &d.xml.name, &xml, ctx)?,
+                live_state,
+            )?;
             d.run(plan, &mut NoProgress)
         })?;
-        match plan.steps.first().and_then(Step::snapshot).or_else(|| plan.edits.iter().find_map(added)) {
+        match plan
+            .steps
+            .first()
+            .and_then(Step::snapshot)
+            .or_else(|| plan.edits.iter().find_map(added))
+        {
             Some(u) => Ok(u),
             None => Err(Error::Internal("a create plan added no snapshot".into())),
         }
     }
 
     /// Reverts the live state to a snapshot.
-    pub fn revert(&mut self, snapshot: &Uuid, force_state: Option<PowerState>, progress: &mut dyn Progress) -> Result<Plan> {
+    pub fn revert(
+        &mut self,
+        snapshot: &Uuid,
+        force_state: Option<PowerState>,
+        progress: &mut dyn Progress,
+    ) -> Result<Plan> {
         self.locked(|d| {
             let plan = planner::plan_revert(&d.tree, &d.xml.name, snapshot, force_state)?;
             let state = d.backend.power_state()?;
@@ -304,7 +359,12 @@ impl Domain {
     }
 
     /// Deletes a snapshot in a mode.
-    pub fn delete(&mut self, snapshot: &Uuid, mode: DeleteMode, progress: &mut dyn Progress) -> Result<Plan> {
+    pub fn delete(
+        &mut self,
+        snapshot: &Uuid,
+        mode: DeleteMode,
+        progress: &mut dyn Progress,
+    ) -> Result<Plan> {
         self.locked(|d| {
             let plan = planner::plan_delete(&d.tree, &d.xml.name, snapshot, mode)?;
             let state = d.backend.power_state()?;
@@ -374,11 +434,12 @@ impl Domain {
             return Ok(());
         }
         let physical = self.backend.list_physical()?;
-        agreement(&self.tree, &physical).map_err(|why| {
-            Error::Backend {
-                backend: self.backend.name().to_string(),
-                message: format!("the physical snapshots of domain '{}' disagree with its metadata: {why}", self.xml.name),
-            }
+        agreement(&self.tree, &physical).map_err(|why| Error::Backend {
+            backend: self.backend.name().to_string(),
+            message: format!(
+                "the physical snapshots of domain '{}' disagree with its metadata: {why}",
+                self.xml.name
+            ),
         })
     }
 }
@@ -400,7 +461,10 @@ pub fn agreement(tree: &SnapshotTree, physical: &PhysicalTree) -> std::result::R
             if !retired.contains(&u) {
                 break;
             }
-            p = *physical.parents.get(&u).ok_or_else(|| format!("retired layer {u} vanished"))?;
+            p = *physical
+                .parents
+                .get(&u)
+                .ok_or_else(|| format!("retired layer {u} vanished"))?;
             hops += 1;
             if hops > physical.parents.len() {
                 return Err("the physical parents form a cycle".into());
@@ -410,12 +474,18 @@ pub fn agreement(tree: &SnapshotTree, physical: &PhysicalTree) -> std::result::R
     };
     for s in tree.iter() {
         let Some(pp) = physical.parents.get(&s.uuid) else {
-            return Err(format!("snapshot '{}' ({}) has no physical data", s.name, s.uuid));
+            return Err(format!(
+                "snapshot '{}' ({}) has no physical data",
+                s.name, s.uuid
+            ));
         };
         let want = tree.parent(&s.uuid).map(|p| p.uuid);
         let got = visible_parent(*pp)?;
         if got != want {
-            return Err(format!("snapshot '{}' has physical parent {got:?}, metadata parent {want:?}", s.name));
+            return Err(format!(
+                "snapshot '{}' has physical parent {got:?}, metadata parent {want:?}",
+                s.name
+            ));
         }
     }
     for u in physical.parents.keys() {
@@ -426,7 +496,9 @@ pub fn agreement(tree: &SnapshotTree, physical: &PhysicalTree) -> std::result::R
     let live = visible_parent(physical.live_parent)?;
     let current = tree.current().map(|c| c.uuid);
     if live != current {
-        return Err(format!("the live state derives from {live:?}, but current is {current:?}"));
+        return Err(format!(
+            "the live state derives from {live:?}, but current is {current:?}"
+        ));
     }
     Ok(())
 }

@@ -3,19 +3,26 @@
 //! that an error changes nothing.
 
 use snaptree_engine::{
-    DeleteMode, Domain, ErrorCode, Error, Filter, NoProgress, NullBackend, PowerState, Uuid, flags,
+    DeleteMode, Domain, Error, ErrorCode, Filter, NoProgress, NullBackend, PowerState, Uuid, flags,
 };
 
 /// A domain with snapshots built from `(name, parent)` pairs, in order; each create
 /// reverts to the parent first so the shape is exact. Current ends at the last created.
 fn domain(shape: &[(&str, Option<&str>)]) -> Domain {
-    let mut d = Domain::ephemeral("<domain type='null'><name>vm</name></domain>", Box::new(NullBackend::new())).unwrap();
+    let mut d = Domain::ephemeral(
+        "<domain type='null'><name>vm</name></domain>",
+        Box::new(NullBackend::new()),
+    )
+    .unwrap();
     for (name, parent) in shape {
         if let Some(p) = parent {
             let u = uuid(&mut d, p);
             d.revert(&u, None, &mut NoProgress).unwrap();
         }
-        d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>")).unwrap();
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name></domainsnapshot>"
+        ))
+        .unwrap();
     }
     d
 }
@@ -28,14 +35,21 @@ fn forest(shape: &[(&str, Option<&str>)]) -> Domain {
         let under = parent.unwrap_or("scaffold");
         let u = uuid(&mut d, under);
         d.revert(&u, None, &mut NoProgress).unwrap();
-        d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>")).unwrap();
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name></domainsnapshot>"
+        ))
+        .unwrap();
     }
     delete(&mut d, "scaffold", DeleteMode::Consolidate).unwrap();
     d
 }
 
 fn uuid(d: &mut Domain, name: &str) -> Uuid {
-    d.tree().unwrap().by_name(name).unwrap_or_else(|| panic!("expected snapshot {name}")).uuid
+    d.tree()
+        .unwrap()
+        .by_name(name)
+        .unwrap_or_else(|| panic!("expected snapshot {name}"))
+        .uuid
 }
 
 /// The tree as sorted "child<parent" strings plus current, for exact comparisons.
@@ -43,7 +57,14 @@ fn shape(d: &mut Domain) -> (Vec<String>, Option<String>) {
     let t = d.tree().unwrap();
     let mut v: Vec<String> = t
         .iter()
-        .map(|s| format!("{}<{}", s.name, t.parent(&s.uuid).map_or("-".to_string(), |p| p.name.clone())))
+        .map(|s| {
+            format!(
+                "{}<{}",
+                s.name,
+                t.parent(&s.uuid)
+                    .map_or("-".to_string(), |p| p.name.clone())
+            )
+        })
         .collect();
     v.sort();
     (v, t.current().map(|c| c.name.clone()))
@@ -65,19 +86,36 @@ fn delete(d: &mut Domain, name: &str, mode: DeleteMode) -> Result<(), Error> {
 /// The standard tree:  a ── b ── c
 ///                      └── d        current = c
 fn standard() -> Domain {
-    domain(&[("a", None), ("b", Some("a")), ("d", Some("a")), ("c", Some("b"))])
+    domain(&[
+        ("a", None),
+        ("b", Some("a")),
+        ("d", Some("a")),
+        ("c", Some("b")),
+    ])
 }
 
 #[test]
 fn create_takes_live_parent_state_and_moves_current() {
     let mut d = standard();
     expect_shape(&mut d, &["a<-", "b<a", "c<b", "d<a"], Some("c"));
-    let u = d.create_snapshot("<domainsnapshot><name>e</name><description>desc</description></domainsnapshot>").unwrap();
+    let u = d
+        .create_snapshot(
+            "<domainsnapshot><name>e</name><description>desc</description></domainsnapshot>",
+        )
+        .unwrap();
     let t = d.tree().unwrap();
     let e = t.get(&u).unwrap();
     assert_eq!(e.description, "desc");
-    assert_eq!(e.state, PowerState::Shutoff, "expected the live power state recorded");
-    assert_eq!(t.parent(&u).unwrap().name, "c", "expected the parent to be the old current");
+    assert_eq!(
+        e.state,
+        PowerState::Shutoff,
+        "expected the live power state recorded"
+    );
+    assert_eq!(
+        t.parent(&u).unwrap().name,
+        "c",
+        "expected the parent to be the old current"
+    );
     assert_eq!(t.current().unwrap().name, "e");
 }
 
@@ -85,11 +123,17 @@ fn create_takes_live_parent_state_and_moves_current() {
 fn create_refuses_duplicate_names_and_uuids_and_changes_nothing() {
     let mut d = standard();
     let before = shape(&mut d);
-    let e = d.create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>").unwrap_err();
+    let e = d
+        .create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::SnapshotExists, "{e}");
     assert!(e.to_string().contains("'a'"), "expected the name in: {e}");
     let a = uuid(&mut d, "a");
-    let e = d.create_snapshot(&format!("<domainsnapshot><name>new</name><uuid>{a}</uuid></domainsnapshot>")).unwrap_err();
+    let e = d
+        .create_snapshot(&format!(
+            "<domainsnapshot><name>new</name><uuid>{a}</uuid></domainsnapshot>"
+        ))
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::SnapshotExists, "{e}");
     assert_eq!(shape(&mut d), before, "expected errors to change nothing");
 }
@@ -101,12 +145,17 @@ fn create_generates_unique_names_and_uuids() {
     let u2 = d.create_snapshot("<domainsnapshot/>").unwrap();
     assert_ne!(u1, u2);
     let t = d.tree().unwrap();
-    assert_ne!(t.get(&u1).unwrap().name, t.get(&u2).unwrap().name, "expected generated names to differ");
+    assert_ne!(
+        t.get(&u1).unwrap().name,
+        t.get(&u2).unwrap().name,
+        "expected generated names to differ"
+    );
 }
 
 #[test]
 fn create_accepts_every_libvirt_corpus_document() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/libvirt-snapshot-xml");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/libvirt-snapshot-xml");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("expected the libvirt corpus at {}", dir.display());
     };
@@ -118,14 +167,20 @@ fn create_accepts_every_libvirt_corpus_document() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let mut d = domain(&[]);
-        let u = d.create_snapshot(&text).unwrap_or_else(|e| panic!("expected {} accepted: {e}", path.display()));
+        let u = d
+            .create_snapshot(&text)
+            .unwrap_or_else(|e| panic!("expected {} accepted: {e}", path.display()));
         let s = d.tree().unwrap().get(&u).unwrap().clone();
         let parsed = snaptree_engine::xml::SnapshotXml::parse_for_create(&text).unwrap();
         if let Some(name) = parsed.name {
             assert_eq!(s.name, name, "{}", path.display());
         }
         assert_eq!(s.description, parsed.description.unwrap_or_default());
-        assert_eq!(s.state, PowerState::Shutoff, "expected the document's <state> ignored on create");
+        assert_eq!(
+            s.state,
+            PowerState::Shutoff,
+            "expected the document's <state> ignored on create"
+        );
         n += 1;
     }
     assert!(n >= 8, "expected the whole corpus, read {n} documents");
@@ -138,13 +193,23 @@ fn revert_sets_current_and_power_state_and_flags_force_it() {
     d.revert(&a, None, &mut NoProgress).unwrap();
     expect_shape(&mut d, &["a<-", "b<a", "c<b", "d<a"], Some("a"));
     assert_eq!(d.power_state().unwrap(), PowerState::Shutoff);
-    d.revert(&a, Some(PowerState::Running), &mut NoProgress).unwrap();
-    assert_eq!(d.power_state().unwrap(), PowerState::Running, "expected the flag to force running");
+    d.revert(&a, Some(PowerState::Running), &mut NoProgress)
+        .unwrap();
+    assert_eq!(
+        d.power_state().unwrap(),
+        PowerState::Running,
+        "expected the flag to force running"
+    );
     let e = flags::revert_state(flags::REVERT_RUNNING | flags::REVERT_PAUSED).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArg);
-    let e = d.revert(&Uuid::new_v4(), None, &mut NoProgress).unwrap_err();
+    let e = d
+        .revert(&Uuid::new_v4(), None, &mut NoProgress)
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoSnapshot);
-    assert!(e.to_string().contains("'vm'"), "expected the domain named: {e}");
+    assert!(
+        e.to_string().contains("'vm'"),
+        "expected the domain named: {e}"
+    );
 }
 
 #[test]
@@ -154,7 +219,11 @@ fn rename_changes_only_the_name() {
     d.rename(&b, "bee").unwrap();
     expect_shape(&mut d, &["a<-", "bee<a", "c<bee", "d<a"], Some("c"));
     assert_eq!(uuid(&mut d, "bee"), b, "expected the uuid kept");
-    for (name, code) in [("a", ErrorCode::SnapshotExists), ("x/y", ErrorCode::InvalidArg), ("", ErrorCode::InvalidArg)] {
+    for (name, code) in [
+        ("a", ErrorCode::SnapshotExists),
+        ("x/y", ErrorCode::InvalidArg),
+        ("", ErrorCode::InvalidArg),
+    ] {
         let e = d.rename(&b, name).unwrap_err();
         assert_eq!(e.code(), code, "rename to {name:?}: {e}");
     }
@@ -170,7 +239,10 @@ fn retire_reparents_children_moves_current_and_remembers_the_uuid() {
     d.revert(&b, None, &mut NoProgress).unwrap();
     delete(&mut d, "b", DeleteMode::Retire).unwrap();
     expect_shape(&mut d, &["a<-", "c<a", "d<a"], Some("a"));
-    assert!(d.tree().unwrap().retired().contains(&b), "expected b's uuid remembered as retired");
+    assert!(
+        d.tree().unwrap().retired().contains(&b),
+        "expected b's uuid remembered as retired"
+    );
     // A root's children become roots.
     delete(&mut d, "a", DeleteMode::Retire).unwrap();
     expect_shape(&mut d, &["c<-", "d<-"], None);
@@ -184,11 +256,18 @@ fn discard_frees_a_leaf_and_refuses_a_parent_naming_every_descendant() {
     match &e {
         Error::WouldDiscard { victims, mode, .. } => {
             assert_eq!(*mode, "DISCARD");
-            assert_eq!(victims, &["b", "c", "d"], "expected every descendant in topological order");
+            assert_eq!(
+                victims,
+                &["b", "c", "d"],
+                "expected every descendant in topological order"
+            );
         }
         other => panic!("expected WOULD_DISCARD, got {other}"),
     }
-    assert!(e.to_string().contains("DISCARD_FORCE"), "expected the message to name the FORCE flag: {e}");
+    assert!(
+        e.to_string().contains("DISCARD_FORCE"),
+        "expected the message to name the FORCE flag: {e}"
+    );
     expect_shape(&mut d, &["a<-", "b<a", "c<b", "d<a"], Some("c"));
     delete(&mut d, "c", DeleteMode::Discard).unwrap();
     expect_shape(&mut d, &["a<-", "b<a", "d<a"], Some("b"));
@@ -209,7 +288,13 @@ fn discard_force_removes_the_subtree_and_moves_current_to_the_parent() {
 
 #[test]
 fn merge_refuses_siblings_naming_them_and_their_descendants() {
-    let mut d = domain(&[("a", None), ("b", Some("a")), ("d", Some("a")), ("e", Some("d")), ("c", Some("b"))]);
+    let mut d = domain(&[
+        ("a", None),
+        ("b", Some("a")),
+        ("d", Some("a")),
+        ("e", Some("d")),
+        ("c", Some("b")),
+    ]);
     let e = delete(&mut d, "b", DeleteMode::Merge).unwrap_err();
     match &e {
         Error::WouldDiscard { victims, .. } => assert_eq!(victims, &["d", "e"]),
@@ -232,10 +317,16 @@ fn merge_gives_the_parent_the_childs_state_and_children() {
     // State transfer: a running snapshot merged into a shut-off parent.
     let mut d = domain(&[("p", None)]);
     let p = uuid(&mut d, "p");
-    d.revert(&p, Some(PowerState::Running), &mut NoProgress).unwrap();
-    d.create_snapshot("<domainsnapshot><name>s</name></domainsnapshot>").unwrap();
+    d.revert(&p, Some(PowerState::Running), &mut NoProgress)
+        .unwrap();
+    d.create_snapshot("<domainsnapshot><name>s</name></domainsnapshot>")
+        .unwrap();
     delete(&mut d, "s", DeleteMode::Merge).unwrap();
-    assert_eq!(d.tree().unwrap().get(&p).unwrap().state, PowerState::Running, "expected state(P) := state(S)");
+    assert_eq!(
+        d.tree().unwrap().get(&p).unwrap().state,
+        PowerState::Running,
+        "expected state(P) := state(S)"
+    );
 }
 
 #[test]
@@ -262,7 +353,10 @@ fn consolidate_removes_only_the_snapshot() {
     d.revert(&b, None, &mut NoProgress).unwrap();
     delete(&mut d, "b", DeleteMode::Consolidate).unwrap();
     expect_shape(&mut d, &["a<-", "c<a", "d<a"], Some("a"));
-    assert!(d.tree().unwrap().retired().is_empty(), "expected nothing retired");
+    assert!(
+        d.tree().unwrap().retired().is_empty(),
+        "expected nothing retired"
+    );
 }
 
 #[test]
@@ -284,7 +378,11 @@ fn delete_all_removes_everything_including_retired() {
 
 #[test]
 fn two_delete_flags_or_unknown_bits_are_invalid() {
-    for word in [flags::DELETE_MERGE | flags::DELETE_DISCARD, flags::DELETE_CONSOLIDATE | flags::DELETE_CHILDREN_ONLY, 1 << 30] {
+    for word in [
+        flags::DELETE_MERGE | flags::DELETE_DISCARD,
+        flags::DELETE_CONSOLIDATE | flags::DELETE_CHILDREN_ONLY,
+        1 << 30,
+    ] {
         let e = flags::delete_mode(word).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidArg, "flags {word:#x}: {e}");
     }
@@ -294,7 +392,9 @@ fn two_delete_flags_or_unknown_bits_are_invalid() {
 fn missing_snapshot_is_no_snapshot_for_every_mode() {
     let mut d = standard();
     for mode in DeleteMode::ALL {
-        let e = d.delete(&Uuid::new_v4(), mode, &mut NoProgress).unwrap_err();
+        let e = d
+            .delete(&Uuid::new_v4(), mode, &mut NoProgress)
+            .unwrap_err();
         assert_eq!(e.code(), ErrorCode::NoSnapshot, "{mode:?}: {e}");
     }
 }
@@ -302,11 +402,21 @@ fn missing_snapshot_is_no_snapshot_for_every_mode() {
 #[test]
 fn capabilities_are_checked_before_anything_runs() {
     use snaptree_check_free::*;
-    let mut d = Domain::ephemeral("<domain type='x'><name>vm</name></domain>", Box::new(Limited::default())).unwrap();
+    let mut d = Domain::ephemeral(
+        "<domain type='x'><name>vm</name></domain>",
+        Box::new(Limited),
+    )
+    .unwrap();
     let e = d.create_snapshot("<domainsnapshot/>").unwrap_err();
     assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
-    assert!(e.to_string().contains("shut off") && e.to_string().contains("running"), "expected power states named: {e}");
-    assert!(e.to_string().contains("'limited'"), "expected the backend named: {e}");
+    assert!(
+        e.to_string().contains("shut off") && e.to_string().contains("running"),
+        "expected power states named: {e}"
+    );
+    assert!(
+        e.to_string().contains("'limited'"),
+        "expected the backend named: {e}"
+    );
     assert!(d.tree().unwrap().is_empty());
 }
 
@@ -322,7 +432,8 @@ mod snaptree_check_free {
             "limited"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities::all_in(PowerState::Shutoff.bit()).with(StepKind::MergeIntoParent, PowerMask::NONE)
+            Capabilities::all_in(PowerState::Shutoff.bit())
+                .with(StepKind::MergeIntoParent, PowerMask::NONE)
         }
         fn power_state(&mut self) -> Result<PowerState> {
             Ok(PowerState::Running)
@@ -340,7 +451,8 @@ mod snaptree_check_free {
 fn queries_list_roots_leaves_topological() {
     let mut d = forest(&[("a", None), ("b", Some("a")), ("x", None), ("c", Some("a"))]);
     let t = d.tree().unwrap();
-    let names = |v: Vec<&snaptree_engine::Snapshot>| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    let names =
+        |v: Vec<&snaptree_engine::Snapshot>| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(t.list(Filter::Roots)), ["a", "x"]);
     assert_eq!(names(t.list(Filter::Leaves)), ["b", "x", "c"]);
     assert_eq!(names(t.list(Filter::Topological)), ["a", "b", "c", "x"]);

@@ -33,21 +33,41 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let mut args = Args { plugin: PathBuf::new(), cases: None, steps: 40, template: None, setup: None, offline: false };
+    let mut args = Args {
+        plugin: PathBuf::new(),
+        cases: None,
+        steps: 40,
+        template: None,
+        setup: None,
+        offline: false,
+    };
     let mut plugin = None;
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
-            "--cases" => args.cases = Some(value("--cases")?.parse().map_err(|e| format!("--cases: {e}"))?),
-            "--steps" => args.steps = value("--steps")?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--cases" => {
+                args.cases = Some(
+                    value("--cases")?
+                        .parse()
+                        .map_err(|e| format!("--cases: {e}"))?,
+                )
+            }
+            "--steps" => {
+                args.steps = value("--steps")?
+                    .parse()
+                    .map_err(|e| format!("--steps: {e}"))?
+            }
             "--domain-xml" => {
                 let f = value("--domain-xml")?;
-                args.template = Some(std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?);
+                args.template =
+                    Some(std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?);
             }
             "--setup" => args.setup = Some(value("--setup")?),
             "--offline" => args.offline = true,
             "-h" | "--help" => return Err(String::new()),
-            other if plugin.is_none() && !other.starts_with('-') => plugin = Some(PathBuf::from(other)),
+            other if plugin.is_none() && !other.starts_with('-') => {
+                plugin = Some(PathBuf::from(other))
+            }
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
@@ -84,11 +104,17 @@ fn main() -> ExitCode {
         }
     };
     if !plugin.has_test_hooks() {
-        eprintln!("error: plugin {} offers no test hooks (content_digest, write_guest)", args.plugin.display());
+        eprintln!(
+            "error: plugin {} offers no test hooks (content_digest, write_guest)",
+            args.plugin.display()
+        );
         return ExitCode::from(1);
     }
     let template = args.template.clone().unwrap_or_else(|| {
-        format!("<domain type='{}'><name>conformance</name><sim dir='{{dir}}'/></domain>", plugin.name())
+        format!(
+            "<domain type='{}'><name>conformance</name><sim dir='{{dir}}'/></domain>",
+            plugin.name()
+        )
     });
     let previous: std::cell::RefCell<Option<PathBuf>> = std::cell::RefCell::new(None);
     let factory = || -> Result<Subject, String> {
@@ -110,7 +136,10 @@ fn main() -> ExitCode {
         let xml = template.replace("{dir}", &d);
         let backend = plugin.open_domain(&xml).map_err(|e| e.full_message())?;
         *previous.borrow_mut() = Some(dir);
-        Ok(Subject { domain_xml: xml, backend: Box::new(backend) })
+        Ok(Subject {
+            domain_xml: xml,
+            backend: Box::new(backend),
+        })
     };
     let mut config = Config::from_env(args.cases.unwrap_or(200));
     if let Some(c) = args.cases {
@@ -118,7 +147,10 @@ fn main() -> ExitCode {
     }
     config.max_steps = args.steps;
     if args.offline {
-        config.tuning = Tuning { revert_flags: vec![0, flags::REVERT_SHUTOFF], ..Tuning::default() };
+        config.tuning = Tuning {
+            revert_flags: vec![0, flags::REVERT_SHUTOFF],
+            ..Tuning::default()
+        };
     }
     let started = std::time::Instant::now();
     let result = run(&config, &factory);
