@@ -243,15 +243,17 @@ impl PluginHost {
         let mut active_types = BTreeSet::new();
         let mut statuses = Vec::new();
         for file in files {
-            let path = std::fs::canonicalize(&file).unwrap_or(file);
-            if !seen.insert(path.clone()) {
-                continue;
-            }
-            let file_type = path
+            // The type comes from the name found on the search path, which may be a
+            // symbolic link to a file named otherwise.
+            let file_type = file
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(type_of_file_name)
                 .map(str::to_string);
+            let path = std::fs::canonicalize(&file).unwrap_or(file);
+            if !seen.insert(path.clone()) {
+                continue;
+            }
             let plugin = Plugin::load(&path);
             let claimed = file_type
                 .clone()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Sim, uuid, vtable};
+use common::{Sim, vtable};
 use snaptree_abi as abi;
 
 const INVALID_ARG: i32 = abi::SNAPTREE_BACKEND_ERR_INVALID_ARG as i32;
@@ -188,5 +188,4 @@ fn a_create_interrupted_between_its_two_writes_finishes_when_re_run() {
     assert_eq!(sim.digest(Some(2)).unwrap(), live);
     assert_eq!(sim.digest(None).unwrap(), live);
     assert_eq!(sim.physical(), (vec![(1, None), (2, Some(1))], Some(2)));
-    let _ = uuid(0);
 }
