@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use snaptree_engine::{
-    Backend, Capabilities, Connection, DeleteMode, Filter, NoProgress, NullBackend, PhysicalTree, PowerState, Progress,
-    Result, Step, Uuid,
+    Backend, Capabilities, Connection, DeleteMode, Filter, NoProgress, NullBackend, PhysicalTree,
+    PowerState, Progress, Result, Step, Uuid,
 };
 
 const CHILD_ENV: &str = "SNAPTREE_BENCH_OPEN_CHILD";
@@ -30,6 +30,56 @@ fn status_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// (on-CPU ns, run-queue wait ns) of this thread so far, from /proc/thread-self/schedstat.
+fn schedstat() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+}
+
+/// Wall time, time on a CPU, and time spent waiting for a CPU (other processes' load) of
+/// a phase. `wall - queued` is what the phase takes on an idle machine (CPU + I/O waits).
+#[derive(Clone, Copy)]
+struct Phase {
+    wall: Duration,
+    cpu: Duration,
+    queued: Duration,
+}
+
+struct Timer(Instant, (u64, u64));
+impl Timer {
+    fn start() -> Timer {
+        Timer(Instant::now(), schedstat())
+    }
+    fn stop(&self) -> Phase {
+        let wall = self.0.elapsed();
+        let (cpu, queued) = schedstat();
+        Phase {
+            wall,
+            cpu: Duration::from_nanos(cpu - (self.1).0),
+            queued: Duration::from_nanos(queued - (self.1).1),
+        }
+    }
+}
+
+impl Phase {
+    /// "wall µs | idle-machine µs | CPU µs" per operation.
+    fn per(&self, n: usize, digits: usize) -> String {
+        let idle = self.wall.saturating_sub(self.queued);
+        format!(
+            "{:.*} | {:.*} | {:.*}",
+            digits,
+            us(self.wall, n),
+            digits,
+            us(idle, n),
+            digits,
+            us(self.cpu, n)
+        )
+    }
 }
 
 struct Rng(u64);
@@ -73,14 +123,19 @@ impl Backend for Journaled {
 /// Child: open the domain in a fresh process; print time and memory.
 fn child(dir: &Path) {
     let rss_before = status_kib("VmRSS:");
-    let t = Instant::now();
+    let t = Timer::start();
     let conn = Connection::open(Some(dir)).expect("open state dir");
     let d = conn.open_domain(DOMAIN).expect("open domain");
-    let open = t.elapsed();
+    let open = t.stop();
     let n = d.cached_tree().len();
     let rss_after = status_kib("VmRSS:");
     let hwm_after = status_kib("VmHWM:");
-    println!("OPEN {n} {} {rss_before} {rss_after} {hwm_after}", open.as_micros());
+    println!(
+        "OPEN {n} {} {} {} {rss_before} {rss_after} {hwm_after}",
+        open.wall.as_micros(),
+        open.wall.saturating_sub(open.queued).as_micros(),
+        open.cpu.as_micros()
+    );
     drop(d);
 }
 
@@ -88,7 +143,10 @@ fn bench(n: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("state");
     let conn = Connection::open(Some(&dir)).expect("open");
-    conn.define_domain(&format!("<domain type='null'><name>{DOMAIN}</name></domain>")).expect("define");
+    conn.define_domain(&format!(
+        "<domain type='null'><name>{DOMAIN}</name></domain>"
+    ))
+    .expect("define");
     let mut d = conn.open_domain(DOMAIN).expect("open domain");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
 
@@ -96,11 +154,11 @@ fn bench(n: usize) {
     let mut names = Vec::with_capacity(n);
     let mut uuids: Vec<Uuid> = Vec::with_capacity(n);
     let tail = 1000.min(n / 2);
-    let t = Instant::now();
+    let t = Timer::start();
     let mut t_tail = None;
     for i in 0..n {
         if i == n - tail {
-            t_tail = Some(Instant::now());
+            t_tail = Some(Timer::start());
         }
         let name = format!("snapshot-{i:06}");
         let u = d
@@ -109,78 +167,95 @@ fn bench(n: usize) {
         names.push(name);
         uuids.push(u);
     }
-    let create_all = t.elapsed();
-    let create_tail = t_tail.map_or(Duration::ZERO, |t| t.elapsed());
+    let create_all = t.stop();
+    if std::env::var_os("SNAPTREE_BENCH_CREATE_ONLY").is_some() {
+        println!("create: {} µs (wall | idle | CPU)", create_all.per(n, 1));
+        return;
+    }
+    let create_tail = t_tail.expect("tail timer").stop();
 
     // lookup by name through a Domain read (change check + hash lookup).
     let lookups = 1_000_000;
     let picks: Vec<usize> = (0..4096).map(|_| rng.below(n)).collect();
-    let t = Instant::now();
+    let t = Timer::start();
     let mut found = 0usize;
     for i in 0..lookups {
         let tree = d.tree().expect("tree");
         found += tree.by_name(&names[picks[i % picks.len()]]).is_some() as usize;
     }
-    let lookup = t.elapsed();
+    let lookup = t.stop();
     assert_eq!(found, lookups);
     // The same without the change check, to show what the check costs.
-    let t = Instant::now();
+    let t = Timer::start();
+    found = 0;
     for i in 0..lookups {
-        found += d.cached_tree().by_name(&names[picks[i % picks.len()]]).is_some() as usize;
+        found += d
+            .cached_tree()
+            .by_name(&names[picks[i % picks.len()]])
+            .is_some() as usize;
     }
-    let lookup_cached = t.elapsed();
+    let lookup_cached = t.stop();
+    assert_eq!(found, lookups);
 
     // list: every snapshot, creation order, through a Domain read.
-    let lists = 20;
-    let t = Instant::now();
+    let lists = (5_000_000 / n).max(5);
+    let t = Timer::start();
     for _ in 0..lists {
         assert_eq!(d.tree().expect("tree").list(Filter::All).len(), n);
     }
-    let list = t.elapsed();
+    let list = t.stop();
 
     // rename: random snapshots to fresh names.
     let renames = 1000;
-    let t = Instant::now();
+    let t = Timer::start();
     for i in 0..renames {
         let k = rng.below(n);
-        d.rename(&uuids[k], &format!("renamed-{i}-{k}")).expect("rename");
+        d.rename(&uuids[k], &format!("renamed-{i}-{k}"))
+            .expect("rename");
     }
-    let rename = t.elapsed();
+    let rename = t.stop();
 
     // delete, DISCARD of the leaf (current moves to its parent).
     let deletes = 1000.min(n / 4);
-    let t = Instant::now();
+    let t = Timer::start();
     for _ in 0..deletes {
         let u = uuids.pop().expect("a snapshot");
-        d.delete(&u, DeleteMode::Discard, &mut NoProgress).expect("delete");
+        d.delete(&u, DeleteMode::Discard, &mut NoProgress)
+            .expect("delete");
     }
-    let delete_leaf = t.elapsed();
+    let delete_leaf = t.stop();
 
     // delete, RETIRE of a random snapshot in the middle (children re-parented).
     let retires = 1000.min(n / 4);
-    let t = Instant::now();
+    let t = Timer::start();
     for _ in 0..retires {
         let k = rng.below(uuids.len());
         let u = uuids.swap_remove(k);
-        d.delete(&u, DeleteMode::Retire, &mut NoProgress).expect("retire");
+        d.delete(&u, DeleteMode::Retire, &mut NoProgress)
+            .expect("retire");
     }
-    let retire = t.elapsed();
+    let retire = t.stop();
 
     // create through a journaled (non-metadata) backend: journal with a full sync + commit.
     let journaled = 200;
-    let mut dj = conn.open_domain_with_backend(DOMAIN, Box::new(Journaled(NullBackend::new()))).expect("open");
-    let t = Instant::now();
+    let mut dj = conn
+        .open_domain_with_backend(DOMAIN, Box::new(Journaled(NullBackend::new())))
+        .expect("open");
+    let t = Timer::start();
     for i in 0..journaled {
-        dj.create_snapshot(&format!("<domainsnapshot><name>journaled-{i}</name></domainsnapshot>")).expect("create");
+        dj.create_snapshot(&format!(
+            "<domainsnapshot><name>journaled-{i}</name></domainsnapshot>"
+        ))
+        .expect("create");
     }
-    let create_journaled = t.elapsed();
+    let create_journaled = t.stop();
     drop(dj);
 
     // in-process reopen (warm page cache).
     drop(d);
-    let t = Instant::now();
+    let t = Timer::start();
     let d = conn.open_domain(DOMAIN).expect("reopen");
-    let reopen = t.elapsed();
+    let reopen = t.stop();
     let total = d.cached_tree().len();
     drop(d);
     drop(conn);
@@ -196,34 +271,77 @@ fn bench(n: usize) {
         .output()
         .expect("run child");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("OPEN ")).unwrap_or_else(|| panic!("child said {text:?} {:?}", out.status));
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().expect("number")).collect();
-    let (loaded, open_us, rss_before, rss_after, hwm_after) = (f[0], f[1], f[2], f[3], f[4]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("OPEN "))
+        .unwrap_or_else(|| panic!("child said {text:?} {:?}", out.status));
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("number"))
+        .collect();
+    let (loaded, open_wall, open_idle, open_cpu, rss_before, rss_after, hwm_after) =
+        (f[0], f[1], f[2], f[3], f[4], f[5], f[6]);
     assert_eq!(loaded as usize, total);
 
     println!("## {n} snapshots (a chain; {total} after the run)");
-    println!("| measurement | value |");
-    println!("| --- | --- |");
-    println!("| create, average over building 0 → {n} | {:.1} µs |", us(create_all, n));
-    println!("| create, last {tail} (at ~{n}) | {:.1} µs |", us(create_tail, tail));
-    println!("| lookup by name through `Domain::tree()` (change check + hash) | {:.2} µs |", us(lookup, lookups));
-    println!("| lookup by name on the cached tree (no change check) | {:.3} µs |", us(lookup_cached, lookups));
-    println!("| list all ({n}) through `Domain::tree()` | {:.0} µs per list ({:.3} µs per snapshot) |", us(list, lists), us(list, lists * n));
-    println!("| rename (random snapshot) | {:.1} µs |", us(rename, renames));
-    println!("| delete DISCARD (leaf) | {:.1} µs |", us(delete_leaf, deletes));
-    println!("| delete RETIRE (random snapshot, children re-parented) | {:.1} µs |", us(retire, retires));
-    println!("| create, journaled backend (journal with synchronous=FULL + commit) | {:.1} µs |", us(create_journaled, journaled));
-    println!("| open domain, fresh process | {:.1} ms |", open_us as f64 / 1000.0);
-    println!("| open domain, same process (warm) | {:.1} ms |", reopen.as_secs_f64() * 1e3);
+    println!();
+    println!("| operation | wall | idle machine (wall − CPU queueing) | on CPU |");
+    println!("| --- | --- | --- | --- |");
     println!(
-        "| memory per snapshot, resident after open (VmRSS {rss_before} → {rss_after} KiB) | {:.0} bytes |",
-        (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / loaded as f64
+        "| create, µs, average over building 0 → {n} | {} |",
+        create_all.per(n, 1)
     );
     println!(
-        "| memory per snapshot, peak during open (VmHWM {hwm_after} KiB) | {:.0} bytes |",
-        (hwm_after.saturating_sub(rss_before)) as f64 * 1024.0 / loaded as f64
+        "| create, µs, last {tail} (at ~{n}) | {} |",
+        create_tail.per(tail, 1)
     );
-    println!("| database on disk per snapshot | {:.0} bytes |", db_bytes as f64 / loaded as f64);
+    println!(
+        "| lookup by name through `Domain::tree()` (change check + hash), µs | {} |",
+        lookup.per(lookups, 2)
+    );
+    println!(
+        "| lookup by name on the cached tree (no change check), µs | {} |",
+        lookup_cached.per(lookups, 3)
+    );
+    println!(
+        "| list all {n} through `Domain::tree()`, µs per list | {} |",
+        list.per(lists, 0)
+    );
+    println!(
+        "| rename (random snapshot), µs | {} |",
+        rename.per(renames, 1)
+    );
+    println!(
+        "| delete DISCARD (the leaf), µs | {} |",
+        delete_leaf.per(deletes, 1)
+    );
+    println!(
+        "| delete RETIRE (random snapshot, children re-parented), µs | {} |",
+        retire.per(retires, 1)
+    );
+    println!(
+        "| create through a journaled backend (journal synced + commit), µs | {} |",
+        create_journaled.per(journaled, 1)
+    );
+    println!(
+        "| open domain, fresh process, ms | {:.1} | {:.1} | {:.1} |",
+        open_wall as f64 / 1000.0,
+        open_idle as f64 / 1000.0,
+        open_cpu as f64 / 1000.0
+    );
+    println!(
+        "| open domain, same process (warm), ms | {} |",
+        reopen.per(1000, 1)
+    );
+    println!();
+    println!(
+        "Memory per snapshot, fresh process: {:.0} bytes resident after open (VmRSS {rss_before} → {rss_after} KiB), \
+         {:.0} bytes at the peak during open (VmHWM {hwm_after} KiB). Database on disk: {:.0} bytes per snapshot.",
+        (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / loaded as f64,
+        (hwm_after.saturating_sub(rss_before)) as f64 * 1024.0 / loaded as f64,
+        db_bytes as f64 / loaded as f64
+    );
     println!();
 }
 

@@ -17,14 +17,20 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// A backend that supports no step at all.
-    pub const NONE: Capabilities = Capabilities { power: [PowerMask::NONE; StepKind::ALL.len()] };
+    pub const NONE: Capabilities = Capabilities {
+        power: [PowerMask::NONE; StepKind::ALL.len()],
+    };
 
     /// Every step in every power state.
-    pub const ALL: Capabilities = Capabilities { power: [PowerMask::ANY; StepKind::ALL.len()] };
+    pub const ALL: Capabilities = Capabilities {
+        power: [PowerMask::ANY; StepKind::ALL.len()],
+    };
 
     /// Every step, but only in the given power states.
     pub fn all_in(states: PowerMask) -> Capabilities {
-        Capabilities { power: [states; StepKind::ALL.len()] }
+        Capabilities {
+            power: [states; StepKind::ALL.len()],
+        }
     }
 
     /// Sets the power states in which a step is allowed (`PowerMask::NONE`: unsupported).

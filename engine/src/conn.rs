@@ -44,7 +44,11 @@ pub struct DomainInfo {
 
 impl From<&StoredDomain> for DomainInfo {
     fn from(d: &StoredDomain) -> DomainInfo {
-        DomainInfo { name: d.name.clone(), uuid: d.uuid, backend_type: d.backend_type.clone() }
+        DomainInfo {
+            name: d.name.clone(),
+            uuid: d.uuid,
+            backend_type: d.backend_type.clone(),
+        }
     }
 }
 
@@ -63,9 +67,16 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut types: Vec<String> = self.providers.read().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        let mut types: Vec<String> = self
+            .providers
+            .read()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
         types.sort();
-        f.debug_struct("Connection").field("state_dir", &self.dir).field("backends", &types).finish()
+        f.debug_struct("Connection")
+            .field("state_dir", &self.dir)
+            .field("backends", &types)
+            .finish()
     }
 }
 
@@ -122,30 +133,49 @@ impl Connection {
 
     /// Registers (or replaces) the provider of a backend type.
     pub fn register_provider(&self, backend_type: &str, provider: Arc<dyn BackendProvider>) {
-        let mut p = self.providers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut p = self
+            .providers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         p.insert(backend_type.to_string(), provider);
     }
 
     /// Installs the resolver asked for backend types the registry does not know. A
     /// provider it returns is registered, so it is asked once per type.
     pub fn set_resolver(&self, resolver: Resolver) {
-        *self.resolver.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(resolver);
+        *self
+            .resolver
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(resolver);
     }
 
     /// The registered backend types, sorted.
     pub fn backend_types(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.providers.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .providers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }
 
     /// The provider of a backend type: the registry's, else the resolver's.
     pub fn provider(&self, backend_type: &str) -> Result<Arc<dyn BackendProvider>> {
-        if let Some(p) = self.providers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(backend_type) {
+        if let Some(p) = self
+            .providers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(backend_type)
+        {
             return Ok(p.clone());
         }
-        let resolver = self.resolver.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let resolver = self
+            .resolver
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match resolver.as_ref() {
             Some(resolve) => {
                 let p = resolve(backend_type)?;
@@ -165,15 +195,19 @@ impl Connection {
         DomainLock::open(&self.dir, &d.uuid, &d.name, self.lock_timeout())
     }
 
-    fn err(&self, what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-        let what = what.to_string();
+    /// Maps a SQLite error to `STORAGE` naming the database; `what` is only formatted then.
+    fn err<'a, D: std::fmt::Display + 'a>(
+        &'a self,
+        what: D,
+    ) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
         move |e| store::db_error(what, &self.db_path, e)
     }
 
     /// The stored domain named `name`, or `NO_DOMAIN`.
     fn stored(&self, name: &str) -> Result<StoredDomain> {
         let db = locked(&self.db);
-        store::sqlite::domain_by_name(&db, &self.db_path, name)?.ok_or_else(|| Error::NoDomain(name.to_string()))
+        store::sqlite::domain_by_name(&db, &self.db_path, name)?
+            .ok_or_else(|| Error::NoDomain(name.to_string()))
     }
 
     /// Defines a domain from its XML, or replaces the XML of the domain of that name.
@@ -196,7 +230,9 @@ impl Connection {
         let uuid = parsed.uuid.unwrap_or_else(Uuid::new_v4);
         let mut db = locked(&self.db);
         let what = format!("cannot define domain '{name}'");
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(self.err(&what))?;
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err(&what))?;
         // Read again inside the write transaction: another process may have just defined it.
         if store::sqlite::domain_by_name(&tx, &self.db_path, &name)?.is_some() {
             drop(tx);
@@ -215,13 +251,22 @@ impl Connection {
         )
         .map_err(self.err(&what))?;
         tx.commit().map_err(self.err(&what))?;
-        let info = DomainInfo { name, uuid, backend_type: parsed.backend_type };
+        let info = DomainInfo {
+            name,
+            uuid,
+            backend_type: parsed.backend_type,
+        };
         // Create the lock file now, so it exists before the first mutation.
         DomainLock::open(&self.dir, &info.uuid, &info.name, self.lock_timeout())?;
         Ok(info)
     }
 
-    fn redefine(&self, existing: &StoredDomain, parsed: &DomainXml, xml: &str) -> Result<DomainInfo> {
+    fn redefine(
+        &self,
+        existing: &StoredDomain,
+        parsed: &DomainXml,
+        xml: &str,
+    ) -> Result<DomainInfo> {
         let name = &existing.name;
         if let Some(u) = parsed.uuid
             && u != existing.uuid
@@ -235,12 +280,15 @@ impl Connection {
         lock.acquire()?;
         let mut db = locked(&self.db);
         let what = format!("cannot redefine domain '{name}'");
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(self.err(&what))?;
+        let tx = db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err(&what))?;
         let current = store::sqlite::domain_by_name(&tx, &self.db_path, name)?
             .filter(|d| d.id == existing.id)
             .ok_or_else(|| Error::NoDomain(name.clone()))?;
         if current.backend_type != parsed.backend_type {
-            let (snapshots, retired, journaled) = counts(&tx, current.id).map_err(self.err(&what))?;
+            let (snapshots, retired, journaled) =
+                counts(&tx, current.id).map_err(self.err(&what))?;
             if snapshots + retired > 0 || journaled {
                 return Err(Error::OperationInvalid(format!(
                     "cannot change the type of domain '{name}' from '{}' to '{}' while it has snapshots: \
@@ -255,7 +303,11 @@ impl Connection {
         )
         .map_err(self.err(&what))?;
         tx.commit().map_err(self.err(&what))?;
-        Ok(DomainInfo { name: name.clone(), uuid: current.uuid, backend_type: parsed.backend_type.clone() })
+        Ok(DomainInfo {
+            name: name.clone(),
+            uuid: current.uuid,
+            backend_type: parsed.backend_type.clone(),
+        })
     }
 
     /// Removes a domain's definition and metadata. A domain with snapshots (or retired
@@ -265,6 +317,7 @@ impl Connection {
     /// first.
     pub fn undefine_domain(&self, name: &str, delete_snapshots: bool) -> Result<()> {
         // Snapshots may be created between the delete-all and the lock; try a few times.
+        let start = std::time::Instant::now();
         for _ in 0..5 {
             let d = self.stored(name)?;
             let (snapshots, retired, journaled) = {
@@ -285,8 +338,12 @@ impl Connection {
             lock.acquire()?;
             let mut db = locked(&self.db);
             let what = format!("cannot undefine domain '{name}'");
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(self.err(&what))?;
-            let Some(now) = store::sqlite::domain_by_name(&tx, &self.db_path, name)?.filter(|x| x.id == d.id) else {
+            let tx = db
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(self.err(&what))?;
+            let Some(now) =
+                store::sqlite::domain_by_name(&tx, &self.db_path, name)?.filter(|x| x.id == d.id)
+            else {
                 return Err(Error::NoDomain(name.to_string()));
             };
             let (snapshots, retired, journaled) = counts(&tx, now.id).map_err(self.err(&what))?;
@@ -296,7 +353,10 @@ impl Connection {
             if snapshots + retired > 0 {
                 let mut parts = Vec::new();
                 if snapshots > 0 {
-                    parts.push(format!("{snapshots} snapshot{}", if snapshots == 1 { "" } else { "s" }));
+                    parts.push(format!(
+                        "{snapshots} snapshot{}",
+                        if snapshots == 1 { "" } else { "s" }
+                    ));
                 }
                 if retired > 0 {
                     parts.push(format!(
@@ -309,19 +369,27 @@ impl Connection {
                     parts.join(" and ")
                 )));
             }
-            tx.execute("DELETE FROM domains WHERE id = ?1", [now.id]).map_err(self.err(&what))?;
+            tx.execute("DELETE FROM domains WHERE id = ?1", [now.id])
+                .map_err(self.err(&what))?;
             tx.commit().map_err(self.err(&what))?;
             // A waiter on this lock file finds the domain gone (ids are never reused).
             let _ = std::fs::remove_file(lock.file_path());
             return Ok(());
         }
-        Err(Error::Busy { domain: name.to_string(), waited_ms: 0 })
+        // Other handles kept starting operations on it.
+        Err(Error::Busy {
+            domain: name.to_string(),
+            waited_ms: start.elapsed().as_millis() as u64,
+        })
     }
 
     /// Every defined domain, by name.
     pub fn list_domains(&self) -> Result<Vec<DomainInfo>> {
         let db = locked(&self.db);
-        Ok(store::sqlite::all_domains(&db, &self.db_path)?.iter().map(DomainInfo::from).collect())
+        Ok(store::sqlite::all_domains(&db, &self.db_path)?
+            .iter()
+            .map(DomainInfo::from)
+            .collect())
     }
 
     /// The domain named `name`, or `NO_DOMAIN`.
@@ -354,13 +422,22 @@ impl Connection {
 
     /// Opens a domain with a backend the caller made (tests wrap the registry's backend to
     /// inject faults; tools may bring their own).
-    pub fn open_domain_with_backend(&self, name: &str, backend: Box<dyn Backend>) -> Result<Domain> {
+    pub fn open_domain_with_backend(
+        &self,
+        name: &str,
+        backend: Box<dyn Backend>,
+    ) -> Result<Domain> {
         let d = self.stored(name)?;
         let xml = DomainXml::parse(&d.xml)?;
         self.assemble(d, xml, backend)
     }
 
-    fn assemble(&self, d: StoredDomain, xml: DomainXml, backend: Box<dyn Backend>) -> Result<Domain> {
+    fn assemble(
+        &self,
+        d: StoredDomain,
+        xml: DomainXml,
+        backend: Box<dyn Backend>,
+    ) -> Result<Domain> {
         let mut store = SqliteStore::open(&self.dir, &d, self.lock_timeout())?;
         let tree = crate::journal::DomainStore::load_tree(&mut store)?;
         Domain::from_parts(xml, d.xml, d.uuid, tree, backend, Box::new(store))
@@ -369,10 +446,12 @@ impl Connection {
 
 /// (snapshots, retired, whether a journal entry exists) of a domain.
 fn counts(db: &rusqlite::Connection, id: i64) -> rusqlite::Result<(u64, u64, bool)> {
-    let snapshots: i64 =
-        db.prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")?.query_row([id], |r| r.get(0))?;
-    let retired: i64 =
-        db.prepare_cached("SELECT count(*) FROM retired WHERE domain_id = ?1")?.query_row([id], |r| r.get(0))?;
+    let snapshots: i64 = db
+        .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let retired: i64 = db
+        .prepare_cached("SELECT count(*) FROM retired WHERE domain_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
     let journaled = db
         .prepare_cached("SELECT 1 FROM journal WHERE domain_id = ?1")?
         .query_row([id], |_| Ok(()))
@@ -396,20 +475,38 @@ mod tests {
     fn define_insert_replace_and_refuse_another_uuid() {
         let (_d, c) = conn();
         let u = Uuid::new_v4();
-        let info = c.define_domain(&format!("<domain type='null'><name>vm</name><uuid>{u}</uuid></domain>")).unwrap();
+        let info = c
+            .define_domain(&format!(
+                "<domain type='null'><name>vm</name><uuid>{u}</uuid></domain>"
+            ))
+            .unwrap();
         assert_eq!(info.uuid, u);
         // Same name, no uuid: replaces the XML, keeps the uuid.
-        let again = c.define_domain("<domain type='null'><name>vm</name><description>x</description></domain>").unwrap();
+        let again = c
+            .define_domain(
+                "<domain type='null'><name>vm</name><description>x</description></domain>",
+            )
+            .unwrap();
         assert_eq!(again.uuid, u);
         assert!(c.domain_xml("vm").unwrap().contains("<description>x"));
         let other = Uuid::new_v4();
-        let err = c.define_domain(&format!("<domain type='null'><name>vm</name><uuid>{other}</uuid></domain>")).unwrap_err();
+        let err = c
+            .define_domain(&format!(
+                "<domain type='null'><name>vm</name><uuid>{other}</uuid></domain>"
+            ))
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArg, "{err}");
         // Another name with a taken uuid.
-        let err = c.define_domain(&format!("<domain type='null'><name>vm2</name><uuid>{u}</uuid></domain>")).unwrap_err();
+        let err = c
+            .define_domain(&format!(
+                "<domain type='null'><name>vm2</name><uuid>{u}</uuid></domain>"
+            ))
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArg);
         assert!(err.to_string().contains("'vm'"), "{err}");
-        let err = c.define_domain("<domain type='nosuch'><name>vm3</name></domain>").unwrap_err();
+        let err = c
+            .define_domain("<domain type='nosuch'><name>vm3</name></domain>")
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArg);
         assert!(err.to_string().contains("nosuch"), "{err}");
         assert_eq!(c.list_domains().unwrap().len(), 1);
@@ -426,10 +523,13 @@ mod tests {
     #[test]
     fn undefine_refuses_with_the_count_unless_told() {
         let (_d, c) = conn();
-        c.define_domain("<domain type='null'><name>vm</name></domain>").unwrap();
+        c.define_domain("<domain type='null'><name>vm</name></domain>")
+            .unwrap();
         let mut d = c.open_domain("vm").unwrap();
-        d.create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>").unwrap();
-        d.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>").unwrap();
+        d.create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
+            .unwrap();
+        d.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>")
+            .unwrap();
         let err = c.undefine_domain("vm", false).unwrap_err();
         assert_eq!(err.code(), ErrorCode::OperationInvalid);
         assert!(err.to_string().contains("2 snapshots"), "{err}");
@@ -452,13 +552,19 @@ mod tests {
             if t == "plug" {
                 Ok(Arc::new(NullProvider) as Arc<dyn BackendProvider>)
             } else {
-                Err(Error::Plugin { path: PathBuf::from(format!("/plugins/{t}.so")), reason: "not found".into() })
+                Err(Error::Plugin {
+                    path: PathBuf::from(format!("/plugins/{t}.so")),
+                    reason: "not found".into(),
+                })
             }
         }));
-        c.define_domain("<domain type='plug'><name>p</name></domain>").unwrap();
+        c.define_domain("<domain type='plug'><name>p</name></domain>")
+            .unwrap();
         c.open_domain("p").unwrap();
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
-        let err = c.define_domain("<domain type='other'><name>q</name></domain>").unwrap_err();
+        let err = c
+            .define_domain("<domain type='other'><name>q</name></domain>")
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Plugin);
     }
 }

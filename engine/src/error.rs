@@ -176,7 +176,10 @@ impl Error {
         context: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Error {
-        Error::Storage { context: context.into(), source: Some(Box::new(source)) }
+        Error::Storage {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// The full message including every `source` in the chain, for surfaces
@@ -201,5 +204,9 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn quoted_list(names: &[String]) -> String {
-    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -46,51 +46,78 @@ const DELETE_FLAGS: [(u32, DeleteMode); 6] = [
 pub fn check_known(what: &str, flags: u32, known: u32) -> Result<()> {
     let unknown = flags & !known;
     if unknown != 0 {
-        return Err(Error::InvalidArg(format!("unknown {what} flags 0x{unknown:x}")));
+        return Err(Error::InvalidArg(format!(
+            "unknown {what} flags 0x{unknown:x}"
+        )));
     }
     Ok(())
 }
 
 /// The delete mode a flag word selects: none is retire; two or more is `INVALID_ARG`.
 pub fn delete_mode(flags: u32) -> Result<DeleteMode> {
-    check_known("delete", flags, DELETE_FLAGS.iter().fold(0, |a, (f, _)| a | f))?;
-    let set: Vec<&(u32, DeleteMode)> = DELETE_FLAGS.iter().filter(|(f, _)| flags & f != 0).collect();
+    check_known(
+        "delete",
+        flags,
+        DELETE_FLAGS.iter().fold(0, |a, (f, _)| a | f),
+    )?;
+    let set: Vec<&(u32, DeleteMode)> = DELETE_FLAGS
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .collect();
     match set.as_slice() {
         [] => Ok(DeleteMode::Retire),
         [(_, mode)] => Ok(*mode),
         many => Err(Error::InvalidArg(format!(
             "delete flags {} are mutually exclusive",
-            many.iter().map(|(_, m)| m.flag_name()).collect::<Vec<_>>().join(" and ")
+            many.iter()
+                .map(|(_, m)| m.flag_name())
+                .collect::<Vec<_>>()
+                .join(" and ")
         ))),
     }
 }
 
 /// The flag word of a delete mode.
 pub fn delete_flags(mode: DeleteMode) -> u32 {
-    DELETE_FLAGS.iter().find(|(_, m)| *m == mode).map_or(0, |(f, _)| *f)
+    DELETE_FLAGS
+        .iter()
+        .find(|(_, m)| *m == mode)
+        .map_or(0, |(f, _)| *f)
 }
 
 /// The filter a listing flag word selects.
 pub fn list_filter(flags: u32) -> Result<Filter> {
-    check_known("listing", flags, LIST_ROOTS | LIST_LEAVES | LIST_TOPOLOGICAL)?;
+    check_known(
+        "listing",
+        flags,
+        LIST_ROOTS | LIST_LEAVES | LIST_TOPOLOGICAL,
+    )?;
     match flags {
         0 => Ok(Filter::All),
         LIST_ROOTS => Ok(Filter::Roots),
         LIST_LEAVES => Ok(Filter::Leaves),
         LIST_TOPOLOGICAL => Ok(Filter::Topological),
-        _ => Err(Error::InvalidArg("listing flags ROOTS, LEAVES and TOPOLOGICAL are mutually exclusive".into())),
+        _ => Err(Error::InvalidArg(
+            "listing flags ROOTS, LEAVES and TOPOLOGICAL are mutually exclusive".into(),
+        )),
     }
 }
 
 /// The power state a revert flag word forces, if any.
 pub fn revert_state(flags: u32) -> Result<Option<PowerState>> {
-    check_known("revert", flags, REVERT_RUNNING | REVERT_PAUSED | REVERT_SHUTOFF)?;
+    check_known(
+        "revert",
+        flags,
+        REVERT_RUNNING | REVERT_PAUSED | REVERT_SHUTOFF,
+    )?;
     match flags {
         0 => Ok(None),
         REVERT_RUNNING => Ok(Some(PowerState::Running)),
         REVERT_PAUSED => Ok(Some(PowerState::Paused)),
         REVERT_SHUTOFF => Ok(Some(PowerState::Shutoff)),
-        _ => Err(Error::InvalidArg("revert flags RUNNING, PAUSED and SHUTOFF are mutually exclusive".into())),
+        _ => Err(Error::InvalidArg(
+            "revert flags RUNNING, PAUSED and SHUTOFF are mutually exclusive".into(),
+        )),
     }
 }
 
@@ -107,9 +134,17 @@ mod tests {
         }
         let e = delete_mode(DELETE_MERGE | DELETE_DISCARD).unwrap_err();
         assert!(e.to_string().contains("MERGE and DISCARD"), "{e}");
-        assert!(delete_mode(1 << 20).unwrap_err().to_string().contains("0x100000"));
+        assert!(
+            delete_mode(1 << 20)
+                .unwrap_err()
+                .to_string()
+                .contains("0x100000")
+        );
         assert!(list_filter(LIST_ROOTS | LIST_LEAVES).is_err());
         assert!(revert_state(REVERT_RUNNING | REVERT_PAUSED).is_err());
-        assert_eq!(revert_state(REVERT_PAUSED).unwrap(), Some(PowerState::Paused));
+        assert_eq!(
+            revert_state(REVERT_PAUSED).unwrap(),
+            Some(PowerState::Paused)
+        );
     }
 }

@@ -63,13 +63,18 @@ impl DomainStore for MemoryStore {
         Ok(false)
     }
     fn load_tree(&mut self) -> Result<SnapshotTree> {
-        Err(crate::Error::Internal("a memory store has no stored tree to load".into()))
+        Err(crate::Error::Internal(
+            "a memory store has no stored tree to load".into(),
+        ))
     }
     fn pending(&mut self) -> Result<Option<JournalEntry>> {
         Ok(self.pending.clone())
     }
     fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
-        self.pending = Some(JournalEntry { plan: plan.clone(), steps_done: 0 });
+        self.pending = Some(JournalEntry {
+            plan: plan.clone(),
+            steps_done: 0,
+        });
         Ok(())
     }
     fn journal_step_done(&mut self, index: usize) -> Result<()> {

@@ -24,8 +24,11 @@ pub mod testing;
 pub mod tree;
 pub mod xml;
 
+pub use backend::{
+    Backend, BackendProvider, Capabilities, ContentRef, NoProgress, PhysicalTree, Progress,
+    TestHooks,
+};
 pub use conn::{Connection, DomainInfo, Resolver};
-pub use backend::{Backend, BackendProvider, Capabilities, ContentRef, NoProgress, PhysicalTree, Progress, TestHooks};
 pub use domain::{Domain, Recovery};
 pub use error::{Error, ErrorCode, Result};
 pub use journal::{DomainStore, JournalEntry, MemoryStore};

@@ -80,7 +80,13 @@ impl PowerMask {
         let words: Vec<&str> = PowerState::ALL
             .into_iter()
             .filter(|s| self.contains(*s))
-            .map(|s| if s == PowerState::Shutoff { "shut off" } else { s.as_str() })
+            .map(|s| {
+                if s == PowerState::Shutoff {
+                    "shut off"
+                } else {
+                    s.as_str()
+                }
+            })
             .collect();
         match words.len() {
             0 => "in no power state at all".to_string(),

@@ -14,7 +14,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         Some("is empty".to_string())
     } else if name.len() > MAX_NAME_BYTES {
-        Some(format!("is {} bytes long, more than {MAX_NAME_BYTES}", name.len()))
+        Some(format!(
+            "is {} bytes long, more than {MAX_NAME_BYTES}",
+            name.len()
+        ))
     } else if name == "." || name == ".." {
         Some("is a path component".to_string())
     } else if name.contains('/') {
@@ -28,7 +31,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
     };
     match reason {
         None => Ok(()),
-        Some(reason) => Err(Error::InvalidArg(format!("{kind} name {} {reason}", shown(name)))),
+        Some(reason) => Err(Error::InvalidArg(format!(
+            "{kind} name {} {reason}",
+            shown(name)
+        ))),
     }
 }
 
@@ -57,8 +63,17 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in ["a", "my snap name", "1386166249", "é", "a.b", "...", &"x".repeat(255)] {
-            validate_name("snapshot", ok).unwrap_or_else(|e| panic!("expected {ok:?} accepted: {e}"));
+        for ok in [
+            "a",
+            "my snap name",
+            "1386166249",
+            "é",
+            "a.b",
+            "...",
+            &"x".repeat(255),
+        ] {
+            validate_name("snapshot", ok)
+                .unwrap_or_else(|e| panic!("expected {ok:?} accepted: {e}"));
         }
     }
 
@@ -79,12 +94,18 @@ mod tests {
         ];
         for (name, reason) in cases {
             let err = validate_name("snapshot", name).expect_err(name);
-            assert!(err.to_string().contains(reason), "{name:?}: expected {reason:?} in {err}");
+            assert!(
+                err.to_string().contains(reason),
+                "{name:?}: expected {reason:?} in {err}"
+            );
             assert_eq!(err.code(), crate::ErrorCode::InvalidArg);
         }
         let long = "y".repeat(10_000);
         let err = validate_name("snapshot", &long).unwrap_err();
         assert!(err.to_string().contains("10000 bytes"), "{err}");
-        assert!(err.to_string().len() < 200, "a long name is shortened in the message: {err}");
+        assert!(
+            err.to_string().len() < 200,
+            "a long name is shortened in the message: {err}"
+        );
     }
 }

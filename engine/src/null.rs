@@ -19,7 +19,9 @@ pub struct NullBackend {
 impl NullBackend {
     /// A null backend whose domain is shut off.
     pub fn new() -> NullBackend {
-        NullBackend { state: PowerState::Shutoff }
+        NullBackend {
+            state: PowerState::Shutoff,
+        }
     }
 }
 

@@ -24,7 +24,12 @@ pub struct CreateContext {
 }
 
 /// Plans a create from a parsed `<domainsnapshot>` (only name, uuid, description used).
-pub fn plan_create(tree: &SnapshotTree, domain: &str, xml: &SnapshotXml, ctx: CreateContext) -> Result<Plan> {
+pub fn plan_create(
+    tree: &SnapshotTree,
+    domain: &str,
+    xml: &SnapshotXml,
+    ctx: CreateContext,
+) -> Result<Plan> {
     let uuid = match xml.uuid {
         Some(u) => {
             if let Some(s) = tree.get(&u) {
@@ -71,8 +76,18 @@ pub fn plan_create(tree: &SnapshotTree, domain: &str, xml: &SnapshotXml, ctx: Cr
     };
     Ok(Plan {
         operation: Operation::Create { name: name.clone() },
-        steps: vec![Step::Create { snapshot: uuid, parent, name, description: snapshot.description.clone() }],
-        edits: vec![Edit::Add { snapshot, parent }, Edit::SetCurrent { current: Some(uuid) }],
+        steps: vec![Step::Create {
+            snapshot: uuid,
+            parent,
+            name,
+            description: snapshot.description.clone(),
+        }],
+        edits: vec![
+            Edit::Add { snapshot, parent },
+            Edit::SetCurrent {
+                current: Some(uuid),
+            },
+        ],
     })
 }
 
@@ -82,7 +97,10 @@ fn generated_name(tree: &SnapshotTree, now: i64) -> String {
     if tree.by_name(&base).is_none() {
         return base;
     }
-    (2u64..).map(|n| format!("{base}-{n}")).find(|n| tree.by_name(n).is_none()).unwrap_or(base)
+    (2u64..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| tree.by_name(n).is_none())
+        .unwrap_or(base)
 }
 
 /// Plans a revert to `snapshot`.
@@ -95,14 +113,27 @@ pub fn plan_revert(
     let s = tree.require(snapshot, domain)?;
     let state = force_state.unwrap_or(s.state);
     Ok(Plan {
-        operation: Operation::Revert { snapshot: *snapshot, force_state },
-        steps: vec![Step::Revert { snapshot: *snapshot, state }],
-        edits: vec![Edit::SetCurrent { current: Some(*snapshot) }],
+        operation: Operation::Revert {
+            snapshot: *snapshot,
+            force_state,
+        },
+        steps: vec![Step::Revert {
+            snapshot: *snapshot,
+            state,
+        }],
+        edits: vec![Edit::SetCurrent {
+            current: Some(*snapshot),
+        }],
     })
 }
 
 /// Plans a rename. Metadata only: physical data is keyed by uuid.
-pub fn plan_rename(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, new_name: &str) -> Result<Plan> {
+pub fn plan_rename(
+    tree: &SnapshotTree,
+    domain: &str,
+    snapshot: &Uuid,
+    new_name: &str,
+) -> Result<Plan> {
     let s = tree.require(snapshot, domain)?;
     validate_name("snapshot", new_name)?;
     if let Some(other) = tree.by_name(new_name)
@@ -114,14 +145,25 @@ pub fn plan_rename(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, new_name:
         )));
     }
     Ok(Plan {
-        operation: Operation::Rename { snapshot: *snapshot, new_name: new_name.to_string() },
+        operation: Operation::Rename {
+            snapshot: *snapshot,
+            new_name: new_name.to_string(),
+        },
         steps: Vec::new(),
-        edits: vec![Edit::Rename { snapshot: *snapshot, name: new_name.to_string() }],
+        edits: vec![Edit::Rename {
+            snapshot: *snapshot,
+            name: new_name.to_string(),
+        }],
     })
 }
 
 /// Plans a delete of `snapshot` in `mode`.
-pub fn plan_delete(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, mode: DeleteMode) -> Result<Plan> {
+pub fn plan_delete(
+    tree: &SnapshotTree,
+    domain: &str,
+    snapshot: &Uuid,
+    mode: DeleteMode,
+) -> Result<Plan> {
     let s = tree.require(snapshot, domain)?;
     let uuid = s.uuid;
     let parent = tree.parent(&uuid).map(|p| p.uuid);
@@ -153,8 +195,17 @@ pub fn plan_delete(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, mode: Del
         }
         DeleteMode::Merge | DeleteMode::MergeForce => {
             let siblings: Vec<Uuid> = match parent {
-                Some(p) => tree.children(&p).iter().map(|c| c.uuid).filter(|c| *c != uuid).collect(),
-                None => tree.roots().map(|r| r.uuid).filter(|r| *r != uuid).collect(),
+                Some(p) => tree
+                    .children(&p)
+                    .iter()
+                    .map(|c| c.uuid)
+                    .filter(|c| *c != uuid)
+                    .collect(),
+                None => tree
+                    .roots()
+                    .map(|r| r.uuid)
+                    .filter(|r| *r != uuid)
+                    .collect(),
             };
             let mut victims = Vec::new();
             for sib in &siblings {
@@ -166,10 +217,16 @@ pub fn plan_delete(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, mode: Del
             }
             discard_leaves_first(&mut steps, &mut edits, &victims);
             gone.extend(victims);
-            steps.push(Step::MergeIntoParent { snapshot: uuid, parent });
+            steps.push(Step::MergeIntoParent {
+                snapshot: uuid,
+                parent,
+            });
             reparent(&mut edits, &children, parent);
             if let Some(p) = parent {
-                edits.push(Edit::SetState { snapshot: p, state: s.state });
+                edits.push(Edit::SetState {
+                    snapshot: p,
+                    state: s.state,
+                });
             }
             edits.push(Edit::Remove { snapshot: uuid });
             gone.push(uuid);
@@ -190,9 +247,18 @@ pub fn plan_delete(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, mode: Del
     if let Some(c) = current
         && gone.contains(&c)
     {
-        edits.push(Edit::SetCurrent { current: current_target });
+        edits.push(Edit::SetCurrent {
+            current: current_target,
+        });
     }
-    Ok(Plan { operation: Operation::Delete { snapshot: uuid, mode }, steps, edits })
+    Ok(Plan {
+        operation: Operation::Delete {
+            snapshot: uuid,
+            mode,
+        },
+        steps,
+        edits,
+    })
 }
 
 /// Plans a delete of every snapshot (and of the data of retired ones).
@@ -213,11 +279,18 @@ pub fn plan_delete_all(tree: &SnapshotTree) -> Plan {
     if tree.current().is_some() {
         edits.push(Edit::SetCurrent { current: None });
     }
-    Plan { operation: Operation::DeleteAll, steps, edits }
+    Plan {
+        operation: Operation::DeleteAll,
+        steps,
+        edits,
+    }
 }
 
 fn reparent(edits: &mut Vec<Edit>, children: &[Uuid], parent: Option<Uuid>) {
-    edits.extend(children.iter().map(|c| Edit::SetParent { snapshot: *c, parent }));
+    edits.extend(children.iter().map(|c| Edit::SetParent {
+        snapshot: *c,
+        parent,
+    }));
 }
 
 /// `topological` lists parents before children, so its reverse frees leaves first.
@@ -228,12 +301,22 @@ fn discard_leaves_first(steps: &mut Vec<Step>, edits: &mut Vec<Edit>, topologica
     }
 }
 
-fn would_discard(tree: &SnapshotTree, s: &Snapshot, mode: &'static str, force: &'static str, victims: &[Uuid]) -> Error {
+fn would_discard(
+    tree: &SnapshotTree,
+    s: &Snapshot,
+    mode: &'static str,
+    force: &'static str,
+    victims: &[Uuid],
+) -> Error {
     Error::WouldDiscard {
         snapshot: s.name.clone(),
         mode,
         force,
-        victims: victims.iter().filter_map(|v| tree.get(v)).map(|v| v.name.clone()).collect(),
+        victims: victims
+            .iter()
+            .filter_map(|v| tree.get(v))
+            .map(|v| v.name.clone())
+            .collect(),
     }
 }
 

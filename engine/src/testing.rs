@@ -61,7 +61,9 @@ impl FaultSwitch {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, SwitchState> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Arms a one-shot fault; steps are counted from now.
@@ -97,7 +99,10 @@ pub struct FaultyBackend {
 
 impl std::fmt::Debug for FaultyBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyBackend").field("inner", &self.inner.name()).field("switch", &self.switch).finish()
+        f.debug_struct("FaultyBackend")
+            .field("inner", &self.inner.name())
+            .field("switch", &self.switch)
+            .finish()
     }
 }
 
@@ -160,16 +165,25 @@ impl Backend for FaultyBackend {
         };
         match fault {
             None => self.inner.execute(step, progress),
-            Some(Fault { action: FaultAction::Fail, after_step, at_step }) => {
+            Some(Fault {
+                action: FaultAction::Fail,
+                after_step,
+                at_step,
+            }) => {
                 if after_step {
                     self.inner.execute(step, progress)?;
                 }
                 Err(Error::Backend {
                     backend: self.inner.name().to_string(),
-                    message: format!("injected failure at step {at_step} ({})", step.kind().name()),
+                    message: format!(
+                        "injected failure at step {at_step} ({})",
+                        step.kind().name()
+                    ),
                 })
             }
-            Some(Fault { action, after_step, .. }) => {
+            Some(Fault {
+                action, after_step, ..
+            }) => {
                 if after_step {
                     let _ = self.inner.execute(step, progress);
                 }
@@ -202,7 +216,10 @@ impl FaultyProvider {
 
 impl BackendProvider for FaultyProvider {
     fn open(&self, domain: &DomainXml, xml: &str) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(FaultyBackend::new(self.inner.open(domain, xml)?, self.switch.clone())))
+        Ok(Box::new(FaultyBackend::new(
+            self.inner.open(domain, xml)?,
+            self.switch.clone(),
+        )))
     }
 }
 
@@ -216,7 +233,9 @@ pub struct SharedBackend {
 
 impl std::fmt::Debug for SharedBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedBackend").field("name", &self.name).finish()
+        f.debug_struct("SharedBackend")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -224,12 +243,18 @@ impl SharedBackend {
     /// Shares `inner`.
     pub fn new(inner: Box<dyn Backend>) -> SharedBackend {
         let name = inner.name().to_string();
-        SharedBackend { inner: Arc::new(Mutex::new(inner)), name }
+        SharedBackend {
+            inner: Arc::new(Mutex::new(inner)),
+            name,
+        }
     }
 
     /// Runs `f` on the shared backend.
     pub fn with<T>(&self, f: impl FnOnce(&mut dyn Backend) -> T) -> T {
-        let mut b = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(b.as_mut())
     }
 }

@@ -84,14 +84,21 @@ impl SnapshotTree {
 
     /// The snapshot with this uuid, or `NO_SNAPSHOT` naming the uuid and `domain`.
     pub fn require(&self, uuid: &Uuid, domain: &str) -> Result<&Snapshot> {
-        self.get(uuid)
-            .ok_or_else(|| Error::NoSnapshot(format!("domain '{domain}' has no snapshot with uuid {uuid}")))
+        self.get(uuid).ok_or_else(|| {
+            Error::NoSnapshot(format!(
+                "domain '{domain}' has no snapshot with uuid {uuid}"
+            ))
+        })
     }
 
     /// The snapshot with this name, or `NO_SNAPSHOT` naming it and `domain`.
     pub fn require_name(&self, name: &str, domain: &str) -> Result<&Snapshot> {
-        self.by_name(name)
-            .ok_or_else(|| Error::NoSnapshot(format!("domain '{domain}' has no snapshot named {}", shown(name))))
+        self.by_name(name).ok_or_else(|| {
+            Error::NoSnapshot(format!(
+                "domain '{domain}' has no snapshot named {}",
+                shown(name)
+            ))
+        })
     }
 
     /// The snapshot the live state derives from.
@@ -110,7 +117,10 @@ impl SnapshotTree {
     }
 
     fn child_indices(&self, i: NodeIndex) -> Vec<NodeIndex> {
-        let mut kids: Vec<NodeIndex> = self.graph.neighbors_directed(i, Direction::Outgoing).collect();
+        let mut kids: Vec<NodeIndex> = self
+            .graph
+            .neighbors_directed(i, Direction::Outgoing)
+            .collect();
         kids.sort_by_key(|k| self.graph[*k].seq);
         kids
     }
@@ -118,29 +128,40 @@ impl SnapshotTree {
     /// The children of a snapshot, oldest first.
     pub fn children(&self, uuid: &Uuid) -> Vec<&Snapshot> {
         match self.by_uuid.get(uuid) {
-            Some(i) => self.child_indices(*i).into_iter().map(|k| self.node(k)).collect(),
+            Some(i) => self
+                .child_indices(*i)
+                .into_iter()
+                .map(|k| self.node(k))
+                .collect(),
             None => Vec::new(),
         }
     }
 
     /// Number of children of a snapshot.
     pub fn num_children(&self, uuid: &Uuid) -> usize {
-        self.by_uuid
-            .get(uuid)
-            .map_or(0, |i| self.graph.neighbors_directed(*i, Direction::Outgoing).count())
+        self.by_uuid.get(uuid).map_or(0, |i| {
+            self.graph
+                .neighbors_directed(*i, Direction::Outgoing)
+                .count()
+        })
     }
 
     /// Every descendant of a snapshot, parents before children (not the snapshot itself).
     pub fn descendants(&self, uuid: &Uuid) -> Vec<&Snapshot> {
         match self.by_uuid.get(uuid) {
-            Some(i) => self.preorder(self.child_indices(*i)).into_iter().map(|k| self.node(k)).collect(),
+            Some(i) => self
+                .preorder(self.child_indices(*i))
+                .into_iter()
+                .map(|k| self.node(k))
+                .collect(),
             None => Vec::new(),
         }
     }
 
     /// Whether `ancestor` is a proper ancestor of `uuid`. Walks up: O(depth).
     pub fn is_ancestor(&self, ancestor: &Uuid, uuid: &Uuid) -> bool {
-        let (Some(a), Some(mut i)) = (self.by_uuid.get(ancestor), self.by_uuid.get(uuid).copied()) else {
+        let (Some(a), Some(mut i)) = (self.by_uuid.get(ancestor), self.by_uuid.get(uuid).copied())
+        else {
             return false;
         };
         while let Some(p) = self.parent_index(i) {
@@ -178,16 +199,25 @@ impl SnapshotTree {
     /// Every snapshot, parents before children.
     pub fn topological(&self) -> Vec<&Snapshot> {
         let roots: Vec<NodeIndex> = self.roots.values().copied().collect();
-        self.preorder(roots).into_iter().map(|i| self.node(i)).collect()
+        self.preorder(roots)
+            .into_iter()
+            .map(|i| self.node(i))
+            .collect()
     }
 
     /// Every snapshot with its depth, parents before children (for tree views).
     pub fn topological_with_depth(&self) -> Vec<(&Snapshot, usize)> {
         let mut out = Vec::with_capacity(self.len());
-        let mut stack: Vec<(NodeIndex, usize)> = self.roots.values().rev().map(|i| (*i, 0)).collect();
+        let mut stack: Vec<(NodeIndex, usize)> =
+            self.roots.values().rev().map(|i| (*i, 0)).collect();
         while let Some((i, depth)) = stack.pop() {
             out.push((self.node(i), depth));
-            stack.extend(self.child_indices(i).into_iter().rev().map(|k| (k, depth + 1)));
+            stack.extend(
+                self.child_indices(i)
+                    .into_iter()
+                    .rev()
+                    .map(|k| (k, depth + 1)),
+            );
         }
         out
     }
@@ -232,7 +262,12 @@ impl SnapshotTree {
 
     fn refresh_leaf(&mut self, i: NodeIndex) {
         let seq = self.graph[i].seq;
-        if self.graph.neighbors_directed(i, Direction::Outgoing).next().is_none() {
+        if self
+            .graph
+            .neighbors_directed(i, Direction::Outgoing)
+            .next()
+            .is_none()
+        {
             self.leaves.insert(seq, i);
         } else {
             self.leaves.remove(&seq);
@@ -242,7 +277,10 @@ impl SnapshotTree {
     /// Adds a snapshot under `parent` (None: a new root).
     pub fn insert(&mut self, snapshot: Snapshot, parent: Option<Uuid>) -> Result<()> {
         if self.by_uuid.contains_key(&snapshot.uuid) || self.by_name.contains_key(&snapshot.name) {
-            return Err(Error::Internal(format!("snapshot '{}' inserted twice", snapshot.name)));
+            return Err(Error::Internal(format!(
+                "snapshot '{}' inserted twice",
+                snapshot.name
+            )));
         }
         let parent = parent.map(|p| self.index(&p)).transpose()?;
         let seq = self.next_seq;
@@ -268,14 +306,24 @@ impl SnapshotTree {
     /// Removes a snapshot that has no children.
     pub fn remove(&mut self, uuid: &Uuid) -> Result<Snapshot> {
         let i = self.index(uuid)?;
-        if self.graph.neighbors_directed(i, Direction::Outgoing).next().is_some() {
-            return Err(Error::Internal(format!("snapshot {uuid} removed while it has children")));
+        if self
+            .graph
+            .neighbors_directed(i, Direction::Outgoing)
+            .next()
+            .is_some()
+        {
+            return Err(Error::Internal(format!(
+                "snapshot {uuid} removed while it has children"
+            )));
         }
         let parent = self.parent_index(i);
         if self.current == Some(i) {
             self.current = None;
         }
-        let node = self.graph.remove_node(i).ok_or_else(|| Error::Internal("node vanished".into()))?;
+        let node = self
+            .graph
+            .remove_node(i)
+            .ok_or_else(|| Error::Internal("node vanished".into()))?;
         self.by_uuid.remove(uuid);
         self.by_name.remove(&node.snapshot.name);
         self.all.remove(&node.seq);
@@ -294,7 +342,9 @@ impl SnapshotTree {
         if let Some(p) = &parent
             && (p == uuid || self.is_ancestor(uuid, p))
         {
-            return Err(Error::Internal(format!("moving {uuid} under {p} would make a cycle")));
+            return Err(Error::Internal(format!(
+                "moving {uuid} under {p} would make a cycle"
+            )));
         }
         let seq = self.graph[i].seq;
         if let Some(old) = self.parent_index(i) {
@@ -383,7 +433,10 @@ mod tests {
         t.set_parent(&c.uuid, Some(b.uuid)).unwrap();
         assert_eq!(names(t.leaves().collect()), ["c"]);
         assert_eq!(names(t.topological()), ["a", "b", "c"]);
-        assert!(t.set_parent(&a.uuid, Some(c.uuid)).is_err(), "expected a cycle refused");
+        assert!(
+            t.set_parent(&a.uuid, Some(c.uuid)).is_err(),
+            "expected a cycle refused"
+        );
         t.set_parent(&b.uuid, None).unwrap();
         assert_eq!(names(t.roots().collect()), ["a", "b"]);
         assert_eq!(names(t.leaves().collect()), ["a", "c"]);
@@ -440,13 +493,23 @@ mod scale_tests {
         let mut x: u64 = 7;
         for i in 0..N {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let parent = if i == 0 || x >> 60 == 0 { None } else { Some(Uuid::from_u128(((x >> 20) % i as u64) as u128 + 1)) };
+            let parent = if i == 0 || x >> 60 == 0 {
+                None
+            } else {
+                Some(Uuid::from_u128(((x >> 20) % i as u64) as u128 + 1))
+            };
             t.insert(snap(i), parent).unwrap();
         }
         let topo = t.topological();
         assert_eq!(topo.len(), N);
         let leaves = t.count(Filter::Leaves);
-        assert_eq!(leaves, t.iter().filter(|s| t.num_children(&s.uuid) == 0).count());
-        assert_eq!(t.count(Filter::Roots), t.iter().filter(|s| t.parent(&s.uuid).is_none()).count());
+        assert_eq!(
+            leaves,
+            t.iter().filter(|s| t.num_children(&s.uuid) == 0).count()
+        );
+        assert_eq!(
+            t.count(Filter::Roots),
+            t.iter().filter(|s| t.parent(&s.uuid).is_none()).count()
+        );
     }
 }

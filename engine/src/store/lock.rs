@@ -35,9 +35,20 @@ impl DomainLock {
     }
 
     /// Opens (creating, mode 0600) the lock file of domain `name`.
-    pub fn open(state_dir: &Path, domain_uuid: &Uuid, name: &str, timeout: Duration) -> Result<DomainLock> {
+    pub fn open(
+        state_dir: &Path,
+        domain_uuid: &Uuid,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<DomainLock> {
         let path = DomainLock::path(state_dir, domain_uuid);
-        let file = match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(f) => {
                 chmod(&path, 0o600)?;
                 f
@@ -46,10 +57,23 @@ impl DomainLock {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|e| Error::storage(format!("cannot open the lock file {}", path.display()), e))?,
-            Err(e) => return Err(Error::storage(format!("cannot create the lock file {}", path.display()), e)),
+                .map_err(|e| {
+                    Error::storage(format!("cannot open the lock file {}", path.display()), e)
+                })?,
+            Err(e) => {
+                return Err(Error::storage(
+                    format!("cannot create the lock file {}", path.display()),
+                    e,
+                ));
+            }
         };
-        Ok(DomainLock { file, path, domain: name.to_string(), timeout, held: false })
+        Ok(DomainLock {
+            file,
+            path,
+            domain: name.to_string(),
+            timeout,
+            held: false,
+        })
     }
 
     /// The lock file.
@@ -76,7 +100,10 @@ impl DomainLock {
     /// domain. Taking a lock this handle already holds is a bug in the caller.
     pub fn acquire(&mut self) -> Result<()> {
         if self.held {
-            return Err(Error::Internal(format!("the lock of domain '{}' is taken twice by one handle", self.domain)));
+            return Err(Error::Internal(format!(
+                "the lock of domain '{}' is taken twice by one handle",
+                self.domain
+            )));
         }
         let start = Instant::now();
         let mut pause = FIRST_PAUSE;
@@ -88,12 +115,18 @@ impl DomainLock {
                 }
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
-                    return Err(Error::storage(format!("cannot lock {}", self.path.display()), e));
+                    return Err(Error::storage(
+                        format!("cannot lock {}", self.path.display()),
+                        e,
+                    ));
                 }
             }
             let waited = start.elapsed();
             if waited >= self.timeout {
-                return Err(Error::Busy { domain: self.domain.clone(), waited_ms: waited.as_millis() as u64 });
+                return Err(Error::Busy {
+                    domain: self.domain.clone(),
+                    waited_ms: waited.as_millis() as u64,
+                });
             }
             std::thread::sleep(pause.min(self.timeout - waited));
             pause = (pause * 2).min(MAX_PAUSE);
@@ -103,7 +136,10 @@ impl DomainLock {
     /// Takes the lock if it is free, without waiting: true if taken.
     pub fn try_acquire(&mut self) -> Result<bool> {
         if self.held {
-            return Err(Error::Internal(format!("the lock of domain '{}' is taken twice by one handle", self.domain)));
+            return Err(Error::Internal(format!(
+                "the lock of domain '{}' is taken twice by one handle",
+                self.domain
+            )));
         }
         match self.file.try_lock() {
             Ok(()) => {
@@ -111,7 +147,10 @@ impl DomainLock {
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => Ok(false),
-            Err(TryLockError::Error(e)) => Err(Error::storage(format!("cannot lock {}", self.path.display()), e)),
+            Err(TryLockError::Error(e)) => Err(Error::storage(
+                format!("cannot lock {}", self.path.display()),
+                e,
+            )),
         }
     }
 

@@ -58,7 +58,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `~/.local/share/snaptree`. Relative `XDG_DATA_HOME` values are ignored, as the XDG
 /// specification says.
 pub fn default_state_dir() -> Result<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var(STATE_DIR_ENV) {
         return Ok(dir);
     }
@@ -79,20 +83,31 @@ pub fn default_state_dir() -> Result<PathBuf> {
 /// The lock timeout from `$SNAPTREE_LOCK_TIMEOUT_MS`, else [`DEFAULT_LOCK_TIMEOUT`].
 pub fn lock_timeout_from_env() -> Result<Duration> {
     match std::env::var(LOCK_TIMEOUT_ENV) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map(Duration::from_millis).map_err(|_| {
-            Error::InvalidArg(format!(
-                "{LOCK_TIMEOUT_ENV}='{}' is not a number of milliseconds",
-                v.escape_default()
-            ))
-        }),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                Error::InvalidArg(format!(
+                    "{LOCK_TIMEOUT_ENV}='{}' is not a number of milliseconds",
+                    v.escape_default()
+                ))
+            }),
         _ => Ok(DEFAULT_LOCK_TIMEOUT),
     }
 }
 
 /// Sets exact permission bits, whatever the umask was when the file was created.
 fn chmod(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::storage(format!("cannot set the permissions of {} to {mode:o}", path.display()), e))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| {
+        Error::storage(
+            format!(
+                "cannot set the permissions of {} to {mode:o}",
+                path.display()
+            ),
+            e,
+        )
+    })
 }
 
 /// Creates `dir` (and its parents) if missing; a directory created here is 0700.
@@ -103,23 +118,47 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent()
         && !parent.as_os_str().is_empty()
     {
-        fs::create_dir_all(parent)
-            .map_err(|e| Error::storage(format!("cannot create the directory {}", parent.display()), e))?;
+        fs::create_dir_all(parent).map_err(|e| {
+            Error::storage(
+                format!("cannot create the directory {}", parent.display()),
+                e,
+            )
+        })?;
     }
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => chmod(dir, 0o700),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(Error::storage(format!("cannot create the state directory {}", dir.display()), e)),
+        Err(e) => Err(Error::storage(
+            format!("cannot create the state directory {}", dir.display()),
+            e,
+        )),
     }
 }
 
 /// Creates `path` empty with mode 0600 if missing (so SQLite, which gives its -wal and -shm
 /// files the database file's mode, makes them 0600 too).
 pub(crate) fn ensure_private_file(path: &Path) -> Result<()> {
-    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => chmod(path, 0o600),
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => {
+            chmod(path, 0o600)?;
+            // Make the new file's existence durable: the first plan journaled in it must
+            // not vanish with its directory entry in a power loss. Once per state directory.
+            let synced = file.sync_all().and_then(|()| match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+                _ => Ok(()),
+            });
+            synced.map_err(|e| Error::storage(format!("cannot sync {}", path.display()), e))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::storage(format!("cannot create {}", path.display()), e)),
+        Err(e) => Err(Error::storage(
+            format!("cannot create {}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -138,7 +177,8 @@ pub(crate) fn db_error(what: impl std::fmt::Display, path: &Path, e: rusqlite::E
 /// Opens a connection to the database of a prepared state directory, with the pragmas
 /// every connection needs. The schema is not touched.
 pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
-    let db = rusqlite::Connection::open(path).map_err(|e| db_error("cannot open the metadata database", path, e))?;
+    let db = rusqlite::Connection::open(path)
+        .map_err(|e| db_error("cannot open the metadata database", path, e))?;
     let setup = || -> rusqlite::Result<String> {
         db.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
         db.set_prepared_statement_cache_capacity(64);
@@ -155,7 +195,10 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
     let mode = setup().map_err(|e| db_error("cannot set up the metadata database", path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage {
-            context: format!("{} cannot use write-ahead logging (journal mode is '{mode}')", path.display()),
+            context: format!(
+                "{} cannot use write-ahead logging (journal mode is '{mode}')",
+                path.display()
+            ),
             source: None,
         });
     }

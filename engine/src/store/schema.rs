@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 ///
 /// - `domains.id` is AUTOINCREMENT so an id is never reused: a handle of an undefined
 ///   domain can never mistake a newly defined one for its own.
-/// - `snapshots.seq` is the rowid: it grows with every insert, so ordering by it gives
-///   creation order (and sibling order) back on reload, and costs no extra index.
+/// - `snapshots` is clustered by `(domain_id, seq)`: loading a domain is one ordered range
+///   scan, and `seq` (one more than the domain's largest at insert) gives creation order —
+///   hence sibling order — back on reload.
 /// - `domains.generation` counts commits; handles compare it to notice other handles' work.
 const V1: &str = "
 CREATE TABLE domains (
@@ -27,17 +28,18 @@ CREATE TABLE domains (
     generation   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE snapshots (
-    seq           INTEGER PRIMARY KEY,
     domain_id     INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    seq           INTEGER NOT NULL,
     uuid          TEXT NOT NULL,
     name          TEXT NOT NULL,
     parent_uuid   TEXT,
     description   TEXT NOT NULL DEFAULT '',
     creation_date INTEGER NOT NULL,
     state         TEXT NOT NULL CHECK (state IN ('running', 'paused', 'shutoff')),
+    PRIMARY KEY (domain_id, seq),
     UNIQUE (domain_id, uuid),
     UNIQUE (domain_id, name)
-);
+) WITHOUT ROWID;
 CREATE TABLE retired (
     domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
     uuid      TEXT NOT NULL,
@@ -80,7 +82,8 @@ fn too_new(path: &Path, version: i64) -> Error {
 /// Brings the schema to [`SCHEMA_VERSION`]. Concurrent openers serialize on SQLite's write
 /// lock; the version is read again inside the transaction, so each migration runs once.
 pub(crate) fn migrate(db: &mut rusqlite::Connection, path: &Path) -> Result<()> {
-    let version = user_version(db).map_err(|e| db_error("cannot read the schema version", path, e))?;
+    let version =
+        user_version(db).map_err(|e| db_error("cannot read the schema version", path, e))?;
     if version == SCHEMA_VERSION {
         return Ok(());
     }
@@ -90,23 +93,33 @@ pub(crate) fn migrate(db: &mut rusqlite::Connection, path: &Path) -> Result<()> 
     let tx = db
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| db_error("cannot begin the schema migration", path, e))?;
-    let version = user_version(&tx).map_err(|e| db_error("cannot read the schema version", path, e))?;
+    let version =
+        user_version(&tx).map_err(|e| db_error("cannot read the schema version", path, e))?;
     if version > SCHEMA_VERSION {
         return Err(too_new(path, version));
     }
     if version < 0 {
         return Err(Error::Storage {
-            context: format!("{} has a negative schema version {version}: it is not a snaptree database", path.display()),
+            context: format!(
+                "{} has a negative schema version {version}: it is not a snaptree database",
+                path.display()
+            ),
             source: None,
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| db_error(format_args!("cannot migrate the schema from version {i} to {}", i + 1), path, e))?;
+        tx.execute_batch(sql).map_err(|e| {
+            db_error(
+                format_args!("cannot migrate the schema from version {i} to {}", i + 1),
+                path,
+                e,
+            )
+        })?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| db_error("cannot record the schema version", path, e))?;
-    tx.commit().map_err(|e| db_error("cannot commit the schema migration", path, e))
+    tx.commit()
+        .map_err(|e| db_error("cannot commit the schema migration", path, e))
 }
 
 #[cfg(test)]
@@ -137,7 +150,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
         let mut db = rusqlite::Connection::open(&path).unwrap();
-        db.pragma_update(None, "user_version", SCHEMA_VERSION + 5).unwrap();
+        db.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+            .unwrap();
         let err = migrate(&mut db, &path).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::Storage);
         let text = err.to_string();

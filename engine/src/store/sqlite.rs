@@ -46,29 +46,51 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDomain> {
 }
 
 /// Reads the domain named `name`, if any.
-pub(crate) fn domain_by_name(db: &rusqlite::Connection, path: &Path, name: &str) -> Result<Option<StoredDomain>> {
-    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"))
-        .and_then(|mut s| s.query_row([name], domain_from_row).optional())
-        .map_err(|e| db_error(format_args!("cannot read domain '{name}'"), path, e))
+pub(crate) fn domain_by_name(
+    db: &rusqlite::Connection,
+    path: &Path,
+    name: &str,
+) -> Result<Option<StoredDomain>> {
+    db.prepare_cached(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"
+    ))
+    .and_then(|mut s| s.query_row([name], domain_from_row).optional())
+    .map_err(|e| db_error(format_args!("cannot read domain '{name}'"), path, e))
 }
 
 /// Reads the domain with uuid `uuid`, if any.
-pub(crate) fn domain_by_uuid(db: &rusqlite::Connection, path: &Path, uuid: &Uuid) -> Result<Option<StoredDomain>> {
-    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE uuid = ?1"))
-        .and_then(|mut s| s.query_row([uuid.to_string()], domain_from_row).optional())
-        .map_err(|e| db_error(format_args!("cannot read the domain with uuid {uuid}"), path, e))
+pub(crate) fn domain_by_uuid(
+    db: &rusqlite::Connection,
+    path: &Path,
+    uuid: &Uuid,
+) -> Result<Option<StoredDomain>> {
+    db.prepare_cached(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE uuid = ?1"
+    ))
+    .and_then(|mut s| s.query_row([uuid.to_string()], domain_from_row).optional())
+    .map_err(|e| {
+        db_error(
+            format_args!("cannot read the domain with uuid {uuid}"),
+            path,
+            e,
+        )
+    })
 }
 
 /// Every domain, by name.
 pub(crate) fn all_domains(db: &rusqlite::Connection, path: &Path) -> Result<Vec<StoredDomain>> {
-    db.prepare_cached(&format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"))
-        .and_then(|mut s| s.query_map([], domain_from_row)?.collect())
-        .map_err(|e| db_error("cannot list the domains", path, e))
+    db.prepare_cached(&format!(
+        "SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"
+    ))
+    .and_then(|mut s| s.query_map([], domain_from_row)?.collect())
+    .map_err(|e| db_error("cannot list the domains", path, e))
 }
 
 fn uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
     let text = row.get_ref(i)?.as_str()?;
-    Uuid::parse_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn opt_uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
@@ -80,7 +102,9 @@ fn opt_uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option
 
 fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerState> {
     let text = row.get_ref(i)?.as_str()?;
-    PowerState::parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    PowerState::parse(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -120,7 +144,11 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens the store of a stored domain in a state directory whose schema is current
     /// (as [`crate::Connection::open`] leaves it).
-    pub fn open(state_dir: &Path, domain: &StoredDomain, lock_timeout: Duration) -> Result<SqliteStore> {
+    pub fn open(
+        state_dir: &Path,
+        domain: &StoredDomain,
+        lock_timeout: Duration,
+    ) -> Result<SqliteStore> {
         let path = state_dir.join(DB_FILE);
         let db = open_db(&path)?;
         let version: i64 = db
@@ -136,7 +164,15 @@ impl SqliteStore {
             });
         }
         let lock = DomainLock::open(state_dir, &domain.uuid, &domain.name, lock_timeout)?;
-        Ok(SqliteStore { db, path, domain_id: domain.id, name: domain.name.clone(), lock, loaded: None, data_version: None })
+        Ok(SqliteStore {
+            db,
+            path,
+            domain_id: domain.id,
+            name: domain.name.clone(),
+            lock,
+            loaded: None,
+            data_version: None,
+        })
     }
 
     /// The database file.
@@ -154,8 +190,12 @@ impl SqliteStore {
         self.lock.set_timeout(timeout);
     }
 
-    fn err(&self, what: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-        let what = what.to_string();
+    /// Maps a SQLite error to `STORAGE` naming the database; `what` is only formatted then
+    /// (the change check runs before every read).
+    fn err<'a, D: std::fmt::Display + 'a>(
+        &'a self,
+        what: D,
+    ) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
         move |e| db_error(what, &self.path, e)
     }
 
@@ -169,14 +209,24 @@ impl SqliteStore {
     fn read_generation(&self) -> Result<i64> {
         self.db
             .prepare_cached("SELECT generation FROM domains WHERE id = ?1")
-            .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)).optional())
-            .map_err(self.err(format_args!("cannot read the generation of domain '{}'", self.name)))?
+            .and_then(|mut s| {
+                s.query_row([self.domain_id], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map_err(self.err(format_args!(
+                "cannot read the generation of domain '{}'",
+                self.name
+            )))?
             .ok_or_else(|| Error::NoDomain(self.name.clone()))
     }
 
     fn corrupt(&self, why: impl std::fmt::Display) -> Error {
         Error::Storage {
-            context: format!("the stored snapshots of domain '{}' in {} are inconsistent: {why}", self.name, self.path.display()),
+            context: format!(
+                "the stored snapshots of domain '{}' in {} are inconsistent: {why}",
+                self.name,
+                self.path.display()
+            ),
             source: None,
         }
     }
@@ -188,11 +238,17 @@ impl SqliteStore {
     fn read_tree(&mut self) -> Result<(SnapshotTree, i64)> {
         let data_version = self.read_data_version()?;
         let what = format!("cannot load the snapshots of domain '{}'", self.name);
-        let tx = self.db.unchecked_transaction().map_err(|e| db_error(&what, &self.path, e))?;
+        let tx = self
+            .db
+            .unchecked_transaction()
+            .map_err(|e| db_error(&what, &self.path, e))?;
         let (generation, current) = tx
             .prepare_cached("SELECT generation, current_uuid FROM domains WHERE id = ?1")
             .and_then(|mut s| {
-                s.query_row([self.domain_id], |r| Ok((r.get::<_, i64>(0)?, opt_uuid_column(r, 1)?))).optional()
+                s.query_row([self.domain_id], |r| {
+                    Ok((r.get::<_, i64>(0)?, opt_uuid_column(r, 1)?))
+                })
+                .optional()
             })
             .map_err(|e| db_error(&what, &self.path, e))?
             .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
@@ -229,7 +285,10 @@ impl SqliteStore {
         .map_err(|e| db_error(&what, &self.path, e))?;
         let retired: Vec<Uuid> = tx
             .prepare_cached("SELECT uuid FROM retired WHERE domain_id = ?1")
-            .and_then(|mut s| s.query_map([self.domain_id], |r| uuid_column(r, 0))?.collect())
+            .and_then(|mut s| {
+                s.query_map([self.domain_id], |r| uuid_column(r, 0))?
+                    .collect()
+            })
             .map_err(|e| db_error(&what, &self.path, e))?;
         tx.finish().map_err(|e| db_error(&what, &self.path, e))?;
         if let Some(why) = bad {
@@ -237,13 +296,17 @@ impl SqliteStore {
         }
         for (child, parent) in late {
             if !tree.contains(&parent) {
-                return Err(self.corrupt(format_args!("snapshot {child} has parent {parent}, which does not exist")));
+                return Err(self.corrupt(format_args!(
+                    "snapshot {child} has parent {parent}, which does not exist"
+                )));
             }
-            tree.set_parent(&child, Some(parent)).map_err(|e| self.corrupt(e))?;
+            tree.set_parent(&child, Some(parent))
+                .map_err(|e| self.corrupt(e))?;
         }
         if let Some(c) = current {
-            tree.set_current(Some(c))
-                .map_err(|_| self.corrupt(format_args!("the current snapshot {c} does not exist")))?;
+            tree.set_current(Some(c)).map_err(|_| {
+                self.corrupt(format_args!("the current snapshot {c} does not exist"))
+            })?;
         }
         for r in retired {
             tree.add_retired(r);
@@ -260,14 +323,23 @@ impl SqliteStore {
 
     fn try_commit(&mut self, plan: &Plan) -> Result<i64> {
         let Some(expected) = self.loaded else {
-            return Err(Error::Internal(format!("a commit to domain '{}' on a handle whose tree is not loaded", self.name)));
+            return Err(Error::Internal(format!(
+                "a commit to domain '{}' on a handle whose tree is not loaded",
+                self.name
+            )));
         };
         let id = self.domain_id;
         let path = &self.path;
         let name = &self.name;
-        let what = format!("cannot commit the {} of domain '{name}'", operation_name(&plan.operation));
+        let what = format!(
+            "cannot commit the {} of domain '{name}'",
+            operation_name(&plan.operation)
+        );
         let sql = |e: rusqlite::Error| db_error(&what, path, e);
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         let one = |n: usize, snapshot: &Uuid| -> Result<()> {
             match n {
                 1 => Ok(()),
@@ -278,16 +350,31 @@ impl SqliteStore {
             }
         };
         let mut current: Option<Option<Uuid>> = None;
+        let mut next_seq: Option<i64> = None;
         for edit in &plan.edits {
             match edit {
-                Edit::Add { snapshot: s, parent } => {
+                Edit::Add {
+                    snapshot: s,
+                    parent,
+                } => {
+                    let seq = match next_seq {
+                        Some(n) => n,
+                        // `+?1`: a plain `?1` here makes SQLite re-prepare the statement on
+                        // every run (it would re-plan for each bound value).
+                        None => tx
+                            .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM snapshots WHERE domain_id = +?1")
+                            .and_then(|mut st| st.query_row([id], |r| r.get::<_, i64>(0)))
+                            .map_err(sql)?,
+                    };
+                    next_seq = Some(seq + 1);
                     tx.prepare_cached(
-                        "INSERT INTO snapshots (domain_id, uuid, name, parent_uuid, description, creation_date, state) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )
                     .and_then(|mut st| {
                         st.execute(params![
                             id,
+                            seq,
                             s.uuid.to_string(),
                             s.name,
                             parent.map(|p| p.to_string()),
@@ -314,23 +401,31 @@ impl SqliteStore {
                 }
                 Edit::Rename { snapshot, name } => {
                     let n = tx
-                        .prepare_cached("UPDATE snapshots SET name = ?3 WHERE domain_id = ?1 AND uuid = ?2")
+                        .prepare_cached(
+                            "UPDATE snapshots SET name = ?3 WHERE domain_id = ?1 AND uuid = ?2",
+                        )
                         .and_then(|mut st| st.execute(params![id, snapshot.to_string(), name]))
                         .map_err(sql)?;
                     one(n, snapshot)?;
                 }
                 Edit::SetState { snapshot, state } => {
                     let n = tx
-                        .prepare_cached("UPDATE snapshots SET state = ?3 WHERE domain_id = ?1 AND uuid = ?2")
-                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), state.as_str()]))
+                        .prepare_cached(
+                            "UPDATE snapshots SET state = ?3 WHERE domain_id = ?1 AND uuid = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![id, snapshot.to_string(), state.as_str()])
+                        })
                         .map_err(sql)?;
                     one(n, snapshot)?;
                 }
                 Edit::SetCurrent { current: c } => current = Some(*c),
                 Edit::Retire { snapshot } => {
-                    tx.prepare_cached("INSERT OR IGNORE INTO retired (domain_id, uuid) VALUES (?1, ?2)")
-                        .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
-                        .map_err(sql)?;
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO retired (domain_id, uuid) VALUES (?1, ?2)",
+                    )
+                    .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
+                    .map_err(sql)?;
                 }
                 Edit::ClearRetired => {
                     tx.prepare_cached("DELETE FROM retired WHERE domain_id = ?1")
@@ -414,16 +509,31 @@ impl DomainStore for SqliteStore {
         let row: Option<(String, i64)> = self
             .db
             .prepare_cached("SELECT plan, steps_done FROM journal WHERE domain_id = ?1")
-            .and_then(|mut s| s.query_row([self.domain_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(self.err(format_args!("cannot read the journal of domain '{}'", self.name)))?;
-        let Some((json, steps_done)) = row else { return Ok(None) };
+            .and_then(|mut s| {
+                s.query_row([self.domain_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.err(format_args!(
+                "cannot read the journal of domain '{}'",
+                self.name
+            )))?;
+        let Some((json, steps_done)) = row else {
+            return Ok(None);
+        };
         let plan: Plan = serde_json::from_str(&json).map_err(|e| {
             Error::storage(
-                format!("the journal entry of domain '{}' in {} cannot be read", self.name, self.path.display()),
+                format!(
+                    "the journal entry of domain '{}' in {} cannot be read",
+                    self.name,
+                    self.path.display()
+                ),
                 e,
             )
         })?;
-        Ok(Some(JournalEntry { plan, steps_done: steps_done.max(0) as usize }))
+        Ok(Some(JournalEntry {
+            plan,
+            steps_done: steps_done.max(0) as usize,
+        }))
     }
 
     fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
@@ -453,10 +563,18 @@ impl DomainStore for SqliteStore {
             .db
             .prepare_cached("UPDATE journal SET steps_done = ?2 WHERE domain_id = ?1")
             .and_then(|mut s| s.execute(params![self.domain_id, (index + 1) as i64]))
-            .map_err(self.err(format_args!("cannot record step {} of domain '{}' as done", index + 1, self.name)))?;
+            .map_err(self.err(format_args!(
+                "cannot record step {} of domain '{}' as done",
+                index + 1,
+                self.name
+            )))?;
         match n {
             1 => Ok(()),
-            _ => Err(Error::Internal(format!("domain '{}' has no journal entry to mark step {} in", self.name, index + 1))),
+            _ => Err(Error::Internal(format!(
+                "domain '{}' has no journal entry to mark step {} in",
+                self.name,
+                index + 1
+            ))),
         }
     }
 
@@ -482,7 +600,10 @@ impl DomainStore for SqliteStore {
             .db
             .prepare_cached("DELETE FROM journal WHERE domain_id = ?1")
             .and_then(|mut s| s.execute([self.domain_id]))
-            .map_err(self.err(format_args!("cannot remove the journal entry of domain '{}'", self.name)));
+            .map_err(self.err(format_args!(
+                "cannot remove the journal entry of domain '{}'",
+                self.name
+            )));
         let restored = self.set_synchronous("NORMAL");
         removed?;
         restored

@@ -32,7 +32,10 @@ pub struct Element {
 impl Element {
     /// The value of an attribute.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every child element with this name.
@@ -74,7 +77,11 @@ impl<'a> Document<'a> {
 
 fn xml_error(source: &str, offset: u64, message: impl Into<String>) -> Error {
     let (line, column) = line_column(source, offset as usize);
-    Error::Xml { message: message.into(), line, column }
+    Error::Xml {
+        message: message.into(),
+        line,
+        column,
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -100,7 +107,11 @@ fn read_tree(source: &str) -> Result<Element> {
     loop {
         let offset = reader.buffer_position();
         let event = reader.read_event().map_err(|e| {
-            xml_error(source, reader.error_position(), format!("malformed XML: {e}"))
+            xml_error(
+                source,
+                reader.error_position(),
+                format!("malformed XML: {e}"),
+            )
         })?;
         match event {
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
@@ -125,7 +136,9 @@ fn read_tree(source: &str) -> Result<Element> {
                 }
             }
             Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| xml_error(source, offset, "unexpected end tag"))?;
+                let el = stack
+                    .pop()
+                    .ok_or_else(|| xml_error(source, offset, "unexpected end tag"))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -143,7 +156,9 @@ fn read_tree(source: &str) -> Result<Element> {
                 let content = data.xml10_content();
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&content),
-                    None => return Err(xml_error(source, offset, "CDATA outside the root element")),
+                    None => {
+                        return Err(xml_error(source, offset, "CDATA outside the root element"));
+                    }
                 }
             }
             Event::GeneralRef(reference) => {
@@ -163,12 +178,22 @@ fn read_tree(source: &str) -> Result<Element> {
                         }
                     },
                     Err(e) => {
-                        return Err(xml_error(source, offset, format!("bad character reference: {e}")));
+                        return Err(xml_error(
+                            source,
+                            offset,
+                            format!("bad character reference: {e}"),
+                        ));
                     }
                 };
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&resolved),
-                    None => return Err(xml_error(source, offset, "reference outside the root element")),
+                    None => {
+                        return Err(xml_error(
+                            source,
+                            offset,
+                            "reference outside the root element",
+                        ));
+                    }
                 }
             }
             Event::DocType(_) => {
@@ -183,7 +208,11 @@ fn read_tree(source: &str) -> Result<Element> {
         }
     }
     if let Some(open) = stack.last() {
-        return Err(xml_error(source, source.len() as u64, format!("element <{}> is not closed", open.name)));
+        return Err(xml_error(
+            source,
+            source.len() as u64,
+            format!("element <{}> is not closed", open.name),
+        ));
     }
     root.ok_or_else(|| xml_error(source, 0, "document has no root element"))
 }
@@ -203,17 +232,34 @@ fn element(source: &str, start: &BytesStart<'_>, offset: u64) -> Result<Element>
     let name = start.name().as_ref().to_string();
     let mut attributes = Vec::new();
     for attr in start.attributes() {
-        let attr = attr.map_err(|e| xml_error(source, offset, format!("bad attribute in <{name}>: {e}")))?;
+        let attr =
+            attr.map_err(|e| xml_error(source, offset, format!("bad attribute in <{name}>: {e}")))?;
         let key = attr.key.as_ref().to_string();
         if attributes.iter().any(|(k, _)| *k == key) {
-            return Err(xml_error(source, offset, format!("attribute '{key}' repeated in <{name}>")));
+            return Err(xml_error(
+                source,
+                offset,
+                format!("attribute '{key}' repeated in <{name}>"),
+            ));
         }
-        let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|e| {
-            xml_error(source, offset, format!("bad value of attribute '{key}' in <{name}>: {e}"))
-        })?;
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| {
+                xml_error(
+                    source,
+                    offset,
+                    format!("bad value of attribute '{key}' in <{name}>: {e}"),
+                )
+            })?;
         attributes.push((key, value.into_owned()));
     }
-    Ok(Element { name, attributes, text: String::new(), children: Vec::new(), offset })
+    Ok(Element {
+        name,
+        attributes,
+        text: String::new(),
+        children: Vec::new(),
+        offset,
+    })
 }
 
 /// Escapes text for element content and attribute values.
@@ -248,7 +294,10 @@ mod tests {
 
     #[test]
     fn reads_nested_elements_text_and_attributes() {
-        let d = Document::parse("<?xml version='1.0'?>\n<a x='1&amp;2'><b>t&lt;u&#65;</b><c/><!-- c --></a>").unwrap();
+        let d = Document::parse(
+            "<?xml version='1.0'?>\n<a x='1&amp;2'><b>t&lt;u&#65;</b><c/><!-- c --></a>",
+        )
+        .unwrap();
         assert_eq!(d.root.name, "a");
         assert_eq!(d.root.attribute("x"), Some("1&2"));
         assert_eq!(d.root.children[0].text, "t<uA");
@@ -275,7 +324,11 @@ mod tests {
     fn refuses_size_depth_and_structure_problems() {
         let big = format!("<a>{}</a>", "x".repeat(MAX_DOCUMENT_BYTES));
         assert!(err(&big).contains("more than the limit"));
-        let deep = format!("{}{}", "<a>".repeat(MAX_DEPTH + 1), "</a>".repeat(MAX_DEPTH + 1));
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
         assert!(err(&deep).contains("nested deeper"));
         assert!(err("").contains("no root element"));
         assert!(err("<a/><b/>").contains("after the root"));

@@ -47,15 +47,23 @@ impl DomainXml {
         let doc = Document::parse(source)?;
         let root = &doc.root;
         if root.name != "domain" {
-            return Err(doc.error_at(root.offset, format!("root element is <{}>, expected <domain>", root.name)));
+            return Err(doc.error_at(
+                root.offset,
+                format!("root element is <{}>, expected <domain>", root.name),
+            ));
         }
-        let backend_type = root
-            .attribute("type")
-            .ok_or_else(|| doc.error_at(root.offset, "<domain> has no 'type' attribute naming its backend"))?;
-        validate_backend_type(backend_type).map_err(|e| doc.error_at(root.offset, e.to_string()))?;
+        let backend_type = root.attribute("type").ok_or_else(|| {
+            doc.error_at(
+                root.offset,
+                "<domain> has no 'type' attribute naming its backend",
+            )
+        })?;
+        validate_backend_type(backend_type)
+            .map_err(|e| doc.error_at(root.offset, e.to_string()))?;
         let name_el = single(&doc, root, "name")?
             .ok_or_else(|| doc.error_at(root.offset, "<domain> has no <name>"))?;
-        validate_name("domain", &name_el.text).map_err(|e| doc.error_at(name_el.offset, e.to_string()))?;
+        validate_name("domain", &name_el.text)
+            .map_err(|e| doc.error_at(name_el.offset, e.to_string()))?;
         let uuid = uuid_field(&doc, root, "uuid")?;
         let mut disks = Vec::new();
         if let Some(devices) = single(&doc, root, "devices")? {
@@ -63,7 +71,12 @@ impl DomainXml {
                 disks.push(parse_disk(&doc, disk)?);
             }
         }
-        Ok(DomainXml { backend_type: backend_type.to_string(), name: name_el.text.clone(), uuid, disks })
+        Ok(DomainXml {
+            backend_type: backend_type.to_string(),
+            name: name_el.text.clone(),
+            uuid,
+            disks,
+        })
     }
 }
 
@@ -74,13 +87,24 @@ fn parse_disk(doc: &Document<'_>, disk: &Element) -> Result<DiskXml> {
         Some(other) => {
             return Err(doc.error_at(
                 disk.offset,
-                format!("disk snapshot mode '{}' is not 'external' or 'internal'", other.escape_default()),
+                format!(
+                    "disk snapshot mode '{}' is not 'external' or 'internal'",
+                    other.escape_default()
+                ),
             ));
         }
     };
-    let source_file = single(doc, disk, "source")?.and_then(|s| s.attribute("file")).map(str::to_string);
-    let target_dev = single(doc, disk, "target")?.and_then(|t| t.attribute("dev")).map(str::to_string);
-    Ok(DiskXml { snapshot, source_file, target_dev })
+    let source_file = single(doc, disk, "source")?
+        .and_then(|s| s.attribute("file"))
+        .map(str::to_string);
+    let target_dev = single(doc, disk, "target")?
+        .and_then(|t| t.attribute("dev"))
+        .map(str::to_string);
+    Ok(DiskXml {
+        snapshot,
+        source_file,
+        target_dev,
+    })
 }
 
 /// Checks a backend type: it becomes part of a plugin file name, so only lowercase ASCII
@@ -88,7 +112,8 @@ fn parse_disk(doc: &Document<'_>, disk: &Element) -> Result<DiskXml> {
 pub fn validate_backend_type(t: &str) -> Result<()> {
     let ok = !t.is_empty()
         && t.len() <= 64
-        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -124,15 +149,33 @@ mod tests {
         for (src, why) in [
             ("<domainsnapshot/>", "expected <domain>"),
             ("<domain><name>a</name></domain>", "no 'type'"),
-            ("<domain type='../x'><name>a</name></domain>", "backend type"),
+            (
+                "<domain type='../x'><name>a</name></domain>",
+                "backend type",
+            ),
             ("<domain type='null'></domain>", "no <name>"),
-            ("<domain type='null'><name>a</name><name>b</name></domain>", "appears twice"),
-            ("<domain type='null'><name>a/b</name></domain>", "contains '/'"),
-            ("<domain type='null'><name>a</name><uuid>zz</uuid></domain>", "not a valid uuid"),
-            ("<domain type='null'><name>a</name><devices><disk snapshot='no'/></devices></domain>", "snapshot mode"),
+            (
+                "<domain type='null'><name>a</name><name>b</name></domain>",
+                "appears twice",
+            ),
+            (
+                "<domain type='null'><name>a/b</name></domain>",
+                "contains '/'",
+            ),
+            (
+                "<domain type='null'><name>a</name><uuid>zz</uuid></domain>",
+                "not a valid uuid",
+            ),
+            (
+                "<domain type='null'><name>a</name><devices><disk snapshot='no'/></devices></domain>",
+                "snapshot mode",
+            ),
         ] {
             let e = DomainXml::parse(src).expect_err(src);
-            assert!(e.to_string().contains(why), "{src}: expected {why:?} in {e}");
+            assert!(
+                e.to_string().contains(why),
+                "{src}: expected {why:?} in {e}"
+            );
             assert_eq!(e.code(), crate::ErrorCode::XmlError);
         }
     }

@@ -48,15 +48,23 @@ impl SnapshotXml {
     pub fn parse(source: &str) -> Result<SnapshotXml> {
         let doc = Document::parse(source)?;
         let root = snapshot_root(&doc)?;
-        let creation = match (single(&doc, root, "creationdate")?, single(&doc, root, "creationTime")?) {
+        let creation = match (
+            single(&doc, root, "creationdate")?,
+            single(&doc, root, "creationTime")?,
+        ) {
             (Some(a), Some(_)) => {
-                return Err(doc.error_at(a.offset, "both <creationdate> and <creationTime> are given"));
+                return Err(
+                    doc.error_at(a.offset, "both <creationdate> and <creationTime> are given")
+                );
             }
             (Some(e), None) | (None, Some(e)) => Some(parse_date(&doc, e)?),
             (None, None) => None,
         };
         let state = match single(&doc, root, "state")? {
-            Some(e) => Some(PowerState::parse(&e.text).map_err(|err| doc.error_at(e.offset, err.to_string()))?),
+            Some(e) => Some(
+                PowerState::parse(&e.text)
+                    .map_err(|err| doc.error_at(e.offset, err.to_string()))?,
+            ),
             None => None,
         };
         let (domain_uuid, parent_name, parent_uuid) = {
@@ -119,7 +127,9 @@ impl SnapshotXml {
             out.push_str("  </parent>\n");
         }
         if let Some(uuid) = &self.domain_uuid {
-            out.push_str(&format!("  <domain>\n    <uuid>{uuid}</uuid>\n  </domain>\n"));
+            out.push_str(&format!(
+                "  <domain>\n    <uuid>{uuid}</uuid>\n  </domain>\n"
+            ));
         }
         out.push_str("</domainsnapshot>\n");
         out
@@ -130,23 +140,37 @@ fn snapshot_root<'d>(doc: &'d Document<'_>) -> Result<&'d Element> {
     if doc.root.name != "domainsnapshot" {
         return Err(doc.error_at(
             doc.root.offset,
-            format!("root element is <{}>, expected <domainsnapshot>", doc.root.name),
+            format!(
+                "root element is <{}>, expected <domainsnapshot>",
+                doc.root.name
+            ),
         ));
     }
     Ok(&doc.root)
 }
 
 /// The one child called `name`, refusing a second one rather than letting the first win.
-pub(crate) fn single<'e>(doc: &Document<'_>, parent: &'e Element, name: &'e str) -> Result<Option<&'e Element>> {
+pub(crate) fn single<'e>(
+    doc: &Document<'_>,
+    parent: &'e Element,
+    name: &'e str,
+) -> Result<Option<&'e Element>> {
     let mut found = parent.children_named(name);
     let first = found.next();
     if let Some(second) = found.next() {
-        return Err(doc.error_at(second.offset, format!("<{name}> appears twice in <{}>", parent.name)));
+        return Err(doc.error_at(
+            second.offset,
+            format!("<{name}> appears twice in <{}>", parent.name),
+        ));
     }
     Ok(first)
 }
 
-pub(crate) fn single_text(doc: &Document<'_>, parent: &Element, name: &str) -> Result<Option<String>> {
+pub(crate) fn single_text(
+    doc: &Document<'_>,
+    parent: &Element,
+    name: &str,
+) -> Result<Option<String>> {
     Ok(single(doc, parent, name)?.map(|e| e.text.clone()))
 }
 
@@ -154,7 +178,8 @@ pub(crate) fn name_field(doc: &Document<'_>, parent: &Element) -> Result<Option<
     match single(doc, parent, "name")? {
         None => Ok(None),
         Some(e) => {
-            validate_name("snapshot", &e.text).map_err(|err| doc.error_at(e.offset, err.to_string()))?;
+            validate_name("snapshot", &e.text)
+                .map_err(|err| doc.error_at(e.offset, err.to_string()))?;
             Ok(Some(e.text.clone()))
         }
     }
@@ -175,7 +200,10 @@ pub fn parse_uuid(text: &str) -> Result<Uuid> {
     let ok_shape = text.len() == 36 || text.len() == 32;
     match Uuid::try_parse(text) {
         Ok(u) if ok_shape => Ok(u),
-        _ => Err(Error::InvalidArg(format!("'{}' is not a valid uuid", text.escape_default()))),
+        _ => Err(Error::InvalidArg(format!(
+            "'{}' is not a valid uuid",
+            text.escape_default()
+        ))),
     }
 }
 
@@ -184,7 +212,11 @@ fn parse_date(doc: &Document<'_>, e: &Element) -> Result<i64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(doc.error_at(
             e.offset,
-            format!("<{}> '{}' is not a non-negative number of seconds", e.name, text.escape_default()),
+            format!(
+                "<{}> '{}' is not a non-negative number of seconds",
+                e.name,
+                text.escape_default()
+            ),
         ));
     }
     text.parse::<i64>()
@@ -209,13 +241,23 @@ mod tests {
         };
         let text = value.format();
         let back = SnapshotXml::parse(&text).unwrap();
-        assert_eq!(back, value, "expected the formatted document to parse back equal:\n{text}");
-        assert_eq!(back.format(), text, "expected format(parse(x)) to be stable");
+        assert_eq!(
+            back, value,
+            "expected the formatted document to parse back equal:\n{text}"
+        );
+        assert_eq!(
+            back.format(),
+            text,
+            "expected format(parse(x)) to be stable"
+        );
     }
 
     #[test]
     fn empty_document_is_valid() {
-        assert_eq!(SnapshotXml::parse_for_create("<domainsnapshot/>").unwrap(), SnapshotXml::default());
+        assert_eq!(
+            SnapshotXml::parse_for_create("<domainsnapshot/>").unwrap(),
+            SnapshotXml::default()
+        );
     }
 
     #[test]
@@ -229,7 +271,11 @@ mod tests {
     }
 
     fn refused(source: &str, full: bool) -> String {
-        let r = if full { SnapshotXml::parse(source) } else { SnapshotXml::parse_for_create(source) };
+        let r = if full {
+            SnapshotXml::parse(source)
+        } else {
+            SnapshotXml::parse_for_create(source)
+        };
         let e = r.expect_err(source);
         assert_eq!(e.code(), crate::ErrorCode::XmlError, "{source}: {e}");
         e.to_string()
@@ -238,14 +284,39 @@ mod tests {
     #[test]
     fn refuses_each_bad_field_with_its_reason() {
         assert!(refused("<domain/>", false).contains("expected <domainsnapshot>"));
-        assert!(refused("<domainsnapshot><name>a</name><name>b</name></domainsnapshot>", false)
-            .contains("<name> appears twice"));
-        assert!(refused("<domainsnapshot><uuid>nope</uuid></domainsnapshot>", false).contains("not a valid uuid"));
-        assert!(refused("<domainsnapshot><name>../x</name></domainsnapshot>", false).contains("contains '/'"));
-        assert!(refused("<domainsnapshot><name> </name></domainsnapshot>", false).contains("white space"));
-        assert!(refused("<domainsnapshot><state>asleep</state></domainsnapshot>", true).contains("unknown power state"));
-        assert!(refused("<domainsnapshot><creationdate>-1</creationdate></domainsnapshot>", true)
-            .contains("non-negative"));
+        assert!(
+            refused(
+                "<domainsnapshot><name>a</name><name>b</name></domainsnapshot>",
+                false
+            )
+            .contains("<name> appears twice")
+        );
+        assert!(
+            refused("<domainsnapshot><uuid>nope</uuid></domainsnapshot>", false)
+                .contains("not a valid uuid")
+        );
+        assert!(
+            refused("<domainsnapshot><name>../x</name></domainsnapshot>", false)
+                .contains("contains '/'")
+        );
+        assert!(
+            refused("<domainsnapshot><name> </name></domainsnapshot>", false)
+                .contains("white space")
+        );
+        assert!(
+            refused(
+                "<domainsnapshot><state>asleep</state></domainsnapshot>",
+                true
+            )
+            .contains("unknown power state")
+        );
+        assert!(
+            refused(
+                "<domainsnapshot><creationdate>-1</creationdate></domainsnapshot>",
+                true
+            )
+            .contains("non-negative")
+        );
         assert!(refused("<domainsnapshot><creationdate>99999999999999999999</creationdate></domainsnapshot>", true)
             .contains("too large"));
         assert!(refused(
