@@ -383,7 +383,7 @@ int snaptree_snapshot_rename(snaptree_snapshot *snap, const char *newname, unsig
  * Deletes a snapshot. Without a flag the snapshot is retired: it leaves the tree, its
  * children move to its parent, its data stays. At most one of the flags
  * `SNAPTREE_SNAPSHOT_DELETE_MERGE`, `_MERGE_FORCE`, `_DISCARD`, `_DISCARD_FORCE`,
- * `_CONSOLIDATE`, `_CHILDREN_ONLY` selects another mode (SEMANTICS.md §2); two are
+ * `_CONSOLIDATE`, `_CHILDREN_ONLY` selects another mode (SEMANTICS.md section 2); two are
  * `SNAPTREE_ERR_INVALID_ARG`. The handle must still be freed.
  *
  * Returns 0, or -1 on error (`SNAPTREE_ERR_WOULD_DISCARD` naming the snapshots only the

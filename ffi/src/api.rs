@@ -30,14 +30,19 @@ use crate::strings;
 /// # Safety
 /// `state_dir` is NULL or a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_conn_open(state_dir: *const c_char, flags: c_uint) -> *mut snaptree_conn {
+pub unsafe extern "C" fn snaptree_conn_open(
+    state_dir: *const c_char,
+    flags: c_uint,
+) -> *mut snaptree_conn {
     boundary::call("snaptree_conn_open", ptr::null_mut(), |call| {
         // SAFETY: the caller passes NULL or a NUL-terminated string (documented).
         let dir = unsafe { call.opt_str(state_dir, "state_dir") }?;
         call.flags(flags, 0)?;
         let conn = Connection::open(dir.map(Path::new))?;
         let shared = ConnShared::new(conn, PluginHost::new());
-        Ok(Box::into_raw(Box::new(snaptree_conn { shared: Arc::new(shared) })))
+        Ok(Box::into_raw(Box::new(snaptree_conn {
+            shared: Arc::new(shared),
+        })))
     })
 }
 
@@ -71,7 +76,11 @@ pub unsafe extern "C" fn snaptree_conn_close(conn: *mut snaptree_conn) -> c_int 
 /// # Safety
 /// `conn` is a live connection; `path` a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_conn_load_backend(conn: *mut snaptree_conn, path: *const c_char, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_conn_load_backend(
+    conn: *mut snaptree_conn,
+    path: *const c_char,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_conn_load_backend", -1, |call| {
         // SAFETY: `conn` is NULL or a live connection handle (documented).
         let conn = unsafe { call.arg(conn, "conn") }?;
@@ -79,10 +88,16 @@ pub unsafe extern "C" fn snaptree_conn_load_backend(conn: *mut snaptree_conn, pa
         let path = Path::new(unsafe { call.str(path, "path") }?);
         call.flags(flags, 0)?;
         if path.is_dir() {
-            conn.shared.host.write().unwrap_or_else(std::sync::PoisonError::into_inner).add_path(path)?;
+            conn.shared
+                .host
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .add_path(path)?;
         } else {
             let plugin = Plugin::load(path)?;
-            conn.shared.conn.register_provider(plugin.name(), plugin.provider());
+            conn.shared
+                .conn
+                .register_provider(plugin.name(), plugin.provider());
         }
         Ok(0)
     })
@@ -126,7 +141,10 @@ pub unsafe extern "C" fn snaptree_domain_define_xml(
 /// # Safety
 /// `conn` is a live connection; `name` a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_domain_lookup_by_name(conn: *mut snaptree_conn, name: *const c_char) -> *mut snaptree_domain {
+pub unsafe extern "C" fn snaptree_domain_lookup_by_name(
+    conn: *mut snaptree_conn,
+    name: *const c_char,
+) -> *mut snaptree_domain {
     boundary::call("snaptree_domain_lookup_by_name", ptr::null_mut(), |call| {
         // SAFETY: `conn` is NULL or a live connection handle (documented).
         let conn = unsafe { call.arg(conn, "conn") }?;
@@ -148,7 +166,10 @@ pub unsafe extern "C" fn snaptree_domain_lookup_by_name(conn: *mut snaptree_conn
 /// # Safety
 /// `dom` is a live domain handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_domain_undefine(dom: *mut snaptree_domain, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_domain_undefine(
+    dom: *mut snaptree_domain,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_domain_undefine", -1, |call| {
         // SAFETY: `dom` is NULL or a live domain handle (documented).
         let dom = unsafe { call.arg(dom, "dom") }?;
@@ -158,7 +179,10 @@ pub unsafe extern "C" fn snaptree_domain_undefine(dom: *mut snaptree_domain, fla
         if conn.lookup_domain(&dom.dom.name)?.uuid != dom.dom.uuid {
             return Err(Error::NoDomain(dom.dom.name.clone()));
         }
-        conn.undefine_domain(&dom.dom.name, flags & SNAPTREE_DOMAIN_UNDEFINE_SNAPSHOTS != 0)?;
+        conn.undefine_domain(
+            &dom.dom.name,
+            flags & SNAPTREE_DOMAIN_UNDEFINE_SNAPSHOTS != 0,
+        )?;
         dom.conn.forget(&dom.dom.uuid);
         dom.dom.close();
         Ok(0)
@@ -218,7 +242,10 @@ pub unsafe extern "C" fn snaptree_snapshot_create_xml(
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_get_xml_desc(snap: *mut snaptree_snapshot, flags: c_uint) -> *mut c_char {
+pub unsafe extern "C" fn snaptree_snapshot_get_xml_desc(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> *mut c_char {
     boundary::call("snaptree_snapshot_get_xml_desc", ptr::null_mut(), |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -270,7 +297,13 @@ pub unsafe extern "C" fn snaptree_snapshot_list_names(
         let names = call.out(names, "names")?;
         let slots = call.len(nameslen, "nameslen")?;
         let filter = flags::list_filter(flags)?;
-        let list = dom.read(|t| Ok(t.list(filter).into_iter().take(slots).map(|s| s.name.clone()).collect::<Vec<_>>()))?;
+        let list = dom.read(|t| {
+            Ok(t.list(filter)
+                .into_iter()
+                .take(slots)
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>())
+        })?;
         // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
         let written = unsafe { strings::write_names(names, slots, &list) }?;
         call.count(written)
@@ -290,15 +323,19 @@ pub unsafe extern "C" fn snaptree_snapshot_lookup_by_name(
     name: *const c_char,
     flags: c_uint,
 ) -> *mut snaptree_snapshot {
-    boundary::call("snaptree_snapshot_lookup_by_name", ptr::null_mut(), |call| {
-        // SAFETY: `dom` is NULL or a live domain handle (documented).
-        let dom = unsafe { call.arg(dom, "dom") }?;
-        // SAFETY: `name` is NULL or a NUL-terminated string (documented).
-        let name = unsafe { call.str(name, "name") }?;
-        call.flags(flags, 0)?;
-        let uuid = dom.read(|t| Ok(t.require_name(name, &dom.dom.name)?.uuid))?;
-        Ok(dom.snapshot(uuid))
-    })
+    boundary::call(
+        "snaptree_snapshot_lookup_by_name",
+        ptr::null_mut(),
+        |call| {
+            // SAFETY: `dom` is NULL or a live domain handle (documented).
+            let dom = unsafe { call.arg(dom, "dom") }?;
+            // SAFETY: `name` is NULL or a NUL-terminated string (documented).
+            let name = unsafe { call.str(name, "name") }?;
+            call.flags(flags, 0)?;
+            let uuid = dom.read(|t| Ok(t.require_name(name, &dom.dom.name)?.uuid))?;
+            Ok(dom.snapshot(uuid))
+        },
+    )
 }
 
 /// The current snapshot of a domain: the one its live state derives from. `flags` must
@@ -310,16 +347,19 @@ pub unsafe extern "C" fn snaptree_snapshot_lookup_by_name(
 /// # Safety
 /// `dom` is a live domain handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_current(dom: *mut snaptree_domain, flags: c_uint) -> *mut snaptree_snapshot {
+pub unsafe extern "C" fn snaptree_snapshot_current(
+    dom: *mut snaptree_domain,
+    flags: c_uint,
+) -> *mut snaptree_snapshot {
     boundary::call("snaptree_snapshot_current", ptr::null_mut(), |call| {
         // SAFETY: `dom` is NULL or a live domain handle (documented).
         let dom = unsafe { call.arg(dom, "dom") }?;
         call.flags(flags, 0)?;
         let name = &dom.dom.name;
         let uuid = dom.read(|t| {
-            t.current()
-                .map(|s| s.uuid)
-                .ok_or_else(|| Error::NoSnapshot(format!("domain '{name}' has no current snapshot")))
+            t.current().map(|s| s.uuid).ok_or_else(|| {
+                Error::NoSnapshot(format!("domain '{name}' has no current snapshot"))
+            })
         })?;
         Ok(dom.snapshot(uuid))
     })
@@ -335,7 +375,10 @@ pub unsafe extern "C" fn snaptree_snapshot_current(dom: *mut snaptree_domain, fl
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_domain_create_from_snapshot(snap: *mut snaptree_snapshot, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_domain_create_from_snapshot(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_domain_create_from_snapshot", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -353,7 +396,11 @@ pub unsafe extern "C" fn snaptree_domain_create_from_snapshot(snap: *mut snaptre
 /// # Safety
 /// `snap` is a live snapshot handle; `newname` a NUL-terminated string.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_rename(snap: *mut snaptree_snapshot, newname: *const c_char, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_rename(
+    snap: *mut snaptree_snapshot,
+    newname: *const c_char,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_snapshot_rename", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -377,7 +424,10 @@ pub unsafe extern "C" fn snaptree_snapshot_rename(snap: *mut snaptree_snapshot, 
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_delete(snap: *mut snaptree_snapshot, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_delete(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_snapshot_delete", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -429,7 +479,10 @@ pub unsafe extern "C" fn snaptree_free(ptr: *mut c_void) {
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_get_parent(snap: *mut snaptree_snapshot, flags: c_uint) -> *mut snaptree_snapshot {
+pub unsafe extern "C" fn snaptree_snapshot_get_parent(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> *mut snaptree_snapshot {
     boundary::call("snaptree_snapshot_get_parent", ptr::null_mut(), |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -437,7 +490,10 @@ pub unsafe extern "C" fn snaptree_snapshot_get_parent(snap: *mut snaptree_snapsh
         let domain = &snap.dom.name;
         let parent = snap.read(|t, s| {
             t.parent(&s.uuid).map(|p| p.uuid).ok_or_else(|| {
-                Error::NoSnapshot(format!("snapshot '{}' of domain '{domain}' has no parent", s.name))
+                Error::NoSnapshot(format!(
+                    "snapshot '{}' of domain '{domain}' has no parent",
+                    s.name
+                ))
             })
         })?;
         Ok(snap.sibling(parent))
@@ -451,7 +507,10 @@ pub unsafe extern "C" fn snaptree_snapshot_get_parent(snap: *mut snaptree_snapsh
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_num_children(snap: *mut snaptree_snapshot, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_num_children(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_snapshot_num_children", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -482,7 +541,13 @@ pub unsafe extern "C" fn snaptree_snapshot_list_children_names(
         let names = call.out(names, "names")?;
         let slots = call.len(nameslen, "nameslen")?;
         call.flags(flags, 0)?;
-        let list = snap.read(|t, s| Ok(t.children(&s.uuid).into_iter().take(slots).map(|c| c.name.clone()).collect::<Vec<_>>()))?;
+        let list = snap.read(|t, s| {
+            Ok(t.children(&s.uuid)
+                .into_iter()
+                .take(slots)
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>())
+        })?;
         // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
         let written = unsafe { strings::write_names(names, slots, &list) }?;
         call.count(written)
@@ -496,7 +561,10 @@ pub unsafe extern "C" fn snaptree_snapshot_list_children_names(
 /// # Safety
 /// `snap` is a live snapshot handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_is_current(snap: *mut snaptree_snapshot, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_is_current(
+    snap: *mut snaptree_snapshot,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_snapshot_is_current", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -532,7 +600,10 @@ pub unsafe extern "C" fn snaptree_snapshot_get_name(snap: *mut snaptree_snapshot
 /// # Safety
 /// `snap` is a live snapshot handle; `buf` has room for `SNAPTREE_UUID_BUFLEN` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_get_uuid_string(snap: *mut snaptree_snapshot, buf: *mut c_char) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_get_uuid_string(
+    snap: *mut snaptree_snapshot,
+    buf: *mut c_char,
+) -> c_int {
     boundary::call("snaptree_snapshot_get_uuid_string", -1, |call: &Call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
@@ -555,7 +626,10 @@ pub unsafe extern "C" fn snaptree_snapshot_get_uuid_string(snap: *mut snaptree_s
 /// # Safety
 /// `dom` is a live domain handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn snaptree_snapshot_delete_all(dom: *mut snaptree_domain, flags: c_uint) -> c_int {
+pub unsafe extern "C" fn snaptree_snapshot_delete_all(
+    dom: *mut snaptree_domain,
+    flags: c_uint,
+) -> c_int {
     boundary::call("snaptree_snapshot_delete_all", -1, |call| {
         // SAFETY: `dom` is NULL or a live domain handle (documented).
         let dom = unsafe { call.arg(dom, "dom") }?;
@@ -580,5 +654,7 @@ pub extern "C" fn snaptree_last_error_code() -> c_int {
 /// library: it stays valid until the next call of a snaptree function on this thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn snaptree_last_error_message() -> *const c_char {
-    boundary::call_keeping_error("snaptree_last_error_message", ptr::null(), |_| Ok(boundary::last_message()))
+    boundary::call_keeping_error("snaptree_last_error_message", ptr::null(), |_| {
+        Ok(boundary::last_message())
+    })
 }

@@ -47,7 +47,9 @@ fn clear() {
 
 /// This thread's last error code (0: the last call succeeded).
 pub(crate) fn last_code() -> c_int {
-    LAST_ERROR.try_with(|last| last.try_borrow().map_or(0, |l| l.code)).unwrap_or(0)
+    LAST_ERROR
+        .try_with(|last| last.try_borrow().map_or(0, |l| l.code))
+        .unwrap_or(0)
 }
 
 /// This thread's last error message, or NULL. The pointer stays valid until the next call
@@ -55,7 +57,11 @@ pub(crate) fn last_code() -> c_int {
 /// thread-local slot and replaced, never mutated in place).
 pub(crate) fn last_message() -> *const c_char {
     LAST_ERROR
-        .try_with(|last| last.try_borrow().ok().and_then(|l| l.message.as_ref().map(|m| m.as_ptr())))
+        .try_with(|last| {
+            last.try_borrow()
+                .ok()
+                .and_then(|l| l.message.as_ref().map(|m| m.as_ptr()))
+        })
         .ok()
         .flatten()
         .unwrap_or(std::ptr::null())
@@ -96,7 +102,11 @@ impl Call {
 
     /// Refuses a NULL pointer the body will write through (an out-parameter or buffer).
     pub(crate) fn out<T>(&self, ptr: *mut T, name: &str) -> Result<*mut T> {
-        if ptr.is_null() { Err(self.null(name)) } else { Ok(ptr) }
+        if ptr.is_null() {
+            Err(self.null(name))
+        } else {
+            Ok(ptr)
+        }
     }
 
     /// Reads a C string argument as UTF-8, refusing NULL and invalid UTF-8.
@@ -122,7 +132,11 @@ impl Call {
     ///
     /// # Safety
     /// As for [`str`](Call::str).
-    pub(crate) unsafe fn opt_str<'a>(&self, ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    pub(crate) unsafe fn opt_str<'a>(
+        &self,
+        ptr: *const c_char,
+        name: &str,
+    ) -> Result<Option<&'a str>> {
         if ptr.is_null() {
             return Ok(None);
         }
@@ -138,18 +152,31 @@ impl Call {
     /// A length argument as a usize, refusing a negative one.
     pub(crate) fn len(&self, n: c_int, name: &str) -> Result<usize> {
         usize::try_from(n).map_err(|_| {
-            Error::InvalidArg(format!("argument '{name}' of {} is negative ({n})", self.func))
+            Error::InvalidArg(format!(
+                "argument '{name}' of {} is negative ({n})",
+                self.func
+            ))
         })
     }
 
     /// A count as the C `int` it is returned as.
     pub(crate) fn count(&self, n: usize) -> Result<c_int> {
-        c_int::try_from(n).map_err(|_| Error::Internal(format!("{} cannot return a count of {n} as an int", self.func)))
+        c_int::try_from(n).map_err(|_| {
+            Error::Internal(format!(
+                "{} cannot return a count of {n} as an int",
+                self.func
+            ))
+        })
     }
 }
 
 /// Runs an exported function's body; see the module documentation.
-fn run<T>(func: &'static str, on_error: T, keep_error: bool, body: impl FnOnce(&Call) -> Result<T>) -> T {
+fn run<T>(
+    func: &'static str,
+    on_error: T,
+    keep_error: bool,
+    body: impl FnOnce(&Call) -> Result<T>,
+) -> T {
     let call = Call { func };
     match catch_unwind(AssertUnwindSafe(|| body(&call))) {
         Ok(Ok(value)) => {
@@ -165,7 +192,10 @@ fn run<T>(func: &'static str, on_error: T, keep_error: bool, body: impl FnOnce(&
         Err(payload) => {
             record(
                 ErrorCode::Internal,
-                format!("internal error: {func} panicked: {}", panic_text(payload.as_ref())),
+                format!(
+                    "internal error: {func} panicked: {}",
+                    panic_text(payload.as_ref())
+                ),
             );
             on_error
         }
@@ -180,7 +210,11 @@ pub(crate) fn call<T>(func: &'static str, on_error: T, body: impl FnOnce(&Call) 
 
 /// The boundary of the frees and the error getters: a success leaves the last error as it
 /// was, so C code can free its handles before it reports the error of an earlier call.
-pub(crate) fn call_keeping_error<T>(func: &'static str, on_error: T, body: impl FnOnce(&Call) -> Result<T>) -> T {
+pub(crate) fn call_keeping_error<T>(
+    func: &'static str,
+    on_error: T,
+    body: impl FnOnce(&Call) -> Result<T>,
+) -> T {
     run(func, on_error, true, body)
 }
 
@@ -196,7 +230,10 @@ mod tests {
         assert_eq!(call("f", -1, |c| c.flags(4, 1).map(|()| 0)), -1);
         assert_eq!(last_code(), ErrorCode::InvalidArg as c_int);
         // SAFETY: last_message returned non-NULL, a live thread-local string.
-        let m = unsafe { CStr::from_ptr(last_message()) }.to_str().unwrap().to_string();
+        let m = unsafe { CStr::from_ptr(last_message()) }
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(m.contains("0x4"), "{m}");
         // Keeping calls leave it.
         assert_eq!(call_keeping_error("g", 0, |_| Ok(1)), 1);
@@ -205,7 +242,10 @@ mod tests {
         assert_eq!(r, -1);
         assert_eq!(last_code(), ErrorCode::Internal as c_int);
         // SAFETY: as above.
-        let m = unsafe { CStr::from_ptr(last_message()) }.to_str().unwrap().to_string();
+        let m = unsafe { CStr::from_ptr(last_message()) }
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(m.contains("h panicked: boom"), "{m}");
     }
 }

@@ -45,18 +45,29 @@ impl ConnShared {
         let host = Arc::new(RwLock::new(host));
         let resolver_host = Arc::clone(&host);
         conn.set_resolver(Box::new(move |backend_type| {
-            resolver_host.read().unwrap_or_else(PoisonError::into_inner).provider_for(backend_type)
+            resolver_host
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .provider_for(backend_type)
         }));
-        ConnShared { conn, host, domains: Mutex::new(HashMap::new()) }
+        ConnShared {
+            conn,
+            host,
+            domains: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The shared state of the domain named `name` (`NO_DOMAIN` when it is not defined).
     pub(crate) fn domain(&self, name: &str) -> Result<Arc<DomainShared>> {
         let info = self.conn.lookup_domain(name)?;
         let mut domains = lock(&self.domains);
-        let entry = domains
-            .entry(info.uuid)
-            .or_insert_with(|| Arc::new(DomainShared { name: info.name, uuid: info.uuid, engine: Mutex::new(None) }));
+        let entry = domains.entry(info.uuid).or_insert_with(|| {
+            Arc::new(DomainShared {
+                name: info.name,
+                uuid: info.uuid,
+                engine: Mutex::new(None),
+            })
+        });
         Ok(Arc::clone(entry))
     }
 
@@ -80,7 +91,11 @@ pub(crate) struct DomainShared {
 impl DomainShared {
     /// Runs `f` on the engine domain, opening it first if needed. The domain mutex is held
     /// for exactly this one engine call.
-    pub(crate) fn with<T>(&self, conn: &Connection, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce(&mut Domain) -> Result<T>,
+    ) -> Result<T> {
         let mut engine = lock(&self.engine);
         let domain = match &mut *engine {
             Some(d) => d,
@@ -94,7 +109,10 @@ impl DomainShared {
             }
         };
         let result = f(domain);
-        if result.as_ref().is_err_and(|e| e.code() == ErrorCode::NoDomain) {
+        if result
+            .as_ref()
+            .is_err_and(|e| e.code() == ErrorCode::NoDomain)
+        {
             // The domain was undefined (perhaps by another process, perhaps defined again
             // since): open it afresh next time rather than keep a handle on a dead row.
             *engine = None;
@@ -103,7 +121,11 @@ impl DomainShared {
     }
 
     /// Runs `f` on the domain's tree, reloaded first if another handle or process changed it.
-    pub(crate) fn read<T>(&self, conn: &Connection, f: impl FnOnce(&SnapshotTree) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce(&SnapshotTree) -> Result<T>,
+    ) -> Result<T> {
         self.with(conn, |d| f(d.tree()?))
     }
 
@@ -137,7 +159,10 @@ pub struct snaptree_snapshot {
 impl snaptree_domain {
     /// A new handle on `dom`, boxed for C.
     pub(crate) fn boxed(conn: &Arc<ConnShared>, dom: Arc<DomainShared>) -> *mut snaptree_domain {
-        Box::into_raw(Box::new(snaptree_domain { conn: Arc::clone(conn), dom }))
+        Box::into_raw(Box::new(snaptree_domain {
+            conn: Arc::clone(conn),
+            dom,
+        }))
     }
 
     /// Runs `f` on the engine domain.
@@ -152,7 +177,11 @@ impl snaptree_domain {
 
     /// A new snapshot handle on a snapshot of this domain, boxed for C.
     pub(crate) fn snapshot(&self, uuid: Uuid) -> *mut snaptree_snapshot {
-        Box::into_raw(Box::new(snaptree_snapshot { conn: Arc::clone(&self.conn), dom: Arc::clone(&self.dom), uuid }))
+        Box::into_raw(Box::new(snaptree_snapshot {
+            conn: Arc::clone(&self.conn),
+            dom: Arc::clone(&self.dom),
+            uuid,
+        }))
     }
 }
 
@@ -164,13 +193,30 @@ impl snaptree_snapshot {
 
     /// Runs `f` on the tree and this handle's snapshot, which must still exist
     /// (`NO_SNAPSHOT` otherwise).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&SnapshotTree, &snaptree_engine::Snapshot) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&SnapshotTree, &snaptree_engine::Snapshot) -> Result<T>,
+    ) -> Result<T> {
         let name = &self.dom.name;
-        self.dom.read(&self.conn.conn, |tree| f(tree, tree.require(&self.uuid, name)?))
+        self.dom.read(&self.conn.conn, |tree| {
+            f(tree, tree.require(&self.uuid, name)?)
+        })
     }
 
     /// A new snapshot handle on another snapshot of the same domain, boxed for C.
     pub(crate) fn sibling(&self, uuid: Uuid) -> *mut snaptree_snapshot {
-        Box::into_raw(Box::new(snaptree_snapshot { conn: Arc::clone(&self.conn), dom: Arc::clone(&self.dom), uuid }))
+        Box::into_raw(Box::new(snaptree_snapshot {
+            conn: Arc::clone(&self.conn),
+            dom: Arc::clone(&self.dom),
+            uuid,
+        }))
     }
 }
+
+// Handles are used from several C threads at once: they must be Send and Sync.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<snaptree_conn>();
+    shareable::<snaptree_domain>();
+    shareable::<snaptree_snapshot>();
+};

@@ -15,13 +15,19 @@ unsafe extern "C" {
 /// Copies `text` into a new NUL-terminated C string owned by the caller.
 pub(crate) fn to_c(text: &str) -> Result<*mut c_char> {
     if text.as_bytes().contains(&0) {
-        return Err(Error::Internal(format!("a string for C contains a NUL character: {}", text.escape_default())));
+        return Err(Error::Internal(format!(
+            "a string for C contains a NUL character: {}",
+            text.escape_default()
+        )));
     }
     let n = text.len();
     // SAFETY: malloc may be called with any size; NULL is handled below.
     let p = unsafe { malloc(n + 1) }.cast::<u8>();
     if p.is_null() {
-        return Err(Error::Internal(format!("out of memory allocating a string of {} bytes", n + 1)));
+        return Err(Error::Internal(format!(
+            "out of memory allocating a string of {} bytes",
+            n + 1
+        )));
     }
     // SAFETY: `p` is a fresh allocation of n + 1 bytes, disjoint from `text`.
     unsafe {
@@ -45,7 +51,11 @@ pub(crate) unsafe fn release(ptr: *mut c_void) {
 ///
 /// # Safety
 /// `out` must be valid for writing `slots` pointers.
-pub(crate) unsafe fn write_names(out: *mut *mut c_char, slots: usize, names: &[String]) -> Result<usize> {
+pub(crate) unsafe fn write_names(
+    out: *mut *mut c_char,
+    slots: usize,
+    names: &[String],
+) -> Result<usize> {
     let mut made: Vec<*mut c_char> = Vec::with_capacity(slots.min(names.len()));
     for name in names.iter().take(slots) {
         match to_c(name) {

@@ -13,8 +13,9 @@
 //!
 //! Where the library is: the test executable lives in `target/<profile>/deps/`, which is
 //! where cargo puts `libsnaptree.so` when it builds this package's tests (it is copied to
-//! `target/<profile>/` by `cargo build`); this works for any `CARGO_TARGET_DIR`. The
-//! programs get an rpath to that directory, so no `LD_LIBRARY_PATH` is needed.
+//! `target/<profile>/` by `cargo build`, which may be older); this works for any
+//! `CARGO_TARGET_DIR`. The programs get an rpath to that directory, and run with
+//! `LD_LIBRARY_PATH` set to it alone (cargo's own value would find the older copy first).
 //!
 //! `SNAPTREE_NO_VALGRIND=1` runs the programs directly.
 
@@ -29,18 +30,26 @@ fn workspace() -> PathBuf {
 /// `target/<profile>/deps`, where this test runs from.
 fn deps_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
-    exe.parent().expect("the test executable is in a directory").to_path_buf()
+    exe.parent()
+        .expect("the test executable is in a directory")
+        .to_path_buf()
 }
 
 /// The directory holding the freshly built `libsnaptree.so`.
 fn lib_dir() -> PathBuf {
     let deps = deps_dir();
-    for dir in [deps.clone(), deps.parent().map(Path::to_path_buf).unwrap_or_default()] {
+    for dir in [
+        deps.clone(),
+        deps.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ] {
         if dir.join("libsnaptree.so").is_file() {
             return dir;
         }
     }
-    panic!("libsnaptree.so is neither in {} nor in its parent: was the cdylib built?", deps.display());
+    panic!(
+        "libsnaptree.so is neither in {} nor in its parent: was the cdylib built?",
+        deps.display()
+    );
 }
 
 fn scratch_root() -> PathBuf {
@@ -56,31 +65,51 @@ fn compiler() -> String {
 /// Compiles `tests/c/<name>.c` once per test process and returns the program.
 fn program(name: &'static str) -> PathBuf {
     static BUILT: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
         return p.clone();
     }
     let src = workspace().join("tests/c").join(format!("{name}.c"));
-    let out = scratch_root().join(format!("{name}-{}", std::process::id()));
+    // Built under a private name, then renamed: another test process running the program
+    // keeps its own copy.
+    let out = scratch_root().join(name);
+    let tmp = scratch_root().join(format!(".{name}-{}", std::process::id()));
     let lib = lib_dir();
     let mut cmd = Command::new(compiler());
-    cmd.args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1", "-pthread"])
-        .arg("-I")
-        .arg(workspace().join("include"))
-        .arg("-I")
-        .arg(workspace().join("tests/c"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lsnaptree");
-    let result = cmd.output().unwrap_or_else(|e| panic!("cannot run the C compiler {}: {e}", compiler()));
+    cmd.args([
+        "-std=c99",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-g",
+        "-O1",
+        "-pthread",
+    ])
+    .arg("-I")
+    .arg(workspace().join("include"))
+    .arg("-I")
+    .arg(workspace().join("tests/c"))
+    .arg(&src)
+    .arg("-o")
+    .arg(&tmp)
+    .arg(format!("-L{}", lib.display()))
+    // DT_RPATH, not RUNPATH: it wins over an inherited LD_LIBRARY_PATH.
+    .arg("-Wl,--disable-new-dtags")
+    .arg(format!("-Wl,-rpath,{}", lib.display()))
+    .arg("-lsnaptree");
+    let result = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {}: {e}", compiler()));
     assert!(
         result.status.success(),
         "expected tests/c/{name}.c to compile cleanly with {cmd:?}, got:\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
+    std::fs::rename(&tmp, &out)
+        .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), out.display()));
     built.push((name, out.clone()));
     out
 }
@@ -90,7 +119,12 @@ fn valgrind() -> Option<&'static str> {
     if std::env::var_os("SNAPTREE_NO_VALGRIND").is_some_and(|v| v == "1") {
         return None;
     }
-    let found = *FOUND.get_or_init(|| Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()));
+    let found = *FOUND.get_or_init(|| {
+        Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if found { Some("valgrind") } else { None }
 }
 
@@ -105,14 +139,23 @@ struct Backend {
 }
 
 fn null() -> Backend {
-    Backend { name: "null", plugin: None, domain_xml: None, bad_xml: None, prepare: None, offline: false }
+    Backend {
+        name: "null",
+        plugin: None,
+        domain_xml: None,
+        bad_xml: None,
+        prepare: None,
+        offline: false,
+    }
 }
 
 fn sim() -> Backend {
     Backend {
         name: "sim",
         plugin: Some(snaptree_backend_sim::plugin_path().to_path_buf()),
-        domain_xml: Some("<domain type='sim'><name>@NAME@</name><sim dir='@DIR@/layers'/></domain>"),
+        domain_xml: Some(
+            "<domain type='sim'><name>@NAME@</name><sim dir='@DIR@/layers'/></domain>",
+        ),
         // No <sim dir>: defined fine, but the plugin refuses to open it.
         bad_xml: Some("<domain type='sim'><name>@NAME@</name></domain>"),
         prepare: None,
@@ -122,24 +165,39 @@ fn sim() -> Backend {
 
 /// The qemu backend when its plugin and qemu-img are here.
 fn qemu() -> Option<Backend> {
-    let plugin = std::env::var_os("SNAPTREE_QEMU_PLUGIN").map(PathBuf::from).or_else(|| {
-        let deps = deps_dir();
-        [deps.parent().map(|p| p.join("libsnaptree_backend_qemu.so")), Some(deps.join("libsnaptree_backend_qemu.so"))]
+    // `cargo build` leaves it in target/<profile>/, a build of the qemu crate as a
+    // dependency in deps/: take the newer.
+    let plugin = std::env::var_os("SNAPTREE_QEMU_PLUGIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let deps = deps_dir();
+            [
+                deps.parent().map(|p| p.join("libsnaptree_backend_qemu.so")),
+                Some(deps.join("libsnaptree_backend_qemu.so")),
+            ]
             .into_iter()
             .flatten()
-            .find(|p| p.is_file())
-    });
-    let have_qemu_img = Command::new("qemu-img").arg("--version").output().is_ok_and(|o| o.status.success());
+            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+            .max()
+            .map(|(_, p)| p)
+        });
+    let have_qemu_img = Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let why = match (&plugin, have_qemu_img) {
         (Some(p), true) if p.is_file() => None,
         (Some(p), true) => Some(format!("{} does not exist", p.display())),
-        (None, _) => Some(format!("libsnaptree_backend_qemu.so is not built next to {}", deps_dir().display())),
+        (None, _) => Some(format!(
+            "libsnaptree_backend_qemu.so is not built next to {}",
+            deps_dir().display()
+        )),
         (Some(_), false) => Some("qemu-img cannot be run".to_string()),
     };
     if let Some(why) = why {
         let message = format!("NOTICE: the C API tests on the qemu backend are skipped: {why}");
         assert!(
-            !std::env::var_os("SNAPTREE_REQUIRE_QEMU").is_some_and(|v| v == "1"),
+            std::env::var_os("SNAPTREE_REQUIRE_QEMU").is_none_or(|v| v != "1"),
             "{message}, and SNAPTREE_REQUIRE_QEMU=1"
         );
         println!("{message}");
@@ -163,7 +221,10 @@ fn qemu() -> Option<Backend> {
 /// output unless it exits 0.
 fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
     let exe = program(name);
-    let scratch = tempfile::Builder::new().prefix(&format!("{name}-{}-", backend.name)).tempdir_in(scratch_root()).unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{name}-{}-", backend.name))
+        .tempdir_in(scratch_root())
+        .unwrap();
     let not_plugin = scratch.path().join("not-a-plugin.so");
     std::fs::write(&not_plugin, "this is not a shared library\n").unwrap();
 
@@ -178,6 +239,10 @@ fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
                 "--show-leak-kinds=definite",
                 "--track-origins=yes",
             ])
+            .arg(format!(
+                "--suppressions={}",
+                workspace().join("tests/c/valgrind.supp").display()
+            ))
             .arg(&exe);
             c
         }
@@ -187,7 +252,13 @@ fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
         .env("SNAPTREE_TEST_BACKEND", backend.name)
         .env("SNAPTREE_TEST_NOT_PLUGIN", &not_plugin)
         .env("SNAPTREE_STATE_DIR", scratch.path().join("default-state"))
-        .env("SNAPTREE_TEST_OFFLINE", if backend.offline { "1" } else { "0" })
+        .env(
+            "SNAPTREE_TEST_OFFLINE",
+            if backend.offline { "1" } else { "0" },
+        )
+        // cargo's LD_LIBRARY_PATH may list target/<profile> first, whose libsnaptree.so is
+        // whatever `cargo build` last copied there: use exactly this build's library.
+        .env("LD_LIBRARY_PATH", lib_dir())
         .env_remove("SNAPTREE_BACKEND_PATH")
         .env_remove("SNAPTREE_LOCK_TIMEOUT_MS");
     for (key, value) in [
@@ -208,18 +279,28 @@ fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
         cmd.env(k, v);
     }
     let started = std::time::Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     print!("{stdout}");
-    let how = if valgrind().is_some() { "under valgrind" } else { "without valgrind" };
+    let how = if valgrind().is_some() {
+        "under valgrind"
+    } else {
+        "without valgrind"
+    };
     assert!(
         out.status.success(),
         "tests/c/{name}.c on the {} backend failed {how} ({}; 99 is valgrind's verdict):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         backend.name,
         out.status
     );
-    println!("tests/c/{name}.c on {}: passed {how} in {:.1?}", backend.name, started.elapsed());
+    println!(
+        "tests/c/{name}.c on {}: passed {how} in {:.1?}",
+        backend.name,
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -37,7 +37,8 @@ fn committed_header_is_fresh() {
     let fresh = generate();
     let path = header_path();
     if std::env::var_os("SNAPTREE_REGEN").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &fresh).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::write(&path, &fresh)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         eprintln!("wrote {}", path.display());
         return;
     }
@@ -97,7 +98,10 @@ fn header_declares_every_function_and_constant() {
         );
     }
     for t in ["snaptree_conn", "snaptree_domain", "snaptree_snapshot"] {
-        assert!(header.contains(&format!("typedef struct {t} {t};")), "the header does not declare the opaque type {t}");
+        assert!(
+            header.contains(&format!("typedef struct {t} {t};")),
+            "the header does not declare the opaque type {t}"
+        );
     }
     for c in [
         "SNAPTREE_ERR_INVALID_ARG 1",
@@ -107,7 +111,10 @@ fn header_declares_every_function_and_constant() {
         "SNAPTREE_SNAPSHOT_REVERT_SHUTOFF 4",
         "SNAPTREE_DOMAIN_UNDEFINE_SNAPSHOTS 1",
     ] {
-        assert!(header.contains(&format!("#define {c}")), "the header does not define {c}");
+        assert!(
+            header.contains(&format!("#define {c}")),
+            "the header does not define {c}"
+        );
     }
 }
 
@@ -146,18 +153,48 @@ fn tool(var: &str, default: &str) -> String {
 
 #[test]
 fn header_is_clean_c99() {
-    syntax_check(&tool("CC", "cc"), &["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"], "C99", "c");
+    syntax_check(
+        &tool("CC", "cc"),
+        &[
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ],
+        "C99",
+        "c",
+    );
 }
 
 #[test]
 fn header_is_clean_cxx() {
     let cxx = tool("CXX", "c++");
-    syntax_check(&cxx, &["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only"], "C++", "cc");
+    syntax_check(
+        &cxx,
+        &[
+            "-x",
+            "c++",
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ],
+        "C++",
+        "cc",
+    );
     // The header on its own, as the brief's check does it.
     let out = Command::new(&cxx)
         .args(["-fsyntax-only", "-x", "c++", "-Wall", "-Wextra", "-Werror"])
         .arg(header_path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run the C++ compiler '{cxx}': {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

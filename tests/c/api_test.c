@@ -381,6 +381,16 @@ static void test_connection_and_domains(void)
     snaptree_conn *conn = open_conn("domains");
     snaptree_domain *dom, *again;
 
+    /* NULL: the default state directory ($SNAPTREE_STATE_DIR, set by the driver). */
+    {
+        snaptree_conn *deflt = CHECK_PTR(snaptree_conn_open(NULL, 0));
+        snaptree_domain *d = CHECK_PTR(snaptree_domain_define_xml(deflt, "<domain type='null'><name>d</name></domain>", 0));
+        CHECK(snaptree_snapshot_num(d, 0) == 0);
+        CHECK_OK(snaptree_domain_undefine(d, 0));
+        snaptree_domain_free(d);
+        CHECK_OK(snaptree_conn_close(deflt));
+    }
+
     /* A state directory that is a regular file. */
     snprintf(path, sizeof path, "%s/a-file", scratch);
     f = fopen(path, "w");
