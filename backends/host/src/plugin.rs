@@ -45,6 +45,10 @@ impl std::fmt::Debug for Plugin {
 /// same plugin, and the table keeps each alive for the life of the process.
 static LOADED: Mutex<BTreeMap<PathBuf, Plugin>> = Mutex::new(BTreeMap::new());
 
+/// Every library ever opened, including those refused after opening (no entry symbol, a
+/// bad vtable): never unloaded, and kept reachable so leak checkers see them as held.
+static LIBRARIES: Mutex<Vec<&'static Library>> = Mutex::new(Vec::new());
+
 fn refuse(path: &Path, reason: impl Into<String>) -> Error {
     Error::Plugin {
         path: path.to_path_buf(),
@@ -88,6 +92,7 @@ impl Plugin {
         // Never unloaded: a plugin may have started threads or registered callbacks, and
         // its vtable and strings are used for the life of the process.
         let library: &'static Library = Box::leak(Box::new(library));
+        LIBRARIES.lock().unwrap_or_else(PoisonError::into_inner).push(library);
         // SAFETY: the symbol's type is the one the ABI gives it.
         let entry = unsafe {
             library.get::<abi::snaptree_backend_entry_fn>(abi::SNAPTREE_BACKEND_ENTRY_SYMBOL)

@@ -1,0 +1,312 @@
+//! The test rig: VMware's simulator vcsim, built from Debian's govmomi sources by the Go
+//! main in `backends/esx/vcsim/`, one process per test on 127.0.0.1, stopped on drop.
+//!
+//! Without `go` or govmomi the tests skip with a loud message — except under `CI=true`,
+//! where a missing simulator is a failure (CI installs `golang-go` and
+//! `golang-github-vmware-govmomi-dev`), so a green run never hides an untested backend.
+
+#![allow(dead_code)] // Each test binary uses part of the rig.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use snaptree_backend_esx::{EsxBackend, EsxConfig};
+use snaptree_engine::Domain;
+use snaptree_host::Plugin;
+
+/// Where Debian's govmomi sources live (GOPATH mode).
+const GOCODE: &str = "/usr/share/gocode";
+/// The user the simulator accepts.
+pub const USER: &str = "snaptree";
+/// The apt line that installs the simulator's sources and the Go toolchain.
+const APT: &str =
+    "apt-get install -y --no-install-recommends golang-go golang-github-vmware-govmomi-dev";
+
+/// Starts a simulator with these flags, or skips the calling test (returns from it) when
+/// the simulator cannot be built here.
+macro_rules! vcsim_or_skip {
+    ($($arg:expr),* $(,)?) => {
+        match common::Vcsim::start(&[$($arg),*]) {
+            Some(sim) => sim,
+            None => return,
+        }
+    };
+}
+
+/// The built simulator, once per test process; None when Go or govmomi is missing.
+fn binary() -> Option<PathBuf> {
+    static BINARY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BINARY.get_or_init(build).clone()
+}
+
+fn build() -> Option<PathBuf> {
+    let go_ok = Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let govmomi_ok = Path::new(GOCODE)
+        .join("src/github.com/vmware/govmomi/simulator")
+        .is_dir();
+    if !go_ok || !govmomi_ok {
+        let what = if go_ok {
+            "govmomi's simulator sources (/usr/share/gocode) are"
+        } else {
+            "the Go toolchain (`go`) is"
+        };
+        let message = format!("{what} missing; install with `{APT}`");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("vcsim cannot be built under CI: {message}");
+        }
+        // Straight to stderr, past the test harness's capture, so the skip is seen.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\n*** SKIPPED: the ESX backend tests need vcsim, but {message} ***\n"
+        );
+        return None;
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("vcsim");
+    let main_go = std::fs::read(source.join("main.go")).expect("read vcsim/main.go");
+    // Cached by the source's hash, so an edit rebuilds and parallel test processes that race
+    // each build to a private name and rename the result into place.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("esx-vcsim");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join(format!("vcsim-{:016x}", fnv1a(&main_go)));
+    if target.is_file() {
+        return Some(target);
+    }
+    let tmp = dir.join(format!(".vcsim.{}.tmp", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&source)
+        .env("GO111MODULE", "off")
+        .env(
+            "GOPATH",
+            format!("{GOCODE}:{}", dir.join("gopath").display()),
+        )
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build of vcsim failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &target).unwrap();
+    eprintln!("built vcsim in {:.1} s", started.elapsed().as_secs_f64());
+    Some(target)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A VM the simulator serves.
+#[derive(Debug, Clone)]
+pub struct SimVm {
+    /// Its name.
+    pub name: String,
+    /// Its moid.
+    pub moid: String,
+    /// Its power state at start.
+    pub power: String,
+}
+
+/// A running simulator; dropped, it is stopped and waited for.
+pub struct Vcsim {
+    child: Child,
+    /// `http[s]://127.0.0.1:PORT/sdk`.
+    pub url: String,
+    /// The VMs, sorted by name.
+    pub vms: Vec<SimVm>,
+    /// With `-tls`: the server certificate's PEM file.
+    pub cert: Option<PathBuf>,
+    /// The password the simulator accepts.
+    pub password: String,
+    dir: tempfile::TempDir,
+    credentials: PathBuf,
+}
+
+impl Vcsim {
+    /// Starts a simulator with extra flags (`-esx`, `-tls`); None when it cannot be built.
+    pub fn start(flags: &[&str]) -> Option<Vcsim> {
+        let bin = binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        let password = format!(
+            "pw-{}-{:x}",
+            std::process::id(),
+            fnv1a(format!("{:?}", Instant::now()).as_bytes())
+        );
+        let mut cmd = Command::new(bin);
+        cmd.args(["-user", USER]).args(flags);
+        if flags.contains(&"-tls") {
+            cmd.arg("-cert-out").arg(dir.path().join("cert.pem"));
+        }
+        let stderr = std::fs::File::create(dir.path().join("vcsim.log")).unwrap();
+        let mut child = cmd
+            .env("VCSIM_PASSWORD", &password)
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start vcsim");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let credentials = dir.path().join("credentials");
+        write_private(&credentials, &format!("user={USER}\npassword={password}\n"));
+        let mut sim = Vcsim {
+            child,
+            url: String::new(),
+            vms: Vec::new(),
+            cert: None,
+            password,
+            dir,
+            credentials,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("vcsim did not get ready:\n{}", sim.log()));
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("URL") => sim.url = words.next().unwrap().to_string(),
+                Some("CERT") => sim.cert = Some(PathBuf::from(words.next().unwrap())),
+                Some("VM") => {
+                    let (name, moid, power) = (
+                        words.next().unwrap(),
+                        words.next().unwrap(),
+                        words.next().unwrap(),
+                    );
+                    sim.vms.push(SimVm {
+                        name: name.into(),
+                        moid: moid.into(),
+                        power: power.into(),
+                    });
+                }
+                Some("READY") => break,
+                _ => {}
+            }
+        }
+        assert!(sim.url.starts_with("http"), "vcsim printed no URL");
+        assert!(!sim.vms.is_empty(), "vcsim serves no VM");
+        Some(sim)
+    }
+
+    /// What the simulator wrote on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("vcsim.log")).unwrap_or_default()
+    }
+
+    /// The first VM.
+    pub fn vm(&self) -> &SimVm {
+        &self.vms[0]
+    }
+
+    /// A private credentials file with the simulator's user and password.
+    pub fn credentials(&self) -> &Path {
+        &self.credentials
+    }
+
+    /// A scratch file path in the simulator's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A domain document for VM `vm`, with extra `<esx>` attributes.
+    pub fn domain_xml(&self, vm: &str, extra: &str) -> String {
+        format!(
+            "<domain type='esx'><name>{vm}</name><esx url='{}' vm='{vm}' credentials='{}' {extra}/></domain>",
+            self.url,
+            self.credentials.display()
+        )
+    }
+
+    /// The backend type itself, connected to `vm` (for changing the VM behind the engine's
+    /// back, as another vSphere client would).
+    pub fn direct(&self, vm: &str) -> EsxBackend {
+        let config = EsxConfig::from_domain_xml(&self.domain_xml(vm, ""), &|_| None).unwrap();
+        EsxBackend::connect(&config).unwrap()
+    }
+
+    /// An engine domain for `vm` through the plugin.
+    pub fn domain(&self, vm: &str) -> Domain {
+        let xml = self.domain_xml(vm, "");
+        Domain::ephemeral(&xml, Box::new(plugin().open_domain(&xml).unwrap())).unwrap()
+    }
+}
+
+impl Drop for Vcsim {
+    fn drop(&mut self) {
+        // Closing stdin asks for a clean exit (vcsim then removes its datastore folders);
+        // a kill follows if it does not come.
+        drop(self.child.stdin.take());
+        if std::thread::panicking() {
+            eprintln!(
+                "--- vcsim's log ---\n{}--- end of vcsim's log ---",
+                self.log()
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The plugin as cargo built it for this test run: `target/<profile>/deps/`, beside this
+/// test's executable. (Only `cargo build` copies it up to `target/<profile>/`, so a copy
+/// there may be stale while the tests run.)
+pub fn plugin() -> Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    *PLUGIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.parent().unwrap().join("libsnaptree_backend_esx.so");
+        assert!(
+            path.is_file(),
+            "expected the plugin at {}; `cargo test -p snaptree-backend-esx` builds it",
+            path.display()
+        );
+        Plugin::load(&path).unwrap()
+    })
+}
