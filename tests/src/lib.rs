@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use snaptree_engine::{
-    Backend, Connection, DeleteMode, Domain, Error, NoProgress, Plan, PowerState, Result, SnapshotTree, Uuid,
+    Backend, Connection, DeleteMode, Domain, Error, NoProgress, Plan, PowerState, Result,
+    SnapshotTree, Uuid,
 };
 
 /// One snapshot as the canonical form shows it.
@@ -99,7 +100,10 @@ pub fn check_invariants(tree: &SnapshotTree) -> std::result::Result<(), String> 
                 return Err(format!("parent {} of {} missing", p.uuid, at));
             }
             if !tree.children(&p.uuid).iter().any(|c| c.uuid == at) {
-                return Err(format!("{at} is not listed among the children of its parent {}", p.uuid));
+                return Err(format!(
+                    "{at} is not listed among the children of its parent {}",
+                    p.uuid
+                ));
             }
             at = p.uuid;
             hops += 1;
@@ -174,7 +178,9 @@ pub fn build_base(d: &mut Domain) -> Result<()> {
         d.create_snapshot(&snapshot_xml(name, &format!("snapshot {name}")))?;
         Ok(())
     };
-    let by = |d: &mut Domain, name: &str| -> Result<Uuid> { Ok(d.tree()?.require_name(name, "test")?.uuid) };
+    let by = |d: &mut Domain, name: &str| -> Result<Uuid> {
+        Ok(d.tree()?.require_name(name, "test")?.uuid)
+    };
     create(d, "r0")?;
     create(d, "a")?;
     create(d, "b")?;
@@ -220,7 +226,8 @@ pub const OPS: &[&str] = &[
 /// plan (for create, a plan of one step and no edits, as only the step count is used).
 pub fn run_op(d: &mut Domain, op: &str) -> Result<Plan> {
     let (kind, target) = op.split_once(':').unwrap_or((op, ""));
-    let uuid = |d: &mut Domain| -> Result<Uuid> { Ok(d.tree()?.require_name(target, "test")?.uuid) };
+    let uuid =
+        |d: &mut Domain| -> Result<Uuid> { Ok(d.tree()?.require_name(target, "test")?.uuid) };
     let mode = |m: &str| -> DeleteMode {
         match m {
             "delete-retire" => DeleteMode::Retire,
@@ -237,7 +244,11 @@ pub fn run_op(d: &mut Domain, op: &str) -> Result<Plan> {
         "create" => {
             write_guest(d, 1234)?;
             d.create_snapshot(&snapshot_xml("new", "made by the operation under test"))?;
-            Ok(Plan { operation: snaptree_engine::Operation::Create { name: "new".into() }, steps: vec![], edits: vec![] })
+            Ok(Plan {
+                operation: snaptree_engine::Operation::Create { name: "new".into() },
+                steps: vec![],
+                edits: vec![],
+            })
         }
         "revert" => {
             let u = uuid(d)?;
@@ -295,12 +306,18 @@ pub fn fresh(dir: &Path, domain: &str) -> Connection {
 
 /// Opens `domain` with a backend of the caller's.
 pub fn open_with(c: &Connection, domain: &str, backend: Box<dyn Backend>) -> Domain {
-    c.open_domain_with_backend(domain, backend).expect("open domain")
+    c.open_domain_with_backend(domain, backend)
+        .expect("open domain")
 }
 
 /// The journal rows of a state directory, read with SQL: (domain id, steps_done).
 pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
     let db = rusqlite::Connection::open(dir.join("snaptree.db")).expect("open db");
-    let mut st = db.prepare("SELECT domain_id, steps_done FROM journal").expect("prepare");
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").collect::<rusqlite::Result<_>>().expect("rows")
+    let mut st = db
+        .prepare("SELECT domain_id, steps_done FROM journal")
+        .expect("prepare");
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows")
 }

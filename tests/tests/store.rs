@@ -9,15 +9,25 @@ use std::time::{Duration, Instant};
 use snaptree_engine::store::{DomainLock, SCHEMA_VERSION};
 use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend};
 use snaptree_engine::{
-    Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, Operation, Plan, PowerState, Snapshot, Step, Uuid,
+    Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, Operation, Plan, PowerState,
+    Snapshot, Step, Uuid,
 };
-use snaptree_tests::{Canon, build_base, check_invariants, fresh, journal_rows, null_domain, open_with};
+use snaptree_tests::{
+    Canon, build_base, check_invariants, fresh, journal_rows, null_domain, open_with,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
 
 fn worker(args: &[&str]) -> String {
-    let out = Command::new(WORKER).args(args).output().expect("run worker");
-    assert!(out.status.success(), "worker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(WORKER)
+        .args(args)
+        .output()
+        .expect("run worker");
+    assert!(
+        out.status.success(),
+        "worker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -38,12 +48,23 @@ fn round_trip_keeps_every_detail() {
         let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
         d.create_snapshot("<domainsnapshot><name>b2</name><description>with &lt;markup&gt; and ünïcode</description></domainsnapshot>")
             .unwrap();
-        d.revert(&b, Some(PowerState::Running), &mut NoProgress).unwrap();
+        d.revert(&b, Some(PowerState::Running), &mut NoProgress)
+            .unwrap();
         let canon = Canon::of(d.tree().unwrap());
         check_invariants(d.cached_tree()).unwrap();
         assert!(!canon.retired.is_empty() && canon.current.is_some());
-        assert!(canon.snapshots.iter().any(|s| s.state == PowerState::Running));
-        assert!(canon.snapshots.iter().any(|s| s.state == PowerState::Paused));
+        assert!(
+            canon
+                .snapshots
+                .iter()
+                .any(|s| s.state == PowerState::Running)
+        );
+        assert!(
+            canon
+                .snapshots
+                .iter()
+                .any(|s| s.state == PowerState::Paused)
+        );
         canon
     };
     // A new connection, as another process would open it.
@@ -51,7 +72,14 @@ fn round_trip_keeps_every_detail() {
     let d = c.open_domain("vm").unwrap();
     assert_eq!(Canon::of(d.cached_tree()), before);
     assert!(d.recoveries().is_empty());
-    assert_eq!(c.list_domains().unwrap().iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["vm"]);
+    assert_eq!(
+        c.list_domains()
+            .unwrap()
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        ["vm"]
+    );
 }
 
 #[test]
@@ -60,7 +88,12 @@ fn permissions_are_private_whatever_the_umask() {
     let dir = tmp.path().join("deep/state");
     // umask 000 would leave files world-writable if the store relied on it.
     let status = Command::new("sh")
-        .args(["-c", "umask 000; exec \"$0\" setup \"$1\" vm", WORKER, dir.to_str().unwrap()])
+        .args([
+            "-c",
+            "umask 000; exec \"$0\" setup \"$1\" vm",
+            WORKER,
+            dir.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -81,10 +114,10 @@ fn permissions_are_private_whatever_the_umask() {
 const V1_SCHEMA: &str = "
 CREATE TABLE domains (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE,
     type TEXT NOT NULL, xml TEXT NOT NULL, current_uuid TEXT, generation INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+CREATE TABLE snapshots (domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
     uuid TEXT NOT NULL, name TEXT NOT NULL, parent_uuid TEXT, description TEXT NOT NULL DEFAULT '',
     creation_date INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'shutoff')),
-    UNIQUE (domain_id, uuid), UNIQUE (domain_id, name));
+    PRIMARY KEY (domain_id, seq), UNIQUE (domain_id, uuid), UNIQUE (domain_id, name)) WITHOUT ROWID;
 CREATE TABLE retired (domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE, uuid TEXT NOT NULL,
     PRIMARY KEY (domain_id, uuid)) WITHOUT ROWID;
 CREATE TABLE journal (domain_id INTEGER PRIMARY KEY REFERENCES domains(id) ON DELETE CASCADE, plan TEXT NOT NULL,
@@ -100,9 +133,15 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
     let u = |n: u128| Uuid::from_u128(n);
     let (dom, a, b, c, old) = (u(100), u(1), u(2), u(3), u(9));
     let pending = Plan {
-        operation: Operation::Delete { snapshot: c, mode: DeleteMode::Discard },
+        operation: Operation::Delete {
+            snapshot: c,
+            mode: DeleteMode::Discard,
+        },
         steps: vec![Step::DiscardLeaf { snapshot: c }],
-        edits: vec![Edit::Remove { snapshot: c }, Edit::SetCurrent { current: Some(b) }],
+        edits: vec![
+            Edit::Remove { snapshot: c },
+            Edit::SetCurrent { current: Some(b) },
+        ],
     };
     {
         let db = rusqlite::Connection::open(dir.join("snaptree.db")).unwrap();
@@ -112,11 +151,11 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
             rusqlite::params![dom.to_string(), null_domain("old"), c.to_string()],
         )
         .unwrap();
-        // Rows out of parent order on purpose (c before its parent b): the loader must not
-        // depend on parents coming first.
+        // c is older (lower seq) than its parent b, which no operation produces: the loader
+        // must not depend on parents coming first.
         for (seq, s, parent, name, state) in [
             (10, a, None, "a", "shutoff"),
-            (20, c, Some(b), "c", "running"),
+            (12, c, Some(b), "c", "running"),
             (15, b, Some(a), "b", "paused"),
         ] {
             db.execute(
@@ -126,16 +165,24 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
             )
             .unwrap();
         }
-        db.execute("UPDATE snapshots SET seq = 30 WHERE name = 'c'", []).unwrap();
-        db.execute("INSERT INTO retired (domain_id, uuid) VALUES (1, ?1)", [old.to_string()]).unwrap();
-        db.execute("INSERT INTO journal (domain_id, plan, steps_done) VALUES (1, ?1, 0)", [serde_json::to_string(&pending).unwrap()])
-            .unwrap();
+        db.execute(
+            "INSERT INTO retired (domain_id, uuid) VALUES (1, ?1)",
+            [old.to_string()],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO journal (domain_id, plan, steps_done) VALUES (1, ?1, 0)",
+            [serde_json::to_string(&pending).unwrap()],
+        )
+        .unwrap();
     }
     let conn = Connection::open(Some(&dir)).unwrap();
     let db = rusqlite::Connection::open(dir.join("snaptree.db")).unwrap();
-    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert!(SCHEMA_VERSION > 1, "expected a migration to have run");
+    const { assert!(SCHEMA_VERSION > 1, "expected a migration to have run") };
     let d = conn.open_domain("old").unwrap();
     assert_eq!(d.uuid(), dom);
     // The v1 journal entry was rolled forward and reported.
@@ -165,15 +212,21 @@ fn a_waiting_mutation_is_busy_after_the_timeout_naming_the_domain() {
     let mut other = DomainLock::open(&dir, &d.uuid(), "held", Duration::from_secs(1)).unwrap();
     other.acquire().unwrap();
     let t = Instant::now();
-    let err = d.create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>").unwrap_err();
+    let err = d
+        .create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
+        .unwrap_err();
     let waited = t.elapsed();
     assert_eq!(err.code(), ErrorCode::Busy, "{err}");
     assert!(err.to_string().contains("domain 'held'"), "{err}");
-    assert!(waited >= Duration::from_millis(80) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(80) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
     // Reads do not need the lock.
     assert!(d.tree().unwrap().is_empty());
     other.release();
-    d.create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>").unwrap();
+    d.create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
+        .unwrap();
 }
 
 #[test]
@@ -182,26 +235,55 @@ fn busy_across_processes_with_the_timeout_from_the_environment() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let d = dir.to_str().unwrap();
-    let mut holder =
-        Command::new(WORKER).args(["hold-lock", d, "vm", "3000"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut holder = Command::new(WORKER)
+        .args(["hold-lock", d, "vm", "3000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "LOCKED");
     // Opening and reading do not wait for the lock.
     let t = Instant::now();
     let mut reader = c.open_domain("vm").unwrap();
     assert!(reader.tree().unwrap().is_empty());
-    assert!(t.elapsed() < Duration::from_secs(2), "open waited {:?}", t.elapsed());
-    let out = Command::new(WORKER).args(["try-create", d, "vm", "x"]).env("SNAPTREE_LOCK_TIMEOUT_MS", "100").output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "open waited {:?}",
+        t.elapsed()
+    );
+    let out = Command::new(WORKER)
+        .args(["try-create", d, "vm", "x"])
+        .env("SNAPTREE_LOCK_TIMEOUT_MS", "100")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("ERR BUSY") && text.contains("domain 'vm'"), "{text} {}", String::from_utf8_lossy(&out.stderr));
-    let waited: u64 = text.split("held it for ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
-    assert!((100..1000).contains(&waited), "expected the 100 ms timeout from the environment, waited {waited} ms");
+    assert!(
+        text.starts_with("ERR BUSY") && text.contains("domain 'vm'"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waited: u64 = text
+        .split("held it for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (100..1000).contains(&waited),
+        "expected the 100 ms timeout from the environment, waited {waited} ms"
+    );
     holder.kill().unwrap();
     holder.wait().unwrap();
     // The killed holder's lock died with it.
     let mut dom = c.open_domain("vm").unwrap();
-    dom.create_snapshot("<domainsnapshot><name>after</name></domainsnapshot>").unwrap();
+    dom.create_snapshot("<domainsnapshot><name>after</name></domainsnapshot>")
+        .unwrap();
 }
 
 #[test]
@@ -211,10 +293,13 @@ fn a_second_handle_sees_the_first_ones_changes() {
     let c = fresh(&dir, "vm");
     let mut one = c.open_domain("vm").unwrap();
     let mut two = c.open_domain("vm").unwrap();
-    let a = one.create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>").unwrap();
+    let a = one
+        .create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
+        .unwrap();
     assert_eq!(two.tree().unwrap().by_name("a").map(|s| s.uuid), Some(a));
     two.rename(&a, "a2").unwrap();
-    two.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>").unwrap();
+    two.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>")
+        .unwrap();
     let t = one.tree().unwrap();
     assert!(t.by_name("a").is_none());
     assert_eq!(t.current().unwrap().name, "b");
@@ -222,13 +307,18 @@ fn a_second_handle_sees_the_first_ones_changes() {
     assert_eq!(one.generation(), two.generation());
     // A mutation through the stale-looking handle plans on the fresh tree.
     let b = one.cached_tree().by_name("b").unwrap().uuid;
-    one.delete(&b, DeleteMode::Discard, &mut NoProgress).unwrap();
-    assert_eq!(Canon::of(two.tree().unwrap()), Canon::of(one.tree().unwrap()));
+    one.delete(&b, DeleteMode::Discard, &mut NoProgress)
+        .unwrap();
+    assert_eq!(
+        Canon::of(two.tree().unwrap()),
+        Canon::of(one.tree().unwrap())
+    );
     // A handle of another domain in the same database is not disturbed.
     c.define_domain(&null_domain("other")).unwrap();
     let mut o = c.open_domain("other").unwrap();
     let g = o.generation();
-    one.create_snapshot("<domainsnapshot><name>c</name></domainsnapshot>").unwrap();
+    one.create_snapshot("<domainsnapshot><name>c</name></domainsnapshot>")
+        .unwrap();
     assert!(o.tree().unwrap().is_empty());
     assert_eq!(o.generation(), g);
 }
@@ -244,7 +334,10 @@ fn threads_with_their_own_handles_serialize() {
             std::thread::spawn(move || {
                 let mut d = c.open_domain("vm").unwrap();
                 for i in 0..25 {
-                    d.create_snapshot(&format!("<domainsnapshot><name>t{t}-{i}</name></domainsnapshot>")).unwrap();
+                    d.create_snapshot(&format!(
+                        "<domainsnapshot><name>t{t}-{i}</name></domainsnapshot>"
+                    ))
+                    .unwrap();
                 }
             })
         })
@@ -265,7 +358,8 @@ fn another_process_sees_changes_and_is_seen() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let mut d = c.open_domain("vm").unwrap();
-    d.create_snapshot("<domainsnapshot><name>mine</name></domainsnapshot>").unwrap();
+    d.create_snapshot("<domainsnapshot><name>mine</name></domainsnapshot>")
+        .unwrap();
     let ds = dir.to_str().unwrap();
     // The child sees this process's commit...
     let out = worker(&["names", ds, "vm"]);
@@ -285,15 +379,29 @@ fn a_failure_in_step_0_leaves_nothing_journaled_and_the_tree_unchanged() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let switch = FaultSwitch::new();
-    let mut d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+    let mut d = open_with(
+        &c,
+        "vm",
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
+    );
     build_base(&mut d).unwrap();
     let before = Canon::of(d.tree().unwrap());
     let generation = d.generation();
-    switch.arm(Fault { at_step: 0, action: FaultAction::Fail, after_step: false });
+    switch.arm(Fault {
+        at_step: 0,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
     let err = d.delete_all(&mut NoProgress).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Backend);
     assert_eq!(switch.fired(), 1);
-    assert!(journal_rows(&dir).is_empty(), "expected no journal entry after a failed first step");
+    assert!(
+        journal_rows(&dir).is_empty(),
+        "expected no journal entry after a failed first step"
+    );
     assert_eq!(Canon::of(d.tree().unwrap()), before);
     assert_eq!(d.generation(), generation);
     drop(d);
@@ -308,13 +416,25 @@ fn a_leftover_journal_entry_is_rolled_forward_on_open_and_reported() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let switch = FaultSwitch::new();
-    let mut d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+    let mut d = open_with(
+        &c,
+        "vm",
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
+    );
     build_base(&mut d).unwrap();
     let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
     let plan = d.plan_delete(&b, DeleteMode::DiscardForce).unwrap();
     assert_eq!(plan.steps.len(), 4);
-    switch.arm(Fault { at_step: 2, action: FaultAction::Fail, after_step: false });
-    d.delete(&b, DeleteMode::DiscardForce, &mut NoProgress).unwrap_err();
+    switch.arm(Fault {
+        at_step: 2,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
+    d.delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
+        .unwrap_err();
     let rows = journal_rows(&dir);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1, 2, "steps 0 and 1 are recorded done");
@@ -334,19 +454,39 @@ fn a_journal_with_every_step_done_only_commits() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let switch = FaultSwitch::new();
-    let mut d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+    let mut d = open_with(
+        &c,
+        "vm",
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
+    );
     build_base(&mut d).unwrap();
     let a = d.tree().unwrap().require_name("a", "vm").unwrap().uuid;
     let plan = d.plan_delete(&a, DeleteMode::ChildrenOnly).unwrap();
     let n = plan.steps.len();
-    switch.arm(Fault { at_step: n - 1, action: FaultAction::Fail, after_step: false });
-    d.delete(&a, DeleteMode::ChildrenOnly, &mut NoProgress).unwrap_err();
+    switch.arm(Fault {
+        at_step: n - 1,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
+    d.delete(&a, DeleteMode::ChildrenOnly, &mut NoProgress)
+        .unwrap_err();
     drop(d);
     // As if the process died right after recording its last step.
     let db = rusqlite::Connection::open(dir.join("snaptree.db")).unwrap();
-    db.execute("UPDATE journal SET steps_done = ?1", [n as i64]).unwrap();
+    db.execute("UPDATE journal SET steps_done = ?1", [n as i64])
+        .unwrap();
     let switch = FaultSwitch::new();
-    let d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+    let d = open_with(
+        &c,
+        "vm",
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
+    );
     assert_eq!(switch.executed(), 0, "no step is re-run");
     assert_eq!(d.recoveries()[0].steps_done_before, n);
     assert_eq!(Canon::of(d.cached_tree()).names(), ["a", "h"]);
@@ -359,17 +499,42 @@ fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain() {
     let dir = tmp.path().join("state");
     let c = fresh(&dir, "vm");
     let switch = FaultSwitch::new();
-    let mut d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+    let mut d = open_with(
+        &c,
+        "vm",
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
+    );
     build_base(&mut d).unwrap();
-    switch.arm(Fault { at_step: 1, action: FaultAction::Fail, after_step: false });
+    switch.arm(Fault {
+        at_step: 1,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
     d.delete_all(&mut NoProgress).unwrap_err();
     drop(d);
-    switch.arm(Fault { at_step: 0, action: FaultAction::Fail, after_step: false });
+    switch.arm(Fault {
+        at_step: 0,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
     let err = c
-        .open_domain_with_backend("vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())))
+        .open_domain_with_backend(
+            "vm",
+            Box::new(FaultyBackend::new(
+                Box::new(NullBackend::new()),
+                switch.clone(),
+            )),
+        )
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Backend);
-    assert!(err.to_string().contains("domain 'vm' has an interrupted operation"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("domain 'vm' has an interrupted operation"),
+        "{err}"
+    );
     assert_eq!(journal_rows(&dir).len(), 1);
     let d = c.open_domain("vm").unwrap();
     assert_eq!(d.recoveries().len(), 1);
@@ -382,12 +547,19 @@ fn storage_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("snaptree.db"), b"this is not a database, just some bytes that are long enough....").unwrap();
+    std::fs::write(
+        dir.join("snaptree.db"),
+        b"this is not a database, just some bytes that are long enough....",
+    )
+    .unwrap();
     let err = Connection::open(Some(&dir)).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Storage);
     let text = err.full_message();
     assert!(text.contains("snaptree.db"), "{text}");
-    assert!(std::error::Error::source(&err).is_some(), "expected the SQLite error as the source");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "expected the SQLite error as the source"
+    );
 }
 
 #[test]
@@ -400,6 +572,9 @@ fn snapshots_keep_their_fields_through_the_store() {
     let u = d.create_snapshot("<domainsnapshot><name>n 1</name><description>line 1\nline 2 'quoted' \"double\"</description></domainsnapshot>").unwrap();
     let s: Snapshot = d.tree().unwrap().get(&u).unwrap().clone();
     drop(d);
-    let d = Connection::open(Some(&dir)).unwrap().open_domain("vm").unwrap();
+    let d = Connection::open(Some(&dir))
+        .unwrap()
+        .open_domain("vm")
+        .unwrap();
     assert_eq!(d.cached_tree().get(&u), Some(&s));
 }

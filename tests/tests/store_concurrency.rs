@@ -71,17 +71,35 @@ fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
     // Every commit acknowledged exactly once.
     logged.sort_by_key(|l| l.generation);
     let gens: Vec<u64> = logged.iter().map(|l| l.generation).collect();
-    assert_eq!(gens, (1..=final_generation).collect::<Vec<_>>(), "commits and acknowledgements differ");
-    assert!(logged.len() > WORKERS * OPS_EACH / 2, "only {} operations succeeded", logged.len());
+    assert_eq!(
+        gens,
+        (1..=final_generation).collect::<Vec<_>>(),
+        "commits and acknowledgements differ"
+    );
+    assert!(
+        logged.len() > WORKERS * OPS_EACH / 2,
+        "only {} operations succeeded",
+        logged.len()
+    );
     // The workers really ran at the same time: commits of different workers interleave.
-    let switches = logged.windows(2).filter(|w| w[0].worker != w[1].worker).count();
-    eprintln!("{} commits, {switches} switches between workers", logged.len());
-    assert!(switches > 4 * WORKERS, "the workers barely overlapped ({switches} switches)");
+    let switches = logged
+        .windows(2)
+        .filter(|w| w[0].worker != w[1].worker)
+        .count();
+    eprintln!(
+        "{} commits, {switches} switches between workers",
+        logged.len()
+    );
+    assert!(
+        switches > 4 * WORKERS,
+        "the workers barely overlapped ({switches} switches)"
+    );
 
     // Replaying the acknowledged edits in commit order gives exactly the stored tree.
     let mut replay = SnapshotTree::new();
     for l in &logged {
-        apply_edits(&mut replay, &l.edits).unwrap_or_else(|e| panic!("replay of generation {}: {e}", l.generation));
+        apply_edits(&mut replay, &l.edits)
+            .unwrap_or_else(|e| panic!("replay of generation {}: {e}", l.generation));
     }
     assert_eq!(Canon::of(&replay), Canon::of(&stored));
 
@@ -96,12 +114,20 @@ fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
         }
     }
     let present: BTreeSet<Uuid> = stored.iter().map(|s| s.uuid).collect();
-    assert_eq!(present, created.difference(&removed).copied().collect::<BTreeSet<_>>());
+    assert_eq!(
+        present,
+        created
+            .difference(&removed)
+            .copied()
+            .collect::<BTreeSet<_>>()
+    );
     // Every worker's snapshots carry its prefix: all of them took part.
     for i in 0..WORKERS {
         let prefix = format!("p{i}-");
         assert!(
-            logged.iter().flat_map(|l| &l.edits).any(|e| matches!(e, Edit::Add { snapshot, .. } if snapshot.name.starts_with(&prefix))),
+            logged.iter().flat_map(|l| &l.edits).any(
+                |e| matches!(e, Edit::Add { snapshot, .. } if snapshot.name.starts_with(&prefix))
+            ),
             "worker {i} created nothing"
         );
     }

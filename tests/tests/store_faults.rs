@@ -9,9 +9,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use snaptree_check::SimBackend;
-use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend, STALL_MARKER, SharedBackend};
+use snaptree_engine::testing::{
+    Fault, FaultAction, FaultSwitch, FaultyBackend, STALL_MARKER, SharedBackend,
+};
 use snaptree_engine::{ContentRef, Domain, ErrorCode, NullBackend, Uuid};
-use snaptree_tests::{Canon, OPS, build_base, check_invariants, fresh, journal_rows, open_with, run_op, steps_of};
+use snaptree_tests::{
+    Canon, OPS, build_base, check_invariants, fresh, journal_rows, open_with, run_op, steps_of,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
 
@@ -23,7 +27,10 @@ fn contents(d: &mut Domain, sim: &SharedBackend) -> BTreeMap<Option<Uuid>, Strin
         let mut out = BTreeMap::new();
         out.insert(None, hooks.content_digest(ContentRef::Live).unwrap());
         for u in uuids {
-            out.insert(Some(u), hooks.content_digest(ContentRef::Snapshot(u)).unwrap());
+            out.insert(
+                Some(u),
+                hooks.content_digest(ContentRef::Snapshot(u)).unwrap(),
+            );
         }
         out
     })
@@ -59,7 +66,13 @@ fn expected(op: &str) -> Expected {
     let after = Canon::of(d.tree().unwrap()).without_dates();
     let after_content = contents(&mut d, &sim);
     assert_ne!(before, after, "{op} changes nothing?");
-    Expected { steps, before, before_content, after, after_content }
+    Expected {
+        steps,
+        before,
+        before_content,
+        after,
+        after_content,
+    }
 }
 
 #[test]
@@ -77,18 +90,33 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
                     continue; // a failing step must leave nothing: not a legal fault
                 }
                 cases += 1;
-                let what = format!("{op}, fault at step {k} of {}{}", exp.steps, if after_step { " after it ran" } else { "" });
+                let what = format!(
+                    "{op}, fault at step {k} of {}{}",
+                    exp.steps,
+                    if after_step { " after it ran" } else { "" }
+                );
                 let tmp = tempfile::tempdir().unwrap();
                 let dir = tmp.path().join("f");
                 let (c, sim) = base_on_sim(&dir);
                 let switch = FaultSwitch::new();
-                let mut d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(sim.clone()), switch.clone())));
-                switch.arm(Fault { at_step: k, action: FaultAction::Fail, after_step });
+                let mut d = open_with(
+                    &c,
+                    "vm",
+                    Box::new(FaultyBackend::new(Box::new(sim.clone()), switch.clone())),
+                );
+                switch.arm(Fault {
+                    at_step: k,
+                    action: FaultAction::Fail,
+                    after_step,
+                });
                 let err = run_op(&mut d, op).expect_err(&what);
                 assert_eq!(err.code(), ErrorCode::Backend, "{what}: {err}");
                 assert_eq!(switch.fired(), 1, "{what}");
                 if k == 0 {
-                    assert!(journal_rows(&dir).is_empty(), "{what}: a failed first step leaves no journal entry");
+                    assert!(
+                        journal_rows(&dir).is_empty(),
+                        "{what}: a failed first step leaves no journal entry"
+                    );
                 } else {
                     assert_eq!(journal_rows(&dir).len(), 1, "{what}");
                 }
@@ -96,18 +124,25 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
                 // Recovery: a new handle with a healthy backend on the same physical state.
                 let mut d = open_with(&c, "vm", Box::new(sim.clone()));
                 check_invariants(d.cached_tree()).unwrap_or_else(|e| panic!("{what}: {e}"));
-                d.check_agreement().unwrap_or_else(|e| panic!("{what}: {e}"));
+                d.check_agreement()
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let state = Canon::of(d.tree().unwrap()).without_dates();
                 let content = contents(&mut d, &sim);
                 if k == 0 {
                     assert!(d.recoveries().is_empty(), "{what}");
                     assert_eq!(state, exp.before, "{what}: expected the state before");
-                    assert_eq!(content, exp.before_content, "{what}: expected the content before");
+                    assert_eq!(
+                        content, exp.before_content,
+                        "{what}: expected the content before"
+                    );
                 } else {
                     assert_eq!(d.recoveries().len(), 1, "{what}");
                     assert_eq!(d.recoveries()[0].steps_done_before, k, "{what}");
                     assert_eq!(state, exp.after, "{what}: expected the state after");
-                    assert_eq!(content, exp.after_content, "{what}: expected the content after");
+                    assert_eq!(
+                        content, exp.after_content,
+                        "{what}: expected the content after"
+                    );
                 }
                 assert!(journal_rows(&dir).is_empty(), "{what}");
             }
@@ -119,17 +154,30 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
 /// Runs the crash worker for `op` at step `k` and SIGKILLs it there.
 fn kill_at(dir: &Path, op: &str, k: usize, after_step: bool) {
     let mut child = Command::new(WORKER)
-        .args(["crash", dir.to_str().unwrap(), "vm", op, &k.to_string(), if after_step { "1" } else { "0" }, "stall"])
+        .args([
+            "crash",
+            dir.to_str().unwrap(),
+            "vm",
+            op,
+            &k.to_string(),
+            if after_step { "1" } else { "0" },
+            "stall",
+        ])
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     if line.trim() != STALL_MARKER {
         let out = child.wait_with_output().unwrap();
-        panic!("{op} at {k}: the worker did not stall: {line:?} {}", String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "{op} at {k}: the worker did not stall: {line:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
@@ -153,7 +201,10 @@ fn a_process_killed_at_every_step_of_every_operation_is_rolled_forward() {
         for k in 0..steps {
             for after_step in [false, true] {
                 cases += 1;
-                let what = format!("{op}, killed at step {k} of {steps}{}", if after_step { " after it ran" } else { "" });
+                let what = format!(
+                    "{op}, killed at step {k} of {steps}{}",
+                    if after_step { " after it ran" } else { "" }
+                );
                 let tmp = tempfile::tempdir().unwrap();
                 let dir = tmp.path().join("k");
                 let c = fresh(&dir, "vm");
@@ -163,10 +214,21 @@ fn a_process_killed_at_every_step_of_every_operation_is_rolled_forward() {
                 // rolls forward to the state after.
                 assert_eq!(journal_rows(&dir).len(), 1, "{what}");
                 let switch = FaultSwitch::new();
-                let d = open_with(&c, "vm", Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())));
+                let d = open_with(
+                    &c,
+                    "vm",
+                    Box::new(FaultyBackend::new(
+                        Box::new(NullBackend::new()),
+                        switch.clone(),
+                    )),
+                );
                 assert_eq!(d.recoveries().len(), 1, "{what}");
                 assert_eq!(d.recoveries()[0].steps_done_before, k, "{what}");
-                assert_eq!(switch.executed(), steps - k, "{what}: re-runs the interrupted step and the rest");
+                assert_eq!(
+                    switch.executed(),
+                    steps - k,
+                    "{what}: re-runs the interrupted step and the rest"
+                );
                 check_invariants(d.cached_tree()).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert_eq!(Canon::of(d.cached_tree()).without_dates(), after, "{what}");
                 assert!(journal_rows(&dir).is_empty(), "{what}");
@@ -185,7 +247,15 @@ fn a_process_that_aborts_mid_plan_is_rolled_forward() {
     build_base(&mut d).unwrap();
     drop(d);
     let status = Command::new(WORKER)
-        .args(["crash", dir.to_str().unwrap(), "vm", "delete-all", "3", "1", "abort"])
+        .args([
+            "crash",
+            dir.to_str().unwrap(),
+            "vm",
+            "delete-all",
+            "3",
+            "1",
+            "abort",
+        ])
         .current_dir(tmp.path())
         .stderr(Stdio::null())
         .status()
@@ -194,5 +264,9 @@ fn a_process_that_aborts_mid_plan_is_rolled_forward() {
     let d = c.open_domain("vm").unwrap();
     assert_eq!(d.recoveries().len(), 1);
     assert_eq!(d.recoveries()[0].steps_done_before, 3);
-    assert!(d.cached_tree().is_empty() && d.cached_tree().retired().is_empty() && d.cached_tree().current().is_none());
+    assert!(
+        d.cached_tree().is_empty()
+            && d.cached_tree().retired().is_empty()
+            && d.cached_tree().current().is_none()
+    );
 }

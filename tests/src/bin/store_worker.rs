@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use snaptree_engine::store::DomainLock;
 use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend};
-use snaptree_engine::{Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid};
+use snaptree_engine::{
+    Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -35,34 +37,58 @@ impl Rng {
 }
 
 fn open(dir: &str) -> Connection {
-    Connection::open(Some(Path::new(dir))).unwrap_or_else(|e| panic!("open {dir}: {}", e.full_message()))
+    Connection::open(Some(Path::new(dir)))
+        .unwrap_or_else(|e| panic!("open {dir}: {}", e.full_message()))
 }
 
-fn random(dir: &str, domain: &str, id: &str, ops: usize, seed: u64, log: &str) -> Result<(), String> {
+fn random(
+    dir: &str,
+    domain: &str,
+    id: &str,
+    ops: usize,
+    seed: u64,
+    log: &str,
+) -> Result<(), String> {
     let conn = open(dir);
     let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
     let mut rng = Rng(seed | 1);
     let mut mine: Vec<Uuid> = Vec::new();
     let mut created = 0;
     for _ in 0..ops {
-        let view: Vec<Uuid> = d.tree().map_err(|e| e.full_message())?.iter().map(|s| s.uuid).collect();
+        let view: Vec<Uuid> = d
+            .tree()
+            .map_err(|e| e.full_message())?
+            .iter()
+            .map(|s| s.uuid)
+            .collect();
         let roll = rng.below(100);
         let result: snaptree_engine::Result<Vec<Edit>> = if roll < 40 || view.is_empty() {
             let name = format!("p{id}-{created}");
             created += 1;
-            d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>")).map(|u| {
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>{name}</name></domainsnapshot>"
+            ))
+            .map(|u| {
                 // This handle's tree is exactly the one the commit produced: no refresh
                 // happened since.
                 let t = d.cached_tree();
                 let snapshot = t.get(&u).expect("created snapshot in the tree").clone();
                 let parent = t.parent(&u).map(|p| p.uuid);
                 mine.push(u);
-                vec![Edit::Add { snapshot, parent }, Edit::SetCurrent { current: Some(u) }]
+                vec![
+                    Edit::Add { snapshot, parent },
+                    Edit::SetCurrent { current: Some(u) },
+                ]
             })
         } else if roll < 55 && !mine.is_empty() {
             let u = mine[rng.below(mine.len())];
-            d.rename(&u, &format!("p{id}-r{}", rng.next() % 1_000_000)).map(|p| p.edits)
+            d.rename(&u, &format!("p{id}-r{}", rng.next() % 1_000_000))
+                .map(|p| p.edits)
         } else if roll < 70 {
             let u = view[rng.below(view.len())];
             let force = [None, Some(PowerState::Running), Some(PowerState::Paused)][rng.below(3)];
@@ -88,32 +114,67 @@ fn random(dir: &str, domain: &str, id: &str, ops: usize, seed: u64, log: &str) -
     log.flush().map_err(|e| e.to_string())
 }
 
-fn crash(dir: &str, domain: &str, op: &str, k: usize, after: bool, action: &str) -> Result<(), String> {
+fn crash(
+    dir: &str,
+    domain: &str,
+    op: &str,
+    k: usize,
+    after: bool,
+    action: &str,
+) -> Result<(), String> {
     let conn = open(dir);
     let switch = FaultSwitch::new();
     let mut d = conn
-        .open_domain_with_backend(domain, Box::new(FaultyBackend::new(Box::new(NullBackend::new()), switch.clone())))
+        .open_domain_with_backend(
+            domain,
+            Box::new(FaultyBackend::new(
+                Box::new(NullBackend::new()),
+                switch.clone(),
+            )),
+        )
         .map_err(|e| e.full_message())?;
     let action = match action {
         "abort" => FaultAction::Abort,
         "stall" => FaultAction::Stall,
         other => return Err(format!("unknown action {other}")),
     };
-    switch.arm(Fault { at_step: k, action, after_step: after });
+    switch.arm(Fault {
+        at_step: k,
+        action,
+        after_step: after,
+    });
     let r = snaptree_tests::run_op(&mut d, op);
-    Err(format!("the operation {op} was not interrupted at step {k}: {:?}", r.map(|p| p.steps.len())))
+    Err(format!(
+        "the operation {op} was not interrupted at step {k}: {:?}",
+        r.map(|p| p.steps.len())
+    ))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}: {args:?}"));
+    let a = |i: usize| {
+        args.get(i)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("missing argument {i}: {args:?}"))
+    };
     let result = match a(0) {
-        "random" => random(a(1), a(2), a(3), a(4).parse().unwrap(), a(5).parse().unwrap(), a(6)),
+        "random" => random(
+            a(1),
+            a(2),
+            a(3),
+            a(4).parse().unwrap(),
+            a(5).parse().unwrap(),
+            a(6),
+        ),
         "crash" => crash(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1", a(6)),
         "create" => {
             let conn = open(a(1));
             let mut d = conn.open_domain(a(2)).unwrap();
-            d.create_snapshot(&format!("<domainsnapshot><name>{}</name></domainsnapshot>", a(3))).unwrap();
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>{}</name></domainsnapshot>",
+                a(3)
+            ))
+            .unwrap();
             println!("GEN {}", d.generation().unwrap());
             Ok(())
         }
@@ -131,7 +192,13 @@ fn main() -> ExitCode {
         "hold-lock" => {
             let conn = open(a(1));
             let info = conn.lookup_domain(a(2)).unwrap();
-            let mut lock = DomainLock::open(Path::new(a(1)), &info.uuid, &info.name, Duration::from_secs(30)).unwrap();
+            let mut lock = DomainLock::open(
+                Path::new(a(1)),
+                &info.uuid,
+                &info.name,
+                Duration::from_secs(30),
+            )
+            .unwrap();
             lock.acquire().unwrap();
             println!("LOCKED");
             std::io::stdout().flush().unwrap();
@@ -141,7 +208,10 @@ fn main() -> ExitCode {
         "try-create" => {
             let conn = open(a(1));
             let mut d = conn.open_domain(a(2)).unwrap();
-            match d.create_snapshot(&format!("<domainsnapshot><name>{}</name></domainsnapshot>", a(3))) {
+            match d.create_snapshot(&format!(
+                "<domainsnapshot><name>{}</name></domainsnapshot>",
+                a(3)
+            )) {
                 Ok(_) => println!("OK"),
                 Err(e) => println!("ERR {} {}", e.code().name(), e),
             }
@@ -149,9 +219,11 @@ fn main() -> ExitCode {
         }
         "setup" => {
             let conn = open(a(1));
-            conn.define_domain(&snaptree_tests::null_domain(a(2))).unwrap();
+            conn.define_domain(&snaptree_tests::null_domain(a(2)))
+                .unwrap();
             let mut d = conn.open_domain(a(2)).unwrap();
-            d.create_snapshot("<domainsnapshot><name>first</name></domainsnapshot>").unwrap();
+            d.create_snapshot("<domainsnapshot><name>first</name></domainsnapshot>")
+                .unwrap();
             Ok(())
         }
         other => Err(format!("unknown mode {other}")),
