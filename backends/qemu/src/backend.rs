@@ -2,7 +2,9 @@
 //! files.
 
 use snaptree_engine::xml::DomainXml;
-use snaptree_engine::{Backend, Capabilities, Error, PhysicalTree, PowerState, Progress, Result, Step, TestHooks};
+use snaptree_engine::{
+    Backend, Capabilities, Error, PhysicalTree, PowerState, Progress, Result, Step, TestHooks,
+};
 
 use crate::ctx::{Ctx, NAME, error};
 use crate::disk::{Disk, Mode, disks_of};
@@ -22,11 +24,20 @@ pub struct QemuBackend {
 }
 
 impl QemuBackend {
+    /// What the backend can do: every step, only while the domain is shut off (the
+    /// offline backend never runs a guest).
+    pub fn offline_capabilities() -> Capabilities {
+        Capabilities::all_in(PowerState::Shutoff.bit())
+    }
+
     /// Opens the backend for a domain: every `<devices><disk>` must have an absolute
     /// `<source file=...>`. The files are not opened yet; an interrupted step may have left
     /// them mid-way, and the engine's recovery re-runs it.
     pub fn open(domain: &DomainXml) -> Result<QemuBackend> {
-        Ok(QemuBackend { disks: disks_of(domain)?, handle: QemuHandle::default() })
+        Ok(QemuBackend {
+            disks: disks_of(domain)?,
+            handle: QemuHandle::default(),
+        })
     }
 
     /// A handle that stays usable once the backend is boxed into a `Domain`.
@@ -35,7 +46,9 @@ impl QemuBackend {
     }
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {
-        Ctx { shared: &self.handle.0 }
+        Ctx {
+            shared: &self.handle.0,
+        }
     }
 
     pub(crate) fn disks(&self) -> &[Disk] {
@@ -54,10 +67,15 @@ impl QemuBackend {
             .collect()
     }
 
-    /// Removes the snapshot directories left empty: a disk with no snapshot left has no
-    /// trace of snaptree beside it. Runs after every step, so a re-run finishes it too.
+    /// Removes what a crash can leave that no step needs any more — the temporary file of an
+    /// intent record that was never renamed into place — and the snapshot directories left
+    /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
+    /// every step, so a re-run finishes it too.
     fn tidy(&self) -> Result<()> {
         for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
+            let mut tmp = d.rebase_intent().into_os_string();
+            tmp.push(".tmp");
+            self.ctx().remove(std::path::Path::new(&tmp))?;
             self.ctx().remove_dir_if_empty(&d.dir())?;
         }
         Ok(())
@@ -71,7 +89,7 @@ impl Backend for QemuBackend {
 
     /// Every step, only while the domain is shut off: the offline backend never runs a guest.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all_in(PowerState::Shutoff.bit())
+        QemuBackend::offline_capabilities()
     }
 
     fn power_state(&mut self) -> Result<PowerState> {
@@ -89,12 +107,22 @@ impl Backend for QemuBackend {
         // Planning only reads: whatever fails here (a missing file, an image held by a
         // running VM) has changed nothing.
         let plans = self.plans(step).map_err(|e| match e {
-            Error::Backend { message, .. } => {
-                error(format!("cannot {}, nothing was changed: {message}", step.kind().verb()))
-            }
+            Error::Backend { message, .. } => error(format!(
+                "cannot {}, nothing was changed: {message}",
+                step.kind().verb()
+            )),
             other => other,
         })?;
-        exec::execute(self.ctx(), step.kind(), &plans, progress)?;
+        let lives: Vec<&std::path::Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
+        let crashes = self.handle.crashes();
+        if let Err(e) = exec::execute(self.ctx(), step.kind(), &lives, &plans, progress) {
+            // An undone step may have created an empty snapshot directory. (A simulated
+            // crash stops right there, as a real one would.)
+            if self.handle.crashes() == crashes {
+                let _ = self.tidy();
+            }
+            return Err(e);
+        }
         self.tidy()?;
         progress.report(1.0);
         Ok(())

@@ -19,7 +19,10 @@ pub(crate) const NAME: &str = "qemu";
 
 /// A `BACKEND` error of this backend.
 pub(crate) fn error(message: impl Into<String>) -> Error {
-    Error::Backend { backend: NAME.into(), message: message.into() }
+    Error::Backend {
+        backend: NAME.into(),
+        message: message.into(),
+    }
 }
 
 /// qemu's error as a sentence: the command, qemu's own message, and every cause.
@@ -71,7 +74,11 @@ impl Ctx<'_> {
     /// Called before every change to the disk: fails like a crash would when the restart
     /// tests armed a crash at this change.
     fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
-        let mut left = self.shared.crash_in.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = self
+            .shared
+            .crash_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match *left {
             Some(0) => {
                 *left = None;
@@ -103,7 +110,8 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("mkdir {}", dir.display()))?;
-        fs::create_dir_all(dir).map_err(|e| io_error(format!("cannot create directory {}", dir.display()), e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| io_error(format!("cannot create directory {}", dir.display()), e))?;
         self.sync_dir(dir)
     }
 
@@ -117,15 +125,20 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("rmdir {}", dir.display()))?;
-        fs::remove_dir(dir).map_err(|e| io_error(format!("cannot remove directory {}", dir.display()), e))?;
+        fs::remove_dir(dir)
+            .map_err(|e| io_error(format!("cannot remove directory {}", dir.display()), e))?;
         self.sync_dir(dir)
     }
 
     /// Atomically gives `from`'s file the name `to`, replacing what `to` named.
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.mutation(|| format!("rename {} to {}", from.display(), to.display()))?;
-        fs::rename(from, to)
-            .map_err(|e| io_error(format!("cannot rename {} to {}", from.display(), to.display()), e))?;
+        fs::rename(from, to).map_err(|e| {
+            io_error(
+                format!("cannot rename {} to {}", from.display(), to.display()),
+                e,
+            )
+        })?;
         self.sync_dir(to)?;
         if from.parent() != to.parent() {
             self.sync_dir(from)?;
@@ -136,8 +149,12 @@ impl Ctx<'_> {
     /// Gives the file `existing` a second name `new`.
     pub(crate) fn link(&self, existing: &Path, new: &Path) -> Result<()> {
         self.mutation(|| format!("link {} as {}", existing.display(), new.display()))?;
-        fs::hard_link(existing, new)
-            .map_err(|e| io_error(format!("cannot link {} as {}", existing.display(), new.display()), e))?;
+        fs::hard_link(existing, new).map_err(|e| {
+            io_error(
+                format!("cannot link {} as {}", existing.display(), new.display()),
+                e,
+            )
+        })?;
         self.sync_dir(new)
     }
 
@@ -147,7 +164,8 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("remove {}", file.display()))?;
-        fs::remove_file(file).map_err(|e| io_error(format!("cannot remove {}", file.display()), e))?;
+        fs::remove_file(file)
+            .map_err(|e| io_error(format!("cannot remove {}", file.display()), e))?;
         self.sync_dir(file)
     }
 
@@ -155,7 +173,12 @@ impl Ctx<'_> {
     /// new live overlay) is as accessible as the one it replaces.
     pub(crate) fn copy_permissions(&self, from: &Path, to: &Path) -> Result<()> {
         let perms = fs::metadata(from)
-            .map_err(|e| io_error(format!("cannot read the permissions of {}", from.display()), e))?
+            .map_err(|e| {
+                io_error(
+                    format!("cannot read the permissions of {}", from.display()),
+                    e,
+                )
+            })?
             .permissions();
         fs::set_permissions(to, perms)
             .map_err(|e| io_error(format!("cannot set the permissions of {}", to.display()), e))
@@ -184,7 +207,12 @@ impl Ctx<'_> {
     }
 
     /// `qemu-img rebase` (safe): `file` keeps its content on the new backing.
-    pub(crate) fn rebase_safe(&self, file: &Path, onto: Option<&Path>, progress: &mut dyn FnMut(f64)) -> Result<()> {
+    pub(crate) fn rebase_safe(
+        &self,
+        file: &Path,
+        onto: Option<&Path>,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<()> {
         self.mutation(|| format!("rebase {} onto {}", file.display(), shown(onto)))?;
         self.qemu(|| qi::rebase_safe(file, onto, progress))
     }
@@ -223,7 +251,11 @@ impl Ctx<'_> {
 
     /// The internal snapshot tags of `image`.
     pub(crate) fn tags(&self, image: &Path) -> Result<Vec<String>> {
-        Ok(self.qemu(|| qi::snapshot_list(image))?.into_iter().map(|s| s.name).collect())
+        Ok(self
+            .qemu(|| qi::snapshot_list(image))?
+            .into_iter()
+            .map(|s| s.name)
+            .collect())
     }
 
     /// Bytes of data `file` holds itself.
@@ -239,5 +271,8 @@ impl Ctx<'_> {
 
 /// A backing file as messages show it.
 fn shown(p: Option<&Path>) -> String {
-    p.map_or_else(|| "nothing (standalone)".to_string(), |p| p.display().to_string())
+    p.map_or_else(
+        || "nothing (standalone)".to_string(),
+        |p| p.display().to_string(),
+    )
 }

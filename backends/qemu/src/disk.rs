@@ -34,6 +34,7 @@ pub(crate) struct Disk {
 /// never be mistaken for a layer (`<uuid>.qcow2`).
 const FRESH: &str = ".fresh.qcow2";
 const STASH: &str = ".stash.qcow2";
+const REBASE_INTENT: &str = ".rebase.json";
 
 impl Disk {
     /// `<dir>/<file>.snapshots`: the per-disk directory of frozen layers (external mode).
@@ -55,6 +56,11 @@ impl Disk {
     /// Where a revert keeps the old live file until the step can no longer be undone.
     pub(crate) fn stash(&self) -> PathBuf {
         self.dir().join(STASH)
+    }
+
+    /// The record of a safe rebase in progress on this disk (see `intent`).
+    pub(crate) fn rebase_intent(&self) -> PathBuf {
+        self.dir().join(REBASE_INTENT)
     }
 
     /// `<dir>/<file>.snaptree.json`: the physical tree of an internal-mode disk, which qemu
@@ -93,11 +99,17 @@ pub(crate) fn layer_name_uuid(name: &str) -> Option<Uuid> {
 /// The disks of a domain: every `<devices><disk>`, each with an absolute `<source file>`.
 pub(crate) fn disks_of(domain: &DomainXml) -> Result<Vec<Disk>> {
     if domain.disks.is_empty() {
-        return Err(error(format!("domain '{}' has no <disk>: there is nothing to snapshot", domain.name)));
+        return Err(error(format!(
+            "domain '{}' has no <disk>: there is nothing to snapshot",
+            domain.name
+        )));
     }
     let mut disks: Vec<Disk> = Vec::new();
     for (i, d) in domain.disks.iter().enumerate() {
-        let label = d.target_dev.clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let label = d
+            .target_dev
+            .clone()
+            .unwrap_or_else(|| format!("#{}", i + 1));
         let Some(source) = &d.source_file else {
             return Err(error(format!(
                 "disk '{label}' of domain '{}' has no <source file=...>: the qemu backend manages qcow2 files only",
@@ -113,7 +125,10 @@ pub(crate) fn disks_of(domain: &DomainXml) -> Result<Vec<Disk>> {
         }
         // A symlink would be renamed instead of the image it points to, and the domain
         // would end up with a link to a frozen layer as its disk.
-        if live.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if live
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             return Err(error(format!(
                 "disk '{label}' of domain '{}': {source} is a symbolic link; name the image itself",
                 domain.name
@@ -139,18 +154,32 @@ mod tests {
     use super::*;
 
     fn domain(disks: &str) -> DomainXml {
-        DomainXml::parse(&format!("<domain type='qemu'><name>vm</name><devices>{disks}</devices></domain>")).unwrap()
+        DomainXml::parse(&format!(
+            "<domain type='qemu'><name>vm</name><devices>{disks}</devices></domain>"
+        ))
+        .unwrap()
     }
 
     #[test]
     fn names_every_file_beside_the_disk() {
-        let d = &disks_of(&domain("<disk><source file='/vm/a.qcow2'/><target dev='vda'/></disk>")).unwrap()[0];
+        let d = &disks_of(&domain(
+            "<disk><source file='/vm/a.qcow2'/><target dev='vda'/></disk>",
+        ))
+        .unwrap()[0];
         let u = Uuid::from_u128(7);
         assert_eq!(d.dir(), Path::new("/vm/a.qcow2.snapshots"));
-        assert_eq!(d.layer(&u), Path::new("/vm/a.qcow2.snapshots/00000000-0000-0000-0000-000000000007.qcow2"));
+        assert_eq!(
+            d.layer(&u),
+            Path::new("/vm/a.qcow2.snapshots/00000000-0000-0000-0000-000000000007.qcow2")
+        );
         assert_eq!(d.layer_uuid(&d.layer(&u)), Some(u));
         assert_eq!(d.layer_uuid(&d.fresh()), None);
-        assert_eq!(d.layer_uuid(Path::new("/elsewhere/00000000-0000-0000-0000-000000000007.qcow2")), None);
+        assert_eq!(
+            d.layer_uuid(Path::new(
+                "/elsewhere/00000000-0000-0000-0000-000000000007.qcow2"
+            )),
+            None
+        );
         assert_eq!(d.meta(), Path::new("/vm/a.qcow2.snaptree.json"));
         assert_eq!(d.mode, Mode::External);
     }
@@ -159,15 +188,24 @@ mod tests {
     fn refuses_disks_it_cannot_manage_naming_them() {
         for (xml, why) in [
             ("", "has no <disk>"),
-            ("<disk><target dev='vdb'/></disk>", "disk 'vdb' of domain 'vm' has no <source file"),
-            ("<disk><source file='rel.qcow2'/></disk>", "disk '#1' of domain 'vm' has source file 'rel.qcow2'"),
+            (
+                "<disk><target dev='vdb'/></disk>",
+                "disk 'vdb' of domain 'vm' has no <source file",
+            ),
+            (
+                "<disk><source file='rel.qcow2'/></disk>",
+                "disk '#1' of domain 'vm' has source file 'rel.qcow2'",
+            ),
             (
                 "<disk><source file='/a'/><target dev='x'/></disk><disk><source file='/a'/><target dev='y'/></disk>",
                 "disks 'x' and 'y'",
             ),
         ] {
             let e = disks_of(&domain(xml)).unwrap_err();
-            assert!(e.to_string().contains(why), "{xml}: expected {why:?} in {e}");
+            assert!(
+                e.to_string().contains(why),
+                "{xml}: expected {why:?} in {e}"
+            );
         }
     }
 

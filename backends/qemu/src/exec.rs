@@ -21,6 +21,9 @@ use crate::ctx::{Ctx, error};
 use crate::ops::Op;
 use crate::stats::ConsolidateRecord;
 
+/// How many consolidate records a backend keeps.
+const KEPT_RECORDS: usize = 1000;
+
 /// What one disk has to do for a step.
 #[derive(Debug, Default)]
 pub(crate) struct DiskPlan {
@@ -55,17 +58,30 @@ impl Tracker<'_> {
     }
 }
 
-/// Runs the plans of every disk for one step.
-pub(crate) fn execute(ctx: Ctx<'_>, kind: StepKind, plans: &[DiskPlan], progress: &mut dyn Progress) -> Result<()> {
+/// Runs the plans of every disk for one step; `lives` are the disks' live images.
+pub(crate) fn execute(
+    ctx: Ctx<'_>,
+    kind: StepKind,
+    lives: &[&Path],
+    plans: &[DiskPlan],
+    progress: &mut dyn Progress,
+) -> Result<()> {
     let total: usize = plans.iter().map(DiskPlan::len).sum();
     if total == 0 {
         return Ok(());
     }
-    debug_assert!(plans.iter().all(|p| p.reversible.iter().all(Op::reversible)));
-    check_locks(ctx, kind, plans)?;
+    debug_assert!(
+        plans
+            .iter()
+            .all(|p| p.reversible.iter().all(Op::reversible))
+    );
+    check_locks(ctx, kind, lives, plans)?;
 
     let base = {
         let mut stats = ctx.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        // A long-lived backend keeps only the latest records.
+        let excess = stats.consolidations.len().saturating_sub(KEPT_RECORDS);
+        stats.consolidations.drain(..excess);
         plans
             .iter()
             .map(|p| {
@@ -86,60 +102,86 @@ pub(crate) fn execute(ctx: Ctx<'_>, kind: StepKind, plans: &[DiskPlan], progress
     };
     let crashes = ctx.shared.crashes.load(Ordering::SeqCst);
     let crashed = || ctx.shared.crashes.load(Ordering::SeqCst) != crashes;
-    let mut tracker = Tracker { progress, total, done: 0, cancelled: false };
+    let mut tracker = Tracker {
+        progress,
+        total,
+        done: 0,
+        cancelled: false,
+    };
 
     // Before the point of no return: undo everything on failure or cancel.
     let mut undo: Vec<Op> = Vec::new();
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.reversible {
             if tracker.cancelled {
-                return Err(rollback(ctx, &undo, error(format!("cancelled: could not {}", kind.verb()))));
+                return Err(rollback(
+                    ctx,
+                    &undo,
+                    error(format!("cancelled: could not {}", kind.verb())),
+                ));
             }
             // Registered before running: each undo copes with its operation half done.
             undo.extend(op.undo());
             let mut measured = measured_in(d);
             if let Err(e) = op.run(ctx, &mut |f| tracker.report(f), &mut measured) {
-                return Err(if crashed() { e } else { rollback(ctx, &undo, e) });
+                return Err(if crashed() {
+                    e
+                } else {
+                    rollback(ctx, &undo, e)
+                });
             }
             tracker.done += 1;
         }
     }
     if tracker.cancelled {
-        return Err(rollback(ctx, &undo, error(format!("cancelled: could not {}", kind.verb()))));
+        return Err(rollback(
+            ctx,
+            &undo,
+            error(format!("cancelled: could not {}", kind.verb())),
+        ));
     }
 
     // Past it: a cancel can no longer be honoured; finish.
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.last {
             let mut measured = measured_in(d);
-            op.run(ctx, &mut |f| tracker.report(f), &mut measured).map_err(|e| {
-                if crashed() {
-                    e
-                } else {
-                    error(format!(
-                        "{}; the step could not {} completely, running it again finishes it",
-                        e_text(&e),
-                        kind.verb()
-                    ))
-                }
-            })?;
+            op.run(ctx, &mut |f| tracker.report(f), &mut measured)
+                .map_err(|e| {
+                    if crashed() {
+                        e
+                    } else {
+                        error(format!(
+                            "{}; the step could not {} completely, running it again finishes it",
+                            e_text(&e),
+                            kind.verb()
+                        ))
+                    }
+                })?;
             tracker.done += 1;
         }
     }
     Ok(())
 }
 
-/// Checks every image the step writes, before anything changes.
-fn check_locks(ctx: Ctx<'_>, kind: StepKind, plans: &[DiskPlan]) -> Result<()> {
+/// Checks every image the step writes, and every disk's live image (with its backing
+/// chain), before anything changes. A running VM holds its live images, so it stops a
+/// multi-step operation at its first step, before anything changed, not half-way.
+fn check_locks(ctx: Ctx<'_>, kind: StepKind, lives: &[&Path], plans: &[DiskPlan]) -> Result<()> {
     let files: BTreeSet<&Path> = plans
         .iter()
         .flat_map(|p| p.reversible.iter().chain(&p.last))
         .flat_map(Op::writes)
+        .chain(lives.iter().copied())
         .filter(|f| f.exists())
         .collect();
     for f in files {
-        ctx.check_writable(f)
-            .map_err(|e| error(format!("cannot {}, nothing was changed: {}", kind.verb(), e_text(&e))))?;
+        ctx.check_writable(f).map_err(|e| {
+            error(format!(
+                "cannot {}, nothing was changed: {}",
+                kind.verb(),
+                e_text(&e)
+            ))
+        })?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::ctx::{Ctx, error};
 use crate::disk::{Disk, layer_name_uuid};
 use crate::exec::DiskPlan;
 use crate::header;
+use crate::intent::RebaseIntent;
 use crate::ops::{Op, same_file};
 use crate::stats::{Choice, ConsolidatePolicy, ConsolidateRecord};
 
@@ -51,6 +52,9 @@ pub(crate) struct Scan {
     pub(crate) live: Option<Backing>,
     /// Other files in the snapshot directory (leftovers of an interrupted step).
     pub(crate) strays: Vec<PathBuf>,
+    /// A safe rebase that may have been interrupted. The backing links above are as they
+    /// will be once it is undone, which the plan of any step does first.
+    pub(crate) intent: Option<RebaseIntent>,
 }
 
 impl Scan {
@@ -62,7 +66,8 @@ impl Scan {
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries {
-                    let entry = entry.map_err(|e| error(format!("cannot list {}: {e}", dir.display())))?;
+                    let entry =
+                        entry.map_err(|e| error(format!("cannot list {}: {e}", dir.display())))?;
                     let path = entry.path();
                     match entry.file_name().to_str().and_then(layer_name_uuid) {
                         Some(u) => {
@@ -75,14 +80,36 @@ impl Scan {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(error(format!("cannot list {}: {e}", dir.display()))),
         }
-        let live = if disk.live.exists() { Some(classify(disk, header::read(&disk.live)?.backing)) } else { None };
-        Ok(Scan { layers, live, strays })
+        let mut live = if disk.live.exists() {
+            Some(classify(disk, header::read(&disk.live)?.backing))
+        } else {
+            None
+        };
+        let intent = RebaseIntent::load(&disk.rebase_intent())?;
+        if let Some(i) = &intent {
+            let from = classify(disk, i.from.clone());
+            if i.file == disk.live {
+                live = live.map(|_| from);
+            } else if let Some(b) = disk.layer_uuid(&i.file).and_then(|u| layers.get_mut(&u)) {
+                *b = from;
+            }
+        }
+        Ok(Scan {
+            layers,
+            live,
+            strays,
+            intent,
+        })
     }
 
     /// The files backed by layer `of`: layers in uuid order, then the live file.
     pub(crate) fn dependents(&self, of: Uuid) -> Vec<Dep> {
-        let mut out: Vec<Dep> =
-            self.layers.iter().filter(|(_, b)| **b == Backing::Layer(of)).map(|(u, _)| Dep::Layer(*u)).collect();
+        let mut out: Vec<Dep> = self
+            .layers
+            .iter()
+            .filter(|(_, b)| **b == Backing::Layer(of))
+            .map(|(u, _)| Dep::Layer(*u))
+            .collect();
         if self.live == Some(Backing::Layer(of)) {
             out.push(Dep::Live);
         }
@@ -129,7 +156,10 @@ impl Scan {
             parents.insert(*u, parent(b, &disk.layer(u).display().to_string())?);
         }
         let live = self.live.as_ref().ok_or_else(|| missing_live(disk))?;
-        Ok(PhysicalTree { parents, live_parent: parent(live, "the live file")? })
+        Ok(PhysicalTree {
+            parents,
+            live_parent: parent(live, "the live file")?,
+        })
     }
 }
 
@@ -144,7 +174,11 @@ fn classify(disk: &Disk, backing: Option<PathBuf>) -> Backing {
 }
 
 fn missing_live(disk: &Disk) -> snaptree_engine::Error {
-    error(format!("{}: the live image {} is missing", disk.describe(), disk.live.display()))
+    error(format!(
+        "{}: the live image {} is missing",
+        disk.describe(),
+        disk.live.display()
+    ))
 }
 
 /// The file a backing link names (`None`: no backing file).
@@ -164,17 +198,51 @@ fn dep_path(disk: &Disk, d: Dep) -> PathBuf {
 }
 
 /// Plans one step on one external-mode disk.
-pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step, policy: ConsolidatePolicy) -> Result<DiskPlan> {
+pub(crate) fn plan(
+    ctx: Ctx<'_>,
+    disk: &Disk,
+    step: &Step,
+    policy: ConsolidatePolicy,
+) -> Result<DiskPlan> {
     let scan = Scan::load(disk)?;
+    let mut plan = plan_scanned(ctx, disk, &scan, step, policy)?;
+    if let Some(i) = scan.intent {
+        plan.reversible.insert(
+            0,
+            Op::RestoreBacking {
+                file: i.file,
+                from: i.from,
+                intent: disk.rebase_intent(),
+            },
+        );
+    }
+    Ok(plan)
+}
+
+fn plan_scanned(
+    ctx: Ctx<'_>,
+    disk: &Disk,
+    scan: &Scan,
+    step: &Step,
+    policy: ConsolidatePolicy,
+) -> Result<DiskPlan> {
     match step {
-        Step::Create { snapshot, .. } => create(disk, &scan, *snapshot),
-        Step::Revert { snapshot, .. } => revert(disk, &scan, *snapshot),
-        Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => free(ctx, disk, &scan, *snapshot, policy),
+        Step::Create { snapshot, .. } => create(disk, scan, *snapshot),
+        Step::Revert { snapshot, .. } => revert(disk, scan, *snapshot),
+        Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => {
+            free(ctx, disk, scan, *snapshot, policy)
+        }
         // The base is not observable: absorbing S into it is freeing S with its dependents
         // keeping their content, and S's children become roots.
-        Step::MergeIntoParent { snapshot, parent: None } => free(ctx, disk, &scan, *snapshot, policy),
-        Step::MergeIntoParent { snapshot, parent: Some(p) } => merge(disk, &scan, *snapshot, *p),
-        Step::DetachLive => detach(disk, &scan),
+        Step::MergeIntoParent {
+            snapshot,
+            parent: None,
+        } => free(ctx, disk, scan, *snapshot, policy),
+        Step::MergeIntoParent {
+            snapshot,
+            parent: Some(p),
+        } => merge(disk, scan, *snapshot, *p),
+        Step::DetachLive => detach(disk, scan),
         Step::Forget { .. } => Ok(DiskPlan::default()),
     }
 }
@@ -186,12 +254,22 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step, policy: ConsolidatePo
 fn create(disk: &Disk, scan: &Scan, n: Uuid) -> Result<DiskPlan> {
     let live = scan.live.as_ref().ok_or_else(|| missing_live(disk))?;
     let layer = disk.layer(&n);
-    let freeze = Op::Freeze { live: disk.live.clone(), layer: layer.clone(), fresh: disk.fresh() };
+    let freeze = Op::Freeze {
+        live: disk.live.clone(),
+        layer: layer.clone(),
+        fresh: disk.fresh(),
+    };
     if !scan.layers.contains_key(&n) {
-        return Ok(DiskPlan { reversible: vec![freeze], ..DiskPlan::default() });
+        return Ok(DiskPlan {
+            reversible: vec![freeze],
+            ..DiskPlan::default()
+        });
     }
     if same_file(&layer, &disk.live) {
-        return Ok(DiskPlan { reversible: vec![freeze], ..DiskPlan::default() });
+        return Ok(DiskPlan {
+            reversible: vec![freeze],
+            ..DiskPlan::default()
+        });
     }
     if *live == Backing::Layer(n) {
         return Ok(DiskPlan::default());
@@ -211,7 +289,11 @@ fn create(disk: &Disk, scan: &Scan, n: Uuid) -> Result<DiskPlan> {
 fn revert(disk: &Disk, scan: &Scan, s: Uuid) -> Result<DiskPlan> {
     scan.live.as_ref().ok_or_else(|| missing_live(disk))?;
     if !scan.layers.contains_key(&s) {
-        return Err(error(format!("{}: snapshot {s} has no layer {}", disk.describe(), disk.layer(&s).display())));
+        return Err(error(format!(
+            "{}: snapshot {s} has no layer {}",
+            disk.describe(),
+            disk.layer(&s).display()
+        )));
     }
     Ok(DiskPlan {
         reversible: vec![Op::SwapLive {
@@ -238,7 +320,13 @@ fn revert(disk: &Disk, scan: &Scan, s: Uuid) -> Result<DiskPlan> {
 /// dependent already committed holds nothing, so committing it is now the cheap choice; and
 /// either choice is correct from any intermediate state because each operation keeps every
 /// dependent's content.
-fn free(ctx: Ctx<'_>, disk: &Disk, scan: &Scan, s: Uuid, policy: ConsolidatePolicy) -> Result<DiskPlan> {
+fn free(
+    ctx: Ctx<'_>,
+    disk: &Disk,
+    scan: &Scan,
+    s: Uuid,
+    policy: ConsolidatePolicy,
+) -> Result<DiskPlan> {
     let Some(below) = scan.layers.get(&s) else {
         return Ok(DiskPlan::default());
     };
@@ -254,7 +342,11 @@ fn free(ctx: Ctx<'_>, disk: &Disk, scan: &Scan, s: Uuid, policy: ConsolidatePoli
         bytes_moved: 0,
     };
     if deps.is_empty() {
-        return Ok(DiskPlan { last: vec![Op::Remove { file: layer }], records: vec![record], ..DiskPlan::default() });
+        return Ok(DiskPlan {
+            last: vec![Op::Remove { file: layer }],
+            records: vec![record],
+            ..DiskPlan::default()
+        });
     }
     let own = ctx.allocated(&layer)?;
     record.rebase_estimate = own * deps.len() as u64;
@@ -272,8 +364,15 @@ fn free(ctx: Ctx<'_>, disk: &Disk, scan: &Scan, s: Uuid, policy: ConsolidatePoli
         return Ok(DiskPlan {
             reversible: Vec::new(),
             last: vec![
-                Op::Commit { top: x.clone(), into: layer.clone(), measure: Some(0) },
-                Op::Replace { source: layer, target: x },
+                Op::Commit {
+                    top: x.clone(),
+                    into: layer.clone(),
+                    measure: Some(0),
+                },
+                Op::Replace {
+                    source: layer,
+                    target: x,
+                },
             ],
             records: vec![record],
         });
@@ -287,6 +386,7 @@ fn free(ctx: Ctx<'_>, disk: &Disk, scan: &Scan, s: Uuid, policy: ConsolidatePoli
                 file: dep_path(disk, *d),
                 from: Some(layer.clone()),
                 onto: onto.clone(),
+                intent: disk.rebase_intent(),
                 measure: Some(0),
             })
             .collect(),
@@ -314,7 +414,11 @@ fn merge(disk: &Disk, scan: &Scan, s: Uuid, p: Uuid) -> Result<DiskPlan> {
         return Ok(DiskPlan::default());
     };
     if !scan.layers.contains_key(&p) {
-        return Err(error(format!("{}: snapshot {p} has no layer {}", disk.describe(), disk.layer(&p).display())));
+        return Err(error(format!(
+            "{}: snapshot {p} has no layer {}",
+            disk.describe(),
+            disk.layer(&p).display()
+        )));
     }
     let (fs, fp) = (disk.layer(&s), disk.layer(&p));
     let mut plan = DiskPlan::default();
@@ -323,21 +427,34 @@ fn merge(disk: &Disk, scan: &Scan, s: Uuid, p: Uuid) -> Result<DiskPlan> {
             file: fs.clone(),
             from: backing_path(disk, s_backing),
             onto: Some(fp.clone()),
+            intent: disk.rebase_intent(),
             measure: None,
         });
     }
-    let others: Vec<Dep> = scan.dependents(p).into_iter().filter(|d| *d != Dep::Layer(s)).collect();
+    let others: Vec<Dep> = scan
+        .dependents(p)
+        .into_iter()
+        .filter(|d| *d != Dep::Layer(s))
+        .collect();
     for d in &others {
         plan.reversible.push(Op::SafeRebase {
             file: dep_path(disk, *d),
             from: Some(fp.clone()),
             onto: Some(fs.clone()),
+            intent: disk.rebase_intent(),
             measure: None,
         });
     }
-    plan.last.push(Op::Commit { top: fs.clone(), into: fp.clone(), measure: None });
+    plan.last.push(Op::Commit {
+        top: fs.clone(),
+        into: fp.clone(),
+        measure: None,
+    });
     for d in scan.dependents(s).into_iter().chain(others) {
-        plan.last.push(Op::UnsafeRebase { file: dep_path(disk, d), onto: Some(fp.clone()) });
+        plan.last.push(Op::UnsafeRebase {
+            file: dep_path(disk, d),
+            onto: Some(fp.clone()),
+        });
     }
     plan.last.push(Op::Remove { file: fs });
     Ok(plan)
@@ -353,13 +470,17 @@ fn detach(disk: &Disk, scan: &Scan) -> Result<DiskPlan> {
     }
     let bottom = scan.bottom(live);
     if matches!(bottom, Backing::Layer(_)) {
-        return Err(error(format!("{}: the backing chain of the live image is broken", disk.describe())));
+        return Err(error(format!(
+            "{}: the backing chain of the live image is broken",
+            disk.describe()
+        )));
     }
     Ok(DiskPlan {
         reversible: vec![Op::SafeRebase {
             file: disk.live.clone(),
             from: backing_path(disk, live),
             onto: backing_path(disk, &bottom),
+            intent: disk.rebase_intent(),
             measure: None,
         }],
         ..DiskPlan::default()

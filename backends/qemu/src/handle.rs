@@ -27,7 +27,11 @@ pub struct QemuHandle(pub(crate) Arc<Shared>);
 impl QemuHandle {
     /// A copy of the statistics so far.
     pub fn stats(&self) -> Stats {
-        self.0.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Clears the statistics.

@@ -38,10 +38,16 @@ pub(crate) struct Header {
 
 /// Reads the header of the qcow2 image at `path`.
 pub(crate) fn read(path: &Path) -> Result<Header> {
-    let fail = |why: String| error(format!("cannot read the qcow2 header of {}: {why}", path.display()));
+    let fail = |why: String| {
+        error(format!(
+            "cannot read the qcow2 header of {}: {why}",
+            path.display()
+        ))
+    };
     let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut head = [0u8; 32];
-    file.read_exact(&mut head).map_err(|e| fail(e.to_string()))?;
+    file.read_exact(&mut head)
+        .map_err(|e| fail(e.to_string()))?;
     if head[0..4] != MAGIC {
         return Err(fail("it is not a qcow2 image".into()));
     }
@@ -50,18 +56,31 @@ pub(crate) fn read(path: &Path) -> Result<Header> {
     let len = u32::from_be_bytes(head[16..20].try_into().expect("4 bytes"));
     let size = be64(24);
     if offset == 0 {
-        return Ok(Header { backing: None, size });
+        return Ok(Header {
+            backing: None,
+            size,
+        });
     }
     if len == 0 || len > MAX_BACKING_NAME {
         return Err(fail(format!("backing file name length {len} is invalid")));
     }
     let mut name = vec![0u8; len as usize];
-    file.seek(SeekFrom::Start(offset)).map_err(|e| fail(e.to_string()))?;
-    file.read_exact(&mut name).map_err(|e| fail(e.to_string()))?;
-    let name = String::from_utf8(name).map_err(|_| fail("the backing file name is not UTF-8".into()))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| fail(e.to_string()))?;
+    file.read_exact(&mut name)
+        .map_err(|e| fail(e.to_string()))?;
+    let name =
+        String::from_utf8(name).map_err(|_| fail("the backing file name is not UTF-8".into()))?;
     // Protocol or json: names would need qemu's own parser; this backend writes none.
-    if name.starts_with("json:") || name.split('/').next().is_some_and(|first| first.contains(':')) {
-        return Err(fail(format!("backing file '{name}' is not a plain file name")));
+    if name.starts_with("json:")
+        || name
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains(':'))
+    {
+        return Err(fail(format!(
+            "backing file '{name}' is not a plain file name"
+        )));
     }
     let backing = Path::new(&name);
     let backing = if backing.is_absolute() {
@@ -69,7 +88,10 @@ pub(crate) fn read(path: &Path) -> Result<Header> {
     } else {
         path.parent().unwrap_or(Path::new("/")).join(backing)
     };
-    Ok(Header { backing: Some(backing), size })
+    Ok(Header {
+        backing: Some(backing),
+        size,
+    })
 }
 
 #[cfg(test)]
@@ -84,16 +106,34 @@ mod tests {
         let top = dir.path().join("top.qcow2");
         qi::create(&base, 3 << 20).unwrap();
         qi::create_overlay(&top, &base).unwrap();
-        assert_eq!(read(&base).unwrap(), Header { backing: None, size: 3 << 20 });
+        assert_eq!(
+            read(&base).unwrap(),
+            Header {
+                backing: None,
+                size: 3 << 20
+            }
+        );
         let h = read(&top).unwrap();
-        assert_eq!(h.backing.as_deref(), qi::info(&top).unwrap().full_backing_filename.as_deref());
+        assert_eq!(
+            h.backing.as_deref(),
+            qi::info(&top).unwrap().full_backing_filename.as_deref()
+        );
         assert_eq!(h.size, 3 << 20);
         // A relative name resolves against the image's directory, as qemu does.
         qi::rebase_unsafe(&top, Some(Path::new("base.qcow2"))).unwrap();
         assert_eq!(read(&top).unwrap().backing, Some(base.clone()));
         qi::rebase_unsafe(&top, None).unwrap();
         assert_eq!(read(&top).unwrap().backing, None);
-        std::fs::write(&base, b"not an image at all, just some text long enough for a header").unwrap();
-        assert!(read(&base).unwrap_err().to_string().contains("not a qcow2 image"));
+        std::fs::write(
+            &base,
+            b"not an image at all, just some text long enough for a header",
+        )
+        .unwrap();
+        assert!(
+            read(&base)
+                .unwrap_err()
+                .to_string()
+                .contains("not a qcow2 image")
+        );
     }
 }

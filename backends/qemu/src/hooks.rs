@@ -22,11 +22,15 @@ pub(crate) fn guest_writes(seed: u64, disk: usize, size: u64) -> Vec<(u64, u8)> 
     let slots = (size.min(GUEST_AREA) / GUEST_WRITE).max(1);
     let mut x = seed ^ (disk as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut next = || {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         x >> 33
     };
     let n = 2 + next() % 3;
-    (0..n).map(|_| ((next() % slots) * GUEST_WRITE, (next() % 255) as u8 + 1)).collect()
+    (0..n)
+        .map(|_| ((next() % slots) * GUEST_WRITE, (next() % 255) as u8 + 1))
+        .collect()
 }
 
 impl TestHooks for QemuBackend {
@@ -38,11 +42,17 @@ impl TestHooks for QemuBackend {
         hasher.update(b"snaptree-qemu domain content v1\0");
         for d in self.disks() {
             let digest = match (of, d.mode) {
-                (ContentRef::Live, _) => ctx.qemu(|| qi::content_digest(&d.live, None, &mut |_| {}))?,
+                (ContentRef::Live, _) => {
+                    ctx.qemu(|| qi::content_digest(&d.live, None, &mut |_| {}))?
+                }
                 (ContentRef::Snapshot(u), Mode::External) => {
                     let layer = d.layer(&u);
                     if !layer.exists() {
-                        return Err(error(format!("{}: snapshot {u} has no layer {}", d.describe(), layer.display())));
+                        return Err(error(format!(
+                            "{}: snapshot {u} has no layer {}",
+                            d.describe(),
+                            layer.display()
+                        )));
                     }
                     ctx.qemu(|| qi::content_digest(&layer, None, &mut |_| {}))?
                 }
@@ -53,7 +63,11 @@ impl TestHooks for QemuBackend {
             hasher.update(digest.as_bytes());
             hasher.update(b"\0");
         }
-        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
     }
 
     /// Writes [`guest_writes`] into every disk's live state with qemu-io.
@@ -81,7 +95,9 @@ mod tests {
         for seed in 0..200 {
             let w = guest_writes(seed, 0, 8 << 20);
             assert!((2..=4).contains(&w.len()));
-            assert!(w.iter().all(|(off, pat)| off + GUEST_WRITE <= GUEST_AREA && *pat != 0 && off % GUEST_WRITE == 0));
+            assert!(w.iter().all(|(off, pat)| off + GUEST_WRITE <= GUEST_AREA
+                && *pat != 0
+                && off % GUEST_WRITE == 0));
         }
     }
 }

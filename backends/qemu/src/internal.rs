@@ -29,13 +29,20 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
         if next == meta {
             Vec::new()
         } else {
-            vec![Op::WriteMeta { path: path.clone(), meta: next, previous: meta.clone() }]
+            vec![Op::WriteMeta {
+                path: path.clone(),
+                meta: next,
+                previous: meta.clone(),
+            }]
         }
     };
     if matches!(step, Step::DetachLive) {
         // Internal snapshots share clusters by reference count: the live state never
         // depends on them; only the record changes.
-        return Ok(DiskPlan { reversible: write(meta.with_live(None)), ..DiskPlan::default() });
+        return Ok(DiskPlan {
+            reversible: write(meta.with_live(None)),
+            ..DiskPlan::default()
+        });
     }
     let image = disk.live.clone();
     let tags = ctx.tags(&image)?;
@@ -45,7 +52,10 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
         // Restart: the tag is created only if missing, then recorded only if unrecorded.
         Step::Create { snapshot, .. } => {
             if !has(snapshot) {
-                plan.reversible.push(Op::SnapCreate { image, tag: tag(snapshot) });
+                plan.reversible.push(Op::SnapCreate {
+                    image,
+                    tag: tag(snapshot),
+                });
             }
             plan.reversible.extend(write(meta.created(*snapshot)));
         }
@@ -53,28 +63,59 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
         // Restart: a stale stash holds a live state the revert discards anyway.
         Step::Revert { snapshot, .. } => {
             if !has(snapshot) {
-                return Err(error(format!("{}: no internal snapshot tagged {snapshot}", disk.describe())));
+                return Err(error(format!(
+                    "{}: no internal snapshot tagged {snapshot}",
+                    disk.describe()
+                )));
             }
-            plan.reversible.push(Op::SnapStash { image: image.clone(), tag: REVERT_STASH.into() });
-            plan.reversible.push(Op::SnapApply { image: image.clone(), tag: tag(snapshot) });
-            plan.reversible.extend(write(meta.with_live(Some(*snapshot))));
-            plan.last.push(Op::SnapDelete { image, tag: REVERT_STASH.into() });
+            plan.reversible.push(Op::SnapStash {
+                image: image.clone(),
+                tag: REVERT_STASH.into(),
+            });
+            plan.reversible.push(Op::SnapApply {
+                image: image.clone(),
+                tag: tag(snapshot),
+            });
+            plan.reversible
+                .extend(write(meta.with_live(Some(*snapshot))));
+            plan.last.push(Op::SnapDelete {
+                image,
+                tag: REVERT_STASH.into(),
+            });
         }
         // Freeing: delete the tag if present, then give S's dependents to S's parent.
-        Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } | Step::MergeIntoParent { snapshot, parent: None } => {
+        Step::DiscardLeaf { snapshot }
+        | Step::Consolidate { snapshot }
+        | Step::MergeIntoParent {
+            snapshot,
+            parent: None,
+        } => {
             if has(snapshot) {
-                plan.last.push(Op::SnapDelete { image, tag: tag(snapshot) });
+                plan.last.push(Op::SnapDelete {
+                    image,
+                    tag: tag(snapshot),
+                });
             }
             let heir = meta.parents.get(snapshot).copied().flatten();
             plan.last.extend(write(meta.removed(*snapshot, heir)));
         }
-        Step::MergeIntoParent { snapshot, parent: Some(p) } => {
+        Step::MergeIntoParent {
+            snapshot,
+            parent: Some(p),
+        } => {
             let mid_merge = tags.iter().any(|t| t == MERGE_STASH);
             if has(snapshot) {
                 if !has(p) && !mid_merge {
-                    return Err(error(format!("{}: no internal snapshot tagged {p}", disk.describe())));
+                    return Err(error(format!(
+                        "{}: no internal snapshot tagged {p}",
+                        disk.describe()
+                    )));
                 }
-                plan.last.push(Op::InternalMerge { image, s: *snapshot, p: *p });
+                plan.last.push(Op::InternalMerge {
+                    image,
+                    s: *snapshot,
+                    p: *p,
+                });
             }
             plan.last.extend(write(meta.removed(*snapshot, Some(*p))));
         }

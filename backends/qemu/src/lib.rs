@@ -19,10 +19,12 @@
 //!
 //! Modules, one job each: `disk` (files of a disk), `header` (qcow2 header fields),
 //! `ctx` (every change to disk, timed and crash-injectable), `ops` (physical operations),
-//! `exec` (running a step), `external` / `internal` / `meta` (the two modes),
+//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `external` / `internal` / `meta` (the two modes),
 //! `backend` / `provider` / `hooks` (the engine's traits), `handle` / `stats` (measurements).
 
-#![forbid(unsafe_code)]
+// The SDK's export macro defines the `#[unsafe(no_mangle)]` entry symbol; nothing else
+// here is unsafe.
+#![deny(unsafe_code)]
 
 mod backend;
 mod ctx;
@@ -32,13 +34,18 @@ mod external;
 mod handle;
 mod header;
 mod hooks;
+mod intent;
 mod internal;
 mod meta;
 mod ops;
+#[cfg(feature = "plugin")]
+mod plugin;
 mod provider;
 mod stats;
 
 pub use backend::QemuBackend;
 pub use handle::QemuHandle;
+#[cfg(feature = "plugin")]
+pub use plugin::QemuPlugin;
 pub use provider::{QEMU_BACKEND, QemuProvider};
 pub use stats::{Choice, ConsolidatePolicy, ConsolidateRecord, Stats};

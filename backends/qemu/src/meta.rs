@@ -28,7 +28,11 @@ pub(crate) struct Meta {
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { version: VERSION, parents: BTreeMap::new(), live_parent: None }
+        Meta {
+            version: VERSION,
+            parents: BTreeMap::new(),
+            live_parent: None,
+        }
     }
 }
 
@@ -40,10 +44,18 @@ impl Meta {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Meta::default()),
             Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
         };
-        let meta: Meta = serde_json::from_slice(&text)
-            .map_err(|e| error(format!("{} is not a snaptree metadata file: {e}", path.display())))?;
+        let meta: Meta = serde_json::from_slice(&text).map_err(|e| {
+            error(format!(
+                "{} is not a snaptree metadata file: {e}",
+                path.display()
+            ))
+        })?;
         if meta.version != VERSION {
-            return Err(error(format!("{} has format version {}, expected {VERSION}", path.display(), meta.version)));
+            return Err(error(format!(
+                "{} has format version {}, expected {VERSION}",
+                path.display(),
+                meta.version
+            )));
         }
         Ok(meta)
     }
@@ -54,7 +66,8 @@ impl Meta {
         if self.is_empty() {
             return ctx.remove(path);
         }
-        let mut text = serde_json::to_vec_pretty(self).map_err(|e| error(format!("cannot encode {}: {e}", path.display())))?;
+        let mut text = serde_json::to_vec_pretty(self)
+            .map_err(|e| error(format!("cannot encode {}: {e}", path.display())))?;
         text.push(b'\n');
         ctx.write_atomic(path, &text)
     }
@@ -76,7 +89,10 @@ impl Meta {
 
     /// The tree after the live state was made to derive from `s` (revert) or from nothing.
     pub(crate) fn with_live(&self, s: Option<Uuid>) -> Meta {
-        Meta { live_parent: s, ..self.clone() }
+        Meta {
+            live_parent: s,
+            ..self.clone()
+        }
     }
 
     /// The tree after `s` was removed and everything that derived from it was given to
@@ -99,7 +115,10 @@ impl Meta {
 
     /// As the engine's agreement check wants it.
     pub(crate) fn physical(&self) -> PhysicalTree {
-        PhysicalTree { parents: self.parents.clone(), live_parent: self.live_parent }
+        PhysicalTree {
+            parents: self.parents.clone(),
+            live_parent: self.live_parent,
+        }
     }
 }
 
@@ -110,7 +129,11 @@ mod tests {
     #[test]
     fn changes_are_idempotent() {
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let m = Meta::default().created(a).created(b).with_live(Some(a)).created(c);
+        let m = Meta::default()
+            .created(a)
+            .created(b)
+            .with_live(Some(a))
+            .created(c);
         assert_eq!(m.created(c), m);
         assert_eq!(m.parents[&c], Some(a));
         let r = m.removed(a, None);

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use snaptree_engine::{Result, Uuid};
 
 use crate::ctx::Ctx;
+use crate::intent::RebaseIntent;
 use crate::meta::Meta;
 
 /// The tag under which an internal-mode revert keeps the old live state until the revert
@@ -30,22 +31,59 @@ pub(crate) enum Op {
     /// fresh → live, so the live name never disappears and a crash leaves either the old
     /// live file (with a second name, which a re-run recognises by inode) or the finished
     /// state.
-    Freeze { live: PathBuf, layer: PathBuf, fresh: PathBuf },
+    Freeze {
+        live: PathBuf,
+        layer: PathBuf,
+        fresh: PathBuf,
+    },
     /// Undoes [`Op::Freeze`], from any point of it.
-    Unfreeze { live: PathBuf, layer: PathBuf, fresh: PathBuf },
+    Unfreeze {
+        live: PathBuf,
+        layer: PathBuf,
+        fresh: PathBuf,
+    },
     /// External revert: a new empty overlay on `backing` takes the live file's name; the old
     /// live file stays reachable as `stash` until the step can no longer be undone.
-    SwapLive { live: PathBuf, backing: PathBuf, fresh: PathBuf, stash: PathBuf },
+    SwapLive {
+        live: PathBuf,
+        backing: PathBuf,
+        fresh: PathBuf,
+        stash: PathBuf,
+    },
     /// Undoes [`Op::SwapLive`], from any point of it.
-    Unswap { live: PathBuf, stash: PathBuf, fresh: PathBuf },
-    /// `qemu-img rebase` (safe) of `file` from `from` onto `onto`, keeping its content.
-    /// Undone by an unsafe rebase back: afterwards `file` holds every cluster where the two
-    /// backings differ, so on the clusters it does not hold they agree.
-    SafeRebase { file: PathBuf, from: Option<PathBuf>, onto: Option<PathBuf>, measure: Option<usize> },
+    Unswap {
+        live: PathBuf,
+        stash: PathBuf,
+        fresh: PathBuf,
+    },
+    /// `qemu-img rebase` (safe) of `file` from `from` onto `onto`, keeping its content,
+    /// between writing and removing the intent record `intent`. Undone, from any point, by
+    /// [`Op::RestoreBacking`]: whatever it copied holds `from`'s view.
+    SafeRebase {
+        file: PathBuf,
+        from: Option<PathBuf>,
+        onto: Option<PathBuf>,
+        intent: PathBuf,
+        measure: Option<usize>,
+    },
+    /// Points `file` back at `from` (an unsafe rebase: only the header changes) and removes
+    /// the intent record of the safe rebase this undoes, restoring `file`'s content.
+    RestoreBacking {
+        file: PathBuf,
+        from: Option<PathBuf>,
+        intent: PathBuf,
+    },
     /// `qemu-img rebase -u`: only correct where the two backings show the same content.
-    UnsafeRebase { file: PathBuf, onto: Option<PathBuf> },
+    UnsafeRebase {
+        file: PathBuf,
+        onto: Option<PathBuf>,
+    },
     /// `qemu-img commit top` into its backing `into`.
-    Commit { top: PathBuf, into: PathBuf, measure: Option<usize> },
+    Commit {
+        top: PathBuf,
+        into: PathBuf,
+        measure: Option<usize>,
+    },
     /// `source` takes `target`'s name (and permissions), atomically.
     Replace { source: PathBuf, target: PathBuf },
     /// Deletes a file (if it exists).
@@ -63,7 +101,11 @@ pub(crate) enum Op {
     /// Internal merge: snapshot `p` takes the content of `s`, `s` is deleted (see [`merge_internal`]).
     InternalMerge { image: PathBuf, s: Uuid, p: Uuid },
     /// Writes an internal-mode disk's metadata file.
-    WriteMeta { path: PathBuf, meta: Meta, previous: Meta },
+    WriteMeta {
+        path: PathBuf,
+        meta: Meta,
+        previous: Meta,
+    },
 }
 
 /// Where an operation reports the bytes it copied: a consolidate record of its plan.
@@ -82,18 +124,42 @@ impl Op {
     /// before a step's point of no return. `None`: nothing to undo, or not reversible.
     pub(crate) fn undo(&self) -> Option<Op> {
         match self {
-            Op::Freeze { live, layer, fresh } => {
-                Some(Op::Unfreeze { live: live.clone(), layer: layer.clone(), fresh: fresh.clone() })
-            }
-            Op::SwapLive { live, stash, fresh, .. } => {
-                Some(Op::Unswap { live: live.clone(), stash: stash.clone(), fresh: fresh.clone() })
-            }
-            Op::SafeRebase { file, from, .. } => Some(Op::UnsafeRebase { file: file.clone(), onto: from.clone() }),
-            Op::SnapCreate { image, tag } => Some(Op::SnapDelete { image: image.clone(), tag: tag.clone() }),
-            Op::SnapStash { image, tag } => Some(Op::SnapRestore { image: image.clone(), tag: tag.clone() }),
-            Op::WriteMeta { path, meta, previous } => {
-                Some(Op::WriteMeta { path: path.clone(), meta: previous.clone(), previous: meta.clone() })
-            }
+            Op::Freeze { live, layer, fresh } => Some(Op::Unfreeze {
+                live: live.clone(),
+                layer: layer.clone(),
+                fresh: fresh.clone(),
+            }),
+            Op::SwapLive {
+                live, stash, fresh, ..
+            } => Some(Op::Unswap {
+                live: live.clone(),
+                stash: stash.clone(),
+                fresh: fresh.clone(),
+            }),
+            Op::SafeRebase {
+                file, from, intent, ..
+            } => Some(Op::RestoreBacking {
+                file: file.clone(),
+                from: from.clone(),
+                intent: intent.clone(),
+            }),
+            Op::SnapCreate { image, tag } => Some(Op::SnapDelete {
+                image: image.clone(),
+                tag: tag.clone(),
+            }),
+            Op::SnapStash { image, tag } => Some(Op::SnapRestore {
+                image: image.clone(),
+                tag: tag.clone(),
+            }),
+            Op::WriteMeta {
+                path,
+                meta,
+                previous,
+            } => Some(Op::WriteMeta {
+                path: path.clone(),
+                meta: previous.clone(),
+                previous: meta.clone(),
+            }),
             // Undone by the SnapStash before it.
             Op::SnapApply { .. } => None,
             _ => None,
@@ -107,6 +173,7 @@ impl Op {
             Op::Freeze { .. }
                 | Op::SwapLive { .. }
                 | Op::SafeRebase { .. }
+                | Op::RestoreBacking { .. }
                 | Op::SnapCreate { .. }
                 | Op::SnapStash { .. }
                 | Op::SnapApply { .. }
@@ -120,7 +187,10 @@ impl Op {
         match self {
             Op::Freeze { live, .. } => vec![live],
             Op::SwapLive { live, backing, .. } => vec![live, backing],
-            Op::SafeRebase { file, .. } | Op::UnsafeRebase { file, .. } | Op::Remove { file } => vec![file],
+            Op::SafeRebase { file, .. }
+            | Op::RestoreBacking { file, .. }
+            | Op::UnsafeRebase { file, .. }
+            | Op::Remove { file } => vec![file],
             Op::Commit { top, into, .. } => vec![top, into],
             Op::Replace { source, target } => vec![source, target],
             Op::SnapCreate { image, .. }
@@ -128,7 +198,10 @@ impl Op {
             | Op::SnapApply { image, .. }
             | Op::SnapDelete { image, .. }
             | Op::InternalMerge { image, .. } => vec![image],
-            Op::Unfreeze { .. } | Op::Unswap { .. } | Op::SnapRestore { .. } | Op::WriteMeta { .. } => vec![],
+            Op::Unfreeze { .. }
+            | Op::Unswap { .. }
+            | Op::SnapRestore { .. }
+            | Op::WriteMeta { .. } => vec![],
         }
         .into_iter()
         .map(PathBuf::as_path)
@@ -136,7 +209,12 @@ impl Op {
     }
 
     /// Runs the operation. `progress` gets the fraction of this operation done.
-    pub(crate) fn run(&self, ctx: Ctx<'_>, progress: &mut dyn FnMut(f64), measured: Measured<'_>) -> Result<()> {
+    pub(crate) fn run(
+        &self,
+        ctx: Ctx<'_>,
+        progress: &mut dyn FnMut(f64),
+        measured: Measured<'_>,
+    ) -> Result<()> {
         match self {
             Op::Freeze { live, layer, fresh } => {
                 ctx.create_dir(layer.parent().unwrap_or(Path::new("/")))?;
@@ -160,9 +238,14 @@ impl Op {
                         ctx.rename(layer, live)?;
                     }
                 }
-                ctx.remove(fresh)
+                remove_leftover(ctx, fresh)
             }
-            Op::SwapLive { live, backing, fresh, stash } => {
+            Op::SwapLive {
+                live,
+                backing,
+                fresh,
+                stash,
+            } => {
                 ctx.create_dir(fresh.parent().unwrap_or(Path::new("/")))?;
                 // Leftovers of an interrupted attempt: a half-built overlay, and a live state
                 // that this revert discards anyway.
@@ -181,18 +264,37 @@ impl Op {
                         ctx.rename(stash, live)?;
                     }
                 }
-                ctx.remove(fresh)
+                remove_leftover(ctx, fresh)
             }
-            Op::SafeRebase { file, onto, measure, .. } => {
+            Op::SafeRebase {
+                file,
+                from,
+                onto,
+                intent,
+                measure,
+            } => {
                 let before = match measure {
                     Some(_) => ctx.allocated(file)?,
                     None => 0,
                 };
+                RebaseIntent {
+                    file: file.clone(),
+                    from: from.clone(),
+                }
+                .store(ctx, intent)?;
                 ctx.rebase_safe(file, onto.as_deref(), progress)?;
+                // qemu-img has exited: the rebase is flushed and complete.
+                ctx.remove(intent)?;
                 if let Some(record) = measure {
                     measured(*record, ctx.allocated(file)?.saturating_sub(before));
                 }
                 Ok(())
+            }
+            Op::RestoreBacking { file, from, intent } => {
+                if file.exists() {
+                    ctx.rebase_unsafe(file, from.as_deref())?;
+                }
+                ctx.remove(intent)
             }
             Op::UnsafeRebase { file, onto } => ctx.rebase_unsafe(file, onto.as_deref()),
             Op::Commit { top, measure, .. } => {
@@ -236,6 +338,15 @@ impl Op {
     }
 }
 
+/// Removes a half-built overlay an undone operation may leave; anything but a regular file
+/// at that name is not ours to remove (and is what made the operation fail).
+fn remove_leftover(ctx: Ctx<'_>, file: &Path) -> Result<()> {
+    if file.symlink_metadata().is_ok_and(|m| m.is_file()) {
+        ctx.remove(file)?;
+    }
+    Ok(())
+}
+
 /// Makes internal snapshot `p` hold `s`'s content and deletes `s`, keeping the live state.
 ///
 /// qemu-img can neither rename an internal snapshot nor create one from anything but the
@@ -249,7 +360,13 @@ impl Op {
 /// re-created from the (possibly borrowed) live state; otherwise the live state is the true
 /// one (before (1) or after (5)) and the sequence starts over, which at worst rebuilds `p`
 /// from `s` a second time. Every other command is guarded by the tags present.
-fn merge_internal(ctx: Ctx<'_>, image: &Path, s: Uuid, p: Uuid, progress: &mut dyn FnMut(f64)) -> Result<()> {
+fn merge_internal(
+    ctx: Ctx<'_>,
+    image: &Path,
+    s: Uuid,
+    p: Uuid,
+    progress: &mut dyn FnMut(f64),
+) -> Result<()> {
     let (s, p) = (s.to_string(), p.to_string());
     let tags = ctx.tags(image)?;
     if !tags.contains(&s) {

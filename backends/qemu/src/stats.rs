@@ -55,7 +55,7 @@ pub struct Stats {
     pub qemu_time: Duration,
     /// How many such subprocesses ran.
     pub qemu_calls: u64,
-    /// Every freed layer, in order.
+    /// The freed layers, in order (the latest thousand).
     pub consolidations: Vec<ConsolidateRecord>,
 }
 

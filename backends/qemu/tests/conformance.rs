@@ -26,7 +26,11 @@ struct Factory {
 
 impl Factory {
     fn new(modes: &'static [&'static str]) -> Factory {
-        Factory { root: tempfile::tempdir().unwrap(), modes, state: Mutex::new((0, None)) }
+        Factory {
+            root: tempfile::tempdir().unwrap(),
+            modes,
+            state: Mutex::new((0, None)),
+        }
     }
 
     fn subject(&self) -> Result<Subject, String> {
@@ -42,7 +46,10 @@ impl Factory {
         let domain_xml = common::domain_xml(&disks, self.modes);
         let backend = QemuBackend::open(&DomainXml::parse(&domain_xml).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
-        Ok(Subject { domain_xml, backend: Box::new(backend) })
+        Ok(Subject {
+            domain_xml,
+            backend: Box::new(backend),
+        })
     }
 }
 
@@ -50,7 +57,10 @@ fn config(default_cases: u32) -> Config {
     let mut c = Config::from_env(default_cases);
     c.max_steps = 16;
     // The offline backend cannot start a guest: reverts keep the domain shut off.
-    c.tuning = Tuning { revert_flags: vec![0, flags::REVERT_SHUTOFF], ..Tuning::default() };
+    c.tuning = Tuning {
+        revert_flags: vec![0, flags::REVERT_SHUTOFF],
+        ..Tuning::default()
+    };
     // Shrinking replays sequences on real disks; bound it so a failure reports in minutes.
     c.max_shrink_iters = 300;
     c
@@ -72,10 +82,10 @@ fn conform(modes: &'static [&'static str], default_cases: u32) {
 
 #[test]
 fn one_external_and_one_internal_disk_conform() {
-    conform(&["external", "internal"], 16);
+    conform(&["external", "internal"], 24);
 }
 
 #[test]
 fn external_disks_conform() {
-    conform(&["external", "external"], 16);
+    conform(&["external", "external"], 24);
 }

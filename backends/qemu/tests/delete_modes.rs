@@ -16,7 +16,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Layout, Vm, assert_internal_snapshot, assert_live, assert_standalone, revert, snap, uuid, write};
+use common::{
+    Layout, Vm, assert_internal_snapshot, assert_live, assert_standalone, revert, snap, uuid, write,
+};
 use snaptree_backend_qemu::{Choice, ConsolidatePolicy, QemuHandle};
 use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress};
 
@@ -67,32 +69,55 @@ fn fixture(modes: &[&'static str]) -> Fixture {
     let mut live = d();
     live.insert(5, 5);
     assert_live(&vm, &live, "before the delete");
-    Fixture { vm, d: dom, h, live }
+    Fixture {
+        vm,
+        d: dom,
+        h,
+        live,
+    }
 }
 
 fn delete(f: &mut Fixture, name: &str, mode: DeleteMode) {
     let u = uuid(&mut f.d, name);
-    f.d.delete(&u, mode, &mut NoProgress).unwrap_or_else(|e| panic!("delete {name} {mode:?}: {e}"));
+    f.d.delete(&u, mode, &mut NoProgress)
+        .unwrap_or_else(|e| panic!("delete {name} {mode:?}: {e}"));
 }
 
 /// After a delete: the tree has exactly `survivors` (name, parent, content), the physical
 /// tree agrees, the live data is unchanged, every survivor reverts to its data; then
 /// delete-all leaves standalone disks with the live data intact.
-fn check(mut f: Fixture, what: &str, current: Option<&str>, survivors: &[(&str, Option<&str>, Layout)]) {
-    f.d.check_agreement().unwrap_or_else(|e| panic!("{what}: {e}"));
+fn check(
+    mut f: Fixture,
+    what: &str,
+    current: Option<&str>,
+    survivors: &[(&str, Option<&str>, Layout)],
+) {
+    f.d.check_agreement()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_live(&f.vm, &f.live, &format!("{what}: live after the delete"));
     let tree = f.d.tree().unwrap().clone();
     let shape: BTreeMap<String, Option<String>> = tree
         .iter()
         .map(|s| (s.name.clone(), tree.parent(&s.uuid).map(|p| p.name.clone())))
         .collect();
-    let want: BTreeMap<String, Option<String>> =
-        survivors.iter().map(|(n, p, _)| (n.to_string(), p.map(str::to_string))).collect();
+    let want: BTreeMap<String, Option<String>> = survivors
+        .iter()
+        .map(|(n, p, _)| (n.to_string(), p.map(str::to_string)))
+        .collect();
     assert_eq!(shape, want, "{what}: tree");
-    assert_eq!(tree.current().map(|c| c.name.as_str()), current, "{what}: current");
+    assert_eq!(
+        tree.current().map(|c| c.name.as_str()),
+        current,
+        "{what}: current"
+    );
     for (name, _, content) in survivors {
         let u = uuid(&mut f.d, name);
-        assert_internal_snapshot(&f.vm, u, content, &format!("{what}: snapshot {name} in place"));
+        assert_internal_snapshot(
+            &f.vm,
+            u,
+            content,
+            &format!("{what}: snapshot {name} in place"),
+        );
     }
     for (name, _, content) in survivors {
         revert(&mut f.d, name);
@@ -100,7 +125,10 @@ fn check(mut f: Fixture, what: &str, current: Option<&str>, survivors: &[(&str, 
     }
     // Back to a live state that differs from every snapshot, then delete everything.
     common::write(&f.vm, 7, 7);
-    let mut live = survivors.last().map(|s| s.2.clone()).unwrap_or_else(|| f.live.clone());
+    let mut live = survivors
+        .last()
+        .map(|s| s.2.clone())
+        .unwrap_or_else(|| f.live.clone());
     live.insert(7, 7);
     f.d.delete_all(&mut NoProgress).unwrap();
     f.d.check_agreement().unwrap();
@@ -115,49 +143,91 @@ const MIXED: &[&str] = &["external", "internal"];
 fn retire(modes: &[&'static str]) {
     let mut f = fixture(modes);
     delete(&mut f, "B", DeleteMode::Retire);
-    check(f, "retire B", Some("D"), &[("A", None, a()), ("C", Some("A"), c()), ("D", Some("A"), d())]);
+    check(
+        f,
+        "retire B",
+        Some("D"),
+        &[
+            ("A", None, a()),
+            ("C", Some("A"), c()),
+            ("D", Some("A"), d()),
+        ],
+    );
 }
 
 fn merge(modes: &[&'static str]) {
     let mut f = fixture(modes);
     // A has two children: MERGE of B is refused, naming D, and changes nothing.
     let u = uuid(&mut f.d, "B");
-    let e = f.d.delete(&u, DeleteMode::Merge, &mut NoProgress).unwrap_err();
+    let e =
+        f.d.delete(&u, DeleteMode::Merge, &mut NoProgress)
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::WouldDiscard, "{e}");
     assert!(e.to_string().contains("'D'"), "{e}");
     // C into B: B takes C's content.
     delete(&mut f, "C", DeleteMode::Merge);
-    check(f, "merge C into B", Some("D"), &[("A", None, a()), ("B", Some("A"), c()), ("D", Some("A"), d())]);
+    check(
+        f,
+        "merge C into B",
+        Some("D"),
+        &[
+            ("A", None, a()),
+            ("B", Some("A"), c()),
+            ("D", Some("A"), d()),
+        ],
+    );
 }
 
 fn merge_root_into_base(modes: &[&'static str]) {
     let mut f = fixture(modes);
     delete(&mut f, "A", DeleteMode::Merge);
-    check(f, "merge A into the base", Some("D"), &[("B", None, b()), ("C", Some("B"), c()), ("D", None, d())]);
+    check(
+        f,
+        "merge A into the base",
+        Some("D"),
+        &[("B", None, b()), ("C", Some("B"), c()), ("D", None, d())],
+    );
 }
 
 fn merge_force(modes: &[&'static str]) {
     let mut f = fixture(modes);
     // D (current, the live state's parent) is discarded; A takes B's content.
     delete(&mut f, "B", DeleteMode::MergeForce);
-    check(f, "merge-force B into A", Some("A"), &[("A", None, b()), ("C", Some("A"), c())]);
+    check(
+        f,
+        "merge-force B into A",
+        Some("A"),
+        &[("A", None, b()), ("C", Some("A"), c())],
+    );
 }
 
 fn discard(modes: &[&'static str]) {
     let mut f = fixture(modes);
     let u = uuid(&mut f.d, "B");
-    let e = f.d.delete(&u, DeleteMode::Discard, &mut NoProgress).unwrap_err();
+    let e =
+        f.d.delete(&u, DeleteMode::Discard, &mut NoProgress)
+            .unwrap_err();
     assert_eq!(e.code(), ErrorCode::WouldDiscard, "{e}");
     delete(&mut f, "C", DeleteMode::Discard);
     // D is the live state's parent: discarding it keeps the live data.
     delete(&mut f, "D", DeleteMode::Discard);
-    check(f, "discard C and D", Some("A"), &[("A", None, a()), ("B", Some("A"), b())]);
+    check(
+        f,
+        "discard C and D",
+        Some("A"),
+        &[("A", None, a()), ("B", Some("A"), b())],
+    );
 }
 
 fn discard_force(modes: &[&'static str]) {
     let mut f = fixture(modes);
     delete(&mut f, "B", DeleteMode::DiscardForce);
-    check(f, "discard-force B", Some("D"), &[("A", None, a()), ("D", Some("A"), d())]);
+    check(
+        f,
+        "discard-force B",
+        Some("D"),
+        &[("A", None, a()), ("D", Some("A"), d())],
+    );
 }
 
 fn consolidate(modes: &[&'static str]) {
@@ -179,11 +249,24 @@ fn consolidate_by_commit(modes: &[&'static str]) {
     delete(&mut f, "B", DeleteMode::Consolidate);
     delete(&mut f, "D", DeleteMode::Consolidate);
     if modes.contains(&"external") {
-        let choices: Vec<Choice> = f.h.stats().consolidations.iter().map(|r| r.choice).collect();
+        let choices: Vec<Choice> =
+            f.h.stats()
+                .consolidations
+                .iter()
+                .map(|r| r.choice)
+                .collect();
         // A has two dependents (B, D): only a rebase is valid; B and D have one each.
-        assert!(choices.contains(&Choice::Rebase) && choices.contains(&Choice::Commit), "{choices:?}");
+        assert!(
+            choices.contains(&Choice::Rebase) && choices.contains(&Choice::Commit),
+            "{choices:?}"
+        );
     }
-    check(f, "consolidate A, B, D by commit", None, &[("C", None, c())]);
+    check(
+        f,
+        "consolidate A, B, D by commit",
+        None,
+        &[("C", None, c())],
+    );
 }
 
 fn consolidate_by_rebase(modes: &[&'static str]) {
@@ -191,7 +274,12 @@ fn consolidate_by_rebase(modes: &[&'static str]) {
     f.h.set_consolidate_policy(ConsolidatePolicy::AlwaysRebase);
     delete(&mut f, "B", DeleteMode::Consolidate);
     delete(&mut f, "D", DeleteMode::Consolidate);
-    check(f, "consolidate B, D by rebase", Some("A"), &[("A", None, a()), ("C", Some("A"), c())]);
+    check(
+        f,
+        "consolidate B, D by rebase",
+        Some("A"),
+        &[("A", None, a()), ("C", Some("A"), c())],
+    );
 }
 
 /// Discarding the live state's parent by committing the live overlay into it.
@@ -200,7 +288,12 @@ fn discard_by_commit(modes: &[&'static str]) {
     f.h.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
     delete(&mut f, "D", DeleteMode::Discard);
     delete(&mut f, "C", DeleteMode::Discard);
-    check(f, "discard D and C by commit", Some("A"), &[("A", None, a()), ("B", Some("A"), b())]);
+    check(
+        f,
+        "discard D and C by commit",
+        Some("A"),
+        &[("A", None, a()), ("B", Some("A"), b())],
+    );
 }
 
 fn children_only(modes: &[&'static str]) {

@@ -7,10 +7,19 @@ mod common;
 use common::{LockHolder, Vm, snap, uuid, write};
 use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress, Result, Uuid};
 
+/// An operation attempted on the domain.
+type Attempt = fn(&mut Domain) -> Result<()>;
+
+/// The tree as comparable data: every (snapshot, name, parent), and current.
+type Shape = (Vec<(Uuid, String, Option<Uuid>)>, Option<Uuid>);
+
 /// Every kind of operation, by name, on the tree A → B (current B).
-fn attempts() -> Vec<(&'static str, fn(&mut Domain) -> Result<()>)> {
+fn attempts() -> Vec<(&'static str, Attempt)> {
     vec![
-        ("create", |d| d.create_snapshot("<domainsnapshot><name>N</name></domainsnapshot>").map(drop)),
+        ("create", |d| {
+            d.create_snapshot("<domainsnapshot><name>N</name></domainsnapshot>")
+                .map(drop)
+        }),
         ("revert", |d| {
             let u = uuid(d, "A");
             d.revert(&u, None, &mut NoProgress).map(drop)
@@ -21,7 +30,8 @@ fn attempts() -> Vec<(&'static str, fn(&mut Domain) -> Result<()>)> {
         }),
         ("consolidate", |d| {
             let u = uuid(d, "A");
-            d.delete(&u, DeleteMode::Consolidate, &mut NoProgress).map(drop)
+            d.delete(&u, DeleteMode::Consolidate, &mut NoProgress)
+                .map(drop)
         }),
         ("merge", |d| {
             let u = uuid(d, "B");
@@ -36,14 +46,20 @@ fn attempts() -> Vec<(&'static str, fn(&mut Domain) -> Result<()>)> {
 }
 
 /// The tree as comparable data: every snapshot with its parent, and current.
-fn shape(d: &mut Domain) -> (Vec<(Uuid, String, Option<Uuid>)>, Option<Uuid>) {
+fn shape(d: &mut Domain) -> Shape {
     let t = d.tree().unwrap();
-    let mut all: Vec<_> = t.iter().map(|s| (s.uuid, s.name.clone(), t.parent(&s.uuid).map(|p| p.uuid))).collect();
+    let mut all: Vec<_> = t
+        .iter()
+        .map(|s| (s.uuid, s.name.clone(), t.parent(&s.uuid).map(|p| p.uuid)))
+        .collect();
     all.sort();
     (all, t.current().map(|c| c.uuid))
 }
 
-fn locked_image_changes_nothing(modes: &[&'static str], lock: impl Fn(&Vm, &mut Domain) -> std::path::PathBuf) {
+fn locked_image_changes_nothing(
+    modes: &[&'static str],
+    lock: impl Fn(&Vm, &mut Domain) -> std::path::PathBuf,
+) {
     let vm = Vm::new(modes);
     let (mut d, _) = vm.domain();
     write(&vm, 0, 1);
@@ -60,15 +76,23 @@ fn locked_image_changes_nothing(modes: &[&'static str], lock: impl Fn(&Vm, &mut 
         drop(holder);
         assert_eq!(e.code(), ErrorCode::Backend, "{what}: {e}");
         let text = e.to_string();
-        assert!(text.contains(&held.display().to_string()), "{what}: expected the error to name {}: {text}", held.display());
-        assert!(text.contains("in use by another process") && text.contains("nothing was changed"), "{what}: {text}");
+        assert!(
+            text.contains(&held.display().to_string()),
+            "{what}: expected the error to name {}: {text}",
+            held.display()
+        );
+        assert!(
+            text.contains("in use by another process") && text.contains("nothing was changed"),
+            "{what}: {text}"
+        );
         assert_eq!(vm.files(), files, "{what}: files changed");
         assert_eq!(shape(&mut d), tree, "{what}: tree changed");
         d.check_agreement().unwrap();
     }
     // Released, every operation goes through again.
     let u = uuid(&mut d, "A");
-    d.delete(&u, DeleteMode::Consolidate, &mut NoProgress).unwrap();
+    d.delete(&u, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
     d.delete_all(&mut NoProgress).unwrap();
     common::assert_standalone(&vm);
 }
@@ -89,6 +113,9 @@ fn a_process_holding_a_frozen_layer_blocks_every_step_that_writes_it() {
     // live image (its backing chain) for a lock check.
     locked_image_changes_nothing(&["external", "internal"], |vm, d| {
         let a = uuid(d, "A");
-        vm.dir.path().join("d0.qcow2.snapshots").join(format!("{a}.qcow2"))
+        vm.dir
+            .path()
+            .join("d0.qcow2.snapshots")
+            .join(format!("{a}.qcow2"))
     });
 }

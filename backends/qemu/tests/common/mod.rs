@@ -35,7 +35,12 @@ impl Vm {
         let dir = tempfile::tempdir().expect("tempdir");
         let disks = create_disks(dir.path(), modes, SIZE);
         let xml = domain_xml(&disks, modes);
-        Vm { dir, disks, modes: modes.to_vec(), xml }
+        Vm {
+            dir,
+            disks,
+            modes: modes.to_vec(),
+            xml,
+        }
     }
 
     /// A backend on the disks, and its handle.
@@ -101,7 +106,10 @@ pub fn domain_xml(disks: &[PathBuf], modes: &[&str]) -> String {
 
 /// Creates a snapshot named `name` through the engine.
 pub fn snap(d: &mut Domain, name: &str) -> Uuid {
-    d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>")).unwrap()
+    d.create_snapshot(&format!(
+        "<domainsnapshot><name>{name}</name></domainsnapshot>"
+    ))
+    .unwrap()
 }
 
 /// The uuid of the snapshot named `name`.
@@ -153,7 +161,8 @@ pub fn assert_internal_snapshot(vm: &Vm, u: Uuid, layout: &Layout, what: &str) {
         for slot in 0..16 {
             let want = layout.get(&slot).map_or(0, |p| per_disk(*p, i));
             assert!(
-                qi::io_verify_snapshot_pattern(disk, &u.to_string(), want, slot * CHUNK, CHUNK).unwrap(),
+                qi::io_verify_snapshot_pattern(disk, &u.to_string(), want, slot * CHUNK, CHUNK)
+                    .unwrap(),
                 "{what}: internal snapshot {u} of {} slot {slot} should read {want:#04x}",
                 disk.display()
             );
@@ -166,8 +175,17 @@ pub fn assert_internal_snapshot(vm: &Vm, u: Uuid, layout: &Layout, what: &str) {
 pub fn assert_standalone(vm: &Vm) {
     for disk in &vm.disks {
         let info = qi::info(disk).unwrap();
-        assert_eq!(info.backing_filename, None, "{} still has a backing file", disk.display());
-        assert!(info.snapshots.is_empty(), "{} still has internal snapshots", disk.display());
+        assert_eq!(
+            info.backing_filename,
+            None,
+            "{} still has a backing file",
+            disk.display()
+        );
+        assert!(
+            info.snapshots.is_empty(),
+            "{} still has internal snapshots",
+            disk.display()
+        );
     }
     let names: Vec<String> = std::fs::read_dir(vm.dir.path())
         .unwrap()
@@ -177,7 +195,10 @@ pub fn assert_standalone(vm: &Vm) {
     let mut got = names;
     want.sort();
     got.sort();
-    assert_eq!(got, want, "expected only the disks themselves in the directory");
+    assert_eq!(
+        got, want,
+        "expected only the disks themselves in the directory"
+    );
 }
 
 /// A `qemu-io` process keeping an image open (and locked) until dropped.
@@ -201,13 +222,21 @@ impl LockHolder {
             .expect("spawn qemu-io");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut holder = LockHolder { child, stdin, _stdout: stdout };
+        let mut holder = LockHolder {
+            child,
+            stdin,
+            _stdout: stdout,
+        };
         let pipe = holder.stdin.as_mut().unwrap();
         pipe.write_all(b"length\n").unwrap();
         pipe.flush().unwrap();
         let mut line = String::new();
         holder._stdout.read_line(&mut line).unwrap();
-        assert!(line.contains("MiB"), "qemu-io did not open {}: {line:?}", image.display());
+        assert!(
+            line.contains("MiB"),
+            "qemu-io did not open {}: {line:?}",
+            image.display()
+        );
         holder
     }
 }
