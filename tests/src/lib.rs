@@ -321,3 +321,45 @@ pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
         .collect::<rusqlite::Result<_>>()
         .expect("rows")
 }
+
+// ---- the C sim plugin (crash tests with data across processes) ----
+
+/// The C sim plugin this build produced (`snaptree_backend_sim::PLUGIN_PATH`), loaded once
+/// per process.
+pub fn sim_plugin() -> snaptree_host::Plugin {
+    snaptree_host::Plugin::load(snaptree_backend_sim::PLUGIN_PATH).unwrap_or_else(|e| {
+        panic!(
+            "expected to load the C sim plugin {}: {}",
+            snaptree_backend_sim::PLUGIN_PATH,
+            e.full_message()
+        )
+    })
+}
+
+/// Opens (creating) a state directory with the C sim plugin registered for type `sim`.
+pub fn sim_connection(dir: &Path) -> Connection {
+    let c = Connection::open(Some(dir)).expect("open state dir");
+    c.register_provider(snaptree_backend_sim::TYPE, sim_plugin().provider());
+    c
+}
+
+/// The XML of a snapshot with a fixed uuid ([`fixed_uuid`]) and a description.
+pub fn fixed_snapshot_xml(name: &str, description: &str) -> String {
+    snapshot_xml(name, description)
+}
+
+/// As [`run_op`], except that `create` writes no guest data first: the operation is then
+/// exactly one plan, so a crash test knows the content before it without running it.
+/// For create, the plan returned is a placeholder, as with [`run_op`].
+pub fn run_op_without_writes(d: &mut Domain, op: &str) -> Result<Plan> {
+    if op != "create" {
+        return run_op(d, op);
+    }
+    d.create_snapshot(&snapshot_xml("new", "made by the operation under test"))?;
+    // As in run_op: a placeholder plan (create_snapshot returns only the uuid).
+    Ok(Plan {
+        operation: snaptree_engine::Operation::Create { name: "new".into() },
+        steps: vec![],
+        edits: vec![],
+    })
+}

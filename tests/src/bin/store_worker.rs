@@ -11,6 +11,12 @@
 //! - `hold-lock DIR DOMAIN MS`: holds the domain's lock for MS ms (prints `LOCKED` once held).
 //! - `try-create DIR DOMAIN NAME`: prints `OK` or `ERR CODE MESSAGE`.
 //! - `setup DIR DOMAIN`: opens DIR, defines DOMAIN (null) and takes one snapshot.
+//! - `crash-sim DIR DOMAIN OP K AFTER`: as `crash ... stall`, but on the domain's C sim
+//!   plugin backend (its layer files survive the kill): runs OP (without the guest write
+//!   of `create`) through a `FaultyBackend` around the plugin armed at step K; prints the
+//!   stall marker and waits to be killed.
+//! - `run-sim DIR DOMAIN OP`: opens the domain on the C sim plugin, prints `START`, runs OP
+//!   (without the guest write of `create`), prints `DONE n` (n: the plan's steps).
 
 use std::io::Write;
 use std::path::Path;
@@ -150,6 +156,42 @@ fn crash(
     ))
 }
 
+fn crash_sim(dir: &str, domain: &str, op: &str, k: usize, after: bool) -> Result<(), String> {
+    let conn = snaptree_tests::sim_connection(Path::new(dir));
+    let xml = conn.domain_xml(domain).map_err(|e| e.full_message())?;
+    let plugin = snaptree_tests::sim_plugin()
+        .open_domain(&xml)
+        .map_err(|e| e.full_message())?;
+    let switch = FaultSwitch::new();
+    let mut d = conn
+        .open_domain_with_backend(
+            domain,
+            Box::new(FaultyBackend::new(Box::new(plugin), switch.clone())),
+        )
+        .map_err(|e| e.full_message())?;
+    switch.arm(Fault {
+        at_step: k,
+        action: FaultAction::Stall,
+        after_step: after,
+    });
+    let r = snaptree_tests::run_op_without_writes(&mut d, op);
+    Err(format!(
+        "the operation {op} was not interrupted at step {k}: {:?}",
+        r.map(|p| p.steps.len()).map_err(|e| e.full_message())
+    ))
+}
+
+fn run_sim(dir: &str, domain: &str, op: &str) -> Result<(), String> {
+    let conn = snaptree_tests::sim_connection(Path::new(dir));
+    let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "START").map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    let plan = snaptree_tests::run_op_without_writes(&mut d, op).map_err(|e| e.full_message())?;
+    writeln!(out, "DONE {}", plan.steps.len()).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = |i: usize| {
@@ -167,6 +209,8 @@ fn main() -> ExitCode {
             a(6),
         ),
         "crash" => crash(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1", a(6)),
+        "crash-sim" => crash_sim(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1"),
+        "run-sim" => run_sim(a(1), a(2), a(3)),
         "create" => {
             let conn = open(a(1));
             let mut d = conn.open_domain(a(2)).unwrap();
