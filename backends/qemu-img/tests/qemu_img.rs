@@ -85,8 +85,9 @@ fn commit_reports_progress_up_to_one() {
 
     let mut seen = Vec::new();
     qi::commit(&top, &mut |f| seen.push(f)).unwrap();
-    // Real records from qemu-img, not just the final 1.0 this crate guarantees.
-    assert!(seen.iter().any(|&f| f > 0.0 && f < 1.0), "{seen:?}");
+    // Intermediate records depend on how qemu-img's job is scheduled (on a loaded machine a
+    // 4 MiB commit can finish between two reports), so only their shape is asserted here;
+    // the parser of real records is unit-tested in progress.rs.
     assert_eq!(seen.last(), Some(&1.0), "{seen:?}");
     assert!(seen.iter().all(|f| (0.0..=1.0).contains(f)), "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
