@@ -35,53 +35,60 @@ fn disks(dir: &Path, size: u64) -> (Vec<PathBuf>, String) {
     (paths, xml)
 }
 
-/// Accumulated wall time and qemu time per operation kind.
+/// Per operation kind: runs, wall time, time in qemu-img/qemu-io, time in the backend's own
+/// file-system calls — renames, deletions of freed layers, fsyncs (part of the engine's time).
 #[derive(Default)]
 struct Tally {
-    rows: Vec<(String, u32, Duration, Duration)>,
+    rows: Vec<(String, u32, Duration, Duration, Duration)>,
 }
 
 impl Tally {
     fn time(&mut self, what: &str, h: &QemuHandle, f: impl FnOnce()) {
-        let q0 = h.stats().qemu_time;
+        let before = h.stats();
         let t0 = Instant::now();
         f();
         let wall = t0.elapsed();
-        let qemu = h.stats().qemu_time - q0;
+        let after = h.stats();
+        let qemu = after.qemu_time - before.qemu_time;
+        let sync = after.fs_time - before.fs_time;
         match self.rows.iter_mut().find(|r| r.0 == what) {
             Some(r) => {
                 r.1 += 1;
                 r.2 += wall;
                 r.3 += qemu;
+                r.4 += sync;
             }
-            None => self.rows.push((what.to_string(), 1, wall, qemu)),
+            None => self.rows.push((what.to_string(), 1, wall, qemu, sync)),
         }
     }
 
     fn print(&self, title: &str) {
         println!("\n{title}");
         println!(
-            "{:<28} {:>5} {:>11} {:>11} {:>11} {:>9}",
-            "operation", "runs", "wall ms", "qemu ms", "engine ms", "engine %"
+            "{:<22} {:>5} {:>10} {:>10} {:>10} {:>9} {:>10}",
+            "operation", "runs", "wall ms", "qemu ms", "engine ms", "engine %", "(fs ms)"
         );
-        let (mut w, mut q) = (Duration::ZERO, Duration::ZERO);
-        for (what, n, wall, qemu) in &self.rows {
-            row(what, *n, *wall, *qemu);
+        let (mut w, mut q, mut f) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for (what, n, wall, qemu, sync) in &self.rows {
+            row(what, *n, *wall, *qemu, *sync);
             w += *wall;
             q += *qemu;
+            f += *sync;
         }
-        row("TOTAL", self.rows.iter().map(|r| r.1).sum(), w, q);
+        row("TOTAL", self.rows.iter().map(|r| r.1).sum(), w, q, f);
     }
 }
 
-fn row(what: &str, n: u32, wall: Duration, qemu: Duration) {
+fn row(what: &str, n: u32, wall: Duration, qemu: Duration, sync: Duration) {
     let engine = wall.saturating_sub(qemu);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{what:<28} {n:>5} {:>11.1} {:>11.1} {:>11.2} {:>8.2}%",
-        wall.as_secs_f64() * 1e3,
-        qemu.as_secs_f64() * 1e3,
-        engine.as_secs_f64() * 1e3,
-        100.0 * engine.as_secs_f64() / wall.as_secs_f64()
+        "{what:<22} {n:>5} {:>10.1} {:>10.1} {:>10.2} {:>8.2}% {:>10.2}",
+        ms(wall),
+        ms(qemu),
+        ms(engine),
+        100.0 * engine.as_secs_f64() / wall.as_secs_f64(),
+        ms(sync)
     );
 }
 

@@ -10,7 +10,7 @@ use crate::ctx::{Ctx, NAME, error};
 use crate::disk::{Disk, Mode, disks_of};
 use crate::exec::{self, DiskPlan};
 use crate::handle::QemuHandle;
-use crate::{external, internal};
+use crate::{external, internal, scan};
 
 /// The offline QEMU backend for one domain.
 ///
@@ -120,10 +120,13 @@ impl Backend for QemuBackend {
             // crash stops right there, as a real one would.)
             if self.handle.crashes() == crashes {
                 let _ = self.tidy();
+                let _ = self.ctx().sync_dirty();
             }
             return Err(e);
         }
         self.tidy()?;
+        // Durable before the engine records the step as done.
+        self.ctx().sync_dirty()?;
         progress.report(1.0);
         Ok(())
     }
@@ -133,7 +136,7 @@ impl Backend for QemuBackend {
         let mut first: Option<(PhysicalTree, &Disk)> = None;
         for d in &self.disks {
             let tree = match d.mode {
-                Mode::External => external::Scan::load(d)?.physical(d)?,
+                Mode::External => scan::Scan::load(d)?.physical(d)?,
                 Mode::Internal => internal::physical(self.ctx(), d)?,
             };
             match &first {

@@ -1,10 +1,11 @@
 //! The one door through which the backend touches the disk: every qemu-img call and every
 //! file-system change goes through [`Ctx`], which times the subprocesses, turns failures into
-//! `BACKEND` errors carrying qemu's own message, makes renames durable, and can simulate a
-//! crash before any change (for the restart tests).
+//! `BACKEND` errors carrying qemu's own message, makes directory changes durable, and can
+//! simulate a crash before any change (for the restart tests).
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -95,13 +96,54 @@ impl Ctx<'_> {
 
     // ---- file system ----
 
-    /// Makes a directory entry change durable: a rename or link that a power failure
-    /// could undo would let the engine record a step as done that is not.
-    fn sync_dir(&self, of: &Path) -> Result<()> {
-        let dir = of.parent().unwrap_or(Path::new("/"));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(format!("cannot sync directory {}", dir.display()), e))
+    /// Remembers that the directory holding `of` has an entry change to make durable.
+    fn dirty(&self, of: &Path) {
+        let dir = of.parent().unwrap_or(Path::new("/")).to_path_buf();
+        self.shared
+            .dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir);
+    }
+
+    /// Makes the directory entry changes so far durable (one fsync per directory).
+    ///
+    /// Every intermediate state of a step is one a re-run recovers from, so entry changes
+    /// need not be durable one by one; they must be before the engine records the step as
+    /// done (the end of the step), and before qemu-img changes an existing image, whose own
+    /// writes could otherwise become durable first (an intent record must be durable
+    /// before the rebase it describes).
+    pub(crate) fn sync_dirty(&self) -> Result<()> {
+        let dirs =
+            std::mem::take(&mut *self.shared.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let started = Instant::now();
+        let result = dirs.iter().try_for_each(|dir| match File::open(dir) {
+            Ok(d) => d
+                .sync_all()
+                .map_err(|e| io_error(format!("cannot sync directory {}", dir.display()), e)),
+            // Removed since (an emptied snapshot directory): its parent, marked when it was
+            // removed, records that.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(
+                format!("cannot sync directory {}", dir.display()),
+                e,
+            )),
+        });
+        self.add_fs_time(started);
+        result
+    }
+
+    fn add_fs_time(&self, started: Instant) {
+        let mut stats = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.fs_time += started.elapsed();
+    }
+
+    /// Runs one file-system call, timing it.
+    fn fs<T>(&self, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        let started = Instant::now();
+        let result = f();
+        self.add_fs_time(started);
+        result
     }
 
     /// Creates a directory (and its parents) if missing.
@@ -110,9 +152,10 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("mkdir {}", dir.display()))?;
-        fs::create_dir_all(dir)
+        self.fs(|| fs::create_dir_all(dir))
             .map_err(|e| io_error(format!("cannot create directory {}", dir.display()), e))?;
-        self.sync_dir(dir)
+        self.dirty(dir);
+        Ok(())
     }
 
     /// Removes a directory if it exists and is empty.
@@ -125,37 +168,37 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("rmdir {}", dir.display()))?;
-        fs::remove_dir(dir)
+        self.fs(|| fs::remove_dir(dir))
             .map_err(|e| io_error(format!("cannot remove directory {}", dir.display()), e))?;
-        self.sync_dir(dir)
+        self.dirty(dir);
+        Ok(())
     }
 
     /// Atomically gives `from`'s file the name `to`, replacing what `to` named.
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.mutation(|| format!("rename {} to {}", from.display(), to.display()))?;
-        fs::rename(from, to).map_err(|e| {
+        self.fs(|| fs::rename(from, to)).map_err(|e| {
             io_error(
                 format!("cannot rename {} to {}", from.display(), to.display()),
                 e,
             )
         })?;
-        self.sync_dir(to)?;
-        if from.parent() != to.parent() {
-            self.sync_dir(from)?;
-        }
+        self.dirty(to);
+        self.dirty(from);
         Ok(())
     }
 
     /// Gives the file `existing` a second name `new`.
     pub(crate) fn link(&self, existing: &Path, new: &Path) -> Result<()> {
         self.mutation(|| format!("link {} as {}", existing.display(), new.display()))?;
-        fs::hard_link(existing, new).map_err(|e| {
+        self.fs(|| fs::hard_link(existing, new)).map_err(|e| {
             io_error(
                 format!("cannot link {} as {}", existing.display(), new.display()),
                 e,
             )
         })?;
-        self.sync_dir(new)
+        self.dirty(new);
+        Ok(())
     }
 
     /// Removes a file if it exists.
@@ -164,24 +207,32 @@ impl Ctx<'_> {
             return Ok(());
         }
         self.mutation(|| format!("remove {}", file.display()))?;
-        fs::remove_file(file)
+        self.fs(|| fs::remove_file(file))
             .map_err(|e| io_error(format!("cannot remove {}", file.display()), e))?;
-        self.sync_dir(file)
+        self.dirty(file);
+        Ok(())
     }
 
-    /// Gives `to` the permission bits of `from`, so a file that takes another's place (a
-    /// new live overlay) is as accessible as the one it replaces.
+    /// Gives `to` the permission bits and owner of `from`, so a file that takes another's
+    /// place (a new live overlay) is as accessible to the VM as the one it replaces. The
+    /// owner is copied when allowed (as root); otherwise the file stays ours, as the files
+    /// we could modify already are.
     pub(crate) fn copy_permissions(&self, from: &Path, to: &Path) -> Result<()> {
-        let perms = fs::metadata(from)
-            .map_err(|e| {
-                io_error(
-                    format!("cannot read the permissions of {}", from.display()),
-                    e,
-                )
-            })?
-            .permissions();
-        fs::set_permissions(to, perms)
-            .map_err(|e| io_error(format!("cannot set the permissions of {}", to.display()), e))
+        let meta = fs::metadata(from).map_err(|e| {
+            io_error(
+                format!("cannot read the permissions of {}", from.display()),
+                e,
+            )
+        })?;
+        fs::set_permissions(to, meta.permissions())
+            .map_err(|e| io_error(format!("cannot set the permissions of {}", to.display()), e))?;
+        match std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid())) {
+            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => Err(io_error(
+                format!("cannot set the owner of {}", to.display()),
+                e,
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Replaces `path` with `bytes` atomically: write a temporary file, flush it, rename.
@@ -190,10 +241,13 @@ impl Ctx<'_> {
         tmp.push(".tmp");
         let tmp = Path::new(&tmp);
         self.mutation(|| format!("write {}", tmp.display()))?;
+        let started = Instant::now();
+        // The content must be durable before the name points at it.
         let written = File::create(tmp).and_then(|mut f| {
             f.write_all(bytes)?;
             f.sync_all()
         });
+        self.add_fs_time(started);
         written.map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))?;
         self.rename(tmp, path)
     }
@@ -214,36 +268,42 @@ impl Ctx<'_> {
         progress: &mut dyn FnMut(f64),
     ) -> Result<()> {
         self.mutation(|| format!("rebase {} onto {}", file.display(), shown(onto)))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::rebase_safe(file, onto, progress))
     }
 
     /// `qemu-img rebase -u`: rewrites the backing name only.
     pub(crate) fn rebase_unsafe(&self, file: &Path, onto: Option<&Path>) -> Result<()> {
         self.mutation(|| format!("rebase -u {} onto {}", file.display(), shown(onto)))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::rebase_unsafe(file, onto))
     }
 
     /// `qemu-img commit TOP`: TOP's data into its backing file, TOP emptied.
     pub(crate) fn commit(&self, top: &Path, progress: &mut dyn FnMut(f64)) -> Result<()> {
         self.mutation(|| format!("commit {}", top.display()))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::commit(top, progress))
     }
 
     /// `qemu-img snapshot -c TAG`.
     pub(crate) fn snapshot_create(&self, image: &Path, tag: &str) -> Result<()> {
         self.mutation(|| format!("snapshot -c {tag} {}", image.display()))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::snapshot_create(image, tag))
     }
 
     /// `qemu-img snapshot -a TAG`.
     pub(crate) fn snapshot_apply(&self, image: &Path, tag: &str) -> Result<()> {
         self.mutation(|| format!("snapshot -a {tag} {}", image.display()))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::snapshot_apply(image, tag))
     }
 
     /// `qemu-img snapshot -d TAG`.
     pub(crate) fn snapshot_delete(&self, image: &Path, tag: &str) -> Result<()> {
         self.mutation(|| format!("snapshot -d {tag} {}", image.display()))?;
+        self.sync_dirty()?;
         self.qemu(|| qi::snapshot_delete(image, tag))
     }
 

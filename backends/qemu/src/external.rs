@@ -9,193 +9,14 @@
 //! disk and every operation keeps every content (see `ops`), planning the step again after a
 //! crash at any point finishes it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use snaptree_engine::{PhysicalTree, Result, Step, Uuid};
+use snaptree_engine::{Result, Step, Uuid};
 
 use crate::ctx::{Ctx, error};
-use crate::disk::{Disk, layer_name_uuid};
+use crate::disk::Disk;
 use crate::exec::DiskPlan;
-use crate::header;
-use crate::intent::RebaseIntent;
 use crate::ops::{Op, same_file};
+use crate::scan::{Backing, Dep, Scan, backing_path, dep_path, missing_live};
 use crate::stats::{Choice, ConsolidatePolicy, ConsolidateRecord};
-
-/// What a qcow2 file is backed by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Backing {
-    /// Nothing: a standalone image.
-    None,
-    /// A snapshot layer of this disk.
-    Layer(Uuid),
-    /// A file outside the snapshot directory (the disk's own backing from before snaptree):
-    /// the bottom of the chain, read but never written.
-    Outside(PathBuf),
-}
-
-/// A file that depends on a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dep {
-    /// Another layer (a child snapshot, or a retired one).
-    Layer(Uuid),
-    /// The live file.
-    Live,
-}
-
-/// The layers of one disk and their backing links, as found on disk.
-#[derive(Debug, Clone)]
-pub(crate) struct Scan {
-    /// Every layer with its backing.
-    pub(crate) layers: BTreeMap<Uuid, Backing>,
-    /// The live file's backing; `None` when the live file is missing.
-    pub(crate) live: Option<Backing>,
-    /// Other files in the snapshot directory (leftovers of an interrupted step).
-    pub(crate) strays: Vec<PathBuf>,
-    /// A safe rebase that may have been interrupted. The backing links above are as they
-    /// will be once it is undone, which the plan of any step does first.
-    pub(crate) intent: Option<RebaseIntent>,
-}
-
-impl Scan {
-    /// Reads the snapshot directory and every header in it.
-    pub(crate) fn load(disk: &Disk) -> Result<Scan> {
-        let mut layers = BTreeMap::new();
-        let mut strays = Vec::new();
-        let dir = disk.dir();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry =
-                        entry.map_err(|e| error(format!("cannot list {}: {e}", dir.display())))?;
-                    let path = entry.path();
-                    match entry.file_name().to_str().and_then(layer_name_uuid) {
-                        Some(u) => {
-                            layers.insert(u, classify(disk, header::read(&path)?.backing));
-                        }
-                        None => strays.push(path),
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(error(format!("cannot list {}: {e}", dir.display()))),
-        }
-        let mut live = if disk.live.exists() {
-            Some(classify(disk, header::read(&disk.live)?.backing))
-        } else {
-            None
-        };
-        let intent = RebaseIntent::load(&disk.rebase_intent())?;
-        if let Some(i) = &intent {
-            let from = classify(disk, i.from.clone());
-            if i.file == disk.live {
-                live = live.map(|_| from);
-            } else if let Some(b) = disk.layer_uuid(&i.file).and_then(|u| layers.get_mut(&u)) {
-                *b = from;
-            }
-        }
-        Ok(Scan {
-            layers,
-            live,
-            strays,
-            intent,
-        })
-    }
-
-    /// The files backed by layer `of`: layers in uuid order, then the live file.
-    pub(crate) fn dependents(&self, of: Uuid) -> Vec<Dep> {
-        let mut out: Vec<Dep> = self
-            .layers
-            .iter()
-            .filter(|(_, b)| **b == Backing::Layer(of))
-            .map(|(u, _)| Dep::Layer(*u))
-            .collect();
-        if self.live == Some(Backing::Layer(of)) {
-            out.push(Dep::Live);
-        }
-        out
-    }
-
-    /// The bottom of the chain below `b`: nothing, or the disk's original backing.
-    fn bottom(&self, b: &Backing) -> Backing {
-        let mut at = b.clone();
-        for _ in 0..=self.layers.len() {
-            match &at {
-                Backing::Layer(u) => match self.layers.get(u) {
-                    Some(next) => at = next.clone(),
-                    None => return at,
-                },
-                _ => return at,
-            }
-        }
-        at
-    }
-
-    /// The physical tree, refusing anything a finished step cannot leave behind.
-    pub(crate) fn physical(&self, disk: &Disk) -> Result<PhysicalTree> {
-        if let Some(stray) = self.strays.first() {
-            return Err(error(format!(
-                "{}: {} is not a snapshot layer (left by an interrupted step?)",
-                disk.describe(),
-                stray.display()
-            )));
-        }
-        let parent = |b: &Backing, of: &str| -> Result<Option<Uuid>> {
-            match b {
-                Backing::Layer(u) if self.layers.contains_key(u) => Ok(Some(*u)),
-                Backing::Layer(u) => Err(error(format!(
-                    "{}: {of} is backed by {}, which does not exist",
-                    disk.describe(),
-                    disk.layer(u).display()
-                ))),
-                Backing::None | Backing::Outside(_) => Ok(None),
-            }
-        };
-        let mut parents = BTreeMap::new();
-        for (u, b) in &self.layers {
-            parents.insert(*u, parent(b, &disk.layer(u).display().to_string())?);
-        }
-        let live = self.live.as_ref().ok_or_else(|| missing_live(disk))?;
-        Ok(PhysicalTree {
-            parents,
-            live_parent: parent(live, "the live file")?,
-        })
-    }
-}
-
-fn classify(disk: &Disk, backing: Option<PathBuf>) -> Backing {
-    match backing {
-        None => Backing::None,
-        Some(p) => match disk.layer_uuid(&p) {
-            Some(u) => Backing::Layer(u),
-            None => Backing::Outside(p),
-        },
-    }
-}
-
-fn missing_live(disk: &Disk) -> snaptree_engine::Error {
-    error(format!(
-        "{}: the live image {} is missing",
-        disk.describe(),
-        disk.live.display()
-    ))
-}
-
-/// The file a backing link names (`None`: no backing file).
-fn backing_path(disk: &Disk, b: &Backing) -> Option<PathBuf> {
-    match b {
-        Backing::None => None,
-        Backing::Layer(u) => Some(disk.layer(u)),
-        Backing::Outside(p) => Some(p.clone()),
-    }
-}
-
-fn dep_path(disk: &Disk, d: Dep) -> PathBuf {
-    match d {
-        Dep::Layer(u) => disk.layer(&u),
-        Dep::Live => disk.live.clone(),
-    }
-}
 
 /// Plans one step on one external-mode disk.
 pub(crate) fn plan(
@@ -248,6 +69,9 @@ fn plan_scanned(
 }
 
 /// Create(N): the live file becomes N's layer, a new empty overlay on it the live file.
+/// N's physical parent is whatever the live file was backed by: the current snapshot's
+/// layer, or a retired layer the live state still uses (the engine's agreement check looks
+/// through retired layers), so the step's `parent` is not needed.
 ///
 /// Restart: N's layer absent → start; N's layer is the live file itself (same inode: linked,
 /// not yet replaced) → finish the freeze; the live file is backed by N's layer → done.

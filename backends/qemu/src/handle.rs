@@ -1,6 +1,8 @@
 //! State shared between a backend and the handles tests and benchmarks keep on it after the
 //! backend has been boxed into an engine `Domain`.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,8 @@ pub(crate) struct Shared {
     /// have had the chance.
     pub(crate) crashes: AtomicUsize,
     pub(crate) policy: Mutex<ConsolidatePolicy>,
+    /// Directories with entry changes not yet made durable.
+    pub(crate) dirty: Mutex<BTreeSet<PathBuf>>,
 }
 
 /// A handle on a [`QemuBackend`](crate::QemuBackend) that stays usable after the backend was

@@ -70,7 +70,9 @@ impl TestHooks for QemuBackend {
             .collect())
     }
 
-    /// Writes [`guest_writes`] into every disk's live state with qemu-io.
+    /// Writes 2 to 4 chunks of 64 KiB, at offsets and with non-zero pattern bytes derived
+    /// from the seed and the disk's position, into the first 4 MiB of every disk's live
+    /// state with qemu-io.
     fn write_guest(&mut self, seed: u64) -> Result<()> {
         let ctx = self.ctx();
         for (i, d) in self.disks().iter().enumerate() {

@@ -126,18 +126,34 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
 
 /// The physical tree of an internal-mode disk: the metadata file, checked against the tags
 /// in the image so that a snapshot recorded but not stored (or the reverse) is reported.
+/// Tags that are not snapshot uuids belong to someone else (snapshots taken with other
+/// tools) and are left alone; a stash tag means a step was interrupted.
 pub(crate) fn physical(ctx: Ctx<'_>, disk: &Disk) -> Result<PhysicalTree> {
     let meta = Meta::load(&disk.meta())?;
-    let mut tags = ctx.tags(&disk.live)?;
-    tags.sort();
-    let mut recorded: Vec<String> = meta.parents.keys().map(tag).collect();
-    recorded.sort();
-    if tags != recorded {
+    let tags = ctx.tags(&disk.live)?;
+    if let Some(stash) = tags
+        .iter()
+        .find(|t| *t == REVERT_STASH || *t == MERGE_STASH)
+    {
         return Err(error(format!(
-            "{}: the image holds internal snapshots {tags:?} but {} records {recorded:?}",
+            "{}: internal snapshot {stash} is left by an interrupted step",
+            disk.describe()
+        )));
+    }
+    let mut ours: Vec<Uuid> = tags.iter().filter_map(|t| own_tag(t)).collect();
+    ours.sort();
+    let recorded: Vec<Uuid> = meta.parents.keys().copied().collect();
+    if ours != recorded {
+        return Err(error(format!(
+            "{}: the image holds internal snapshots {ours:?} but {} records {recorded:?}",
             disk.describe(),
             disk.meta().display()
         )));
     }
     Ok(meta.physical())
+}
+
+/// The snapshot a tag names, if it is one of ours (a uuid written as [`tag`] writes it).
+fn own_tag(t: &str) -> Option<Uuid> {
+    Uuid::parse_str(t).ok().filter(|u| tag(u) == t)
 }

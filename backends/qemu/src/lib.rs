@@ -19,7 +19,7 @@
 //!
 //! Modules, one job each: `disk` (files of a disk), `header` (qcow2 header fields),
 //! `ctx` (every change to disk, timed and crash-injectable), `ops` (physical operations),
-//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `external` / `internal` / `meta` (the two modes),
+//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `scan` (what an external disk holds), `external` / `internal` / `meta` (the two modes),
 //! `backend` / `provider` / `hooks` (the engine's traits), `handle` / `stats` (measurements).
 
 // The SDK's export macro defines the `#[unsafe(no_mangle)]` entry symbol; nothing else
@@ -41,6 +41,7 @@ mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
 mod provider;
+mod scan;
 mod stats;
 
 pub use backend::QemuBackend;

@@ -4,8 +4,10 @@
 //!
 //! Every operation leaves every snapshot's and the live state's *content* as it was, except
 //! the ones that are the point of their step (`SwapLive`, `SnapApply` for a revert; `Commit`
-//! into the parent for a merge). That is what makes a step restartable: whatever prefix of it
-//! ran before a crash, the disk is in a state from which planning the step again finishes it.
+//! and `InternalMerge` into the parent for a merge) and a `Commit` into a layer being freed,
+//! which only its one dependent sees. That is what makes a step restartable: whatever prefix
+//! of it ran before a crash, the disk is in a state from which planning the step again
+//! finishes it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -55,6 +55,10 @@ pub struct Stats {
     pub qemu_time: Duration,
     /// How many such subprocesses ran.
     pub qemu_calls: u64,
+    /// Wall time spent in the backend's own file-system changes: renames, links, deleting
+    /// freed layers, metadata files, and the fsyncs that make them durable. Part of the
+    /// backend's time on top of qemu-img, spent in the kernel, not computing.
+    pub fs_time: Duration,
     /// The freed layers, in order (the latest thousand).
     pub consolidations: Vec<ConsolidateRecord>,
 }

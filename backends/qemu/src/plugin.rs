@@ -1,0 +1,56 @@
+//! The plugin: [`QemuBackend`] behind the SDK's safe trait, exported as the C ABI entry of
+//! `libsnaptree_backend_qemu.so` (feature `plugin`, on by default).
+
+// The export macro defines the `#[unsafe(no_mangle)]` entry symbol; this module writes no
+// unsafe code of its own.
+#![allow(unsafe_code)]
+
+use snaptree_engine::xml::DomainXml;
+use snaptree_engine::{Backend, TestHooks};
+use snaptree_sdk::{
+    Capabilities, ContentRef, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend,
+    Step,
+};
+
+use crate::backend::QemuBackend;
+
+/// One open domain of the plugin.
+#[derive(Debug)]
+pub struct QemuPlugin(QemuBackend);
+
+impl SnaptreeBackend for QemuPlugin {
+    const NAME: &'static std::ffi::CStr = c"qemu";
+    const TEST_HOOKS: bool = true;
+
+    fn capabilities() -> Capabilities {
+        QemuBackend::offline_capabilities()
+    }
+
+    fn open(domain_xml: &str) -> PluginResult<Self> {
+        Ok(QemuPlugin(QemuBackend::open(&DomainXml::parse(
+            domain_xml,
+        )?)?))
+    }
+
+    fn power_state(&mut self) -> PluginResult<PowerState> {
+        Ok(self.0.power_state()?)
+    }
+
+    fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> PluginResult<()> {
+        Ok(self.0.execute(step, progress)?)
+    }
+
+    fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
+        Ok(self.0.list_physical()?)
+    }
+
+    fn content_digest(&mut self, of: ContentRef) -> PluginResult<String> {
+        Ok(self.0.content_digest(of)?)
+    }
+
+    fn write_guest(&mut self, seed: u64) -> PluginResult<()> {
+        Ok(self.0.write_guest(seed)?)
+    }
+}
+
+snaptree_sdk::export_backend!(QemuPlugin);
