@@ -1,0 +1,238 @@
+//! The block graph: what `query-block` and `query-named-block-nodes` report, and adding or
+//! removing nodes (`blockdev-add`, `blockdev-del`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::client::Qmp;
+use crate::error::{Error, Result};
+
+/// One entry of `query-block`: a block backend, usually a guest device's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct BlockDevice {
+    /// The legacy drive name; empty for devices attached with `-blockdev` + `-device`.
+    #[serde(default)]
+    pub device: String,
+    /// The device's QOM path, e.g. `/machine/peripheral/vd0/virtio-backend`.
+    #[serde(default)]
+    pub qdev: Option<String>,
+    /// The medium, absent for an empty drive.
+    #[serde(default)]
+    pub inserted: Option<Inserted>,
+}
+
+impl BlockDevice {
+    /// True when this backend belongs to the device with id `id` (`-device …,id=ID`): its
+    /// QOM path is `/machine/peripheral/ID` or below (virtio devices add `/virtio-backend`).
+    pub fn belongs_to(&self, id: &str) -> bool {
+        let Some(qdev) = &self.qdev else {
+            return self.device == id;
+        };
+        let prefix = format!("/machine/peripheral/{id}");
+        qdev == &prefix || qdev.starts_with(&(prefix + "/")) || self.device == id
+    }
+}
+
+/// The medium of a [`BlockDevice`]: its top (active) node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct Inserted {
+    /// The active node's name: the node a snapshot, commit or stream names as `device`.
+    pub node_name: String,
+    /// The active image's file name, as QEMU knows it.
+    pub file: String,
+    /// The format driver, e.g. `qcow2`.
+    pub drv: String,
+    /// Read-only.
+    #[serde(default)]
+    pub ro: bool,
+    /// How many backing files lie below the active image.
+    // One of QMP's few snake_case members.
+    #[serde(default, rename = "backing_file_depth")]
+    pub backing_file_depth: u32,
+    /// The image, with its backing chain nested in `backing_image`.
+    pub image: ImageInfo,
+}
+
+/// One node of `query-named-block-nodes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct BlockNode {
+    /// The node name (auto-generated ones start with `#block`).
+    pub node_name: String,
+    /// The driver, e.g. `qcow2` or `file`.
+    pub drv: String,
+    /// The file name QEMU knows the node by.
+    pub file: String,
+    /// Read-only.
+    #[serde(default)]
+    pub ro: bool,
+    /// The backing file name recorded in the image, if any.
+    #[serde(default, rename = "backing_file")]
+    pub backing_file: Option<String>,
+    /// The image (its backing chain is omitted when queried with `flat`).
+    pub image: ImageInfo,
+}
+
+/// `ImageInfo`: an image as QEMU sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct ImageInfo {
+    /// The file name.
+    pub filename: String,
+    /// The format, e.g. `qcow2`.
+    pub format: String,
+    /// The guest-visible size in bytes.
+    pub virtual_size: u64,
+    /// The backing file name as recorded in the header.
+    #[serde(default)]
+    pub backing_filename: Option<String>,
+    /// The backing file name resolved against the image's directory.
+    #[serde(default)]
+    pub full_backing_filename: Option<String>,
+    /// The backing image, when the chain is reported nested.
+    #[serde(default)]
+    pub backing_image: Option<Box<ImageInfo>>,
+    /// Internal snapshots (qcow2), as `snapshot-save` left them.
+    #[serde(default)]
+    pub snapshots: Vec<InternalSnapshot>,
+}
+
+/// `SnapshotInfo`: one internal snapshot of an image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct InternalSnapshot {
+    /// QEMU's numeric id (not unique over time; key snapshots by `name`).
+    pub id: String,
+    /// The tag.
+    pub name: String,
+    /// Bytes of VM state saved with it (0 on all disks but the `vmstate` one).
+    pub vm_state_size: u64,
+    /// Creation time, Unix seconds.
+    pub date_sec: u64,
+}
+
+/// How a qcow2 node added with [`qcow2_node`] finds its backing chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing<'a> {
+    /// Open the backing file the image header names (QEMU's default).
+    FromHeader,
+    /// No backing at all (`"backing": null`): required for the overlay of
+    /// `blockdev-snapshot`, which attaches the snapshotted node as its backing.
+    None,
+    /// An existing node, by name.
+    Node(&'a str),
+}
+
+/// The `blockdev-add` arguments for a qcow2 image at `path` named `node_name`, with its
+/// protocol child inline and named `<node_name>-file` (so both show up by name in
+/// `query-named-block-nodes`; the child goes away with the node).
+pub fn qcow2_node(node_name: &str, path: &Path, backing: Backing<'_>) -> Value {
+    let mut spec = json!({
+        "driver": "qcow2",
+        "node-name": node_name,
+        "file": {
+            "driver": "file",
+            "filename": path.to_string_lossy(),
+            "node-name": format!("{node_name}-file"),
+        },
+    });
+    match backing {
+        Backing::FromHeader => {}
+        Backing::None => spec["backing"] = Value::Null,
+        Backing::Node(node) => spec["backing"] = json!(node),
+    }
+    spec
+}
+
+impl Qmp {
+    /// `query-block`: every block backend with its active node.
+    pub fn query_block(&mut self) -> Result<Vec<BlockDevice>> {
+        self.execute_as("query-block", Value::Null)
+    }
+
+    /// `query-named-block-nodes` with `flat: true`: every node once, chains not nested.
+    pub fn query_named_block_nodes(&mut self) -> Result<Vec<BlockNode>> {
+        self.execute_as("query-named-block-nodes", json!({ "flat": true }))
+    }
+
+    /// The active node name of the device whose id (`-device …,id=ID`) is `device_id`:
+    /// the node a live snapshot or an active commit of that disk names.
+    pub fn active_node(&mut self, device_id: &str) -> Result<String> {
+        self.query_block()?
+            .into_iter()
+            .find(|d| d.belongs_to(device_id))
+            .and_then(|d| d.inserted)
+            .map(|i| i.node_name)
+            .ok_or_else(|| Error::Command {
+                command: "query-block".to_owned(),
+                class: "DeviceNotFound".to_owned(),
+                desc: format!("no device {device_id} with a medium"),
+            })
+    }
+
+    /// `blockdev-add` with `spec` (see [`qcow2_node`]).
+    pub fn blockdev_add(&mut self, spec: Value) -> Result<()> {
+        self.execute("blockdev-add", spec).map(drop)
+    }
+
+    /// `blockdev-reopen` of several nodes at once, each given by its full options (options
+    /// left out go back to their defaults, so name `backing` explicitly).
+    pub fn blockdev_reopen(&mut self, options: &[Value]) -> Result<()> {
+        self.execute("blockdev-reopen", json!({ "options": options }))
+            .map(drop)
+    }
+
+    /// Re-homes the read-only qcow2 node `node` onto a new protocol node `file_node` that
+    /// opens `path` (which must be a name of the same file), keeping `backing` (a node
+    /// name, or `None` for a base image).
+    ///
+    /// Why: QEMU reopens a node's file **by name** whenever it switches it between read-only
+    /// and read-write (freezing it under a snapshot overlay, committing into it). After the
+    /// file was renamed or its name given to another file, that name leads to the wrong
+    /// inode and a commit writes into the wrong image (measured). Pointing the node at a
+    /// name that stays put (a hard link made beforehand) keeps every later reopen right.
+    /// The new file node is opened read-write so that a later commit into `node` can
+    /// upgrade it; the old file child, if implicit, goes away. `file_node` is the
+    /// monitor's: once the layer leaves the chain, `blockdev-del` `node`, then `file_node`,
+    /// or QEMU keeps the file open.
+    pub fn rehome_file(
+        &mut self,
+        node: &str,
+        file_node: &str,
+        path: &Path,
+        backing: Option<&str>,
+    ) -> Result<()> {
+        self.blockdev_add(json!({
+            "driver": "file",
+            "node-name": file_node,
+            "filename": path.to_string_lossy(),
+        }))?;
+        let reopened = self.blockdev_reopen(&[json!({
+            "driver": "qcow2",
+            "node-name": node,
+            "file": file_node,
+            "read-only": true,
+            "backing": backing,
+        })]);
+        if reopened.is_err() {
+            // Leave no orphan node behind; the reopen's error is the one that matters.
+            let _ = self.blockdev_del(file_node);
+        }
+        reopened
+    }
+
+    /// `blockdev-del`: removes a node added with `blockdev-add` that nothing uses any more.
+    pub fn blockdev_del(&mut self, node_name: &str) -> Result<()> {
+        self.execute("blockdev-del", json!({ "node-name": node_name }))
+            .map(drop)
+    }
+}
