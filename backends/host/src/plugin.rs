@@ -92,7 +92,10 @@ impl Plugin {
         // Never unloaded: a plugin may have started threads or registered callbacks, and
         // its vtable and strings are used for the life of the process.
         let library: &'static Library = Box::leak(Box::new(library));
-        LIBRARIES.lock().unwrap_or_else(PoisonError::into_inner).push(library);
+        LIBRARIES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(library);
         // SAFETY: the symbol's type is the one the ABI gives it.
         let entry = unsafe {
             library.get::<abi::snaptree_backend_entry_fn>(abi::SNAPTREE_BACKEND_ENTRY_SYMBOL)
