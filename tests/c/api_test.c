@@ -915,6 +915,64 @@ static void test_last_error(void)
     CHECK(strstr(snaptree_last_error_message(), "snaptree_domain_lookup_by_name") != NULL);
 }
 
+/* Hostile names and documents: the right code, a message naming the problem, no change. */
+static void test_hostile_input(void)
+{
+    static const char *const names[] = {"a/b", "..", ".", "../../etc/x", "tab\there", "     ", " lead", "trail "};
+    static const char *const reasons[] = {"'/'", "path component", "path component", "'/'",
+                                          "U+0009", "white space", "white space", "white space"};
+    static const char *const docs[] = {
+        "<!DOCTYPE domainsnapshot [<!ENTITY x 'boom'>]><domainsnapshot><name>&x;</name></domainsnapshot>",
+        "<!DOCTYPE d SYSTEM 'file:///etc/passwd'><domainsnapshot/>",
+        "<domainsnapshot><name>&xxe;</name></domainsnapshot>",
+        "<domainsnapshot><name>a</name><name>b</name></domainsnapshot>",
+        "<domainsnapshot><uuid>not-a-uuid</uuid></domainsnapshot>",
+        "<domain><name>x</name></domain>",
+        "<domainsnapshot><name>x</name>",
+    };
+    static const char *const doc_reasons[] = {"DOCTYPE", "DOCTYPE", "undefined entity", "appears twice",
+                                              "not a valid uuid", "expected <domainsnapshot>", "not closed"};
+    snaptree_conn *conn = open_conn("hostile");
+    snaptree_domain *dom = define(conn, "hostile");
+    snaptree_snapshot *s = create(dom, "kept");
+    char xml[512];
+    char *huge;
+    size_t i, len;
+
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        CHECK_FAIL_INT(snaptree_snapshot_rename(s, names[i], 0), SNAPTREE_ERR_INVALID_ARG, reasons[i]);
+        snprintf(xml, sizeof xml, "<domainsnapshot><name>%s</name></domainsnapshot>", names[i]);
+        CHECK_FAIL_PTR(snaptree_snapshot_create_xml(dom, xml, 0), SNAPTREE_ERR_XML_ERROR, reasons[i]);
+    }
+    for (i = 0; i < sizeof docs / sizeof docs[0]; i++)
+        CHECK_FAIL_PTR(snaptree_snapshot_create_xml(dom, docs[i], 0), SNAPTREE_ERR_XML_ERROR, doc_reasons[i]);
+
+    /* A 10,000-byte name, and a 2 MiB document (over the 1 MiB limit). */
+    len = 10000;
+    huge = malloc(len + 1);
+    CHECK(huge != NULL);
+    memset(huge, 'n', len);
+    huge[len] = 0;
+    CHECK_FAIL_INT(snaptree_snapshot_rename(s, huge, 0), SNAPTREE_ERR_INVALID_ARG, "10000 bytes");
+    free(huge);
+    len = 2u << 20;
+    huge = malloc(len + 1);
+    CHECK(huge != NULL);
+    memset(huge, ' ', len);
+    memcpy(huge, "<domainsnapshot>", 16);
+    memcpy(huge + len - 17, "</domainsnapshot>", 17);
+    huge[len] = 0;
+    CHECK_FAIL_PTR(snaptree_snapshot_create_xml(dom, huge, 0), SNAPTREE_ERR_XML_ERROR, "limit");
+    free(huge);
+
+    /* Nothing changed: one snapshot, still named kept, still current. */
+    CHECK(snaptree_snapshot_num(dom, 0) == 1);
+    EXPECT_TREE(dom, "kept:-", "kept");
+    snaptree_snapshot_free(s);
+    drop_domain(dom);
+    CHECK_OK(snaptree_conn_close(conn));
+}
+
 int main(void)
 {
     scratch = getenv("SNAPTREE_TEST_DIR");
@@ -941,6 +999,7 @@ int main(void)
     test_undefine();
     test_close_first();
     test_busy();
+    test_hostile_input();
     printf("api_test (%s): all checks passed\n", backend);
     return 0;
 }
