@@ -302,3 +302,63 @@ fn completions_and_help() {
         "{help}"
     );
 }
+
+#[test]
+fn hostile_names_and_documents_are_refused_and_change_nothing() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    s.ok(&["snapshot-create-as", "vm", "--name", "kept"]);
+    let before = s.ok(&["snapshot-list", "vm", "--json"]);
+    let long = "n".repeat(10_000);
+    for (name, reason) in [
+        ("a/b", "'/'"),
+        ("..", "path component"),
+        ("../../etc/x", "'/'"),
+        ("esc\u{1b}[31m", "U+001B"),
+        ("   ", "white space"),
+        (long.as_str(), "10000 bytes"),
+    ] {
+        let e = s.fails(&["snapshot-create-as", "vm", "--name", name], 12);
+        assert!(e.contains(reason), "expected {reason:?} in {e}");
+        assert!(
+            !e.contains('\u{1b}'),
+            "expected control characters escaped in the message: {e:?}"
+        );
+        let e = s.fails(&["snapshot-rename", "vm", "kept", name], 11);
+        assert!(e.contains(reason), "expected {reason:?} in {e}");
+    }
+    for (doc, reason) in [
+        (
+            "<!DOCTYPE d [<!ENTITY x 'boom'>]><domainsnapshot><name>&x;</name></domainsnapshot>",
+            "DOCTYPE",
+        ),
+        (
+            "<domainsnapshot><name>&xxe;</name></domainsnapshot>",
+            "undefined entity",
+        ),
+        (
+            "<domainsnapshot><name>a</name><name>b</name></domainsnapshot>",
+            "appears twice",
+        ),
+        ("<domain/>", "expected <domainsnapshot>"),
+    ] {
+        let f = s.file("hostile.xml", doc);
+        let e = s.fails(&["snapshot-create", "vm", p(&f)], 12);
+        assert!(e.contains(reason), "expected {reason:?} in {e}");
+    }
+    let big = s.file(
+        "big.xml",
+        &format!("<domainsnapshot>{}</domainsnapshot>", " ".repeat(2 << 20)),
+    );
+    assert!(
+        s.fails(&["snapshot-create", "vm", p(&big)], 12)
+            .contains("limit")
+    );
+    let evil_domain = s.file("evil.xml", "<domain type='../../x'><name>e</name></domain>");
+    s.fails(&["define", p(&evil_domain)], 12);
+    assert_eq!(
+        s.ok(&["snapshot-list", "vm", "--json"]),
+        before,
+        "expected the refusals to change nothing"
+    );
+}
