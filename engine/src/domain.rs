@@ -383,17 +383,25 @@ impl Domain {
         })
     }
 
-    /// Runs a plan: journal, steps, commit. A failure in the first step leaves nothing
-    /// behind (backends undo a step that fails); a failure later leaves the journal entry,
-    /// and the next use of the domain rolls the operation forward.
+    /// Runs a plan: journal, steps, commit. A failure in the first step that left the
+    /// physical tree as it was drops the journal entry (backends undo a step that fails);
+    /// any other failure leaves the entry, and the next use of the domain rolls the
+    /// operation forward.
     fn run(&mut self, plan: Plan, progress: &mut dyn Progress) -> Result<Plan> {
         let journaled = !plan.steps.is_empty() && !self.backend.is_metadata_only();
+        // The physical tree before anything runs, to tell a cleanly failed first step
+        // from one that changed something (see `first_step_left_nothing`).
+        let physical_before = if journaled {
+            self.backend.list_physical().ok()
+        } else {
+            None
+        };
         if journaled {
             self.store.journal_begin(&plan)?;
         }
         for (i, step) in plan.steps.iter().enumerate() {
             if let Err(e) = self.backend.execute(step, progress) {
-                if journaled && i == 0 {
+                if journaled && i == 0 && self.first_step_left_nothing(physical_before.as_ref()) {
                     self.store.journal_abort()?;
                 }
                 return Err(e);
@@ -404,6 +412,20 @@ impl Domain {
         }
         self.commit(&plan)?;
         Ok(plan)
+    }
+
+    /// After the first step of a plan failed: whether the backend's physical tree is
+    /// still what it was before the step, so the operation can be dropped as if never
+    /// begun. Backends undo a failed step, but one that failed past its point of no return
+    /// (a disk filling up mid-commit) cannot; then the journal entry stays and the next
+    /// use of the domain finishes the operation instead of leaving metadata and data
+    /// apart. Comparing with the tree before (not with the metadata) keeps a domain that
+    /// had already drifted from being stuck with an entry that can never complete.
+    fn first_step_left_nothing(&mut self, before: Option<&PhysicalTree>) -> bool {
+        match (before, self.backend.list_physical()) {
+            (Some(before), Ok(now)) => *before == now,
+            _ => false,
+        }
     }
 
     // ---- views ----

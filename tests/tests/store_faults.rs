@@ -86,9 +86,6 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
         }
         for k in 0..exp.steps {
             for after_step in [false, true] {
-                if after_step && k == 0 {
-                    continue; // a failing step must leave nothing: not a legal fault
-                }
                 cases += 1;
                 let what = format!(
                     "{op}, fault at step {k} of {}{}",
@@ -112,12 +109,15 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
                 let err = run_op(&mut d, op).expect_err(&what);
                 assert_eq!(err.code(), ErrorCode::Backend, "{what}: {err}");
                 assert_eq!(switch.fired(), 1, "{what}");
-                if k == 0 {
+                // A first step that failed cleanly drops the journal entry; one that failed
+                // after changing the physical tree keeps it, to be finished on the next use.
+                let clean_first = k == 0 && !after_step;
+                if clean_first {
                     assert!(
                         journal_rows(&dir).is_empty(),
-                        "{what}: a failed first step leaves no journal entry"
+                        "{what}: a cleanly failed first step leaves no journal entry"
                     );
-                } else {
+                } else if k > 0 {
                     assert_eq!(journal_rows(&dir).len(), 1, "{what}");
                 }
                 drop(d);
@@ -128,7 +128,16 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let state = Canon::of(d.tree().unwrap()).without_dates();
                 let content = contents(&mut d, &sim);
-                if k == 0 {
+                let rolled_forward = !d.recoveries().is_empty();
+                if k == 0 && after_step && !rolled_forward {
+                    // The step ran but left the physical tree agreeing with the old
+                    // metadata (a retire's forget): dropping the operation is "before".
+                    assert_eq!(state, exp.before, "{what}: expected the state before");
+                    assert_eq!(
+                        content, exp.before_content,
+                        "{what}: expected the content before"
+                    );
+                } else if k == 0 && !after_step {
                     assert!(d.recoveries().is_empty(), "{what}");
                     assert_eq!(state, exp.before, "{what}: expected the state before");
                     assert_eq!(
