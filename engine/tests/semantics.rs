@@ -155,7 +155,7 @@ fn create_generates_unique_names_and_uuids() {
 #[test]
 fn create_accepts_every_libvirt_corpus_document() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/libvirt-snapshot-xml");
+        .join("../tests/corpus/libvirt-snapshot-xml");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("expected the libvirt corpus at {}", dir.display());
     };
