@@ -146,6 +146,7 @@ fn read_tree(source: &str) -> Result<Element> {
             }
             Event::Text(text) => {
                 let content = text.xml10_content();
+                check_chars(source, offset, &content)?;
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&content),
                     None if content.trim().is_empty() => {}
@@ -154,6 +155,7 @@ fn read_tree(source: &str) -> Result<Element> {
             }
             Event::CData(data) => {
                 let content = data.xml10_content();
+                check_chars(source, offset, &content)?;
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&content),
                     None => {
@@ -185,6 +187,7 @@ fn read_tree(source: &str) -> Result<Element> {
                         ));
                     }
                 };
+                check_chars(source, offset, &resolved)?;
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&resolved),
                     None => {
@@ -215,6 +218,19 @@ fn read_tree(source: &str) -> Result<Element> {
         ));
     }
     root.ok_or_else(|| xml_error(source, 0, "document has no root element"))
+}
+
+/// XML 1.0 allows no control characters but tab, line feed and carriage return, not even
+/// through a character reference; quick-xml does not check, so this does.
+fn check_chars(source: &str, offset: u64, text: &str) -> Result<()> {
+    match text.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{80}'..='\u{9f}')) {
+        None => Ok(()),
+        Some(c) => Err(xml_error(
+            source,
+            offset,
+            format!("the control character U+{:04X} is not allowed in XML", c as u32),
+        )),
+    }
 }
 
 fn predefined_entity(name: &str) -> Option<&'static str> {
@@ -251,6 +267,7 @@ fn element(source: &str, start: &BytesStart<'_>, offset: u64) -> Result<Element>
                     format!("bad value of attribute '{key}' in <{name}>: {e}"),
                 )
             })?;
+        check_chars(source, offset, &value)?;
         attributes.push((key, value.into_owned()));
     }
     Ok(Element {
@@ -272,6 +289,8 @@ pub fn escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            // A raw carriage return would be read back as a line feed.
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -302,6 +321,17 @@ mod tests {
         assert_eq!(d.root.attribute("x"), Some("1&2"));
         assert_eq!(d.root.children[0].text, "t<uA");
         assert_eq!(d.root.children[1].name, "c");
+    }
+
+    #[test]
+    fn refuses_control_characters_and_keeps_carriage_returns() {
+        for doc in ["<a>x\u{2}y</a>", "<a>&#1;</a>", "<a v='\u{1c}'/>", "<a><![CDATA[\u{7}]]></a>"] {
+            assert!(err(doc).contains("control character"), "{doc:?}");
+        }
+        let text = "a\rb\tc\nd";
+        let doc = format!("<a>{}</a>", escape(text));
+        let d = Document::parse(&doc).unwrap();
+        assert_eq!(d.root.text, text, "expected a carriage return to survive escape and parse");
     }
 
     #[test]
