@@ -3,13 +3,15 @@
 
 use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
-    Backend, Capabilities, Error, PhysicalTree, PowerState, Progress, Result, Step, TestHooks,
+    Backend, Capabilities, Error, PhysicalTree, PowerMask, PowerState, Progress, Result, Step,
+    TestHooks,
 };
 
 use crate::ctx::{Ctx, NAME, error};
 use crate::disk::{Disk, Mode, disks_of};
 use crate::exec::{self, DiskPlan};
 use crate::handle::QemuHandle;
+use crate::live::{self, Live};
 use crate::{external, internal, scan};
 
 /// The offline QEMU backend for one domain.
@@ -21,6 +23,8 @@ use crate::{external, internal, scan};
 pub struct QemuBackend {
     disks: Vec<Disk>,
     handle: QemuHandle,
+    /// The running QEMU, when the domain XML names its QMP socket (live mode).
+    live: Option<Live>,
 }
 
 impl QemuBackend {
@@ -30,14 +34,57 @@ impl QemuBackend {
         Capabilities::all_in(PowerState::Shutoff.bit())
     }
 
+    /// What the backend can do for a domain in live mode whose disks are all in internal
+    /// mode: every step while the VM runs, is paused or is shut off.
+    pub fn live_capabilities() -> Capabilities {
+        Capabilities::all_in(PowerMask::ANY)
+    }
+
+    /// What the plugin declares before any domain is open: the union of the offline and
+    /// the live capabilities (each open domain narrows them).
+    pub fn any_domain_capabilities() -> Capabilities {
+        Capabilities::all_in(PowerMask::ANY)
+    }
+
     /// Opens the backend for a domain: every `<devices><disk>` must have an absolute
     /// `<source file=...>`. The files are not opened yet; an interrupted step may have left
-    /// them mid-way, and the engine's recovery re-runs it.
+    /// them mid-way, and the engine's recovery re-runs it. Offline only: see
+    /// [`QemuBackend::open_xml`] for live mode.
     pub fn open(domain: &DomainXml) -> Result<QemuBackend> {
         Ok(QemuBackend {
             disks: disks_of(domain)?,
             handle: QemuHandle::default(),
+            live: None,
         })
+    }
+
+    /// Opens the backend for a domain document. When it names QEMU's QMP socket
+    /// (`<qmp socket='PATH'/>` inside `<domain>`), the backend works in live mode while
+    /// a QEMU listens there (running or paused), offline otherwise.
+    pub fn open_xml(xml: &str) -> Result<QemuBackend> {
+        let domain = DomainXml::parse(xml)?;
+        let mut b = QemuBackend::open(&domain)?;
+        b.live = live::qmp_socket(xml)?.map(Live::new);
+        Ok(b)
+    }
+
+    /// This domain's capabilities: live ones when it names a QMP socket and every disk is
+    /// in internal mode; otherwise everything only while shut off (an external disk's
+    /// live steps are not implemented, so the engine refuses them while the VM runs).
+    pub fn domain_capabilities(&self) -> Capabilities {
+        if self.live.is_some() && self.disks.iter().all(|d| d.mode == Mode::Internal) {
+            QemuBackend::live_capabilities()
+        } else {
+            QemuBackend::offline_capabilities()
+        }
+    }
+
+    /// The live session when the VM runs or is paused; `None` when shut off (offline).
+    pub(crate) fn live_now(&mut self) -> Result<Option<&mut Live>> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(None);
+        };
+        Ok((live.power_state()? != PowerState::Shutoff).then_some(live))
     }
 
     /// A handle that stays usable once the backend is boxed into a `Domain`.
@@ -67,6 +114,58 @@ impl QemuBackend {
             .collect()
     }
 
+    /// Undoes a live create the engine gave up on: QEMU died mid-save, so the step could
+    /// not remove the snapshot it may have left, and failed; the engine then forgot the
+    /// create. Its intent record names it: unless `step` is that very create (re-run by
+    /// the engine's recovery, which finishes it), the tag goes from every disk (through
+    /// QEMU when it runs, qemu-img otherwise) and from every record, then the intent.
+    fn settle(&mut self, step: Option<&Step>) -> Result<()> {
+        if self.live.is_none() {
+            return Ok(());
+        }
+        // A merge QEMU died in cannot be undone (the parent's old content may be gone):
+        // only running the same merge again finishes it, so nothing else runs before.
+        if let Some(step) = step
+            && let Some((s, p)) = live::read_merge_intent(&live::merge_intent(&self.disks))?
+            && !matches!(step, Step::MergeIntoParent { snapshot, parent: Some(q) } if *snapshot == s && *q == p)
+        {
+            return Err(error(format!(
+                "a live merge of snapshot {s} into {p} was interrupted (did QEMU die?); delete {s} with MERGE again to finish it before anything else"
+            )));
+        }
+        let intent = live::create_intent(&self.disks);
+        let Some(u) = live::read_intent(&intent)? else {
+            return Ok(());
+        };
+        if let Some(Step::Create { snapshot, .. }) = step
+            && *snapshot == u
+        {
+            return Ok(());
+        }
+        let t = internal::tag(&u);
+        let disks = self.disks.clone();
+        match self.live_now()? {
+            Some(live) => live.delete_tag(&disks, &t)?,
+            None => {
+                for d in disks.iter().filter(|d| d.mode == Mode::Internal) {
+                    if self.ctx().tags(&d.live)?.contains(&t) {
+                        self.ctx().snapshot_delete(&d.live, &t)?;
+                    }
+                }
+            }
+        }
+        for d in disks.iter().filter(|d| d.mode == Mode::Internal) {
+            let meta = crate::meta::Meta::load(&d.meta())?;
+            let heir = meta.parents.get(&u).copied().flatten();
+            let next = meta.removed(u, heir);
+            if next != meta {
+                next.store(self.ctx(), &d.meta())?;
+            }
+        }
+        self.ctx().remove(&intent)?;
+        self.ctx().sync_dirty()
+    }
+
     /// Removes what a crash can leave that no step needs any more — the temporary file of an
     /// intent record that was never renamed into place — and the snapshot directories left
     /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
@@ -89,14 +188,30 @@ impl Backend for QemuBackend {
 
     /// Every step, only while the domain is shut off: the offline backend never runs a guest.
     fn capabilities(&self) -> Capabilities {
-        QemuBackend::offline_capabilities()
+        self.domain_capabilities()
     }
 
     fn power_state(&mut self) -> Result<PowerState> {
-        Ok(PowerState::Shutoff)
+        match self.live.as_mut() {
+            Some(live) => live.power_state(),
+            None => Ok(PowerState::Shutoff),
+        }
     }
 
     fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
+        self.settle(Some(step))?;
+        let ctx = Ctx {
+            shared: &self.handle.0,
+        };
+        if let Some(live) = self.live.as_mut()
+            && live.power_state()? != PowerState::Shutoff
+        {
+            live.execute(ctx, &self.disks, step, progress)?;
+            // Durable before the engine records the step as done.
+            ctx.sync_dirty()?;
+            progress.report(1.0);
+            return Ok(());
+        }
         if let Step::Revert { snapshot, state } = step
             && *state != PowerState::Shutoff
         {
@@ -124,6 +239,11 @@ impl Backend for QemuBackend {
             }
             return Err(e);
         }
+        if self.live.is_some() && matches!(step, Step::MergeIntoParent { .. }) {
+            // A live merge QEMU died in, finished offline (its parent then holds the disks
+            // only, without memory).
+            self.ctx().remove(&live::merge_intent(&self.disks))?;
+        }
         self.tidy()?;
         // Durable before the engine records the step as done.
         self.ctx().sync_dirty()?;
@@ -133,11 +253,19 @@ impl Backend for QemuBackend {
 
     /// The tree every disk holds; all disks must hold the same one.
     fn list_physical(&mut self) -> Result<PhysicalTree> {
+        self.settle(None)?;
+        let disks = self.disks.clone();
+        let live_trees = match self.live_now()? {
+            Some(live) => Some(live.physical(&disks)?),
+            None => None,
+        };
         let mut first: Option<(PhysicalTree, &Disk)> = None;
-        for d in &self.disks {
-            let tree = match d.mode {
-                Mode::External => scan::Scan::load(d)?.physical(d)?,
-                Mode::Internal => internal::physical(self.ctx(), d)?,
+        for (i, d) in self.disks.iter().enumerate() {
+            let live_tree = live_trees.as_ref().and_then(|t| t[i].clone());
+            let tree = match (live_tree, d.mode) {
+                (Some(tree), _) => tree,
+                (None, Mode::External) => scan::Scan::load(d)?.physical(d)?,
+                (None, Mode::Internal) => internal::physical(self.ctx(), d)?,
             };
             match &first {
                 None => first = Some((tree, d)),

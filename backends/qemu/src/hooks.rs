@@ -1,5 +1,6 @@
 //! The conformance kit's test hooks on real images: content digests through
-//! `qemu-img convert`, guest writes through `qemu-io`.
+//! `qemu-img convert`, guest writes through `qemu-io` (in live mode: HMP `qemu-io` inside
+//! the running QEMU, and digests read with `-U` after a flush; see `live`).
 
 use sha2::{Digest, Sha256};
 use snaptree_engine::{ContentRef, Result, TestHooks};
@@ -37,6 +38,10 @@ impl TestHooks for QemuBackend {
     /// A digest of every disk's content in order; equal contents give equal digests
     /// however they are layered.
     fn content_digest(&mut self, of: ContentRef) -> Result<String> {
+        let disks = self.disks().to_vec();
+        if let Some(live) = self.live_now()? {
+            return live.content_digest(&disks, of);
+        }
         let ctx = self.ctx();
         let mut hasher = Sha256::new();
         hasher.update(b"snaptree-qemu domain content v1\0");
@@ -74,6 +79,10 @@ impl TestHooks for QemuBackend {
     /// from the seed and the disk's position, into the first 4 MiB of every disk's live
     /// state with qemu-io.
     fn write_guest(&mut self, seed: u64) -> Result<()> {
+        let disks = self.disks().to_vec();
+        if let Some(live) = self.live_now()? {
+            return live.write_guest(&disks, seed);
+        }
         let ctx = self.ctx();
         for (i, d) in self.disks().iter().enumerate() {
             let size = header::read(&d.live)?.size;

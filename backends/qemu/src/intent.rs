@@ -35,7 +35,15 @@ impl RebaseIntent {
                     path.display()
                 ))
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // No snapshot directory (or something else in its place): no record either.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(error(format!("cannot read {}: {e}", path.display()))),
         }
     }

@@ -14,7 +14,7 @@ use crate::exec::DiskPlan;
 use crate::meta::Meta;
 use crate::ops::{MERGE_STASH, Op, REVERT_STASH};
 
-fn tag(u: &Uuid) -> String {
+pub(crate) fn tag(u: &Uuid) -> String {
     u.to_string()
 }
 
@@ -129,8 +129,12 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
 /// Tags that are not snapshot uuids belong to someone else (snapshots taken with other
 /// tools) and are left alone; a stash tag means a step was interrupted.
 pub(crate) fn physical(ctx: Ctx<'_>, disk: &Disk) -> Result<PhysicalTree> {
+    physical_of(disk, &ctx.tags(&disk.live)?)
+}
+
+/// As [`physical`], with the image's tags read elsewhere (from a running QEMU in live mode).
+pub(crate) fn physical_of(disk: &Disk, tags: &[String]) -> Result<PhysicalTree> {
     let meta = Meta::load(&disk.meta())?;
-    let tags = ctx.tags(&disk.live)?;
     if let Some(stash) = tags
         .iter()
         .find(|t| *t == REVERT_STASH || *t == MERGE_STASH)

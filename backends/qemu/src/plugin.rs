@@ -5,7 +5,6 @@
 // unsafe code of its own.
 #![allow(unsafe_code)]
 
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{Backend, TestHooks};
 use snaptree_sdk::{
     Capabilities, ContentRef, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend,
@@ -22,14 +21,17 @@ impl SnaptreeBackend for QemuPlugin {
     const NAME: &'static std::ffi::CStr = c"qemu";
     const TEST_HOOKS: bool = true;
 
+    /// Offline and live together; each open domain narrows them.
     fn capabilities() -> Capabilities {
-        QemuBackend::offline_capabilities()
+        QemuBackend::any_domain_capabilities()
     }
 
     fn open(domain_xml: &str) -> PluginResult<Self> {
-        Ok(QemuPlugin(QemuBackend::open(&DomainXml::parse(
-            domain_xml,
-        )?)?))
+        Ok(QemuPlugin(QemuBackend::open_xml(domain_xml)?))
+    }
+
+    fn domain_capabilities(&self) -> Capabilities {
+        self.0.domain_capabilities()
     }
 
     fn power_state(&mut self) -> PluginResult<PowerState> {

@@ -13,7 +13,7 @@ pub const QEMU_BACKEND: &str = crate::ctx::NAME;
 pub struct QemuProvider;
 
 impl BackendProvider for QemuProvider {
-    fn open(&self, domain: &DomainXml, _xml: &str) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(QemuBackend::open(domain)?))
+    fn open(&self, _domain: &DomainXml, xml: &str) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(QemuBackend::open_xml(xml)?))
     }
 }

@@ -67,7 +67,13 @@ impl Scan {
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Something else in the directory's place holds no layer either: the disk has no
+            // snapshot (and a create fails on it, changing nothing).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
             Err(e) => return Err(error(format!("cannot list {}: {e}", dir.display()))),
         }
         let mut live = if disk.live.exists() {

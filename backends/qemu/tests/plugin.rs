@@ -32,13 +32,46 @@ fn plugin() -> Plugin {
 }
 
 #[test]
-fn the_plugin_declares_an_offline_backend_with_test_hooks() {
+fn the_plugin_declares_offline_and_live_capabilities_per_domain() {
+    use snaptree_engine::Backend;
     let p = plugin();
     assert_eq!(p.name(), "qemu");
     assert!(p.has_test_hooks());
+    // Before any domain: the union of offline and live.
     for k in StepKind::ALL {
         assert!(p.capabilities().allows(k, PowerState::Shutoff), "{k:?}");
-        assert!(!p.capabilities().allows(k, PowerState::Running), "{k:?}");
+    }
+    let vm = Vm::new(&["internal", "external"]);
+    // A domain without a QMP socket is offline: every step, only while shut off.
+    let offline = p.open_domain(&vm.xml).unwrap();
+    for k in StepKind::ALL {
+        assert!(
+            offline.capabilities().allows(k, PowerState::Shutoff),
+            "{k:?}"
+        );
+        assert!(
+            !offline.capabilities().allows(k, PowerState::Running),
+            "{k:?}"
+        );
+    }
+    // Naming a QMP socket with an external disk changes nothing: live steps need
+    // internal-mode disks.
+    let with_qmp =
+        |xml: &str| xml.replace("</domain>", "<qmp socket='/nonexistent/q.sock'/></domain>");
+    let mixed = p.open_domain(&with_qmp(&vm.xml)).unwrap();
+    assert!(
+        !mixed
+            .capabilities()
+            .allows(StepKind::Create, PowerState::Running)
+    );
+    // All internal, with a socket: every step also while running or paused.
+    let internal = Vm::new(&["internal", "internal"]);
+    let live = p.open_domain(&with_qmp(&internal.xml)).unwrap();
+    for k in StepKind::ALL {
+        let caps = live.capabilities();
+        for s in PowerState::ALL {
+            assert!(caps.allows(k, s), "{k:?} {s:?}");
+        }
     }
 }
 

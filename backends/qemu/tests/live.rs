@@ -1,0 +1,835 @@
+//! Live mode against a real `qemu-system-x86_64` (the `snaptree-qmp` rig: a tiny machine
+//! whose firmware counts timer ticks in guest RAM, disks on virtio): trees of snapshots with
+//! memory while data is written into the disks, revert with the recorded or a forced power
+//! state, the delete modes live mode supports, refusals, a QEMU killed mid-job, and the
+//! conformance kit. Each test starts its own QEMU, killed when the rig is dropped.
+//!
+//! Without qemu-system-x86_64 the tests skip loudly, unless `CI` is set: then they fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use snaptree_backend_qemu::QemuBackend;
+use snaptree_check::{Config, Subject, Tuning, run};
+use snaptree_engine::{
+    Backend, Capabilities, DeleteMode, Domain, ErrorCode, NoProgress, PhysicalTree, PowerMask,
+    PowerState, Progress, Result, Step, StepKind, TestHooks, Uuid, flags,
+};
+use snaptree_qmp::rig::{self, Rig, TICKS_PER_SECOND};
+
+const SIZE: u64 = 4 * common::MIB;
+const CHUNK: u64 = common::CHUNK;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running QEMU on fresh qcow2 disks, and the domain XML naming its spare QMP socket.
+struct LiveVm {
+    rig: Rig,
+    disks: Vec<PathBuf>,
+    modes: Vec<&'static str>,
+    xml: String,
+    // Last: removed after QEMU is killed.
+    dir: tempfile::TempDir,
+}
+
+fn qemu_present() -> bool {
+    if rig::qemu_available() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("qemu-system-x86_64, qemu-img or qemu-io is missing, and CI is set");
+    }
+    eprintln!("SKIPPED: qemu-system-x86_64 (or qemu-img / qemu-io) is not installed");
+    false
+}
+
+fn start_rig(dir: &Path, disks: &[PathBuf]) -> Rig {
+    let mut b = Rig::builder(dir);
+    for (i, d) in disks.iter().enumerate() {
+        b = b.disk(&format!("vd{i}"), d);
+    }
+    let mut rig = b.start().expect("start QEMU");
+    rig.wait_counter(3, WAIT).expect("the guest counter runs");
+    rig
+}
+
+impl LiveVm {
+    fn start(modes: &[&'static str]) -> Option<LiveVm> {
+        if !qemu_present() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let disks = common::create_disks(dir.path(), modes, SIZE);
+        let rig = start_rig(dir.path(), &disks);
+        let xml = common::domain_xml(&disks, modes).replace(
+            "</domain>",
+            &format!("<qmp socket='{}'/></domain>", rig.spare_socket().display()),
+        );
+        Some(LiveVm {
+            rig,
+            disks,
+            modes: modes.to_vec(),
+            xml,
+            dir,
+        })
+    }
+
+    fn domain(&self) -> Domain {
+        Domain::ephemeral(
+            &self.xml,
+            Box::new(QemuBackend::open_xml(&self.xml).unwrap()),
+        )
+        .unwrap()
+    }
+
+    /// Kills QEMU and starts a new one on the same disks and sockets.
+    fn restart(&mut self) {
+        self.rig.kill();
+        self.rig = start_rig(self.dir.path(), &self.disks);
+    }
+
+    /// Guest I/O: `pattern` over one chunk at `offset` of every disk, flushed.
+    fn write(&mut self, pattern: u8, offset: u64) {
+        let qoms: Vec<String> = self.rig.disks().iter().map(|d| d.qom_path()).collect();
+        for q in qoms {
+            let qmp = self.rig.qmp();
+            qmp.qemu_io(&q, &format!("write -P {pattern} {offset} {CHUNK}"))
+                .unwrap();
+            qmp.qemu_io(&q, "flush").unwrap();
+        }
+    }
+
+    /// Every disk's live content reads `pattern` over the chunk at `offset`.
+    fn assert_reads(&mut self, pattern: u8, offset: u64, what: &str) {
+        let qoms: Vec<String> = self.rig.disks().iter().map(|d| d.qom_path()).collect();
+        for q in qoms {
+            self.rig.qmp().qemu_io(&q, "flush").unwrap();
+        }
+        for d in &self.disks {
+            assert!(
+                rig::verify_pattern(d, pattern, offset, CHUNK).unwrap(),
+                "{what}: {} should read {pattern:#x} at {offset}",
+                d.display()
+            );
+        }
+    }
+
+    fn counter(&mut self) -> u64 {
+        self.rig.counter().unwrap().unwrap()
+    }
+
+    fn status(&mut self) -> PowerState {
+        match self.rig.qmp().query_status().unwrap().state.power_state() {
+            snaptree_qmp::PowerState::Running => PowerState::Running,
+            snaptree_qmp::PowerState::Paused => PowerState::Paused,
+            snaptree_qmp::PowerState::Shutoff => PowerState::Shutoff,
+        }
+    }
+
+    /// The internal snapshot tags of every disk, read while QEMU holds them.
+    fn tags(&self) -> Vec<Vec<String>> {
+        self.disks.iter().map(|d| tags_of(d)).collect()
+    }
+
+    /// The snaptree files beside the disks (not the rig's own files).
+    fn snaptree_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('d') && n.contains(".qcow2"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn tags_of(image: &Path) -> Vec<String> {
+    let out = Command::new("qemu-img")
+        .args(["snapshot", "-U", "-l"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+fn snap(d: &mut Domain, name: &str) -> Uuid {
+    common::snap(d, name)
+}
+
+/// Takes a snapshot and returns the counter just before and just after it.
+fn snap_timed(vm: &mut LiveVm, d: &mut Domain, name: &str) -> (Uuid, u64, u64) {
+    let before = vm.counter();
+    let u = snap(d, name);
+    let after = vm.counter();
+    (u, before, after)
+}
+
+/// Reverts to `u` once the guest counter has gone well past `after`, and checks the
+/// restored memory: the counter reads at or above `before` (its value at snapshot time)
+/// and below its value before the revert.
+fn revert_and_check_memory(
+    vm: &mut LiveVm,
+    d: &mut Domain,
+    u: Uuid,
+    (before, after): (u64, u64),
+    force: Option<PowerState>,
+) {
+    let pre = vm
+        .rig
+        .wait_counter(after + TICKS_PER_SECOND / 2, WAIT)
+        .unwrap();
+    d.revert(&u, force, &mut NoProgress).unwrap();
+    let post = vm.counter();
+    assert!(
+        post >= before && post < pre,
+        "restored counter {post}: expected at least {before} (at snapshot time) and below {pre} (before the revert)"
+    );
+}
+
+#[test]
+fn a_tree_of_live_snapshots_keeps_every_disk_and_the_memory() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    assert_eq!(d.power_state().unwrap(), PowerState::Running);
+
+    vm.write(0x11, 0);
+    let (s1, b1, a1) = snap_timed(&mut vm, &mut d, "s1");
+    vm.write(0x22, CHUNK);
+    let (s2, b2, a2) = snap_timed(&mut vm, &mut d, "s2");
+    vm.write(0x44, 3 * CHUNK);
+    // Back to s1, then a sibling of s2.
+    revert_and_check_memory(&mut vm, &mut d, s1, (b1, a1), None);
+    vm.assert_reads(0x11, 0, "s1");
+    vm.assert_reads(0, CHUNK, "s1");
+    vm.assert_reads(0, 3 * CHUNK, "s1");
+    vm.write(0x33, 2 * CHUNK);
+    let (s3, b3, a3) = snap_timed(&mut vm, &mut d, "s3");
+    // A grandchild.
+    vm.write(0x55, 0);
+    let (s4, b4, a4) = snap_timed(&mut vm, &mut d, "s4");
+    d.check_agreement().unwrap();
+    {
+        let tree = d.tree().unwrap();
+        assert_eq!(tree.parent(&s2).map(|p| p.uuid), Some(s1));
+        assert_eq!(tree.parent(&s3).map(|p| p.uuid), Some(s1));
+        assert_eq!(tree.parent(&s4).map(|p| p.uuid), Some(s3));
+        for u in [s1, s2, s3, s4] {
+            assert_eq!(tree.get(&u).unwrap().state, PowerState::Running);
+        }
+    }
+    for tags in vm.tags() {
+        assert_eq!(tags.len(), 4, "{tags:?}");
+    }
+
+    // Every snapshot's data and memory, in an order that crosses the tree.
+    let expect: [(Uuid, (u64, u64), [u8; 4]); 4] = [
+        (s2, (b2, a2), [0x11, 0x22, 0, 0]),
+        (s4, (b4, a4), [0x55, 0, 0x33, 0]),
+        (s1, (b1, a1), [0x11, 0, 0, 0]),
+        (s3, (b3, a3), [0x11, 0, 0x33, 0]),
+    ];
+    for (u, times, data) in expect {
+        vm.write(0x77, 3 * CHUNK); // unsaved changes the revert discards
+        revert_and_check_memory(&mut vm, &mut d, u, times, None);
+        assert_eq!(vm.status(), PowerState::Running);
+        for (i, p) in data.iter().enumerate() {
+            vm.assert_reads(*p, i as u64 * CHUNK, &format!("snapshot {u}"));
+        }
+        assert_eq!(d.tree().unwrap().current().map(|c| c.uuid), Some(u));
+        d.check_agreement().unwrap();
+    }
+}
+
+#[test]
+fn revert_honours_the_recorded_state_and_the_flags() {
+    let Some(mut vm) = LiveVm::start(&["internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let (running, rb, ra) = snap_timed(&mut vm, &mut d, "running");
+    vm.rig.qmp().stop().unwrap();
+    assert_eq!(d.power_state().unwrap(), PowerState::Paused);
+    vm.write(0x22, 0);
+    let (paused, pb, pa) = snap_timed(&mut vm, &mut d, "paused");
+    assert_eq!(pb, pa, "the counter stands still while paused");
+    {
+        let tree = d.tree().unwrap();
+        assert_eq!(tree.get(&running).unwrap().state, PowerState::Running);
+        assert_eq!(tree.get(&paused).unwrap().state, PowerState::Paused);
+    }
+    vm.rig.qmp().cont().unwrap();
+
+    // Recorded states.
+    revert_and_check_memory(&mut vm, &mut d, paused, (pb, pa), None);
+    assert_eq!(vm.status(), PowerState::Paused);
+    assert_eq!(d.power_state().unwrap(), PowerState::Paused);
+    vm.assert_reads(0x22, 0, "paused");
+    let c = vm.counter();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(vm.counter(), c, "paused after the revert");
+    d.revert(&running, None, &mut NoProgress).unwrap();
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x11, 0, "running");
+    let post = vm.counter();
+    assert!(post >= rb, "{post} >= {rb}");
+    let _ = ra;
+
+    // Forced states.
+    d.revert(&running, Some(PowerState::Paused), &mut NoProgress)
+        .unwrap();
+    assert_eq!(vm.status(), PowerState::Paused);
+    d.revert(&paused, Some(PowerState::Running), &mut NoProgress)
+        .unwrap();
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x22, 0, "paused, forced running");
+    vm.rig.wait_counter(pa + 3, WAIT).unwrap();
+
+    // SHUTOFF while the VM runs: refused, nothing changed.
+    vm.write(0x33, 0);
+    let tags = vm.tags();
+    let e = d
+        .revert(&running, Some(PowerState::Shutoff), &mut NoProgress)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(
+        e.full_message().contains("cannot shut the guest off"),
+        "{e}"
+    );
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x33, 0, "after a refused revert");
+    assert_eq!(vm.tags(), tags);
+    assert_eq!(d.tree().unwrap().current().map(|c| c.uuid), Some(paused));
+    d.check_agreement().unwrap();
+}
+
+#[test]
+fn discard_consolidate_and_delete_all_while_running() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    let before_files = vm.snaptree_files();
+    vm.write(0x11, 0);
+    let s1 = snap(&mut d, "s1");
+    vm.write(0x22, CHUNK);
+    let s2 = snap(&mut d, "s2");
+    vm.write(0x33, 2 * CHUNK);
+    let (s3, b3, a3) = snap_timed(&mut vm, &mut d, "s3");
+    let s4 = snap(&mut d, "s4");
+
+    // Consolidate the middle: its child keeps its content.
+    let mut reports = Vec::new();
+    let mut progress = |f: f64| {
+        reports.push(f);
+        true
+    };
+    d.delete(&s2, DeleteMode::Consolidate, &mut progress)
+        .unwrap();
+    assert!(reports.last() == Some(&1.0), "{reports:?}");
+    assert_eq!(d.tree().unwrap().parent(&s3).map(|p| p.uuid), Some(s1));
+    d.check_agreement().unwrap();
+    for tags in vm.tags() {
+        assert!(!tags.contains(&s2.to_string()));
+        assert_eq!(tags.len(), 3);
+    }
+    revert_and_check_memory(&mut vm, &mut d, s3, (b3, a3), None);
+    vm.assert_reads(0x11, 0, "s3");
+    vm.assert_reads(0x22, CHUNK, "s3");
+    vm.assert_reads(0x33, 2 * CHUNK, "s3");
+
+    // Discard a leaf; a retire leaves its data (known as retired).
+    d.delete(&s4, DeleteMode::Discard, &mut NoProgress).unwrap();
+    d.delete(&s1, DeleteMode::Retire, &mut NoProgress).unwrap();
+    d.check_agreement().unwrap();
+    assert_eq!(vm.tags()[0].len(), 2);
+    // Children only, then delete-all.
+    let s5 = snap(&mut d, "s5");
+    d.delete(&s3, DeleteMode::ChildrenOnly, &mut NoProgress)
+        .unwrap();
+    assert!(d.tree().unwrap().get(&s5).is_none());
+    d.check_agreement().unwrap();
+    d.delete_all(&mut NoProgress).unwrap();
+    d.check_agreement().unwrap();
+    assert_eq!(vm.tags(), vec![Vec::<String>::new(); 2]);
+    assert_eq!(vm.snaptree_files(), before_files, "no snaptree file left");
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x33, 2 * CHUNK, "live state after delete-all");
+}
+
+#[test]
+fn an_external_disk_while_running_is_refused_and_nothing_changes() {
+    let Some(mut vm) = LiveVm::start(&["internal", "external"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let files = vm.snaptree_files();
+    let e = d
+        .create_snapshot("<domainsnapshot><name>s</name></domainsnapshot>")
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    let msg = e.full_message();
+    assert!(
+        msg.contains("'qemu'") && msg.contains("shut off") && msg.contains("running"),
+        "{msg}"
+    );
+    assert_eq!(vm.snaptree_files(), files);
+    assert_eq!(vm.tags(), vec![Vec::<String>::new(); 2]);
+    assert!(d.tree().unwrap().is_empty());
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x11, 0, "unchanged");
+}
+
+#[test]
+fn qemu_killed_mid_job_is_a_backend_error_and_the_journal_finishes_after_a_restart() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let s1 = snap(&mut d, "s1");
+    vm.write(0x22, CHUNK);
+    let s2 = snap(&mut d, "s2");
+
+    // QEMU dies while one of delete-all's snapshot-delete jobs exists (a watcher on the
+    // rig's own QMP socket kills it as soon as it sees one): the step after detach_live.
+    let rig = &mut vm.rig;
+    let (killed, e) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs.iter().any(|j| j.id.starts_with("snaptree-delete")) {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let e = d.delete_all(&mut NoProgress);
+        (watcher.join().unwrap(), e)
+    });
+    let e = e.unwrap_err();
+    assert!(killed);
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(e.full_message().contains("died"), "{e}");
+    // Nothing listens: the domain is shut off now.
+    assert_eq!(d.power_state().unwrap(), PowerState::Shutoff);
+
+    // A new QEMU on the same disks: the next operation first finishes delete-all.
+    vm.restart();
+    assert_eq!(d.power_state().unwrap(), PowerState::Running);
+    vm.write(0x33, 2 * CHUNK);
+    let s3 = snap(&mut d, "s3");
+    assert_eq!(d.recoveries().len(), 1);
+    {
+        let tree = d.tree().unwrap();
+        assert!(tree.get(&s1).is_none() && tree.get(&s2).is_none());
+        assert_eq!(tree.len(), 1);
+    }
+    d.check_agreement().unwrap();
+    for tags in vm.tags() {
+        assert_eq!(tags, vec![s3.to_string()]);
+    }
+    vm.write(0x44, 2 * CHUNK);
+    d.revert(&s3, None, &mut NoProgress).unwrap();
+    vm.assert_reads(0x11, 0, "s3");
+    vm.assert_reads(0x22, CHUNK, "s3");
+    vm.assert_reads(0x33, 2 * CHUNK, "s3");
+    // The images are sound (leaked clusters of the killed job are not errors).
+    for disk in &vm.disks {
+        let out = Command::new("qemu-img")
+            .args(["check", "-U"])
+            .arg(disk)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// The conformance kit's model starts every domain shut off, and records that state in
+/// every snapshot taken before a revert changes it. This adapter lets the kit drive a VM
+/// that runs from the start: while the model believes "shut off", the VM runs, so the
+/// adapter reports it as shut off, and a revert to "shut off" (a snapshot taken then)
+/// resumes it running. Everything else passes through.
+struct ModelAlias {
+    inner: Box<dyn Backend>,
+    alias: bool,
+}
+
+impl Backend for ModelAlias {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let real = self.inner.capabilities();
+        let mut caps = Capabilities::NONE;
+        for k in StepKind::ALL {
+            let m = real.power_states(k);
+            let mut bits = m.0 & !PowerState::Shutoff.bit().0;
+            if m.contains(PowerState::Running) {
+                bits |= PowerState::Shutoff.bit().0;
+            }
+            caps = caps.with(k, PowerMask(bits));
+        }
+        caps
+    }
+
+    fn power_state(&mut self) -> Result<PowerState> {
+        Ok(match self.inner.power_state()? {
+            PowerState::Running if self.alias => PowerState::Shutoff,
+            s => s,
+        })
+    }
+
+    fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
+        match step {
+            Step::Revert { snapshot, state } => {
+                let real = match state {
+                    PowerState::Shutoff => PowerState::Running,
+                    s => *s,
+                };
+                self.inner.execute(
+                    &Step::Revert {
+                        snapshot: *snapshot,
+                        state: real,
+                    },
+                    progress,
+                )?;
+                self.alias = *state == PowerState::Shutoff;
+                Ok(())
+            }
+            other => self.inner.execute(other, progress),
+        }
+    }
+
+    fn list_physical(&mut self) -> Result<PhysicalTree> {
+        self.inner.list_physical()
+    }
+
+    fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
+        self.inner.test_hooks()
+    }
+}
+
+#[test]
+fn live_mode_conforms() {
+    let Some(vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let vm = Mutex::new(vm);
+    let factory = || -> std::result::Result<Subject, String> {
+        let mut vm = vm.lock().unwrap();
+        // A fresh domain on the same running QEMU: no snapshot, no record, running.
+        for i in 0..vm.disks.len() {
+            let meta = PathBuf::from(format!("{}.snaptree.json", vm.disks[i].display()));
+            let _ = std::fs::remove_file(meta);
+        }
+        let qmp = vm.rig.qmp();
+        let devices = qmp.query_block().map_err(|e| e.to_string())?;
+        for (n, dev) in devices.iter().enumerate() {
+            let Some(ins) = &dev.inserted else { continue };
+            for s in &ins.image.snapshots {
+                let id = format!("reset-{n}-{}", s.name);
+                let nodes = [ins.node_name.as_str()];
+                qmp.snapshot_delete(
+                    &snaptree_qmp::InternalSnapshotSpec {
+                        job_id: &id,
+                        tag: &s.name,
+                        vmstate: &ins.node_name,
+                        devices: &nodes,
+                    },
+                    &mut |_| true,
+                    WAIT,
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        if !qmp.query_status().map_err(|e| e.to_string())?.running {
+            qmp.cont().map_err(|e| e.to_string())?;
+        }
+        let backend = QemuBackend::open_xml(&vm.xml).map_err(|e| e.full_message())?;
+        Ok(Subject {
+            domain_xml: vm.xml.clone(),
+            backend: Box::new(ModelAlias {
+                inner: Box::new(backend),
+                alias: true,
+            }),
+        })
+    };
+    let mut config = Config::from_env(10);
+    config.max_steps = 12;
+    config.max_shrink_iters = 100;
+    config.tuning = Tuning {
+        revert_flags: vec![0, flags::REVERT_RUNNING, flags::REVERT_PAUSED],
+        delete_flags: vec![
+            0,
+            flags::DELETE_DISCARD,
+            flags::DELETE_DISCARD_FORCE,
+            flags::DELETE_CONSOLIDATE,
+            flags::DELETE_CHILDREN_ONLY,
+            flags::DELETE_MERGE,
+            flags::DELETE_MERGE_FORCE,
+        ],
+    };
+    let started = Instant::now();
+    match run(&config, &factory) {
+        Ok(report) => eprintln!(
+            "qemu live conformance: {} sequences, {} steps, {:.1?}",
+            report.cases,
+            report.steps,
+            started.elapsed()
+        ),
+        Err(failure) => panic!("{failure}"),
+    }
+    let modes = vm.lock().unwrap().modes.clone();
+    assert_eq!(modes, ["internal", "internal"]);
+}
+
+#[test]
+fn qemu_killed_mid_create_leaves_nothing_once_settled() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let s1 = snap(&mut d, "s1");
+    vm.write(0x22, CHUNK);
+
+    // QEMU dies while the snapshot-save job of the second create exists.
+    let rig = &mut vm.rig;
+    let (killed, e) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs.iter().any(|j| j.id.starts_with("snaptree-save")) {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let e = d.create_snapshot("<domainsnapshot><name>s2</name></domainsnapshot>");
+        (watcher.join().unwrap(), e)
+    });
+    assert!(killed);
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(e.full_message().contains("died"), "{e}");
+    assert_eq!(d.tree().unwrap().len(), 1);
+
+    // Shut off now: the leftover of the killed save is removed offline, and the tree
+    // the disks hold agrees with the engine's.
+    assert_eq!(d.power_state().unwrap(), PowerState::Shutoff);
+    d.check_agreement().unwrap();
+    for tags in vm.tags() {
+        assert_eq!(tags, vec![s1.to_string()]);
+    }
+    assert!(
+        !vm.snaptree_files()
+            .iter()
+            .any(|f| f.contains("live-create")),
+        "{:?}",
+        vm.snaptree_files()
+    );
+
+    // A new QEMU: live snapshots go on.
+    vm.restart();
+    vm.write(0x33, 2 * CHUNK);
+    let s3 = snap(&mut d, "s3");
+    d.check_agreement().unwrap();
+    assert_eq!(d.tree().unwrap().parent(&s3).map(|p| p.uuid), Some(s1));
+    vm.write(0x44, 0);
+    d.revert(&s1, None, &mut NoProgress).unwrap();
+    vm.assert_reads(0x11, 0, "s1");
+    vm.assert_reads(0, 2 * CHUNK, "s1");
+    d.revert(&s3, None, &mut NoProgress).unwrap();
+    vm.assert_reads(0x33, 2 * CHUNK, "s3");
+}
+
+#[test]
+fn a_live_merge_moves_disks_and_memory_into_the_parent_and_keeps_the_live_state() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let s1 = snap(&mut d, "s1");
+    vm.write(0x22, CHUNK);
+    let (s2, b2, a2) = snap_timed(&mut vm, &mut d, "s2");
+    let s3 = snap(&mut d, "s3");
+    vm.write(0x33, 2 * CHUNK);
+    vm.rig
+        .wait_counter(a2 + TICKS_PER_SECOND / 2, WAIT)
+        .unwrap();
+
+    // Paused first: the merge keeps the run state, whatever it is.
+    vm.rig.qmp().stop().unwrap();
+    let paused_at = vm.counter();
+    let mut reports = Vec::new();
+    let mut progress = |f: f64| {
+        reports.push(f);
+        true
+    };
+    d.delete(&s2, DeleteMode::Merge, &mut progress).unwrap();
+    assert_eq!(reports.last(), Some(&1.0), "{reports:?}");
+    assert!(reports.windows(2).all(|w| w[0] <= w[1]), "{reports:?}");
+    assert_eq!(vm.status(), PowerState::Paused);
+    assert_eq!(vm.counter(), paused_at, "the live memory is back");
+    vm.assert_reads(0x33, 2 * CHUNK, "live after the merge");
+    vm.rig.qmp().cont().unwrap();
+    {
+        let tree = d.tree().unwrap();
+        assert!(tree.get(&s2).is_none());
+        assert_eq!(tree.parent(&s3).map(|p| p.uuid), Some(s1));
+    }
+    d.check_agreement().unwrap();
+    for tags in vm.tags() {
+        assert_eq!(tags.len(), 2, "{tags:?}");
+    }
+
+    // Running: merge s3 (same content as s2) into s1.
+    d.delete(&s3, DeleteMode::Merge, &mut NoProgress).unwrap();
+    assert_eq!(vm.status(), PowerState::Running);
+    assert!(vm.counter() >= paused_at);
+    d.check_agreement().unwrap();
+
+    // s1 now holds s2's disks and memory.
+    revert_and_check_memory(&mut vm, &mut d, s1, (b2, a2), None);
+    vm.assert_reads(0x11, 0, "s1 after the merges");
+    vm.assert_reads(0x22, CHUNK, "s1 after the merges");
+    vm.assert_reads(0, 2 * CHUNK, "s1 after the merges");
+    for tags in vm.tags() {
+        assert_eq!(tags, vec![s1.to_string()]);
+    }
+    assert!(
+        !vm.snaptree_files().iter().any(|f| f.contains("live-merge")),
+        "{:?}",
+        vm.snaptree_files()
+    );
+}
+
+#[test]
+fn qemu_killed_mid_merge_is_finished_by_the_next_operation() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let s1 = snap(&mut d, "s1");
+    vm.write(0x22, CHUNK);
+    let s2 = snap(&mut d, "s2");
+    vm.write(0x33, 2 * CHUNK);
+
+    // QEMU dies once the merge has borrowed the live state (its first snapshot-load).
+    let rig = &mut vm.rig;
+    let (killed, e) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs.iter().any(|j| j.id.starts_with("snaptree-load")) {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let e = d.delete(&s2, DeleteMode::Merge, &mut NoProgress);
+        (watcher.join().unwrap(), e)
+    });
+    assert!(killed);
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(e.full_message().contains("died"), "{e}");
+
+    // A new QEMU: the next operation first finishes the merge (the engine kept its
+    // journal entry: the interrupted merge left the physical tree changed), then runs.
+    vm.restart();
+    let s3 = snap(&mut d, "s3");
+    assert_eq!(d.recoveries().len(), 1);
+    {
+        let tree = d.tree().unwrap();
+        assert!(tree.get(&s2).is_none());
+        assert_eq!(tree.parent(&s3).map(|p| p.uuid), Some(s1));
+    }
+    d.check_agreement().unwrap();
+    assert_eq!(vm.status(), PowerState::Running);
+    // The live state at the time of the merge came back from the stash, and s3 holds it.
+    vm.assert_reads(0x33, 2 * CHUNK, "live after the finished merge");
+    for tags in vm.tags() {
+        assert_eq!(tags.len(), 2, "{tags:?}");
+        assert!(tags.contains(&s1.to_string()) && tags.contains(&s3.to_string()));
+    }
+    vm.write(0x44, 0);
+    d.revert(&s1, None, &mut NoProgress).unwrap();
+    vm.assert_reads(0x11, 0, "s1 holds s2");
+    vm.assert_reads(0x22, CHUNK, "s1 holds s2");
+    vm.assert_reads(0, 2 * CHUNK, "s1 holds s2");
+    assert!(
+        !vm.snaptree_files().iter().any(|f| f.contains("live-")),
+        "{:?}",
+        vm.snaptree_files()
+    );
+}
+
+/// `target/<profile>/libsnaptree_backend_qemu.so`, beside the test binary's `deps`.
+fn plugin() -> snaptree_host::Plugin {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let file = dir.join("libsnaptree_backend_qemu.so");
+    assert!(file.is_file(), "expected the plugin at {}", file.display());
+    let mut host = snaptree_host::PluginHost::isolated();
+    host.add_path(&file).unwrap();
+    host.plugin("qemu").unwrap()
+}
+
+#[test]
+fn the_plugin_runs_live_mode_through_the_c_abi() {
+    let Some(mut vm) = LiveVm::start(&["internal"]) else {
+        return;
+    };
+    let p = plugin();
+    let backend = p.open_domain(&vm.xml).unwrap();
+    assert!(
+        backend
+            .capabilities()
+            .allows(StepKind::Create, PowerState::Running)
+    );
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    assert_eq!(d.power_state().unwrap(), PowerState::Running);
+    vm.write(0x11, 0);
+    let (s, b, a) = snap_timed(&mut vm, &mut d, "s");
+    assert_eq!(
+        d.tree().unwrap().get(&s).unwrap().state,
+        PowerState::Running
+    );
+    vm.write(0x22, 0);
+    revert_and_check_memory(&mut vm, &mut d, s, (b, a), Some(PowerState::Paused));
+    assert_eq!(vm.status(), PowerState::Paused);
+    vm.assert_reads(0x11, 0, "s through the plugin");
+    d.check_agreement().unwrap();
+    d.delete(&s, DeleteMode::Discard, &mut NoProgress).unwrap();
+    assert_eq!(vm.tags(), vec![Vec::<String>::new()]);
+}
