@@ -223,12 +223,18 @@ fn read_tree(source: &str) -> Result<Element> {
 /// XML 1.0 allows no control characters but tab, line feed and carriage return, not even
 /// through a character reference; quick-xml does not check, so this does.
 fn check_chars(source: &str, offset: u64, text: &str) -> Result<()> {
-    match text.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{80}'..='\u{9f}')) {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{80}'..='\u{9f}'))
+    {
         None => Ok(()),
         Some(c) => Err(xml_error(
             source,
             offset,
-            format!("the control character U+{:04X} is not allowed in XML", c as u32),
+            format!(
+                "the control character U+{:04X} is not allowed in XML",
+                c as u32
+            ),
         )),
     }
 }
@@ -325,13 +331,21 @@ mod tests {
 
     #[test]
     fn refuses_control_characters_and_keeps_carriage_returns() {
-        for doc in ["<a>x\u{2}y</a>", "<a>&#1;</a>", "<a v='\u{1c}'/>", "<a><![CDATA[\u{7}]]></a>"] {
+        for doc in [
+            "<a>x\u{2}y</a>",
+            "<a>&#1;</a>",
+            "<a v='\u{1c}'/>",
+            "<a><![CDATA[\u{7}]]></a>",
+        ] {
             assert!(err(doc).contains("control character"), "{doc:?}");
         }
         let text = "a\rb\tc\nd";
         let doc = format!("<a>{}</a>", escape(text));
         let d = Document::parse(&doc).unwrap();
-        assert_eq!(d.root.text, text, "expected a carriage return to survive escape and parse");
+        assert_eq!(
+            d.root.text, text,
+            "expected a carriage return to survive escape and parse"
+        );
     }
 
     #[test]
