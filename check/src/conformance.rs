@@ -2,7 +2,7 @@
 //! model and an engine `Domain` over any backend that offers the two test hooks, checking
 //! every invariant of SEMANTICS.md §3 after every step.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -334,18 +334,4 @@ pub fn run(
         }
         Err(TestError::Abort(reason)) => Err(format!("conformance run aborted: {reason}")),
     }
-}
-
-/// A snapshot of the model for assertions in tests: name → parent name.
-pub fn shape(m: &RefModel) -> BTreeMap<String, Option<String>> {
-    m.snapshots
-        .iter()
-        .map(|s| {
-            let p = s
-                .parent
-                .and_then(|p| m.snapshots.iter().find(|x| x.uuid == p))
-                .map(|p| p.name.clone());
-            (s.name.clone(), p)
-        })
-        .collect()
 }

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use proptest_state_machine::ReferenceStateMachine;
-use snaptree_engine::{PowerState, Uuid, flags};
+use snaptree_engine::{Uuid, flags};
 
 use crate::model::RefModel;
 
@@ -206,15 +206,6 @@ impl ReferenceStateMachine for RefMachine {
             Transition::DeleteAll => m.delete_all(),
         }
         state
-    }
-}
-
-/// The power state flags never produce on their own: used to keep `PowerState` linked.
-pub fn revert_flag_of(state: PowerState) -> u32 {
-    match state {
-        PowerState::Running => flags::REVERT_RUNNING,
-        PowerState::Paused => flags::REVERT_PAUSED,
-        PowerState::Shutoff => flags::REVERT_SHUTOFF,
     }
 }
 
