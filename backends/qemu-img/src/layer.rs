@@ -45,6 +45,26 @@ pub fn create_overlay(path: &Path, backing: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `qemu-img create -f qcow2 -u -b BACKING -F qcow2 PATH SIZE`: an empty overlay whose
+/// backing is not opened (`-u`), for a backing that a running QEMU holds with its write
+/// lock. The guest-visible size must therefore be given.
+pub fn create_overlay_unopened(path: &Path, backing: &Path, size_bytes: u64) -> Result<()> {
+    refuse_existing(path)?;
+    Cmd::qemu_img("create", path)
+        .arg("-q")
+        .arg("-f")
+        .arg("qcow2")
+        .arg("-u")
+        .arg("-b")
+        .path(backing)
+        .arg("-F")
+        .arg("qcow2")
+        .path(path)
+        .arg(size_bytes.to_string())
+        .run()?;
+    Ok(())
+}
+
 fn refuse_existing(path: &Path) -> Result<()> {
     // symlink_metadata so that a dangling symlink also counts as taken.
     if path.symlink_metadata().is_ok() {

@@ -33,5 +33,5 @@ pub use error::{Error, Result};
 pub use info::{ImageInfo, InternalSnapshot, backing_chain, info, info_force_share};
 pub use internal::{snapshot_apply, snapshot_create, snapshot_delete, snapshot_list};
 pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
-pub use layer::{allocated_bytes, create, create_overlay};
+pub use layer::{allocated_bytes, create, create_overlay, create_overlay_unopened};
 pub use lock::check_writable;

@@ -4,7 +4,7 @@
 use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
     Backend, Capabilities, Error, PhysicalTree, PowerMask, PowerState, Progress, Result, Step,
-    TestHooks,
+    StepKind, TestHooks,
 };
 
 use crate::ctx::{Ctx, NAME, error};
@@ -68,12 +68,24 @@ impl QemuBackend {
         Ok(b)
     }
 
-    /// This domain's capabilities: live ones when it names a QMP socket and every disk is
-    /// in internal mode; otherwise everything only while shut off (an external disk's
-    /// live steps are not implemented, so the engine refuses them while the VM runs).
+    /// What the backend can do for a domain in live mode whose disks are all in external
+    /// mode: every step in every power state, except revert, which needs the domain shut
+    /// off (a disk-only snapshot holds no memory to resume a running guest from).
+    pub fn live_external_capabilities() -> Capabilities {
+        Capabilities::all_in(PowerMask::ANY).with(StepKind::Revert, PowerState::Shutoff.bit())
+    }
+
+    /// This domain's capabilities: live ones when it names a QMP socket and its disks are
+    /// all internal (snapshots with memory) or all external (disk-only); otherwise
+    /// everything only while shut off (a mixed domain has no live mode, so the engine
+    /// refuses its steps while the VM runs).
     pub fn domain_capabilities(&self) -> Capabilities {
-        if self.live.is_some() && self.disks.iter().all(|d| d.mode == Mode::Internal) {
+        if self.live.is_none() {
+            QemuBackend::offline_capabilities()
+        } else if self.disks.iter().all(|d| d.mode == Mode::Internal) {
             QemuBackend::live_capabilities()
+        } else if self.disks.iter().all(|d| d.mode == Mode::External) {
+            QemuBackend::live_external_capabilities()
         } else {
             QemuBackend::offline_capabilities()
         }
@@ -206,7 +218,13 @@ impl Backend for QemuBackend {
         if let Some(live) = self.live.as_mut()
             && live.power_state()? != PowerState::Shutoff
         {
-            live.execute(ctx, &self.disks, step, progress)?;
+            if self.disks.iter().all(|d| d.mode == Mode::External) {
+                let policy = self.handle.consolidate_policy();
+                live.execute_chains(ctx, &self.disks, step, policy, progress)?;
+            } else {
+                live.execute(ctx, &self.disks, step, progress)?;
+            }
+            self.tidy()?;
             // Durable before the engine records the step as done.
             ctx.sync_dirty()?;
             progress.report(1.0);
@@ -255,9 +273,11 @@ impl Backend for QemuBackend {
     fn list_physical(&mut self) -> Result<PhysicalTree> {
         self.settle(None)?;
         let disks = self.disks.clone();
+        // External disks' trees are in their files' headers, running or not.
+        let internal = disks.iter().any(|d| d.mode == Mode::Internal);
         let live_trees = match self.live_now()? {
-            Some(live) => Some(live.physical(&disks)?),
-            None => None,
+            Some(live) if internal => Some(live.physical(&disks)?),
+            _ => None,
         };
         let mut first: Option<(PhysicalTree, &Disk)> = None;
         for (i, d) in self.disks.iter().enumerate() {

@@ -74,7 +74,7 @@ impl Ctx<'_> {
 
     /// Called before every change to the disk: fails like a crash would when the restart
     /// tests armed a crash at this change.
-    fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
+    pub(crate) fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
         let mut left = self
             .shared
             .crash_in
@@ -258,6 +258,18 @@ impl Ctx<'_> {
     pub(crate) fn create_overlay(&self, path: &Path, backing: &Path) -> Result<()> {
         self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
         self.qemu(|| qi::create_overlay(path, backing))
+    }
+
+    /// `qemu-img create -u -b BACKING -F qcow2 PATH SIZE`: the backing is not opened (a
+    /// running QEMU holds it).
+    pub(crate) fn create_overlay_unopened(
+        &self,
+        path: &Path,
+        backing: &Path,
+        size: u64,
+    ) -> Result<()> {
+        self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
+        self.qemu(|| qi::create_overlay_unopened(path, backing, size))
     }
 
     /// `qemu-img rebase` (safe): `file` keeps its content on the new backing.

@@ -48,6 +48,7 @@ mod hooks;
 mod intent;
 mod internal;
 mod live;
+mod live_chain;
 mod meta;
 mod ops;
 #[cfg(feature = "plugin")]

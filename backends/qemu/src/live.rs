@@ -152,6 +152,11 @@ impl Live {
         }
     }
 
+    /// The current session, if one is open (no connecting).
+    pub(crate) fn qmp_mut(&mut self) -> Option<&mut Qmp> {
+        self.qmp.as_mut()
+    }
+
     /// The session, connecting first if needed; `None` when no QEMU listens (shut off).
     fn session(&mut self) -> Result<Option<&mut Qmp>> {
         if self.qmp.is_none() {
@@ -172,7 +177,11 @@ impl Live {
 
     /// Runs `f` on the session; a dead QEMU drops the session, and every error becomes a
     /// `BACKEND` error with QMP's message.
-    fn with<T>(&mut self, what: &str, f: impl FnOnce(&mut Qmp) -> qmp::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Qmp) -> qmp::Result<T>,
+    ) -> Result<T> {
         let socket = self.socket.clone();
         let Some(q) = self.session()? else {
             return Err(error(format!(
@@ -243,7 +252,7 @@ impl Live {
             .collect()
     }
 
-    fn job_id(&mut self, kind: &str) -> String {
+    pub(crate) fn job_id(&mut self, kind: &str) -> String {
         self.jobs += 1;
         format!("snaptree-{kind}-{}-{}", std::process::id(), self.jobs)
     }
@@ -283,8 +292,9 @@ impl Live {
         })
     }
 
-    /// Runs one step while the VM runs or is paused. Only internal-mode disks get here
-    /// (the capabilities keep every step of a domain with an external disk shut off).
+    /// Runs one step while the VM runs or is paused, on a domain whose disks are all in
+    /// internal mode (all-external domains go to `live_chain`; the capabilities keep a
+    /// mixed domain shut off).
     pub(crate) fn execute(
         &mut self,
         ctx: Ctx<'_>,
@@ -294,7 +304,7 @@ impl Live {
     ) -> Result<()> {
         if let Some(d) = disks.iter().find(|d| d.mode != Mode::Internal) {
             return Err(Error::OperationInvalid(format!(
-                "the qemu backend snapshots {} only while the domain is shut off: live snapshots need internal-mode disks",
+                "the qemu backend snapshots {} only while the domain is shut off: a running domain's disks must all be internal (snapshots with memory) or all external (disk-only)",
                 d.describe()
             )));
         }
@@ -520,11 +530,14 @@ impl Live {
         hasher.update(b"snaptree-qemu live content v1\0");
         for (d, dev) in disks.iter().zip(&devs) {
             self.with("flush a disk", |q| q.qemu_io(&dev.qdev, "flush"))?;
-            let snapshot = match of {
-                ContentRef::Live => None,
-                ContentRef::Snapshot(u) => Some(tag(&u)),
+            let digest = match (of, d.mode) {
+                (ContentRef::Live, _) => export_digest(&d.live, None)?,
+                (ContentRef::Snapshot(u), Mode::Internal) => {
+                    export_digest(&d.live, Some(&tag(&u)))?
+                }
+                (ContentRef::Snapshot(u), Mode::External) => export_digest(&d.layer(&u), None)?,
             };
-            hasher.update(export_digest(&d.live, snapshot.as_deref())?.as_bytes());
+            hasher.update(digest.as_bytes());
             hasher.update(b"\0");
         }
         Ok(hasher

@@ -230,6 +230,42 @@ impl Qmp {
         reopened
     }
 
+    /// Re-homes the read-write qcow2 node `node` (a device's active node) onto a new
+    /// protocol node `file_node` that opens `path`, another name of the same file, keeping
+    /// `backing` (a node name, or `None`). The guest keeps writing throughout.
+    ///
+    /// Why: the active node is about to be frozen under an overlay, which reopens its file
+    /// read-only **by name**; the disk path will by then name the overlay (see
+    /// [`Qmp::rehome_file`]). The new file node has image locking off: its twin file node
+    /// still holds the inode's write lock while the reopen switches over, and the two would
+    /// conflict (measured: "Failed to get \"write\" lock"). The overlay, which takes the
+    /// disk path, keeps the locks that keep other writers out.
+    pub fn rehome_active(
+        &mut self,
+        node: &str,
+        file_node: &str,
+        path: &Path,
+        backing: Option<&str>,
+    ) -> Result<()> {
+        self.blockdev_add(json!({
+            "driver": "file",
+            "node-name": file_node,
+            "filename": path.to_string_lossy(),
+            "locking": "off",
+        }))?;
+        let reopened = self.blockdev_reopen(&[json!({
+            "driver": "qcow2",
+            "node-name": node,
+            "file": file_node,
+            "read-only": false,
+            "backing": backing,
+        })]);
+        if reopened.is_err() {
+            let _ = self.blockdev_del(file_node);
+        }
+        reopened
+    }
+
     /// `blockdev-del`: removes a node added with `blockdev-add` that nothing uses any more.
     pub fn blockdev_del(&mut self, node_name: &str) -> Result<()> {
         self.execute("blockdev-del", json!({ "node-name": node_name }))
