@@ -471,9 +471,14 @@ fn qemu_killed_mid_job_is_a_backend_error_and_the_journal_finishes_after_a_resta
 /// that runs from the start: while the model believes "shut off", the VM runs, so the
 /// adapter reports it as shut off, and a revert to "shut off" (a snapshot taken then)
 /// resumes it running. Everything else passes through.
+///
+/// With `restart` (all-external domains, whose disk-only snapshots cannot be reverted to
+/// while the guest runs), a revert is what a user does: QEMU is shut down, the domain
+/// reverted offline, and QEMU started again on the same disks (then paused if asked).
 struct ModelAlias {
     inner: Box<dyn Backend>,
     alias: bool,
+    restart: Option<std::sync::Arc<Mutex<LiveVm>>>,
 }
 
 impl Backend for ModelAlias {
@@ -487,8 +492,9 @@ impl Backend for ModelAlias {
         for k in StepKind::ALL {
             let m = real.power_states(k);
             let mut bits = m.0 & !PowerState::Shutoff.bit().0;
-            if m.contains(PowerState::Running) {
-                bits |= PowerState::Shutoff.bit().0;
+            if m.contains(PowerState::Running) || (k == StepKind::Revert && self.restart.is_some())
+            {
+                bits = PowerMask::ANY.0;
             }
             caps = caps.with(k, PowerMask(bits));
         }
@@ -509,17 +515,48 @@ impl Backend for ModelAlias {
                     PowerState::Shutoff => PowerState::Running,
                     s => *s,
                 };
-                self.inner.execute(
-                    &Step::Revert {
-                        snapshot: *snapshot,
-                        state: real,
-                    },
-                    progress,
-                )?;
+                if let Some(vm) = &self.restart {
+                    let mut vm = vm.lock().unwrap();
+                    vm.rig.kill();
+                    self.inner.execute(
+                        &Step::Revert {
+                            snapshot: *snapshot,
+                            state: PowerState::Shutoff,
+                        },
+                        progress,
+                    )?;
+                    vm.rig = start_rig(vm.dir.path(), &vm.disks);
+                    if real == PowerState::Paused {
+                        vm.rig.qmp().stop().unwrap();
+                    }
+                } else {
+                    self.inner.execute(
+                        &Step::Revert {
+                            snapshot: *snapshot,
+                            state: real,
+                        },
+                        progress,
+                    )?;
+                }
                 self.alias = *state == PowerState::Shutoff;
                 Ok(())
             }
-            other => self.inner.execute(other, progress),
+            other => match (self.inner.execute(other, progress), &self.restart) {
+                // Refused while running (a merge across the running branch): what a user
+                // does — shut down, run it offline, start again in the same state.
+                (Err(e), Some(vm)) if e.code() == ErrorCode::OperationInvalid => {
+                    let paused = self.inner.power_state()? == PowerState::Paused;
+                    let mut vm = vm.lock().unwrap();
+                    vm.rig.kill();
+                    self.inner.execute(other, progress)?;
+                    vm.rig = start_rig(vm.dir.path(), &vm.disks);
+                    if paused {
+                        vm.rig.qmp().stop().unwrap();
+                    }
+                    Ok(())
+                }
+                (result, _) => result,
+            },
         }
     }
 
@@ -574,6 +611,7 @@ fn live_mode_conforms() {
             backend: Box::new(ModelAlias {
                 inner: Box::new(backend),
                 alias: true,
+                restart: None,
             }),
         })
     };
@@ -604,6 +642,80 @@ fn live_mode_conforms() {
     }
     let modes = vm.lock().unwrap().modes.clone();
     assert_eq!(modes, ["internal", "internal"]);
+}
+
+/// A merge that would move the running disk onto another branch is refused while the VM
+/// runs, and nothing changes; the same merge with the domain shut off works.
+#[test]
+fn an_external_merge_across_the_running_branch_is_refused_live() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    vm.write(0x11, 0);
+    let a = snap(&mut d, "a");
+    vm.write(0x22, CHUNK);
+    let b = snap(&mut d, "b");
+    // Back on a's branch: shut down, revert offline, start again.
+    vm.rig.kill();
+    d.revert(&a, Some(PowerState::Shutoff), &mut NoProgress)
+        .unwrap();
+    vm.rig = start_rig(vm.dir.path(), &vm.disks);
+    vm.write(0x33, 2 * CHUNK);
+    let files = vm.snaptree_files();
+    let e = d
+        .delete(&b, DeleteMode::Merge, &mut NoProgress)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(
+        e.full_message().contains("shut the domain down"),
+        "{}",
+        e.full_message()
+    );
+    assert_eq!(vm.snaptree_files(), files);
+    d.check_agreement().unwrap();
+    assert!(d.tree().unwrap().get(&b).is_some());
+    vm.assert_reads(0x33, 2 * CHUNK, "unchanged");
+    assert_layer_reads(&vm, &b, 0x22, CHUNK, "b unchanged");
+}
+
+/// The conformance kit against live mode with external disks: every case on a fresh
+/// running QEMU; the kit's reverts shut it down and start it again (see [`ModelAlias`]).
+#[test]
+fn live_external_mode_conforms() {
+    if !qemu_present() {
+        return;
+    }
+    let factory = || -> std::result::Result<Subject, String> {
+        let vm = LiveVm::start(&["external", "external"]).ok_or("no QEMU")?;
+        let backend = QemuBackend::open_xml(&vm.xml).map_err(|e| e.full_message())?;
+        let xml = vm.xml.clone();
+        Ok(Subject {
+            domain_xml: xml,
+            backend: Box::new(ModelAlias {
+                inner: Box::new(backend),
+                alias: true,
+                restart: Some(std::sync::Arc::new(Mutex::new(vm))),
+            }),
+        })
+    };
+    let mut config = Config::from_env(8);
+    config.max_steps = 12;
+    config.max_shrink_iters = 100;
+    config.tuning = Tuning {
+        revert_flags: vec![0, flags::REVERT_RUNNING, flags::REVERT_PAUSED],
+        ..Tuning::default()
+    };
+    let started = Instant::now();
+    match run(&config, &factory) {
+        Ok(report) => eprintln!(
+            "qemu live external conformance: {} sequences, {} steps, {:.1?}",
+            report.cases,
+            report.steps,
+            started.elapsed()
+        ),
+        Err(failure) => panic!("{failure}"),
+    }
 }
 
 #[test]
