@@ -1,11 +1,13 @@
 //! snaptree's QEMU backend: snapshots of a shut-off domain whose disks are qcow2 files, done
 //! with `qemu-img` (through the `snaptree-qemu-img` wrapper), and — when the domain XML names
 //! QEMU's QMP socket (`<qmp socket='PATH'/>` inside `<domain>`) and the VM runs or is paused —
-//! live snapshots with memory of internal-mode disks over QMP (`live`, through
-//! `snaptree-qmp`).
+//! live snapshots over QMP (through `snaptree-qmp`): with memory for internal-mode disks
+//! (`live`), disk-only for external-mode disks (`live_chain`: a `transaction` of
+//! `blockdev-snapshot` for create, `block-stream` and intermediate `block-commit` for
+//! discard, consolidate, merge and detach, revert only shut off).
 //!
-//! Live mode, per step, for a domain whose disks are all in internal mode (a domain with an
-//! external-mode disk keeps every step shut off, so the engine refuses them while it runs):
+//! Live mode, per step, for a domain whose disks are all in internal mode (a domain mixing
+//! the modes keeps every step shut off, so the engine refuses them while it runs):
 //! create = `snapshot-save` (tag = snapshot uuid, VM state on the first disk), revert =
 //! `snapshot-load` then `stop`/`cont` to the step's state (a revert to "shut off" while the
 //! VM runs is refused), discard/consolidate = `snapshot-delete`, merge = the offline borrow
@@ -30,7 +32,7 @@
 //!
 //! Modules, one job each: `disk` (files of a disk), `header` (qcow2 header fields),
 //! `ctx` (every change to disk, timed and crash-injectable), `ops` (physical operations),
-//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `scan` (what an external disk holds), `external` / `internal` / `meta` (the two modes), `live` (live mode over QMP),
+//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `scan` (what an external disk holds), `external` / `internal` / `meta` (the two modes), `live` (live mode over QMP, internal disks), `live_chain` (live mode, external disks),
 //! `backend` / `provider` / `hooks` (the engine's traits), `handle` / `stats` (measurements).
 
 // The SDK's export macro defines the `#[unsafe(no_mangle)]` entry symbol; nothing else
