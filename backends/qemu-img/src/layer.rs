@@ -97,7 +97,9 @@ pub fn allocated_bytes(layer: &Path) -> Result<u64> {
         "file": { "driver": "file", "filename": filename },
         "backing": null,
     });
+    // Shared (`-U`): an estimate, also of a live image a running QEMU holds.
     let cmd = Cmd::qemu_img("map", layer)
+        .arg("-U")
         .arg("--output=json")
         .arg(format!("json:{spec}"));
     let extents: Vec<Extent> = parse_json(&cmd, &cmd.run()?.stdout)?;

@@ -12,7 +12,7 @@ use crate::disk::{Disk, Mode, disks_of};
 use crate::exec::{self, DiskPlan};
 use crate::handle::QemuHandle;
 use crate::live::{self, Live};
-use crate::{external, internal, scan};
+use crate::{external, internal, live_chain, scan};
 
 /// The offline QEMU backend for one domain.
 ///
@@ -261,6 +261,10 @@ impl Backend for QemuBackend {
             // A live merge QEMU died in, finished offline (its parent then holds the disks
             // only, without memory).
             self.ctx().remove(&live::merge_intent(&self.disks))?;
+        }
+        if self.live.is_some() && step.kind() != StepKind::Create {
+            // The records of a live commit or pivot QEMU died in: the step is finished.
+            live_chain::clear_records(self.ctx(), &self.disks)?;
         }
         self.tidy()?;
         // Durable before the engine records the step as done.

@@ -52,7 +52,7 @@ use crate::stats::ConsolidatePolicy;
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Prefix of every node snaptree adds to QEMU, so that leftovers can be told apart.
-const NODE_PREFIX: &str = "st";
+const NODE_PREFIX: &str = "snaptree-";
 
 /// One disk's chain as the running QEMU holds it.
 #[derive(Debug, Clone)]
@@ -98,11 +98,11 @@ fn same_path(a: &Path, b: &Path) -> bool {
     a == b || canonical(a) == canonical(b)
 }
 
-/// A node name of at most 31 characters (QEMU's limit): prefix, kind, the last 12 hex
-/// digits of the uuid (random in a v4 uuid), the disk's index.
+/// A node name of at most 31 characters with its `-file` child (QEMU's limit): prefix,
+/// kind, the last 12 hex digits of the uuid (random in a v4 uuid), the disk's index.
 fn node_name(kind: char, uuid: &Uuid, disk: usize) -> String {
     let hex = uuid.simple().to_string();
-    format!("{NODE_PREFIX}{kind}-{}-{disk}", &hex[20..])
+    format!("{NODE_PREFIX}{kind}{}-{disk}", &hex[20..])
 }
 
 /// The record of a live commit in progress on a disk: `S P`, written before the commit
@@ -111,6 +111,42 @@ fn commit_intent(disk: &Disk) -> PathBuf {
     let mut name = disk.live.as_os_str().to_os_string();
     name.push(".snaptree-live-commit");
     PathBuf::from(name)
+}
+
+/// The record of an active commit in progress on a disk: `S running|paused`, written
+/// before the commit of the live image into S's layer starts. It tells a re-run that QEMU
+/// writing into S's layer is a pivot to finish (not a create), and whether to resume the
+/// guest, which is paused from the pivot to the rename.
+fn pivot_record(disk: &Disk) -> PathBuf {
+    let mut name = disk.live.as_os_str().to_os_string();
+    name.push(".snaptree-live-pivot");
+    PathBuf::from(name)
+}
+
+/// Removes the records of live steps a QEMU died in, once the step was finished offline.
+pub(crate) fn clear_records(ctx: Ctx<'_>, disks: &[Disk]) -> Result<()> {
+    for d in disks {
+        ctx.remove(&commit_intent(d))?;
+        ctx.remove(&pivot_record(d))?;
+    }
+    Ok(())
+}
+
+/// The snapshot an active commit record names and whether the guest ran before it.
+fn read_pivot_record(d: &Disk) -> Result<Option<(Uuid, bool)>> {
+    let path = pivot_record(d);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words[..] {
+        [s, state @ ("running" | "paused")] => Uuid::parse_str(s)
+            .map(|s| Some((s, state == "running")))
+            .map_err(|_| error(format!("{} is not a pivot record", path.display()))),
+        _ => Err(error(format!("{} is not a pivot record", path.display()))),
+    }
 }
 
 impl Live {
@@ -328,11 +364,13 @@ impl Live {
             held.extend(c.below.iter().map(|(_, n)| n.clone()));
         }
         let nodes = self.with("query the block nodes", |q| q.query_named_block_nodes())?;
+        // By name (a node whose backing changed reports a `json:` file name), or by file.
         let ours = |n: &qmp::BlockNode| {
             let f = Path::new(&n.file);
-            disks.iter().any(|d| {
-                same_path(f, &d.live) || f.parent().is_some_and(|p| same_path(p, &d.dir()))
-            })
+            n.node_name.starts_with(NODE_PREFIX)
+                || disks.iter().any(|d| {
+                    same_path(f, &d.live) || f.parent().is_some_and(|p| same_path(p, &d.dir()))
+                })
         };
         // Format nodes first: their file children are in use until they go.
         for drv_first in [true, false] {
@@ -391,8 +429,13 @@ impl Live {
                 Some(s) => chains[i].holds(d, &d.layer(&s)),
                 None => true,
             };
-            let resumed = matches!(step, Step::MergeIntoParent { snapshot, parent: Some(p) }
-                if read_commit_intent(d)? == Some((*snapshot, *p)));
+            let resumed = match step {
+                Step::MergeIntoParent {
+                    snapshot,
+                    parent: Some(p),
+                } => read_commit_intent(d)? == Some((*snapshot, *p)),
+                _ => target.is_some() && read_pivot_record(d)?.map(|r| r.0) == target,
+            };
             if in_chain || resumed {
                 live.push(i);
             } else {
@@ -428,7 +471,7 @@ impl Live {
                 | Step::MergeIntoParent {
                     snapshot,
                     parent: None,
-                } => self.free_chain(ctx, d, c, &scan, *snapshot, progress)?,
+                } => self.free_chain(ctx, (i, d), c, &scan, *snapshot, policy, progress)?,
                 Step::MergeIntoParent {
                     snapshot,
                     parent: Some(p),
@@ -489,20 +532,37 @@ impl Live {
     /// Frees S's layer, QEMU holding it: each dependent keeps its content (the one in the
     /// chain by stream, the others by offline rebase), then the layer goes. Restart: a
     /// dependent already moved no longer depends on S; no layer → done.
+    #[allow(clippy::too_many_arguments)]
     fn free_chain(
         &mut self,
         ctx: Ctx<'_>,
-        d: &Disk,
+        (i, d): (usize, &Disk),
         c: &Chain,
         scan: &Scan,
         s: Uuid,
+        policy: ConsolidatePolicy,
         progress: &mut dyn Progress,
     ) -> Result<()> {
+        if read_pivot_record(d)?.is_some_and(|r| r.0 == s) {
+            return self.commit_active(ctx, (i, d), s, progress);
+        }
         let Some(below) = scan.layers.get(&s) else {
             return Ok(());
         };
         let onto = backing_path(d, below);
         let layer = d.layer(&s);
+        let deps = scan.dependents(s);
+        if deps == [Dep::Live] {
+            let commit = match policy {
+                ConsolidatePolicy::AlwaysRebase => false,
+                ConsolidatePolicy::AlwaysCommit => true,
+                // Commit copies the live image's own data, stream the layer's.
+                ConsolidatePolicy::Cheapest => ctx.allocated(&d.live)? < ctx.allocated(&layer)?,
+            };
+            if commit {
+                return self.commit_active(ctx, (i, d), s, progress);
+            }
+        }
         for dep in scan.dependents(s) {
             let file = dep_path(d, dep);
             if c.holds(d, &file) {
@@ -513,6 +573,88 @@ impl Live {
         }
         self.drop_stale_nodes(std::slice::from_ref(d))?;
         ctx.remove(&layer)
+    }
+
+    /// Frees S's layer, the live image its only dependent, by an active commit: the live
+    /// image's data goes down into S's layer, QEMU pivots onto it, and it takes the disk
+    /// path. The guest is paused from the pivot to the rename: with no write in between, a
+    /// QEMU dying there restarts on the old overlay over S's layer, which shows the same
+    /// data. Restart (the record says where): QEMU on the old overlay → commit again (a
+    /// ready commit left by a dead process was cancelled without pivoting); QEMU on S's
+    /// layer → rename it over the disk path; QEMU on a name that is gone → re-home it onto
+    /// the disk path; then resume the guest if it ran, and drop the record.
+    fn commit_active(
+        &mut self,
+        ctx: Ctx<'_>,
+        (i, d): (usize, &Disk),
+        s: Uuid,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let layer = d.layer(&s);
+        let record = pivot_record(d);
+        let mut c = self.chains(std::slice::from_ref(d))?.remove(0);
+        let on_overlay = same_path(&c.active_file, &d.live)
+            && c.below.first().is_some_and(|(f, _)| same_path(f, &layer));
+        if on_overlay {
+            if read_pivot_record(d)?.is_none() {
+                let running = self
+                    .with("query the run state", |q| q.query_status())?
+                    .running;
+                let state = if running { "running" } else { "paused" };
+                ctx.write_atomic(&record, format!("{s} {state}\n").as_bytes())?;
+                ctx.sync_dirty()?;
+            }
+            let base = c.below[0].1.clone();
+            let device = c.active.clone();
+            let id = self.job_id("pivot");
+            ctx.mutation(|| format!("commit {} into {}", d.live.display(), layer.display()))?;
+            self.with("commit the live image into its layer", |q| {
+                q.block_commit_start(&Commit {
+                    job_id: &id,
+                    device: &device,
+                    top_node: None,
+                    base_node: Some(&base),
+                    backing_file: None,
+                    speed: None,
+                })?;
+                q.wait_job(
+                    &id,
+                    qmp::Until::ReadyOrConcluded,
+                    &mut |f| progress.report(f),
+                    JOB_TIMEOUT,
+                )
+                .map(drop)
+            })?;
+            ctx.mutation(|| "pause the guest for the pivot".to_string())?;
+            self.with("pause the guest for the pivot", |q| q.stop())?;
+            ctx.mutation(|| format!("pivot onto {}", layer.display()))?;
+            self.with("pivot onto the layer", |q| {
+                q.job_complete(&id)?;
+                q.wait_job(&id, qmp::Until::Concluded, &mut |_| true, JOB_TIMEOUT)
+                    .map(drop)
+            })?;
+            c = self.chains(std::slice::from_ref(d))?.remove(0);
+        }
+        if same_path(&c.active_file, &layer) && layer.exists() {
+            ctx.rename(&layer, &d.live)?;
+            ctx.sync_dirty()?;
+        }
+        if !same_path(&c.active_file, &d.live) {
+            let file_node = node_name('p', &s, i);
+            self.forget_node(&file_node);
+            ctx.mutation(|| format!("re-home node {} onto {}", c.active, d.live.display()))?;
+            self.with("re-home the pivoted image onto the disk path", |q| {
+                q.rehome_active(&c.active, &file_node, &d.live, c.backing_node())
+            })?;
+        }
+        if let Some((_, running)) = read_pivot_record(d)? {
+            if running {
+                ctx.mutation(|| "resume the guest".to_string())?;
+                self.with("resume the guest after the pivot", |q| q.cont())?;
+            }
+            ctx.remove(&record)?;
+        }
+        self.drop_stale_nodes(std::slice::from_ref(d))
     }
 
     fn rebase_offline(

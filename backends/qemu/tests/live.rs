@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use snaptree_backend_qemu::QemuBackend;
+use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend};
 use snaptree_check::{Config, Subject, Tuning, run};
 use snaptree_engine::{
     Backend, Capabilities, DeleteMode, Domain, ErrorCode, NoProgress, PhysicalTree, PowerMask,
@@ -644,6 +644,74 @@ fn live_mode_conforms() {
     assert_eq!(modes, ["internal", "internal"]);
 }
 
+/// A consolidate by active commit (pivot) interrupted before each of its changes in
+/// turn, QEMU running on, then run again by a new process: the layer is gone, every write
+/// is in the live state, the guest runs again and no record or stale file is left.
+#[test]
+fn an_external_live_pivot_survives_a_crash_before_every_change() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let pid = vm.rig.pid();
+    let files = vm.snaptree_files();
+    for k in 0.. {
+        let n = Uuid::from_u128(0x9140_0000 + k as u128);
+        let create = Step::Create {
+            snapshot: n,
+            parent: None,
+            name: format!("n{k}"),
+            description: String::new(),
+        };
+        let pattern = 0x30 + k as u8;
+        vm.write(pattern, 0);
+        QemuBackend::open_xml(&vm.xml)
+            .unwrap()
+            .execute(&create, &mut NoProgress)
+            .unwrap();
+        vm.write(pattern, CHUNK);
+        let step = Step::Consolidate { snapshot: n };
+        let mut b = QemuBackend::open_xml(&vm.xml).unwrap();
+        b.handle()
+            .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+        b.handle().simulate_crash_after(k);
+        let result = b.execute(&step, &mut NoProgress);
+        let crashed = b.handle().crashes() > 0;
+        drop(b);
+        if !crashed {
+            result.unwrap();
+            assert!(k >= 5, "a two-disk pivot makes at least 5 changes: {k}");
+            break;
+        }
+        let mut again = QemuBackend::open_xml(&vm.xml).unwrap();
+        again
+            .handle()
+            .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+        again
+            .execute(&step, &mut NoProgress)
+            .unwrap_or_else(|e| panic!("re-run after a crash before change {k}: {e}"));
+        let tree = again.list_physical().unwrap();
+        assert!(
+            tree.parents.is_empty() && tree.live_parent.is_none(),
+            "crash before change {k}: {tree:?}"
+        );
+        assert_eq!(vm.status(), PowerState::Running, "crash before change {k}");
+        vm.write(pattern, 2 * CHUNK);
+        for i in 0..3 {
+            vm.assert_reads(pattern, i * CHUNK, &format!("crash before change {k}"));
+        }
+        assert!(
+            stale_fds(pid).is_empty(),
+            "crash before change {k}: {:?}",
+            stale_fds(pid)
+        );
+        assert_eq!(
+            vm.snaptree_files(),
+            files,
+            "crash before change {k}: no record left"
+        );
+    }
+}
+
 /// A merge that would move the running disk onto another branch is refused while the VM
 /// runs, and nothing changes; the same merge with the domain shut off works.
 #[test]
@@ -1004,7 +1072,9 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
         return;
     };
     let pid = vm.rig.pid();
-    let mut d = vm.domain();
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
     let files = vm.snaptree_files();
     vm.write(0x11, 0);
     let a = snap(&mut d, "a");
@@ -1047,8 +1117,16 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
     vm.write(0x55, 4 * CHUNK);
 
     // Consolidate b (in the chain): streamed into the live image.
-    d.delete(&b, DeleteMode::Consolidate, &mut NoProgress)
-        .unwrap();
+    let mut reports = Vec::new();
+    d.delete(&b, DeleteMode::Consolidate, &mut |f: f64| {
+        reports.push(f);
+        true
+    })
+    .unwrap();
+    assert!(
+        reports.len() > 1,
+        "job progress reached the callback: {reports:?}"
+    );
     d.check_agreement().unwrap();
     assert!(!layer(&vm.disks[0], &b).exists(), "b's layer is gone");
     for (p, i) in [(0x11, 0), (0x22, 1), (0x33, 2), (0x44, 3), (0x55, 4)] {
@@ -1065,6 +1143,28 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
     d.check_agreement().unwrap();
     assert_layer_reads(&vm, &a, 0x55, 4 * CHUNK, "a took e1's data");
     vm.assert_reads(0x66, 5 * CHUNK, "live after merging e1");
+
+    // Consolidate by active commit: the live image's data goes down into the layer, QEMU
+    // pivots onto it and it takes the disk path.
+    let f1 = snap(&mut d, "f1");
+    vm.write(0x77, 6 * CHUNK);
+    handle.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+    d.delete(&f1, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
+    handle.set_consolidate_policy(ConsolidatePolicy::Cheapest);
+    d.check_agreement().unwrap();
+    assert!(!layer(&vm.disks[0], &f1).exists(), "f1's layer is gone");
+    assert_eq!(
+        vm.status(),
+        PowerState::Running,
+        "the guest runs again after the pivot"
+    );
+    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    vm.write(0x78, 7 * CHUNK);
+    for (p, i) in [(0x66, 5), (0x77, 6), (0x78, 7)] {
+        vm.assert_reads(p, i * CHUNK, "live after the pivot");
+    }
+    assert_layer_reads(&vm, &a, 0x00, 6 * CHUNK, "a untouched by the pivot");
 
     // Delete-all: the live image is detached from every layer, while running.
     d.delete_all(&mut NoProgress).unwrap();
