@@ -262,6 +262,16 @@ impl Live {
     /// renamed. The transaction covers the disks not yet switched.
     fn create_chain(&mut self, ctx: Ctx<'_>, disks: &[Disk], n: Uuid) -> Result<()> {
         let chains = self.chains(disks)?;
+        if let Some((d, _)) = disks
+            .iter()
+            .zip(&chains)
+            .find(|(_, c)| c.active.starts_with('#'))
+        {
+            return Err(Error::OperationInvalid(format!(
+                "the qemu backend cannot snapshot {} live: its node in the running VM has no name (attach disks with -blockdev and a node-name, as libvirt does)",
+                d.describe()
+            )));
+        }
         let mut actions = Vec::new();
         let mut added = Vec::new();
         for (i, (d, c)) in disks.iter().zip(&chains).enumerate() {
@@ -552,7 +562,10 @@ impl Live {
         let onto = backing_path(d, below);
         let layer = d.layer(&s);
         let deps = scan.dependents(s);
-        if deps == [Dep::Live] {
+        // After the pivot the layer's node is re-homed, and QEMU reopens only nodes with a
+        // name of their own (not the `#block…` names of images it opened from a header).
+        let named = c.below.first().is_some_and(|(_, n)| !n.starts_with('#'));
+        if deps == [Dep::Live] && named {
             let commit = match policy {
                 ConsolidatePolicy::AlwaysRebase => false,
                 ConsolidatePolicy::AlwaysCommit => true,
