@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) policy: Mutex<ConsolidatePolicy>,
     /// Directories with entry changes not yet made durable.
     pub(crate) dirty: Mutex<BTreeSet<PathBuf>>,
+    /// The rate limit of live block jobs, bytes per second (`None`: as fast as possible).
+    pub(crate) job_speed: Mutex<Option<u64>>,
 }
 
 /// A handle on a [`QemuBackend`](crate::QemuBackend) that stays usable after the backend was
@@ -46,6 +48,12 @@ impl QemuHandle {
     /// Chooses how freed layers hand their data to their dependents (default: cheapest).
     pub fn set_consolidate_policy(&self, policy: ConsolidatePolicy) {
         *self.0.policy.lock().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Limits live block jobs (stream, commit) to `bytes_per_second`, so that a busy host
+    /// keeps I/O for its guests; `None` (the default) runs them as fast as possible.
+    pub fn set_block_job_speed(&self, bytes_per_second: Option<u64>) {
+        *self.0.job_speed.lock().unwrap_or_else(|p| p.into_inner()) = bytes_per_second;
     }
 
     /// The policy in force.

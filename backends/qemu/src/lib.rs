@@ -3,8 +3,9 @@
 //! QEMU's QMP socket (`<qmp socket='PATH'/>` inside `<domain>`) and the VM runs or is paused —
 //! live snapshots over QMP (through `snaptree-qmp`): with memory for internal-mode disks
 //! (`live`), disk-only for external-mode disks (`live_chain`: a `transaction` of
-//! `blockdev-snapshot` for create, `block-stream` and intermediate `block-commit` for
-//! discard, consolidate, merge and detach, revert only shut off).
+//! `blockdev-snapshot` for create, `block-stream`, intermediate `block-commit` and active
+//! `block-commit` with pivot for discard, consolidate, merge and detach, revert only shut
+//! off).
 //!
 //! Live mode, per step, for a domain whose disks are all in internal mode (a domain mixing
 //! the modes keeps every step shut off, so the engine refuses them while it runs):

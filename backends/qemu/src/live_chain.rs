@@ -18,7 +18,9 @@
 //!   overlay on it), and a re-run of the step finishes from whatever it finds.
 //! - **discard / consolidate / merge into the base** of a layer in the chain: its
 //!   dependent in the chain gets its data by `block-stream` (the layer leaves the chain),
-//!   the others by offline rebase; then the layer is deleted.
+//!   the others by offline rebase; then the layer is deleted. When the live image is the
+//!   only dependent and the consolidate policy says committing its data down is cheaper,
+//!   an active `block-commit` does it instead, with a pivot (see `commit_active`).
 //! - **merge(S into P)** with S in the chain: S is committed into P by an intermediate
 //!   `block-commit`, which also moves S's overlay in the chain onto P; S's other
 //!   dependents are rebased offline (safe onto S before the commit, unsafe onto P after).
@@ -531,7 +533,11 @@ impl Live {
                     node,
                     base_node: base,
                     backing_file: backing.as_deref(),
-                    speed: None,
+                    speed: *ctx
+                        .shared
+                        .job_speed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
                 },
                 &mut |f| progress.report(f),
                 JOB_TIMEOUT,
@@ -628,7 +634,11 @@ impl Live {
                     top_node: None,
                     base_node: Some(&base),
                     backing_file: None,
-                    speed: None,
+                    speed: *ctx
+                        .shared
+                        .job_speed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
                 })?;
                 q.wait_job(
                     &id,
@@ -756,7 +766,11 @@ impl Live {
                         top_node: Some(&top),
                         base_node: Some(&base),
                         backing_file: Some(&backing),
-                        speed: None,
+                        speed: *ctx
+                            .shared
+                            .job_speed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()),
                     },
                     &mut |f| progress.report(f),
                     JOB_TIMEOUT,

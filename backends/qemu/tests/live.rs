@@ -712,6 +712,80 @@ fn an_external_live_pivot_survives_a_crash_before_every_change() {
     }
 }
 
+/// QEMU killed in the middle of a live `block-stream` (delete-all's first step, throttled so
+/// the watcher sees the job): a `BACKEND` error naming QEMU's death, and since a half-done
+/// stream changes no content and no backing link, the operation changed nothing; with a new
+/// QEMU on the same disks, the tree and every byte are as before and delete-all works.
+#[test]
+fn qemu_killed_mid_stream_is_a_backend_error_and_changes_nothing() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    for i in 0..32 {
+        vm.write(0x40 + i as u8, i * CHUNK);
+    }
+    let a = snap(&mut d, "a");
+    vm.write(0x99, 40 * CHUNK);
+    handle.set_block_job_speed(Some(256 * 1024));
+    let rig = &mut vm.rig;
+    let (killed, e) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs.iter().any(|j| j.id.starts_with("snaptree-stream")) {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let e = d.delete_all(&mut NoProgress);
+        (watcher.join().unwrap(), e)
+    });
+    assert!(killed, "the watcher saw the stream job");
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(e.full_message().contains("died"), "{}", e.full_message());
+    assert_eq!(d.power_state().unwrap(), PowerState::Shutoff);
+
+    handle.set_block_job_speed(None);
+    vm.restart();
+    let pid = vm.rig.pid();
+    assert!(d.recoveries().is_empty(), "nothing to finish");
+    assert!(d.tree().unwrap().get(&a).is_some(), "a is still there");
+    d.check_agreement().unwrap();
+    for i in 0..32 {
+        vm.assert_reads(0x40 + i as u8, i * CHUNK, "live after the kill");
+        assert_layer_reads(&vm, &a, 0x40 + i as u8, i * CHUNK, "a after the kill");
+    }
+    vm.assert_reads(0x99, 40 * CHUNK, "live after the kill");
+    vm.write(0xaa, 41 * CHUNK);
+    d.delete_all(&mut NoProgress).unwrap();
+    d.check_agreement().unwrap();
+    assert!(!layer(&vm.disks[0], &a).exists());
+    for i in 0..32 {
+        vm.assert_reads(0x40 + i as u8, i * CHUNK, "live after delete-all");
+    }
+    vm.assert_reads(0xaa, 41 * CHUNK, "live after delete-all");
+    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    for disk in &vm.disks {
+        let out = Command::new("qemu-img")
+            .args(["check", "-U"])
+            .arg(disk)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 /// A merge that would move the running disk onto another branch is refused while the VM
 /// runs, and nothing changes; the same merge with the domain shut off works.
 #[test]
