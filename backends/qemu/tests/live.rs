@@ -1088,6 +1088,35 @@ fn the_plugin_runs_live_mode_through_the_c_abi() {
     assert_eq!(vm.tags(), vec![Vec::<String>::new()]);
 }
 
+/// Through the plugin's C ABI, an all-external domain declares live disk-only snapshots:
+/// create and delete while running, revert only shut off (refused by the engine, naming the
+/// backend, before anything runs).
+#[test]
+fn the_plugin_declares_and_runs_external_live_mode_through_the_c_abi() {
+    let Some(mut vm) = LiveVm::start(&["external"]) else {
+        return;
+    };
+    let p = plugin();
+    let backend = p.open_domain(&vm.xml).unwrap();
+    let caps = backend.capabilities();
+    assert!(caps.allows(StepKind::Create, PowerState::Running));
+    assert!(caps.allows(StepKind::Consolidate, PowerState::Paused));
+    assert!(!caps.allows(StepKind::Revert, PowerState::Running));
+    assert!(caps.allows(StepKind::Revert, PowerState::Shutoff));
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    vm.write(0x11, 0);
+    let s = snap(&mut d, "s");
+    vm.write(0x22, 0);
+    assert_layer_reads(&vm, &s, 0x11, 0, "s through the plugin");
+    let e = d.revert(&s, None, &mut NoProgress).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    d.delete(&s, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
+    d.check_agreement().unwrap();
+    vm.assert_reads(0x22, 0, "live through the plugin");
+    assert_eq!(vm.status(), PowerState::Running);
+}
+
 // ---- external (disk-only) live mode ----
 
 /// The layer file of snapshot `u` of disk `disk`.
