@@ -182,11 +182,25 @@ impl QemuBackend {
     /// intent record that was never renamed into place — and the snapshot directories left
     /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
     /// every step, so a re-run finishes it too.
+    /// Removes the records that keep an unfinished step visible (see
+    /// [`exec::unfinished_record`]): only once the step has succeeded.
+    fn finished(&self) -> Result<()> {
+        for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
+            self.ctx().remove(&d.dir().join(exec::UNFINISHED))?;
+        }
+        Ok(())
+    }
+
     fn tidy(&self) -> Result<()> {
         for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
-            let mut tmp = d.rebase_intent().into_os_string();
-            tmp.push(".tmp");
-            self.ctx().remove(std::path::Path::new(&tmp))?;
+            let records = [d.rebase_intent(), d.dir().join(exec::UNFINISHED)]
+                .into_iter()
+                .chain(live_chain::records(d));
+            for record in records {
+                let mut tmp = record.into_os_string();
+                tmp.push(".tmp");
+                self.ctx().remove(std::path::Path::new(&tmp))?;
+            }
             self.ctx().remove_dir_if_empty(&d.dir())?;
         }
         Ok(())
@@ -218,12 +232,22 @@ impl Backend for QemuBackend {
         if let Some(live) = self.live.as_mut()
             && live.power_state()? != PowerState::Shutoff
         {
-            if self.disks.iter().all(|d| d.mode == Mode::External) {
+            let crashes = self.handle.crashes();
+            let done = if self.disks.iter().all(|d| d.mode == Mode::External) {
                 let policy = self.handle.consolidate_policy();
-                live.execute_chains(ctx, &self.disks, step, policy, progress)?;
+                live.execute_chains(ctx, &self.disks, step, policy, progress)
             } else {
-                live.execute(ctx, &self.disks, step, progress)?;
+                live.execute(ctx, &self.disks, step, progress)
+            };
+            if let Err(e) = done {
+                // As offline: a failed step may have left an empty snapshot directory.
+                if self.handle.crashes() == crashes {
+                    let _ = self.tidy();
+                    let _ = self.ctx().sync_dirty();
+                }
+                return Err(e);
             }
+            self.finished()?;
             self.tidy()?;
             // Durable before the engine records the step as done.
             ctx.sync_dirty()?;
@@ -266,6 +290,7 @@ impl Backend for QemuBackend {
             // The records of a live commit or pivot QEMU died in: the step is finished.
             live_chain::clear_records(self.ctx(), &self.disks)?;
         }
+        self.finished()?;
         self.tidy()?;
         // Durable before the engine records the step as done.
         self.ctx().sync_dirty()?;

@@ -144,6 +144,14 @@ pub(crate) fn execute(
     // Past it: a cancel can no longer be honoured; finish.
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.last {
+            if let Op::Commit { into, .. } = op {
+                // A commit changes a layer's content but no backing link: until the step is
+                // finished, this record keeps the physical tree from looking unchanged (it
+                // is not a layer, so the tree does not read), and the engine keeps the step
+                // to finish it rather than forgetting it. Removed when the step succeeds.
+                ctx.write_atomic(&unfinished_record(into), b"")?;
+                ctx.sync_dirty()?;
+            }
             let mut measured = measured_in(d);
             op.run(ctx, &mut |f| tracker.report(f), &mut measured)
                 .map_err(|e| {
@@ -162,6 +170,15 @@ pub(crate) fn execute(
     }
     Ok(())
 }
+
+/// The record that a step changing `layer`'s content in place has not finished yet: a
+/// non-layer file in the layer's snapshot directory.
+pub(crate) fn unfinished_record(layer: &Path) -> std::path::PathBuf {
+    layer.parent().unwrap_or(Path::new("/")).join(UNFINISHED)
+}
+
+/// The name of [`unfinished_record`] in a snapshot directory.
+pub(crate) const UNFINISHED: &str = ".unfinished";
 
 /// Checks every image the step writes, and every disk's live image (with its backing
 /// chain), before anything changes. A running VM holds its live images, so it stops a

@@ -101,18 +101,25 @@ fn same_path(a: &Path, b: &Path) -> bool {
 }
 
 /// A node name of at most 31 characters with its `-file` child (QEMU's limit): prefix,
-/// kind, the last 12 hex digits of the uuid (random in a v4 uuid), the disk's index.
+/// kind, 12 hex digits of a hash of the whole uuid (time-based uuids share their tail),
+/// the disk's index.
 fn node_name(kind: char, uuid: &Uuid, disk: usize) -> String {
-    let hex = uuid.simple().to_string();
-    format!("{NODE_PREFIX}{kind}{}-{disk}", &hex[20..])
+    // FNV-1a, 64 bits: stable across processes and releases, unlike std's hasher.
+    let hash = uuid
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{NODE_PREFIX}{kind}{:012x}-{disk}", hash >> 16)
 }
 
 /// The record of a live commit in progress on a disk: `S P`, written before the commit
-/// of S into P starts.
+/// of S into P starts. It lies in the snapshot directory and is not a layer, so the
+/// physical tree does not read while P's content is being replaced: a failed commit then
+/// keeps the engine's journal entry, and the step is finished, not forgotten.
 fn commit_intent(disk: &Disk) -> PathBuf {
-    let mut name = disk.live.as_os_str().to_os_string();
-    name.push(".snaptree-live-commit");
-    PathBuf::from(name)
+    disk.dir().join(".live-commit")
 }
 
 /// The record of an active commit in progress on a disk: `S running|paused`, written
@@ -120,16 +127,18 @@ fn commit_intent(disk: &Disk) -> PathBuf {
 /// writing into S's layer is a pivot to finish (not a create), and whether to resume the
 /// guest, which is paused from the pivot to the rename.
 fn pivot_record(disk: &Disk) -> PathBuf {
-    let mut name = disk.live.as_os_str().to_os_string();
-    name.push(".snaptree-live-pivot");
-    PathBuf::from(name)
+    disk.dir().join(".live-pivot")
+}
+
+/// The records live steps keep on a disk.
+pub(crate) fn records(disk: &Disk) -> [PathBuf; 2] {
+    [commit_intent(disk), pivot_record(disk)]
 }
 
 /// Removes the records of live steps a QEMU died in, once the step was finished offline.
 pub(crate) fn clear_records(ctx: Ctx<'_>, disks: &[Disk]) -> Result<()> {
-    for d in disks {
-        ctx.remove(&commit_intent(d))?;
-        ctx.remove(&pivot_record(d))?;
+    for record in disks.iter().flat_map(records) {
+        ctx.remove(&record)?;
     }
     Ok(())
 }
@@ -181,7 +190,7 @@ impl Live {
                     let file = PathBuf::from(&img.filename);
                     let node = nodes
                         .iter()
-                        .find(|n| n.drv == "qcow2" && same_path(Path::new(&n.file), &file))
+                        .find(|n| n.drv != "file" && same_path(Path::new(&n.file), &file))
                         .ok_or_else(|| {
                             error(format!(
                                 "{}: the running VM holds {} but names no node for it",
@@ -298,7 +307,7 @@ impl Live {
                 self.forget_node(&file_node);
                 ctx.mutation(|| format!("re-home node {} onto {}", c.active, layer.display()))?;
                 self.with("re-home the live image onto its new layer", |q| {
-                    q.rehome_active(&c.active, &file_node, &layer, c.backing_node())
+                    q.rehome_active(&c.active, &file_node, &layer, c.backing_node(), false)
                 })?;
             } else if !same_path(&c.active_file, &layer) {
                 return Err(error(format!(
@@ -349,7 +358,7 @@ impl Live {
                 self.forget_node(&node);
             }
             return Err(error(format!(
-                "{}; the guest still writes into the new layers, and running the step again (or with the domain shut off) finishes it",
+                "{}; running the step again (or with the domain shut off) finishes it",
                 super_text(&e)
             )));
         }
@@ -391,10 +400,8 @@ impl Live {
                 .filter(|n| (n.drv == "qcow2") == drv_first && ours(n))
                 .filter(|n| !held.contains(&n.node_name))
             {
-                if n.drv == "qcow2" || n.node_name.starts_with(NODE_PREFIX) {
-                    // In use (e.g. the file node of a held layer) → QEMU refuses: fine.
-                    self.forget_node(&n.node_name);
-                }
+                // In use (e.g. the file node of a held layer) → QEMU refuses: fine.
+                self.forget_node(&n.node_name);
             }
         }
         Ok(())
@@ -559,8 +566,10 @@ impl Live {
         policy: ConsolidatePolicy,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        if read_pivot_record(d)?.is_some_and(|r| r.0 == s) {
-            return self.commit_active(ctx, (i, d), s, progress);
+        if read_pivot_record(d)?.is_some_and(|r| r.0 == s)
+            && self.commit_active(ctx, (i, d), s, progress)?
+        {
+            return Ok(());
         }
         let Some(below) = scan.layers.get(&s) else {
             return Ok(());
@@ -568,18 +577,15 @@ impl Live {
         let onto = backing_path(d, below);
         let layer = d.layer(&s);
         let deps = scan.dependents(s);
-        // After the pivot the layer's node is re-homed, and QEMU reopens only nodes with a
-        // name of their own (not the `#block…` names of images it opened from a header).
-        let named = c.below.first().is_some_and(|(_, n)| !n.starts_with('#'));
-        if deps == [Dep::Live] && named {
+        if deps == [Dep::Live] {
             let commit = match policy {
                 ConsolidatePolicy::AlwaysRebase => false,
                 ConsolidatePolicy::AlwaysCommit => true,
                 // Commit copies the live image's own data, stream the layer's.
                 ConsolidatePolicy::Cheapest => ctx.allocated(&d.live)? < ctx.allocated(&layer)?,
             };
-            if commit {
-                return self.commit_active(ctx, (i, d), s, progress);
+            if commit && self.commit_active(ctx, (i, d), s, progress)? {
+                return Ok(());
             }
         }
         for dep in scan.dependents(s) {
@@ -598,23 +604,42 @@ impl Live {
     /// image's data goes down into S's layer, QEMU pivots onto it, and it takes the disk
     /// path. The guest is paused from the pivot to the rename: with no write in between, a
     /// QEMU dying there restarts on the old overlay over S's layer, which shows the same
-    /// data. Restart (the record says where): QEMU on the old overlay → commit again (a
-    /// ready commit left by a dead process was cancelled without pivoting); QEMU on S's
-    /// layer → rename it over the disk path; QEMU on a name that is gone → re-home it onto
-    /// the disk path; then resume the guest if it ran, and drop the record.
+    /// data. Returns false, having changed nothing, when a stream must do it instead.
+    ///
+    /// The record (a non-layer file in the snapshot directory, so that the physical tree
+    /// does not read as unchanged while S's content is being replaced) says the step is
+    /// under way and whether the guest ran. Restart, by what QEMU runs on: the old overlay
+    /// on S's layer → commit again (a ready commit left by a dead process was cancelled
+    /// without pivoting); S's layer → rename it over the disk path; a name that is gone →
+    /// re-home onto the disk path; no layer any more → only the resume is left. Then the
+    /// guest is resumed if it ran, and the record dropped. A record that matches none of
+    /// these (S's layer there, QEMU not on it nor on its overlay) is stale and dropped.
     fn commit_active(
         &mut self,
         ctx: Ctx<'_>,
         (i, d): (usize, &Disk),
         s: Uuid,
         progress: &mut dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let layer = d.layer(&s);
         let record = pivot_record(d);
         let mut c = self.chains(std::slice::from_ref(d))?.remove(0);
         let on_overlay = same_path(&c.active_file, &d.live)
             && c.below.first().is_some_and(|(f, _)| same_path(f, &layer));
+        let pivoted = same_path(&c.active_file, &layer);
+        // Renamed (perhaps re-homed too, only the resume left).
+        let renamed = !layer.exists();
+        if !on_overlay && !pivoted && !renamed {
+            ctx.remove(&record)?;
+            return Ok(false);
+        }
         if on_overlay {
+            // After the pivot the node is re-homed, and QEMU reopens only nodes with a name
+            // of their own (not the `#block…` names of images it opened from a header).
+            if c.below[0].1.starts_with('#') {
+                ctx.remove(&record)?;
+                return Ok(false);
+            }
             if read_pivot_record(d)?.is_none() {
                 let running = self
                     .with("query the run state", |q| q.query_status())?
@@ -626,7 +651,13 @@ impl Live {
             let base = c.below[0].1.clone();
             let device = c.active.clone();
             let id = self.job_id("pivot");
+            let speed = *ctx
+                .shared
+                .job_speed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             ctx.mutation(|| format!("commit {} into {}", d.live.display(), layer.display()))?;
+            // Not cancellable: S's layer already takes data; only finishing frees it.
             self.with("commit the live image into its layer", |q| {
                 q.block_commit_start(&Commit {
                     job_id: &id,
@@ -634,16 +665,15 @@ impl Live {
                     top_node: None,
                     base_node: Some(&base),
                     backing_file: None,
-                    speed: *ctx
-                        .shared
-                        .job_speed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()),
+                    speed,
                 })?;
                 q.wait_job(
                     &id,
                     qmp::Until::ReadyOrConcluded,
-                    &mut |f| progress.report(f),
+                    &mut |f| {
+                        progress.report(f);
+                        true
+                    },
                     JOB_TIMEOUT,
                 )
                 .map(drop)
@@ -655,29 +685,42 @@ impl Live {
                 q.job_complete(&id)?;
                 q.wait_job(&id, qmp::Until::Concluded, &mut |_| true, JOB_TIMEOUT)
                     .map(drop)
-            })?;
-            c = self.chains(std::slice::from_ref(d))?.remove(0);
+            })
+            .map_err(paused)?;
+            c = self
+                .chains(std::slice::from_ref(d))
+                .map_err(paused)?
+                .remove(0);
         }
         if same_path(&c.active_file, &layer) && layer.exists() {
-            ctx.rename(&layer, &d.live)?;
-            ctx.sync_dirty()?;
+            ctx.rename(&layer, &d.live).map_err(paused)?;
+            ctx.sync_dirty().map_err(paused)?;
         }
         if !same_path(&c.active_file, &d.live) {
             let file_node = node_name('p', &s, i);
             self.forget_node(&file_node);
-            ctx.mutation(|| format!("re-home node {} onto {}", c.active, d.live.display()))?;
+            ctx.mutation(|| format!("re-home node {} onto {}", c.active, d.live.display()))
+                .map_err(paused)?;
+            // With image locks again when the layer's file node held none (it was re-homed
+            // when frozen); without, if its current file node still holds them.
             self.with("re-home the pivoted image onto the disk path", |q| {
-                q.rehome_active(&c.active, &file_node, &d.live, c.backing_node())
-            })?;
+                q.rehome_active(&c.active, &file_node, &d.live, c.backing_node(), true)
+                    .or_else(|_| {
+                        q.rehome_active(&c.active, &file_node, &d.live, c.backing_node(), false)
+                    })
+            })
+            .map_err(paused)?;
         }
         if let Some((_, running)) = read_pivot_record(d)? {
             if running {
                 ctx.mutation(|| "resume the guest".to_string())?;
-                self.with("resume the guest after the pivot", |q| q.cont())?;
+                self.with("resume the guest after the pivot", |q| q.cont())
+                    .map_err(paused)?;
             }
             ctx.remove(&record)?;
         }
-        self.drop_stale_nodes(std::slice::from_ref(d))
+        self.drop_stale_nodes(std::slice::from_ref(d))?;
+        Ok(true)
     }
 
     fn rebase_offline(
@@ -772,7 +815,11 @@ impl Live {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner()),
                     },
-                    &mut |f| progress.report(f),
+                    // Not cancellable: P already takes data; only finishing frees it.
+                    &mut |f| {
+                        progress.report(f);
+                        true
+                    },
                     JOB_TIMEOUT,
                 )
             })?;
@@ -826,6 +873,15 @@ fn read_commit_intent(d: &Disk) -> Result<Option<(Uuid, Uuid)>> {
         },
         _ => Err(error(format!("{} is not a commit record", path.display()))),
     }
+}
+
+/// An error after the guest was paused for a pivot: it stays paused (resuming it before
+/// the rename would let it write where the disk path does not lead) until a re-run.
+fn paused(e: Error) -> Error {
+    error(format!(
+        "{}; the guest stays paused until the step is run again, which finishes it and resumes the guest",
+        super_text(&e)
+    ))
 }
 
 fn super_text(e: &Error) -> String {

@@ -214,3 +214,38 @@ fn progress_comes_from_qemu_img_and_ends_at_one() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert_eq!(b.content_digest(ContentRef::Live).unwrap(), before);
 }
+
+/// A commit step that fails past `qemu-img commit` (here a crash right after it, before the
+/// layer takes the dependent's name) has changed a layer's content but no backing link: the record
+/// the executor leaves in the snapshot directory keeps the physical tree from reading as
+/// unchanged, so the engine keeps its journal entry, and the next operation finishes the
+/// consolidate instead of leaving a snapshot whose content changed.
+#[test]
+fn a_commit_failing_half_way_is_finished_not_forgotten() {
+    let vm = Vm::new(&["external", "external"]);
+    let (mut d, handle) = vm.domain();
+    write(&vm, 0, 1);
+    let a = snap(&mut d, "A");
+    write(&vm, 1, 2);
+    handle.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+    // The changes of a commit consolidate on the first disk: the record (written,
+    // renamed), the commit itself, then the rename: fail right before that.
+    handle.simulate_crash_after(3);
+    d.delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap_err();
+    assert_eq!(handle.crashes(), 1);
+    write(&vm, 2, 3);
+    snap(&mut d, "B");
+    assert_eq!(
+        d.recoveries().len(),
+        1,
+        "the consolidate was finished first"
+    );
+    assert!(d.tree().unwrap().get(&a).is_none());
+    d.check_agreement().unwrap();
+    assert_live(
+        &vm,
+        &layout(&[(0, 1), (1, 2), (2, 3)]),
+        "after the finished consolidate",
+    );
+}

@@ -645,71 +645,113 @@ fn live_mode_conforms() {
 }
 
 /// A consolidate by active commit (pivot) interrupted before each of its changes in
-/// turn, QEMU running on, then run again by a new process: the layer is gone, every write
-/// is in the live state, the guest runs again and no record or stale file is left.
+/// turn, then run again by a new process, first with QEMU running on, then with QEMU
+/// killed and started again from the disk paths (whose backing nodes then have no names of
+/// their own, so the re-run streams instead): the layer is gone, every write is in the
+/// live state, the guest runs and no record or stale file is left.
 #[test]
 fn an_external_live_pivot_survives_a_crash_before_every_change() {
     let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
         return;
     };
-    let pid = vm.rig.pid();
     let files = vm.snaptree_files();
-    for k in 0.. {
-        let n = Uuid::from_u128(0x9140_0000 + k as u128);
-        let create = Step::Create {
-            snapshot: n,
-            parent: None,
-            name: format!("n{k}"),
-            description: String::new(),
-        };
-        let pattern = 0x30 + k as u8;
-        vm.write(pattern, 0);
-        QemuBackend::open_xml(&vm.xml)
-            .unwrap()
-            .execute(&create, &mut NoProgress)
-            .unwrap();
-        vm.write(pattern, CHUNK);
-        let step = Step::Consolidate { snapshot: n };
-        let mut b = QemuBackend::open_xml(&vm.xml).unwrap();
-        b.handle()
-            .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
-        b.handle().simulate_crash_after(k);
-        let result = b.execute(&step, &mut NoProgress);
-        let crashed = b.handle().crashes() > 0;
-        drop(b);
-        if !crashed {
-            result.unwrap();
-            assert!(k >= 5, "a two-disk pivot makes at least 5 changes: {k}");
-            break;
+    let mut round = 0u128;
+    for restart_qemu in [false, true] {
+        for k in 0.. {
+            round += 1;
+            let n = Uuid::from_u128(0x9140_0000 + round);
+            let create = Step::Create {
+                snapshot: n,
+                parent: None,
+                name: format!("n{round}"),
+                description: String::new(),
+            };
+            let pattern = 0x30 + round as u8;
+            vm.write(pattern, 0);
+            QemuBackend::open_xml(&vm.xml)
+                .unwrap()
+                .execute(&create, &mut NoProgress)
+                .unwrap();
+            vm.write(pattern, CHUNK);
+            let step = Step::Consolidate { snapshot: n };
+            let mut b = QemuBackend::open_xml(&vm.xml).unwrap();
+            b.handle()
+                .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+            b.handle().simulate_crash_after(k);
+            let result = b.execute(&step, &mut NoProgress);
+            let crashed = b.handle().crashes() > 0;
+            drop(b);
+            if !crashed {
+                result.unwrap();
+                assert!(k >= 5, "a two-disk pivot makes at least 5 changes: {k}");
+                break;
+            }
+            let what = format!("crash before change {k} (QEMU restarted: {restart_qemu})");
+            if restart_qemu {
+                vm.restart();
+            }
+            let mut again = QemuBackend::open_xml(&vm.xml).unwrap();
+            again
+                .handle()
+                .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+            again
+                .execute(&step, &mut NoProgress)
+                .unwrap_or_else(|e| panic!("re-run after a {what}: {e}"));
+            let tree = again.list_physical().unwrap();
+            assert!(
+                tree.parents.is_empty() && tree.live_parent.is_none(),
+                "{what}: {tree:?}"
+            );
+            assert_eq!(vm.status(), PowerState::Running, "{what}");
+            vm.write(pattern, 2 * CHUNK);
+            for i in 0..3 {
+                vm.assert_reads(pattern, i * CHUNK, &what);
+            }
+            let pid = vm.rig.pid();
+            assert!(stale_fds(pid).is_empty(), "{what}: {:?}", stale_fds(pid));
+            assert_eq!(vm.snaptree_files(), files, "{what}: no record left");
         }
-        let mut again = QemuBackend::open_xml(&vm.xml).unwrap();
-        again
-            .handle()
-            .set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
-        again
-            .execute(&step, &mut NoProgress)
-            .unwrap_or_else(|e| panic!("re-run after a crash before change {k}: {e}"));
-        let tree = again.list_physical().unwrap();
-        assert!(
-            tree.parents.is_empty() && tree.live_parent.is_none(),
-            "crash before change {k}: {tree:?}"
-        );
-        assert_eq!(vm.status(), PowerState::Running, "crash before change {k}");
-        vm.write(pattern, 2 * CHUNK);
-        for i in 0..3 {
-            vm.assert_reads(pattern, i * CHUNK, &format!("crash before change {k}"));
-        }
-        assert!(
-            stale_fds(pid).is_empty(),
-            "crash before change {k}: {:?}",
-            stale_fds(pid)
-        );
-        assert_eq!(
-            vm.snaptree_files(),
-            files,
-            "crash before change {k}: no record left"
-        );
     }
+}
+
+/// A pivot that fails after the commit job ran (S's layer already took data, no backing
+/// link changed yet): the engine keeps its journal entry instead of forgetting the step,
+/// because the record in the snapshot directory keeps the physical tree from reading as
+/// unchanged; the next operation finishes the consolidate first.
+#[test]
+fn a_failed_live_commit_is_finished_not_forgotten() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    vm.write(0x11, 0);
+    let a = snap(&mut d, "a");
+    vm.write(0x22, CHUNK);
+    handle.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+    // Changes of the pivot on the first disk: the record (written, renamed), the commit
+    // job, then the pause: fail right there, after the job ran.
+    handle.simulate_crash_after(3);
+    let e = d
+        .delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap_err();
+    assert_eq!(handle.crashes(), 1, "{e}");
+    vm.write(0x33, 2 * CHUNK);
+    let b = snap(&mut d, "b");
+    assert_eq!(
+        d.recoveries().len(),
+        1,
+        "the consolidate was finished first"
+    );
+    assert!(d.tree().unwrap().get(&a).is_none());
+    d.check_agreement().unwrap();
+    assert!(!layer(&vm.disks[0], &a).exists());
+    assert_layer_reads(&vm, &b, 0x33, 2 * CHUNK, "b");
+    for (p, i) in [(0x11, 0), (0x22, 1), (0x33, 2)] {
+        vm.assert_reads(p, i * CHUNK, "live");
+    }
+    assert_eq!(vm.status(), PowerState::Running);
 }
 
 /// QEMU killed in the middle of a live `block-stream` (delete-all's first step, throttled so

@@ -239,19 +239,22 @@ impl Qmp {
     /// [`Qmp::rehome_file`]). The new file node has image locking off: its twin file node
     /// still holds the inode's write lock while the reopen switches over, and the two would
     /// conflict (measured: "Failed to get \"write\" lock"). The overlay, which takes the
-    /// disk path, keeps the locks that keep other writers out.
+    /// disk path, keeps the locks that keep other writers out. `locking` asks for image
+    /// locks on the new file node, possible when the current one holds none (a node
+    /// re-homed before).
     pub fn rehome_active(
         &mut self,
         node: &str,
         file_node: &str,
         path: &Path,
         backing: Option<&str>,
+        locking: bool,
     ) -> Result<()> {
         self.blockdev_add(json!({
             "driver": "file",
             "node-name": file_node,
             "filename": path.to_string_lossy(),
-            "locking": "off",
+            "locking": if locking { "on" } else { "off" },
         }))?;
         let reopened = self.blockdev_reopen(&[json!({
             "driver": "qcow2",
