@@ -828,6 +828,73 @@ fn qemu_killed_mid_stream_is_a_backend_error_and_changes_nothing() {
     }
 }
 
+/// QEMU killed in the middle of a live merge's `block-commit` (throttled so the watcher sees
+/// the job): a `BACKEND` error, and since P's layer already took part of S's data, the
+/// engine keeps its journal entry; with a new QEMU on the same disks, the next operation
+/// finishes the merge first, and P then holds S's content.
+#[test]
+fn qemu_killed_mid_commit_is_finished_by_the_next_operation() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    vm.write(0x11, 0);
+    let p = snap(&mut d, "p");
+    for i in 1..33 {
+        vm.write(0x40 + i as u8, i * CHUNK);
+    }
+    let s = snap(&mut d, "s");
+    vm.write(0x99, 40 * CHUNK);
+    handle.set_block_job_speed(Some(256 * 1024));
+    let rig = &mut vm.rig;
+    let (killed, e) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs
+                    .iter()
+                    .any(|j| j.id.starts_with("snaptree-commit") && j.current_progress > 0)
+                {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let e = d.delete(&s, DeleteMode::Merge, &mut NoProgress);
+        (watcher.join().unwrap(), e)
+    });
+    assert!(killed, "the watcher saw the commit job");
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(e.full_message().contains("died"), "{}", e.full_message());
+
+    handle.set_block_job_speed(None);
+    vm.restart();
+    vm.write(0xaa, 41 * CHUNK);
+    let b = snap(&mut d, "b");
+    assert_eq!(d.recoveries().len(), 1, "the merge was finished first");
+    assert!(d.tree().unwrap().get(&s).is_none());
+    d.check_agreement().unwrap();
+    assert!(!layer(&vm.disks[0], &s).exists());
+    assert_layer_reads(&vm, &p, 0x11, 0, "p after the merge");
+    for i in 1..33 {
+        assert_layer_reads(&vm, &p, 0x40 + i as u8, i * CHUNK, "p took s's data");
+        vm.assert_reads(0x40 + i as u8, i * CHUNK, "live after the merge");
+    }
+    assert_layer_reads(&vm, &p, 0x00, 40 * CHUNK, "p has nothing written after s");
+    vm.assert_reads(0x99, 40 * CHUNK, "live");
+    assert_layer_reads(&vm, &b, 0xaa, 41 * CHUNK, "b");
+    assert!(
+        stale_fds(vm.rig.pid()).is_empty(),
+        "{:?}",
+        stale_fds(vm.rig.pid())
+    );
+}
+
 /// A merge that would move the running disk onto another branch is refused while the VM
 /// runs, and nothing changes; the same merge with the domain shut off works.
 #[test]
