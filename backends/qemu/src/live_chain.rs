@@ -336,8 +336,14 @@ impl Live {
             let overlay = node_name('y', &n, i);
             self.forget_node(&overlay);
             ctx.mutation(|| format!("open {} as node {overlay}", d.live.display()))?;
+            // With the I/O options of the node it goes on top of (cache mode,
+            // detect-zeroes), which the guest's disk had.
             self.with("open the new live overlay", |q| {
-                q.blockdev_add(qmp::qcow2_node(&overlay, &d.live, NodeBacking::None))
+                let io = q.io_options(&c.active)?;
+                let mut spec = qmp::qcow2_node(&overlay, &d.live, NodeBacking::None);
+                io.apply_to_format(&mut spec);
+                io.apply_to_file(&mut spec["file"]);
+                q.blockdev_add(spec)
             })?;
             added.push(overlay.clone());
             actions.push(Action::Snapshot {

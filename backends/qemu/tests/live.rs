@@ -47,7 +47,12 @@ fn qemu_present() -> bool {
 }
 
 fn start_rig(dir: &Path, disks: &[PathBuf]) -> Rig {
-    let mut b = Rig::builder(dir);
+    start_rig_with(dir, disks, serde_json::json!({}))
+}
+
+/// A rig whose disks' `-blockdev` nodes carry extra `options`.
+fn start_rig_with(dir: &Path, disks: &[PathBuf], options: serde_json::Value) -> Rig {
+    let mut b = Rig::builder(dir).node_options(options);
     for (i, d) in disks.iter().enumerate() {
         b = b.disk(&format!("vd{i}"), d);
     }
@@ -58,12 +63,17 @@ fn start_rig(dir: &Path, disks: &[PathBuf]) -> Rig {
 
 impl LiveVm {
     fn start(modes: &[&'static str]) -> Option<LiveVm> {
+        LiveVm::start_with(modes, serde_json::json!({}))
+    }
+
+    /// As [`LiveVm::start`], the disks' nodes with extra `-blockdev` options.
+    fn start_with(modes: &[&'static str], options: serde_json::Value) -> Option<LiveVm> {
         if !qemu_present() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let disks = common::create_disks(dir.path(), modes, SIZE);
-        let rig = start_rig(dir.path(), &disks);
+        let rig = start_rig_with(dir.path(), &disks, options);
         let xml = common::domain_xml(&disks, modes).replace(
             "</domain>",
             &format!("<qmp socket='{}'/></domain>", rig.spare_socket().display()),
@@ -893,6 +903,46 @@ fn qemu_killed_mid_commit_is_finished_by_the_next_operation() {
         "{:?}",
         stale_fds(vm.rig.pid())
     );
+}
+
+/// The guest's disk keeps the VM manager's I/O options (cache mode, detect-zeroes with
+/// discard) across live snapshots and a pivot: the new overlays and re-homed nodes repeat
+/// them, since `blockdev-add` and `blockdev-reopen` reset whatever they are not given.
+#[test]
+fn live_external_snapshots_keep_the_disks_io_options() {
+    let options = serde_json::json!({
+        "detect-zeroes": "unmap",
+        "discard": "unmap",
+        "cache": { "no-flush": true },
+    });
+    let Some(mut vm) = LiveVm::start_with(&["external", "external"], options) else {
+        return;
+    };
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    let active_options = |vm: &mut LiveVm| -> Vec<snaptree_qmp::IoOptions> {
+        let qmp = vm.rig.qmp();
+        let nodes: Vec<String> = qmp
+            .query_block()
+            .unwrap()
+            .into_iter()
+            .filter_map(|b| b.inserted.map(|i| i.node_name))
+            .collect();
+        nodes.iter().map(|n| qmp.io_options(n).unwrap()).collect()
+    };
+    let before = active_options(&mut vm);
+    assert_eq!(before[0].detect_zeroes.as_deref(), Some("unmap"));
+    assert!(before[0].cache.is_some_and(|c| c.no_flush), "{before:?}");
+    vm.write(0x11, 0);
+    let a = snap(&mut d, "a");
+    assert_eq!(active_options(&mut vm), before, "after a live create");
+    vm.write(0x22, CHUNK);
+    handle.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+    d.delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
+    assert_eq!(active_options(&mut vm), before, "after a pivot");
+    vm.assert_reads(0x22, CHUNK, "live");
 }
 
 /// A merge that would move the running disk onto another branch is refused while the VM

@@ -78,6 +78,60 @@ pub struct BlockNode {
     pub backing_file: Option<String>,
     /// The image (its backing chain is omitted when queried with `flat`).
     pub image: ImageInfo,
+    /// The cache mode.
+    #[serde(default)]
+    pub cache: Option<CacheInfo>,
+    /// `off`, `on` or `unmap`.
+    #[serde(default, rename = "detect_zeroes")]
+    pub detect_zeroes: Option<String>,
+}
+
+/// `BlockdevCacheInfo`: how a node caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct CacheInfo {
+    /// Writeback caching (always true for nodes added with `blockdev-add`).
+    pub writeback: bool,
+    /// `O_DIRECT`.
+    pub direct: bool,
+    /// Flushes ignored.
+    pub no_flush: bool,
+}
+
+/// The I/O options of a node that a node replacing it must repeat: `blockdev-add` and
+/// `blockdev-reopen` reset every option they are not given. QEMU does not report
+/// `discard`; it is set to `unmap` when `detect-zeroes` is `unmap`, which requires it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoOptions {
+    /// The cache mode, if reported.
+    pub cache: Option<CacheInfo>,
+    /// `detect-zeroes`, if not `off`.
+    pub detect_zeroes: Option<String>,
+}
+
+impl IoOptions {
+    /// Adds the options to a format node's arguments.
+    pub fn apply_to_format(&self, spec: &mut Value) {
+        self.apply_cache(spec);
+        if let Some(dz) = &self.detect_zeroes {
+            spec["detect-zeroes"] = json!(dz);
+            if dz == "unmap" {
+                spec["discard"] = json!("unmap");
+            }
+        }
+    }
+
+    /// Adds the options to a protocol (`file`) node's arguments.
+    pub fn apply_to_file(&self, spec: &mut Value) {
+        self.apply_cache(spec);
+    }
+
+    fn apply_cache(&self, spec: &mut Value) {
+        if let Some(c) = self.cache {
+            spec["cache"] = json!({ "direct": c.direct, "no-flush": c.no_flush });
+        }
+    }
 }
 
 /// `ImageInfo`: an image as QEMU sees it.
@@ -179,6 +233,23 @@ impl Qmp {
             })
     }
 
+    /// The I/O options of node `node_name` (see [`IoOptions`]).
+    pub fn io_options(&mut self, node_name: &str) -> Result<IoOptions> {
+        let node = self
+            .query_named_block_nodes()?
+            .into_iter()
+            .find(|n| n.node_name == node_name)
+            .ok_or_else(|| Error::Command {
+                command: "query-named-block-nodes".to_owned(),
+                class: "DeviceNotFound".to_owned(),
+                desc: format!("no node named {node_name}"),
+            })?;
+        Ok(IoOptions {
+            cache: node.cache,
+            detect_zeroes: node.detect_zeroes.filter(|d| d != "off"),
+        })
+    }
+
     /// `blockdev-add` with `spec` (see [`qcow2_node`]).
     pub fn blockdev_add(&mut self, spec: Value) -> Result<()> {
         self.execute("blockdev-add", spec).map(drop)
@@ -241,7 +312,7 @@ impl Qmp {
     /// conflict (measured: "Failed to get \"write\" lock"). The overlay, which takes the
     /// disk path, keeps the locks that keep other writers out. `locking` asks for image
     /// locks on the new file node, possible when the current one holds none (a node
-    /// re-homed before).
+    /// re-homed before). The node's cache mode and `detect-zeroes` are kept.
     pub fn rehome_active(
         &mut self,
         node: &str,
@@ -250,19 +321,24 @@ impl Qmp {
         backing: Option<&str>,
         locking: bool,
     ) -> Result<()> {
-        self.blockdev_add(json!({
+        let io = self.io_options(node)?;
+        let mut file = json!({
             "driver": "file",
             "node-name": file_node,
             "filename": path.to_string_lossy(),
             "locking": if locking { "on" } else { "off" },
-        }))?;
-        let reopened = self.blockdev_reopen(&[json!({
+        });
+        io.apply_to_file(&mut file);
+        self.blockdev_add(file)?;
+        let mut format = json!({
             "driver": "qcow2",
             "node-name": node,
             "file": file_node,
             "read-only": false,
             "backing": backing,
-        })]);
+        });
+        io.apply_to_format(&mut format);
+        let reopened = self.blockdev_reopen(&[format]);
         if reopened.is_err() {
             let _ = self.blockdev_del(file_node);
         }

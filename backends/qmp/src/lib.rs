@@ -38,7 +38,8 @@ mod transaction;
 mod wire;
 
 pub use block::{
-    Backing, BlockDevice, BlockNode, ImageInfo, Inserted, InternalSnapshot, qcow2_node,
+    Backing, BlockDevice, BlockNode, CacheInfo, ImageInfo, Inserted, InternalSnapshot, IoOptions,
+    qcow2_node,
 };
 pub use blockjob::{Commit, Stream};
 pub use client::Qmp;

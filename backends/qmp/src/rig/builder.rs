@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::host::{Accel, find_in_path, qemu_binary};
 use super::{Rig, RigDisk, firmware};
@@ -25,6 +25,7 @@ pub struct RigBuilder {
     accel: Accel,
     die_with_parent: bool,
     start_timeout: Duration,
+    node_options: serde_json::Map<String, Value>,
 }
 
 impl RigBuilder {
@@ -36,7 +37,17 @@ impl RigBuilder {
             die_with_parent: true,
             // Generous: the whole start takes 50–100 ms, but CI machines are shared.
             start_timeout: Duration::from_secs(20),
+            node_options: serde_json::Map::new(),
         }
+    }
+
+    /// Adds `options` (a JSON object, e.g. `{"detect-zeroes": "unmap", "discard": "unmap"}`)
+    /// to every disk's qcow2 `-blockdev`, as a VM manager's own settings would be.
+    pub fn node_options(mut self, options: Value) -> Self {
+        if let Value::Object(map) = options {
+            self.node_options.extend(map);
+        }
+        self
     }
 
     /// Adds a virtio disk with device id `id` on the existing qcow2 image `path`; its node
@@ -126,7 +137,7 @@ impl RigBuilder {
                 .arg(format!("unix:{},server=on,wait=off", s.display()));
         }
         for disk in &self.disks {
-            let node = json!({
+            let mut node = json!({
                 "driver": "qcow2",
                 "node-name": disk.node,
                 "file": {
@@ -135,6 +146,9 @@ impl RigBuilder {
                     "node-name": format!("{}-file", disk.node),
                 },
             });
+            for (k, v) in &self.node_options {
+                node[k] = v.clone();
+            }
             command.arg("-blockdev").arg(node.to_string());
             command
                 .arg("-device")
