@@ -178,10 +178,6 @@ impl QemuBackend {
         self.ctx().sync_dirty()
     }
 
-    /// Removes what a crash can leave that no step needs any more — the temporary file of an
-    /// intent record that was never renamed into place — and the snapshot directories left
-    /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
-    /// every step, so a re-run finishes it too.
     /// Removes the records that keep an unfinished step visible (see
     /// [`exec::unfinished_record`]): only once the step has succeeded.
     fn finished(&self) -> Result<()> {
@@ -191,6 +187,10 @@ impl QemuBackend {
         Ok(())
     }
 
+    /// Removes what a crash can leave that no step needs any more — the temporary file of an
+    /// intent record that was never renamed into place — and the snapshot directories left
+    /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
+    /// every step, so a re-run finishes it too.
     fn tidy(&self) -> Result<()> {
         for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
             let records = [d.rebase_intent(), d.dir().join(exec::UNFINISHED)]
@@ -286,8 +286,9 @@ impl Backend for QemuBackend {
             // only, without memory).
             self.ctx().remove(&live::merge_intent(&self.disks))?;
         }
-        if self.live.is_some() && step.kind() != StepKind::Create {
-            // The records of a live commit or pivot QEMU died in: the step is finished.
+        if step.kind() != StepKind::Create {
+            // The records of a live commit or pivot QEMU died in (or that a domain which
+            // no longer names its QMP socket left): the step is finished.
             live_chain::clear_records(self.ctx(), &self.disks)?;
         }
         self.finished()?;

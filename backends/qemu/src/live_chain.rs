@@ -53,6 +53,10 @@ use crate::stats::ConsolidatePolicy;
 /// How long one block job may take.
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Prefix of the job id of an active commit: with [`node_name`]'s suffix, one id per
+/// snapshot and disk, so that a re-run finds the job of an interrupted attempt.
+const PIVOT_JOB: &str = "snaptree-pivot-";
+
 /// Prefix of every node snaptree adds to QEMU, so that leftovers can be told apart.
 const NODE_PREFIX: &str = "snaptree-";
 
@@ -215,7 +219,14 @@ impl Live {
     /// dismisses them, so their nodes are free again.
     fn settle_jobs(&mut self) -> Result<()> {
         let jobs = self.with("query the jobs", |q| q.query_jobs())?;
-        for job in jobs.iter().filter(|j| j.id.starts_with("snaptree-")) {
+        // An unfinished active commit is taken over by the pivot it belongs to (it may run
+        // for longer than one step's patience): cancelling it would start the copy again.
+        let adoptable =
+            |j: &qmp::JobInfo| j.id.starts_with(PIVOT_JOB) && j.status != qmp::JobStatus::Concluded;
+        for job in jobs
+            .iter()
+            .filter(|j| j.id.starts_with("snaptree-") && !adoptable(j))
+        {
             let id = job.id.clone();
             // The earlier job's own outcome was its step's: a re-run plans from what the
             // images hold now, so a failed job does not fail this step.
@@ -371,6 +382,23 @@ impl Live {
         Ok(())
     }
 
+    /// Cancels and dismisses job `id` if QEMU still has it (a ready active commit cancelled
+    /// keeps the chain as it is).
+    fn drop_job(&mut self, id: &str) -> Result<()> {
+        let Some(job) = self.with("query the jobs", |q| q.query_job(id))? else {
+            return Ok(());
+        };
+        self.with("drop an earlier job", |q| {
+            if job.status != qmp::JobStatus::Concluded {
+                let _ = q.job_cancel(id);
+            }
+            match q.wait_job(id, qmp::Until::Concluded, &mut |_| true, JOB_TIMEOUT) {
+                Err(qmp::Error::Job { .. }) | Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// Removes a node of ours if QEMU has it and nothing uses it (a leftover of an earlier
     /// attempt); anything else is left alone.
     fn forget_node(&mut self, node: &str) {
@@ -450,8 +478,12 @@ impl Live {
                 | Step::MergeIntoParent { snapshot, .. } => Some(*snapshot),
                 _ => None,
             };
+            // QEMU writing into the layer itself (an interrupted pivot) counts too.
             let in_chain = match target {
-                Some(s) => chains[i].holds(d, &d.layer(&s)),
+                Some(s) => {
+                    chains[i].holds(d, &d.layer(&s))
+                        || same_path(&chains[i].active_file, &d.layer(&s))
+                }
                 None => true,
             };
             let resumed = match step {
@@ -629,50 +661,67 @@ impl Live {
     ) -> Result<bool> {
         let layer = d.layer(&s);
         let record = pivot_record(d);
+        let id = format!("{PIVOT_JOB}{}", &node_name('j', &s, i)[NODE_PREFIX.len()..]);
         let mut c = self.chains(std::slice::from_ref(d))?.remove(0);
         let on_overlay = same_path(&c.active_file, &d.live)
             && c.below.first().is_some_and(|(f, _)| same_path(f, &layer));
         let pivoted = same_path(&c.active_file, &layer);
         // Renamed (perhaps re-homed too, only the resume left).
         let renamed = !layer.exists();
-        if !on_overlay && !pivoted && !renamed {
+        // After the pivot the node is re-homed, and QEMU reopens only nodes with a name of
+        // its own (not the `#block…` names of images it opened from a header).
+        let unnamed = on_overlay && c.below[0].1.starts_with('#');
+        if (!on_overlay && !pivoted && !renamed) || unnamed {
+            self.drop_job(&id)?;
             ctx.remove(&record)?;
             return Ok(false);
         }
         if on_overlay {
-            // After the pivot the node is re-homed, and QEMU reopens only nodes with a name
-            // of their own (not the `#block…` names of images it opened from a header).
-            if c.below[0].1.starts_with('#') {
-                ctx.remove(&record)?;
-                return Ok(false);
-            }
-            if read_pivot_record(d)?.is_none() {
+            let mut wrote = false;
+            if read_pivot_record(d)?.map(|r| r.0) != Some(s) {
                 let running = self
                     .with("query the run state", |q| q.query_status())?
                     .running;
                 let state = if running { "running" } else { "paused" };
                 ctx.write_atomic(&record, format!("{s} {state}\n").as_bytes())?;
                 ctx.sync_dirty()?;
+                wrote = true;
             }
             let base = c.below[0].1.clone();
             let device = c.active.clone();
-            let id = self.job_id("pivot");
             let speed = *ctx
                 .shared
                 .job_speed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            ctx.mutation(|| format!("commit {} into {}", d.live.display(), layer.display()))?;
+            let unfinished = self
+                .with("query the jobs", |q| q.query_job(&id))?
+                .filter(|j| j.status != qmp::JobStatus::Concluded);
+            // An unfinished commit of an interrupted attempt is taken over, not restarted.
+            if unfinished.is_none() {
+                self.drop_job(&id)?;
+                ctx.mutation(|| format!("commit {} into {}", d.live.display(), layer.display()))?;
+                let started = self.with("commit the live image into its layer", |q| {
+                    q.block_commit_start(&Commit {
+                        job_id: &id,
+                        device: &device,
+                        top_node: None,
+                        base_node: Some(&base),
+                        backing_file: None,
+                        speed,
+                    })
+                });
+                if let Err(e) = started {
+                    // Refused (another job on the disk…): nothing changed, and the record
+                    // must not keep the engine re-running a step that did nothing.
+                    if wrote {
+                        ctx.remove(&record)?;
+                    }
+                    return Err(e);
+                }
+            }
             // Not cancellable: S's layer already takes data; only finishing frees it.
             self.with("commit the live image into its layer", |q| {
-                q.block_commit_start(&Commit {
-                    job_id: &id,
-                    device: &device,
-                    top_node: None,
-                    base_node: Some(&base),
-                    backing_file: None,
-                    speed,
-                })?;
                 q.wait_job(
                     &id,
                     qmp::Until::ReadyOrConcluded,
@@ -718,7 +767,13 @@ impl Live {
             .map_err(paused)?;
         }
         if let Some((_, running)) = read_pivot_record(d)? {
-            if running {
+            // Only a guest this step paused: a QEMU started again meanwhile may wait, on
+            // purpose, in `prelaunch` or for an incoming migration.
+            let stopped = self
+                .with("query the run state", |q| q.query_status())?
+                .state
+                == qmp::RunState::Paused;
+            if running && stopped {
                 ctx.mutation(|| "resume the guest".to_string())?;
                 self.with("resume the guest after the pivot", |q| q.cont())
                     .map_err(paused)?;
