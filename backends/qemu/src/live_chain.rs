@@ -15,7 +15,9 @@
 //!   `blockdev-snapshot` actions moves every disk onto its overlay at once. The guest keeps
 //!   writing into `layer(N)` until (4): that data is N's. If QEMU dies anywhere, the disk
 //!   path holds the newest data (before (3) the live file itself, after (3) an empty
-//!   overlay on it), and a re-run of the step finishes from whatever it finds.
+//!   overlay on it), and a re-run of the step finishes from whatever it finds. If QEMU was
+//!   started again between two disks' renames, the disks already switched give their
+//!   layer back first, so that N is one point in time on every disk.
 //! - **discard / consolidate / merge into the base** of a layer in the chain: its
 //!   dependent in the chain gets its data by `block-stream` (the layer leaves the chain),
 //!   the others by offline rebase; then the layer is deleted. When the live image is the
@@ -266,7 +268,9 @@ impl Live {
         self.settle_jobs()?;
         let result = match step {
             Step::Forget { .. } => Ok(()),
-            Step::Create { snapshot, .. } => self.create_chain(ctx, disks, *snapshot),
+            Step::Create { snapshot, .. } => {
+                self.create_chain(ctx, disks, *snapshot, policy, progress)
+            }
             Step::Revert { snapshot, .. } => Err(Error::OperationInvalid(format!(
                 "the qemu backend cannot revert a running VM to snapshot {snapshot}: its disks are external, and a disk-only snapshot holds no memory to resume from (shut the domain down first)"
             ))),
@@ -282,8 +286,38 @@ impl Live {
     /// Restart, per disk: QEMU already on an overlay of `layer(N)` → done; QEMU's active
     /// file already `layer(N)` → re-homed; the disk path already backed by `layer(N)` →
     /// renamed. The transaction covers the disks not yet switched.
-    fn create_chain(&mut self, ctx: Ctx<'_>, disks: &[Disk], n: Uuid) -> Result<()> {
-        let chains = self.chains(disks)?;
+    fn create_chain(
+        &mut self,
+        ctx: Ctx<'_>,
+        disks: &[Disk],
+        n: Uuid,
+        policy: ConsolidatePolicy,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let mut chains = self.chains(disks)?;
+        // QEMU on an overlay of N's layer on some disks but not on all: the transaction
+        // never ran (it switches all or none), so QEMU was started again after dying
+        // between two disks' renames. Those disks hold N as it was when QEMU died; the
+        // others can only give N as it is now. For one point in time on every disk, the
+        // early ones give their layer back (its data stays in the live image), and N is
+        // taken again on all disks.
+        let switched: Vec<bool> = disks
+            .iter()
+            .zip(&chains)
+            .map(|(d, c)| {
+                same_path(&c.active_file, &d.live)
+                    && c.below
+                        .first()
+                        .is_some_and(|(f, _)| same_path(f, &d.layer(&n)))
+            })
+            .collect();
+        if switched.contains(&true) && switched.contains(&false) {
+            for (i, d) in disks.iter().enumerate().filter(|(i, _)| switched[*i]) {
+                let scan = Scan::load(d)?;
+                self.free_chain(ctx, (i, d), &chains[i], &scan, n, policy, progress)?;
+            }
+            chains = self.chains(disks)?;
+        }
         if let Some((d, _)) = disks
             .iter()
             .zip(&chains)

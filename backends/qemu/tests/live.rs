@@ -1447,67 +1447,79 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
     assert_eq!(open_images(pid), 2, "QEMU holds only the two disks");
 }
 
-/// A live create interrupted before each of its changes in turn (the process dies, QEMU
-/// runs on and the guest keeps writing), then run again by a new process, as the journal
-/// does: the snapshot ends up taken on both disks, the guest's writes in between are all
-/// in the live state, and QEMU holds no file under a stale name.
+/// A live create interrupted before each of its changes in turn, then run again by a new
+/// process, as the journal does; first with QEMU running on (the guest keeps writing),
+/// then with QEMU killed and started again from the disk paths before the re-run (a VM
+/// manager restarting it). Each time the snapshot ends up on both disks and from one point
+/// in time (the same data on every disk), the guest's writes are all in the live state,
+/// and QEMU holds no file under a stale name.
 #[test]
 fn an_external_live_create_survives_a_crash_before_every_change() {
     let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
         return;
     };
-    let pid = vm.rig.pid();
     vm.write(0x11, 0);
     let mut parent = None;
-    for k in 0.. {
-        let n = Uuid::from_u128(0x5eed_0000 + k as u128);
-        let step = Step::Create {
-            snapshot: n,
-            parent,
-            name: format!("n{k}"),
-            description: String::new(),
-        };
-        let mut b = QemuBackend::open_xml(&vm.xml).unwrap();
-        b.handle().simulate_crash_after(k);
-        let result = b.execute(&step, &mut NoProgress);
-        let crashed = b.handle().crashes() > 0;
-        if !crashed {
-            result.unwrap();
+    let mut round = 0u8;
+    for restart_qemu in [false, true] {
+        for k in 0.. {
+            round += 1;
+            let n = Uuid::from_u128(0x5eed_0000 + u128::from(round));
+            let step = Step::Create {
+                snapshot: n,
+                parent,
+                name: format!("n{round}"),
+                description: String::new(),
+            };
+            let before = 0x20 + round;
+            vm.write(before, CHUNK);
+            let mut b = QemuBackend::open_xml(&vm.xml).unwrap();
+            b.handle().simulate_crash_after(k);
+            let result = b.execute(&step, &mut NoProgress);
+            let crashed = b.handle().crashes() > 0;
+            if !crashed {
+                result.unwrap();
+                assert!(
+                    k >= 8,
+                    "a live create of two disks makes at least 8 changes: {k}"
+                );
+                parent = Some(n);
+                break;
+            }
+            assert!(result.is_err(), "a simulated crash fails the step");
+            // The process is gone: so is its QMP session (QEMU serves one at a time).
+            drop(b);
+            let what = format!("crash before change {k} (QEMU restarted: {restart_qemu})");
+            if restart_qemu {
+                vm.restart();
+            }
+            let after = 0x80 + round;
+            vm.write(after, 2 * CHUNK);
+            let mut again = QemuBackend::open_xml(&vm.xml).unwrap();
+            again
+                .execute(&step, &mut NoProgress)
+                .unwrap_or_else(|e| panic!("re-run after a {what}: {e}"));
+            let tree = again.list_physical().unwrap();
+            assert_eq!(tree.live_parent, Some(n), "{what}");
+            assert_eq!(tree.parents.get(&n), Some(&parent), "{what}");
+            vm.assert_reads(0x11, 0, &what);
+            vm.assert_reads(before, CHUNK, &what);
+            vm.assert_reads(after, 2 * CHUNK, &format!("{what}: the guest's writes"));
+            assert_layer_reads(&vm, &n, before, CHUNK, &what);
+            // One point in time: N holds the later write on every disk or on none.
+            let later: Vec<bool> = vm
+                .disks
+                .iter()
+                .map(|d| rig::verify_pattern(&layer(d, &n), after, 2 * CHUNK, CHUNK).unwrap())
+                .collect();
             assert!(
-                k >= 8,
-                "a live create of two disks makes at least 8 changes: {k}"
+                later.iter().all(|x| *x == later[0]),
+                "{what}: N holds the write made after the crash on some disks only: {later:?}"
             );
-            break;
+            let pid = vm.rig.pid();
+            assert!(stale_fds(pid).is_empty(), "{what}: {:?}", stale_fds(pid));
+            assert_eq!(vm.status(), PowerState::Running);
+            parent = Some(n);
         }
-        assert!(result.is_err(), "a simulated crash fails the step");
-        // The process is gone: so is its QMP session (QEMU serves one at a time).
-        drop(b);
-        let pattern = 0x20 + k as u8;
-        vm.write(pattern, CHUNK);
-        let mut again = QemuBackend::open_xml(&vm.xml).unwrap();
-        again
-            .execute(&step, &mut NoProgress)
-            .unwrap_or_else(|e| panic!("re-run after a crash before change {k}: {e}"));
-        let tree = again.list_physical().unwrap();
-        assert_eq!(tree.live_parent, Some(n), "crash before change {k}");
-        assert_eq!(
-            tree.parents.get(&n),
-            Some(&parent),
-            "crash before change {k}"
-        );
-        vm.assert_reads(0x11, 0, &format!("crash before change {k}"));
-        vm.assert_reads(
-            pattern,
-            CHUNK,
-            &format!("crash before change {k}: the guest's writes"),
-        );
-        assert_layer_reads(&vm, &n, pattern, CHUNK, &format!("crash before change {k}"));
-        assert!(
-            stale_fds(pid).is_empty(),
-            "crash before change {k}: {:?}",
-            stale_fds(pid)
-        );
-        assert_eq!(vm.status(), PowerState::Running);
-        parent = Some(n);
     }
 }
