@@ -65,6 +65,9 @@ impl QemuBackend {
         let domain = DomainXml::parse(xml)?;
         let mut b = QemuBackend::open(&domain)?;
         b.live = live::qmp_socket(xml)?.map(Live::new);
+        for (disk, discard) in b.disks.iter_mut().zip(live::discard_modes(xml)?) {
+            disk.discard = discard;
+        }
         Ok(b)
     }
 

@@ -28,6 +28,9 @@ pub(crate) struct Disk {
     pub(crate) live: PathBuf,
     /// The storage mode.
     pub(crate) mode: Mode,
+    /// `<driver discard=...>` (`unmap` or `ignore`): what a live node replacing the disk's
+    /// must repeat, since QEMU does not report it.
+    pub(crate) discard: Option<String>,
 }
 
 /// Temporary file names inside the snapshot directory. They start with a dot, so they can
@@ -144,7 +147,12 @@ pub(crate) fn disks_of(domain: &DomainXml) -> Result<Vec<Disk>> {
             DiskSnapshotMode::External => Mode::External,
             DiskSnapshotMode::Internal => Mode::Internal,
         };
-        disks.push(Disk { label, live, mode });
+        disks.push(Disk {
+            label,
+            live,
+            mode,
+            discard: None,
+        });
     }
     Ok(disks)
 }

@@ -54,6 +54,32 @@ pub(crate) fn qmp_socket(xml: &str) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// Each `<devices><disk>`'s `<driver discard=...>`, in document order (libvirt's
+/// `unmap` or `ignore`).
+pub(crate) fn discard_modes(xml: &str) -> Result<Vec<Option<String>>> {
+    let doc = Document::parse(xml)?;
+    let mut out = Vec::new();
+    for devices in doc.root.children_named("devices") {
+        for disk in devices.children_named("disk") {
+            let discard = disk
+                .children_named("driver")
+                .next()
+                .and_then(|d| d.attribute("discard"));
+            match discard {
+                None => out.push(None),
+                Some(v @ ("unmap" | "ignore")) => out.push(Some(v.to_owned())),
+                Some(other) => {
+                    return Err(error(format!(
+                        "disk #{} has <driver discard='{other}'>: expected 'unmap' or 'ignore'",
+                        out.len() + 1
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The record of a live create in progress, beside the first disk: the tag being saved.
 /// A create that fails because QEMU died cannot remove the snapshot it may have left; the
 /// engine then forgets the create, and the next step finds this record and removes it.
@@ -610,4 +636,25 @@ fn export_digest(image: &Path, snapshot: Option<&str>) -> Result<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discard_modes_follow_the_disks_and_refuse_unknown_values() {
+        let xml = "<domain type='qemu'><name>vm</name><devices>\
+             <disk><driver name='qemu' discard='unmap'/><source file='/a'/></disk>\
+             <disk><source file='/b'/></disk>\
+             <disk><driver discard='ignore'/><source file='/c'/></disk>\
+             </devices></domain>";
+        assert_eq!(
+            discard_modes(xml).unwrap(),
+            vec![Some("unmap".to_owned()), None, Some("ignore".to_owned())]
+        );
+        let bad = xml.replace("'ignore'", "'trim'");
+        let e = discard_modes(&bad).unwrap_err().full_message();
+        assert!(e.contains("disk #3") && e.contains("'trim'"), "{e}");
+    }
 }

@@ -352,7 +352,14 @@ impl Live {
                 self.forget_node(&file_node);
                 ctx.mutation(|| format!("re-home node {} onto {}", c.active, layer.display()))?;
                 self.with("re-home the live image onto its new layer", |q| {
-                    q.rehome_active(&c.active, &file_node, &layer, c.backing_node(), false)
+                    q.rehome_active(
+                        &c.active,
+                        &file_node,
+                        &layer,
+                        c.backing_node(),
+                        false,
+                        d.discard.as_deref(),
+                    )
                 })?;
             } else if !same_path(&c.active_file, &layer) {
                 return Err(error(format!(
@@ -384,7 +391,8 @@ impl Live {
             // With the I/O options of the node it goes on top of (cache mode,
             // detect-zeroes), which the guest's disk had.
             self.with("open the new live overlay", |q| {
-                let io = q.io_options(&c.active)?;
+                let mut io = q.io_options(&c.active)?;
+                io.discard = d.discard.clone();
                 let mut spec = qmp::qcow2_node(&overlay, &d.live, NodeBacking::None);
                 io.apply_to_format(&mut spec);
                 io.apply_to_file(&mut spec["file"]);
@@ -792,11 +800,26 @@ impl Live {
                 .map_err(paused)?;
             // With image locks again when the layer's file node held none (it was re-homed
             // when frozen); without, if its current file node still holds them.
+            let discard = d.discard.as_deref();
             self.with("re-home the pivoted image onto the disk path", |q| {
-                q.rehome_active(&c.active, &file_node, &d.live, c.backing_node(), true)
-                    .or_else(|_| {
-                        q.rehome_active(&c.active, &file_node, &d.live, c.backing_node(), false)
-                    })
+                q.rehome_active(
+                    &c.active,
+                    &file_node,
+                    &d.live,
+                    c.backing_node(),
+                    true,
+                    discard,
+                )
+                .or_else(|_| {
+                    q.rehome_active(
+                        &c.active,
+                        &file_node,
+                        &d.live,
+                        c.backing_node(),
+                        false,
+                        discard,
+                    )
+                })
             })
             .map_err(paused)?;
         }

@@ -945,6 +945,43 @@ fn live_external_snapshots_keep_the_disks_io_options() {
     vm.assert_reads(0x22, CHUNK, "live");
 }
 
+/// `<driver discard='unmap'>` of the domain XML holds on the overlays a live create opens
+/// and on the node a pivot re-homes (QEMU does not report `discard`, so snaptree repeats
+/// the domain's own setting): a guest discard still frees the data afterwards.
+#[test]
+fn live_external_snapshots_keep_the_domains_discard_setting() {
+    let options = serde_json::json!({ "discard": "unmap" });
+    let Some(mut vm) = LiveVm::start_with(&["external"], options) else {
+        return;
+    };
+    vm.xml = vm.xml.replace(
+        "snapshot='external'>",
+        "snapshot='external'><driver name='qemu' type='qcow2' discard='unmap'/>",
+    );
+    assert!(vm.xml.contains("discard='unmap'"), "{}", vm.xml);
+    let backend = QemuBackend::open_xml(&vm.xml).unwrap();
+    let handle = backend.handle();
+    let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
+    let qom = vm.rig.disks()[0].qom_path();
+    let mut discard_reads_zeros = |vm: &mut LiveVm, slot: u64, what: &str| {
+        vm.write(0x5a, slot * CHUNK);
+        vm.rig
+            .qmp()
+            .qemu_io(&qom, &format!("discard {} {CHUNK}", slot * CHUNK))
+            .unwrap();
+        vm.assert_reads(0x00, slot * CHUNK, what);
+    };
+    discard_reads_zeros(&mut vm, 1, "before any snapshot");
+    vm.write(0x11, 0);
+    let a = snap(&mut d, "a");
+    discard_reads_zeros(&mut vm, 2, "after a live create");
+    handle.set_consolidate_policy(ConsolidatePolicy::AlwaysCommit);
+    d.delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
+    discard_reads_zeros(&mut vm, 3, "after a pivot");
+    vm.assert_reads(0x11, 0, "live");
+}
+
 /// A merge that would move the running disk onto another branch is refused while the VM
 /// runs, and nothing changes; the same merge with the domain shut off works.
 #[test]

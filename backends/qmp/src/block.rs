@@ -101,13 +101,16 @@ pub struct CacheInfo {
 
 /// The I/O options of a node that a node replacing it must repeat: `blockdev-add` and
 /// `blockdev-reopen` reset every option they are not given. QEMU does not report
-/// `discard`; it is set to `unmap` when `detect-zeroes` is `unmap`, which requires it.
+/// `discard`: the caller sets it from its own configuration; left unset it is `unmap` when
+/// `detect-zeroes` is `unmap` (which requires it), QEMU's default otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IoOptions {
     /// The cache mode, if reported.
     pub cache: Option<CacheInfo>,
     /// `detect-zeroes`, if not `off`.
     pub detect_zeroes: Option<String>,
+    /// `discard` (`unmap` or `ignore`), if known.
+    pub discard: Option<String>,
 }
 
 impl IoOptions {
@@ -116,9 +119,11 @@ impl IoOptions {
         self.apply_cache(spec);
         if let Some(dz) = &self.detect_zeroes {
             spec["detect-zeroes"] = json!(dz);
-            if dz == "unmap" {
-                spec["discard"] = json!("unmap");
-            }
+        }
+        match (&self.discard, self.detect_zeroes.as_deref()) {
+            (Some(d), _) => spec["discard"] = json!(d),
+            (None, Some("unmap")) => spec["discard"] = json!("unmap"),
+            (None, _) => {}
         }
     }
 
@@ -247,6 +252,7 @@ impl Qmp {
         Ok(IoOptions {
             cache: node.cache,
             detect_zeroes: node.detect_zeroes.filter(|d| d != "off"),
+            discard: None,
         })
     }
 
@@ -312,7 +318,8 @@ impl Qmp {
     /// conflict (measured: "Failed to get \"write\" lock"). The overlay, which takes the
     /// disk path, keeps the locks that keep other writers out. `locking` asks for image
     /// locks on the new file node, possible when the current one holds none (a node
-    /// re-homed before). The node's cache mode and `detect-zeroes` are kept.
+    /// re-homed before). The node's cache mode and `detect-zeroes` are kept; `discard`,
+    /// which QEMU does not report, is the caller's.
     pub fn rehome_active(
         &mut self,
         node: &str,
@@ -320,8 +327,10 @@ impl Qmp {
         path: &Path,
         backing: Option<&str>,
         locking: bool,
+        discard: Option<&str>,
     ) -> Result<()> {
-        let io = self.io_options(node)?;
+        let mut io = self.io_options(node)?;
+        io.discard = discard.map(str::to_owned);
         let mut file = json!({
             "driver": "file",
             "node-name": file_node,
