@@ -963,7 +963,7 @@ fn live_external_snapshots_keep_the_domains_discard_setting() {
     let handle = backend.handle();
     let mut d = Domain::ephemeral(&vm.xml, Box::new(backend)).unwrap();
     let qom = vm.rig.disks()[0].qom_path();
-    let mut discard_reads_zeros = |vm: &mut LiveVm, slot: u64, what: &str| {
+    let discard_reads_zeros = |vm: &mut LiveVm, slot: u64, what: &str| {
         vm.write(0x5a, slot * CHUNK);
         vm.rig
             .qmp()
