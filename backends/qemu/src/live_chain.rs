@@ -98,6 +98,24 @@ impl Chain {
     }
 }
 
+/// The file of an image as QEMU names it: a path, or a `json:{…}` pseudo file name (a
+/// node whose backing was set by option rather than by its header), whose protocol
+/// node's `filename` is the file.
+fn image_path(name: &str) -> PathBuf {
+    let Some(json) = name.strip_prefix("json:") else {
+        return PathBuf::from(name);
+    };
+    let found = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| {
+            v.get("file")
+                .and_then(|f| f.get("filename"))
+                .and_then(|f| f.as_str())
+                .map(PathBuf::from)
+        });
+    found.unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
@@ -181,7 +199,7 @@ impl Live {
                     .iter()
                     .filter_map(|b| b.inserted.as_ref())
                     .find(|i| {
-                        let f = PathBuf::from(&i.image.filename);
+                        let f = image_path(&i.image.filename);
                         same_path(&f, &d.live) || f.parent().is_some_and(|p| canonical(p) == dir)
                     })
                     .ok_or_else(|| {
@@ -193,10 +211,10 @@ impl Live {
                 let mut below = Vec::new();
                 let mut at = ins.image.backing_image.as_deref();
                 while let Some(img) = at {
-                    let file = PathBuf::from(&img.filename);
+                    let file = image_path(&img.filename);
                     let node = nodes
                         .iter()
-                        .find(|n| n.drv != "file" && same_path(Path::new(&n.file), &file))
+                        .find(|n| n.drv != "file" && same_path(&image_path(&n.file), &file))
                         .ok_or_else(|| {
                             error(format!(
                                 "{}: the running VM holds {} but names no node for it",
@@ -209,7 +227,7 @@ impl Live {
                 }
                 Ok(Chain {
                     active: ins.node_name.clone(),
-                    active_file: PathBuf::from(&ins.image.filename),
+                    active_file: image_path(&ins.image.filename),
                     below,
                     size: ins.image.virtual_size,
                 })
@@ -463,7 +481,7 @@ impl Live {
         let nodes = self.with("query the block nodes", |q| q.query_named_block_nodes())?;
         // By name (a node whose backing changed reports a `json:` file name), or by file.
         let ours = |n: &qmp::BlockNode| {
-            let f = Path::new(&n.file);
+            let f = &image_path(&n.file);
             n.node_name.starts_with(NODE_PREFIX)
                 || disks.iter().any(|d| {
                     same_path(f, &d.live) || f.parent().is_some_and(|p| same_path(p, &d.dir()))
@@ -1006,5 +1024,32 @@ fn super_text(e: &Error) -> String {
     match e {
         Error::Backend { message, .. } => message.clone(),
         other => other.full_message(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_paths_are_read_from_json_pseudo_file_names() {
+        assert_eq!(image_path("/vm/a.qcow2"), PathBuf::from("/vm/a.qcow2"));
+        let json = r#"json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": "/vm/a.qcow2.snapshots/x.qcow2"}}, "driver": "qcow2", "file": {"driver": "file", "filename": "/vm/a.qcow2"}}"#;
+        assert_eq!(image_path(json), PathBuf::from("/vm/a.qcow2"));
+        assert_eq!(image_path("json:{broken"), PathBuf::from("json:{broken"));
+    }
+
+    #[test]
+    fn node_names_fit_qemus_limit_and_differ_by_uuid_and_disk() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let name = node_name('y', &a, 999);
+        assert!(format!("{name}-file").len() <= 31, "{name}");
+        assert_ne!(node_name('y', &a, 0), node_name('y', &b, 0));
+        assert_ne!(node_name('y', &a, 0), node_name('y', &a, 1));
+        // Time-based uuids share their tail: the name must not.
+        let t1 = Uuid::parse_str("6ba7b810-9dad-11d1-80b4-00c04fd430c8").unwrap();
+        let t2 = Uuid::parse_str("6ba7b811-9dad-11d1-80b4-00c04fd430c8").unwrap();
+        assert_ne!(node_name('y', &t1, 0), node_name('y', &t2, 0));
     }
 }
