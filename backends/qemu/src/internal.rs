@@ -104,7 +104,8 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
             parent: Some(p),
         } => {
             let mid_merge = tags.iter().any(|t| t == MERGE_STASH);
-            if has(snapshot) {
+            // Without `s` but with the stash, only the stash is left to delete.
+            if has(snapshot) || mid_merge {
                 if !has(p) && !mid_merge {
                     return Err(error(format!(
                         "{}: no internal snapshot tagged {p}",

@@ -441,12 +441,13 @@ impl Live {
     /// As offline (`ops::merge_internal`), the live state is borrowed, with the VM stopped
     /// throughout so the guest cannot change the borrowed state: (0) record whether the VM
     /// ran in the merge intent and stop it, (1) save the live state as [`MERGE_STASH`],
-    /// (2) load `s`, (3) delete `p`, (4) save `p`, (5) load the stash, (6) delete it,
-    /// (7) delete `s`, (8) resume the VM if it ran and remove the intent.
+    /// (2) load `s`, (3) delete `p`, (4) save `p`, (5) load the stash, (6) delete `s`,
+    /// (7) delete the stash, (8) resume the VM if it ran and remove the intent.
     ///
-    /// Restart: as offline — no `s` means (1)-(7) are done; an existing stash holds the
-    /// true live state and is never saved again; otherwise the live state is the true one
-    /// and the sequence starts over. The intent keeps the run state across a restart.
+    /// Restart: as offline — no `s` means (1)-(6) are done (the stash may be left to
+    /// delete); an existing stash holds the true live state and is never saved again;
+    /// otherwise the live state is the true one and the sequence starts over. The intent
+    /// keeps the run state across a restart.
     fn merge(
         &mut self,
         ctx: Ctx<'_>,
@@ -479,11 +480,14 @@ impl Live {
             self.load(MERGE_STASH, &devs, &mut |f: f64| {
                 progress.report((4.0 + f) / 7.0)
             })?;
-            self.delete(MERGE_STASH, &devs, &mut |f: f64| {
-                progress.report((5.0 + f) / 7.0)
-            })?;
-            self.delete(&st, &devs, &mut |f: f64| progress.report((6.0 + f) / 7.0))?;
+            self.delete(&st, &devs, &mut |f: f64| progress.report((5.0 + f) / 7.0))?;
         }
+        // Last, so that some tag shows the step under way until it is finished (see
+        // `ops::merge_internal`).
+        let devs = self.devices(disks)?;
+        self.delete(MERGE_STASH, &devs, &mut |f: f64| {
+            progress.report((6.0 + f) / 7.0)
+        })?;
         if let Some(text) = read_text(&intent)? {
             if text.split_whitespace().next() == Some("running") {
                 self.with("resume the VM after a merge", |q| q.cont())?;

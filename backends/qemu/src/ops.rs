@@ -354,14 +354,19 @@ fn remove_leftover(ctx: Ctx<'_>, file: &Path) -> Result<()> {
 /// qemu-img can neither rename an internal snapshot nor create one from anything but the
 /// live state, so the live state is borrowed: (1) stash the live state as [`MERGE_STASH`],
 /// (2) apply `s`, (3) delete `p`, (4) create `p` from the live state (now `s`'s content),
-/// (5) apply the stash, (6) delete the stash, (7) delete `s`. All of it is cheap: internal
+/// (5) apply the stash, (6) delete `s`, (7) delete the stash. All of it is cheap: internal
 /// snapshots share clusters by reference count, nothing is copied.
 ///
-/// Restart: the stash exists exactly between (1) and (6), and `s` until (7). So on a re-run:
-/// no `s` means finished; an existing stash holds the true live state and must not be
-/// re-created from the (possibly borrowed) live state; otherwise the live state is the true
-/// one (before (1) or after (5)) and the sequence starts over, which at worst rebuilds `p`
-/// from `s` a second time. Every other command is guarded by the tags present.
+/// The stash goes last so that, until the step is finished, some tag shows it is under way:
+/// the stash until (7), after `s` went at (6). A failure right before deleting `s` with the
+/// stash already gone would leave the same tags as before the step, with `p`'s content
+/// replaced: the engine would take the step for one that changed nothing and forget it.
+///
+/// Restart: the stash exists exactly between (1) and (7), and `s` until (6). So on a re-run:
+/// no `s` means (1)–(6) are done (only the stash may be left to delete); an existing stash
+/// holds the true live state and must not be re-created from the (possibly borrowed) live
+/// state; otherwise the live state is the true one (before (1)) and the sequence starts
+/// over. Every other command is guarded by the tags present.
 fn merge_internal(
     ctx: Ctx<'_>,
     image: &Path,
@@ -371,10 +376,14 @@ fn merge_internal(
 ) -> Result<()> {
     let (s, p) = (s.to_string(), p.to_string());
     let tags = ctx.tags(image)?;
+    let stashed = tags.iter().any(|t| t == MERGE_STASH);
     if !tags.contains(&s) {
+        if stashed {
+            ctx.snapshot_delete(image, MERGE_STASH)?;
+        }
         return Ok(());
     }
-    if !tags.iter().any(|t| t == MERGE_STASH) {
+    if !stashed {
         ctx.snapshot_create(image, MERGE_STASH)?;
     }
     progress(0.2);
@@ -386,9 +395,9 @@ fn merge_internal(
     ctx.snapshot_create(image, &p)?;
     progress(0.6);
     ctx.snapshot_apply(image, MERGE_STASH)?;
-    ctx.snapshot_delete(image, MERGE_STASH)?;
-    progress(0.8);
     ctx.snapshot_delete(image, &s)?;
+    progress(0.8);
+    ctx.snapshot_delete(image, MERGE_STASH)?;
     progress(1.0);
     Ok(())
 }

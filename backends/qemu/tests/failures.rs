@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Layout, MIB, Vm, assert_live, revert, snap, uuid, write};
+use common::{Layout, MIB, Vm, assert_internal_snapshot, assert_live, revert, snap, uuid, write};
 use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend};
 use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
@@ -248,4 +248,49 @@ fn a_commit_failing_half_way_is_finished_not_forgotten() {
         &layout(&[(0, 1), (1, 2), (2, 3)]),
         "after the finished consolidate",
     );
+}
+
+/// A merge of internal snapshots (the live state borrowed as a stash while S's content is
+/// saved as P) failing before each of its changes in turn, the error returned to the
+/// engine: either the operation changed nothing at all — P still holds its own content —
+/// or the engine kept its journal entry and the next operation finishes the merge. Never a
+/// forgotten step with P's content already replaced.
+#[test]
+fn an_internal_merge_failing_anywhere_is_finished_or_changed_nothing() {
+    for k in 0.. {
+        let vm = Vm::new(&["internal"]);
+        let (mut d, handle) = vm.domain();
+        write(&vm, 0, 1);
+        let p = snap(&mut d, "P");
+        write(&vm, 1, 2);
+        let s = snap(&mut d, "S");
+        write(&vm, 2, 3);
+        handle.simulate_crash_after(k);
+        let result = d.delete(&s, DeleteMode::Merge, &mut NoProgress);
+        if handle.crashes() == 0 {
+            result.unwrap();
+            assert!(k >= 6, "an internal merge makes at least 6 changes: {k}");
+            break;
+        }
+        assert!(result.is_err(), "change {k}: a failure is reported");
+        // The next operation: it finishes the merge first if the step was kept. (Nothing
+        // writes in between: a merge of internal snapshots borrows the live image, which
+        // holds the live state again only once the step is finished.)
+        snap(&mut d, "N");
+        write(&vm, 3, 4);
+        let what = format!("failure before change {k}");
+        if d.recoveries().is_empty() {
+            assert!(
+                d.tree().unwrap().get(&s).is_some(),
+                "{what}: nothing changed"
+            );
+            assert_internal_snapshot(&vm, p, &layout(&[(0, 1)]), &what);
+            assert_internal_snapshot(&vm, s, &layout(&[(0, 1), (1, 2)]), &what);
+        } else {
+            assert!(d.tree().unwrap().get(&s).is_none(), "{what}: merged");
+            assert_internal_snapshot(&vm, p, &layout(&[(0, 1), (1, 2)]), &what);
+        }
+        d.check_agreement().unwrap();
+        assert_live(&vm, &layout(&[(0, 1), (1, 2), (2, 3), (3, 4)]), &what);
+    }
 }
