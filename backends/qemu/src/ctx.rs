@@ -72,6 +72,15 @@ impl Ctx<'_> {
         result.map_err(|e| qemu_error(&e))
     }
 
+    /// The rate limit of live block jobs (see `QemuHandle::set_block_job_speed`).
+    pub(crate) fn job_speed(&self) -> Option<u64> {
+        *self
+            .shared
+            .job_speed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Called before every change to the disk: fails like a crash would when the restart
     /// tests armed a crash at this change.
     pub(crate) fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {

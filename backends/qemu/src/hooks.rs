@@ -68,11 +68,7 @@ impl TestHooks for QemuBackend {
             hasher.update(digest.as_bytes());
             hasher.update(b"\0");
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hex(&hasher.finalize()))
     }
 
     /// Writes 2 to 4 chunks of 64 KiB, at offsets and with non-zero pattern bytes derived
@@ -92,6 +88,11 @@ impl TestHooks for QemuBackend {
         }
         Ok(())
     }
+}
+
+/// Lower-case hexadecimal of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use snaptree_qmp::{self as qmp, InternalSnapshotSpec, Qmp};
 
 use crate::ctx::{Ctx, error};
 use crate::disk::{Disk, Mode};
-use crate::hooks::{GUEST_WRITE, guest_writes};
+use crate::hooks::{GUEST_WRITE, guest_writes, hex};
 use crate::internal::{physical_of, tag};
 use crate::meta::Meta;
 use crate::ops::MERGE_STASH;
@@ -97,7 +97,8 @@ pub(crate) fn merge_intent(disks: &[Disk]) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn read_text(path: &Path) -> Result<Option<String>> {
+/// The text of a record file, `None` when there is none.
+pub(crate) fn read_text(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -105,30 +106,34 @@ fn read_text(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// The merge a merge intent names, `(s, p)`, if there is one.
+/// The two uuids `S P` of a record, after `skip` leading words.
+pub(crate) fn uuid_pair(path: &Path, text: &str, skip: usize) -> Result<(Uuid, Uuid)> {
+    let words: Vec<&str> = text.split_whitespace().skip(skip).collect();
+    match words[..] {
+        [s, p] => match (Uuid::parse_str(s), Uuid::parse_str(p)) {
+            (Ok(s), Ok(p)) => Ok((s, p)),
+            _ => Err(error(format!("{} is not a merge record", path.display()))),
+        },
+        _ => Err(error(format!("{} is not a merge record", path.display()))),
+    }
+}
+
+/// The merge a merge intent (`running|paused S P`) names, if there is one.
 pub(crate) fn read_merge_intent(path: &Path) -> Result<Option<(Uuid, Uuid)>> {
     let Some(text) = read_text(path)? else {
         return Ok(None);
     };
-    let words: Vec<&str> = text.split_whitespace().collect();
-    match words[..] {
-        [_, s, p] => match (Uuid::parse_str(s), Uuid::parse_str(p)) {
-            (Ok(s), Ok(p)) => Ok(Some((s, p))),
-            _ => Err(error(format!("{} is not a merge intent", path.display()))),
-        },
-        _ => Err(error(format!("{} is not a merge intent", path.display()))),
-    }
+    uuid_pair(path, &text, 1).map(Some)
 }
 
 /// The snapshot a create intent names, if there is one.
 pub(crate) fn read_intent(path: &Path) -> Result<Option<Uuid>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Uuid::parse_str(text.trim())
-            .map(Some)
-            .map_err(|e| error(format!("{} is not a create intent: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(error(format!("cannot read {}: {e}", path.display()))),
-    }
+    let Some(text) = read_text(path)? else {
+        return Ok(None);
+    };
+    Uuid::parse_str(text.trim())
+        .map(Some)
+        .map_err(|e| error(format!("{} is not a create intent: {e}", path.display())))
 }
 
 /// One disk as the running QEMU sees it.
@@ -570,11 +575,7 @@ impl Live {
             hasher.update(digest.as_bytes());
             hasher.update(b"\0");
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(hex(&hasher.finalize()))
     }
 
     /// Test hook: the offline backend's guest writes, as guest I/O through HMP `qemu-io`.
@@ -636,10 +637,7 @@ fn export_digest(image: &Path, snapshot: Option<&str>) -> Result<String> {
     let bytes = std::fs::read(&scratch);
     let _ = std::fs::remove_file(&scratch);
     let bytes = bytes.map_err(|e| error(format!("cannot read {}: {e}", scratch.display())))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&Sha256::digest(&bytes)))
 }
 
 #[cfg(test)]

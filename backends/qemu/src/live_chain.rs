@@ -47,7 +47,7 @@ use crate::disk::Disk;
 use crate::exec;
 use crate::external;
 use crate::header;
-use crate::live::Live;
+use crate::live::{Live, read_text, uuid_pair};
 use crate::ops::{Op, same_file};
 use crate::scan::{Backing, Dep, Scan, backing_path, dep_path};
 use crate::stats::ConsolidatePolicy;
@@ -170,10 +170,8 @@ pub(crate) fn clear_records(ctx: Ctx<'_>, disks: &[Disk]) -> Result<()> {
 /// The snapshot an active commit record names and whether the guest ran before it.
 fn read_pivot_record(d: &Disk) -> Result<Option<(Uuid, bool)>> {
     let path = pivot_record(d);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+    let Some(text) = read_text(&path)? else {
+        return Ok(None);
     };
     let words: Vec<&str> = text.split_whitespace().collect();
     match words[..] {
@@ -638,11 +636,7 @@ impl Live {
                     node,
                     base_node: base,
                     backing_file: backing.as_deref(),
-                    speed: *ctx
-                        .shared
-                        .job_speed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()),
+                    speed: ctx.job_speed(),
                 },
                 &mut |f| progress.report(f),
                 JOB_TIMEOUT,
@@ -694,7 +688,6 @@ impl Live {
                 self.rebase_offline(ctx, d, &file, Some(&layer), onto.as_deref(), progress)?;
             }
         }
-        self.drop_stale_nodes(std::slice::from_ref(d))?;
         ctx.remove(&layer)
     }
 
@@ -749,11 +742,7 @@ impl Live {
             }
             let base = c.below[0].1.clone();
             let device = c.active.clone();
-            let speed = *ctx
-                .shared
-                .job_speed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let speed = ctx.job_speed();
             let unfinished = self
                 .with("query the jobs", |q| q.query_job(&id))?
                 .filter(|j| j.status != qmp::JobStatus::Concluded);
@@ -855,7 +844,6 @@ impl Live {
             }
             ctx.remove(&record)?;
         }
-        self.drop_stale_nodes(std::slice::from_ref(d))?;
         Ok(true)
     }
 
@@ -945,11 +933,7 @@ impl Live {
                         top_node: Some(&top),
                         base_node: Some(&base),
                         backing_file: Some(&backing),
-                        speed: *ctx
-                            .shared
-                            .job_speed
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()),
+                        speed: ctx.job_speed(),
                     },
                     // Not cancellable: P already takes data; only finishing frees it.
                     &mut |f| {
@@ -966,7 +950,6 @@ impl Live {
             let file = dep_path(d, dep);
             ctx.rebase_unsafe(&file, Some(&fp))?;
         }
-        self.drop_stale_nodes(std::slice::from_ref(d))?;
         ctx.remove(&fs)?;
         ctx.remove(&intent)
     }
@@ -988,27 +971,17 @@ impl Live {
             return Ok(());
         }
         let bottom = backing_path(d, &scan.bottom(live));
-        self.stream(ctx, d, c, &d.live.clone(), bottom.as_deref(), progress)?;
-        self.drop_stale_nodes(std::slice::from_ref(d))
+        self.stream(ctx, d, c, &d.live.clone(), bottom.as_deref(), progress)
     }
 }
 
 /// The merge a disk's commit record names, if any.
 fn read_commit_intent(d: &Disk) -> Result<Option<(Uuid, Uuid)>> {
     let path = commit_intent(d);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+    let Some(text) = read_text(&path)? else {
+        return Ok(None);
     };
-    let words: Vec<&str> = text.split_whitespace().collect();
-    match words[..] {
-        [s, p] => match (Uuid::parse_str(s), Uuid::parse_str(p)) {
-            (Ok(s), Ok(p)) => Ok(Some((s, p))),
-            _ => Err(error(format!("{} is not a commit record", path.display()))),
-        },
-        _ => Err(error(format!("{} is not a commit record", path.display()))),
-    }
+    uuid_pair(&path, &text, 0).map(Some)
 }
 
 /// An error after the guest was paused for a pivot: it stays paused (resuming it before

@@ -174,6 +174,30 @@ fn tags_of(image: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Runs `op` while a watcher on the rig's own QMP socket kills QEMU as soon as a job
+/// matching `job` exists; returns whether it did, and what `op` returned.
+fn kill_qemu_during<T: Send>(
+    rig: &mut Rig,
+    job: impl Fn(&snaptree_qmp::JobInfo) -> bool + Send,
+    op: impl FnOnce() -> T,
+) -> (bool, T) {
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let jobs = rig.qmp().query_jobs().unwrap_or_default();
+                if jobs.iter().any(&job) {
+                    rig.kill();
+                    return true;
+                }
+            }
+            false
+        });
+        let result = op();
+        (watcher.join().unwrap(), result)
+    })
+}
+
 fn snap(d: &mut Domain, name: &str) -> Uuid {
     common::snap(d, name)
 }
@@ -418,22 +442,11 @@ fn qemu_killed_mid_job_is_a_backend_error_and_the_journal_finishes_after_a_resta
 
     // QEMU dies while one of delete-all's snapshot-delete jobs exists (a watcher on the
     // rig's own QMP socket kills it as soon as it sees one): the step after detach_live.
-    let rig = &mut vm.rig;
-    let (killed, e) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(move || {
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                let jobs = rig.qmp().query_jobs().unwrap_or_default();
-                if jobs.iter().any(|j| j.id.starts_with("snaptree-delete")) {
-                    rig.kill();
-                    return true;
-                }
-            }
-            false
-        });
-        let e = d.delete_all(&mut NoProgress);
-        (watcher.join().unwrap(), e)
-    });
+    let (killed, e) = kill_qemu_during(
+        &mut vm.rig,
+        |j| j.id.starts_with("snaptree-delete"),
+        || d.delete_all(&mut NoProgress),
+    );
     let e = e.unwrap_err();
     assert!(killed);
     assert_eq!(e.code(), ErrorCode::Backend, "{e}");
@@ -718,7 +731,11 @@ fn an_external_live_pivot_survives_a_crash_before_every_change() {
                 vm.assert_reads(pattern, i * CHUNK, &what);
             }
             let pid = vm.rig.pid();
-            assert!(stale_fds(pid).is_empty(), "{what}: {:?}", stale_fds(pid));
+            assert!(
+                rig::stale_images(pid).is_empty(),
+                "{what}: {:?}",
+                rig::stale_images(pid)
+            );
             assert_eq!(vm.snaptree_files(), files, "{what}: no record left");
         }
     }
@@ -782,22 +799,11 @@ fn qemu_killed_mid_stream_is_a_backend_error_and_changes_nothing() {
     let a = snap(&mut d, "a");
     vm.write(0x99, 40 * CHUNK);
     handle.set_block_job_speed(Some(256 * 1024));
-    let rig = &mut vm.rig;
-    let (killed, e) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(move || {
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                let jobs = rig.qmp().query_jobs().unwrap_or_default();
-                if jobs.iter().any(|j| j.id.starts_with("snaptree-stream")) {
-                    rig.kill();
-                    return true;
-                }
-            }
-            false
-        });
-        let e = d.delete_all(&mut NoProgress);
-        (watcher.join().unwrap(), e)
-    });
+    let (killed, e) = kill_qemu_during(
+        &mut vm.rig,
+        |j| j.id.starts_with("snaptree-stream"),
+        || d.delete_all(&mut NoProgress),
+    );
     assert!(killed, "the watcher saw the stream job");
     let e = e.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Backend, "{e}");
@@ -823,7 +829,11 @@ fn qemu_killed_mid_stream_is_a_backend_error_and_changes_nothing() {
         vm.assert_reads(0x40 + i as u8, i * CHUNK, "live after delete-all");
     }
     vm.assert_reads(0xaa, 41 * CHUNK, "live after delete-all");
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    assert!(
+        rig::stale_images(pid).is_empty(),
+        "{:?}",
+        rig::stale_images(pid)
+    );
     for disk in &vm.disks {
         let out = Command::new("qemu-img")
             .args(["check", "-U"])
@@ -858,25 +868,11 @@ fn qemu_killed_mid_commit_is_finished_by_the_next_operation() {
     let s = snap(&mut d, "s");
     vm.write(0x99, 40 * CHUNK);
     handle.set_block_job_speed(Some(256 * 1024));
-    let rig = &mut vm.rig;
-    let (killed, e) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(move || {
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                let jobs = rig.qmp().query_jobs().unwrap_or_default();
-                if jobs
-                    .iter()
-                    .any(|j| j.id.starts_with("snaptree-commit") && j.current_progress > 0)
-                {
-                    rig.kill();
-                    return true;
-                }
-            }
-            false
-        });
-        let e = d.delete(&s, DeleteMode::Merge, &mut NoProgress);
-        (watcher.join().unwrap(), e)
-    });
+    let (killed, e) = kill_qemu_during(
+        &mut vm.rig,
+        |j| j.id.starts_with("snaptree-commit") && j.current_progress > 0,
+        || d.delete(&s, DeleteMode::Merge, &mut NoProgress),
+    );
     assert!(killed, "the watcher saw the commit job");
     let e = e.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Backend, "{e}");
@@ -899,9 +895,9 @@ fn qemu_killed_mid_commit_is_finished_by_the_next_operation() {
     vm.assert_reads(0x99, 40 * CHUNK, "live");
     assert_layer_reads(&vm, &b, 0xaa, 41 * CHUNK, "b");
     assert!(
-        stale_fds(vm.rig.pid()).is_empty(),
+        rig::stale_images(vm.rig.pid()).is_empty(),
         "{:?}",
-        stale_fds(vm.rig.pid())
+        rig::stale_images(vm.rig.pid())
     );
 }
 
@@ -1067,22 +1063,11 @@ fn qemu_killed_mid_create_leaves_nothing_once_settled() {
     vm.write(0x22, CHUNK);
 
     // QEMU dies while the snapshot-save job of the second create exists.
-    let rig = &mut vm.rig;
-    let (killed, e) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(move || {
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                let jobs = rig.qmp().query_jobs().unwrap_or_default();
-                if jobs.iter().any(|j| j.id.starts_with("snaptree-save")) {
-                    rig.kill();
-                    return true;
-                }
-            }
-            false
-        });
-        let e = d.create_snapshot("<domainsnapshot><name>s2</name></domainsnapshot>");
-        (watcher.join().unwrap(), e)
-    });
+    let (killed, e) = kill_qemu_during(
+        &mut vm.rig,
+        |j| j.id.starts_with("snaptree-save"),
+        || d.create_snapshot("<domainsnapshot><name>s2</name></domainsnapshot>"),
+    );
     assert!(killed);
     let e = e.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Backend, "{e}");
@@ -1193,22 +1178,11 @@ fn qemu_killed_mid_merge_is_finished_by_the_next_operation() {
     vm.write(0x33, 2 * CHUNK);
 
     // QEMU dies once the merge has borrowed the live state (its first snapshot-load).
-    let rig = &mut vm.rig;
-    let (killed, e) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(move || {
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                let jobs = rig.qmp().query_jobs().unwrap_or_default();
-                if jobs.iter().any(|j| j.id.starts_with("snaptree-load")) {
-                    rig.kill();
-                    return true;
-                }
-            }
-            false
-        });
-        let e = d.delete(&s2, DeleteMode::Merge, &mut NoProgress);
-        (watcher.join().unwrap(), e)
-    });
+    let (killed, e) = kill_qemu_during(
+        &mut vm.rig,
+        |j| j.id.starts_with("snaptree-load"),
+        || d.delete(&s2, DeleteMode::Merge, &mut NoProgress),
+    );
     assert!(killed);
     let e = e.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Backend, "{e}");
@@ -1333,38 +1307,6 @@ fn assert_layer_reads(vm: &LiveVm, u: &Uuid, pattern: u8, offset: u64, what: &st
     }
 }
 
-/// QEMU's open qcow2 files whose path now names another inode (or nothing): a node
-/// left on a stale name would reopen the wrong file later.
-fn stale_fds(pid: u32) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut stale = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let fd = entry.unwrap().path();
-        let Ok(target) = std::fs::read_link(&fd) else {
-            continue;
-        };
-        if !target.to_string_lossy().contains(".qcow2") {
-            continue;
-        }
-        let held = std::fs::metadata(&fd).map(|m| m.ino()).ok();
-        if std::fs::metadata(&target).map(|m| m.ino()).ok() != held {
-            stale.push(target.display().to_string());
-        }
-    }
-    stale
-}
-
-/// How many qcow2 files QEMU holds open.
-fn open_images(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter(|e| {
-            std::fs::read_link(e.as_ref().unwrap().path())
-                .is_ok_and(|t| t.to_string_lossy().contains(".qcow2"))
-        })
-        .count()
-}
-
 #[test]
 fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
     let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
@@ -1385,7 +1327,11 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
     vm.write(0x44, 3 * CHUNK);
     assert_eq!(vm.status(), PowerState::Running);
     assert!(vm.counter() >= before, "the guest kept running");
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    assert!(
+        rig::stale_images(pid).is_empty(),
+        "{:?}",
+        rig::stale_images(pid)
+    );
     d.check_agreement().unwrap();
     assert_layer_reads(&vm, &a, 0x11, 0, "a");
     assert_layer_reads(&vm, &a, 0x00, CHUNK, "a");
@@ -1458,7 +1404,11 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
         PowerState::Running,
         "the guest runs again after the pivot"
     );
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    assert!(
+        rig::stale_images(pid).is_empty(),
+        "{:?}",
+        rig::stale_images(pid)
+    );
     vm.write(0x78, 7 * CHUNK);
     for (p, i) in [(0x66, 5), (0x77, 6), (0x78, 7)] {
         vm.assert_reads(p, i * CHUNK, "live after the pivot");
@@ -1480,8 +1430,16 @@ fn a_tree_of_external_live_snapshots_keeps_every_layer_while_the_guest_runs() {
         vm.assert_reads(p, i * CHUNK, "live after delete-all");
     }
     assert_eq!(vm.status(), PowerState::Running);
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
-    assert_eq!(open_images(pid), 2, "QEMU holds only the two disks");
+    assert!(
+        rig::stale_images(pid).is_empty(),
+        "{:?}",
+        rig::stale_images(pid)
+    );
+    assert_eq!(
+        rig::open_images(pid).len(),
+        2,
+        "QEMU holds only the two disks"
+    );
 }
 
 /// A live create interrupted before each of its changes in turn, then run again by a new
@@ -1554,7 +1512,11 @@ fn an_external_live_create_survives_a_crash_before_every_change() {
                 "{what}: N holds the write made after the crash on some disks only: {later:?}"
             );
             let pid = vm.rig.pid();
-            assert!(stale_fds(pid).is_empty(), "{what}: {:?}", stale_fds(pid));
+            assert!(
+                rig::stale_images(pid).is_empty(),
+                "{what}: {:?}",
+                rig::stale_images(pid)
+            );
             assert_eq!(vm.status(), PowerState::Running);
             parent = Some(n);
         }

@@ -507,7 +507,10 @@ fn renaming_under_qemu_misleads_a_later_reopen() {
         "the committed data reached the frozen inode: QEMU no longer reopens by name"
     );
     // QEMU let go of the frozen inode altogether: its base node now runs on the overlay's.
-    let held = held_inodes(live.rig.pid());
+    let held: Vec<u64> = snaptree_qmp::rig::open_images(live.rig.pid())
+        .into_iter()
+        .map(|(_, ino)| ino)
+        .collect();
     assert!(!held.contains(&inode(&layer).unwrap()), "{held:?}");
     assert!(held.contains(&inode(&disk).unwrap()), "{held:?}");
 }
@@ -566,7 +569,11 @@ fn rehomed_layers_keep_the_disk_path_live() {
     live.write(0, 0xbb, MIB, MIB);
     let after_m = create(&mut live, "m", &after_n, Some("vd0-img"));
     live.write(0, 0xcc, 2 * MIB, MIB);
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    assert!(
+        snaptree_qmp::rig::stale_images(pid).is_empty(),
+        "{:?}",
+        snaptree_qmp::rig::stale_images(pid)
+    );
     assert_eq!(live.rig.qmp().active_node("vd0").unwrap(), after_m);
     assert_reads(&layer("n"), 0x00, MIB, MIB);
     assert_reads(&layer("m"), 0xbb, MIB, MIB);
@@ -626,45 +633,16 @@ fn rehomed_layers_keep_the_disk_path_live() {
     live.rig.qmp().blockdev_del("p-file").unwrap();
     std::fs::remove_file(layer("p")).unwrap();
     live.flush(0);
-    assert!(stale_fds(pid).is_empty(), "{:?}", stale_fds(pid));
+    assert!(
+        snaptree_qmp::rig::stale_images(pid).is_empty(),
+        "{:?}",
+        snaptree_qmp::rig::stale_images(pid)
+    );
     for (i, p) in [0xaa, 0xbb, 0xcc, 0x00].into_iter().enumerate() {
         assert_reads(&layer("n"), p, i as u64 * MIB, MIB);
     }
     assert_eq!(backing_of(&disk).as_deref(), Some(n_path.as_str()));
     assert_reads(&disk, 0xdd, 3 * MIB, MIB);
-}
-
-/// QEMU's open qcow2 files whose path now names another inode (or nothing).
-fn stale_fds(pid: u32) -> Vec<String> {
-    let mut stale = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let fd = entry.unwrap().path();
-        let Ok(target) = std::fs::read_link(&fd) else {
-            continue;
-        };
-        if !target.to_string_lossy().contains(".qcow2") {
-            continue;
-        }
-        let held = inode(&fd);
-        if std::fs::metadata(&target)
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .ok()
-            != held
-        {
-            stale.push(target.display().to_string());
-        }
-    }
-    stale
-}
-
-/// The inodes of every qcow2 file QEMU holds open.
-fn held_inodes(pid: u32) -> Vec<u64> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|fd| std::fs::read_link(fd).is_ok_and(|t| t.to_string_lossy().contains(".qcow2")))
-        .filter_map(|fd| inode(&fd))
-        .collect()
 }
 
 fn inode(path: &Path) -> Option<u64> {

@@ -16,6 +16,7 @@
 //! it off with [`RigBuilder::die_with_parent`].
 
 mod builder;
+mod fds;
 pub mod firmware;
 mod host;
 mod image;
@@ -27,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use builder::RigBuilder;
+pub use fds::{open_images, stale_images};
 pub use firmware::{COUNTER_ADDR, TICKS_PER_SECOND};
 pub use host::{Accel, qemu_available, qemu_binary};
 pub use image::{create_qcow2, verify_pattern};
