@@ -155,6 +155,14 @@ impl Device {
     }
 }
 
+/// The internal snapshot jobs.
+#[derive(Debug, Clone, Copy)]
+enum SnapshotJob {
+    Save,
+    Load,
+    Delete,
+}
+
 /// The connection to a domain's QEMU.
 #[derive(Debug)]
 pub(crate) struct Live {
@@ -288,20 +296,43 @@ impl Live {
         format!("snaptree-{kind}-{}-{}", std::process::id(), self.jobs)
     }
 
-    fn save(&mut self, t: &str, devs: &[Device], progress: &mut dyn Progress) -> Result<()> {
-        let id = self.job_id("save");
-        let nodes: Vec<&str> = devs.iter().map(|d| d.node.as_str()).collect();
+    /// Runs one snapshot job for tag `t` on `nodes`, the VM state on the first.
+    fn snapshot_job(
+        &mut self,
+        job: SnapshotJob,
+        t: &str,
+        nodes: &[&str],
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let (kind, what) = match job {
+            SnapshotJob::Save => ("save", "save a live snapshot"),
+            SnapshotJob::Load => ("load", "load a live snapshot"),
+            SnapshotJob::Delete => ("delete", "delete a live snapshot"),
+        };
+        let id = self.job_id(kind);
         let spec = InternalSnapshotSpec {
             job_id: &id,
             tag: t,
             vmstate: nodes[0],
-            devices: &nodes,
+            devices: nodes,
         };
-        self.with("save a live snapshot", |q| {
-            q.snapshot_save(&spec, &mut |f| progress.report(f), JOB_TIMEOUT)
+        self.with(what, |q| {
+            let progress = &mut |f| progress.report(f);
+            match job {
+                SnapshotJob::Save => q.snapshot_save(&spec, progress, JOB_TIMEOUT),
+                SnapshotJob::Load => q.snapshot_load(&spec, progress, JOB_TIMEOUT),
+                SnapshotJob::Delete => q.snapshot_delete(&spec, progress, JOB_TIMEOUT),
+            }
         })
     }
 
+    /// `snapshot-save` of `t` on every disk, the VM state on the first.
+    fn save(&mut self, t: &str, devs: &[Device], progress: &mut dyn Progress) -> Result<()> {
+        let nodes: Vec<&str> = devs.iter().map(|d| d.node.as_str()).collect();
+        self.snapshot_job(SnapshotJob::Save, t, &nodes, progress)
+    }
+
+    /// `snapshot-delete` of `t` on every disk that has it.
     fn delete(&mut self, t: &str, devs: &[Device], progress: &mut dyn Progress) -> Result<()> {
         let nodes: Vec<&str> = devs
             .iter()
@@ -311,16 +342,7 @@ impl Live {
         if nodes.is_empty() {
             return Ok(());
         }
-        let id = self.job_id("delete");
-        let spec = InternalSnapshotSpec {
-            job_id: &id,
-            tag: t,
-            vmstate: nodes[0],
-            devices: &nodes,
-        };
-        self.with("delete a live snapshot", |q| {
-            q.snapshot_delete(&spec, &mut |f| progress.report(f), JOB_TIMEOUT)
-        })
+        self.snapshot_job(SnapshotJob::Delete, t, &nodes, progress)
     }
 
     /// Runs one step while the VM runs or is paused, on a domain whose disks are all in
@@ -504,17 +526,8 @@ impl Live {
 
     /// `snapshot-load` of `t` on every disk, the VM state from the first.
     fn load(&mut self, t: &str, devs: &[Device], progress: &mut dyn Progress) -> Result<()> {
-        let id = self.job_id("load");
         let nodes: Vec<&str> = devs.iter().map(|d| d.node.as_str()).collect();
-        let spec = InternalSnapshotSpec {
-            job_id: &id,
-            tag: t,
-            vmstate: nodes[0],
-            devices: &nodes,
-        };
-        self.with("load a live snapshot", |q| {
-            q.snapshot_load(&spec, &mut |f| progress.report(f), JOB_TIMEOUT)
-        })
+        self.snapshot_job(SnapshotJob::Load, t, &nodes, progress)
     }
 
     /// Removes a tag a failed create may have left, so that the step changed nothing. When

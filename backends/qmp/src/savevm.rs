@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::client::Qmp;
 use crate::error::Result;
@@ -29,7 +29,33 @@ pub struct InternalSnapshotSpec<'a> {
     pub devices: &'a [&'a str],
 }
 
+impl InternalSnapshotSpec<'_> {
+    /// The arguments of `snapshot-save` and `snapshot-load`.
+    fn with_vmstate(&self) -> Value {
+        json!({
+            "job-id": self.job_id,
+            "tag": self.tag,
+            "vmstate": self.vmstate,
+            "devices": self.devices,
+        })
+    }
+}
+
 impl Qmp {
+    /// Runs one snapshot job (`command` with `args`) to its end.
+    fn snapshot_job(
+        &mut self,
+        command: &str,
+        args: Value,
+        job_id: &str,
+        progress: &mut dyn FnMut(f64) -> bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.execute(command, args)?;
+        self.wait_job(job_id, Until::Concluded, progress, timeout)
+            .map(drop)
+    }
+
     /// `snapshot-save`: saves the disks of `devices` and the VM state (memory, devices)
     /// into `vmstate`, as an internal snapshot tagged `tag`, and waits for the job.
     pub fn snapshot_save(
@@ -38,17 +64,13 @@ impl Qmp {
         progress: &mut dyn FnMut(f64) -> bool,
         timeout: Duration,
     ) -> Result<()> {
-        self.execute(
+        self.snapshot_job(
             "snapshot-save",
-            json!({
-                "job-id": spec.job_id,
-                "tag": spec.tag,
-                "vmstate": spec.vmstate,
-                "devices": spec.devices,
-            }),
-        )?;
-        self.wait_job(spec.job_id, Until::Concluded, progress, timeout)
-            .map(drop)
+            spec.with_vmstate(),
+            spec.job_id,
+            progress,
+            timeout,
+        )
     }
 
     /// `snapshot-load`: reverts the disks of `devices` and the VM state to the snapshot
@@ -65,17 +87,13 @@ impl Qmp {
         timeout: Duration,
     ) -> Result<()> {
         let was_running = self.query_status()?.running;
-        let loaded = self
-            .execute(
-                "snapshot-load",
-                json!({
-                    "job-id": spec.job_id,
-                    "tag": spec.tag,
-                    "vmstate": spec.vmstate,
-                    "devices": spec.devices,
-                }),
-            )
-            .and_then(|_| self.wait_job(spec.job_id, Until::Concluded, progress, timeout));
+        let loaded = self.snapshot_job(
+            "snapshot-load",
+            spec.with_vmstate(),
+            spec.job_id,
+            progress,
+            timeout,
+        );
         // Restoring the run state must not hide the load's own error: only resume when
         // QEMU says it is sitting in restore-vm.
         if let Err(e) = &loaded
@@ -87,7 +105,7 @@ impl Qmp {
         {
             self.cont()?;
         }
-        loaded.map(drop)
+        loaded
     }
 
     /// `snapshot-delete`: removes the snapshot `tag` from every node of `devices` and waits
@@ -98,11 +116,12 @@ impl Qmp {
         progress: &mut dyn FnMut(f64) -> bool,
         timeout: Duration,
     ) -> Result<()> {
-        self.execute(
+        self.snapshot_job(
             "snapshot-delete",
             json!({ "job-id": spec.job_id, "tag": spec.tag, "devices": spec.devices }),
-        )?;
-        self.wait_job(spec.job_id, Until::Concluded, progress, timeout)
-            .map(drop)
+            spec.job_id,
+            progress,
+            timeout,
+        )
     }
 }
