@@ -26,6 +26,15 @@ pub(crate) fn error(message: impl Into<String>) -> Error {
     }
 }
 
+/// An error's own message, without the "backend 'qemu':" prefix of a backend error: for
+/// messages that wrap another failure.
+pub(crate) fn message(e: &Error) -> String {
+    match e {
+        Error::Backend { message, .. } => message.clone(),
+        other => other.full_message(),
+    }
+}
+
 /// qemu's error as a sentence: the command, qemu's own message, and every cause.
 fn qemu_error(e: &qi::Error) -> Error {
     match e {

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use snaptree_engine::{Error, Progress, Result, StepKind};
 
-use crate::ctx::{Ctx, error};
+use crate::ctx::{Ctx, error, message};
 use crate::ops::Op;
 use crate::stats::ConsolidateRecord;
 
@@ -160,7 +160,7 @@ pub(crate) fn execute(
                     } else {
                         error(format!(
                             "{}; the step could not {} completely, running it again finishes it",
-                            e_text(&e),
+                            message(&e),
                             kind.verb()
                         ))
                     }
@@ -196,7 +196,7 @@ fn check_locks(ctx: Ctx<'_>, kind: StepKind, lives: &[&Path], plans: &[DiskPlan]
             error(format!(
                 "cannot {}, nothing was changed: {}",
                 kind.verb(),
-                e_text(&e)
+                message(&e)
             ))
         })?;
     }
@@ -210,23 +210,15 @@ fn rollback(ctx: Ctx<'_>, done: &[Op], cause: Error) -> Error {
         .iter()
         .rev()
         .filter_map(|op| op.run(ctx, &mut |_| {}, &mut |_, _| {}).err())
-        .map(|e| e_text(&e))
+        .map(|e| message(&e))
         .collect();
     if failures.is_empty() {
-        error(format!("{}; nothing was changed", e_text(&cause)))
+        error(format!("{}; nothing was changed", message(&cause)))
     } else {
         error(format!(
             "{}; undoing the changes already made also failed: {}",
-            e_text(&cause),
+            message(&cause),
             failures.join("; ")
         ))
-    }
-}
-
-/// A backend error's own message, without the "backend 'qemu':" prefix.
-fn e_text(e: &Error) -> String {
-    match e {
-        Error::Backend { message, .. } => message.clone(),
-        other => other.full_message(),
     }
 }

@@ -22,7 +22,7 @@ use snaptree_engine::xml::dom::Document;
 use snaptree_engine::{ContentRef, Error, PhysicalTree, PowerState, Progress, Result, Step, Uuid};
 use snaptree_qmp::{self as qmp, InternalSnapshotSpec, Qmp};
 
-use crate::ctx::{Ctx, error};
+use crate::ctx::{Ctx, error, message};
 use crate::disk::{Disk, Mode};
 use crate::hooks::{GUEST_WRITE, guest_writes, hex};
 use crate::internal::{physical_of, tag};
@@ -538,11 +538,11 @@ impl Live {
             .and_then(|devs| self.delete(t, &devs, &mut snaptree_engine::NoProgress))
             .and_then(|()| ctx.remove(&create_intent(disks)));
         match undone {
-            Ok(()) => error(format!("{}; nothing was changed", text(&cause))),
+            Ok(()) => error(format!("{}; nothing was changed", message(&cause))),
             Err(e) => error(format!(
                 "{}; removing the partial snapshot {t} also failed ({}): the next step removes it",
-                text(&cause),
-                text(&e)
+                message(&cause),
+                message(&e)
             )),
         }
     }
@@ -604,13 +604,6 @@ impl Live {
             self.with("flush a disk", |q| q.qemu_io(&dev.qdev, "flush"))?;
         }
         Ok(())
-    }
-}
-
-fn text(e: &Error) -> String {
-    match e {
-        Error::Backend { message, .. } => message.clone(),
-        other => other.full_message(),
     }
 }
 

@@ -42,7 +42,7 @@ use std::time::Duration;
 use snaptree_engine::{Error, Progress, Result, Step, Uuid};
 use snaptree_qmp::{self as qmp, Action, Backing as NodeBacking, Commit, Stream};
 
-use crate::ctx::{Ctx, error};
+use crate::ctx::{Ctx, error, message};
 use crate::disk::Disk;
 use crate::exec;
 use crate::external;
@@ -434,7 +434,7 @@ impl Live {
             }
             return Err(error(format!(
                 "{}; running the step again (or with the domain shut off) finishes it",
-                super_text(&e)
+                message(&e)
             )));
         }
         Ok(())
@@ -989,15 +989,8 @@ fn read_commit_intent(d: &Disk) -> Result<Option<(Uuid, Uuid)>> {
 fn paused(e: Error) -> Error {
     error(format!(
         "{}; the guest stays paused until the step is run again, which finishes it and resumes the guest",
-        super_text(&e)
+        message(&e)
     ))
-}
-
-fn super_text(e: &Error) -> String {
-    match e {
-        Error::Backend { message, .. } => message.clone(),
-        other => other.full_message(),
-    }
 }
 
 #[cfg(test)]
