@@ -98,6 +98,14 @@
 #define SNAPTREE_ERR_INTERNAL 12
 
 /**
+ * Error code: an operation stopped part-way (a step after the first failed, or the final
+ * commit did). It stays journaled; reads show the state before it until the next call on
+ * the domain, or `snaptree_domain_recover`, finishes it. The message names the operation,
+ * the step and the backend's reason.
+ */
+#define SNAPTREE_ERR_INCOMPLETE 13
+
+/**
  * `snaptree_snapshot_delete` flag: merge the snapshot into its parent; refused with
  * `SNAPTREE_ERR_WOULD_DISCARD` when the parent has other children.
  */
@@ -278,6 +286,35 @@ int snaptree_domain_undefine(snaptree_domain *dom, unsigned int flags);
  * `dom` is NULL or a live domain handle; it must not be used after this call.
  */
 void snaptree_domain_free(snaptree_domain *dom);
+
+/**
+ * Finishes an operation that stopped part-way (`SNAPTREE_ERR_INCOMPLETE`) now, and
+ * reports every operation this handle finished that no earlier call of this function
+ * reported: including one that opening the domain (its first use through this handle) or
+ * a later mutation already finished, since those finish pending operations first.
+ * `flags` must be 0. When `report` is not NULL, on success `*report` receives a string to
+ * free with `snaptree_free`: one line per finished operation ("delete (MERGE) of snapshot
+ * 'b' (1 of 3 steps had been done)"), empty when there was none.
+ *
+ * Returns the number of operations finished (0: nothing was pending), or -1 on error
+ * (`SNAPTREE_ERR_INCOMPLETE` when finishing fails again; nothing more changed then).
+ *
+ * # Safety
+ * `dom` is a live domain handle; `report` is NULL or valid for writing one pointer.
+ */
+int snaptree_domain_recover(snaptree_domain *dom, unsigned int flags, char **report);
+
+/**
+ * Whether an operation on the domain is journaled and not finished: one that stopped
+ * part-way (`SNAPTREE_ERR_INCOMPLETE`), or one running in another handle or process right
+ * now. Until it finishes, every read shows the state before it. `flags` must be 0.
+ *
+ * Returns 1 if there is one, 0 if not, -1 on error.
+ *
+ * # Safety
+ * `dom` is a live domain handle.
+ */
+int snaptree_domain_has_pending(snaptree_domain *dom, unsigned int flags);
 
 /**
  * Takes a snapshot of a domain from a `<domainsnapshot>` document: its `name`, `uuid` and
@@ -493,6 +530,21 @@ int snaptree_snapshot_get_uuid_string(snaptree_snapshot *snap, char *buf);
  * `dom` is a live domain handle.
  */
 int snaptree_snapshot_delete_all(snaptree_domain *dom, unsigned int flags);
+
+/**
+ * Frees the data of every retired snapshot of a domain (deleted without a flag, data
+ * kept because something was stored on it): each is consolidated into what depends on
+ * it, so every snapshot's content and the live state stay as they are (SEMANTICS.md
+ * §7.2). On success `*freed`, when `freed` is not NULL, is the number of retired
+ * snapshots whose data was freed (backends do not report bytes). `flags` must be 0.
+ *
+ * Returns 0, or -1 on error (`SNAPTREE_ERR_OPERATION_INVALID`, before anything runs, when
+ * the backend cannot consolidate and there is retired data to reclaim).
+ *
+ * # Safety
+ * `dom` is a live domain handle; `freed` is NULL or valid for writing one `unsigned int`.
+ */
+int snaptree_domain_reclaim(snaptree_domain *dom, unsigned int *freed, unsigned int flags);
 
 /**
  * The code (`SNAPTREE_ERR_*`) of the last error of a call on this thread, or 0 when the

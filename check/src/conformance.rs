@@ -1,18 +1,31 @@
 //! The backend conformance kit: random operation sequences run against the reference
 //! model and an engine `Domain` over any backend that offers the two test hooks, checking
 //! every invariant of SEMANTICS.md §3 after every step.
+//!
+//! The kit drives the engine as a caller would (flags decoded by the engine's decoder,
+//! names looked up by a read) and judges it only by the model and its own checks
+//! ([`crate::oracle`]): nothing the engine computes is trusted to check the engine.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use proptest_state_machine::ReferenceStateMachine;
+use snaptree_engine::xml::DomainXml;
 use snaptree_engine::xml::dom::escape;
-use snaptree_engine::{Backend, ContentRef, Domain, Error, Filter, NoProgress, Uuid, flags};
+use snaptree_engine::{
+    Backend, Connection, ContentRef, DeleteMode, Domain, Error, NoProgress, PowerState, Uuid, flags,
+};
 
-use crate::model::{Expected, RefModel, Token};
-use crate::transition::{RefMachine, RefState, Transition, Tuning, set_tuning};
+use crate::harness::{Fault, KitBackend, KitProvider};
+use crate::model::{self, Expected, RefModel, Target, Token, code};
+use crate::oracle;
+use crate::transition::{
+    Reach, RefMachine, RefState, Transition, Tuning, apply_model, set_reach, set_tuning,
+};
 
 /// A fresh domain to test: its XML and its backend, opened on an empty disk.
 pub struct Subject {
@@ -20,6 +33,26 @@ pub struct Subject {
     pub domain_xml: String,
     /// The backend opened for it.
     pub backend: Box<dyn Backend>,
+}
+
+/// How the system under test turns flag words into engine requests. The kit uses the
+/// engine's own decoders (they are part of what is checked); a test swaps in a broken
+/// decoder to show the model catches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoders {
+    /// Delete flag word to mode.
+    pub delete: fn(u32) -> snaptree_engine::Result<DeleteMode>,
+    /// Revert flag word to forced power state.
+    pub revert: fn(u32) -> snaptree_engine::Result<Option<PowerState>>,
+}
+
+impl Default for Decoders {
+    fn default() -> Self {
+        Decoders {
+            delete: flags::delete_mode,
+            revert: flags::revert_state,
+        }
+    }
 }
 
 /// How many sequences to run and how.
@@ -31,8 +64,17 @@ pub struct Config {
     pub max_steps: usize,
     /// Generator tuning for the backend's abilities.
     pub tuning: Tuning,
+    /// The generator's arms beyond plain operations.
+    pub reach: Reach,
     /// Upper bound on shrink iterations when a case fails.
     pub max_shrink_iters: u32,
+    /// The flag decoders of the system under test.
+    pub decoders: Decoders,
+    /// Tree level only, for a backend without test hooks (ESX against vcsim): guest writes
+    /// are not run and contents are not compared; the tree, current, retired set, power
+    /// state, error codes, refusals, plans and the physical agreement still are, after
+    /// every step.
+    pub tree_only: bool,
 }
 
 impl Config {
@@ -46,86 +88,395 @@ impl Config {
             cases,
             max_steps: 40,
             tuning: Tuning::default(),
+            reach: Reach::default(),
             max_shrink_iters: 4096,
+            decoders: Decoders::default(),
+            tree_only: false,
         }
+    }
+
+    /// As [`Config::from_env`], but under `CI=true` at least `ci_cases` sequences: the
+    /// number CI promises for this backend (docs/model-checker.md), whatever the default
+    /// or `$PROPTEST_CASES` says.
+    pub fn from_env_or_ci(default_cases: u32, ci_cases: u32) -> Config {
+        let mut c = Config::from_env(default_cases);
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            c.cases = c.cases.max(ci_cases);
+        }
+        c
     }
 }
 
+/// How often each generator arm and each expected outcome was reached.
+pub type Coverage = BTreeMap<String, usize>;
+
 /// What a passing run did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// Sequences run (including those tried while shrinking none).
+    /// Sequences run.
     pub cases: u32,
     /// Steps executed in total.
     pub steps: usize,
+    /// Coverage counts (over every sequence tried).
+    pub coverage: Coverage,
 }
 
-/// A domain under test plus the digest each content token was observed to have.
+/// A SQLite state directory for one sequence, removed afterwards.
+struct Durable {
+    conn: Connection,
+    domain: String,
+    dir: PathBuf,
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch_root() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+static STORES: AtomicUsize = AtomicUsize::new(0);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A domain under test, the kit's handle on its backend, and what the kit learned.
 struct System {
-    domain: Domain,
+    kit: KitBackend,
+    domain: Option<Domain>,
+    durable: Option<Durable>,
+    decoders: Decoders,
+    /// The digest each content token was observed to have.
     digests: HashMap<Token, String>,
+    /// Model placeholders of engine-generated uuids and names, mapped to the engine's.
+    uuids: HashMap<Uuid, Uuid>,
+    names: HashMap<String, String>,
+    /// Creation dates seen, which never change.
+    dates: HashMap<Uuid, i64>,
+    started: i64,
+    metadata_only: bool,
+    tree_only: bool,
 }
 
-fn hook_err(e: Error) -> String {
-    format!("test hook failed: {}", e.full_message())
+fn fail(e: Error) -> String {
+    e.full_message()
 }
 
 impl System {
-    fn new(subject: Subject) -> Result<System, String> {
-        let mut domain = Domain::ephemeral(&subject.domain_xml, subject.backend)
-            .map_err(|e| e.full_message())?;
-        let live = digest(&mut domain, ContentRef::Live)?;
+    fn new(subject: Subject, state: &mut RefState, config: &Config) -> Result<System, String> {
+        let kit = KitBackend::new(subject.backend, state.model.caps, config.reach.kit_power)
+            .map_err(fail)?;
+        // The model starts from what the backend can do and the power state it is in.
+        state.model.caps = kit.caps();
+        state.model.live_state = kit.clone().power_state().map_err(fail)?;
+        let metadata_only = kit.is_metadata_only();
+        let (domain, durable) = if state.durable {
+            let dir = scratch_root().join(format!(
+                "snaptree-kit-{}-{}",
+                std::process::id(),
+                STORES.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let conn = Connection::open(Some(&dir)).map_err(fail)?;
+            let xml = DomainXml::parse(&subject.domain_xml).map_err(fail)?;
+            conn.register_provider(&xml.backend_type, Arc::new(KitProvider(kit.clone())));
+            let info = conn.define_domain(&subject.domain_xml).map_err(fail)?;
+            let durable = Durable {
+                conn,
+                domain: info.name,
+                dir,
+            };
+            let domain = durable.conn.open_domain(&durable.domain).map_err(fail)?;
+            (domain, Some(durable))
+        } else {
+            let domain =
+                Domain::ephemeral(&subject.domain_xml, Box::new(kit.clone())).map_err(fail)?;
+            (domain, None)
+        };
+        let mut digests = HashMap::new();
+        if !config.tree_only {
+            digests.insert(0, kit.hooks(|h| h.content_digest(ContentRef::Live))?);
+        }
         Ok(System {
-            domain,
-            digests: HashMap::from([(0, live)]),
+            kit,
+            domain: Some(domain),
+            durable,
+            decoders: config.decoders,
+            digests,
+            uuids: HashMap::new(),
+            names: HashMap::new(),
+            dates: HashMap::new(),
+            started: now(),
+            metadata_only,
+            tree_only: config.tree_only,
         })
     }
 
-    fn lookup(&mut self, name: &str) -> Result<Uuid, Error> {
-        let dom = self.domain.name().to_string();
-        Ok(self.domain.tree()?.require_name(name, &dom)?.uuid)
+    fn domain(&mut self) -> &mut Domain {
+        self.domain.as_mut().expect("the domain is open")
     }
 
-    fn apply(&mut self, t: &Transition, after: &RefModel) -> Result<(), String> {
-        let outcome: Result<(), Error> = match t {
-            Transition::Create { name, uuid } => self
-                .domain
-                .create_snapshot(&format!(
-                    "<domainsnapshot><name>{}</name><uuid>{uuid}</uuid></domainsnapshot>",
-                    escape(name)
-                ))
-                .map(drop),
-            Transition::Write { seed } => {
-                let hooks = self
-                    .domain
-                    .backend()
-                    .test_hooks()
-                    .ok_or("the backend offers no test hooks")?;
-                hooks.write_guest(*seed).map_err(hook_err)?;
-                let d = digest(&mut self.domain, ContentRef::Live)?;
-                self.digests.insert(after.live, d);
-                Ok(())
+    fn uuid(&self, model: Uuid) -> Uuid {
+        self.uuids.get(&model).copied().unwrap_or(model)
+    }
+
+    fn name(&self, model: &str) -> String {
+        self.names
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| model.to_string())
+    }
+
+    fn open_again(&self) -> Result<Domain, String> {
+        let d = self
+            .durable
+            .as_ref()
+            .ok_or("reopen needs a durable store")?;
+        d.conn.open_domain(&d.domain).map_err(fail)
+    }
+
+    /// Runs one mutation on `dom` the way a caller would. Returns the created uuid.
+    fn call(&self, dom: &mut Domain, t: &Transition) -> Result<Option<Uuid>, Error> {
+        let general = t.general();
+        let t = &*general;
+        let lookup = |dom: &mut Domain, target: &Target| -> Result<Uuid, Error> {
+            match target {
+                Target::Name(n) => {
+                    let name = self.name(n);
+                    let d = dom.name().to_string();
+                    Ok(dom.tree()?.require_name(&name, &d)?.uuid)
+                }
+                Target::Uuid(u) => Ok(self.uuid(*u)),
             }
-            Transition::Revert { name, flags: f } => flags::revert_state(*f)
-                .and_then(|force| Ok((force, self.lookup(name)?)))
-                .and_then(|(force, u)| self.domain.revert(&u, force, &mut NoProgress).map(drop)),
-            Transition::Rename { name, new_name } => self
-                .lookup(name)
-                .and_then(|u| self.domain.rename(&u, new_name).map(drop)),
-            Transition::Delete { name, flags: f } => flags::delete_mode(*f)
-                .and_then(|mode| Ok((mode, self.lookup(name)?)))
-                .and_then(|(mode, u)| self.domain.delete(&u, mode, &mut NoProgress).map(drop)),
-            Transition::DeleteAll => self.domain.delete_all(&mut NoProgress).map(drop),
         };
-        compare_outcome(&outcome, &after.last)?;
+        match t {
+            Transition::CreateWith {
+                name,
+                uuid,
+                description,
+            } => {
+                let mut xml = String::from("<domainsnapshot>");
+                if let Some(n) = name {
+                    xml.push_str(&format!("<name>{}</name>", escape(n)));
+                }
+                if let Some(u) = uuid {
+                    xml.push_str(&format!("<uuid>{}</uuid>", self.uuid(*u)));
+                }
+                if let Some(d) = description {
+                    xml.push_str(&format!("<description>{}</description>", escape(d)));
+                }
+                xml.push_str("</domainsnapshot>");
+                dom.create_snapshot(&xml).map(Some)
+            }
+            Transition::RevertTo { target, flags } => {
+                let force = (self.decoders.revert)(*flags)?;
+                let u = lookup(dom, target)?;
+                dom.revert(&u, force, &mut NoProgress).map(|_| None)
+            }
+            Transition::Rename { target, new_name } => {
+                let u = lookup(dom, target)?;
+                dom.rename(&u, new_name).map(|_| None)
+            }
+            Transition::Delete { target, flags } => {
+                let mode = (self.decoders.delete)(*flags)?;
+                let u = lookup(dom, target)?;
+                dom.delete(&u, mode, &mut NoProgress).map(|_| None)
+            }
+            Transition::DeleteAll => dom.delete_all(&mut NoProgress).map(|_| None),
+            Transition::Recover => dom.recover().map(|_| None),
+            Transition::Reclaim => dom.reclaim(&mut NoProgress).map(|_| None),
+            other => Err(Error::Internal(format!("{other:?} is not a domain call"))),
+        }
+    }
+
+    /// Runs a transition; `Ok(Some(outcome))` for a domain call.
+    fn run(
+        &mut self,
+        t: &Transition,
+        before: &RefModel,
+        after: &RefModel,
+    ) -> Result<Option<Result<Option<Uuid>, Error>>, String> {
+        self.kit.arm(None);
+        match t {
+            Transition::Write { .. } if self.tree_only => Ok(None),
+            Transition::Write { seed } => {
+                let seed = seed.wrapping_add(after.live.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                self.kit.hooks(|h| h.write_guest(seed))?;
+                let d = self.kit.hooks(|h| h.content_digest(ContentRef::Live))?;
+                // A write must make content that differs from every content seen before,
+                // else a write_guest that does nothing would pass every content check.
+                if let Some((tok, _)) = self.digests.iter().find(|(_, v)| **v == d) {
+                    return Err(format!(
+                        "expected a guest write to give new content, its digest {d} is that of content #{tok}"
+                    ));
+                }
+                self.digests.insert(after.live, d);
+                Ok(None)
+            }
+            Transition::SetPower { state } => {
+                self.kit.set_power(*state)?;
+                Ok(None)
+            }
+            Transition::Reopen => {
+                self.domain = None;
+                let d = self.open_again()?;
+                let pending = before.pending.is_some();
+                let recovered = !d.recoveries().is_empty();
+                if pending != recovered {
+                    return Err(format!(
+                        "expected the reopened domain to {} an interrupted operation, it reports {} recoveries",
+                        if pending { "roll forward" } else { "find no" },
+                        d.recoveries().len()
+                    ));
+                }
+                self.domain = Some(d);
+                Ok(None)
+            }
+            Transition::SecondHandle(op) => {
+                let mut second = self.open_again()?;
+                let out = self.call(&mut second, op);
+                Ok(Some(out))
+            }
+            Transition::Faulted { at, after: ran, op } => {
+                self.kit.arm(Some(Fault {
+                    at: usize::from(*at),
+                    after: *ran,
+                }));
+                let mut dom = self.domain.take().expect("the domain is open");
+                let out = self.call(&mut dom, op);
+                self.domain = Some(dom);
+                self.kit.disarm();
+                Ok(Some(out))
+            }
+            op => {
+                let mut dom = self.domain.take().expect("the domain is open");
+                let out = self.call(&mut dom, op);
+                self.domain = Some(dom);
+                Ok(Some(out))
+            }
+        }
+    }
+
+    fn apply(&mut self, t: &Transition, before: &RefModel, after: &RefModel) -> Result<(), String> {
+        let phys_before = if before.pending.is_none() && !self.metadata_only {
+            Some(self.kit.with(|b| b.list_physical()).map_err(fail)?)
+        } else {
+            None
+        };
+        let window = (now(), 0);
+        let outcome = self.run(t, before, after)?;
+        let window = (window.0, now());
+        let log = self.kit.log();
+        if let Some(outcome) = outcome {
+            self.compare_outcome(&outcome, after)?;
+            if let Ok(Some(created)) = outcome {
+                self.bind(created, after, window)?;
+            }
+            if outcome.is_ok()
+                && let Some(phys) = &phys_before
+                && !(before.pending.is_some() && after.last_reached)
+            {
+                let alias = |u: Uuid| self.uuid(u);
+                oracle::compare_plan(&log, &after.last_plan, phys, &alias)?;
+            }
+        }
+        // A placeholder names a generated name only while the model has it: the engine
+        // may generate the same name again once that snapshot is gone.
+        self.names
+            .retain(|placeholder, _| after.find(placeholder).is_some());
         self.check(after)
     }
 
-    /// Every invariant of SEMANTICS.md §3 against the model.
+    /// Binds the engine's generated uuid and name to the model's placeholders.
+    fn bind(&mut self, created: Uuid, after: &RefModel, window: (i64, i64)) -> Result<(), String> {
+        let s = after
+            .snapshots
+            .last()
+            .ok_or("expected the model to have the created snapshot")?;
+        if model::is_generated_uuid(&s.uuid) {
+            self.uuids.insert(s.uuid, created);
+        } else if s.uuid != created {
+            return Err(format!(
+                "expected the create to return {}, it returned {created}",
+                s.uuid
+            ));
+        }
+        let tree = self.domain().tree().map_err(fail)?.clone();
+        let got = tree
+            .get(&created)
+            .ok_or_else(|| format!("expected the created snapshot {created} in the tree"))?;
+        if s.name.starts_with("<generated") {
+            if !model::valid_name(&got.name) {
+                return Err(format!(
+                    "expected a valid generated name, got {:?}",
+                    got.name
+                ));
+            }
+            self.names.insert(s.name.clone(), got.name.clone());
+        }
+        if got.creation_date < window.0 || got.creation_date > window.1 {
+            return Err(format!(
+                "expected the creation date of '{}' between {} and {}, found {}",
+                got.name, window.0, window.1, got.creation_date
+            ));
+        }
+        Ok(())
+    }
+
+    fn compare_outcome(
+        &self,
+        got: &Result<Option<Uuid>, Error>,
+        after: &RefModel,
+    ) -> Result<(), String> {
+        match (got, &after.last) {
+            (Ok(_), Expected::Ok) => Ok(()),
+            (Err(e), Expected::Err(want, victims)) if e.code() as i32 == *want => {
+                if let Error::WouldDiscard { victims: named, .. } = e {
+                    let back: HashMap<&String, &String> =
+                        self.names.iter().map(|(m, g)| (g, m)).collect();
+                    let named: Vec<String> = named
+                        .iter()
+                        .map(|n| back.get(n).map_or_else(|| n.clone(), |m| (*m).clone()))
+                        .collect();
+                    oracle::compare_victims(&named, victims, after)?;
+                }
+                Ok(())
+            }
+            (Ok(_), Expected::Err(want, _)) => Err(format!(
+                "expected error {}, the operation succeeded",
+                code::name(*want)
+            )),
+            (Err(e), Expected::Ok) => Err(format!(
+                "expected success, got {}: {}",
+                code::name(e.code() as i32),
+                e.full_message()
+            )),
+            (Err(e), Expected::Err(want, _)) => Err(format!(
+                "expected error {}, got {}: {}",
+                code::name(*want),
+                code::name(e.code() as i32),
+                e.full_message()
+            )),
+        }
+    }
+
+    /// Every invariant of SEMANTICS.md §3 against the model (while an operation is
+    /// pending, §7.1: the state before it, and the live state).
     fn check(&mut self, m: &RefModel) -> Result<(), String> {
-        let dom = self.domain.name().to_string();
-        let tree = self.domain.tree().map_err(|e| e.full_message())?.clone();
-        // 1, 2: the same forest, names, uuids, states and current as the model.
+        let dom_name = self.domain().name().to_string();
+        let tree = self.domain().tree().map_err(fail)?.clone();
+        // 1, 2: the same forest, names, uuids, states, descriptions and current.
         if tree.len() != m.snapshots.len() {
             return Err(format!(
                 "expected {} snapshots, the engine has {}",
@@ -133,53 +484,74 @@ impl System {
                 tree.len()
             ));
         }
+        // A removed snapshot's uuid may be taken again by a new snapshot with its own
+        // date: forget the dates of uuids the model no longer has.
+        let present: Vec<Uuid> = m.snapshots.iter().map(|s| self.uuid(s.uuid)).collect();
+        self.dates.retain(|u, _| present.contains(u));
         for s in &m.snapshots {
+            let u = self.uuid(s.uuid);
+            let name = self.name(&s.name);
             let got = tree
-                .get(&s.uuid)
-                .ok_or_else(|| format!("expected snapshot '{}' to exist", s.name))?;
-            if got.name != s.name || got.state != s.state {
+                .get(&u)
+                .ok_or_else(|| format!("expected snapshot '{name}' ({u}) to exist"))?;
+            if got.name != name || got.state != s.state || got.description != s.description {
                 return Err(format!(
-                    "expected snapshot {} named '{}' in state {}, found '{}' in state {}",
-                    s.uuid, s.name, s.state, got.name, got.state
+                    "expected snapshot {u} named '{name}' in state {} described {:?}, found '{}' in state {} described {:?}",
+                    s.state, s.description, got.name, got.state, got.description
                 ));
             }
-            let parent = tree.parent(&s.uuid).map(|p| p.uuid);
-            if parent != s.parent {
+            if !model::valid_name(&got.name) {
+                return Err(format!("expected a valid name, found {:?}", got.name));
+            }
+            match self.dates.get(&u) {
+                Some(d) if *d != got.creation_date => {
+                    return Err(format!(
+                        "expected the creation date of '{name}' to stay {d}, found {}",
+                        got.creation_date
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if got.creation_date < self.started || got.creation_date > now() {
+                        return Err(format!(
+                            "expected the creation date of '{name}' within the run, found {}",
+                            got.creation_date
+                        ));
+                    }
+                    self.dates.insert(u, got.creation_date);
+                }
+            }
+            let parent = tree.parent(&u).map(|p| p.uuid);
+            let want = s.parent.map(|p| self.uuid(p));
+            if parent != want {
                 return Err(format!(
-                    "expected '{}' to have parent {:?}, found {:?}",
-                    s.name, s.parent, parent
+                    "expected '{name}' to have parent {want:?}, found {parent:?}"
                 ));
             }
-            if tree.require_name(&s.name, &dom).map(|x| x.uuid).ok() != Some(s.uuid) {
-                return Err(format!("expected the name index to find '{}'", s.name));
+            if tree.require_name(&name, &dom_name).map(|x| x.uuid).ok() != Some(u) {
+                return Err(format!("expected the name index to find '{name}'"));
             }
         }
-        if tree.current().map(|c| c.uuid) != m.current {
+        let current = m.current.map(|c| self.uuid(c));
+        if tree.current().map(|c| c.uuid) != current {
             return Err(format!(
-                "expected current {:?}, found {:?}",
-                m.current,
-                tree.current().map(|c| &c.name)
+                "expected current {current:?}, found {:?}",
+                tree.current().map(|c| (&c.name, c.uuid))
             ));
         }
-        let retired: BTreeSet<Uuid> = m.retired.iter().copied().collect();
+        let retired: BTreeSet<Uuid> = m.retired.iter().map(|u| self.uuid(*u)).collect();
         if *tree.retired() != retired {
             return Err(format!(
                 "expected retired uuids {retired:?}, found {:?}",
                 tree.retired()
             ));
         }
-        // The cached roots/leaves agree with the structure, and topological order is sound.
-        let roots = m.snapshots.iter().filter(|s| s.parent.is_none()).count();
-        let leaves = m
-            .snapshots
-            .iter()
-            .filter(|s| !m.snapshots.iter().any(|c| c.parent == Some(s.uuid)))
-            .count();
-        if tree.count(Filter::Roots) != roots || tree.count(Filter::Leaves) != leaves {
+        // Listings: creation order, parents before children.
+        let order: Vec<Uuid> = m.snapshots.iter().map(|s| self.uuid(s.uuid)).collect();
+        let listed: Vec<Uuid> = tree.iter().map(|s| s.uuid).collect();
+        if listed != order {
             return Err(format!(
-                "expected {roots} roots and {leaves} leaves, the engine counts {} and {}",
-                tree.count(Filter::Roots),
-                tree.count(Filter::Leaves)
+                "expected the listing in creation order {order:?}, found {listed:?}"
             ));
         }
         let mut seen = BTreeSet::new();
@@ -194,18 +566,58 @@ impl System {
             }
             seen.insert(s.uuid);
         }
-        // 3: the live content is what the model says.
-        self.check_content(ContentRef::Live, m.live, "the live state")?;
-        // 4: every surviving snapshot keeps its content (P under MERGE takes S's).
-        for s in &m.snapshots {
-            self.check_content(
-                ContentRef::Snapshot(s.uuid),
-                s.content,
-                &format!("snapshot '{}'", s.name),
-            )?;
+        // The live power state.
+        let power = self.domain().power_state().map_err(fail)?;
+        if power != m.live_state {
+            return Err(format!(
+                "expected the domain {}, it is {power}",
+                m.live_state
+            ));
         }
-        // 5, 7: the backend holds data for exactly the known snapshots, in the same shape.
-        self.domain.check_agreement().map_err(|e| e.full_message())
+        // §7.1: a pending operation is shown, with the steps still to run.
+        let pending = self.domain().pending().map_err(fail)?;
+        let left = pending
+            .as_ref()
+            .map(|p| p.entry.plan.steps.len() - p.entry.steps_done);
+        let want = m.pending.as_ref().map(|_| m.pending_steps);
+        if left != want {
+            return Err(format!(
+                "expected {} pending, the domain shows {}",
+                want.map_or("no operation".to_string(), |n| format!(
+                    "an operation with {n} steps to run"
+                )),
+                pending.map_or("none".to_string(), |p| format!(
+                    "'{}' with {} steps to run",
+                    p.operation,
+                    p.entry.plan.steps.len() - p.entry.steps_done
+                ))
+            ));
+        }
+        // 3: the live content is what the model says.
+        if !self.tree_only {
+            self.check_content(ContentRef::Live, m.live, "the live state")?;
+        }
+        if m.pending.is_some() {
+            // The physical state is mid-plan until the next call finishes it.
+            return Ok(());
+        }
+        // 4: every surviving snapshot keeps its content (P under MERGE takes S's).
+        let contents = if self.tree_only {
+            &[][..]
+        } else {
+            &m.snapshots[..]
+        };
+        for s in contents {
+            let what = format!("snapshot '{}'", self.name(&s.name));
+            self.check_content(ContentRef::Snapshot(self.uuid(s.uuid)), s.content, &what)?;
+        }
+        // 5, 7 (and §7.2): the kit's own agreement of the physical tree with the model.
+        if !self.metadata_only {
+            let phys = self.kit.with(|b| b.list_physical()).map_err(fail)?;
+            let alias = |u: Uuid| self.uuid(u);
+            oracle::agreement(&phys, m, &alias)?;
+        }
+        Ok(())
     }
 
     fn check_content(&mut self, of: ContentRef, token: Token, what: &str) -> Result<(), String> {
@@ -214,7 +626,7 @@ impl System {
             .get(&token)
             .cloned()
             .ok_or_else(|| format!("no digest recorded for content {token}"))?;
-        let got = digest(&mut self.domain, of)?;
+        let got = self.kit.hooks(|h| h.content_digest(of))?;
         if got != want {
             return Err(format!(
                 "expected {what} to hold content #{token} (digest {want}), found digest {got}"
@@ -224,70 +636,163 @@ impl System {
     }
 }
 
-fn digest(domain: &mut Domain, of: ContentRef) -> Result<String, String> {
-    let hooks = domain
-        .backend()
-        .test_hooks()
-        .ok_or("the backend offers no test hooks")?;
-    hooks.content_digest(of).map_err(hook_err)
-}
-
-fn compare_outcome(got: &Result<(), Error>, want: &Expected) -> Result<(), String> {
-    match (got, want) {
-        (Ok(()), Expected::Ok) => Ok(()),
-        (Err(e), Expected::Err(code, victims)) if e.code() == *code => {
-            if let Error::WouldDiscard {
-                victims: got_victims,
-                ..
-            } = e
-            {
-                let mut g = got_victims.clone();
-                g.sort();
-                if g != *victims {
-                    return Err(format!(
-                        "expected WOULD_DISCARD naming {victims:?}, it named {g:?}"
-                    ));
-                }
-            }
-            Ok(())
+/// The coverage labels of one step: its kind, the arm of the generator it came from and
+/// the outcome the model expected.
+fn labels(t: &Transition, before: &RefModel, after: &RefModel, durable: bool) -> Vec<String> {
+    let mut out = vec![format!("transition: {}", t.label())];
+    let general;
+    let op = match t {
+        Transition::SecondHandle(op) | Transition::Faulted { op, .. } => {
+            out.push(format!("transition: {} {}", t.label(), op.label()));
+            general = op.general();
+            &*general
         }
-        (Ok(()), Expected::Err(code, _)) => Err(format!(
-            "expected error {}, the operation succeeded",
-            code.name()
-        )),
-        (Err(e), Expected::Ok) => Err(format!(
-            "expected success, got {}: {}",
-            e.code().name(),
-            e.full_message()
-        )),
-        (Err(e), Expected::Err(code, _)) => Err(format!(
-            "expected error {}, got {}: {}",
-            code.name(),
-            e.code().name(),
-            e.full_message()
-        )),
+        other => {
+            general = other.general();
+            &*general
+        }
+    };
+    let target_label = |target: &Target| match target {
+        Target::Name(n) if !model::valid_name(n) => Some("target: invalid name"),
+        Target::Name(n) if before.find(n).is_none() => Some("target: unknown name"),
+        Target::Uuid(u) if before.retired.contains(u) => Some("target: uuid of a retired snapshot"),
+        Target::Uuid(u) if before.by_uuid(u).is_none() => Some("target: unknown uuid"),
+        Target::Uuid(_) => Some("target: uuid"),
+        Target::Name(_) => None,
+    };
+    match op {
+        Transition::CreateWith {
+            name,
+            uuid,
+            description,
+        } => {
+            if name.is_none() {
+                out.push("create: generated name".into());
+            }
+            match uuid {
+                None => out.push("create: generated uuid".into()),
+                Some(u) if before.retired.contains(u) => out.push("create: retired uuid".into()),
+                Some(u) if before.by_uuid(u).is_some() => out.push("create: taken uuid".into()),
+                Some(_) => {}
+            }
+            if description.is_some() {
+                out.push("create: description".into());
+            }
+            if let Some(n) = name
+                && !model::valid_name(n)
+            {
+                out.push("create: invalid name".into());
+            }
+        }
+        Transition::RevertTo { target, flags } | Transition::Delete { target, flags } => {
+            let known = if matches!(op, Transition::RevertTo { .. }) {
+                7
+            } else {
+                63
+            };
+            if flags & !known != 0 {
+                out.push("flags: unknown bit".into());
+            } else if (flags & known).count_ones() > 1 {
+                out.push("flags: two or more at once".into());
+            }
+            out.extend(target_label(target).map(str::to_string));
+        }
+        Transition::Rename { target, new_name } => {
+            if !model::valid_name(new_name) {
+                out.push("rename: invalid new name".into());
+            }
+            out.extend(target_label(target).map(str::to_string));
+        }
+        _ => {}
     }
+    match &after.last {
+        Expected::Ok => out.push("expected: success".into()),
+        Expected::Err(c, _) => out.push(format!("expected: {}", code::name(*c))),
+    }
+    if before.pending.is_some() && after.pending.is_none() {
+        out.push(format!("roll-forward: by {}", t.label()));
+    }
+    if before.pending.is_some()
+        && after.pending.is_some()
+        && after.last == Expected::Err(code::INCOMPLETE, Vec::new())
+    {
+        out.push("roll-forward: failed again".into());
+    }
+    if before.caps != [7; 7] {
+        out.push("run: restricted capabilities".into());
+    }
+    if durable {
+        out.push("run: SQLite store".into());
+    }
+    out
 }
 
-/// Runs one sequence; the error says which step broke what.
+/// Runs one sequence from an initial state; the error says which step broke what.
+pub fn run_sequence_from(
+    subject: Subject,
+    initial: RefState,
+    transitions: &[Transition],
+    config: &Config,
+    coverage: Option<&Mutex<Coverage>>,
+    seen: Option<&AtomicUsize>,
+) -> Result<usize, String> {
+    let mut state = initial;
+    let mut sys = System::new(subject, &mut state, config)?;
+    sys.check(&state.model)
+        .map_err(|e| format!("before the first step: {e}"))?;
+    let mut run = 0;
+    for (i, t) in transitions.iter().enumerate() {
+        // The shrinker drops the steps after the one that failed.
+        if let Some(seen) = seen {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        let before = state.model.clone();
+        apply_model(&mut state.model, t);
+        if let Some(c) = coverage {
+            let mut c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for l in labels(t, &before, &state.model, state.durable) {
+                *c.entry(l).or_default() += 1;
+            }
+        }
+        sys.apply(t, &before, &state.model)
+            .map_err(|e| format!("step {} ({t:?}): {e}", i + 1))?;
+        if !(config.tree_only && matches!(t, Transition::Write { .. })) {
+            run += 1;
+        }
+    }
+    Ok(run)
+}
+
+/// Runs one sequence on a fresh in-memory domain with the backend's declared
+/// capabilities.
 pub fn run_sequence(
     subject: Subject,
     transitions: &[Transition],
     seen: Option<&AtomicUsize>,
 ) -> Result<usize, String> {
-    let mut sys = System::new(subject)?;
-    let mut state = RefState::default();
-    sys.check(&state.model)
-        .map_err(|e| format!("before the first step: {e}"))?;
-    for (i, t) in transitions.iter().enumerate() {
-        if let Some(seen) = seen {
-            seen.fetch_add(1, Ordering::SeqCst);
-        }
-        state = RefMachine::apply(state, t);
-        sys.apply(t, &state.model)
-            .map_err(|e| format!("step {} ({t:?}): {e}", i + 1))?;
-    }
-    Ok(transitions.len())
+    run_sequence_with(subject, transitions, seen, false)
+}
+
+/// As [`run_sequence`]; `tree_only` as in [`Config::tree_only`]. Returns the steps run on
+/// the system (guest writes, skipped at tree level, not counted).
+pub fn run_sequence_with(
+    subject: Subject,
+    transitions: &[Transition],
+    seen: Option<&AtomicUsize>,
+    tree_only: bool,
+) -> Result<usize, String> {
+    let config = Config {
+        tree_only,
+        ..Config::from_env(1)
+    };
+    run_sequence_from(
+        subject,
+        RefState::default(),
+        transitions,
+        &config,
+        None,
+        seen,
+    )
 }
 
 /// Runs `config.cases` random sequences against fresh subjects from `factory`. On failure
@@ -297,6 +802,7 @@ pub fn run(
     factory: &dyn Fn() -> Result<Subject, String>,
 ) -> Result<Report, String> {
     set_tuning(config.tuning.clone());
+    set_reach(config.reach.clone());
     let mut runner = TestRunner::new(proptest::test_runner::Config {
         cases: config.cases,
         failure_persistence: None,
@@ -305,13 +811,21 @@ pub fn run(
     });
     let steps = AtomicUsize::new(0);
     let cases = AtomicUsize::new(0);
+    let coverage = Mutex::new(Coverage::new());
     let strategy = RefMachine::sequential_strategy(1..=config.max_steps);
     let result = runner.run(
         &strategy,
-        |(_, transitions, seen): (RefState, Vec<Transition>, Option<Arc<AtomicUsize>>)| {
+        |(initial, transitions, seen): (RefState, Vec<Transition>, Option<Arc<AtomicUsize>>)| {
             let subject = factory().map_err(TestCaseError::fail)?;
-            let n = run_sequence(subject, &transitions, seen.as_deref())
-                .map_err(TestCaseError::fail)?;
+            let n = run_sequence_from(
+                subject,
+                initial,
+                &transitions,
+                config,
+                Some(&coverage),
+                seen.as_deref(),
+            )
+            .map_err(TestCaseError::fail)?;
             steps.fetch_add(n, Ordering::Relaxed);
             cases.fetch_add(1, Ordering::Relaxed);
             Ok(())
@@ -321,10 +835,19 @@ pub fn run(
         Ok(()) => Ok(Report {
             cases: cases.load(Ordering::Relaxed) as u32,
             steps: steps.load(Ordering::Relaxed),
+            coverage: coverage
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         }),
-        Err(TestError::Fail(reason, (_, transitions, _))) => {
+        Err(TestError::Fail(reason, (initial, transitions, _))) => {
             let mut text = format!(
-                "conformance failure: {reason}\nshrunk sequence ({} steps):\n",
+                "conformance failure: {reason}\nrun: capabilities {:?}, {}\nshrunk sequence ({} steps):\n",
+                initial.model.caps,
+                if initial.durable {
+                    "SQLite store"
+                } else {
+                    "in-memory store"
+                },
                 transitions.len()
             );
             for (i, t) in transitions.iter().enumerate() {

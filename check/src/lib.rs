@@ -4,13 +4,20 @@
 //! - [`sim`]: an in-memory backend that stores snapshots as deltas, like qcow2 chains;
 //! - [`transition`]: the one `Transition` type driving model and system, and its generator;
 //! - [`conformance`]: the runner that checks every invariant after every step, usable
-//!   against any backend that offers the two test hooks.
+//!   against any backend that offers the two test hooks (or, without them, at tree level);
+//! - [`harness`]: the kit's shared handle on a backend (step log, capability mode, faults);
+//! - [`oracle`]: the kit's own physical, plan and victim-order checks.
 
 pub mod conformance;
+pub mod harness;
 pub mod model;
+pub mod oracle;
 pub mod sim;
 pub mod transition;
 
-pub use conformance::{Config, Report, Subject, run, run_sequence};
+pub use conformance::{
+    Config, Coverage, Decoders, Report, Subject, run, run_sequence, run_sequence_from,
+    run_sequence_with,
+};
 pub use sim::{SimBackend, SimProvider};
-pub use transition::{Transition, Tuning, transitions_from_bytes};
+pub use transition::{Reach, Transition, Tuning, transitions_from_bytes};

@@ -1,19 +1,218 @@
 //! The reference model: SEMANTICS.md §2 written the most obvious way, with a `Vec` of
 //! snapshots and abstract content tokens. Deliberately naive: no petgraph, no indexes,
 //! recursion and linear scans everywhere, so that it is easy to believe.
+//!
+//! It shares no logic with the engine. Flag words are decoded here from the numbers of
+//! `include/snaptree.h` written as literals, names are validated by this module's own reading
+//! of the documented rules, error codes are the header's numbers, and the physical steps of
+//! SEMANTICS.md §4 are predicted here from the model's own tree. Only plain data types
+//! (`Uuid`, `PowerState`) are borrowed from the engine.
 
-use snaptree_engine::{DeleteMode, ErrorCode, PowerState, Uuid, flags};
+use snaptree_engine::{PowerState, Uuid};
 
 /// A content value. Contents are compared by token; the system under test maps each token
 /// to the digest it observed when the content was made.
 pub type Token = u64;
 
+/// The stable error codes of SEMANTICS.md §6 and §7.1, as numbered in `include/snaptree.h`
+/// (`SNAPTREE_ERR_*`).
+pub mod code {
+    /// `SNAPTREE_ERR_INVALID_ARG`.
+    pub const INVALID_ARG: i32 = 1;
+    /// `SNAPTREE_ERR_XML_ERROR`.
+    pub const XML_ERROR: i32 = 2;
+    /// `SNAPTREE_ERR_NO_SNAPSHOT`.
+    pub const NO_SNAPSHOT: i32 = 4;
+    /// `SNAPTREE_ERR_SNAPSHOT_EXISTS`.
+    pub const SNAPSHOT_EXISTS: i32 = 5;
+    /// `SNAPTREE_ERR_WOULD_DISCARD`.
+    pub const WOULD_DISCARD: i32 = 6;
+    /// `SNAPTREE_ERR_OPERATION_INVALID`.
+    pub const OPERATION_INVALID: i32 = 7;
+    /// `SNAPTREE_ERR_BACKEND`.
+    pub const BACKEND: i32 = 8;
+    /// `INCOMPLETE` (SEMANTICS.md §7.1: the next free number after `INTERNAL` = 12).
+    pub const INCOMPLETE: i32 = 13;
+
+    /// The code's name, for messages.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            1 => "INVALID_ARG",
+            2 => "XML_ERROR",
+            3 => "NO_DOMAIN",
+            4 => "NO_SNAPSHOT",
+            5 => "SNAPSHOT_EXISTS",
+            6 => "WOULD_DISCARD",
+            7 => "OPERATION_INVALID",
+            8 => "BACKEND",
+            9 => "PLUGIN",
+            10 => "STORAGE",
+            11 => "BUSY",
+            12 => "INTERNAL",
+            13 => "INCOMPLETE",
+            _ => "an unknown code",
+        }
+    }
+}
+
+/// The delete flags of `include/snaptree.h` (`SNAPTREE_SNAPSHOT_DELETE_*`), as literals.
+pub mod delete_flag {
+    /// MERGE.
+    pub const MERGE: u32 = 1;
+    /// MERGE_FORCE.
+    pub const MERGE_FORCE: u32 = 2;
+    /// DISCARD.
+    pub const DISCARD: u32 = 4;
+    /// DISCARD_FORCE.
+    pub const DISCARD_FORCE: u32 = 8;
+    /// CONSOLIDATE.
+    pub const CONSOLIDATE: u32 = 16;
+    /// CHILDREN_ONLY.
+    pub const CHILDREN_ONLY: u32 = 32;
+}
+
+/// The revert flags of `include/snaptree.h` (`SNAPTREE_SNAPSHOT_REVERT_*`), as literals.
+pub mod revert_flag {
+    /// RUNNING.
+    pub const RUNNING: u32 = 1;
+    /// PAUSED.
+    pub const PAUSED: u32 = 2;
+    /// SHUTOFF.
+    pub const SHUTOFF: u32 = 4;
+}
+
+/// A delete mode as the model understands it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No flag.
+    Retire,
+    /// MERGE.
+    Merge,
+    /// MERGE_FORCE.
+    MergeForce,
+    /// DISCARD.
+    Discard,
+    /// DISCARD_FORCE.
+    DiscardForce,
+    /// CONSOLIDATE.
+    Consolidate,
+    /// CHILDREN_ONLY.
+    ChildrenOnly,
+}
+
+/// The model's own decoding of a delete flag word: unknown bits or two flags at once are
+/// `None` (`INVALID_ARG`).
+pub fn decode_delete(word: u32) -> Option<Mode> {
+    use delete_flag::*;
+    if word & !(MERGE | MERGE_FORCE | DISCARD | DISCARD_FORCE | CONSOLIDATE | CHILDREN_ONLY) != 0 {
+        return None;
+    }
+    match word {
+        0 => Some(Mode::Retire),
+        MERGE => Some(Mode::Merge),
+        MERGE_FORCE => Some(Mode::MergeForce),
+        DISCARD => Some(Mode::Discard),
+        DISCARD_FORCE => Some(Mode::DiscardForce),
+        CONSOLIDATE => Some(Mode::Consolidate),
+        CHILDREN_ONLY => Some(Mode::ChildrenOnly),
+        _ => None,
+    }
+}
+
+/// The model's own decoding of a revert flag word: `Some(None)` keeps the snapshot's
+/// state, `Some(Some(s))` forces `s`, `None` is `INVALID_ARG`.
+pub fn decode_revert(word: u32) -> Option<Option<PowerState>> {
+    match word {
+        0 => Some(None),
+        revert_flag::RUNNING => Some(Some(PowerState::Running)),
+        revert_flag::PAUSED => Some(Some(PowerState::Paused)),
+        revert_flag::SHUTOFF => Some(Some(PowerState::Shutoff)),
+        _ => None,
+    }
+}
+
+/// The model's own reading of the name rules documented for snapshot names (README,
+/// `include/snaptree.h` and the engine's documented contract): 1 to 255 bytes of UTF-8,
+/// no `/`, no control character (Unicode category Cc), not `.` or `..`, no white space
+/// (Unicode `White_Space`) at either end.
+pub fn valid_name(name: &str) -> bool {
+    fn control(c: char) -> bool {
+        let c = c as u32;
+        c <= 0x1f || (0x7f..=0x9f).contains(&c)
+    }
+    fn white(c: char) -> bool {
+        matches!(c as u32,
+            0x09..=0x0d | 0x20 | 0x85 | 0xa0 | 0x1680 | 0x2000..=0x200a | 0x2028 | 0x2029
+            | 0x202f | 0x205f | 0x3000)
+    }
+    let first = name.chars().next();
+    let last = name.chars().last();
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.chars().any(control)
+        && !first.is_some_and(white)
+        && !last.is_some_and(white)
+}
+
+/// The physical step kinds of SEMANTICS.md §4, in the order of the capability table.
+pub const STEP_KINDS: [&str; 7] = [
+    "create",
+    "revert",
+    "discard_leaf",
+    "merge_into_parent",
+    "consolidate",
+    "detach_live",
+    "forget",
+];
+
+/// Power state bits of a capability mask (running 1, paused 2, shut off 4).
+pub fn power_bit(s: PowerState) -> u8 {
+    match s {
+        PowerState::Running => 1,
+        PowerState::Paused => 2,
+        PowerState::Shutoff => 4,
+    }
+}
+
+/// One predicted physical step: its kind (an index into [`STEP_KINDS`]), the snapshot it
+/// is about, and for `revert` the power state it leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PStep {
+    /// Index into [`STEP_KINDS`].
+    pub kind: usize,
+    /// The snapshot, if the step names one.
+    pub uuid: Option<Uuid>,
+    /// For `revert`: the power state left.
+    pub state: Option<PowerState>,
+}
+
+impl PStep {
+    fn on(kind: usize, uuid: Uuid) -> PStep {
+        PStep {
+            kind,
+            uuid: Some(uuid),
+            state: None,
+        }
+    }
+}
+
+const CREATE: usize = 0;
+const REVERT: usize = 1;
+const DISCARD_LEAF: usize = 2;
+const MERGE_INTO_PARENT: usize = 3;
+const CONSOLIDATE: usize = 4;
+const DETACH_LIVE: usize = 5;
+const FORGET: usize = 6;
+
 /// One snapshot in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefSnapshot {
-    /// Its uuid.
+    /// Its uuid (a placeholder when the engine generated it; the kit maps it).
     pub uuid: Uuid,
-    /// Its name.
+    /// Its name (a placeholder when the engine generated it).
     pub name: String,
     /// Its parent.
     pub parent: Option<Uuid>,
@@ -21,6 +220,8 @@ pub struct RefSnapshot {
     pub state: PowerState,
     /// Its content.
     pub content: Token,
+    /// Its description.
+    pub description: String,
 }
 
 /// What the model expects an operation to return.
@@ -28,8 +229,31 @@ pub struct RefSnapshot {
 pub enum Expected {
     /// Success.
     Ok,
-    /// This error code; for `WOULD_DISCARD`, also exactly these victims (sorted).
-    Err(ErrorCode, Vec<String>),
+    /// This error code (see [`code`]); for `WOULD_DISCARD`, also exactly these victims in
+    /// the model's topological order (any topological order of the same set is right).
+    Err(i32, Vec<String>),
+}
+
+/// Where a generated uuid placeholder starts: the kit maps these to what the engine chose.
+pub const GENERATED_UUID_TAG: u128 = 0x6e6e_0000_0000_0000_0000_0000_0000_0000;
+
+/// Whether a model uuid is a placeholder for one the engine generated.
+pub fn is_generated_uuid(u: &Uuid) -> bool {
+    u.as_u128() >> 112 == GENERATED_UUID_TAG >> 112
+}
+
+/// The placeholder of the `n`th generated name.
+pub fn generated_name(n: u64) -> String {
+    format!("<generated #{n}>")
+}
+
+/// An injected fault, as the model predicts its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultAt {
+    /// The 0-based index of the failing step in the operation's plan.
+    pub at: usize,
+    /// Whether the step ran before failing.
+    pub after: bool,
 }
 
 /// The whole modelled domain.
@@ -45,10 +269,28 @@ pub struct RefModel {
     pub live_state: PowerState,
     /// Retired uuids.
     pub retired: Vec<Uuid>,
+    /// Where data is stored: every snapshot's and retired snapshot's physical parent
+    /// (None: the base).
+    pub layers: Vec<(Uuid, Option<Uuid>)>,
+    /// The layer the live state is stored on.
+    pub live_on: Option<Uuid>,
     /// The next content token to hand out.
     pub next_token: Token,
     /// What the last operation was expected to return.
     pub last: Expected,
+    /// The steps the last successful operation was expected to run (before reclaim).
+    pub last_plan: Vec<PStep>,
+    /// Whether the last operation reached the domain (and so rolled a pending one forward).
+    pub last_reached: bool,
+    /// Capabilities: for each of [`STEP_KINDS`], the power states it is allowed in.
+    pub caps: [u8; 7],
+    /// An operation interrupted part-way (§7.1): the state it leads to once finished.
+    pub pending: Option<Box<RefModel>>,
+    /// How many steps of the pending operation are still to run (the failed one again
+    /// included: a step that failed is re-run).
+    pub pending_steps: usize,
+    /// Generated names and uuids handed out.
+    pub generated: u64,
 }
 
 impl Default for RefModel {
@@ -59,18 +301,31 @@ impl Default for RefModel {
             live: 0,
             live_state: PowerState::Shutoff,
             retired: Vec::new(),
+            layers: Vec::new(),
+            live_on: None,
             next_token: 1,
             last: Expected::Ok,
+            last_plan: Vec::new(),
+            last_reached: false,
+            caps: [7; 7],
+            pending: None,
+            pending_steps: 0,
+            generated: 0,
         }
     }
 }
 
-fn err(code: ErrorCode) -> Expected {
+fn err(code: i32) -> Expected {
     Expected::Err(code, Vec::new())
 }
 
-fn valid_name(name: &str) -> bool {
-    snaptree_engine::name::validate_name("snapshot", name).is_ok()
+/// What names a snapshot in a call: a name (looked up by a read first) or a uuid.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    /// By name.
+    Name(String),
+    /// By uuid.
+    Uuid(Uuid),
 }
 
 impl RefModel {
@@ -79,11 +334,13 @@ impl RefModel {
         self.snapshots.iter().find(|s| s.name == name)
     }
 
+    /// The snapshot with this uuid.
+    pub fn by_uuid(&self, uuid: &Uuid) -> Option<&RefSnapshot> {
+        self.snapshots.iter().find(|s| s.uuid == *uuid)
+    }
+
     fn get(&self, uuid: Uuid) -> &RefSnapshot {
-        self.snapshots
-            .iter()
-            .find(|s| s.uuid == uuid)
-            .expect("model snapshot exists")
+        self.by_uuid(&uuid).expect("model snapshot exists")
     }
 
     fn get_mut(&mut self, uuid: Uuid) -> &mut RefSnapshot {
@@ -93,7 +350,8 @@ impl RefModel {
             .expect("model snapshot exists")
     }
 
-    fn children(&self, uuid: Option<Uuid>) -> Vec<Uuid> {
+    /// The children of a snapshot (roots for `None`), oldest first.
+    pub fn children(&self, uuid: Option<Uuid>) -> Vec<Uuid> {
         self.snapshots
             .iter()
             .filter(|s| s.parent == uuid)
@@ -101,7 +359,8 @@ impl RefModel {
             .collect()
     }
 
-    fn descendants(&self, uuid: Uuid) -> Vec<Uuid> {
+    /// Every descendant, parents before children (pre-order, children oldest first).
+    pub fn descendants(&self, uuid: Uuid) -> Vec<Uuid> {
         let mut out = Vec::new();
         for c in self.children(Some(uuid)) {
             out.push(c);
@@ -110,92 +369,263 @@ impl RefModel {
         out
     }
 
+    /// Every snapshot, parents before children.
+    pub fn topological(&self) -> Vec<Uuid> {
+        let mut out = Vec::new();
+        for r in self.children(None) {
+            out.push(r);
+            out.extend(self.descendants(r));
+        }
+        out
+    }
+
     fn names(&self, uuids: &[Uuid]) -> Vec<String> {
-        let mut v: Vec<String> = uuids.iter().map(|u| self.get(*u).name.clone()).collect();
-        v.sort();
-        v
+        uuids.iter().map(|u| self.get(*u).name.clone()).collect()
     }
 
     fn remove_all(&mut self, uuids: &[Uuid]) {
         self.snapshots.retain(|s| !uuids.contains(&s.uuid));
     }
 
-    /// A create named `name` with uuid `uuid`.
-    pub fn create(&mut self, name: &str, uuid: Uuid) {
-        self.last = if !valid_name(name) {
-            err(ErrorCode::XmlError)
-        } else if self.find(name).is_some()
-            || self.snapshots.iter().any(|s| s.uuid == uuid)
-            || self.retired.contains(&uuid)
-        {
-            err(ErrorCode::SnapshotExists)
-        } else {
-            self.snapshots.push(RefSnapshot {
-                uuid,
-                name: name.to_string(),
-                parent: self.current,
-                state: self.live_state,
-                content: self.live,
-            });
-            self.current = Some(uuid);
-            Expected::Ok
-        };
+    fn allowed(&self, kind: usize, state: PowerState) -> bool {
+        self.caps[kind] & power_bit(state) != 0
     }
 
-    /// The guest writes: the live content becomes new.
+    /// Drops the optional steps the backend does not implement, then refuses the plan
+    /// unless every step is allowed in the live power state (SEMANTICS.md §4).
+    fn fit(&self, mut steps: Vec<PStep>) -> Result<Vec<PStep>, Expected> {
+        steps.retain(|s| !matches!(s.kind, DETACH_LIVE | FORGET) || self.caps[s.kind] != 0);
+        for s in &steps {
+            if !self.allowed(s.kind, self.live_state) {
+                return Err(err(code::OPERATION_INVALID));
+            }
+            if let Some(left) = s.state
+                && !self.allowed(s.kind, left)
+            {
+                return Err(err(code::OPERATION_INVALID));
+            }
+        }
+        Ok(steps)
+    }
+
+    fn done(&mut self, plan: Vec<PStep>) {
+        self.last = Expected::Ok;
+        self.last_plan = plan;
+    }
+
+    fn fail(&mut self, e: Expected) {
+        self.last = e;
+        self.last_plan = Vec::new();
+    }
+
+    /// The call reaches the domain: a pending operation is finished first (§7.1).
+    pub fn reach(&mut self) {
+        self.last_reached = true;
+        if let Some(p) = self.pending.take() {
+            let keep = (self.next_token, self.generated, self.caps);
+            *self = *p;
+            (self.next_token, self.generated, self.caps) = keep;
+            self.pending = None;
+            self.pending_steps = 0;
+            self.last_reached = true;
+        }
+    }
+
+    /// Starts an operation: clears the last outcome.
+    pub fn begin(&mut self) {
+        self.last_reached = false;
+        self.last = Expected::Ok;
+        self.last_plan = Vec::new();
+    }
+
+    /// Ends a modelled operation whose metadata effect is applied to `self` (`before` is
+    /// the state it started from, `steps` its physical steps before reclaim, `folded` the
+    /// layer a merge or consolidate pushes into its dependents): the physical layout
+    /// follows, retired data nothing depends on any more is freed by the same plan
+    /// (§7.2), and the whole plan is checked against the capabilities in the power state
+    /// before the operation — a refusal restores `before`.
+    fn settle(&mut self, before: &RefModel, mut steps: Vec<PStep>, folded: Option<Uuid>) {
+        let known = |m: &RefModel, u: &Uuid| m.by_uuid(u).is_some() || m.retired.contains(u);
+        let gone: Vec<Uuid> = before
+            .snapshots
+            .iter()
+            .map(|x| x.uuid)
+            .filter(|u| !known(self, u))
+            .collect();
+        {
+            self.drop_layers(&gone, folded);
+            self.free_idle_retired();
+            let freed: Vec<Uuid> = before
+                .snapshots
+                .iter()
+                .map(|x| x.uuid)
+                .chain(before.retired.iter().copied())
+                .filter(|u| !known(self, u))
+                .filter(|u| {
+                    !steps.iter().any(|s| {
+                        s.uuid == Some(*u)
+                            && matches!(s.kind, DISCARD_LEAF | MERGE_INTO_PARENT | CONSOLIDATE)
+                    })
+                })
+                .collect();
+            steps.extend(freed.into_iter().map(|u| PStep::on(DISCARD_LEAF, u)));
+        }
+        match before.fit(steps) {
+            Ok(plan) => self.done(plan),
+            Err(e) => {
+                let (next_token, generated) = (self.next_token, self.generated);
+                *self = before.clone();
+                (self.next_token, self.generated) = (next_token, generated);
+                self.fail(e);
+            }
+        }
+    }
+
+    /// A create; `None` name or uuid means the engine generates one.
+    pub fn create(&mut self, name: Option<&str>, uuid: Option<Uuid>, description: Option<&str>) {
+        if let Some(n) = name
+            && !valid_name(n)
+        {
+            return self.fail(err(code::XML_ERROR));
+        }
+        self.reach();
+        if name.is_some_and(|n| self.find(n).is_some())
+            || uuid.is_some_and(|u| self.by_uuid(&u).is_some() || self.retired.contains(&u))
+        {
+            return self.fail(err(code::SNAPSHOT_EXISTS));
+        }
+        let before = self.clone();
+        let n = self.generated + 1;
+        let uuid = uuid.unwrap_or(Uuid::from_u128(GENERATED_UUID_TAG | u128::from(n)));
+        self.generated = n;
+        self.snapshots.push(RefSnapshot {
+            uuid,
+            name: name.map_or_else(|| generated_name(n), str::to_string),
+            parent: self.current,
+            state: self.live_state,
+            content: self.live,
+            description: description.unwrap_or_default().to_string(),
+        });
+        self.current = Some(uuid);
+        self.layers.push((uuid, self.live_on));
+        self.live_on = Some(uuid);
+        self.settle(&before, vec![PStep::on(CREATE, uuid)], None);
+        if self.last != Expected::Ok {
+            self.generated = before.generated;
+        }
+    }
+
+    /// The guest writes: the live content becomes new (also in a pending operation's end
+    /// state: the guest runs on whatever the live state is).
     pub fn write(&mut self) {
         self.live = self.next_token;
+        if let Some(p) = &mut self.pending {
+            p.live = self.next_token;
+        }
         self.next_token += 1;
         self.last = Expected::Ok;
+        self.last_plan = Vec::new();
+    }
+
+    /// The guest starts, pauses or stops.
+    pub fn set_power(&mut self, state: PowerState) {
+        self.live_state = state;
+        if let Some(p) = &mut self.pending {
+            p.live_state = state;
+        }
+        self.last = Expected::Ok;
+        self.last_plan = Vec::new();
+    }
+
+    /// Resolves a target as the kit does: a name through a read of the state shown now
+    /// (no roll-forward), then the call reaches the domain and the uuid must still exist.
+    fn resolve(&mut self, target: &Target) -> Result<Uuid, Expected> {
+        let uuid = match target {
+            Target::Name(n) => match self.find(n) {
+                Some(s) => s.uuid,
+                None => return Err(err(code::NO_SNAPSHOT)),
+            },
+            Target::Uuid(u) => *u,
+        };
+        self.reach();
+        if self.by_uuid(&uuid).is_none() {
+            return Err(err(code::NO_SNAPSHOT));
+        }
+        Ok(uuid)
     }
 
     /// A revert, with a revert flag word.
-    pub fn revert(&mut self, name: &str, revert_flags: u32) {
-        let Ok(force) = flags::revert_state(revert_flags) else {
-            self.last = err(ErrorCode::InvalidArg);
-            return;
+    pub fn revert(&mut self, target: &Target, revert_flags: u32) {
+        let Some(force) = decode_revert(revert_flags) else {
+            return self.fail(err(code::INVALID_ARG));
         };
-        let Some(s) = self.find(name).cloned() else {
-            self.last = err(ErrorCode::NoSnapshot);
-            return;
+        let uuid = match self.resolve(target) {
+            Ok(u) => u,
+            Err(e) => return self.fail(e),
         };
+        let before = self.clone();
+        let s = self.get(uuid).clone();
+        let left = force.unwrap_or(s.state);
         self.live = s.content;
         self.current = Some(s.uuid);
-        self.live_state = force.unwrap_or(s.state);
-        self.last = Expected::Ok;
+        self.live_state = left;
+        self.live_on = Some(s.uuid);
+        let step = PStep {
+            kind: REVERT,
+            uuid: Some(uuid),
+            state: Some(left),
+        };
+        self.settle(&before, vec![step], None);
     }
 
     /// A rename.
-    pub fn rename(&mut self, name: &str, new_name: &str) {
-        let Some(s) = self.find(name).cloned() else {
-            self.last = err(ErrorCode::NoSnapshot);
-            return;
+    pub fn rename(&mut self, target: &Target, new_name: &str) {
+        let uuid = match self.resolve(target) {
+            Ok(u) => u,
+            Err(e) => return self.fail(e),
         };
-        self.last = if !valid_name(new_name) {
-            err(ErrorCode::InvalidArg)
-        } else if self.find(new_name).is_some_and(|o| o.uuid != s.uuid) {
-            err(ErrorCode::SnapshotExists)
-        } else {
-            self.get_mut(s.uuid).name = new_name.to_string();
-            Expected::Ok
-        };
+        if !valid_name(new_name) {
+            return self.fail(err(code::INVALID_ARG));
+        }
+        if self.find(new_name).is_some_and(|o| o.uuid != uuid) {
+            return self.fail(err(code::SNAPSHOT_EXISTS));
+        }
+        self.get_mut(uuid).name = new_name.to_string();
+        self.done(Vec::new());
+    }
+
+    /// Discard steps for `set`, leaves first: a member is discarded after all of its
+    /// descendants that are in the set.
+    fn leaves_first(&self, set: &[Uuid]) -> Vec<PStep> {
+        let mut out = Vec::new();
+        let mut left: Vec<Uuid> = set.to_vec();
+        while !left.is_empty() {
+            let leaf = *left
+                .iter()
+                .find(|u| !self.descendants(**u).iter().any(|d| left.contains(d)))
+                .expect("a forest has leaves");
+            out.push(PStep::on(DISCARD_LEAF, leaf));
+            left.retain(|u| *u != leaf);
+        }
+        out
     }
 
     /// A delete with a delete flag word.
-    pub fn delete(&mut self, name: &str, delete_flags: u32) {
-        let Ok(mode) = flags::delete_mode(delete_flags) else {
-            self.last = err(ErrorCode::InvalidArg);
-            return;
+    pub fn delete(&mut self, target: &Target, delete_flags: u32) {
+        let Some(mode) = decode_delete(delete_flags) else {
+            return self.fail(err(code::INVALID_ARG));
         };
-        let Some(s) = self.find(name).cloned() else {
-            self.last = err(ErrorCode::NoSnapshot);
-            return;
+        let uuid = match self.resolve(target) {
+            Ok(u) => u,
+            Err(e) => return self.fail(e),
         };
+        let before = self.clone();
+        let s = self.get(uuid).clone();
         let p = s.parent;
         let children = self.children(Some(s.uuid));
         let current_in = |m: &RefModel, set: &[Uuid]| m.current.is_some_and(|c| set.contains(&c));
-        match mode {
-            DeleteMode::Retire | DeleteMode::Consolidate => {
+        let (steps, folded) = match mode {
+            Mode::Retire | Mode::Consolidate => {
                 for c in children {
                     self.get_mut(c).parent = p;
                 }
@@ -203,33 +633,38 @@ impl RefModel {
                     self.current = p;
                 }
                 self.remove_all(&[s.uuid]);
-                if mode == DeleteMode::Retire {
+                if mode == Mode::Retire {
                     self.retired.push(s.uuid);
+                    (vec![PStep::on(FORGET, uuid)], None)
+                } else {
+                    (vec![PStep::on(CONSOLIDATE, uuid)], Some(uuid))
                 }
             }
-            DeleteMode::Discard | DeleteMode::DiscardForce => {
+            Mode::Discard | Mode::DiscardForce => {
                 let below = self.descendants(s.uuid);
-                if mode == DeleteMode::Discard && !below.is_empty() {
-                    self.last = Expected::Err(ErrorCode::WouldDiscard, self.names(&below));
-                    return;
+                if mode == Mode::Discard && !below.is_empty() {
+                    return self.fail(Expected::Err(code::WOULD_DISCARD, self.names(&below)));
                 }
-                let mut gone = below;
-                gone.push(s.uuid);
+                let mut gone = vec![s.uuid];
+                gone.extend(below);
+                let steps = self.leaves_first(&gone);
                 if current_in(self, &gone) {
                     self.current = p;
                 }
                 self.remove_all(&gone);
+                (steps, None)
             }
-            DeleteMode::Merge | DeleteMode::MergeForce => {
+            Mode::Merge | Mode::MergeForce => {
                 let mut victims = Vec::new();
                 for sib in self.children(p).into_iter().filter(|u| *u != s.uuid) {
                     victims.push(sib);
                     victims.extend(self.descendants(sib));
                 }
-                if mode == DeleteMode::Merge && !victims.is_empty() {
-                    self.last = Expected::Err(ErrorCode::WouldDiscard, self.names(&victims));
-                    return;
+                if mode == Mode::Merge && !victims.is_empty() {
+                    return self.fail(Expected::Err(code::WOULD_DISCARD, self.names(&victims)));
                 }
+                let mut steps = self.leaves_first(&victims);
+                steps.push(PStep::on(MERGE_INTO_PARENT, s.uuid));
                 if current_in(self, &victims) || current_in(self, &[s.uuid]) {
                     self.current = p;
                 }
@@ -243,23 +678,251 @@ impl RefModel {
                     self.get_mut(c).parent = p;
                 }
                 self.remove_all(&[s.uuid]);
+                (steps, Some(uuid))
             }
-            DeleteMode::ChildrenOnly => {
+            Mode::ChildrenOnly => {
                 let below = self.descendants(s.uuid);
+                let steps = self.leaves_first(&below);
                 if current_in(self, &below) {
                     self.current = Some(s.uuid);
                 }
                 self.remove_all(&below);
+                (steps, None)
             }
-        }
-        self.last = Expected::Ok;
+        };
+        self.settle(&before, steps, folded);
     }
 
-    /// A delete-all.
+    /// A delete-all: detach the live state, then free every snapshot leaves first, then
+    /// every retired snapshot's data (the kit checks the physical order of those).
     pub fn delete_all(&mut self) {
+        self.reach();
+        let before = self.clone();
+        let mut steps = Vec::new();
+        if !self.snapshots.is_empty() || !self.retired.is_empty() {
+            steps.push(PStep {
+                kind: DETACH_LIVE,
+                uuid: None,
+                state: None,
+            });
+        }
+        steps.extend(self.leaves_first(&self.topological()));
+        steps.extend(self.retired.iter().map(|r| PStep::on(DISCARD_LEAF, *r)));
         self.snapshots.clear();
         self.retired.clear();
         self.current = None;
+        self.layers.clear();
+        self.live_on = None;
+        self.settle(&before, steps, None);
+    }
+
+    /// A reclaim (§7.2): every retired snapshot's data is consolidated into what is
+    /// stored on it; every content stays.
+    pub fn reclaim(&mut self) {
+        self.reach();
+        let before = self.clone();
+        let steps: Vec<PStep> = self
+            .retired
+            .iter()
+            .map(|r| PStep::on(CONSOLIDATE, *r))
+            .collect();
+        for r in self.retired.clone() {
+            self.drop_layers(&[r], Some(r));
+        }
+        self.retired.clear();
+        self.settle(&before, steps, None);
+    }
+
+    // ---- where data is stored (SEMANTICS.md §7.2), naively ----
+
+    fn layer_parent(&self, u: Uuid) -> Option<Uuid> {
+        self.layers
+            .iter()
+            .find(|(l, _)| *l == u)
+            .and_then(|(_, p)| *p)
+    }
+
+    /// Layers `gone` leave. A discarded layer takes the retired layers stacked on it (their
+    /// chain, through retired layers only, reaches it: nothing but discarded layers or the
+    /// live state can be stored there) with it; `folded` (merged or consolidated) does not.
+    /// Whatever was stored on a layer that went is then stored on its first surviving
+    /// ancestor.
+    fn drop_layers(&mut self, gone: &[Uuid], folded: Option<Uuid>) {
+        let mut all: Vec<Uuid> = gone.to_vec();
+        for r in self.retired.clone() {
+            let mut at = self.layer_parent(r);
+            while let Some(u) = at {
+                if gone.contains(&u) && Some(u) != folded {
+                    all.push(r);
+                    break;
+                }
+                if !self.retired.contains(&u) {
+                    break;
+                }
+                at = self.layer_parent(u);
+            }
+        }
+        let survivor = |m: &RefModel, mut at: Option<Uuid>| {
+            while let Some(u) = at {
+                if !all.contains(&u) {
+                    break;
+                }
+                at = m.layer_parent(u);
+            }
+            at
+        };
+        let moved: Vec<(Uuid, Option<Uuid>)> = self
+            .layers
+            .iter()
+            .filter(|(l, _)| !all.contains(l))
+            .map(|(l, p)| (*l, survivor(self, *p)))
+            .collect();
+        self.live_on = survivor(self, self.live_on);
+        self.layers = moved;
+        self.retired.retain(|r| !all.contains(r));
+    }
+
+    /// Retired data with no dependent — no layer stored on it, not the live state — is
+    /// freed by the operation that left it so.
+    fn free_idle_retired(&mut self) {
+        loop {
+            let idle: Vec<Uuid> = self
+                .retired
+                .iter()
+                .filter(|r| {
+                    self.live_on != Some(**r) && !self.layers.iter().any(|(_, p)| *p == Some(**r))
+                })
+                .copied()
+                .collect();
+            if idle.is_empty() {
+                return;
+            }
+            self.retired.retain(|r| !idle.contains(r));
+            self.layers.retain(|(l, _)| !idle.contains(l));
+        }
+    }
+
+    /// A domain opened again (from the store, or a second handle): opening finishes a
+    /// pending operation.
+    pub fn reopen(&mut self) {
+        self.reach();
         self.last = Expected::Ok;
+        self.last_plan = Vec::new();
+    }
+
+    /// Applies an injected fault to the operation just modelled (`before` is the state
+    /// before it; the fault counts every step the call sends, a roll-forward's first).
+    ///
+    /// A roll-forward that fails again is `INCOMPLETE` and changes nothing more. Otherwise,
+    /// in the operation's own plan: a failing first step that changed nothing is `BACKEND`
+    /// and no change; any later failure (or a first step that failed after changing the
+    /// physical tree) is `INCOMPLETE`, shows the state before, and leaves the end state
+    /// pending. Steps that change no layer (revert, forget, detach_live) fail before they
+    /// run, as a backend undoes a failed step.
+    pub fn fault(&mut self, before: &RefModel, fault: FaultAt) {
+        if !self.last_reached {
+            return; // refused before reaching the domain: no step ran
+        }
+        let mut at = fault.at;
+        let mut base = before.clone();
+        base.last_reached = true;
+        base.next_token = self.next_token;
+        base.generated = self.generated;
+        if before.pending.is_some() {
+            if at < before.pending_steps {
+                base.last = err(code::INCOMPLETE);
+                base.last_plan = Vec::new();
+                base.pending_steps = before.pending_steps - at;
+                *self = base;
+                return;
+            }
+            at -= before.pending_steps;
+            base.reach();
+            base.next_token = self.next_token;
+            base.generated = self.generated;
+        }
+        if self.last != Expected::Ok || at >= self.last_plan.len() {
+            return; // refused before any step, or the fault never fires
+        }
+        let quiet = matches!(self.last_plan[at].kind, REVERT | FORGET | DETACH_LIVE);
+        if at == 0 && (!fault.after || quiet) {
+            base.last = err(code::BACKEND);
+            base.last_plan = Vec::new();
+        } else {
+            let mut end = self.clone();
+            end.last = Expected::Ok;
+            // A revert step that already ran has changed the live state (a revert's plan
+            // may go on to free retired data): reads of the metadata show the state
+            // before, the live content and power state are the revert's.
+            if self.last_plan[..at].iter().any(|s| s.kind == REVERT) {
+                base.live = self.live;
+                base.live_state = self.live_state;
+            }
+            base.last = err(code::INCOMPLETE);
+            base.pending_steps = end.last_plan.len() - at;
+            base.last_plan = std::mem::take(&mut end.last_plan);
+            base.pending = Some(Box::new(end));
+        }
+        *self = base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_each_flag_and_refuses_pairs_and_unknown_bits() {
+        assert_eq!(decode_delete(0), Some(Mode::Retire));
+        assert_eq!(decode_delete(1), Some(Mode::Merge));
+        assert_eq!(decode_delete(2), Some(Mode::MergeForce));
+        assert_eq!(decode_delete(4), Some(Mode::Discard));
+        assert_eq!(decode_delete(8), Some(Mode::DiscardForce));
+        assert_eq!(decode_delete(16), Some(Mode::Consolidate));
+        assert_eq!(decode_delete(32), Some(Mode::ChildrenOnly));
+        for a in 0..6 {
+            for b in 0..6 {
+                if a != b {
+                    assert_eq!(decode_delete(1 << a | 1 << b), None, "bits {a} and {b}");
+                }
+            }
+        }
+        assert_eq!(decode_delete(64), None);
+        assert_eq!(decode_delete(1 << 31 | 1), None);
+        assert_eq!(decode_revert(0), Some(None));
+        assert_eq!(decode_revert(2), Some(Some(PowerState::Paused)));
+        assert_eq!(decode_revert(3), None);
+        assert_eq!(decode_revert(8), None);
+    }
+
+    #[test]
+    fn name_rules() {
+        for ok in [
+            "a",
+            "my snap",
+            "é",
+            "a.b",
+            "...",
+            &"x".repeat(255),
+            "1733350000",
+        ] {
+            assert!(valid_name(ok), "expected {ok:?} valid");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\0b",
+            "a\u{7f}",
+            "a\u{85}b",
+            " a",
+            "a ",
+            "\u{a0}a",
+            "a\u{3000}",
+            &"y".repeat(256),
+        ] {
+            assert!(!valid_name(bad), "expected {bad:?} invalid");
+        }
     }
 }

@@ -246,12 +246,28 @@ impl SimBackend {
 
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
-            Step::DiscardLeaf { snapshot }
-                if self.layers.contains_key(snapshot) && !self.retired.contains(snapshot) =>
-            {
-                let kids = self.visible_children(Some(*snapshot));
-                if !kids.is_empty() {
-                    return self.violated(step, format!("{snapshot} still has children {kids:?}"));
+            Step::DiscardLeaf { snapshot } if self.layers.contains_key(snapshot) => {
+                // Retired or not: only the live state may be stored on a discarded layer
+                // (the step keeps it valid); any other layer on it means the engine freed
+                // data something depends on, or in the wrong order.
+                let on: Vec<Uuid> = self
+                    .dependents(Some(*snapshot))
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        Dependent::Snapshot(u) => Some(u),
+                        Dependent::Live => None,
+                    })
+                    .collect();
+                if !on.is_empty() {
+                    let what = if self.retired.contains(snapshot) {
+                        "retired layer"
+                    } else {
+                        "layer"
+                    };
+                    return self.violated(
+                        step,
+                        format!("{what} {snapshot} still has layers stored on it: {on:?}"),
+                    );
                 }
             }
             Step::MergeIntoParent { snapshot, parent } if self.layers.contains_key(snapshot) => {

@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Exit codes, one per error class; printed in `--help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
    0  success
-   2  usage error (bad command line)
+   2  usage error (bad command line, or a form snaptree refuses)
+   3  I/O                a file named on the command line cannot be read, or stdout
+                         cannot be written (was 23; a reader closing the pipe is not
+                         an error: the command ends quietly with 0, its work done)
   11  INVALID_ARG        an argument is invalid (bad name, flags)
   12  XML_ERROR          an XML document is malformed or refused
   13  NO_DOMAIN          no such domain
@@ -21,7 +24,7 @@ Exit codes:
   20  STORAGE            the metadata store failed
   21  BUSY               another operation holds the domain
   22  INTERNAL           a bug in snaptree
-  23  I/O                a file named on the command line cannot be read";
+  23  INCOMPLETE         stopped part-way; the next command or `recover` finishes it";
 
 /// snaptree: hypervisor-agnostic VM snapshot trees.
 #[derive(Debug, Parser)]
@@ -46,19 +49,40 @@ pub struct DryRun {
     pub dry_run: bool,
 }
 
-/// How `snapshot-list` shows and filters.
+/// How `snapshot-list` selects, orders and shows: virsh's options, and the pairs virsh 9.0
+/// refuses refused alike (a usage error). Without `--topological` the order is by name.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("start").args(["from", "current"])))]
 pub struct ListOpts {
-    /// Show an indented tree, like `virsh snapshot-list --tree`.
-    #[arg(long, conflicts_with_all = ["roots", "leaves", "topological"])]
-    pub tree: bool,
+    /// Add a Parent column.
+    #[arg(long, conflicts_with_all = ["roots", "tree"])]
+    pub parent: bool,
     /// Only snapshots without a parent.
-    #[arg(long, conflicts_with_all = ["leaves", "topological"])]
+    #[arg(long, conflicts_with_all = ["tree", "from", "current"])]
     pub roots: bool,
     /// Only snapshots without children.
-    #[arg(long, conflicts_with = "topological")]
+    #[arg(long, conflicts_with = "tree")]
     pub leaves: bool,
-    /// Parents before children.
+    /// Only snapshots with children.
+    #[arg(long, conflicts_with = "tree")]
+    pub no_leaves: bool,
+    /// Show an indented tree, as `virsh snapshot-list --tree` (with --from or --current:
+    /// the tree under that snapshot).
+    #[arg(long, conflicts_with_all = ["name", "json"])]
+    pub tree: bool,
+    /// Only the children of this snapshot.
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+    /// Only the children of the current snapshot.
+    #[arg(long)]
+    pub current: bool,
+    /// With --from or --current: every descendant, not only the children.
+    #[arg(long, requires = "start")]
+    pub descendants: bool,
+    /// Names only, one a line.
+    #[arg(long, conflicts_with = "json")]
+    pub name: bool,
+    /// Parents before children, instead of by name.
     #[arg(long)]
     pub topological: bool,
     /// Print JSON (see the README for the fields).
@@ -127,6 +151,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Finish an operation that stopped part-way (exit code 23, INCOMPLETE) and say what
+    /// was finished.
+    Recover {
+        /// The domain.
+        domain: String,
+    },
     /// List the backend plugins on the search path and whether each loads.
     Backends {
         /// Print JSON.
@@ -157,7 +187,13 @@ pub enum Command {
         #[allow(missing_docs)]
         dry: DryRun,
     },
-    /// List a domain's snapshots.
+    /// List a domain's snapshots, as `virsh snapshot-list` does.
+    ///
+    /// By name (ASCII case-insensitive) unless --topological. Refused as virsh 9.0 refuses
+    /// them (usage error, exit 2): --tree with --name, --parent, --roots, --leaves or
+    /// --no-leaves; --roots with --parent, --from or --current; --from with --current;
+    /// --descendants without --from or --current. --json goes with every selection option,
+    /// not with --tree or --name.
     SnapshotList {
         /// The domain.
         domain: String,
@@ -172,10 +208,38 @@ pub enum Command {
         /// The snapshot.
         name: String,
     },
-    /// Print the current snapshot's name.
+    /// Print a snapshot's information, as `virsh snapshot-info` does.
+    ///
+    /// Location: external (a disk keeps snapshots as layer files beside it), internal
+    /// (inside the disk images, or kept by the backend itself), none (a metadata-only
+    /// backend keeps no data). Metadata is always yes.
+    #[command(
+        group(ArgGroup::new("which").args(["name", "current"]).required(true)),
+        override_usage = "snaptree snapshot-info [OPTIONS] <DOMAIN> <NAME|--current>"
+    )]
+    SnapshotInfo {
+        /// The domain.
+        domain: String,
+        /// The snapshot.
+        name: Option<String>,
+        /// The current snapshot.
+        #[arg(long)]
+        current: bool,
+    },
+    /// Print the current snapshot's XML (with --name: its name).
+    ///
+    /// Naming a snapshot to make it current, as virsh allows, is refused (exit 2): the
+    /// current snapshot is the one the live state derives from (SEMANTICS.md §1), so only
+    /// a revert moves it.
     SnapshotCurrent {
         /// The domain.
         domain: String,
+        /// Print only the name.
+        #[arg(long)]
+        name: bool,
+        /// Refused (virsh would make this snapshot current without reverting).
+        #[arg(value_name = "SNAPSHOT")]
+        snapshotname: Option<String>,
     },
     /// Print a snapshot's parent's name.
     SnapshotParent {
@@ -226,6 +290,16 @@ pub enum Command {
     },
     /// Delete every snapshot of a domain; the live state is kept.
     SnapshotDeleteAll {
+        /// The domain.
+        domain: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        dry: DryRun,
+    },
+    /// Free the data of every retired snapshot (deleted without a flag while something
+    /// was stored on it), consolidating it into what depends on it; every snapshot and the
+    /// live state keep their content.
+    Reclaim {
         /// The domain.
         domain: String,
         #[command(flatten)]

@@ -1,27 +1,36 @@
 //! `snaptree`: the proposal's virsh snapshot commands over the snaptree engine.
 
-mod args;
-mod output;
-mod progress;
+// `print!` panics when the reader of a pipe has gone; everything goes through `out`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
+mod args;
+mod info;
+mod list;
+mod out;
+mod output;
+mod pending;
+mod progress;
+mod reclaim;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
 use snaptree_engine::conn::Connection;
-use snaptree_engine::{
-    DeleteMode, Domain, Error, Filter, Plan, PowerState, flags, xml::dom::escape,
-};
+use snaptree_engine::{DeleteMode, Domain, Error, Plan, PowerState, flags, xml::dom::escape};
 use snaptree_host::PluginHost;
 
 use args::{Cli, Command, DeleteModeArgs, RevertStateArgs};
+use out::{errln, out, outln};
 
-/// A failure of the command: an engine error, or a file named on the command line.
-enum Failure {
+/// A failure of the command: an engine error, a file named on the command line or stdout,
+/// a refused command line, or a reader that closed the pipe (not an error: a quiet exit).
+pub(crate) enum Failure {
     Engine(Error),
     Io(String),
+    Usage(String),
+    ClosedPipe,
 }
 
 impl From<Error> for Failure {
@@ -30,24 +39,29 @@ impl From<Error> for Failure {
     }
 }
 
-/// The exit code of an engine error: 10 plus its stable code (see `--help`).
+/// The exit code of an engine error: 10 plus its stable code (see `--help`). A file that
+/// cannot be read is 3, below that range, so no future engine code can collide with it.
 fn exit_code(f: &Failure) -> u8 {
     match f {
         Failure::Engine(e) => 10 + e.code() as u8,
-        Failure::Io(_) => 23,
+        Failure::Io(_) => 3,
+        Failure::Usage(_) => 2,
+        Failure::ClosedPipe => 0,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        // The reader stopped reading: the work is done, the rest of the output unwanted.
+        Ok(()) | Err(Failure::ClosedPipe) => ExitCode::SUCCESS,
         Err(f) => {
             let text = match &f {
                 Failure::Engine(e) => e.full_message(),
-                Failure::Io(s) => s.clone(),
+                Failure::Io(s) | Failure::Usage(s) => s.clone(),
+                Failure::ClosedPipe => String::new(),
             };
-            eprintln!("error: {text}");
+            errln!("error: {text}");
             ExitCode::from(exit_code(&f))
         }
     }
@@ -104,31 +118,26 @@ fn revert_state(s: RevertStateArgs) -> Option<PowerState> {
 }
 
 fn print_plan(d: &mut Domain, plan: &Plan) -> Result<(), Failure> {
-    print!("{}", output::describe_plan(d.tree()?, plan));
+    out!("{}", output::describe_plan(d.tree()?, plan));
     Ok(())
 }
 
 fn print_recoveries(d: &Domain) {
     for r in d.recoveries() {
-        eprintln!(
-            "note: domain '{}' had an interrupted operation ({:?}); it was completed ({} of {} steps had been done)",
+        errln!(
+            "note: domain '{}' had an interrupted operation; it was completed: {}",
             d.name(),
-            r.plan.operation,
-            r.steps_done_before,
-            r.plan.steps.len()
+            r.describe()
         );
     }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = &cli.command {
-        clap_complete::generate(
-            *shell,
-            &mut Cli::command(),
-            "snaptree",
-            &mut std::io::stdout(),
-        );
-        return Ok(());
+        // Into memory first: `generate` panics when it cannot write.
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "snaptree", &mut script);
+        return out::stdout_bytes(&script);
     }
     let (conn, host) = open(&cli)?;
     let open_domain = |name: &str| -> Result<Domain, Failure> {
@@ -136,16 +145,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         print_recoveries(&d);
         Ok(d)
     };
-    let mut out = std::io::stdout().lock();
     match &cli.command {
         Command::Completions { .. } => {}
         Command::Define { file } => {
             let info = conn.define_domain(&read_file(file)?)?;
             // Open it once so an unknown backend type is reported now, not later.
             open_domain(&info.name)?;
-            println!(
+            outln!(
                 "Domain '{}' defined ({}, backend '{}')",
-                info.name, info.uuid, info.backend_type
+                info.name,
+                info.uuid,
+                info.backend_type
             );
         }
         Command::Undefine {
@@ -153,25 +163,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             delete_snapshots,
         } => {
             conn.undefine_domain(domain, *delete_snapshots)?;
-            println!("Domain '{domain}' undefined");
+            outln!("Domain '{domain}' undefined");
         }
         Command::List { json } => {
             let domains = conn.list_domains()?;
+            let pending = domains
+                .iter()
+                .map(|d| conn.pending_operation(&d.name))
+                .collect::<Result<Vec<_>, _>>()?;
             if *json {
                 let v: Vec<_> = domains
                     .iter()
-                    .map(|d| serde_json::json!({"name": d.name, "uuid": d.uuid, "backend": d.backend_type}))
+                    .zip(&pending)
+                    .map(|(d, p)| serde_json::json!({"name": d.name, "uuid": d.uuid, "backend": d.backend_type, "pending": pending::json(p.as_ref())}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!(" {:<20} {:<38} Backend", "Name", "UUID");
-                println!("{}", "-".repeat(70));
-                for d in domains {
-                    println!(" {:<20} {:<38} {}", d.name, d.uuid, d.backend_type);
+                outln!(" {:<20} {:<38} Backend", "Name", "UUID");
+                outln!("{}", "-".repeat(70));
+                for d in &domains {
+                    outln!(" {:<20} {:<38} {}", d.name, d.uuid, d.backend_type);
+                }
+                for (d, p) in domains.iter().zip(&pending) {
+                    if let Some(p) = p {
+                        outln!("{}", pending::note(&d.name, p));
+                    }
                 }
             }
         }
-        Command::Backends { json } => backends(&host, *json),
+        Command::Recover { domain } => pending::recover(&mut conn.open_domain(domain)?)?,
+        Command::Backends { json } => backends(&host, *json)?,
         Command::SnapshotCreate { domain, file, dry } => {
             let xml = match file {
                 Some(f) => read_file(f)?,
@@ -197,46 +218,62 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::SnapshotList { domain, opts } => {
             let mut d = open_domain(domain)?;
+            let dom = d.name().to_string();
+            let pending = d.pending()?;
             let tree = d.tree()?;
-            let filter = if opts.roots {
-                Filter::Roots
-            } else if opts.leaves {
-                Filter::Leaves
-            } else if opts.topological || opts.tree {
-                Filter::Topological
-            } else {
-                Filter::All
-            };
-            let rows = tree.list(filter);
+            let sel = list::select(tree, opts, &dom)?;
             if opts.json {
-                let v: Vec<_> = rows
+                let v: Vec<_> = sel
+                    .rows
                     .iter()
                     .map(|s| output::snapshot_json(tree, s))
                     .collect();
-                let doc = serde_json::json!({"domain": d.name(), "snapshots": v});
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                let doc = serde_json::json!({"domain": dom, "snapshots": v, "pending": pending::json(pending.as_ref())});
+                outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else if opts.tree {
-                let _ = write!(out, "{}", output::tree_view(tree));
+                out!("{}", list::tree_view(tree, &sel));
+            } else if opts.name {
+                out!("{}", list::names(&sel));
             } else {
-                let _ = write!(out, "{}", output::table(tree, &rows));
+                out!("{}", list::table(tree, &sel, opts.parent));
+            }
+            if let (false, Some(p)) = (opts.json, &pending) {
+                outln!("\n{}", pending::note(d.name(), p));
             }
         }
         Command::SnapshotDumpxml { domain, name } => {
             let mut d = open_domain(domain)?;
             let u = lookup(&mut d, name)?;
-            print!("{}", d.snapshot_xml(&u)?);
+            out!("{}", d.snapshot_xml(&u)?);
         }
-        Command::SnapshotCurrent { domain } => {
+        Command::SnapshotInfo {
+            domain,
+            name,
+            current: _,
+        } => {
+            out!(
+                "{}",
+                info::info(&mut open_domain(domain)?, name.as_deref())?
+            );
+        }
+        Command::SnapshotCurrent {
+            domain,
+            name,
+            snapshotname,
+        } => {
+            if let Some(s) = snapshotname {
+                return Err(Failure::Usage(format!(
+                    "snaptree does not make snapshot '{s}' current without reverting to it: the current snapshot is the one the live state derives from (SEMANTICS.md §1), so only `snaptree snapshot-revert {domain} {s}` moves it (and discards unsaved live changes)"
+                )));
+            }
             let mut d = open_domain(domain)?;
             let dom = d.name().to_string();
-            match d.tree()?.current() {
-                Some(c) => println!("{}", c.name),
-                None => {
-                    return Err(Error::NoSnapshot(format!(
-                        "domain '{dom}' has no current snapshot"
-                    ))
-                    .into());
-                }
+            let current = info::which(d.tree()?, None, &dom)?;
+            if *name {
+                outln!("{}", current.name);
+            } else {
+                let u = current.uuid;
+                out!("{}", d.snapshot_xml(&u)?);
             }
         }
         Command::SnapshotParent { domain, name } => {
@@ -244,7 +281,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let u = lookup(&mut d, name)?;
             let dom = d.name().to_string();
             match d.tree()?.parent(&u) {
-                Some(p) => println!("{}", p.name),
+                Some(p) => outln!("{}", p.name),
                 None => {
                     return Err(Error::NoSnapshot(format!(
                         "snapshot '{name}' of domain '{dom}' has no parent"
@@ -269,7 +306,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let mut bar = progress::bar("revert");
                 d.revert(&u, force, &mut bar)?;
                 bar.finish();
-                println!(
+                outln!(
                     "Domain '{domain}' reverted to snapshot '{name}' ({})",
                     d.power_state()?
                 );
@@ -288,7 +325,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print_plan(&mut d, &plan)?;
             } else {
                 d.rename(&u, new_name)?;
-                println!("Snapshot '{name}' renamed to '{new_name}'");
+                outln!("Snapshot '{name}' renamed to '{new_name}'");
             }
         }
         Command::SnapshotDelete {
@@ -308,7 +345,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let plan = d.delete(&u, mode, &mut bar)?;
                 bar.finish();
                 let removed = plan.removed().len();
-                println!(
+                outln!(
                     "Snapshot '{name}' deleted ({}){}",
                     mode.flag_name().to_lowercase().replace('_', "-"),
                     if removed > 1 {
@@ -328,11 +365,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let mut bar = progress::bar("delete-all");
                 let plan = d.delete_all(&mut bar)?;
                 bar.finish();
-                println!(
+                outln!(
                     "Deleted {} snapshots of domain '{domain}'",
                     plan.removed().len()
                 );
             }
+        }
+        Command::Reclaim { domain, dry } => {
+            let mut d = open_domain(domain)?;
+            out!("{}", reclaim::reclaim(&mut d, dry.dry_run)?);
         }
     }
     Ok(())
@@ -349,11 +390,11 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
         .get(&u)
         .map(|s| s.name.clone())
         .unwrap_or_default();
-    println!("Domain snapshot '{name}' created");
+    outln!("Domain snapshot '{name}' created");
     Ok(())
 }
 
-fn backends(host: &PluginHost, json: bool) {
+fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
     let list = host.list();
     if json {
         let v: Vec<_> = list
@@ -366,13 +407,13 @@ fn backends(host: &PluginHost, json: bool) {
                 Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return;
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
     }
-    println!("null     built in, metadata only, every step in every power state");
+    outln!("null     built in, metadata only, every step in every power state");
     for s in list {
         match &s.plugin {
-            Ok(p) => println!(
+            Ok(p) => outln!(
                 "{:<8} ABI {}.{}  {}{}  {}",
                 p.name(),
                 p.abi_version() >> 16,
@@ -381,13 +422,14 @@ fn backends(host: &PluginHost, json: bool) {
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),
-            Err(e) => println!(
+            Err(e) => outln!(
                 "{:<8} cannot load: {}",
                 s.file_type.as_deref().unwrap_or("?"),
                 e.full_message()
             ),
         }
     }
+    Ok(())
 }
 
 fn capabilities(c: &snaptree_engine::Capabilities) -> Vec<String> {

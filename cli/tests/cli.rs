@@ -1,8 +1,10 @@
 //! End-to-end tests of the `snaptree` binary, run as a user would, on the `null` backend
 //! and the C `sim` plugin (found beside the binary with no configuration).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 struct Session {
     state: tempfile::TempDir,
@@ -18,26 +20,12 @@ impl Session {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_snaptree"))
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
-            .env_remove("SNAPTREE_BACKEND_PATH")
-            .output()
-            .expect("snaptree runs")
+        common::run(self.state.path(), args)
     }
 
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "expected `snaptree {}` to succeed, got {:?}\nstderr: {}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::ok(self.state.path(), args)
     }
 
     /// Runs and expects exit code `code`; returns stderr.
@@ -116,14 +104,15 @@ fn a_whole_session_on_the_null_backend() {
     let list: serde_json::Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
     assert_eq!(list[0]["backend"], "null");
     standard(&s, "vm");
-    let table = s.ok(&["snapshot-list", "vm"]);
+    let table = s.ok(&["snapshot-list", "vm", "--parent"]);
     assert!(
-        table.contains(" d    * "),
-        "expected current marked in the table:\n{table}"
+        table.starts_with(" Name   Creation Time               State     Parent\n")
+            && table.contains("   shutoff   b\n"),
+        "expected virsh's table with a Parent column:\n{table}"
     );
     let tree = s.ok(&["snapshot-list", "vm", "--tree"]);
     assert_eq!(
-        tree, "a\n  |\n  +- b\n  |    |\n  |    +- c\n  |\n  +- d *\n",
+        tree, "a\n  |\n  +- b\n  |   |\n  |   +- c\n  |     \n  +- d\n    \n\n",
         "tree view:\n{tree}"
     );
     assert_eq!(s.names("vm", "--roots"), ["a"]);
@@ -147,7 +136,8 @@ fn a_whole_session_on_the_null_backend() {
             "expected field {field} in --json output"
         );
     }
-    assert_eq!(s.ok(&["snapshot-current", "vm"]), "d\n");
+    assert_eq!(s.ok(&["snapshot-current", "vm", "--name"]), "d\n");
+    assert!(s.ok(&["snapshot-current", "vm"]).contains("<name>d</name>"));
     assert_eq!(s.ok(&["snapshot-parent", "vm", "c"]), "b\n");
     let xml = s.ok(&["snapshot-dumpxml", "vm", "c"]);
     assert!(
@@ -235,7 +225,9 @@ fn errors_have_a_sentence_and_a_stable_exit_code() {
     let bad = s.file("bad.xml", "<domainsnapshot><name>x</name>");
     let e = s.fails(&["snapshot-create", "vm", p(&bad)], 12);
     assert!(e.contains("line 1"), "expected a position: {e}");
-    s.fails(&["snapshot-create", "vm", "/nonexistent/file.xml"], 23);
+    // 3, not 23: 23 is 10 + INCOMPLETE.
+    let e = s.fails(&["snapshot-create", "vm", "/nonexistent/file.xml"], 3);
+    assert!(e.contains("cannot read /nonexistent/file.xml"), "{e}");
     let unknown = s.file("u.xml", "<domain type='nosuch'><name>u</name></domain>");
     let e = s.fails(&["define", p(&unknown)], 19);
     assert!(e.contains("nosuch"), "expected the backend type named: {e}");
@@ -271,6 +263,79 @@ fn the_c_sim_plugin_is_found_beside_the_binary() {
     s.ok(&["snapshot-delete-all", "simvm"]);
 }
 
+/// SEMANTICS.md §7.1 through the command: a real failed write of the C sim plugin at
+/// step 2 of 3 (a directory where it writes the live layer's temporary file) is exit code
+/// 23 (INCOMPLETE), the listings show the pending operation and the state before it,
+/// `recover` fails again while the fault lasts and then finishes it.
+#[test]
+fn an_operation_stopped_part_way_is_incomplete_listed_and_recovered() {
+    let s = Session::new();
+    let dir = s.files.path().join("disk");
+    s.define("simvm", "sim", &format!("<sim dir='{}'/>", dir.display()));
+    for name in ["a", "b", "c", "d"] {
+        s.ok(&["snapshot-create-as", "simvm", "--name", name]);
+    }
+    s.ok(&["start-with-snapshot", "simvm", "c"]);
+    let blocker = dir.join(".live.layer.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+
+    let e = s.fails(&["snapshot-delete", "simvm", "b", "--deleteforce"], 23);
+    assert!(
+        e.contains("delete (DISCARD_FORCE) of snapshot 'b' on domain 'simvm' stopped at step 2 of 3 (discard_leaf)")
+            && e.contains("the next call on the domain finishes it")
+            && e.contains(".live.layer.tmp"),
+        "expected the operation, the step and the plugin's reason: {e}"
+    );
+
+    // Listings: the state before, and the pending operation.
+    let json = s.json("simvm");
+    let names: Vec<_> = json["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d"]);
+    assert_eq!(
+        json["pending"],
+        serde_json::json!({"operation": "delete (DISCARD_FORCE) of snapshot 'b'", "steps_done": 1, "steps": 3})
+    );
+    let text = s.ok(&["snapshot-list", "simvm"]);
+    assert!(
+        text.contains(
+            "Pending on domain 'simvm': delete (DISCARD_FORCE) of snapshot 'b', 1 of 3 steps done"
+        ),
+        "{text}"
+    );
+    assert_eq!(s.ok(&["snapshot-current", "simvm", "--name"]).trim(), "c");
+    let list = s.ok(&["list"]);
+    assert!(list.contains("Pending on domain 'simvm'"), "{list}");
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[0]["pending"]["steps"], 3);
+
+    // recover fails again while the fault lasts, and changes nothing.
+    let e = s.fails(&["recover", "simvm"], 23);
+    assert!(e.contains("step 2 of 3"), "{e}");
+    assert_eq!(s.json("simvm")["pending"]["steps_done"], 1);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let out = s.ok(&["recover", "simvm"]);
+    assert_eq!(
+        out.trim(),
+        "Domain 'simvm': finished delete (DISCARD_FORCE) of snapshot 'b' (1 of 3 steps had been done)"
+    );
+    assert_eq!(
+        s.ok(&["recover", "simvm"]).trim(),
+        "Domain 'simvm' has no pending operation"
+    );
+    let json = s.json("simvm");
+    assert!(json["pending"].is_null(), "{json}");
+    assert_eq!(s.names("simvm", "--topological"), ["a"]);
+    assert!(!s.ok(&["snapshot-list", "simvm"]).contains("Pending"));
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["list", "--json"])).unwrap();
+    assert!(list[0]["pending"].is_null());
+}
+
 #[test]
 fn a_broken_plugin_is_listed_with_its_error_and_hides_nothing() {
     let s = Session::new();
@@ -295,7 +360,19 @@ fn a_broken_plugin_is_listed_with_its_error_and_hides_nothing() {
 #[test]
 fn completions_and_help() {
     let s = Session::new();
-    assert!(s.ok(&["completions", "bash"]).contains("snapshot-delete"));
+    let bash = s.ok(&["completions", "bash"]);
+    for word in [
+        "snapshot-delete",
+        "snapshot-info",
+        "--no-leaves",
+        "--descendants",
+        "--from",
+    ] {
+        assert!(
+            bash.contains(word),
+            "expected {word} in the bash completions"
+        );
+    }
     let help = s.ok(&["--help"]);
     assert!(
         help.contains("Exit codes") && help.contains("WOULD_DISCARD"),
@@ -361,4 +438,30 @@ fn hostile_names_and_documents_are_refused_and_change_nothing() {
         before,
         "expected the refusals to change nothing"
     );
+}
+
+#[test]
+fn reclaim_frees_retired_data_and_says_which() {
+    let s = Session::new();
+    let dir = s.files.path().join("disk");
+    s.define("rvm", "sim", &format!("<sim dir='{}'/>", dir.display()));
+    s.ok(&["snapshot-create-as", "rvm", "--name", "a"]);
+    s.ok(&["snapshot-create-as", "rvm", "--name", "b"]);
+    s.ok(&["snapshot-create-as", "rvm", "--name", "c"]);
+    let none = s.ok(&["reclaim", "rvm"]);
+    assert!(none.contains("no retired data"), "{none}");
+    // b retired: c is stored on it, so its data stays until reclaimed.
+    s.ok(&["snapshot-delete", "rvm", "b"]);
+    let plan = s.ok(&["reclaim", "rvm", "--dry-run"]);
+    assert!(
+        plan.contains("consolidate") && plan.contains("(retired)"),
+        "expected the dry run to name the consolidate of the retired snapshot:\n{plan}"
+    );
+    let done = s.ok(&["reclaim", "rvm"]);
+    assert!(
+        done.contains("Reclaimed the data of 1 retired snapshot of domain 'rvm'"),
+        "{done}"
+    );
+    assert!(s.ok(&["reclaim", "rvm"]).contains("no retired data"));
+    assert_eq!(s.names("rvm", "--topological"), ["a", "c"]);
 }

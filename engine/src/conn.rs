@@ -325,8 +325,10 @@ impl Connection {
                 counts(&db, d.id).map_err(self.err(format_args!("cannot read domain '{name}'")))?
             };
             if journaled || (delete_snapshots && snapshots + retired > 0) {
-                // Opening rolls an interrupted operation forward.
+                // Opening rolls an interrupted operation forward; one that cannot finish
+                // is reported (INCOMPLETE) rather than retried until BUSY.
                 let mut dom = self.open_domain(name)?;
+                dom.recover()?;
                 if delete_snapshots {
                     let t = dom.tree()?;
                     if !t.is_empty() || !t.retired().is_empty() {
@@ -408,6 +410,23 @@ impl Connection {
     /// The stored XML of a domain.
     pub fn domain_xml(&self, name: &str) -> Result<String> {
         self.stored(name).map(|d| d.xml)
+    }
+
+    /// The operation journaled on a domain and not finished, if any, read from the store
+    /// without opening the domain's backend and without rolling anything forward: what
+    /// `list` shows. `NO_DOMAIN` when it is not defined.
+    pub fn pending_operation(&self, name: &str) -> Result<Option<crate::journal::Pending>> {
+        use crate::journal::DomainStore;
+        let d = self.stored(name)?;
+        let mut store = SqliteStore::open(&self.dir, &d, self.lock_timeout())?;
+        let Some(entry) = store.pending()? else {
+            return Ok(None);
+        };
+        let tree = store.load_tree()?;
+        Ok(Some(crate::journal::Pending {
+            operation: entry.plan.operation.describe(&tree),
+            entry,
+        }))
     }
 
     /// Opens a domain: loads its tree from the store in one pass, opens its backend through

@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::backend::{Backend, NoProgress, PhysicalTree, Progress};
-use crate::error::{Error, Result};
-use crate::journal::{DomainStore, JournalEntry, MemoryStore};
+use crate::error::{Error, ErrorCode, Result};
+use crate::journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 use crate::model::PowerState;
-use crate::plan::{DeleteMode, Plan, Step, StepKind};
+use crate::plan::{DeleteMode, Edit, Operation, Plan, Step, StepKind};
 use crate::planner::{self, CreateContext};
 use crate::tree::SnapshotTree;
 use crate::xml::{DomainXml, SnapshotXml};
@@ -19,8 +19,24 @@ use crate::xml::{DomainXml, SnapshotXml};
 pub struct Recovery {
     /// The plan that was rolled forward.
     pub plan: Plan,
+    /// The operation in words, naming snapshots as the tree before it did
+    /// ([`Operation::describe`](crate::plan::Operation::describe)).
+    pub operation: String,
     /// How many of its steps had been done before the interruption.
     pub steps_done_before: usize,
+}
+
+impl Recovery {
+    /// What was finished, in words: "delete (MERGE) of snapshot 'b' (1 of 3 steps had been
+    /// done)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} of {} steps had been done)",
+            self.operation,
+            self.steps_done_before,
+            self.plan.steps.len()
+        )
+    }
 }
 
 /// An open domain.
@@ -32,6 +48,8 @@ pub struct Domain {
     backend: Box<dyn Backend>,
     store: Box<dyn DomainStore>,
     recoveries: Vec<Recovery>,
+    /// How many of `recoveries` [`Domain::recover`] has returned.
+    recoveries_reported: usize,
 }
 
 impl std::fmt::Debug for Domain {
@@ -72,6 +90,10 @@ impl Domain {
     /// another handle means an operation is running there (its journal entry is not
     /// leftover), and the next mutation through this handle recovers whatever it leaves.
     /// So a read-only user is never blocked by a long operation elsewhere.
+    ///
+    /// A roll-forward that fails again (`INCOMPLETE`) does not fail the open: the
+    /// operation stays pending ([`Domain::pending`]), reads show the state before it, and
+    /// the next mutation or [`Domain::recover`] tries again and reports the error.
     pub fn from_parts(
         xml: DomainXml,
         xml_text: String,
@@ -88,11 +110,15 @@ impl Domain {
             backend,
             store,
             recoveries: Vec::new(),
+            recoveries_reported: 0,
         };
         if d.store.try_lock()? {
-            let result = d.sync_locked();
+            let result = d.sync_on_open();
             d.store.unlock();
-            result?;
+            match result {
+                Err(e) if e.code() == ErrorCode::Incomplete => {}
+                other => other?,
+            }
         }
         Ok(d)
     }
@@ -133,6 +159,31 @@ impl Domain {
         &self.recoveries
     }
 
+    /// The operation that is journaled and not committed, if any: one interrupted
+    /// part-way (SEMANTICS.md §7.1) or one running in another handle right now. Its plan
+    /// says what it will do and `steps_done` how far it got; the tree still shows the
+    /// state before it. Listings show it.
+    pub fn pending(&mut self) -> Result<Option<Pending>> {
+        self.refresh()?;
+        Ok(self.store.pending()?.map(|entry| Pending {
+            operation: entry.plan.operation.describe(&self.tree),
+            entry,
+        }))
+    }
+
+    /// Finishes an interrupted operation now (`snaptree recover`), under the domain lock,
+    /// and says what was finished: every operation this handle rolled forward that an
+    /// earlier `recover` has not returned yet, oldest first — including one that opening
+    /// the domain or a mutation already finished. Empty: nothing was pending. A
+    /// roll-forward that fails again returns `INCOMPLETE` and changes nothing beyond the
+    /// steps it completed.
+    pub fn recover(&mut self) -> Result<Vec<Recovery>> {
+        self.locked(|_| Ok(()))?;
+        let new = self.recoveries[self.recoveries_reported..].to_vec();
+        self.recoveries_reported = self.recoveries.len();
+        Ok(new)
+    }
+
     /// The snapshot tree, reloaded first if another process changed it.
     pub fn tree(&mut self) -> Result<&SnapshotTree> {
         self.refresh()?;
@@ -168,38 +219,146 @@ impl Domain {
         if let Some(entry) = self.store.pending()? {
             self.roll_forward(entry)?;
         }
+        if !self.tree.physical_known() {
+            let plan = self.layout_record()?;
+            self.commit(&plan)?;
+        }
         Ok(())
+    }
+
+    /// `sync_locked` for opening: a backend that cannot list its physical tree yet (a step
+    /// record left mid-way) must not make the domain unreadable; the layout is learned by
+    /// the next mutation, which fails with the backend's reason if it still cannot.
+    fn sync_on_open(&mut self) -> Result<()> {
+        match self.sync_locked() {
+            Err(_) if self.store.pending()?.is_none() && !self.tree.physical_known() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The edits that record where retired data is stored, learned from the backend's
+    /// physical tree (for metadata written before schema version 3). Retired data the
+    /// backend no longer holds is forgotten; a metadata-only backend holds none, so its
+    /// retired uuids are recorded on the base.
+    fn layout_record(&mut self) -> Result<Plan> {
+        let mut edits = Vec::new();
+        let unknown: Vec<Uuid> = self
+            .tree
+            .retired()
+            .iter()
+            .filter(|r| self.tree.retired_parent(r).is_none())
+            .copied()
+            .collect();
+        if self.backend.is_metadata_only() {
+            for r in unknown {
+                edits.push(Edit::SetRetiredParent {
+                    snapshot: r,
+                    parent: None,
+                });
+            }
+        } else {
+            let physical = self.backend.list_physical()?;
+            let retired = self.tree.retired();
+            for r in unknown {
+                edits.push(match physical.parents.get(&r) {
+                    Some(p) => Edit::SetRetiredParent {
+                        snapshot: r,
+                        parent: *p,
+                    },
+                    None => Edit::Unretire { snapshot: r },
+                });
+            }
+            for s in self.tree.iter() {
+                if let Some(Some(p)) = physical.parents.get(&s.uuid)
+                    && retired.contains(p)
+                    && self.tree.on_retired(&s.uuid).is_none()
+                {
+                    edits.push(Edit::SetOnRetired {
+                        snapshot: s.uuid,
+                        retired: Some(*p),
+                    });
+                }
+            }
+            if let Some(p) = physical.live_parent
+                && retired.contains(&p)
+            {
+                edits.push(Edit::SetLiveOnRetired { retired: Some(p) });
+            }
+        }
+        Ok(Plan {
+            operation: Operation::RecordLayout,
+            steps: Vec::new(),
+            edits,
+        })
+    }
+
+    /// The tree to plan from: the loaded one, or, when it lacks where retired data is
+    /// stored (metadata from before schema version 3, not yet recorded because no
+    /// mutation ran), a copy completed from the backend.
+    fn planning_tree(&mut self) -> Result<Option<SnapshotTree>> {
+        if self.tree.physical_known() {
+            return Ok(None);
+        }
+        let plan = self.layout_record()?;
+        let mut tree = self.tree.clone();
+        planner::apply_edits(&mut tree, &plan.edits)?;
+        Ok(Some(tree))
     }
 
     fn roll_forward(&mut self, entry: JournalEntry) -> Result<()> {
         let JournalEntry { plan, steps_done } = entry;
+        let operation = plan.operation.describe(&self.tree);
         // A step interrupted mid-way is re-run: backends make every step restartable.
         for (i, step) in plan.steps.iter().enumerate().skip(steps_done) {
-            self.backend.execute(step, &mut NoProgress).map_err(|e| {
-                Error::Backend {
-                    backend: self.backend.name().to_string(),
-                    message: format!(
-                        "domain '{}' has an interrupted operation that cannot be completed yet (step {} of {}, {}): {}",
-                        self.xml.name,
-                        i + 1,
-                        plan.steps.len(),
-                        step.kind().name(),
-                        e.full_message()
-                    ),
-                }
-            })?;
-            self.store.journal_step_done(i)?;
+            let done = self
+                .backend
+                .execute(step, &mut NoProgress)
+                .and_then(|()| self.store.journal_step_done(i));
+            if let Err(e) = done {
+                return Err(self.incomplete(&plan, Stage::Step(i), e));
+            }
         }
-        self.commit(&plan)?;
+        self.commit_journaled(&plan.current_first())?;
         self.recoveries.push(Recovery {
             plan,
+            operation,
             steps_done_before: steps_done,
         });
         Ok(())
     }
 
+    /// Commits a journaled plan whose steps all ran: a store failure here leaves the
+    /// journal entry (the commit is one transaction), so the operation is `INCOMPLETE`.
+    fn commit_journaled(&mut self, plan: &Plan) -> Result<()> {
+        if let Err(e) = self.store.commit(plan) {
+            return Err(self.incomplete(plan, Stage::Commit, e));
+        }
+        self.apply_committed(plan)
+    }
+
+    /// The `INCOMPLETE` error of a journaled plan that stopped at `stage` because of
+    /// `cause`, naming the operation as the tree before it does.
+    fn incomplete(&self, plan: &Plan, stage: Stage, cause: Error) -> Error {
+        let n = plan.steps.len();
+        Error::Incomplete {
+            domain: self.xml.name.clone(),
+            operation: plan.operation.describe(&self.tree),
+            stage: match stage {
+                Stage::Step(i) => {
+                    format!("step {} of {n} ({})", i + 1, plan.steps[i].kind().name())
+                }
+                Stage::Commit => format!("the final commit (all {n} steps done)"),
+            },
+            source: Box::new(cause),
+        }
+    }
+
     fn commit(&mut self, plan: &Plan) -> Result<()> {
         self.store.commit(plan)?;
+        self.apply_committed(plan)
+    }
+
+    fn apply_committed(&mut self, plan: &Plan) -> Result<()> {
         // The planner made the edits fit this tree; if they do not, that is a bug, and the
         // stored tree (already committed) is the truth to reload.
         if let Err(e) = planner::apply_edits(&mut self.tree, &plan.edits) {
@@ -231,8 +390,10 @@ impl Domain {
             now: now(),
             fresh_uuid: Uuid::new_v4(),
         };
+        let learned = self.planning_tree()?;
+        let tree = learned.as_ref().unwrap_or(&self.tree);
         self.fit(
-            planner::plan_create(&self.tree, &self.xml.name, &xml, ctx)?,
+            planner::plan_create(tree, &self.xml.name, &xml, ctx)?,
             live_state,
         )
     }
@@ -244,7 +405,9 @@ impl Domain {
         force_state: Option<PowerState>,
     ) -> Result<Plan> {
         self.refresh()?;
-        let plan = planner::plan_revert(&self.tree, &self.xml.name, snapshot, force_state)?;
+        let learned = self.planning_tree()?;
+        let tree = learned.as_ref().unwrap_or(&self.tree);
+        let plan = planner::plan_revert(tree, &self.xml.name, snapshot, force_state)?;
         let state = self.backend.power_state()?;
         self.fit(plan, state)
     }
@@ -258,7 +421,9 @@ impl Domain {
     /// Plans a delete.
     pub fn plan_delete(&mut self, snapshot: &Uuid, mode: DeleteMode) -> Result<Plan> {
         self.refresh()?;
-        let plan = planner::plan_delete(&self.tree, &self.xml.name, snapshot, mode)?;
+        let learned = self.planning_tree()?;
+        let tree = learned.as_ref().unwrap_or(&self.tree);
+        let plan = planner::plan_delete(tree, &self.xml.name, snapshot, mode)?;
         let state = self.backend.power_state()?;
         self.fit(plan, state)
     }
@@ -266,7 +431,17 @@ impl Domain {
     /// Plans a delete-all.
     pub fn plan_delete_all(&mut self) -> Result<Plan> {
         self.refresh()?;
-        let plan = planner::plan_delete_all(&self.tree);
+        let learned = self.planning_tree()?;
+        let plan = planner::plan_delete_all(learned.as_ref().unwrap_or(&self.tree))?;
+        let state = self.backend.power_state()?;
+        self.fit(plan, state)
+    }
+
+    /// Plans a reclaim of retired data.
+    pub fn plan_reclaim(&mut self) -> Result<Plan> {
+        self.refresh()?;
+        let learned = self.planning_tree()?;
+        let plan = planner::plan_reclaim(learned.as_ref().unwrap_or(&self.tree))?;
         let state = self.backend.power_state()?;
         self.fit(plan, state)
     }
@@ -295,11 +470,21 @@ impl Domain {
                     kind.verb(),
                     caps.power_states(kind).describe(),
                     self.xml.name,
-                    if live == PowerState::Shutoff {
-                        "shut off"
-                    } else {
-                        live.as_str()
-                    }
+                    shown_state(live)
+                )));
+            }
+            // A revert leaves the domain in a power state of its own (SEMANTICS.md §4): a
+            // backend that cannot revert in that state cannot leave the domain there either.
+            if let Step::Revert { state, .. } = step
+                && !caps.allows(kind, *state)
+            {
+                return Err(Error::OperationInvalid(format!(
+                    "backend '{}' can {} only while the domain is {}; this revert would leave domain '{}' {}",
+                    self.backend.name(),
+                    kind.verb(),
+                    caps.power_states(kind).describe(),
+                    self.xml.name,
+                    shown_state(*state)
                 )));
             }
         }
@@ -376,7 +561,22 @@ impl Domain {
     /// Deletes every snapshot.
     pub fn delete_all(&mut self, progress: &mut dyn Progress) -> Result<Plan> {
         self.locked(|d| {
-            let plan = planner::plan_delete_all(&d.tree);
+            let plan = planner::plan_delete_all(&d.tree)?;
+            let state = d.backend.power_state()?;
+            let plan = d.fit(plan, state)?;
+            d.run(plan, progress)
+        })
+    }
+
+    /// Frees the data of every retired snapshot (SEMANTICS.md §7.2): each is consolidated
+    /// into what is stored on it, so every snapshot's content and the live state stay as
+    /// they are. Returns the plan run: its `consolidate` and `discard_leaf` steps name the
+    /// retired snapshots whose data was freed (backends do not report bytes). A backend
+    /// that cannot consolidate is refused with `OPERATION_INVALID` before anything runs,
+    /// when there is retired data to reclaim.
+    pub fn reclaim(&mut self, progress: &mut dyn Progress) -> Result<Plan> {
+        self.locked(|d| {
+            let plan = planner::plan_reclaim(&d.tree)?;
             let state = d.backend.power_state()?;
             let plan = d.fit(plan, state)?;
             d.run(plan, progress)
@@ -384,9 +584,10 @@ impl Domain {
     }
 
     /// Runs a plan: journal, steps, commit. A failure in the first step that left the
-    /// physical tree as it was drops the journal entry (backends undo a step that fails);
-    /// any other failure leaves the entry, and the next use of the domain rolls the
-    /// operation forward.
+    /// physical tree as it was drops the journal entry (backends undo a step that fails)
+    /// and returns the error itself: nothing changed. Any other failure leaves the entry,
+    /// the next use of the domain rolls the operation forward, and the call returns
+    /// `INCOMPLETE` (SEMANTICS.md §7.1) with the failure as its source.
     fn run(&mut self, plan: Plan, progress: &mut dyn Progress) -> Result<Plan> {
         let journaled = !plan.steps.is_empty() && !self.backend.is_metadata_only();
         // The physical tree before anything runs, to tell a cleanly failed first step
@@ -399,18 +600,29 @@ impl Domain {
         if journaled {
             self.store.journal_begin(&plan)?;
         }
+        if !journaled {
+            for step in &plan.steps {
+                self.backend.execute(step, progress)?;
+            }
+            self.commit(&plan)?;
+            return Ok(plan);
+        }
         for (i, step) in plan.steps.iter().enumerate() {
             if let Err(e) = self.backend.execute(step, progress) {
-                if journaled && i == 0 && self.first_step_left_nothing(physical_before.as_ref()) {
-                    self.store.journal_abort()?;
+                // An entry that cannot be dropped stays and is rolled forward: incomplete.
+                if i == 0
+                    && self.first_step_left_nothing(physical_before.as_ref())
+                    && self.store.journal_abort().is_ok()
+                {
+                    return Err(e);
                 }
-                return Err(e);
+                return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
-            if journaled {
-                self.store.journal_step_done(i)?;
+            if let Err(e) = self.store.journal_step_done(i) {
+                return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
         }
-        self.commit(&plan)?;
+        self.commit_journaled(&plan)?;
         Ok(plan)
     }
 
@@ -465,6 +677,23 @@ impl Domain {
                 self.xml.name
             ),
         })
+    }
+}
+
+/// Where a journaled plan stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// Step i (0-based) failed, or recording it as done did.
+    Step(usize),
+    /// Every step ran; committing the edits failed.
+    Commit,
+}
+
+fn shown_state(state: PowerState) -> &'static str {
+    if state == PowerState::Shutoff {
+        "shut off"
+    } else {
+        state.as_str()
     }
 }
 

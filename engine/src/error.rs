@@ -30,6 +30,9 @@ pub enum ErrorCode {
     Busy = 11,
     /// A bug in snaptree.
     Internal = 12,
+    /// An operation stopped part-way; it stays journaled and the next call on the domain
+    /// (or an explicit recover) finishes it. Until then reads show the state before it.
+    Incomplete = 13,
 }
 
 impl ErrorCode {
@@ -48,11 +51,12 @@ impl ErrorCode {
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Incomplete => "INCOMPLETE",
         }
     }
 
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidArg,
         ErrorCode::XmlError,
         ErrorCode::NoDomain,
@@ -65,6 +69,7 @@ impl ErrorCode {
         ErrorCode::Storage,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::Incomplete,
     ];
 
     /// The code with this number, if any.
@@ -150,6 +155,22 @@ pub enum Error {
     /// A bug in snaptree.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An operation stopped part-way (SEMANTICS.md §7.1): its plan stays in the journal and
+    /// the next call on the domain, or `recover`, finishes it.
+    #[error(
+        "{operation} on domain '{domain}' stopped at {stage}; the next call on the domain finishes it"
+    )]
+    Incomplete {
+        /// The domain.
+        domain: String,
+        /// The operation, in words ("delete (MERGE) of snapshot 'b'").
+        operation: String,
+        /// Where it stopped ("step 2 of 3 (discard_leaf)").
+        stage: String,
+        /// Why: the backend's (or the store's) own error.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -168,6 +189,7 @@ impl Error {
             Error::Storage { .. } => ErrorCode::Storage,
             Error::Busy { .. } => ErrorCode::Busy,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::Incomplete { .. } => ErrorCode::Incomplete,
         }
     }
 

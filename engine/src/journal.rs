@@ -14,6 +14,16 @@ pub struct JournalEntry {
     pub steps_done: usize,
 }
 
+/// An operation journaled and not finished (SEMANTICS.md §7.1), as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The operation in words, naming snapshots as the tree before it does (the tree every
+    /// read shows until it finishes).
+    pub operation: String,
+    /// The plan and how many of its steps are done.
+    pub entry: JournalEntry,
+}
+
 /// Where a domain's metadata and journal live.
 pub trait DomainStore: Send {
     /// Takes the domain's lock (waiting up to the store's timeout, then `BUSY`).

@@ -16,6 +16,7 @@ pub mod journal;
 pub mod model;
 pub mod name;
 pub mod null;
+pub mod physical;
 pub mod plan;
 pub mod planner;
 pub mod store;
@@ -31,7 +32,7 @@ pub use backend::{
 pub use conn::{Connection, DomainInfo, Resolver};
 pub use domain::{Domain, Recovery};
 pub use error::{Error, ErrorCode, Result};
-pub use journal::{DomainStore, JournalEntry, MemoryStore};
+pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
 pub use plan::{DeleteMode, Edit, Operation, Plan, Step, StepKind};

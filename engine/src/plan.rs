@@ -82,6 +82,44 @@ pub enum Operation {
     },
     /// Delete every snapshot.
     DeleteAll,
+    /// Free every retired snapshot's data (SEMANTICS.md §7.2).
+    Reclaim,
+    /// Record where retired data is stored, learned from the backend (metadata written
+    /// before schema version 3 lacks it). No physical step.
+    RecordLayout,
+}
+
+impl Operation {
+    /// The operation in words for messages and listings ("delete (MERGE) of snapshot
+    /// 'b'"), naming snapshots as `tree` knows them: pass the tree before the operation,
+    /// which is what every read shows while it is pending.
+    pub fn describe(&self, tree: &crate::tree::SnapshotTree) -> String {
+        let name = |u: &Uuid| match tree.get(u) {
+            Some(s) => format!("'{}'", s.name),
+            None => u.to_string(),
+        };
+        match self {
+            Operation::Create { name } => format!("create of snapshot '{name}'"),
+            Operation::Revert { snapshot, .. } => format!("revert to snapshot {}", name(snapshot)),
+            Operation::Rename { snapshot, new_name } => {
+                format!("rename of snapshot {} to '{new_name}'", name(snapshot))
+            }
+            Operation::Delete {
+                snapshot,
+                mode: DeleteMode::Retire,
+            } => format!("delete of snapshot {}", name(snapshot)),
+            Operation::Delete { snapshot, mode } => {
+                format!(
+                    "delete ({}) of snapshot {}",
+                    mode.flag_name(),
+                    name(snapshot)
+                )
+            }
+            Operation::DeleteAll => "delete-all".to_string(),
+            Operation::Reclaim => "reclaim of retired snapshots' data".to_string(),
+            Operation::RecordLayout => "recording where retired data is stored".to_string(),
+        }
+    }
 }
 
 /// The kind of a physical step, used for capabilities.
@@ -266,6 +304,30 @@ pub enum Edit {
     },
     /// Forget every retired uuid: their data has been freed.
     ClearRetired,
+    /// Forget one retired uuid: its data has been freed.
+    Unretire {
+        /// The retired snapshot.
+        snapshot: Uuid,
+    },
+    /// Record where a retired layer is physically stored.
+    SetRetiredParent {
+        /// The retired snapshot.
+        snapshot: Uuid,
+        /// Its physical parent (a snapshot or retired layer; None: the base).
+        parent: Option<Uuid>,
+    },
+    /// Record the retired layer a snapshot is physically stored on.
+    SetOnRetired {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// The retired layer; None: directly on its parent.
+        retired: Option<Uuid>,
+    },
+    /// Record the retired layer the live state is physically stored on.
+    SetLiveOnRetired {
+        /// The retired layer; None: directly on `current`.
+        retired: Option<Uuid>,
+    },
 }
 
 /// An operation decided: its physical steps and its metadata change.
@@ -280,6 +342,30 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan with `current` moved before any snapshot is removed. Plans journaled by
+    /// older versions moved it last, which the tree now refuses (removing the current
+    /// snapshot is a planner bug); the edits' target existed before the plan, so moving
+    /// the final `SetCurrent` first gives the same tree.
+    pub fn current_first(&self) -> Plan {
+        let mut plan = self.clone();
+        let first_remove = plan
+            .edits
+            .iter()
+            .position(|e| matches!(e, Edit::Remove { .. }));
+        let last_set = plan
+            .edits
+            .iter()
+            .rposition(|e| matches!(e, Edit::SetCurrent { .. }));
+        if let (Some(r), Some(c)) = (first_remove, last_set)
+            && c > r
+        {
+            let edit = plan.edits.remove(c);
+            plan.edits.retain(|e| !matches!(e, Edit::SetCurrent { .. }));
+            plan.edits.insert(0, edit);
+        }
+        plan
+    }
+
     /// The uuids of snapshots the plan removes from the tree, in order.
     pub fn removed(&self) -> Vec<Uuid> {
         self.edits

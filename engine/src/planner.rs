@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::model::{PowerState, Snapshot};
 use crate::name::{shown, validate_name};
+use crate::physical;
 use crate::plan::{DeleteMode, Edit, Operation, Plan, Step};
 use crate::tree::SnapshotTree;
 use crate::xml::SnapshotXml;
@@ -74,21 +75,24 @@ pub fn plan_create(
         creation_date: ctx.now,
         state: ctx.live_state,
     };
-    Ok(Plan {
-        operation: Operation::Create { name: name.clone() },
-        steps: vec![Step::Create {
-            snapshot: uuid,
-            parent,
-            name,
-            description: snapshot.description.clone(),
-        }],
-        edits: vec![
-            Edit::Add { snapshot, parent },
-            Edit::SetCurrent {
-                current: Some(uuid),
-            },
-        ],
-    })
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::Create { name: name.clone() },
+            steps: vec![Step::Create {
+                snapshot: uuid,
+                parent,
+                name,
+                description: snapshot.description.clone(),
+            }],
+            edits: vec![
+                Edit::Add { snapshot, parent },
+                Edit::SetCurrent {
+                    current: Some(uuid),
+                },
+            ],
+        },
+    )
 }
 
 /// libvirt names an unnamed snapshot by its creation time; a suffix keeps it unique.
@@ -112,19 +116,22 @@ pub fn plan_revert(
 ) -> Result<Plan> {
     let s = tree.require(snapshot, domain)?;
     let state = force_state.unwrap_or(s.state);
-    Ok(Plan {
-        operation: Operation::Revert {
-            snapshot: *snapshot,
-            force_state,
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::Revert {
+                snapshot: *snapshot,
+                force_state,
+            },
+            steps: vec![Step::Revert {
+                snapshot: *snapshot,
+                state,
+            }],
+            edits: vec![Edit::SetCurrent {
+                current: Some(*snapshot),
+            }],
         },
-        steps: vec![Step::Revert {
-            snapshot: *snapshot,
-            state,
-        }],
-        edits: vec![Edit::SetCurrent {
-            current: Some(*snapshot),
-        }],
-    })
+    )
 }
 
 /// Plans a rename. Metadata only: physical data is keyed by uuid.
@@ -244,46 +251,81 @@ pub fn plan_delete(
             current_target = Some(uuid);
         }
     }
+    // `current` moves before anything is removed: removing the current snapshot is a bug
+    // the tree refuses.
     if let Some(c) = current
         && gone.contains(&c)
     {
-        edits.push(Edit::SetCurrent {
-            current: current_target,
-        });
+        edits.insert(
+            0,
+            Edit::SetCurrent {
+                current: current_target,
+            },
+        );
     }
-    Ok(Plan {
-        operation: Operation::Delete {
-            snapshot: uuid,
-            mode,
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::Delete {
+                snapshot: uuid,
+                mode,
+            },
+            steps,
+            edits,
         },
-        steps,
-        edits,
-    })
+    )
 }
 
-/// Plans a delete of every snapshot (and of the data of retired ones).
-pub fn plan_delete_all(tree: &SnapshotTree) -> Plan {
+/// Plans a delete of every snapshot and of the data of retired ones, dependents first
+/// (SEMANTICS.md §7.2).
+pub fn plan_delete_all(tree: &SnapshotTree) -> Result<Plan> {
     let mut steps = Vec::new();
     let mut edits = Vec::new();
     if !tree.is_empty() || !tree.retired().is_empty() {
         steps.push(Step::DetachLive);
     }
-    let all: Vec<Uuid> = tree.topological().iter().map(|s| s.uuid).collect();
-    discard_leaves_first(&mut steps, &mut edits, &all);
-    for r in tree.retired() {
-        steps.push(Step::DiscardLeaf { snapshot: *r });
-    }
-    if !tree.retired().is_empty() {
-        edits.push(Edit::ClearRetired);
-    }
     if tree.current().is_some() {
         edits.push(Edit::SetCurrent { current: None });
     }
-    Plan {
-        operation: Operation::DeleteAll,
-        steps,
-        edits,
+    let all: Vec<Uuid> = tree.topological().iter().map(|s| s.uuid).collect();
+    // The retired layers join this run of discards in `physical::complete`.
+    discard_leaves_first(&mut steps, &mut edits, &all);
+    if !tree.retired().is_empty() {
+        edits.push(Edit::ClearRetired);
     }
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::DeleteAll,
+            steps,
+            edits,
+        },
+    )
+}
+
+/// Plans a reclaim (SEMANTICS.md §7.2): every retired snapshot's data is consolidated
+/// into what is stored on it (or discarded, should nothing be), topmost first, so every
+/// survivor's content and the live state stay as they are.
+pub fn plan_reclaim(tree: &SnapshotTree) -> Result<Plan> {
+    let layout = physical::Layout::of(tree)?;
+    let steps = layout
+        .dependents_first(tree.retired())
+        .into_iter()
+        .map(|snapshot| Step::Consolidate { snapshot })
+        .collect();
+    let edits = if tree.retired().is_empty() {
+        Vec::new()
+    } else {
+        vec![Edit::ClearRetired]
+    };
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::Reclaim,
+            steps,
+            edits,
+        },
+    )
 }
 
 fn reparent(edits: &mut Vec<Edit>, children: &[Uuid], parent: Option<Uuid>) {
@@ -335,6 +377,12 @@ pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
             Edit::SetCurrent { current } => tree.set_current(*current)?,
             Edit::Retire { snapshot } => tree.add_retired(*snapshot),
             Edit::ClearRetired => tree.clear_retired(),
+            Edit::Unretire { snapshot } => tree.remove_retired(snapshot)?,
+            Edit::SetRetiredParent { snapshot, parent } => {
+                tree.set_retired_parent(*snapshot, *parent)?
+            }
+            Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
+            Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
         }
     }
     Ok(())

@@ -44,7 +44,24 @@ pub struct SnapshotTree {
     all: BTreeMap<u64, NodeIndex>,
     current: Option<NodeIndex>,
     retired: BTreeSet<Uuid>,
+    physical: Physical,
     next_seq: u64,
+}
+
+/// Where data is physically stored when that differs from the metadata (SEMANTICS.md
+/// §7.2): retired layers stay under what was stored on them. A snapshot's physical chain
+/// passes only retired layers before it reaches its metadata parent, and so does the live
+/// state's before it reaches `current`; so only the retired layer a snapshot or the live
+/// state sits on needs recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Physical {
+    /// A retired layer's physical parent (a snapshot, another retired layer, None: the
+    /// base). Absent: unknown (recorded by a store older than schema version 3).
+    retired_parent: HashMap<Uuid, Option<Uuid>>,
+    /// The retired layer a snapshot sits on, for snapshots not directly on their parent.
+    on_retired: HashMap<Uuid, Uuid>,
+    /// The retired layer the live state sits on, if not directly on `current`.
+    live_on_retired: Option<Uuid>,
 }
 
 impl SnapshotTree {
@@ -316,10 +333,15 @@ impl SnapshotTree {
                 "snapshot {uuid} removed while it has children"
             )));
         }
-        let parent = self.parent_index(i);
         if self.current == Some(i) {
-            self.current = None;
+            // The planner moves `current` before removing it; losing it here silently would
+            // hide that bug.
+            return Err(Error::Internal(format!(
+                "snapshot {uuid} removed while it is the current snapshot"
+            )));
         }
+        let parent = self.parent_index(i);
+        self.physical.on_retired.remove(uuid);
         let node = self
             .graph
             .remove_node(i)
@@ -397,7 +419,8 @@ impl SnapshotTree {
         Ok(())
     }
 
-    /// Records a retired uuid.
+    /// Records a retired uuid (its physical parent unknown until
+    /// [`SnapshotTree::set_retired_parent`]).
     pub fn add_retired(&mut self, uuid: Uuid) {
         self.retired.insert(uuid);
     }
@@ -405,6 +428,68 @@ impl SnapshotTree {
     /// Forgets every retired uuid (their data has been freed).
     pub fn clear_retired(&mut self) {
         self.retired.clear();
+        self.physical = Physical::default();
+    }
+
+    /// Forgets one retired uuid (its data has been freed).
+    pub fn remove_retired(&mut self, uuid: &Uuid) -> Result<()> {
+        if !self.retired.remove(uuid) {
+            return Err(Error::Internal(format!("{uuid} is not a retired snapshot")));
+        }
+        self.physical.retired_parent.remove(uuid);
+        Ok(())
+    }
+
+    /// Records the physical parent of a retired layer.
+    pub fn set_retired_parent(&mut self, uuid: Uuid, parent: Option<Uuid>) -> Result<()> {
+        if !self.retired.contains(&uuid) {
+            return Err(Error::Internal(format!("{uuid} is not a retired snapshot")));
+        }
+        self.physical.retired_parent.insert(uuid, parent);
+        Ok(())
+    }
+
+    /// Records the retired layer a snapshot sits on (None: directly on its parent).
+    pub fn set_on_retired(&mut self, uuid: Uuid, retired: Option<Uuid>) -> Result<()> {
+        self.index(&uuid)?;
+        match retired {
+            Some(r) => {
+                self.physical.on_retired.insert(uuid, r);
+            }
+            None => {
+                self.physical.on_retired.remove(&uuid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the retired layer the live state sits on (None: directly on `current`).
+    pub fn set_live_on_retired(&mut self, retired: Option<Uuid>) {
+        self.physical.live_on_retired = retired;
+    }
+
+    /// The physical parent of a retired layer: `None` when unknown, `Some(None)` for the
+    /// base.
+    pub fn retired_parent(&self, uuid: &Uuid) -> Option<Option<Uuid>> {
+        self.physical.retired_parent.get(uuid).copied()
+    }
+
+    /// The retired layer a snapshot sits on, if not directly on its parent.
+    pub fn on_retired(&self, uuid: &Uuid) -> Option<Uuid> {
+        self.physical.on_retired.get(uuid).copied()
+    }
+
+    /// The retired layer the live state sits on, if not directly on `current`.
+    pub fn live_on_retired(&self) -> Option<Uuid> {
+        self.physical.live_on_retired
+    }
+
+    /// Whether every retired layer's physical parent is known (false only for metadata
+    /// written before schema version 3, until the engine learns it from the backend).
+    pub fn physical_known(&self) -> bool {
+        self.retired
+            .iter()
+            .all(|r| self.physical.retired_parent.contains_key(r))
     }
 }
 
@@ -448,6 +533,20 @@ mod tests {
         t.remove(&c.uuid).unwrap();
         assert_eq!(names(t.leaves().collect()), ["a", "b"]);
         assert!(t.remove(&Uuid::new_v4()).is_err());
+    }
+
+    #[test]
+    fn removing_the_current_snapshot_is_an_internal_error_that_changes_nothing() {
+        let mut t = SnapshotTree::new();
+        let a = snap("a");
+        t.insert(a.clone(), None).unwrap();
+        t.set_current(Some(a.uuid)).unwrap();
+        let err = t.remove(&a.uuid).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Internal, "{err}");
+        assert_eq!(t.current().map(|c| c.uuid), Some(a.uuid));
+        assert!(t.contains(&a.uuid), "expected the snapshot kept");
+        t.set_current(None).unwrap();
+        t.remove(&a.uuid).unwrap();
     }
 }
 

@@ -473,3 +473,46 @@ fn snapshot_xml_round_trips() {
     assert_eq!(parsed.parent_name.as_deref(), Some("b"));
     assert_eq!(parsed.format(), xml, "expected format(parse(x)) == x");
 }
+
+/// Every planner path that removes the current snapshot moves `current` first: the tree
+/// refuses to remove the current snapshot (an INTERNAL error), so a plan that forgot would
+/// fail here instead of silently losing `current`.
+#[test]
+fn every_delete_of_the_current_snapshot_moves_current_before_removing_it() {
+    use snaptree_engine::{Edit, planner};
+    for mode in DeleteMode::ALL {
+        // current = c, a leaf: every mode but CHILDREN_ONLY removes it, or (CHILDREN_ONLY
+        // of b) removes it as a descendant.
+        let mut d = standard();
+        let target = if mode == DeleteMode::ChildrenOnly {
+            "b"
+        } else {
+            "c"
+        };
+        let u = uuid(&mut d, target);
+        let c = uuid(&mut d, "c");
+        let plan = d.plan_delete(&u, mode).unwrap();
+        let first_remove = plan
+            .edits
+            .iter()
+            .position(|e| matches!(e, Edit::Remove { snapshot } if *snapshot == c));
+        let set_current = plan
+            .edits
+            .iter()
+            .position(|e| matches!(e, Edit::SetCurrent { .. }));
+        if let Some(r) = first_remove {
+            let s = set_current.unwrap_or_else(|| panic!("{mode:?}: current never moved"));
+            assert!(
+                s < r,
+                "{mode:?}: current moved after c was removed: {plan:?}"
+            );
+        }
+        let mut tree = d.tree().unwrap().clone();
+        planner::apply_edits(&mut tree, &plan.edits).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        delete(&mut d, target, mode).unwrap();
+        assert!(
+            d.tree().unwrap().current().is_some(),
+            "{mode:?}: expected current moved, not lost"
+        );
+    }
+}

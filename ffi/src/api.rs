@@ -9,7 +9,7 @@ use std::path::Path;
 use std::ptr;
 use std::sync::Arc;
 
-use snaptree_engine::{Connection, Error, NoProgress, flags};
+use snaptree_engine::{Connection, Error, NoProgress, Step, flags};
 use snaptree_host::{Plugin, PluginHost};
 
 use crate::boundary::{self, Call};
@@ -202,6 +202,62 @@ pub unsafe extern "C" fn snaptree_domain_free(dom: *mut snaptree_domain) {
             drop(unsafe { Box::from_raw(dom) });
         }
         Ok(())
+    })
+}
+
+/// Finishes an operation that stopped part-way (`SNAPTREE_ERR_INCOMPLETE`) now, and
+/// reports every operation this handle finished that no earlier call of this function
+/// reported: including one that opening the domain (its first use through this handle) or
+/// a later mutation already finished, since those finish pending operations first.
+/// `flags` must be 0. When `report` is not NULL, on success `*report` receives a string to
+/// free with `snaptree_free`: one line per finished operation ("delete (MERGE) of snapshot
+/// 'b' (1 of 3 steps had been done)"), empty when there was none.
+///
+/// Returns the number of operations finished (0: nothing was pending), or -1 on error
+/// (`SNAPTREE_ERR_INCOMPLETE` when finishing fails again; nothing more changed then).
+///
+/// # Safety
+/// `dom` is a live domain handle; `report` is NULL or valid for writing one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_domain_recover(
+    dom: *mut snaptree_domain,
+    flags: c_uint,
+    report: *mut *mut c_char,
+) -> c_int {
+    boundary::call("snaptree_domain_recover", -1, |call| {
+        // SAFETY: `dom` is NULL or a live domain handle (documented).
+        let dom = unsafe { call.arg(dom, "dom") }?;
+        call.flags(flags, 0)?;
+        let done = dom.with(|d| d.recover())?;
+        let count = call.count(done.len())?;
+        if !report.is_null() {
+            let text: String = done.iter().map(|r| r.describe() + "\n").collect();
+            let text = strings::to_c(&text)?;
+            // SAFETY: `report` is non-NULL and valid for writing one pointer (documented).
+            unsafe { report.write(text) };
+        }
+        Ok(count)
+    })
+}
+
+/// Whether an operation on the domain is journaled and not finished: one that stopped
+/// part-way (`SNAPTREE_ERR_INCOMPLETE`), or one running in another handle or process right
+/// now. Until it finishes, every read shows the state before it. `flags` must be 0.
+///
+/// Returns 1 if there is one, 0 if not, -1 on error.
+///
+/// # Safety
+/// `dom` is a live domain handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_domain_has_pending(
+    dom: *mut snaptree_domain,
+    flags: c_uint,
+) -> c_int {
+    boundary::call("snaptree_domain_has_pending", -1, |call| {
+        // SAFETY: `dom` is NULL or a live domain handle (documented).
+        let dom = unsafe { call.arg(dom, "dom") }?;
+        call.flags(flags, 0)?;
+        dom.with(|d| Ok(c_int::from(d.pending()?.is_some())))
     })
 }
 
@@ -635,6 +691,43 @@ pub unsafe extern "C" fn snaptree_snapshot_delete_all(
         let dom = unsafe { call.arg(dom, "dom") }?;
         call.flags(flags, 0)?;
         dom.with(|d| d.delete_all(&mut NoProgress))?;
+        Ok(0)
+    })
+}
+
+/// Frees the data of every retired snapshot of a domain (deleted without a flag, data
+/// kept because something was stored on it): each is consolidated into what depends on
+/// it, so every snapshot's content and the live state stay as they are (SEMANTICS.md
+/// §7.2). On success `*freed`, when `freed` is not NULL, is the number of retired
+/// snapshots whose data was freed (backends do not report bytes). `flags` must be 0.
+///
+/// Returns 0, or -1 on error (`SNAPTREE_ERR_OPERATION_INVALID`, before anything runs, when
+/// the backend cannot consolidate and there is retired data to reclaim).
+///
+/// # Safety
+/// `dom` is a live domain handle; `freed` is NULL or valid for writing one `unsigned int`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_domain_reclaim(
+    dom: *mut snaptree_domain,
+    freed: *mut c_uint,
+    flags: c_uint,
+) -> c_int {
+    boundary::call("snaptree_domain_reclaim", -1, |call| {
+        // SAFETY: `dom` is NULL or a live domain handle (documented).
+        let dom = unsafe { call.arg(dom, "dom") }?;
+        call.flags(flags, 0)?;
+        let plan = dom.with(|d| d.reclaim(&mut NoProgress))?;
+        let n = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Consolidate { .. } | Step::DiscardLeaf { .. }))
+            .count();
+        let n = c_uint::try_from(n).unwrap_or(c_uint::MAX);
+        if !freed.is_null() {
+            // SAFETY: a non-NULL `freed` is valid for one write (documented); written only
+            // on success.
+            unsafe { freed.write(n) };
+        }
         Ok(0)
     })
 }

@@ -36,6 +36,11 @@ pub const SNAPTREE_ERR_STORAGE: c_int = 10;
 pub const SNAPTREE_ERR_BUSY: c_int = 11;
 /// Error code: a bug in snaptree (including a panic caught at the API boundary).
 pub const SNAPTREE_ERR_INTERNAL: c_int = 12;
+/// Error code: an operation stopped part-way (a step after the first failed, or the final
+/// commit did). It stays journaled; reads show the state before it until the next call on
+/// the domain, or `snaptree_domain_recover`, finishes it. The message names the operation,
+/// the step and the backend's reason.
+pub const SNAPTREE_ERR_INCOMPLETE: c_int = 13;
 
 /// `snaptree_snapshot_delete` flag: merge the snapshot into its parent; refused with
 /// `SNAPTREE_ERR_WOULD_DISCARD` when the parent has other children.
@@ -91,6 +96,7 @@ const _: () = {
     assert!(SNAPTREE_ERR_STORAGE == ErrorCode::Storage as c_int);
     assert!(SNAPTREE_ERR_BUSY == ErrorCode::Busy as c_int);
     assert!(SNAPTREE_ERR_INTERNAL == ErrorCode::Internal as c_int);
+    assert!(SNAPTREE_ERR_INCOMPLETE == ErrorCode::Incomplete as c_int);
     assert!(SNAPTREE_SNAPSHOT_DELETE_MERGE == flags::DELETE_MERGE);
     assert!(SNAPTREE_SNAPSHOT_DELETE_MERGE_FORCE == flags::DELETE_MERGE_FORCE);
     assert!(SNAPTREE_SNAPSHOT_DELETE_DISCARD == flags::DELETE_DISCARD);

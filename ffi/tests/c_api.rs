@@ -1,15 +1,14 @@
 //! Compiles the C programs of `tests/c/` against `include/snaptree.h` with
 //! `cc -std=c99 -Wall -Wextra -Werror -pedantic`, links them with the `libsnaptree.so` this
-//! build produced, and runs them — under valgrind (`--leak-check=full`, definite leaks and
-//! every memory error fail) when it is installed — on each backend:
+//! build produced, and runs them under valgrind (`--leak-check=full`, definite leaks and
+//! every memory error fail) on each backend:
 //!
 //! - `null`, built into the engine;
 //! - `sim`, the C plugin `libsnaptree_backend_sim.so` (its path from the
 //!   `snaptree-backend-sim` crate, loaded with `snaptree_conn_load_backend`);
 //! - `qemu`, when `libsnaptree_backend_qemu.so` exists next to this build's binaries (or at
-//!   `$SNAPTREE_QEMU_PLUGIN`) and `qemu-img` runs; otherwise the test prints a notice and
-//!   passes. `SNAPTREE_REQUIRE_QEMU=1` turns the notice into a failure (for CI once the plugin
-//!   is built there).
+//!   `$SNAPTREE_QEMU_PLUGIN`) and `qemu-img` runs; otherwise the test prints a `SKIPPED:`
+//!   line, or fails under CI or with `SNAPTREE_REQUIRE_QEMU=1`.
 //!
 //! Where the library is: the test executable lives in `target/<profile>/deps/`, which is
 //! where cargo puts `libsnaptree.so` when it builds this package's tests (it is copied to
@@ -17,11 +16,14 @@
 //! `CARGO_TARGET_DIR`. The programs get an rpath to that directory, and run with
 //! `LD_LIBRARY_PATH` set to it alone (cargo's own value would find the older copy first).
 //!
-//! `SNAPTREE_NO_VALGRIND=1` runs the programs directly.
+//! Without valgrind, or with `SNAPTREE_NO_VALGRIND=1`, the programs run directly after a
+//! `SKIPPED:` line for valgrind's checks; under CI that is a failure (`snaptree_tests::skip`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+
+use snaptree_tests::skip;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -114,18 +116,25 @@ fn program(name: &'static str) -> PathBuf {
     out
 }
 
+/// `valgrind`, or None (after saying so; under CI it fails instead) when it is not
+/// installed or `SNAPTREE_NO_VALGRIND=1` turns it off.
 fn valgrind() -> Option<&'static str> {
     static FOUND: OnceLock<bool> = OnceLock::new();
-    if std::env::var_os("SNAPTREE_NO_VALGRIND").is_some_and(|v| v == "1") {
-        return None;
-    }
     let found = *FOUND.get_or_init(|| {
         Command::new("valgrind")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    if found { Some("valgrind") } else { None }
+    let why = if std::env::var_os("SNAPTREE_NO_VALGRIND").is_some_and(|v| v == "1") {
+        "SNAPTREE_NO_VALGRIND=1 turns valgrind off, so the programs run without it"
+    } else if !found {
+        "valgrind is not installed, so the programs run without it"
+    } else {
+        return Some("valgrind");
+    };
+    skip::cannot_run("valgrind's checks of the C API programs", why);
+    None
 }
 
 /// One backend's settings for the C programs.
@@ -195,13 +204,12 @@ fn qemu() -> Option<Backend> {
         (Some(_), false) => Some("qemu-img cannot be run".to_string()),
     };
     if let Some(why) = why {
-        let message = format!("NOTICE: the C API tests on the qemu backend are skipped: {why}");
+        let what = "the C API test on the qemu backend";
         assert!(
             std::env::var_os("SNAPTREE_REQUIRE_QEMU").is_none_or(|v| v != "1"),
-            "{message}, and SNAPTREE_REQUIRE_QEMU=1"
+            "{what} cannot run: {why}, and SNAPTREE_REQUIRE_QEMU=1"
         );
-        println!("{message}");
-        eprintln!("{message}");
+        skip::cannot_run(what, &why);
         return None;
     }
     Some(Backend {
@@ -228,7 +236,8 @@ fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
     let not_plugin = scratch.path().join("not-a-plugin.so");
     std::fs::write(&not_plugin, "this is not a shared library\n").unwrap();
 
-    let mut cmd = match valgrind() {
+    let valgrind = valgrind();
+    let mut cmd = match valgrind {
         Some(v) => {
             let mut c = Command::new(v);
             c.args([
@@ -285,7 +294,7 @@ fn run(name: &'static str, backend: &Backend, extra_env: &[(&str, &str)]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     print!("{stdout}");
-    let how = if valgrind().is_some() {
+    let how = if valgrind.is_some() {
         "under valgrind"
     } else {
         "without valgrind"
@@ -318,6 +327,13 @@ fn api_on_qemu_plugin() {
     if let Some(b) = qemu() {
         run("api_test", &b, &[]);
     }
+}
+
+/// SNAPTREE_ERR_INCOMPLETE and snaptree_domain_recover: the fault is a real failed write
+/// of the C sim plugin, so this runs on the sim plugin only.
+#[test]
+fn recover_on_sim_plugin() {
+    run("recover_test", &sim(), &[]);
 }
 
 #[test]

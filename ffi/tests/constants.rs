@@ -35,6 +35,7 @@ fn error_codes_are_the_engines() {
         snaptree::SNAPTREE_ERR_STORAGE,
         snaptree::SNAPTREE_ERR_BUSY,
         snaptree::SNAPTREE_ERR_INTERNAL,
+        snaptree::SNAPTREE_ERR_INCOMPLETE,
     ];
     let header = header_defines();
     assert_eq!(

@@ -89,6 +89,9 @@ fn header_declares_every_function_and_constant() {
         "snaptree_snapshot_get_name",
         "snaptree_snapshot_get_uuid_string",
         "snaptree_snapshot_delete_all",
+        "snaptree_domain_recover",
+        "snaptree_domain_has_pending",
+        "snaptree_domain_reclaim",
         "snaptree_last_error_code",
         "snaptree_last_error_message",
     ] {

@@ -756,6 +756,25 @@ static void test_delete_modes(void)
     EXPECT_TREE(dom, "fresh:-", "fresh");
     drop_domain(dom);
 
+    /* reclaim: a retired snapshot with children keeps its data until reclaimed. */
+    dom = build(conn, "reclaim");
+    {
+        unsigned int freed = 77;
+
+        CHECK_FAIL_INT(snaptree_domain_reclaim(NULL, &freed, 0), SNAPTREE_ERR_INVALID_ARG, "'dom'");
+        CHECK_FAIL_INT(snaptree_domain_reclaim(dom, &freed, 1), SNAPTREE_ERR_INVALID_ARG, "0x1");
+        CHECK(freed == 77); /* out-parameter untouched on failure */
+        CHECK_OK(snaptree_domain_reclaim(dom, &freed, 0));
+        CHECK(freed == 0); /* nothing retired yet */
+        delete_named(dom, "x", 0);
+        EXPECT_TREE(dom, "r:-,x1:r,x2:r,x21:x2,y:r", "x21");
+        CHECK_OK(snaptree_domain_reclaim(dom, &freed, 0));
+        CHECK(freed == 1);
+        EXPECT_TREE(dom, "r:-,x1:r,x2:r,x21:x2,y:r", "x21");
+        CHECK_OK(snaptree_domain_reclaim(dom, NULL, 0));
+    }
+    drop_domain(dom);
+
     CHECK_OK(snaptree_conn_close(conn));
 }
 

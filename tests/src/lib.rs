@@ -1,13 +1,17 @@
 //! Shared helpers of snaptree's integration tests: a canonical form of a tree to compare
 //! states exactly, the invariants of SEMANTICS.md §3.1-2, a base tree that exercises every
-//! delete mode with multi-step plans, and the operations the crash tests run.
+//! delete mode with multi-step plans, and the operations the crash tests run. [`skip`] is
+//! how any crate's test that cannot run here (a missing tool) says so, or fails under CI.
 
-use std::collections::BTreeSet;
+pub mod skip;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use snaptree_engine::testing::SharedBackend;
 use snaptree_engine::{
-    Backend, Connection, DeleteMode, Domain, Error, NoProgress, Plan, PowerState, Result,
-    SnapshotTree, Uuid,
+    Backend, Connection, ContentRef, DeleteMode, Domain, Error, NoProgress, Plan, PowerState,
+    Result, SnapshotTree, Uuid,
 };
 
 /// One snapshot as the canonical form shows it.
@@ -361,5 +365,23 @@ pub fn run_op_without_writes(d: &mut Domain, op: &str) -> Result<Plan> {
         operation: snaptree_engine::Operation::Create { name: "new".into() },
         steps: vec![],
         edits: vec![],
+    })
+}
+
+/// The live content and every snapshot's content of a domain on a shared simulator, by digest
+/// (None: the live state).
+pub fn contents(d: &mut Domain, sim: &SharedBackend) -> BTreeMap<Option<Uuid>, String> {
+    let uuids: Vec<Uuid> = d.tree().unwrap().iter().map(|s| s.uuid).collect();
+    sim.with(|b| {
+        let hooks = b.test_hooks().expect("the simulator has test hooks");
+        let mut out = BTreeMap::new();
+        out.insert(None, hooks.content_digest(ContentRef::Live).unwrap());
+        for u in uuids {
+            out.insert(
+                Some(u),
+                hooks.content_digest(ContentRef::Snapshot(u)).unwrap(),
+            );
+        }
+        out
     })
 }

@@ -197,7 +197,25 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
     assert_eq!(t.get(&a).unwrap().description, "from v1");
     assert_eq!(t.get(&a).unwrap().creation_date, 1_700_000_000);
     assert!(t.retired().contains(&old));
-    assert_eq!(d.generation(), Some(8));
+    // Schema version 3 records where retired data is stored; a version 1 row does not
+    // say, so the first open under the lock learned it from the backend (one more commit).
+    // The null backend holds no data: the retired uuid is recorded on the base.
+    assert_eq!(t.retired_parent(&old), Some(None));
+    assert!(t.physical_known());
+    assert_eq!(d.generation(), Some(9));
+    let db = rusqlite::Connection::open(dir.join("snaptree.db")).unwrap();
+    let (parent, known): (Option<String>, i64) = db
+        .query_row(
+            "SELECT parent_uuid, parent_known FROM retired WHERE uuid = ?1",
+            [old.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (parent, known),
+        (None, 1),
+        "expected the learned place stored"
+    );
     assert!(journal_rows(&dir).is_empty());
 }
 
@@ -520,7 +538,9 @@ fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain() {
         action: FaultAction::Fail,
         after_step: false,
     });
-    let err = c
+    // Opening tries to roll forward; when that fails again the domain still opens, with the
+    // operation pending, and the next mutation reports it.
+    let mut d = c
         .open_domain_with_backend(
             "vm",
             Box::new(FaultyBackend::new(
@@ -528,13 +548,30 @@ fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain() {
                 switch.clone(),
             )),
         )
+        .unwrap();
+    assert_eq!(switch.fired(), 2);
+    assert!(d.recoveries().is_empty());
+    assert!(d.pending().unwrap().is_some());
+    switch.arm(Fault {
+        at_step: 0,
+        action: FaultAction::Fail,
+        after_step: false,
+    });
+    let err = d
+        .create_snapshot("<domainsnapshot><name>z</name></domainsnapshot>")
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Backend);
+    assert_eq!(err.code(), ErrorCode::Incomplete);
     assert!(
         err.to_string()
-            .contains("domain 'vm' has an interrupted operation"),
+            .contains("delete-all on domain 'vm' stopped at step 2 of"),
         "{err}"
     );
+    assert!(!d.cached_tree().is_empty(), "nothing committed");
+    assert!(
+        d.cached_tree().require_name("z", "vm").is_err(),
+        "z not made"
+    );
+    drop(d);
     assert_eq!(journal_rows(&dir).len(), 1);
     let d = c.open_domain("vm").unwrap();
     assert_eq!(d.recoveries().len(), 1);
@@ -577,4 +614,52 @@ fn snapshots_keep_their_fields_through_the_store() {
         .open_domain("vm")
         .unwrap();
     assert_eq!(d.cached_tree().get(&u), Some(&s));
+}
+
+#[test]
+fn where_retired_data_is_stored_survives_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let c = fresh(&dir, "vm");
+    let mut d = c.open_domain("vm").unwrap();
+    let take = |d: &mut snaptree_engine::Domain, name: &str| {
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name></domainsnapshot>"
+        ))
+        .unwrap()
+    };
+    let a = take(&mut d, "a");
+    let r = take(&mut d, "r");
+    let x = take(&mut d, "x");
+    // r retired: x and (through x) the live state are stored on it.
+    d.delete(&r, DeleteMode::Retire, &mut NoProgress).unwrap();
+    drop(d);
+    drop(c);
+    let c = Connection::open(Some(&dir)).unwrap();
+    let mut d = c.open_domain("vm").unwrap();
+    let t = d.tree().unwrap();
+    assert_eq!(
+        t.retired_parent(&r),
+        Some(Some(a)),
+        "expected r stored on a"
+    );
+    assert_eq!(t.on_retired(&x), Some(r), "expected x stored on r");
+    assert_eq!(
+        t.live_on_retired(),
+        None,
+        "the live state is on x, the current"
+    );
+    // After a revert to a, discarding x leaves r idle: the same plan frees it.
+    d.revert(&a, None, &mut NoProgress).unwrap();
+    let plan = d.delete(&x, DeleteMode::Discard, &mut NoProgress).unwrap();
+    assert_eq!(
+        plan.steps,
+        vec![
+            Step::DiscardLeaf { snapshot: x },
+            Step::DiscardLeaf { snapshot: r }
+        ]
+    );
+    drop(d);
+    let mut d = c.open_domain("vm").unwrap();
+    assert!(d.tree().unwrap().retired().is_empty());
 }

@@ -12,29 +12,13 @@ use snaptree_check::SimBackend;
 use snaptree_engine::testing::{
     Fault, FaultAction, FaultSwitch, FaultyBackend, STALL_MARKER, SharedBackend,
 };
-use snaptree_engine::{ContentRef, Domain, ErrorCode, NullBackend, Uuid};
+use snaptree_engine::{ErrorCode, NullBackend, Uuid};
 use snaptree_tests::{
-    Canon, OPS, build_base, check_invariants, fresh, journal_rows, open_with, run_op, steps_of,
+    Canon, OPS, build_base, check_invariants, contents, fresh, journal_rows, open_with, run_op,
+    steps_of,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
-
-/// Live content and every snapshot's content, by digest.
-fn contents(d: &mut Domain, sim: &SharedBackend) -> BTreeMap<Option<Uuid>, String> {
-    let uuids: Vec<Uuid> = d.tree().unwrap().iter().map(|s| s.uuid).collect();
-    sim.with(|b| {
-        let hooks = b.test_hooks().expect("the simulator has test hooks");
-        let mut out = BTreeMap::new();
-        out.insert(None, hooks.content_digest(ContentRef::Live).unwrap());
-        for u in uuids {
-            out.insert(
-                Some(u),
-                hooks.content_digest(ContentRef::Snapshot(u)).unwrap(),
-            );
-        }
-        out
-    })
-}
 
 /// A state directory holding the base tree on a fresh simulator.
 fn base_on_sim(dir: &Path) -> (snaptree_engine::Connection, SharedBackend) {
@@ -107,19 +91,26 @@ fn a_failure_at_every_step_of_every_operation_leaves_before_or_after_on_the_simu
                     after_step,
                 });
                 let err = run_op(&mut d, op).expect_err(&what);
-                assert_eq!(err.code(), ErrorCode::Backend, "{what}: {err}");
                 assert_eq!(switch.fired(), 1, "{what}");
-                // A first step that failed cleanly drops the journal entry; one that failed
-                // after changing the physical tree keeps it, to be finished on the next use.
+                // A first step that failed cleanly drops the journal entry and is BACKEND;
+                // one that failed after changing the physical tree keeps it, to be finished
+                // on the next use, and is INCOMPLETE (SEMANTICS.md §7.1).
                 let clean_first = k == 0 && !after_step;
+                let kept = journal_rows(&dir).len() == 1;
                 if clean_first {
                     assert!(
-                        journal_rows(&dir).is_empty(),
+                        !kept,
                         "{what}: a cleanly failed first step leaves no journal entry"
                     );
                 } else if k > 0 {
-                    assert_eq!(journal_rows(&dir).len(), 1, "{what}");
+                    assert!(kept, "{what}: expected the journal entry to stay");
                 }
+                let want = if kept {
+                    ErrorCode::Incomplete
+                } else {
+                    ErrorCode::Backend
+                };
+                assert_eq!(err.code(), want, "{what}: {err}");
                 drop(d);
                 // Recovery: a new handle with a healthy backend on the same physical state.
                 let mut d = open_with(&c, "vm", Box::new(sim.clone()));

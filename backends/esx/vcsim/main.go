@@ -20,6 +20,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -32,14 +33,17 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"sort"
 	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 func main() {
@@ -78,6 +82,8 @@ func main() {
 	}
 	server := model.Service.NewServer()
 	defer server.Close()
+	// Set before the URL is printed: no client can have connected yet.
+	server.Server.Config.Handler = rootRemovalFix(server.Server.Config.Handler)
 
 	u := *server.URL
 	u.User = nil
@@ -112,6 +118,53 @@ func main() {
 	case <-done:
 	case <-signals:
 	}
+}
+
+var removeSnapshotThis = regexp.MustCompile(`<RemoveSnapshot_Task[^>]*>\s*<_this[^>]*>([^<]+)</_this>`)
+
+// rootRemovalFix works around a simulator bug: RemoveSnapshot_Task of the VM's current
+// snapshot when that snapshot is a root and other snapshots remain sets
+// snapshot.currentSnapshot to a nil pointer, and the property update panics (the
+// connection closes with no reply). vSphere then has no current snapshot; this wrapper
+// clears it first, so the simulator takes its working path.
+func rootRemovalFix(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.Body != nil {
+			body, err := io.ReadAll(r.Body)
+			_ = r.Body.Close()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if m := removeSnapshotThis.FindSubmatch(body); m != nil {
+				clearRootCurrent(types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: string(m[1])})
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func clearRootCurrent(snapshot types.ManagedObjectReference) {
+	s, ok := simulator.Map.Get(snapshot).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	vm, ok := simulator.Map.Get(s.Vm).(*simulator.VirtualMachine)
+	if !ok {
+		return
+	}
+	simulator.Map.WithLock(vm, func() {
+		if vm.Snapshot == nil || vm.Snapshot.CurrentSnapshot == nil || *vm.Snapshot.CurrentSnapshot != snapshot {
+			return
+		}
+		for _, root := range vm.Snapshot.RootSnapshotList {
+			if root.Snapshot == snapshot {
+				vm.Snapshot.CurrentSnapshot = nil
+				return
+			}
+		}
+	})
 }
 
 // selfSigned makes a P-256 certificate for the loopback addresses, its own CA.

@@ -312,6 +312,93 @@ fn delete_all(modes: &[&'static str]) {
     assert_standalone(&f.vm);
 }
 
+/// A chain of retired layers (C on retired B on retired A, D on retired A): delete-all
+/// frees them dependents first (SEMANTICS.md §7.2).
+fn delete_all_retired_chain(modes: &[&'static str]) {
+    let mut f = fixture(modes);
+    delete(&mut f, "B", DeleteMode::Retire);
+    delete(&mut f, "A", DeleteMode::Retire);
+    assert_eq!(f.d.tree().unwrap().retired().len(), 2);
+    f.d.check_agreement().unwrap();
+    f.d.delete_all(&mut NoProgress).unwrap();
+    assert!(f.d.tree().unwrap().retired().is_empty());
+    f.d.check_agreement().unwrap();
+    assert_live(&f.vm, &f.live, "delete-all");
+    assert_standalone(&f.vm);
+}
+
+/// Retired B's data is freed by the discard of C, the last thing stored on it.
+fn retired_freed_when_idle(modes: &[&'static str]) {
+    let mut f = fixture(modes);
+    delete(&mut f, "B", DeleteMode::Retire);
+    let b =
+        f.d.tree()
+            .unwrap()
+            .retired()
+            .iter()
+            .next()
+            .copied()
+            .unwrap();
+    let c = uuid(&mut f.d, "C");
+    let plan =
+        f.d.delete(&c, DeleteMode::Discard, &mut NoProgress)
+            .unwrap();
+    assert_eq!(
+        plan.steps,
+        vec![
+            snaptree_engine::Step::DiscardLeaf { snapshot: c },
+            snaptree_engine::Step::DiscardLeaf { snapshot: b },
+        ]
+    );
+    assert!(f.d.tree().unwrap().retired().is_empty());
+    let physical = f.d.backend().list_physical().unwrap();
+    assert!(
+        !physical.parents.contains_key(&b),
+        "expected B's data freed"
+    );
+    check(
+        f,
+        "discard C under retired B",
+        Some("D"),
+        &[("A", None, a()), ("D", Some("A"), d())],
+    );
+}
+
+/// reclaim consolidates retired B into C: every content unchanged, B's data gone.
+fn reclaim(modes: &[&'static str]) {
+    let mut f = fixture(modes);
+    delete(&mut f, "B", DeleteMode::Retire);
+    let b =
+        f.d.tree()
+            .unwrap()
+            .retired()
+            .iter()
+            .next()
+            .copied()
+            .unwrap();
+    let plan = f.d.reclaim(&mut NoProgress).unwrap();
+    assert_eq!(
+        plan.steps,
+        vec![snaptree_engine::Step::Consolidate { snapshot: b }]
+    );
+    assert!(f.d.tree().unwrap().retired().is_empty());
+    let physical = f.d.backend().list_physical().unwrap();
+    assert!(
+        !physical.parents.contains_key(&b),
+        "expected B's data freed"
+    );
+    check(
+        f,
+        "reclaim after retire B",
+        Some("D"),
+        &[
+            ("A", None, a()),
+            ("C", Some("A"), c()),
+            ("D", Some("A"), d()),
+        ],
+    );
+}
+
 /// Removing snapshots one by one (the last by a merge into the base) also ends standalone.
 fn last_delete_leaves_standalone_disks(modes: &[&'static str]) {
     let mut f = fixture(modes);
@@ -340,6 +427,9 @@ macro_rules! per_mode {
 }
 
 per_mode!(
+    delete_all_retired_chain,
+    retired_freed_when_idle,
+    reclaim,
     retire,
     merge,
     merge_root_into_base,

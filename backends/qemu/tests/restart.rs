@@ -314,13 +314,15 @@ fn merge_leaf(vm: &Vm, d: &mut Domain) -> (Step, Expect) {
     )
 }
 
-/// D into A while A's layer also carries a retired layer (B) and the live state.
+/// D into A while A's layer also carries a retired layer (B) with the live state on it.
+/// (A retired layer with nothing on it is freed at once, SEMANTICS.md §7.2, so B keeps
+/// the live state.)
 fn merge_with_other_dependents(vm: &Vm, d: &mut Domain) -> (Step, Expect) {
     let t = tree(vm, d);
-    delete(d, t["B"], DeleteMode::Retire);
     delete(d, t["C"], DeleteMode::Discard);
-    revert(d, "A");
+    revert(d, "B");
     write(vm, 5, 6);
+    delete(d, t["B"], DeleteMode::Retire);
     let step = Step::MergeIntoParent {
         snapshot: t["D"],
         parent: Some(t["A"]),

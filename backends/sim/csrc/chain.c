@@ -132,6 +132,37 @@ int sim_revert(const char *dir, const snaptree_uuid *snap, int power, snaptree_b
     return rc;
 }
 
+int sim_require_no_layer_on(const char *dir, const snaptree_uuid *snap, snaptree_backend_error *err)
+{
+    sim_id *ids = NULL;
+    size_t n = 0, i;
+    int rc = 0;
+    sim_id of = sim_snap_id(snap);
+
+    if (sim_list(dir, &ids, &n, err) != 0)
+        return -1;
+    for (i = 0; i < n && rc == 0; i++) {
+        sim_layer d;
+        int exists;
+
+        if (sim_load(dir, ids[i], &d, &exists, err) != 0) {
+            rc = -1;
+            break;
+        }
+        if (exists && sim_id_eq(d.parent, of)) {
+            char on[37], below[37];
+
+            sim_uuid_format(&ids[i].uuid, on);
+            sim_uuid_format(snap, below);
+            rc = sim_fail(err, SNAPTREE_BACKEND_ERR_BACKEND,
+                          "precondition of discard_leaf violated: layer %s is stored on %s", on, below);
+        }
+        sim_layer_free(&d);
+    }
+    free(ids);
+    return rc;
+}
+
 int sim_remove_preserving(const char *dir, const snaptree_uuid *snap, snaptree_backend_error *err)
 {
     sim_id id = sim_snap_id(snap);

@@ -135,8 +135,9 @@ static int sim_revert_step(void *handle, const snaptree_uuid *snapshot, int stat
 static int sim_discard_leaf(void *handle, const snaptree_uuid *snapshot, snaptree_progress_fn progress, void *ctx,
                             unsigned int flags, snaptree_backend_error *err)
 {
+    /* Strict, so that an engine freeing data in the wrong order cannot pass unnoticed. */
     if (check(handle, flags, err) != 0 || need(snapshot, "the snapshot uuid", err) != 0 ||
-        start(progress, ctx, err) != 0)
+        sim_require_no_layer_on(dir_of(handle), snapshot, err) != 0 || start(progress, ctx, err) != 0)
         return -1;
     return finish(sim_remove_preserving(dir_of(handle), snapshot, err), progress, ctx);
 }

@@ -105,6 +105,11 @@ int sim_content(const char *dir, sim_id id, sim_map *out, snaptree_backend_error
 int sim_create(const char *dir, const snaptree_uuid *snap, snaptree_backend_error *err);
 int sim_revert(const char *dir, const snaptree_uuid *snap, int power, snaptree_backend_error *err);
 /* discard_leaf and consolidate: remove a layer, keeping the content of every dependent. */
+/*
+ * Refuses (-1, `err` filled) when a snapshot layer, retired or not, is stored on `snap`:
+ * discard_leaf's precondition (SEMANTICS.md §4, §7.2). The live layer may be.
+ */
+int sim_require_no_layer_on(const char *dir, const snaptree_uuid *snap, snaptree_backend_error *err);
 int sim_remove_preserving(const char *dir, const snaptree_uuid *snap, snaptree_backend_error *err);
 int sim_merge(const char *dir, const snaptree_uuid *snap, const snaptree_uuid *parent, snaptree_backend_error *err);
 int sim_detach_live(const char *dir, snaptree_backend_error *err);

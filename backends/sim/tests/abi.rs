@@ -189,3 +189,34 @@ fn a_create_interrupted_between_its_two_writes_finishes_when_re_run() {
     assert_eq!(sim.digest(None).unwrap(), live);
     assert_eq!(sim.physical(), (vec![(1, None), (2, Some(1))], Some(2)));
 }
+
+#[test]
+fn discard_leaf_refuses_a_layer_another_layer_is_stored_on_retired_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::open(dir.path());
+    sim.write_guest(1);
+    sim.create(1, 0).unwrap();
+    sim.write_guest(2);
+    sim.create(2, 0).unwrap();
+    // 1 retired: its data stays under 2, and the engine must never free it first.
+    sim.forget(1, 0).unwrap();
+    let before = sim.physical();
+    let e = sim
+        .discard_leaf(1, 0)
+        .expect_err("expected discard_leaf of a layer under another refused");
+    assert!(
+        e.1.contains("stored on"),
+        "expected the message to say what is stored on it: {e:?}"
+    );
+    assert_eq!(
+        sim.physical(),
+        before,
+        "expected the refusal to change nothing"
+    );
+    // The live state alone may be stored on a discarded layer: the step keeps it valid.
+    let live = sim.digest(None).unwrap();
+    sim.discard_leaf(2, 0).unwrap();
+    sim.discard_leaf(1, 0).unwrap();
+    assert_eq!(sim.digest(None).unwrap(), live);
+    assert_eq!(sim.physical(), (vec![], None));
+}

@@ -1,10 +1,11 @@
-//! `snaptree-conformance PLUGIN.so [--cases N] [--steps N] [--domain-xml FILE] [--setup CMD]`
+//! `snaptree-conformance PLUGIN.so [--cases N] [--steps N] [--domain-xml FILE] [--setup CMD] [--offline] [--kit-power] [--no-faults] [--tree-only]`
 //!
 //! Runs the conformance kit against a backend plugin file: random operation sequences on
 //! fresh domains, every invariant of SEMANTICS.md §3 checked after every step through the
 //! plugin's test hooks. Each case gets a fresh scratch directory; `{dir}` in the domain XML
 //! template and in the setup command stands for it (the setup command runs through
-//! `sh -c` before each case, e.g. to create disk images).
+//! `sh -c` before each case, e.g. to create disk images). With `--tree-only`, a plugin
+//! without test hooks is checked at tree level (no guest writes, no content comparison).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,13 +15,17 @@ use snaptree_check::{Config, Subject, Tuning, run};
 use snaptree_engine::flags;
 use snaptree_host::Plugin;
 
-const USAGE: &str = "usage: snaptree-conformance PLUGIN.so [--cases N] [--steps N] [--domain-xml FILE] [--setup CMD] [--offline]
+const USAGE: &str = "usage: snaptree-conformance PLUGIN.so [--cases N] [--steps N] [--domain-xml FILE] [--setup CMD] [--offline] [--kit-power] [--no-faults] [--tree-only]
   --cases N        sequences to run (default 200, or $PROPTEST_CASES)
   --steps N        longest sequence (default 40)
   --domain-xml F   domain XML template; {dir} is the case's scratch directory
                    (default: <domain type='TYPE'><name>conformance</name><sim dir='{dir}'/></domain>)
   --setup CMD      shell command run before each case; {dir} as above
-  --offline        the backend cannot start guests: reverts only keep or force shutoff";
+  --offline        the backend cannot start guests: reverts only keep or force shutoff
+  --kit-power      the backend's power state is bookkeeping: the kit starts and stops the guest
+  --no-faults      inject no faults (the kit fails a step before or after it runs, by default)
+  --tree-only      no test hooks needed: tree, current, error codes, refusals, plans and
+                   agreement are checked, contents are not";
 
 struct Args {
     plugin: PathBuf,
@@ -29,6 +34,9 @@ struct Args {
     template: Option<String>,
     setup: Option<String>,
     offline: bool,
+    kit_power: bool,
+    faults: bool,
+    tree_only: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +48,9 @@ fn parse() -> Result<Args, String> {
         template: None,
         setup: None,
         offline: false,
+        kit_power: false,
+        faults: true,
+        tree_only: false,
     };
     let mut plugin = None;
     while let Some(a) = it.next() {
@@ -64,6 +75,9 @@ fn parse() -> Result<Args, String> {
             }
             "--setup" => args.setup = Some(value("--setup")?),
             "--offline" => args.offline = true,
+            "--kit-power" => args.kit_power = true,
+            "--no-faults" => args.faults = false,
+            "--tree-only" => args.tree_only = true,
             "-h" | "--help" => return Err(String::new()),
             other if plugin.is_none() && !other.starts_with('-') => {
                 plugin = Some(PathBuf::from(other))
@@ -103,9 +117,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if !plugin.has_test_hooks() {
+    if !args.tree_only && !plugin.has_test_hooks() {
         eprintln!(
-            "error: plugin {} offers no test hooks (content_digest, write_guest)",
+            "error: plugin {} offers no test hooks (content_digest, write_guest); --tree-only checks it without them",
             args.plugin.display()
         );
         return ExitCode::from(1);
@@ -152,6 +166,9 @@ fn main() -> ExitCode {
             ..Tuning::default()
         };
     }
+    config.tree_only = args.tree_only;
+    config.reach.kit_power = args.kit_power;
+    config.reach.faults = args.faults;
     let started = std::time::Instant::now();
     let result = run(&config, &factory);
     if let Some(old) = previous.borrow_mut().take() {

@@ -59,8 +59,26 @@ ALTER TABLE journal ADD COLUMN begun_at INTEGER;
 ALTER TABLE journal ADD COLUMN pid INTEGER;
 ";
 
+/// Version 3: where retired data is physically stored (SEMANTICS.md §7.2), so the engine
+/// can free it in dependency order and as soon as nothing depends on it.
+///
+/// - `retired.parent_uuid`: the retired layer's physical parent (a snapshot or another
+///   retired layer; NULL: the base), meaningful when `parent_known` is 1. Rows from
+///   version 2 have `parent_known` 0: the engine learns their place from the backend the
+///   first time it opens the domain under its lock.
+/// - `snapshots.on_retired`: the retired layer a snapshot is stored on, when not directly
+///   on its parent.
+/// - `domains.live_on_retired`: the retired layer the live state is stored on, when not
+///   directly on the current snapshot.
+const V3: &str = "
+ALTER TABLE retired ADD COLUMN parent_uuid TEXT;
+ALTER TABLE retired ADD COLUMN parent_known INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN on_retired TEXT;
+ALTER TABLE domains ADD COLUMN live_on_retired TEXT;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -143,6 +161,14 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(cols, ["domain_id", "plan", "steps_done", "begun_at", "pid"]);
+        let cols: Vec<String> = db
+            .prepare("SELECT name FROM pragma_table_info('retired')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(cols, ["domain_id", "uuid", "parent_uuid", "parent_known"]);
     }
 
     #[test]

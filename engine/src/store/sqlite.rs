@@ -114,6 +114,8 @@ fn operation_name(op: &Operation) -> &'static str {
         Operation::Rename { .. } => "rename",
         Operation::Delete { .. } => "delete",
         Operation::DeleteAll => "delete-all",
+        Operation::Reclaim => "reclaim",
+        Operation::RecordLayout => "record of the physical layout",
     }
 }
 
@@ -242,11 +244,17 @@ impl SqliteStore {
             .db
             .unchecked_transaction()
             .map_err(|e| db_error(&what, &self.path, e))?;
-        let (generation, current) = tx
-            .prepare_cached("SELECT generation, current_uuid FROM domains WHERE id = ?1")
+        let (generation, current, live_on) = tx
+            .prepare_cached(
+                "SELECT generation, current_uuid, live_on_retired FROM domains WHERE id = ?1",
+            )
             .and_then(|mut s| {
                 s.query_row([self.domain_id], |r| {
-                    Ok((r.get::<_, i64>(0)?, opt_uuid_column(r, 1)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        opt_uuid_column(r, 1)?,
+                        opt_uuid_column(r, 2)?,
+                    ))
                 })
                 .optional()
             })
@@ -254,9 +262,10 @@ impl SqliteStore {
             .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
         let mut tree = SnapshotTree::new();
         let mut late: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut on_retired: Vec<(Uuid, Uuid)> = Vec::new();
         let mut bad: Option<String> = None;
         tx.prepare_cached(
-            "SELECT uuid, name, parent_uuid, description, creation_date, state FROM snapshots \
+            "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired FROM snapshots \
              WHERE domain_id = ?1 ORDER BY seq",
         )
         .and_then(|mut s| {
@@ -269,6 +278,9 @@ impl SqliteStore {
                     creation_date: row.get(4)?,
                     state: state_column(row, 5)?,
                 };
+                if let Some(r) = opt_uuid_column(row, 6)? {
+                    on_retired.push((snapshot.uuid, r));
+                }
                 let mut parent = opt_uuid_column(row, 2)?;
                 if let Some(p) = parent
                     && !tree.contains(&p)
@@ -283,11 +295,17 @@ impl SqliteStore {
             Ok(())
         })
         .map_err(|e| db_error(&what, &self.path, e))?;
-        let retired: Vec<Uuid> = tx
-            .prepare_cached("SELECT uuid FROM retired WHERE domain_id = ?1")
+        let retired: Vec<(Uuid, Option<Option<Uuid>>)> = tx
+            .prepare_cached(
+                "SELECT uuid, parent_uuid, parent_known FROM retired WHERE domain_id = ?1",
+            )
             .and_then(|mut s| {
-                s.query_map([self.domain_id], |r| uuid_column(r, 0))?
-                    .collect()
+                s.query_map([self.domain_id], |r| {
+                    let known: i64 = r.get(2)?;
+                    let parent = opt_uuid_column(r, 1)?;
+                    Ok((uuid_column(r, 0)?, (known != 0).then_some(parent)))
+                })?
+                .collect()
             })
             .map_err(|e| db_error(&what, &self.path, e))?;
         tx.finish().map_err(|e| db_error(&what, &self.path, e))?;
@@ -308,9 +326,19 @@ impl SqliteStore {
                 self.corrupt(format_args!("the current snapshot {c} does not exist"))
             })?;
         }
-        for r in retired {
-            tree.add_retired(r);
+        for (r, _) in &retired {
+            tree.add_retired(*r);
         }
+        for (r, parent) in retired {
+            if let Some(p) = parent {
+                tree.set_retired_parent(r, p).map_err(|e| self.corrupt(e))?;
+            }
+        }
+        for (s, r) in on_retired {
+            tree.set_on_retired(s, Some(r))
+                .map_err(|e| self.corrupt(e))?;
+        }
+        tree.set_live_on_retired(live_on);
         self.data_version = Some(data_version);
         Ok((tree, generation))
     }
@@ -350,6 +378,7 @@ impl SqliteStore {
             }
         };
         let mut current: Option<Option<Uuid>> = None;
+        let mut live_on: Option<Option<Uuid>> = None;
         let mut next_seq: Option<i64> = None;
         for edit in &plan.edits {
             match edit {
@@ -431,8 +460,57 @@ impl SqliteStore {
                     tx.prepare_cached("DELETE FROM retired WHERE domain_id = ?1")
                         .and_then(|mut st| st.execute([id]))
                         .map_err(sql)?;
+                    tx.prepare_cached(
+                        "UPDATE snapshots SET on_retired = NULL WHERE domain_id = ?1 AND on_retired IS NOT NULL",
+                    )
+                    .and_then(|mut st| st.execute([id]))
+                    .map_err(sql)?;
+                    live_on = Some(None);
                 }
+                Edit::Unretire { snapshot } => {
+                    let n = tx
+                        .prepare_cached("DELETE FROM retired WHERE domain_id = ?1 AND uuid = ?2")
+                        .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetRetiredParent { snapshot, parent } => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE retired SET parent_uuid = ?3, parent_known = 1 WHERE domain_id = ?1 AND uuid = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                id,
+                                snapshot.to_string(),
+                                parent.map(|p| p.to_string())
+                            ])
+                        })
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetOnRetired { snapshot, retired } => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE snapshots SET on_retired = ?3 WHERE domain_id = ?1 AND uuid = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                id,
+                                snapshot.to_string(),
+                                retired.map(|r| r.to_string())
+                            ])
+                        })
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
+                Edit::SetLiveOnRetired { retired } => live_on = Some(*retired),
             }
+        }
+        if let Some(l) = live_on {
+            tx.prepare_cached("UPDATE domains SET live_on_retired = ?2 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id, l.map(|u| u.to_string())]))
+                .map_err(sql)?;
         }
         let next = expected + 1;
         let n = match current {

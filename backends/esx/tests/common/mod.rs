@@ -1,9 +1,8 @@
 //! The test rig: VMware's simulator vcsim, built from Debian's govmomi sources by the Go
 //! main in `backends/esx/vcsim/`, one process per test on 127.0.0.1, stopped on drop.
 //!
-//! Without `go` or govmomi the tests skip with a loud message — except under `CI=true`,
-//! where a missing simulator is a failure (CI installs `golang-go` and
-//! `golang-github-vmware-govmomi-dev`), so a green run never hides an untested backend.
+//! Without `go` or govmomi each test prints a `SKIPPED:` line, or fails under CI
+//! (`snaptree_tests::skip`), so a green run never hides an untested backend.
 
 #![allow(dead_code)] // Each test binary uses part of the rig.
 
@@ -17,17 +16,15 @@ use std::time::{Duration, Instant};
 use snaptree_backend_esx::{EsxBackend, EsxConfig};
 use snaptree_engine::Domain;
 use snaptree_host::Plugin;
+use snaptree_tests::skip;
 
 /// Where Debian's govmomi sources live (GOPATH mode).
 const GOCODE: &str = "/usr/share/gocode";
 /// The user the simulator accepts.
 pub const USER: &str = "snaptree";
-/// The apt line that installs the simulator's sources and the Go toolchain.
-const APT: &str =
-    "apt-get install -y --no-install-recommends golang-go golang-github-vmware-govmomi-dev";
 
-/// Starts a simulator with these flags, or skips the calling test (returns from it) when
-/// the simulator cannot be built here.
+/// Starts a simulator with these flags, or skips the calling test (returns from it, after
+/// saying so; under CI it fails instead) when the simulator cannot be built here.
 macro_rules! vcsim_or_skip {
     ($($arg:expr),* $(,)?) => {
         match common::Vcsim::start(&[$($arg),*]) {
@@ -37,13 +34,13 @@ macro_rules! vcsim_or_skip {
     };
 }
 
-/// The built simulator, once per test process; None when Go or govmomi is missing.
-fn binary() -> Option<PathBuf> {
-    static BINARY: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// The built simulator, once per test process; Err names what is missing.
+fn binary() -> Result<PathBuf, String> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY.get_or_init(build).clone()
 }
 
-fn build() -> Option<PathBuf> {
+fn build() -> Result<PathBuf, String> {
     let go_ok = Command::new("go")
         .arg("version")
         .stdout(Stdio::null())
@@ -59,16 +56,7 @@ fn build() -> Option<PathBuf> {
         } else {
             "the Go toolchain (`go`) is"
         };
-        let message = format!("{what} missing; install with `{APT}`");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("vcsim cannot be built under CI: {message}");
-        }
-        // Straight to stderr, past the test harness's capture, so the skip is seen.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n*** SKIPPED: the ESX backend tests need vcsim, but {message} ***\n"
-        );
-        return None;
+        return Err(format!("vcsim cannot be built: {what} missing"));
     }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("vcsim");
     let main_go = std::fs::read(source.join("main.go")).expect("read vcsim/main.go");
@@ -78,7 +66,7 @@ fn build() -> Option<PathBuf> {
     std::fs::create_dir_all(&dir).unwrap();
     let target = dir.join(format!("vcsim-{:016x}", fnv1a(&main_go)));
     if target.is_file() {
-        return Some(target);
+        return Ok(target);
     }
     let tmp = dir.join(format!(".vcsim.{}.tmp", std::process::id()));
     let started = Instant::now();
@@ -104,7 +92,7 @@ fn build() -> Option<PathBuf> {
     );
     std::fs::rename(&tmp, &target).unwrap();
     eprintln!("built vcsim in {:.1} s", started.elapsed().as_secs_f64());
-    Some(target)
+    Ok(target)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -142,7 +130,13 @@ pub struct Vcsim {
 impl Vcsim {
     /// Starts a simulator with extra flags (`-esx`, `-tls`); None when it cannot be built.
     pub fn start(flags: &[&str]) -> Option<Vcsim> {
-        let bin = binary()?;
+        let bin = match binary() {
+            Ok(bin) => bin,
+            Err(why) => {
+                skip::cannot_run("the ESX backend test against vcsim", &why);
+                return None;
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let password = format!(
             "pw-{}-{:x}",
