@@ -3,7 +3,9 @@
 //! [`bindings`] is bindgen's output for the header, committed, with bindgen's compile-time
 //! layout assertions. The test `tests/bindings.rs` fails when it is stale; regenerate with
 //! `SNAPTREE_REGEN=1 cargo test -p snaptree-abi --test bindings`. The few items here that
-//! are not generated are the header's function-like macros, which bindgen cannot translate.
+//! are not generated are the header's function-like macros, which bindgen cannot translate,
+//! and [`convert`], the engine's values as the ABI numbers them, which the plugin host and
+//! the SDK share.
 
 /// bindgen's output for `include/snaptree_backend.h`.
 #[allow(
@@ -21,6 +23,8 @@ pub mod bindings {
 }
 
 pub use bindings::*;
+
+pub mod convert;
 
 /// The size of the ABI 1.0 vtable: the end of `write_guest`, its last slot. A plugin whose
 /// `struct_size` is smaller is refused; slots past a plugin's `struct_size` (added by later

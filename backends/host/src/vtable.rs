@@ -10,6 +10,9 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::Path;
 
 use snaptree_abi as abi;
+use snaptree_abi::convert::{
+    capabilities_from_abi, power_from_abi, power_to_abi, uuid_from_abi, uuid_to_abi,
+};
 use snaptree_engine::{
     Capabilities, Error, PowerMask, PowerState, Progress, Result, StepKind, Uuid,
 };
@@ -157,13 +160,9 @@ impl Vtable {
         };
         StepKind::ALL
             .into_iter()
-            .fold(Capabilities::NONE, |caps, kind| {
-                let mask = if present(kind) {
-                    abi::step_mask(bits, kind as u32)
-                } else {
-                    0
-                };
-                caps.with(kind, PowerMask(mask))
+            .filter(|kind| !present(*kind))
+            .fold(capabilities_from_abi(bits), |caps, kind| {
+                caps.with(kind, PowerMask::NONE)
             })
     }
 
@@ -290,7 +289,7 @@ impl Vtable {
         progress: &mut dyn Progress,
     ) -> Result<()> {
         let f = self.raw.create.ok_or_else(|| self.unsupported("create"))?;
-        let (snapshot, parent) = (to_abi(snapshot), parent.map(to_abi));
+        let (snapshot, parent) = (uuid_to_abi(snapshot), parent.map(uuid_to_abi));
         with_progress(progress, |cb, ctx| {
             // SAFETY: an open handle; uuids, strings, callback context and error struct
             // all outlive the call.
@@ -318,7 +317,7 @@ impl Vtable {
         progress: &mut dyn Progress,
     ) -> Result<()> {
         let f = self.raw.revert.ok_or_else(|| self.unsupported("revert"))?;
-        let snapshot = to_abi(snapshot);
+        let snapshot = uuid_to_abi(snapshot);
         with_progress(progress, |cb, ctx| {
             // SAFETY: as for `create`.
             self.call("revert", |err| unsafe {
@@ -345,7 +344,7 @@ impl Vtable {
             .raw
             .discard_leaf
             .ok_or_else(|| self.unsupported("discard_leaf"))?;
-        let snapshot = to_abi(snapshot);
+        let snapshot = uuid_to_abi(snapshot);
         with_progress(progress, |cb, ctx| {
             // SAFETY: as for `create`.
             self.call("discard_leaf", |err| unsafe {
@@ -365,7 +364,7 @@ impl Vtable {
             .raw
             .merge_into_parent
             .ok_or_else(|| self.unsupported("merge_into_parent"))?;
-        let (snapshot, parent) = (to_abi(snapshot), parent.map(to_abi));
+        let (snapshot, parent) = (uuid_to_abi(snapshot), parent.map(uuid_to_abi));
         with_progress(progress, |cb, ctx| {
             // SAFETY: as for `create`.
             self.call("merge_into_parent", |err| unsafe {
@@ -384,7 +383,7 @@ impl Vtable {
             .raw
             .consolidate
             .ok_or_else(|| self.unsupported("consolidate"))?;
-        let snapshot = to_abi(snapshot);
+        let snapshot = uuid_to_abi(snapshot);
         with_progress(progress, |cb, ctx| {
             // SAFETY: as for `create`.
             self.call("consolidate", |err| unsafe {
@@ -408,7 +407,7 @@ impl Vtable {
 
     pub(crate) fn forget(&self, handle: Handle, snapshot: &Uuid) -> Result<()> {
         let f = self.raw.forget.ok_or_else(|| self.unsupported("forget"))?;
-        let snapshot = to_abi(snapshot);
+        let snapshot = uuid_to_abi(snapshot);
         // SAFETY: as for `create`.
         self.call("forget", |err| unsafe {
             f(handle.0, &snapshot, FLAGS, err)
@@ -439,10 +438,7 @@ impl Vtable {
                 )
             })
         })?;
-        Ok((
-            layers,
-            (has_live != 0).then(|| Uuid::from_bytes(live.bytes)),
-        ))
+        Ok((layers, (has_live != 0).then(|| uuid_from_abi(&live))))
     }
 
     pub(crate) fn content_digest(&self, handle: Handle, snapshot: Option<&Uuid>) -> Result<String> {
@@ -450,7 +446,7 @@ impl Vtable {
             .raw
             .content_digest
             .ok_or_else(|| self.unsupported("content_digest"))?;
-        let snapshot = snapshot.map(to_abi);
+        let snapshot = snapshot.map(uuid_to_abi);
         let mut buf = [0 as c_char; abi::SNAPTREE_BACKEND_DIGEST_SIZE as usize];
         // SAFETY: an open handle, a buffer of the length passed, a valid error struct.
         self.call("content_digest", |err| unsafe {
@@ -518,82 +514,6 @@ unsafe fn read_name(name: *const c_char) -> std::result::Result<&'static str, St
     Ok(text)
 }
 
-fn to_abi(uuid: &Uuid) -> abi::snaptree_uuid {
-    abi::snaptree_uuid {
-        bytes: *uuid.as_bytes(),
-    }
-}
-
 fn opt(uuid: &Option<abi::snaptree_uuid>) -> *const abi::snaptree_uuid {
     uuid.as_ref().map_or(std::ptr::null(), std::ptr::from_ref)
-}
-
-/// A power state as the ABI numbers it.
-pub(crate) fn power_to_abi(state: PowerState) -> c_int {
-    (match state {
-        PowerState::Running => abi::SNAPTREE_POWER_RUNNING,
-        PowerState::Paused => abi::SNAPTREE_POWER_PAUSED,
-        PowerState::Shutoff => abi::SNAPTREE_POWER_SHUTOFF,
-    }) as c_int
-}
-
-/// The power state the ABI number stands for.
-pub(crate) fn power_from_abi(state: c_int) -> Option<PowerState> {
-    PowerState::ALL
-        .into_iter()
-        .find(|s| power_to_abi(*s) == state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn step_kinds_are_numbered_as_the_abi_says() {
-        let abi_order = [
-            abi::SNAPTREE_STEP_CREATE,
-            abi::SNAPTREE_STEP_REVERT,
-            abi::SNAPTREE_STEP_DISCARD_LEAF,
-            abi::SNAPTREE_STEP_MERGE_INTO_PARENT,
-            abi::SNAPTREE_STEP_CONSOLIDATE,
-            abi::SNAPTREE_STEP_DETACH_LIVE,
-            abi::SNAPTREE_STEP_FORGET,
-        ];
-        assert_eq!(StepKind::ALL.len(), abi::SNAPTREE_STEP_COUNT as usize);
-        for (kind, n) in StepKind::ALL.into_iter().zip(abi_order) {
-            assert_eq!(kind as u32, n, "step {} has ABI number {n}", kind.name());
-        }
-    }
-
-    #[test]
-    fn power_states_and_masks_match_the_abi() {
-        for s in PowerState::ALL {
-            assert_eq!(power_from_abi(power_to_abi(s)), Some(s));
-        }
-        assert_eq!(power_from_abi(0), None);
-        assert_eq!(
-            PowerState::Running.bit().0 as u32,
-            abi::SNAPTREE_POWER_MASK_RUNNING
-        );
-        assert_eq!(
-            PowerState::Paused.bit().0 as u32,
-            abi::SNAPTREE_POWER_MASK_PAUSED
-        );
-        assert_eq!(
-            PowerState::Shutoff.bit().0 as u32,
-            abi::SNAPTREE_POWER_MASK_SHUTOFF
-        );
-        assert_eq!(
-            snaptree_engine::ErrorCode::Backend as u32,
-            abi::SNAPTREE_BACKEND_ERR_BACKEND
-        );
-        assert_eq!(
-            snaptree_engine::ErrorCode::InvalidArg as u32,
-            abi::SNAPTREE_BACKEND_ERR_INVALID_ARG
-        );
-        assert_eq!(
-            snaptree_engine::ErrorCode::OperationInvalid as u32,
-            abi::SNAPTREE_BACKEND_ERR_OPERATION_INVALID
-        );
-    }
 }

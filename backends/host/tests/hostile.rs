@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_plugin_error, compile_hostile};
-use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress, StepKind};
+use snaptree_engine::{Backend, DeleteMode, Domain, ErrorCode, NoProgress, StepKind};
 use snaptree_host::{Plugin, PluginHost};
 
 fn domain_xml(ty: &str) -> String {
@@ -149,6 +149,25 @@ fn a_return_code_other_than_0_or_minus_1_is_a_backend_error() {
         "got {e}"
     );
     assert!(d.tree().unwrap().is_empty());
+}
+
+#[test]
+fn a_power_state_the_abi_does_not_define_is_a_backend_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "badpower", "BAD_POWER");
+    let plugin = Plugin::load(&file).unwrap();
+    let mut backend = plugin.open_domain(&domain_xml("badpower")).unwrap();
+    let e = backend.power_state().unwrap_err();
+    assert_eq!(
+        e.code(),
+        ErrorCode::Backend,
+        "expected a BACKEND error, got {e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("power_state reported 9, which is not a power state"),
+        "got {e}"
+    );
 }
 
 #[test]

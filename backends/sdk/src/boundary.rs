@@ -6,7 +6,8 @@ use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use snaptree_abi as abi;
-use snaptree_engine::{PowerState, Progress, Uuid};
+use snaptree_abi::convert::uuid_from_abi;
+use snaptree_engine::{Progress, Uuid};
 
 use crate::{PluginError, PluginResult, SnaptreeBackend};
 
@@ -122,7 +123,7 @@ pub(crate) fn uuid(ptr: *const abi::snaptree_uuid, what: &str) -> PluginResult<U
 /// An optional uuid argument (NULL: none).
 pub(crate) fn opt_uuid(ptr: *const abi::snaptree_uuid) -> Option<Uuid> {
     // SAFETY: the host passes NULL or a valid uuid for the call.
-    unsafe { ptr.as_ref() }.map(|u| Uuid::from_bytes(u.bytes))
+    unsafe { ptr.as_ref() }.map(uuid_from_abi)
 }
 
 /// A required NUL-terminated string argument, as UTF-8 (invalid bytes replaced).
@@ -150,20 +151,4 @@ impl Progress for HostProgress {
             None => true,
         }
     }
-}
-
-/// A power state as the ABI numbers it.
-pub(crate) fn power_to_abi(state: PowerState) -> c_int {
-    (match state {
-        PowerState::Running => abi::SNAPTREE_POWER_RUNNING,
-        PowerState::Paused => abi::SNAPTREE_POWER_PAUSED,
-        PowerState::Shutoff => abi::SNAPTREE_POWER_SHUTOFF,
-    }) as c_int
-}
-
-/// The power state an ABI number stands for.
-pub(crate) fn power_from_abi(state: c_int) -> Option<PowerState> {
-    PowerState::ALL
-        .into_iter()
-        .find(|s| power_to_abi(*s) == state)
 }

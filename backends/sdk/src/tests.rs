@@ -207,6 +207,25 @@ fn a_panic_becomes_a_backend_error_and_poisons_the_domain() {
 }
 
 #[test]
+fn a_revert_to_an_unknown_power_state_is_refused_and_changes_nothing() {
+    let h = open();
+    let snapshot = abi::snaptree_uuid::default();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: an open handle and valid arguments; 9 is no SNAPTREE_POWER_* value.
+    let rc =
+        unsafe { vt().revert.unwrap()(h, &snapshot, 9, None, std::ptr::null_mut(), 0, &mut err) };
+    assert_eq!((rc, err.code), (-1, ErrorCode::InvalidArg as i32));
+    assert_eq!(message(&err), "unknown power state 9");
+    let (rc, state, _) = power(h, 0);
+    assert_eq!(
+        (rc, state),
+        (0, abi::SNAPTREE_POWER_PAUSED as c_int),
+        "the refused revert must not reach the backend"
+    );
+    close(h);
+}
+
+#[test]
 fn long_messages_are_truncated_to_the_buffer() {
     let h = open();
     let snapshot = abi::snaptree_uuid::default();

@@ -6,12 +6,11 @@ use std::panic::catch_unwind;
 use std::sync::OnceLock;
 
 use snaptree_abi as abi;
-use snaptree_engine::{Capabilities, ContentRef, Step, StepKind};
+use snaptree_engine::{ContentRef, Step, StepKind};
 
-use crate::boundary::{
-    HostProgress, Slot, call, opt_uuid, out, power_from_abi, power_to_abi, string, uuid,
-    with_domain,
-};
+use snaptree_abi::convert::{capabilities_to_abi, power_from_abi, power_to_abi, uuid_to_abi};
+
+use crate::boundary::{HostProgress, Slot, call, opt_uuid, out, string, uuid, with_domain};
 use crate::{PluginError, SnaptreeBackend};
 
 type Err = *mut abi::snaptree_backend_error;
@@ -37,12 +36,6 @@ pub fn entry<B: SnaptreeBackend>(
     }
 }
 
-fn bits(caps: Capabilities) -> u64 {
-    StepKind::ALL.into_iter().fold(0, |acc, kind| {
-        acc | abi::cap(kind as u32, caps.power_states(kind).0)
-    })
-}
-
 fn build<B: SnaptreeBackend>() -> abi::snaptree_backend_vtable {
     let caps = B::capabilities();
     let has = |kind: StepKind| caps.supports(kind);
@@ -50,7 +43,7 @@ fn build<B: SnaptreeBackend>() -> abi::snaptree_backend_vtable {
         abi_version: abi::SNAPTREE_BACKEND_ABI_VERSION,
         struct_size: std::mem::size_of::<abi::snaptree_backend_vtable>() as u32,
         name: B::NAME.as_ptr(),
-        capabilities: bits(caps),
+        capabilities: capabilities_to_abi(caps),
         open_domain: Some(open_domain::<B>),
         close_domain: Some(close_domain::<B>),
         power_state: Some(power_state::<B>),
@@ -137,7 +130,7 @@ unsafe extern "C" fn domain_capabilities<B: SnaptreeBackend>(
 ) -> c_int {
     with_domain::<B>(handle, flags, err, |b| {
         let caps = out(caps, "capabilities")?;
-        *caps = bits(b.domain_capabilities());
+        *caps = capabilities_to_abi(b.domain_capabilities());
         Ok(())
     })
 }
@@ -283,12 +276,8 @@ unsafe extern "C" fn list_physical<B: SnaptreeBackend>(
         let has_live_parent = out(has_live_parent, "has-live-parent")?;
         let tree = b.list_physical()?;
         for (snapshot, parent) in &tree.parents {
-            let snapshot = abi::snaptree_uuid {
-                bytes: *snapshot.as_bytes(),
-            };
-            let parent = parent.map(|p| abi::snaptree_uuid {
-                bytes: *p.as_bytes(),
-            });
+            let snapshot = uuid_to_abi(snapshot);
+            let parent = parent.as_ref().map(uuid_to_abi);
             let parent_ptr = parent.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
             // SAFETY: the host's callback and context are valid for this call; the uuids
             // live across the callback.
@@ -296,7 +285,7 @@ unsafe extern "C" fn list_physical<B: SnaptreeBackend>(
         }
         *has_live_parent = c_int::from(tree.live_parent.is_some());
         if let Some(p) = tree.live_parent {
-            live_parent.bytes = *p.as_bytes();
+            *live_parent = uuid_to_abi(&p);
         }
         Ok(())
     })

@@ -10,6 +10,7 @@
  *   -DFAILING           every step fails with a BACKEND error
  *   -DBAD_RETURN        create returns 5, neither 0 nor -1
  *   -DNEWER_MINOR       the vtable claims ABI 1.7 and is longer than the 1.0 vtable
+ *   -DBAD_POWER         power_state reports 9, which is no SNAPTREE_POWER_* value
  *
  * and -DNAME='"type"'. Without a variant it is a valid plugin with no data whose optional
  * slots are all NULL.
@@ -57,7 +58,11 @@ static int power_state(void *handle, int *state, unsigned int flags, snaptree_ba
     (void)handle;
     (void)flags;
     (void)err;
+#if defined(BAD_POWER)
+    *state = 9;
+#else
     *state = SNAPTREE_POWER_SHUTOFF;
+#endif
     return 0;
 }
 
