@@ -12,7 +12,7 @@ use snaptree_sdk::{PluginError, PluginResult};
 
 use crate::config::Credentials;
 use crate::http::{Client, Endpoint, TlsOptions};
-use crate::xml::{self, Node, escape};
+use crate::xml::{self, Element, SoapElement, escape};
 
 /// The API version asked for: 6.5 has every call used here (suppressPowerOn, RetrievePropertiesEx)
 /// and every supported ESX and vCenter release answers it; vcsim reports 6.5 itself.
@@ -40,7 +40,7 @@ impl MoRef {
     }
 
     /// Reads a reference element (`<obj type="VirtualMachine">vm-42</obj>`).
-    pub fn from_node(node: &Node) -> Option<MoRef> {
+    pub fn from_node(node: &Element) -> Option<MoRef> {
         let kind = node.attribute("type")?;
         let value = node.text.trim();
         (!value.is_empty()).then(|| MoRef::new(kind, value))
@@ -207,7 +207,7 @@ impl Session {
     /// Calls `method` on `this` with the given parameter elements (already XML) and returns
     /// the `<methodResponse>` element. A call refused because the session expired is sent
     /// again once after a new login.
-    pub fn call(&mut self, method: &str, this: &MoRef, params: &str) -> Result<Node, CallError> {
+    pub fn call(&mut self, method: &str, this: &MoRef, params: &str) -> Result<Element, CallError> {
         let body = format!(
             "<{method} xmlns=\"urn:vim25\">{}{params}</{method}>",
             this.to_xml("_this")
@@ -227,7 +227,7 @@ impl Session {
     }
 
     /// Like [`call`](Session::call), with errors as backend errors naming the method.
-    pub fn invoke(&mut self, method: &str, this: &MoRef, params: &str) -> PluginResult<Node> {
+    pub fn invoke(&mut self, method: &str, this: &MoRef, params: &str) -> PluginResult<Element> {
         self.call(method, this, params)
             .map_err(|e| e.into_plugin(method))
     }
@@ -249,7 +249,11 @@ impl Drop for Session {
 }
 
 /// Posts an envelope; returns the body's first element (the response) and the cookies set.
-fn post(http: &Client, cookie: Option<&str>, body: &str) -> Result<(Node, Vec<String>), CallError> {
+fn post(
+    http: &Client,
+    cookie: Option<&str>,
+    body: &str,
+) -> Result<(Element, Vec<String>), CallError> {
     let envelope = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
     );
@@ -302,17 +306,19 @@ fn post(http: &Client, cookie: Option<&str>, body: &str) -> Result<(Node, Vec<St
 /// Whether a property collector's answer says, property by property, that the session is
 /// gone: vcsim answers `RetrievePropertiesEx` without a session with a `missingSet` of
 /// `NotAuthenticated` faults rather than a fault of the call.
-fn unauthenticated_properties(reply: &Node) -> bool {
+fn unauthenticated_properties(reply: &Element) -> bool {
     reply
         .children_named("returnval")
         .flat_map(|rv| rv.children_named("objects"))
         .flat_map(|o| o.children_named("missingSet"))
-        .any(|m| m.path(&["fault", "fault"]).and_then(Node::xsi_type) == Some("NotAuthenticated"))
+        .any(|m| {
+            m.path(&["fault", "fault"]).and_then(Element::xsi_type) == Some("NotAuthenticated")
+        })
 }
 
 /// Reads a SOAP fault: the vSphere type from the detail's element (`InvalidLoginFault`,
 /// `xsi:type="InvalidLogin"`), the message from `faultstring`.
-fn fault(node: &Node) -> Fault {
+fn fault(node: &Element) -> Fault {
     let detail = node.child("detail").and_then(|d| d.children.first());
     let kind = detail
         .map(|d| {
@@ -334,7 +340,7 @@ fn fault(node: &Node) -> Fault {
     }
 }
 
-fn service_content(reply: &Node) -> Result<ServiceContent, String> {
+fn service_content(reply: &Element) -> Result<ServiceContent, String> {
     let rv = reply
         .child("returnval")
         .ok_or("no returnval in RetrieveServiceContent's answer")?;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use snaptree_engine::{PhysicalTree, Uuid};
 
 use crate::soap::MoRef;
-use crate::xml::Node;
+use crate::xml::{Element, SoapElement};
 
 /// One vSphere snapshot and its children.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct SnapshotInfo {
 
 impl SnapshotInfo {
     /// Reads the value of the `snapshot` property.
-    pub fn parse(val: &Node) -> Result<SnapshotInfo, String> {
+    pub fn parse(val: &Element) -> Result<SnapshotInfo, String> {
         let current = val.child("currentSnapshot").and_then(MoRef::from_node);
         let roots = val
             .children_named("rootSnapshotList")
@@ -138,7 +138,7 @@ fn contains(node: &SnapshotNode, moref: &MoRef) -> bool {
 }
 
 /// Reads one `VirtualMachineSnapshotTree` (a `rootSnapshotList` or `childSnapshotList`).
-fn node(el: &Node) -> Result<SnapshotNode, String> {
+fn node(el: &Element) -> Result<SnapshotNode, String> {
     let moref = el
         .child("snapshot")
         .and_then(MoRef::from_node)

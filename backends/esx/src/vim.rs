@@ -14,7 +14,7 @@ use snaptree_sdk::{PluginError, PluginResult};
 use crate::config::VmSelector;
 use crate::soap::{CallError, Fault, MoRef, Session};
 use crate::tree::SnapshotInfo;
-use crate::xml::{Node, escape};
+use crate::xml::{Element, SoapElement, escape};
 
 /// The VM a domain is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn retrieve(
     session: &mut Session,
     obj: &MoRef,
     paths: &[&str],
-) -> Result<Option<Vec<(String, Node)>>, CallError> {
+) -> Result<Option<Vec<(String, Element)>>, CallError> {
     let path_set: String = paths
         .iter()
         .map(|p| format!("<pathSet>{}</pathSet>", escape(p)))
@@ -95,13 +95,13 @@ pub fn retrieve(
 /// The `propSet` of an `objects` element as `(name, val)` pairs. A property the server
 /// could not read (`missingSet`: no permission, say) is an error, never an absent value:
 /// an unreadable `snapshot` must not look like a VM without snapshots.
-fn prop_set(objects: &Node) -> Result<Vec<(String, Node)>, CallError> {
+fn prop_set(objects: &Element) -> Result<Vec<(String, Element)>, CallError> {
     if let Some(missing) = objects.child("missingSet") {
         let path = missing.child_text("path").unwrap_or("?");
         let fault = missing.child("fault");
         let kind = fault
             .and_then(|f| f.child("fault"))
-            .and_then(Node::xsi_type)
+            .and_then(Element::xsi_type)
             .unwrap_or("unknown fault");
         let message = fault
             .and_then(|f| f.child_text("localizedMessage"))
@@ -210,7 +210,7 @@ fn all_vm_names(session: &mut Session) -> PluginResult<Vec<(MoRef, String)>> {
 }
 
 /// Runs `RetrievePropertiesEx` and follows its continuation tokens; returns every `objects`.
-fn retrieve_all(session: &mut Session, spec: &str) -> PluginResult<Vec<Node>> {
+fn retrieve_all(session: &mut Session, spec: &str) -> PluginResult<Vec<Element>> {
     let pc = session.content().property_collector.clone();
     let mut reply = session.invoke("RetrievePropertiesEx", &pc, spec)?;
     let mut objects = Vec::new();
@@ -349,7 +349,7 @@ pub fn wait_task(
 }
 
 /// A task's `LocalizedMethodFault`: the fault type and the localized message.
-fn task_fault(error: &Node) -> (String, String) {
+fn task_fault(error: &Element) -> (String, String) {
     let fault = error.child("fault");
     let kind = fault
         .and_then(|f| {

@@ -1,13 +1,13 @@
-//! A small element tree for vSphere's SOAP replies, read with quick-xml.
-//!
-//! Replies are matched by local name, because prefixes differ between servers (vcsim
-//! writes `XMLSchema-instance:type` where ESX writes `xsi:type`). A reply comes from the
-//! network, so it is read defensively: no DOCTYPE (and so no entity definitions), only the
-//! five predefined entities, a size and a nesting limit.
+//! vSphere's SOAP replies, read by the engine's hardened reader (`snaptree_engine::xml::dom`:
+//! no DOCTYPE and so no entity definitions, only the five predefined entities, no control
+//! characters, a size and a nesting limit) with the reply's own settings: elements are
+//! matched by local name, because prefixes differ between servers (vcsim writes
+//! `XMLSchema-instance:type` where ESX writes `xsi:type`), and the limits are larger than
+//! for snaptree's own documents. The lookups a reply needs are [`SoapElement`].
 
-use std::borrow::Cow;
+use snaptree_engine::xml::dom::{self, Document, ElementNames, Limits, ReadOptions};
 
-use quick_xml::events::{BytesStart, Event};
+pub use snaptree_engine::xml::dom::Element;
 
 /// The largest reply accepted, in bytes. A vCenter with many thousands of VMs answers the
 /// VM-name lookup with a few MiB; anything near this limit is not a vSphere reply.
@@ -17,51 +17,46 @@ pub const MAX_REPLY_BYTES: usize = 64 << 20;
 /// and vSphere allows chains of 32 (more with retired layers), so this is generous.
 const MAX_DEPTH: usize = 512;
 
-/// One element: its local name, its attributes (qualified names), its text and children.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Node {
-    /// The local name (without prefix).
-    pub name: String,
-    /// Attributes in document order, with qualified names, values unescaped.
-    pub attributes: Vec<(String, String)>,
-    /// The text directly inside the element, unescaped.
-    pub text: String,
-    /// Child elements in document order.
-    pub children: Vec<Node>,
-}
+/// How a reply is read: local names, [`MAX_REPLY_BYTES`] and [`MAX_DEPTH`].
+pub const REPLY: ReadOptions = ReadOptions {
+    limits: Limits {
+        max_bytes: MAX_REPLY_BYTES,
+        max_depth: MAX_DEPTH,
+    },
+    names: ElementNames::Local,
+};
 
-impl Node {
+/// The lookups a SOAP reply needs, by local name. The first match wins: a reply is the
+/// server's, not a document a user wrote, so a repeated element is not refused here.
+pub trait SoapElement {
     /// The first child with this local name.
-    pub fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    /// Every child with this local name.
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
+    fn child(&self, name: &str) -> Option<&Element>;
 
     /// The descendant reached by following children with these local names.
-    pub fn path(&self, names: &[&str]) -> Option<&Node> {
-        names.iter().try_fold(self, |node, name| node.child(name))
-    }
+    fn path(&self, names: &[&str]) -> Option<&Element>;
 
     /// The text of the first child with this local name.
-    pub fn child_text(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
-    }
-
-    /// An attribute by its qualified name as written (`type` of a managed object reference).
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
+    fn child_text(&self, name: &str) -> Option<&str>;
 
     /// The `xsi:type` of the element, under whatever prefix the server chose, without the
     /// type's own prefix (`xsd:string` gives `string`).
-    pub fn xsi_type(&self) -> Option<&str> {
+    fn xsi_type(&self) -> Option<&str>;
+}
+
+impl SoapElement for Element {
+    fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    fn path(&self, names: &[&str]) -> Option<&Element> {
+        names.iter().try_fold(self, |node, name| node.child(name))
+    }
+
+    fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+
+    fn xsi_type(&self) -> Option<&str> {
         self.attributes
             .iter()
             .find(|(k, _)| {
@@ -72,131 +67,28 @@ impl Node {
     }
 }
 
-/// Parses a reply into its root element.
-pub fn parse(source: &str) -> Result<Node, String> {
-    if source.len() > MAX_REPLY_BYTES {
-        return Err(format!(
-            "the reply is {} bytes, more than the limit of {MAX_REPLY_BYTES}",
-            source.len()
-        ));
-    }
-    let mut reader = quick_xml::Reader::from_str(source);
-    reader.config_mut().check_end_names = true;
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| format!("malformed XML at byte {}: {e}", reader.error_position()))?;
-        match event {
-            Event::Start(_) | Event::Empty(_) if root.is_some() => {
-                return Err("content after the root element".into());
-            }
-            Event::Start(start) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(format!("elements nested deeper than {MAX_DEPTH} levels"));
-                }
-                stack.push(element(&start)?);
-            }
-            Event::Empty(start) => attach(&mut stack, &mut root, element(&start)?),
-            Event::End(_) => {
-                let node = stack.pop().ok_or("unexpected end tag")?;
-                attach(&mut stack, &mut root, node);
-            }
-            Event::Text(text) => push_text(&mut stack, &text.xml10_content())?,
-            Event::CData(data) => push_text(&mut stack, &data.xml10_content())?,
-            Event::GeneralRef(reference) => {
-                let resolved: Cow<'_, str> = match reference.resolve_char_ref() {
-                    Ok(Some(c)) => c.to_string().into(),
-                    Ok(None) => predefined_entity(&reference.xml10_content())
-                        .ok_or_else(|| {
-                            format!(
-                                "undefined entity '&{};'",
-                                reference.xml10_content().escape_default()
-                            )
-                        })?
-                        .into(),
-                    Err(e) => return Err(format!("bad character reference: {e}")),
-                };
-                push_text(&mut stack, &resolved)?;
-            }
-            Event::DocType(_) => {
-                return Err("the reply has a DOCTYPE declaration, which is refused".into());
-            }
-            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
-            Event::Eof => break,
-        }
-    }
-    if let Some(open) = stack.last() {
-        return Err(format!("element <{}> is not closed", open.name));
-    }
-    root.ok_or_else(|| "the reply has no root element".into())
+/// Parses a reply into its root element; the error is a sentence with its line and column.
+pub fn parse(source: &str) -> Result<Element, String> {
+    Document::parse_with(source, REPLY)
+        .map(|doc| doc.root)
+        .map_err(|e| e.to_string())
 }
 
-fn attach(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(node),
-        None => *root = Some(node),
-    }
-}
-
-fn push_text(stack: &mut [Node], text: &str) -> Result<(), String> {
-    match stack.last_mut() {
-        Some(node) => {
-            node.text.push_str(text);
-            Ok(())
-        }
-        None if text.trim().is_empty() => Ok(()),
-        None => Err("text outside the root element".into()),
-    }
-}
-
-fn predefined_entity(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "lt" => "<",
-        "gt" => ">",
-        "amp" => "&",
-        "apos" => "'",
-        "quot" => "\"",
-        _ => return None,
-    })
-}
-
-fn element(start: &BytesStart<'_>) -> Result<Node, String> {
-    let name = start.local_name().into_inner().to_string();
-    let mut attributes = Vec::new();
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| format!("bad attribute in <{name}>: {e}"))?;
-        let value = attr
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| format!("bad attribute value in <{name}>: {e}"))?;
-        attributes.push((attr.key.as_ref().to_string(), value.into_owned()));
-    }
-    Ok(Node {
-        name,
-        attributes,
-        text: String::new(),
-        children: Vec::new(),
-    })
-}
-
-/// Escapes text for element content and attribute values of a request.
+/// Escapes text for element content and attribute values of a request. A character the
+/// reader refuses cannot be carried in XML 1.0, even as a reference: it is replaced rather
+/// than sent in a request the server must refuse.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters, even as references: replace
-            // them rather than send a request the server must refuse.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    let carried: String = text
+        .chars()
+        .map(|c| {
+            if dom::is_refused_char(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    dom::escape(&carried)
 }
 
 #[cfg(test)]
@@ -252,5 +144,44 @@ mod tests {
         let node = parse(&doc).unwrap();
         assert_eq!(node.text, "<&>\"' snap\u{fffd}");
         assert_eq!(node.attribute("a"), Some("<&>\"' snap\u{fffd}"));
+    }
+
+    #[test]
+    fn replies_larger_and_deeper_than_snapshot_xml_are_read() {
+        // A VM-name lookup of a large vCenter is MiB, and a snapshot tree of a long chain
+        // nests deeper than snaptree's own documents may: both within the reply limits.
+        let names = "<name>vm</name>".repeat(dom::MAX_DOCUMENT_BYTES / 15 + 1);
+        let big = format!("<x:Envelope xmlns:x='e'><x:Body>{names}</x:Body></x:Envelope>");
+        assert!(big.len() > dom::MAX_DOCUMENT_BYTES);
+        let root = parse(&big).unwrap();
+        assert_eq!(
+            root.child("Body").unwrap().children.len(),
+            dom::MAX_DOCUMENT_BYTES / 15 + 1
+        );
+        let levels = dom::MAX_DEPTH * 2;
+        let deep = format!(
+            "{}{}",
+            "<childSnapshotList>".repeat(levels),
+            "</childSnapshotList>".repeat(levels)
+        );
+        let mut node = &parse(&deep).unwrap();
+        let mut depth = 1;
+        while let Some(child) = node.child("childSnapshotList") {
+            (node, depth) = (child, depth + 1);
+        }
+        assert_eq!(depth, levels);
+        let over = format!("<x>{}</x>", " ".repeat(MAX_REPLY_BYTES));
+        assert!(parse(&over).unwrap_err().contains("more than the limit"));
+    }
+
+    #[test]
+    fn refuses_control_characters_and_escape_keeps_carriage_returns() {
+        assert!(
+            parse("<x>a&#1;b</x>")
+                .unwrap_err()
+                .contains("control character U+0001")
+        );
+        let doc = format!("<x>{}</x>", escape("a\r\nb\u{7f}"));
+        assert_eq!(parse(&doc).unwrap().text, "a\r\nb\u{fffd}");
     }
 }

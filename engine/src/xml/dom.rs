@@ -1,9 +1,13 @@
 //! A small, defensive element tree read with quick-xml.
 //!
 //! Snapshot and domain documents are tiny, so they are read into a tree first and
-//! interpreted second. Everything hostile is refused here, once, for both document kinds:
-//! a DOCTYPE (and so every entity definition), unknown entity references, documents over
-//! [`MAX_DOCUMENT_BYTES`], nesting deeper than [`MAX_DEPTH`].
+//! interpreted second. Everything hostile is refused here, once, for every document
+//! snaptree reads (snapshot and domain XML, and the ESX backend's SOAP replies): a DOCTYPE
+//! (and so every entity definition), unknown entity references, control characters,
+//! documents over a size limit and nesting deeper than a depth limit ([`Limits`]; snaptree's
+//! own documents get [`Limits::DOCUMENT`]). [`ReadOptions`] also says whether element names
+//! keep their namespace prefix or are read by local name, as a SOAP reply needs: servers
+//! choose their own prefixes.
 
 use quick_xml::events::{BytesStart, Event};
 
@@ -14,10 +18,54 @@ pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// The deepest element nesting accepted.
 pub const MAX_DEPTH: usize = 64;
 
+/// How much a reader accepts before it refuses a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest document accepted, in bytes.
+    pub max_bytes: usize,
+    /// The deepest element nesting accepted.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// The limits of snaptree's own documents: [`MAX_DOCUMENT_BYTES`] and [`MAX_DEPTH`].
+    pub const DOCUMENT: Limits = Limits {
+        max_bytes: MAX_DOCUMENT_BYTES,
+        max_depth: MAX_DEPTH,
+    };
+}
+
+/// How an element's name is recorded in [`Element::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementNames {
+    /// The qualified name as written (`s:Envelope`).
+    Qualified,
+    /// The local name, the namespace prefix dropped (`Envelope`). Attribute names stay
+    /// qualified either way.
+    Local,
+}
+
+/// How a document is read: its limits and how element names are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// What is refused as too large or too deep.
+    pub limits: Limits,
+    /// Qualified or local element names.
+    pub names: ElementNames,
+}
+
+impl ReadOptions {
+    /// snaptree's snapshot and domain documents: [`Limits::DOCUMENT`], qualified names.
+    pub const DOCUMENT: ReadOptions = ReadOptions {
+        limits: Limits::DOCUMENT,
+        names: ElementNames::Qualified,
+    };
+}
+
 /// One element: its name, attributes, text and child elements.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
-    /// The qualified name as written.
+    /// The name: qualified as written, or local ([`ElementNames`]).
     pub name: String,
     /// Attributes in document order, values unescaped.
     pub attributes: Vec<(String, String)>,
@@ -53,19 +101,27 @@ pub struct Document<'a> {
 }
 
 impl<'a> Document<'a> {
-    /// Parses `source`, refusing what the module documentation lists.
+    /// Parses one of snaptree's own documents ([`ReadOptions::DOCUMENT`]), refusing what
+    /// the module documentation lists.
     pub fn parse(source: &'a str) -> Result<Document<'a>> {
-        if source.len() > MAX_DOCUMENT_BYTES {
+        Document::parse_with(source, ReadOptions::DOCUMENT)
+    }
+
+    /// Parses `source` with these limits and names, refusing what the module documentation
+    /// lists.
+    pub fn parse_with(source: &'a str, options: ReadOptions) -> Result<Document<'a>> {
+        let max_bytes = options.limits.max_bytes;
+        if source.len() > max_bytes {
             return Err(Error::Xml {
                 message: format!(
-                    "document is {} bytes, more than the limit of {MAX_DOCUMENT_BYTES}",
+                    "document is {} bytes, more than the limit of {max_bytes}",
                     source.len()
                 ),
                 line: 1,
                 column: 1,
             });
         }
-        let root = read_tree(source)?;
+        let root = read_tree(source, options)?;
         Ok(Document { root, source })
     }
 
@@ -97,7 +153,8 @@ pub fn line_column(source: &str, offset: usize) -> (u64, u64) {
     (line, column)
 }
 
-fn read_tree(source: &str) -> Result<Element> {
+fn read_tree(source: &str, options: ReadOptions) -> Result<Element> {
+    let max_depth = options.limits.max_depth;
     let mut reader = quick_xml::Reader::from_str(source);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -119,17 +176,17 @@ fn read_tree(source: &str) -> Result<Element> {
                 return Err(xml_error(source, offset, "content after the root element"));
             }
             Event::Start(start) => {
-                if stack.len() >= MAX_DEPTH {
+                if stack.len() >= max_depth {
                     return Err(xml_error(
                         source,
                         offset,
-                        format!("elements nested deeper than {MAX_DEPTH} levels"),
+                        format!("elements nested deeper than {max_depth} levels"),
                     ));
                 }
-                stack.push(element(source, &start, offset)?);
+                stack.push(element(source, &start, offset, options.names)?);
             }
             Event::Empty(start) => {
-                let el = element(source, &start, offset)?;
+                let el = element(source, &start, offset, options.names)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -220,13 +277,17 @@ fn read_tree(source: &str) -> Result<Element> {
     root.ok_or_else(|| xml_error(source, 0, "document has no root element"))
 }
 
-/// XML 1.0 allows no control characters but tab, line feed and carriage return, not even
-/// through a character reference; quick-xml does not check, so this does.
+/// Whether the reader refuses `c` in text and attribute values: XML 1.0 allows no control
+/// characters but tab, line feed and carriage return, not even through a character
+/// reference. A writer that must not produce a document this reader refuses (the ESX
+/// backend's requests) replaces these.
+pub fn is_refused_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{80}'..='\u{9f}')
+}
+
+/// quick-xml does not check characters, so this does ([`is_refused_char`]).
 fn check_chars(source: &str, offset: u64, text: &str) -> Result<()> {
-    match text
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{80}'..='\u{9f}'))
-    {
+    match text.chars().find(|c| is_refused_char(*c)) {
         None => Ok(()),
         Some(c) => Err(xml_error(
             source,
@@ -250,8 +311,16 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-fn element(source: &str, start: &BytesStart<'_>, offset: u64) -> Result<Element> {
-    let name = start.name().as_ref().to_string();
+fn element(
+    source: &str,
+    start: &BytesStart<'_>,
+    offset: u64,
+    names: ElementNames,
+) -> Result<Element> {
+    let name = match names {
+        ElementNames::Qualified => start.name().as_ref().to_string(),
+        ElementNames::Local => start.local_name().into_inner().to_string(),
+    };
     let mut attributes = Vec::new();
     for attr in start.attributes() {
         let attr =
@@ -379,5 +448,67 @@ mod tests {
         assert!(err("<a>").contains("not closed"));
         assert!(err("<a x='1' x='2'/>").contains("attribute"));
         assert!(err("text<a/>").contains("outside the root"));
+    }
+
+    #[test]
+    fn local_names_drop_element_prefixes_and_keep_attribute_names() {
+        let doc = "<s:Envelope xmlns:s='urn:e'><s:Body><v xsi:type='t'/></s:Body></s:Envelope>";
+        let local = ReadOptions {
+            names: ElementNames::Local,
+            ..ReadOptions::DOCUMENT
+        };
+        let d = Document::parse_with(doc, local).unwrap();
+        assert_eq!(d.root.name, "Envelope");
+        assert_eq!(d.root.children[0].name, "Body");
+        let v = &d.root.children[0].children[0];
+        assert_eq!(
+            v.attribute("xsi:type"),
+            Some("t"),
+            "attributes stay qualified"
+        );
+        let d = Document::parse(doc).unwrap();
+        assert_eq!(
+            (d.root.name.as_str(), d.root.children[0].name.as_str()),
+            ("s:Envelope", "s:Body"),
+            "snaptree's own documents keep qualified names"
+        );
+    }
+
+    #[test]
+    fn limits_are_the_callers() {
+        let small = ReadOptions {
+            limits: Limits {
+                max_bytes: 100,
+                max_depth: 3,
+            },
+            ..ReadOptions::DOCUMENT
+        };
+        let long = format!("<a>{}</a>", "x".repeat(100));
+        let e = Document::parse_with(&long, small).unwrap_err().to_string();
+        assert!(e.contains("107 bytes, more than the limit of 100"), "{e}");
+        Document::parse(&long).expect("within the document limit");
+        let four = "<a><b><c><d></d></c></b></a>";
+        Document::parse_with("<a><b><c></c></b></a>", small).expect("three levels");
+        let e = Document::parse_with(four, small).unwrap_err().to_string();
+        assert!(e.contains("nested deeper than 3 levels"), "{e}");
+
+        let large = ReadOptions {
+            limits: Limits {
+                max_bytes: 2 * MAX_DOCUMENT_BYTES,
+                max_depth: 2 * MAX_DEPTH,
+            },
+            ..ReadOptions::DOCUMENT
+        };
+        let big = format!("<a>{}</a>", "x".repeat(MAX_DOCUMENT_BYTES));
+        assert_eq!(
+            Document::parse_with(&big, large).unwrap().root.text.len(),
+            MAX_DOCUMENT_BYTES
+        );
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
+        Document::parse_with(&deep, large).expect("deeper than MAX_DEPTH, within the limit");
     }
 }
