@@ -25,6 +25,18 @@ const FLAGS: u32 = 0;
 /// The longest backend name a plugin may declare (a backend type is at most 64 bytes).
 const MAX_NAME: usize = 64;
 
+/// The slot of a step whose only argument is a snapshot: discard_leaf, consolidate.
+type SnapshotStepFn = Option<
+    unsafe extern "C" fn(
+        *mut c_void,
+        *const abi::snaptree_uuid,
+        abi::snaptree_progress_fn,
+        *mut c_void,
+        u32,
+        *mut abi::snaptree_backend_error,
+    ) -> c_int,
+>;
+
 /// A plugin's open domain, as the plugin handed it out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Handle(pub(crate) *mut c_void);
@@ -340,17 +352,8 @@ impl Vtable {
         snapshot: &Uuid,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        let f = self
-            .raw
-            .discard_leaf
-            .ok_or_else(|| self.unsupported("discard_leaf"))?;
-        let snapshot = uuid_to_abi(snapshot);
-        with_progress(progress, |cb, ctx| {
-            // SAFETY: as for `create`.
-            self.call("discard_leaf", |err| unsafe {
-                f(handle.0, &snapshot, cb, ctx, FLAGS, err)
-            })
-        })
+        let slot = self.raw.discard_leaf;
+        self.snapshot_step("discard_leaf", slot, handle, snapshot, progress)
     }
 
     pub(crate) fn merge_into_parent(
@@ -379,14 +382,25 @@ impl Vtable {
         snapshot: &Uuid,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        let f = self
-            .raw
-            .consolidate
-            .ok_or_else(|| self.unsupported("consolidate"))?;
+        let slot = self.raw.consolidate;
+        self.snapshot_step("consolidate", slot, handle, snapshot, progress)
+    }
+
+    /// Calls a step function whose only argument is a snapshot (discard_leaf and
+    /// consolidate share the ABI signature).
+    fn snapshot_step(
+        &self,
+        function: &str,
+        slot: SnapshotStepFn,
+        handle: Handle,
+        snapshot: &Uuid,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let f = slot.ok_or_else(|| self.unsupported(function))?;
         let snapshot = uuid_to_abi(snapshot);
         with_progress(progress, |cb, ctx| {
             // SAFETY: as for `create`.
-            self.call("consolidate", |err| unsafe {
+            self.call(function, |err| unsafe {
                 f(handle.0, &snapshot, cb, ctx, FLAGS, err)
             })
         })
