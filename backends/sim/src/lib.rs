@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use snaptree_engine::xml::dom::escape;
+
 /// The absolute path of the plugin this build produced.
 pub const PLUGIN_PATH: &str = env!("SNAPTREE_SIM_PLUGIN");
 
@@ -29,21 +31,6 @@ pub fn domain_xml(name: &str, dir: &Path) -> String {
         escape(name),
         escape(&dir.to_string_lossy())
     )
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
