@@ -207,15 +207,21 @@ impl Error {
     /// The full message including every `source` in the chain, for surfaces
     /// (C API, CLI) that show one string.
     pub fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
+        chain_message(self)
     }
+}
+
+/// Any error's message followed by every `source` in its chain, joined by ": ": for a
+/// surface that shows one string, or a backend flattening its own error type.
+pub fn chain_message(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The result type of snaptree.
@@ -231,4 +237,27 @@ fn quoted_list(names: &[String]) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a source of its own, so the chain is three long.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write the journal")]
+    struct Journal(#[source] std::io::Error);
+
+    #[test]
+    fn chain_message_joins_every_source() {
+        let e = Error::storage(
+            "cannot record step 2",
+            Journal(std::io::Error::other("disk full")),
+        );
+        assert_eq!(
+            e.full_message(),
+            "cannot record step 2: cannot write the journal: disk full"
+        );
+        assert_eq!(chain_message(&std::io::Error::other("alone")), "alone");
+    }
 }
