@@ -81,7 +81,9 @@ unsafe impl Send for Connection {}
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("uri", &self.uri).finish()
+        f.debug_struct("Connection")
+            .field("uri", &self.uri)
+            .finish()
     }
 }
 

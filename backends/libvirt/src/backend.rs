@@ -245,7 +245,9 @@ impl LibvirtBackend {
             }
         }
         let child = child.ok_or_else(|| {
-            PluginError::backend(format!("snapshot {name} is neither current nor has a child"))
+            PluginError::backend(format!(
+                "snapshot {name} is neither current nor has a child"
+            ))
         })?;
         let child_def = config::snapshot_def(&child.xml()?)?;
         let img = |e: snaptree_qemu_img::Error| PluginError::backend(e.to_string());
@@ -257,15 +259,26 @@ impl LibvirtBackend {
                 .iter()
                 .find(|(t, _)| t == target)
                 .map(|(_, f)| f.clone())
-                .ok_or_else(|| PluginError::backend(format!("snapshot {name} keeps no image for disk {target}")))?;
+                .ok_or_else(|| {
+                    PluginError::backend(format!(
+                        "snapshot {name} keeps no image for disk {target}"
+                    ))
+                })?;
             let z = child_def
                 .sources
                 .iter()
                 .find(|(t, _)| t == target)
                 .and_then(|(_, f)| f.clone())
-                .ok_or_else(|| PluginError::backend(format!("snapshot {} has no overlay for disk {target}", child.name())))?;
+                .ok_or_else(|| {
+                    PluginError::backend(format!(
+                        "snapshot {} has no overlay for disk {target}",
+                        child.name()
+                    ))
+                })?;
             if y.exists() {
-                let backing = snaptree_qemu_img::info(&z).map_err(img)?.full_backing_filename;
+                let backing = snaptree_qemu_img::info(&z)
+                    .map_err(img)?
+                    .full_backing_filename;
                 if backing.as_deref() == Some(y.as_path()) {
                     snaptree_qemu_img::commit(y, &mut |_| {}).map_err(img)?;
                     snaptree_qemu_img::rebase_unsafe(&z, Some(&x)).map_err(img)?;
@@ -352,7 +365,7 @@ impl LibvirtBackend {
         // Stage 2: S's entry again as P (REDEFINE under P's uuid), current if S was.
         let s_xml = snap.xml()?;
         if self.dom.snapshot(&p_name)?.is_none() {
-            let p_def = p_def.unwrap_or_else(|| SnapshotDef::default());
+            let p_def = p_def.unwrap_or_default();
             let xml = renamed(&s_xml, &s_name, &p_name, &p_def)?;
             let current = self.dom.current()?.is_some_and(|c| c.name() == s_name);
             let mut flags = sys::CREATE_REDEFINE;
@@ -454,7 +467,11 @@ fn own(name: &str, domain: &str) -> PluginResult<Uuid> {
 
 /// S's snapshot XML under P's name, with P's description and creation time when known.
 fn renamed(xml: &str, from: &str, to: &str, p: &SnapshotDef) -> PluginResult<String> {
-    let mut out = replace_once(xml, &format!("<name>{from}</name>"), &format!("<name>{to}</name>"))?;
+    let mut out = replace_once(
+        xml,
+        &format!("<name>{from}</name>"),
+        &format!("<name>{to}</name>"),
+    )?;
     if !p.creation_time.is_empty()
         && let (Some(a), Some(b)) = (out.find("<creationTime>"), out.find("</creationTime>"))
     {
@@ -523,7 +540,11 @@ mod tests {
             frozen: vec![],
         };
         let out = renamed(xml, "s", "p", &p).unwrap();
-        assert!(out.contains("<name>p</name>\n  <description>P&apos;s</description>") || out.contains("<name>p</name>\n  <description>P's</description>"), "{out}");
+        assert!(
+            out.contains("<name>p</name>\n  <description>P&apos;s</description>")
+                || out.contains("<name>p</name>\n  <description>P's</description>"),
+            "{out}"
+        );
         assert!(out.contains("<creationTime>3</creationTime>"));
         assert!(out.contains("<domain><name>s</name></domain>"));
         let out = reparented(xml, "q", "r").unwrap();

@@ -25,12 +25,11 @@ pub struct Target {
 impl Target {
     /// Reads the `<libvirt uri='...' domain='...'/>` element of a snaptree domain document.
     pub fn parse(domain_xml: &str) -> PluginResult<Target> {
-        let doc = Document::parse(domain_xml).map_err(|e| PluginError::invalid_arg(e.to_string()))?;
+        let doc =
+            Document::parse(domain_xml).map_err(|e| PluginError::invalid_arg(e.to_string()))?;
         let mut found = doc.root.children_named("libvirt");
         let el = found.next().ok_or_else(|| {
-            PluginError::invalid_arg(
-                "the domain has no <libvirt uri='...' domain='...'/> element",
-            )
+            PluginError::invalid_arg("the domain has no <libvirt uri='...' domain='...'/> element")
         })?;
         if found.next().is_some() {
             return Err(PluginError::invalid_arg(
@@ -173,7 +172,10 @@ pub fn snapshot_def(xml: &str) -> PluginResult<SnapshotDef> {
     for dom in doc.root.children_named("domain") {
         for devices in dom.children_named("devices") {
             for d in devices.children_named("disk") {
-                if let (Some(t), Some(f)) = (child_attr(d, "target", "dev"), child_attr(d, "source", "file")) {
+                if let (Some(t), Some(f)) = (
+                    child_attr(d, "target", "dev"),
+                    child_attr(d, "source", "file"),
+                ) {
                     frozen.push((t, PathBuf::from(f)));
                 }
             }
@@ -200,12 +202,12 @@ mod tests {
         assert_eq!(t.uri, "qemu:///system");
         assert_eq!(t.domain, "web");
         let e = Target::parse("<domain type='libvirt'><name>vm</name></domain>").unwrap_err();
-        assert!(e.message.contains("<libvirt"), "{}", e.message);
+        assert!(e.message().contains("<libvirt"), "{}", e.message());
         let e = Target::parse(
             "<domain type='libvirt'><name>vm</name><libvirt uri='qemu:///system'/></domain>",
         )
         .unwrap_err();
-        assert!(e.message.contains("'domain'"), "{}", e.message);
+        assert!(e.message().contains("'domain'"), "{}", e.message());
     }
 
     #[test]

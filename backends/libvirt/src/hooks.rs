@@ -40,7 +40,8 @@ impl LibvirtBackend {
                 self.domain()
                     .monitor_command(&format!("qemu-io -d {dev} flush"), true)?;
             } else {
-                snaptree_qemu_img::io_write_pattern(&disk.source, pattern, offset, len).map_err(img)?;
+                snaptree_qemu_img::io_write_pattern(&disk.source, pattern, offset, len)
+                    .map_err(img)?;
             }
         }
         Ok(())
@@ -58,20 +59,28 @@ impl LibvirtBackend {
         match of {
             ContentRef::Live => {
                 for d in &disks {
-                    parts.push(snaptree_qemu_img::content_digest(&d.source, None, &mut |_| {}).map_err(img)?);
+                    parts.push(
+                        snaptree_qemu_img::content_digest(&d.source, None, &mut |_| {})
+                            .map_err(img)?,
+                    );
                 }
             }
             ContentRef::Snapshot(u) => {
-                let snap = self.domain().snapshot(&u.to_string())?.ok_or_else(|| {
-                    PluginError::backend(format!("no snapshot {u}"))
-                })?;
+                let snap = self
+                    .domain()
+                    .snapshot(&u.to_string())?
+                    .ok_or_else(|| PluginError::backend(format!("no snapshot {u}")))?;
                 match self.mode() {
                     Mode::Internal => {
                         let tag = u.to_string();
                         for d in &disks {
                             parts.push(
-                                snaptree_qemu_img::content_digest(&d.source, Some(&tag), &mut |_| {})
-                                    .map_err(img)?,
+                                snaptree_qemu_img::content_digest(
+                                    &d.source,
+                                    Some(&tag),
+                                    &mut |_| {},
+                                )
+                                .map_err(img)?,
                             );
                         }
                     }
@@ -84,12 +93,23 @@ impl LibvirtBackend {
                                 .iter()
                                 .find(|(n, _)| *n == d.target)
                                 .and_then(|(_, s)| s.clone())
-                                .ok_or_else(|| PluginError::backend(format!("snapshot {u} has no overlay for disk {}", d.target)))?;
+                                .ok_or_else(|| {
+                                    PluginError::backend(format!(
+                                        "snapshot {u} has no overlay for disk {}",
+                                        d.target
+                                    ))
+                                })?;
                             let info = snaptree_qemu_img::info(&overlay).map_err(img)?;
                             let backing = info.full_backing_filename.ok_or_else(|| {
-                                PluginError::backend(format!("{} has no backing file", overlay.display()))
+                                PluginError::backend(format!(
+                                    "{} has no backing file",
+                                    overlay.display()
+                                ))
                             })?;
-                            parts.push(snaptree_qemu_img::content_digest(&backing, None, &mut |_| {}).map_err(img)?);
+                            parts.push(
+                                snaptree_qemu_img::content_digest(&backing, None, &mut |_| {})
+                                    .map_err(img)?,
+                            );
                         }
                     }
                 }
@@ -97,7 +117,9 @@ impl LibvirtBackend {
         }
         // One 64-hex digest per disk; more than three would pass the 255-byte limit.
         if parts.len() > 3 {
-            return Err(PluginError::operation_invalid("content digests cover at most three disks"));
+            return Err(PluginError::operation_invalid(
+                "content digests cover at most three disks",
+            ));
         }
         Ok(parts.join(":"))
     }

@@ -16,8 +16,10 @@ fn open(d: &common::TestDomain) -> Domain {
 }
 
 fn create(dom: &mut Domain, name: &str) -> Uuid {
-    dom.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>"))
-        .unwrap()
+    dom.create_snapshot(&format!(
+        "<domainsnapshot><name>{name}</name></domainsnapshot>"
+    ))
+    .unwrap()
 }
 
 fn s(u: Uuid) -> String {
@@ -50,34 +52,50 @@ fn internal_snapshots_of_a_shut_off_domain_every_delete_mode_and_revert() {
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None), (b, Some(a))]));
     assert_eq!(rig.current(&d.name), Some(s(b)));
     // libvirt shows snaptree's name as the description.
-    assert!(rig.virsh(&["snapshot-dumpxml", &d.name, &s(a)]).contains("<description>a</description>"));
+    assert!(
+        rig.virsh(&["snapshot-dumpxml", &d.name, &s(a)])
+            .contains("<description>a</description>")
+    );
 
     dom.revert(&a, None, &mut NoProgress).unwrap();
     for f in &d.files {
         assert!(common::image_reads(f, None, 0x11, 0, K64));
-        assert!(common::image_reads(f, None, 0x00, common::MIB, K64), "revert left b's data");
+        assert!(
+            common::image_reads(f, None, 0x00, common::MIB, K64),
+            "revert left b's data"
+        );
         assert!(common::image_reads(f, Some(&s(b)), 0x22, common::MIB, K64));
     }
     assert_eq!(rig.current(&d.name), Some(s(a)));
     let c = create(&mut dom, "c");
-    assert_eq!(rig.parents(&d.name), pairs(&[(a, None), (b, Some(a)), (c, Some(a))]));
+    assert_eq!(
+        rig.parents(&d.name),
+        pairs(&[(a, None), (b, Some(a)), (c, Some(a))])
+    );
 
     // Internal merge: libvirt cannot; refused before anything runs.
-    let e = dom.delete(&b, DeleteMode::MergeForce, &mut NoProgress).unwrap_err();
+    let e = dom
+        .delete(&b, DeleteMode::MergeForce, &mut NoProgress)
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
     assert!(e.to_string().contains("libvirt"), "{e}");
     assert_eq!(rig.parents(&d.name).len(), 3);
 
-    dom.delete(&b, DeleteMode::Discard, &mut NoProgress).unwrap();
+    dom.delete(&b, DeleteMode::Discard, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None), (c, Some(a))]));
     let tags = std::process::Command::new("qemu-img")
         .args(["snapshot", "-U", "-l"])
         .arg(&d.files[0])
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&tags.stdout).contains(&s(b)), "b's data was not freed");
+    assert!(
+        !String::from_utf8_lossy(&tags.stdout).contains(&s(b)),
+        "b's data was not freed"
+    );
 
-    dom.delete(&a, DeleteMode::Consolidate, &mut NoProgress).unwrap();
+    dom.delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(c, None)]));
     for f in &d.files {
         assert!(common::image_reads(f, Some(&s(c)), 0x11, 0, K64));
@@ -85,14 +103,18 @@ fn internal_snapshots_of_a_shut_off_domain_every_delete_mode_and_revert() {
 
     // Retire keeps the data and libvirt's entry (the physical tree); delete-all frees both.
     let e2 = create(&mut dom, "e");
-    dom.delete(&e2, DeleteMode::Retire, &mut NoProgress).unwrap();
+    dom.delete(&e2, DeleteMode::Retire, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(c, None), (e2, Some(c))]));
     dom.check_agreement().unwrap();
     dom.delete_all(&mut NoProgress).unwrap();
     assert_eq!(rig.parents(&d.name), vec![]);
     assert_eq!(rig.current(&d.name), None);
     for f in &d.files {
-        assert!(common::image_reads(f, None, 0x11, 0, K64), "delete-all changed the live state");
+        assert!(
+            common::image_reads(f, None, 0x11, 0, K64),
+            "delete-all changed the live state"
+        );
     }
 }
 
@@ -106,19 +128,27 @@ fn internal_snapshots_of_a_running_domain_with_memory_and_revert() {
     let a = create(&mut dom, "a");
     rig.guest_write(&d.name, 0, 0x44, common::MIB, K64);
     let b = create(&mut dom, "b");
-    assert_eq!(dom.tree().unwrap().get(&a).unwrap().state, PowerState::Running);
+    assert_eq!(
+        dom.tree().unwrap().get(&a).unwrap().state,
+        PowerState::Running
+    );
     dom.revert(&a, None, &mut NoProgress).unwrap();
     assert_eq!(rig.virsh(&["domstate", &d.name]).trim(), "running");
     assert!(rig.guest_reads(&d.name, 0, 0x33, 0, K64));
-    assert!(rig.guest_reads(&d.name, 0, 0x00, common::MIB, K64), "revert kept b's write");
+    assert!(
+        rig.guest_reads(&d.name, 0, 0x00, common::MIB, K64),
+        "revert kept b's write"
+    );
     dom.revert(&b, None, &mut NoProgress).unwrap();
     assert!(rig.guest_reads(&d.name, 0, 0x44, common::MIB, K64));
     // Revert to "shut off": libvirt has no flag for it; the backend stops the domain.
-    dom.revert(&a, Some(PowerState::Shutoff), &mut NoProgress).unwrap();
+    dom.revert(&a, Some(PowerState::Shutoff), &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.virsh(&["domstate", &d.name]).trim(), "shut off");
     assert!(common::image_reads(&d.files[0], None, 0x33, 0, K64));
     rig.virsh(&["start", &d.name]);
-    dom.delete(&b, DeleteMode::Discard, &mut NoProgress).unwrap();
+    dom.delete(&b, DeleteMode::Discard, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None)]));
     assert!(rig.guest_reads(&d.name, 0, 0x33, 0, K64));
     dom.check_agreement().unwrap();
@@ -167,14 +197,23 @@ fn external_snapshots_of_a_shut_off_domain_merge_consolidate_discard() {
     dom.delete(&c, DeleteMode::Merge, &mut NoProgress).unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None), (b, Some(a))]));
     assert_eq!(rig.current(&d.name), Some(s(b)));
-    assert!(live_reads(&rig, &d.name, 0x44, 3), "merge changed the live state");
+    assert!(
+        live_reads(&rig, &d.name, 0x44, 3),
+        "merge changed the live state"
+    );
     dom.check_agreement().unwrap();
 
     // CONSOLIDATE a: b's content and the live state unchanged.
-    dom.delete(&a, DeleteMode::Consolidate, &mut NoProgress).unwrap();
+    dom.delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(b, None)]));
     for slot in 0..4u64 {
-        assert!(live_reads(&rig, &d.name, [0x11, 0x22, 0x33, 0x44][slot as usize], slot));
+        assert!(live_reads(
+            &rig,
+            &d.name,
+            [0x11, 0x22, 0x33, 0x44][slot as usize],
+            slot
+        ));
     }
     // b's content is c's: slot 2 written, slot 3 not.
     let xml = rig.virsh(&["snapshot-dumpxml", &d.name, &s(b)]);
@@ -194,14 +233,32 @@ fn external_snapshots_of_a_shut_off_domain_merge_consolidate_discard() {
         .nth(1)
         .and_then(|r| r.split('"').next())
         .expect("b's overlay has a backing file");
-    assert!(common::image_reads(std::path::Path::new(backing), None, 0x33, 2 * common::MIB, K64));
-    assert!(common::image_reads(std::path::Path::new(backing), None, 0x00, 3 * common::MIB, K64));
+    assert!(common::image_reads(
+        std::path::Path::new(backing),
+        None,
+        0x33,
+        2 * common::MIB,
+        K64
+    ));
+    assert!(common::image_reads(
+        std::path::Path::new(backing),
+        None,
+        0x00,
+        3 * common::MIB,
+        K64
+    ));
 
     // DISCARD the last one: the live state keeps every byte, libvirt holds nothing.
-    dom.delete(&b, DeleteMode::Discard, &mut NoProgress).unwrap();
+    dom.delete(&b, DeleteMode::Discard, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), vec![]);
     for slot in 0..4u64 {
-        assert!(live_reads(&rig, &d.name, [0x11, 0x22, 0x33, 0x44][slot as usize], slot));
+        assert!(live_reads(
+            &rig,
+            &d.name,
+            [0x11, 0x22, 0x33, 0x44][slot as usize],
+            slot
+        ));
     }
     dom.check_agreement().unwrap();
 }
@@ -221,15 +278,20 @@ fn external_snapshots_of_a_running_domain_commit_through_qemu() {
     let [a, b, c] = [snaps[0], snaps[1], snaps[2]];
     assert!(rig.blklist(&d.name)[0].to_string_lossy().ends_with(&s(c)));
     // Intermediate commit (b's overlay is not the active image).
-    dom.delete(&b, DeleteMode::Consolidate, &mut NoProgress).unwrap();
+    dom.delete(&b, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None), (c, Some(a))]));
     // Active commit with pivot: discarding the current leaf.
-    dom.delete(&c, DeleteMode::Discard, &mut NoProgress).unwrap();
+    dom.delete(&c, DeleteMode::Discard, &mut NoProgress)
+        .unwrap();
     assert_eq!(rig.parents(&d.name), pairs(&[(a, None)]));
     assert_eq!(rig.current(&d.name), Some(s(a)));
     assert!(rig.blklist(&d.name)[0].to_string_lossy().ends_with(&s(a)));
     for (i, p) in [0x10u8, 0x11, 0x12, 0x20].into_iter().enumerate() {
-        assert!(rig.guest_reads(&d.name, 0, p, i as u64 * common::MIB, K64), "slot {i}");
+        assert!(
+            rig.guest_reads(&d.name, 0, p, i as u64 * common::MIB, K64),
+            "slot {i}"
+        );
     }
     // MERGE into the base (no parent): only the entry goes.
     dom.delete(&a, DeleteMode::Merge, &mut NoProgress).unwrap();
@@ -255,7 +317,9 @@ fn deleting_an_external_snapshot_never_destroys_internal_snapshots_in_its_overla
         .unwrap();
     assert!(st.success());
     let before = rig.parents(&d.name);
-    let e = dom.delete(&a, DeleteMode::Consolidate, &mut NoProgress).unwrap_err();
+    let e = dom
+        .delete(&a, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap_err();
     assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
     assert!(e.to_string().contains("precious"), "{e}");
     assert_eq!(rig.parents(&d.name), before, "libvirt's tree changed");

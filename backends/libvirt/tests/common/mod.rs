@@ -55,12 +55,19 @@ fn missing() -> Option<String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("the rig starts libvirtd as root, and this is not root".into());
     }
-    for tool in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh", "/usr/bin/unshare"] {
+    for tool in [
+        "/usr/sbin/libvirtd",
+        "/usr/sbin/virtlogd",
+        "/usr/bin/virsh",
+        "/usr/bin/unshare",
+    ] {
         if !Path::new(tool).exists() {
             return Some(format!("{tool} is not installed"));
         }
     }
-    let user = Command::new("getent").args(["passwd", "libvirt-qemu"]).output();
+    let user = Command::new("getent")
+        .args(["passwd", "libvirt-qemu"])
+        .output();
     if !user.is_ok_and(|o| o.status.success()) {
         return Some("the user libvirt-qemu is missing (libvirtd 9.0 looks it up)".into());
     }
@@ -81,7 +88,10 @@ impl Rig {
             skip::cannot_run("the libvirt backend tests", &why);
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("snaptree-libvirt-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("snaptree-libvirt-")
+            .tempdir()
+            .unwrap();
         let p = dir.path();
         for sub in ["etc", "run", "lib", "log", "vm"] {
             std::fs::create_dir(p.join(sub)).unwrap();
@@ -89,7 +99,13 @@ impl Rig {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libvirt-cache");
         std::fs::create_dir_all(&cache).unwrap();
         // Mount points must exist outside the namespace too: empty directories.
-        for m in ["/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt"] {
+        for m in [
+            "/etc/libvirt",
+            "/run/libvirt",
+            "/var/lib/libvirt",
+            "/var/cache/libvirt",
+            "/var/log/libvirt",
+        ] {
             std::fs::create_dir_all(m).unwrap();
         }
         // QEMU as root (no libvirt-qemu ownership dance on the test's files), no per-VM
@@ -127,7 +143,10 @@ impl Rig {
         if !out.status.success() {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             drop(rig);
-            skip::cannot_run("the libvirt backend tests", &format!("libvirtd did not start: {why}"));
+            skip::cannot_run(
+                "the libvirt backend tests",
+                &format!("libvirtd did not start: {why}"),
+            );
             return None;
         }
         let started = Instant::now();
@@ -198,7 +217,11 @@ impl Rig {
             ));
             files.push(f);
         }
-        let kind = if Path::new("/dev/kvm").exists() { "kvm" } else { "qemu" };
+        let kind = if Path::new("/dev/kvm").exists() {
+            "kvm"
+        } else {
+            "qemu"
+        };
         let xml = format!(
             "<domain type='{kind}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>\
@@ -241,7 +264,12 @@ impl Rig {
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 // name, date, time, zone, state, [parent]
-                (f.len() >= 5).then(|| (f[0].to_owned(), f.get(5).map(|s| s.to_string()).unwrap_or_default()))
+                (f.len() >= 5).then(|| {
+                    (
+                        f[0].to_owned(),
+                        f.get(5).map(|s| s.to_string()).unwrap_or_default(),
+                    )
+                })
             })
             .collect();
         out.sort();
@@ -273,7 +301,10 @@ impl Rig {
     /// domain, through HMP qemu-io, and flushes it to the image.
     pub fn guest_write(&self, name: &str, disk: usize, pattern: u8, offset: u64, len: u64) {
         let dev = format!("/machine/peripheral/virtio-disk{disk}/virtio-backend");
-        self.hmp(name, &format!("qemu-io -d {dev} \"write -P {pattern:#04x} {offset} {len}\""));
+        self.hmp(
+            name,
+            &format!("qemu-io -d {dev} \"write -P {pattern:#04x} {offset} {len}\""),
+        );
         self.hmp(name, &format!("qemu-io -d {dev} flush"));
     }
 
@@ -339,7 +370,13 @@ pub struct TestDomain {
 
 /// Whether every guest byte of `image` (read with a shared lock, through its backing
 /// chain; or of its internal snapshot tagged `snapshot`) in the range is `pattern`.
-pub fn image_reads(image: &Path, snapshot: Option<&str>, pattern: u8, offset: u64, len: u64) -> bool {
+pub fn image_reads(
+    image: &Path,
+    snapshot: Option<&str>,
+    pattern: u8,
+    offset: u64,
+    len: u64,
+) -> bool {
     let read = format!("read -q -P {pattern:#04x} {offset} {len}");
     let out = match snapshot {
         Some(tag) => {
@@ -365,13 +402,19 @@ pub fn image_reads(image: &Path, snapshot: Option<&str>, pattern: u8, offset: u6
             .output()
             .unwrap(),
     };
-    out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed")
+    out.status.success()
+        && !String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed")
 }
 
 /// Writes `pattern` over the range of a shut-off domain's disk file (qemu-io).
 pub fn image_write(image: &Path, pattern: u8, offset: u64, len: u64) {
     let st = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", &format!("write -q -P {pattern:#04x} {offset} {len}")])
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -q -P {pattern:#04x} {offset} {len}"),
+        ])
         .arg(image)
         .status()
         .unwrap();
