@@ -1,0 +1,66 @@
+//! The plugin: [`LibvirtBackend`] behind the SDK's safe trait, exported as the C ABI entry
+//! of `libsnaptree_backend_libvirt.so`.
+
+// The export macro defines the `#[unsafe(no_mangle)]` entry symbol; this module writes no
+// unsafe code of its own.
+#![allow(unsafe_code)]
+
+use snaptree_sdk::{
+    Capabilities, ContentRef, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend,
+    Step,
+};
+
+use crate::backend::LibvirtBackend;
+
+/// One open domain of the plugin.
+#[derive(Debug)]
+pub struct LibvirtPlugin(LibvirtBackend);
+
+impl SnaptreeBackend for LibvirtPlugin {
+    const NAME: &'static std::ffi::CStr = c"libvirt";
+    const TEST_HOOKS: bool = true;
+
+    fn capabilities() -> Capabilities {
+        LibvirtBackend::any_domain_capabilities()
+    }
+
+    fn open(domain_xml: &str) -> PluginResult<Self> {
+        Ok(LibvirtPlugin(LibvirtBackend::open(domain_xml)?))
+    }
+
+    fn domain_capabilities(&self) -> Capabilities {
+        self.0.domain_capabilities()
+    }
+
+    fn power_state(&mut self) -> PluginResult<PowerState> {
+        self.0.power_state()
+    }
+
+    /// libvirt's snapshot calls are synchronous and report no progress: the step is
+    /// reported at its start (where a cancel still changes nothing) and at its end.
+    fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> PluginResult<()> {
+        if !progress.report(0.0) {
+            return Err(snaptree_sdk::PluginError::backend(format!(
+                "{} cancelled before it started",
+                step.kind().name()
+            )));
+        }
+        self.0.execute(step)?;
+        progress.report(1.0);
+        Ok(())
+    }
+
+    fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
+        self.0.list_physical()
+    }
+
+    fn content_digest(&mut self, of: ContentRef) -> PluginResult<String> {
+        self.0.content_digest(of)
+    }
+
+    fn write_guest(&mut self, seed: u64) -> PluginResult<()> {
+        self.0.write_guest(seed)
+    }
+}
+
+snaptree_sdk::export_backend!(LibvirtPlugin);

@@ -1,0 +1,422 @@
+//! The test rig: a real libvirtd and virtlogd, started as root in a private mount namespace
+//! (`unshare -m`) where `/etc/libvirt`, `/run/libvirt`, `/var/lib/libvirt` and
+//! `/var/log/libvirt` are bind mounts of a temporary directory, so a test never touches a
+//! system libvirt and several rigs run side by side; `/var/cache/libvirt` is one directory
+//! under the target dir kept between runs (QEMU capability probing: about 8 s cold, well
+//! under a second warm). Clients reach it at `qemu:///system?socket=<dir>/run/libvirt-sock`.
+//! Dropping the rig destroys its domains and stops both daemons by pid.
+//!
+//! Everything the tests check goes through `virsh` and `qemu-img`/`qemu-io`: an oracle that
+//! shares no code with the backend's bindings. Without root or libvirt's daemons the tests
+//! say so (`snaptree_tests::skip`), and fail under CI.
+
+#![allow(dead_code)] // Each test binary uses part of the rig.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use snaptree_host::Plugin;
+use snaptree_tests::skip;
+
+/// One MiB.
+pub const MIB: u64 = 1024 * 1024;
+
+/// Starts a rig, or skips the calling test (returns from it, after saying so; under CI it
+/// fails instead) when libvirt's daemons cannot run here.
+macro_rules! rig_or_skip {
+    () => {
+        match common::Rig::start() {
+            Some(rig) => rig,
+            None => return,
+        }
+    };
+}
+
+/// The plugin as cargo built it for this test run, beside the test executable.
+pub fn plugin() -> Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    *PLUGIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.parent().unwrap().join("libsnaptree_backend_libvirt.so");
+        assert!(
+            path.is_file(),
+            "expected the plugin at {}; `cargo test -p snaptree-backend-libvirt` builds it",
+            path.display()
+        );
+        Plugin::load(&path).unwrap()
+    })
+}
+
+/// Why libvirt's daemons cannot run here, if they cannot.
+fn missing() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("the rig starts libvirtd as root, and this is not root".into());
+    }
+    for tool in [
+        "/usr/sbin/libvirtd",
+        "/usr/sbin/virtlogd",
+        "/usr/bin/virsh",
+        "/usr/bin/unshare",
+    ] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    let user = Command::new("getent")
+        .args(["passwd", "libvirt-qemu"])
+        .output();
+    if !user.is_ok_and(|o| o.status.success()) {
+        return Some("the user libvirt-qemu is missing (libvirtd 9.0 looks it up)".into());
+    }
+    None
+}
+
+/// A running private libvirtd.
+pub struct Rig {
+    dir: tempfile::TempDir,
+    /// The URI that reaches it.
+    pub uri: String,
+}
+
+impl Rig {
+    /// Starts libvirtd and virtlogd and waits until libvirtd answers.
+    pub fn start() -> Option<Rig> {
+        if let Some(why) = missing() {
+            skip::cannot_run("the libvirt backend tests", &why);
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("snaptree-libvirt-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        for sub in ["etc", "run", "lib", "log", "vm"] {
+            std::fs::create_dir(p.join(sub)).unwrap();
+        }
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libvirt-cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        // Mount points must exist outside the namespace too: empty directories.
+        for m in [
+            "/etc/libvirt",
+            "/run/libvirt",
+            "/var/lib/libvirt",
+            "/var/cache/libvirt",
+            "/var/log/libvirt",
+        ] {
+            std::fs::create_dir_all(m).unwrap();
+        }
+        // QEMU as root (no libvirt-qemu ownership dance on the test's files), no per-VM
+        // mount namespace (containers may forbid it), no owner remembering (xattrs).
+        std::fs::write(
+            p.join("etc/qemu.conf"),
+            "user = \"root\"\ngroup = \"root\"\nnamespaces = []\nremember_owner = 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("etc/libvirtd.conf"),
+            "unix_sock_rw_perms = \"0700\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
+        )
+        .unwrap();
+        let d = p.display();
+        let script = format!(
+            "set -e\n\
+             mount --bind {d}/etc /etc/libvirt\n\
+             mount --bind {d}/run /run/libvirt\n\
+             mount --bind {d}/lib /var/lib/libvirt\n\
+             mount --bind {c} /var/cache/libvirt\n\
+             mount --bind {d}/log /var/log/libvirt\n\
+             virtlogd -d -p {d}/virtlogd.pid\n\
+             libvirtd -d -p {d}/libvirtd.pid -f {d}/etc/libvirtd.conf\n",
+            c = cache.display()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let rig = Rig {
+            uri: format!("qemu:///system?socket={d}/run/libvirt-sock"),
+            dir,
+        };
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            drop(rig);
+            skip::cannot_run(
+                "the libvirt backend tests",
+                &format!("libvirtd did not start: {why}"),
+            );
+            return None;
+        }
+        let started = Instant::now();
+        loop {
+            if rig.try_virsh(&["version"]).is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "libvirtd did not answer within 60 s; see {}/log",
+                rig.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(rig)
+    }
+
+    /// The rig's private directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs virsh against the rig; Err is its stderr.
+    pub fn try_virsh(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("virsh")
+            .arg("-q")
+            .arg("-c")
+            .arg(&self.uri)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Runs virsh against the rig and panics when it fails.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        self.try_virsh(args)
+            .unwrap_or_else(|e| panic!("virsh {}: {e}", args.join(" ")))
+    }
+
+    /// Defines a tiny domain (no OS: it boots into nothing, which is enough for its
+    /// disks) with `disks` 64 MiB qcow2 disks in `mode` ("internal" or "external").
+    pub fn define(&self, name: &str, disks: usize, mode: &str) -> TestDomain {
+        let dir = self.dir().join("vm").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        let mut disk_xml = String::new();
+        for i in 0..disks {
+            let f = dir.join(format!("d{i}.qcow2"));
+            let st = Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&f)
+                .arg("64M")
+                .status()
+                .unwrap();
+            assert!(st.success());
+            disk_xml.push_str(&format!(
+                "<disk type='file' device='disk' snapshot='{mode}'><driver name='qemu' type='qcow2'/>\
+                 <source file='{}'/><target dev='vd{}' bus='virtio'/></disk>",
+                f.display(),
+                (b'a' + i as u8) as char
+            ));
+            files.push(f);
+        }
+        let kind = if Path::new("/dev/kvm").exists() {
+            "kvm"
+        } else {
+            "qemu"
+        };
+        let xml = format!(
+            "<domain type='{kind}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>\
+             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>{disk_xml}</devices></domain>"
+        );
+        let path = dir.join("domain.xml");
+        std::fs::write(&path, xml).unwrap();
+        self.virsh(&["define", path.to_str().unwrap()]);
+        TestDomain {
+            name: name.to_owned(),
+            files,
+            snaptree_xml: format!(
+                "<domain type='libvirt'><name>{name}</name><libvirt uri='{}' domain='{name}'/></domain>",
+                self.uri.replace('&', "&amp;")
+            ),
+        }
+    }
+
+    /// Removes a domain and its snapshot metadata (stopping it first).
+    pub fn undefine(&self, name: &str) {
+        let _ = self.try_virsh(&["destroy", name]);
+        let _ = self.try_virsh(&["undefine", name, "--snapshots-metadata"]);
+    }
+
+    /// `virsh snapshot-list --tree`, with every line trimmed of trailing blanks.
+    pub fn tree(&self, name: &str) -> String {
+        self.virsh(&["snapshot-list", name, "--tree"])
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Each snapshot name with its parent's ("" for a root), from `snapshot-list --parent`.
+    pub fn parents(&self, name: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .virsh(&["snapshot-list", name, "--parent"])
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // name, date, time, zone, state, [parent]
+                (f.len() >= 5).then(|| {
+                    (
+                        f[0].to_owned(),
+                        f.get(5).map(|s| s.to_string()).unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// libvirt's current snapshot, if any.
+    pub fn current(&self, name: &str) -> Option<String> {
+        self.try_virsh(&["snapshot-current", name, "--name"])
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The active image of each disk, from `virsh domblklist`.
+    pub fn blklist(&self, name: &str) -> Vec<PathBuf> {
+        self.virsh(&["domblklist", name])
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(PathBuf::from))
+            .collect()
+    }
+
+    /// An HMP command through libvirt's monitor.
+    pub fn hmp(&self, name: &str, command: &str) -> String {
+        self.virsh(&["qemu-monitor-command", name, "--hmp", command])
+    }
+
+    /// Writes `pattern` over `len` bytes at `offset` of disk `disk` (0-based) of a running
+    /// domain, through HMP qemu-io, and flushes it to the image.
+    pub fn guest_write(&self, name: &str, disk: usize, pattern: u8, offset: u64, len: u64) {
+        let dev = format!("/machine/peripheral/virtio-disk{disk}/virtio-backend");
+        self.hmp(
+            name,
+            &format!("qemu-io -d {dev} \"write -P {pattern:#04x} {offset} {len}\""),
+        );
+        self.hmp(name, &format!("qemu-io -d {dev} flush"));
+    }
+
+    /// Whether the running guest's disk `disk` holds `pattern` there: HMP qemu-io prints
+    /// to QEMU's stdout, not the reply, so flush through the monitor and read the active
+    /// image from outside with a shared lock.
+    pub fn guest_reads(&self, name: &str, disk: usize, pattern: u8, offset: u64, len: u64) -> bool {
+        self.hmp(
+            name,
+            &format!("qemu-io -d /machine/peripheral/virtio-disk{disk}/virtio-backend flush"),
+        );
+        image_reads(&self.blklist(name)[disk], None, pattern, offset, len)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // libvirtd leaves its QEMUs running when it exits: stop them first.
+        if let Ok(list) = self.try_virsh(&["list", "--name"]) {
+            for name in list.lines().map(str::trim).filter(|n| !n.is_empty()) {
+                let _ = self.try_virsh(&["destroy", name]);
+            }
+        }
+        let mut pids = Vec::new();
+        for f in ["libvirtd.pid", "virtlogd.pid"] {
+            if let Ok(s) = std::fs::read_to_string(self.dir().join(f)) {
+                pids.extend(s.trim().parse::<u32>().ok());
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir().join("run/qemu")) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "pid")
+                    && let Ok(s) = std::fs::read_to_string(e.path())
+                {
+                    pids.extend(s.trim().parse::<u32>().ok());
+                }
+            }
+        }
+        for pid in &pids {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for pid in &pids {
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// A domain the rig defined.
+pub struct TestDomain {
+    /// Its libvirt name.
+    pub name: String,
+    /// Its disk files, as defined (the base images).
+    pub files: Vec<PathBuf>,
+    /// The snaptree `<domain type='libvirt'>` document for it.
+    pub snaptree_xml: String,
+}
+
+/// Whether every guest byte of `image` (read with a shared lock, through its backing
+/// chain; or of its internal snapshot tagged `snapshot`) in the range is `pattern`.
+pub fn image_reads(
+    image: &Path,
+    snapshot: Option<&str>,
+    pattern: u8,
+    offset: u64,
+    len: u64,
+) -> bool {
+    let read = format!("read -q -P {pattern:#04x} {offset} {len}");
+    let out = match snapshot {
+        Some(tag) => {
+            // qemu-io cannot open an internal snapshot: export it to raw first.
+            let raw = tempfile::NamedTempFile::new().unwrap();
+            let st = Command::new("qemu-img")
+                .args(["convert", "-U", "-f", "qcow2", "-O", "raw", "-l"])
+                .arg(format!("snapshot.name={tag}"))
+                .arg(image)
+                .arg(raw.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "export snapshot {tag} of {}", image.display());
+            Command::new("qemu-io")
+                .args(["-r", "-f", "raw", "-c", &read])
+                .arg(raw.path())
+                .output()
+                .unwrap()
+        }
+        None => Command::new("qemu-io")
+            .args(["-r", "-U", "-f", "qcow2", "-c", &read])
+            .arg(image)
+            .output()
+            .unwrap(),
+    };
+    out.status.success()
+        && !String::from_utf8_lossy(&out.stdout).contains("Pattern verification failed")
+}
+
+/// Writes `pattern` over the range of a shut-off domain's disk file (qemu-io).
+pub fn image_write(image: &Path, pattern: u8, offset: u64, len: u64) {
+    let st = Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -q -P {pattern:#04x} {offset} {len}"),
+        ])
+        .arg(image)
+        .status()
+        .unwrap();
+    assert!(st.success(), "write to {}", image.display());
+}
