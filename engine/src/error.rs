@@ -207,15 +207,21 @@ impl Error {
     /// The full message including every `source` in the chain, for surfaces
     /// (C API, CLI) that show one string.
     pub fn full_message(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
+        chain_message(self)
     }
+}
+
+/// An error's message followed by every `source` in its chain, joined by `": "`: the one
+/// place any crate turns an error chain into one sentence.
+pub fn chain_message(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The result type of snaptree.
