@@ -1,6 +1,6 @@
 //! `snapshot-info`: the fields `virsh snapshot-info` prints (libvirt 9.0), in its layout.
 
-use snaptree_engine::xml::DiskSnapshotMode;
+use snaptree_engine::xml::SnapshotLocation;
 use snaptree_engine::{Domain, Error, Snapshot};
 
 /// Where a domain's snapshots keep their data, in virsh's words: `external` when a disk
@@ -12,12 +12,7 @@ use snaptree_engine::{Domain, Error, Snapshot};
 pub fn location(d: &mut Domain) -> &'static str {
     if d.backend().is_metadata_only() {
         "none"
-    } else if d
-        .xml()
-        .disks
-        .iter()
-        .any(|disk| disk.snapshot == DiskSnapshotMode::External)
-    {
+    } else if d.xml().snapshot_location == SnapshotLocation::External {
         "external"
     } else {
         "internal"

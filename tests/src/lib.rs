@@ -1,8 +1,12 @@
 //! Shared helpers of snaptree's integration tests: a canonical form of a tree to compare
 //! states exactly, the invariants of SEMANTICS.md §3.1-2, a base tree that exercises every
 //! delete mode with multi-step plans, and the operations the crash tests run. [`skip`] is
-//! how any crate's test that cannot run here (a missing tool) says so, or fails under CI.
+//! how any crate's test that cannot run here (a missing tool) says so, or fails under CI;
+//! [`rig`] starts a real `qemu-system-x86_64` for the QEMU crates' live tests, and
+//! [`lock::LockHolder`] holds an image's lock as a running VM would.
 
+pub mod lock;
+pub mod rig;
 pub mod skip;
 
 use std::collections::{BTreeMap, BTreeSet};

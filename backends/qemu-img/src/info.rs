@@ -1,4 +1,6 @@
-//! Reading image metadata through `qemu-img info --output=json`.
+//! Reading image metadata through `qemu-img info --output=json`, and QEMU's `ImageInfo`
+//! itself: the one definition of what both `qemu-img info` and QMP's `query-block` report
+//! about an image (the QMP client uses it too).
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +9,7 @@ use serde::Deserialize;
 use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 
-/// Metadata of one qcow2 image file.
+/// Metadata of one qcow2 image file (QEMU's `ImageInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -36,9 +38,13 @@ pub struct ImageInfo {
     /// Whether the image was not closed cleanly (only meaningful with lazy refcounts).
     #[serde(default, rename = "dirty-flag")]
     pub dirty: bool,
+    /// The backing image, when the chain is reported nested (QMP's `query-block`).
+    #[serde(default)]
+    pub backing_image: Option<Box<ImageInfo>>,
 }
 
-/// One internal snapshot as listed by qemu-img.
+/// One internal snapshot of an image (QEMU's `SnapshotInfo`), as qemu-img lists it and
+/// `query-block` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -52,7 +58,8 @@ pub struct InternalSnapshot {
     /// Sub-second part of the creation time.
     #[serde(default)]
     pub date_nsec: u32,
-    /// Size of the saved VM state (0 for disk-only snapshots).
+    /// Size of the saved VM state (0 for disk-only snapshots, and on every disk but the
+    /// one `snapshot-save` stored the VM state on).
     #[serde(default)]
     pub vm_state_size: u64,
 }

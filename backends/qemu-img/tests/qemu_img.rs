@@ -299,7 +299,7 @@ fn read_write_holder_locks_image_and_its_overlays() {
     qi::io_write_pattern(&top, 0x33, 0, MIB).unwrap();
 
     {
-        let _holder = LockHolder::hold(&base, false);
+        let _holder = LockHolder::hold(&base);
         let locked = |r: Result<(), Error>| match r {
             Err(Error::Locked { image, message }) => {
                 assert_eq!(image, base, "{message}");
@@ -330,7 +330,7 @@ fn read_only_holder_blocks_writers_but_not_info() {
     let img = s.path("disk.qcow2");
     qi::create(&img, SIZE).unwrap();
     {
-        let _holder = LockHolder::hold(&img, true);
+        let _holder = LockHolder::hold_read_only(&img);
         // `qemu-img info` would not notice this holder; check_writable does.
         qi::info(&img).unwrap();
         let err = qi::check_writable(&img).unwrap_err();

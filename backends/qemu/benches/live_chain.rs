@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend, QemuHandle};
 use snaptree_engine::{DeleteMode, Domain, NoProgress, Uuid};
 use snaptree_qemu_img as qi;
-use snaptree_qmp::rig::{self, Rig};
+use snaptree_tests::rig::{self, Rig};
 
 const MIB: u64 = 1024 * 1024;
 const SIZE: u64 = 64 * MIB;

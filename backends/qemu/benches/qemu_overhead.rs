@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend, QemuHandle, QemuProvider};
 use snaptree_engine::conn::Connection;
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{DeleteMode, Domain, NoProgress, Uuid};
 use snaptree_qemu_img as qi;
 
@@ -159,7 +158,7 @@ fn overhead() {
         let conn = Connection::open(Some(&dir.path().join("state"))).unwrap();
         conn.register_provider("qemu", Arc::new(QemuProvider));
         conn.define_domain(&xml).unwrap();
-        let backend = QemuBackend::open(&DomainXml::parse(&xml).unwrap()).unwrap();
+        let backend = QemuBackend::open(&xml).unwrap();
         let h = backend.handle();
         let mut d = conn
             .open_domain_with_backend("bench", Box::new(backend))
@@ -168,7 +167,7 @@ fn overhead() {
 
         let dir = tempfile::tempdir().unwrap();
         let (paths, xml) = disks(dir.path(), 64 * MIB);
-        let backend = QemuBackend::open(&DomainXml::parse(&xml).unwrap()).unwrap();
+        let backend = QemuBackend::open(&xml).unwrap();
         let h = backend.handle();
         let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();
         session(&mut d, &h, &paths, &mut memory);
@@ -194,7 +193,7 @@ fn consolidate_bytes(policy: ConsolidatePolicy, trees: &[(u64, u64)]) -> (u64, D
             "<domain type='qemu'><name>c</name><devices><disk><source file='{}'/></disk></devices></domain>",
             disk.display()
         );
-        let backend = QemuBackend::open(&DomainXml::parse(&xml).unwrap()).unwrap();
+        let backend = QemuBackend::open(&xml).unwrap();
         let h = backend.handle();
         h.set_consolidate_policy(policy);
         let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();

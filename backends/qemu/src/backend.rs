@@ -1,30 +1,41 @@
-//! [`QemuBackend`]: the engine's `Backend` for a shut-off QEMU domain whose disks are qcow2
-//! files.
+//! [`QemuBackend`]: the engine's `Backend` for a QEMU domain whose disks are qcow2 files.
+//! It only dispatches: each step goes to live mode (`live`) when the domain names a QMP
+//! socket and its VM runs or is paused, to offline mode (`offline`) otherwise, and every
+//! outcome goes through one tail ([`QemuBackend::conclude`]).
 
-use snaptree_engine::xml::DomainXml;
+use std::path::Path;
+
 use snaptree_engine::{
-    Backend, Capabilities, Error, PhysicalTree, PowerMask, PowerState, Progress, Result, Step,
-    StepKind, TestHooks,
+    Backend, Capabilities, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
 };
 
-use crate::ctx::{Ctx, NAME, error};
-use crate::disk::{Disk, Mode, disks_of};
-use crate::exec::{self, DiskPlan};
+use crate::config::Config;
+use crate::ctx::Ctx;
+use crate::disk::{Disk, Mode};
+use crate::error::{NAME, QemuError, Result, error};
 use crate::handle::QemuHandle;
-use crate::live::{self, Live};
-use crate::{external, internal, live_chain, scan};
+use crate::live::execute_chains;
+use crate::live::internal::{self as live_internal, InternalStep};
+use crate::live::session::Session;
+use crate::live::step::ChainStep;
+use crate::offline::exec::{self, DiskPlan};
+use crate::offline::scan::Scan;
+use crate::offline::{external, internal};
+use crate::records::{self, Kind};
 
-/// The offline QEMU backend for one domain.
+/// The QEMU backend for one domain.
 ///
-/// The domain is always shut off: snaptree only manages its disks, through `qemu-img`.
 /// Each disk keeps its snapshots in its own mode (`<disk snapshot='external|internal'>`);
-/// the file named in the domain XML always holds the live state.
+/// the file named in the domain XML always holds the live state. When the domain names
+/// QEMU's QMP socket, steps run live over QMP while its VM runs or is paused, and offline
+/// through `qemu-img` while it is shut off; without a socket the domain is always taken
+/// to be shut off.
 #[derive(Debug)]
 pub struct QemuBackend {
     disks: Vec<Disk>,
     handle: QemuHandle,
     /// The running QEMU, when the domain XML names its QMP socket (live mode).
-    live: Option<Live>,
+    live: Option<Session>,
 }
 
 impl QemuBackend {
@@ -40,42 +51,45 @@ impl QemuBackend {
         Capabilities::all_in(PowerMask::ANY)
     }
 
+    /// What the backend can do for a domain in live mode whose disks are all in external
+    /// mode: every step in every power state, except revert, which needs the domain shut
+    /// off (a disk-only snapshot holds no memory to resume a running guest from).
+    pub fn live_external_capabilities() -> Capabilities {
+        Capabilities::all_in(PowerMask::ANY).with(StepKind::Revert, PowerState::Shutoff.bit())
+    }
+
     /// What the plugin declares before any domain is open: the union of the offline and
     /// the live capabilities (each open domain narrows them).
     pub fn any_domain_capabilities() -> Capabilities {
         Capabilities::all_in(PowerMask::ANY)
     }
 
-    /// Opens the backend for a domain: every `<devices><disk>` must have an absolute
-    /// `<source file=...>`. The files are not opened yet; an interrupted step may have left
-    /// them mid-way, and the engine's recovery re-runs it. Offline only: see
-    /// [`QemuBackend::open_xml`] for live mode.
-    pub fn open(domain: &DomainXml) -> Result<QemuBackend> {
-        Ok(QemuBackend {
-            disks: disks_of(domain)?,
-            handle: QemuHandle::default(),
-            live: None,
-        })
+    /// Opens the backend for a domain document, offline only (a QMP socket it names is
+    /// not used): every `<devices><disk>` must have an absolute `<source file=...>`. The
+    /// files are not opened yet; an interrupted step may have left them mid-way, and the
+    /// engine's recovery re-runs it.
+    pub fn open(xml: &str) -> snaptree_engine::Result<QemuBackend> {
+        let config = Config::parse(xml)?;
+        Ok(QemuBackend::with_config(config.disks, None))
     }
 
     /// Opens the backend for a domain document. When it names QEMU's QMP socket
     /// (`<qmp socket='PATH'/>` inside `<domain>`), the backend works in live mode while
     /// a QEMU listens there (running or paused), offline otherwise.
-    pub fn open_xml(xml: &str) -> Result<QemuBackend> {
-        let domain = DomainXml::parse(xml)?;
-        let mut b = QemuBackend::open(&domain)?;
-        b.live = live::qmp_socket(xml)?.map(Live::new);
-        for (disk, discard) in b.disks.iter_mut().zip(live::discard_modes(xml)?) {
-            disk.discard = discard;
-        }
-        Ok(b)
+    pub fn open_xml(xml: &str) -> snaptree_engine::Result<QemuBackend> {
+        let config = Config::parse(xml)?;
+        Ok(QemuBackend::with_config(
+            config.disks,
+            config.qmp_socket.map(Session::new),
+        ))
     }
 
-    /// What the backend can do for a domain in live mode whose disks are all in external
-    /// mode: every step in every power state, except revert, which needs the domain shut
-    /// off (a disk-only snapshot holds no memory to resume a running guest from).
-    pub fn live_external_capabilities() -> Capabilities {
-        Capabilities::all_in(PowerMask::ANY).with(StepKind::Revert, PowerState::Shutoff.bit())
+    fn with_config(disks: Vec<Disk>, live: Option<Session>) -> QemuBackend {
+        QemuBackend {
+            disks,
+            handle: QemuHandle::default(),
+            live,
+        }
     }
 
     /// This domain's capabilities: live ones when it names a QMP socket and its disks are
@@ -85,17 +99,21 @@ impl QemuBackend {
     pub fn domain_capabilities(&self) -> Capabilities {
         if self.live.is_none() {
             QemuBackend::offline_capabilities()
-        } else if self.disks.iter().all(|d| d.mode == Mode::Internal) {
+        } else if self.all_in(Mode::Internal) {
             QemuBackend::live_capabilities()
-        } else if self.disks.iter().all(|d| d.mode == Mode::External) {
+        } else if self.all_in(Mode::External) {
             QemuBackend::live_external_capabilities()
         } else {
             QemuBackend::offline_capabilities()
         }
     }
 
+    fn all_in(&self, mode: Mode) -> bool {
+        self.disks.iter().all(|d| d.mode == mode)
+    }
+
     /// The live session when the VM runs or is paused; `None` when shut off (offline).
-    pub(crate) fn live_now(&mut self) -> Result<Option<&mut Live>> {
+    pub(crate) fn live_now(&mut self) -> Result<Option<&mut Session>> {
         let Some(live) = self.live.as_mut() else {
             return Ok(None);
         };
@@ -113,8 +131,86 @@ impl QemuBackend {
         }
     }
 
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn disks(&self) -> &[Disk] {
         &self.disks
+    }
+
+    /// Settles what a live step QEMU died in left (live mode only).
+    fn settle(&mut self, step: Option<&Step>) -> Result<()> {
+        let ctx = Ctx {
+            shared: &self.handle.0,
+        };
+        match self.live.as_mut() {
+            Some(session) => live_internal::settle(ctx, Some(session), &self.disks, step),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one step, live or offline. What fails before anything could change returns at
+    /// once; the outcome of running the step goes through [`QemuBackend::conclude`].
+    fn run(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
+        self.settle(Some(step))?;
+        let ctx = Ctx {
+            shared: &self.handle.0,
+        };
+        let external = self.all_in(Mode::External);
+        let policy = self.handle.consolidate_policy();
+        if let Some(session) = self.live.as_mut()
+            && session.power_state()? != PowerState::Shutoff
+        {
+            let outcome = if external {
+                let mut live = ChainStep {
+                    session,
+                    ctx,
+                    policy,
+                    progress: &mut *progress,
+                };
+                execute_chains(&mut live, &self.disks, step)
+            } else {
+                InternalStep {
+                    session,
+                    ctx,
+                    disks: &self.disks,
+                }
+                .execute(step, &mut *progress)
+            };
+            return self.conclude(outcome, progress);
+        }
+        if let Step::Revert { snapshot, state } = step
+            && *state != PowerState::Shutoff
+        {
+            return Err(QemuError::OperationInvalid(format!(
+                "the qemu offline backend cannot start a guest: it can revert to snapshot {snapshot} only leaving the domain shut off, not {state}"
+            )));
+        }
+        // Planning only reads: whatever fails here (a missing file, an image held by a
+        // running VM) has changed nothing.
+        let plans = self.plans(step).map_err(|e| match e {
+            QemuError::Engine(_) | QemuError::OperationInvalid(_) => e,
+            other => QemuError::NothingChanged {
+                verb: step.kind().verb(),
+                source: Box::new(other),
+            },
+        })?;
+        let lives: Vec<&Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
+        let outcome = exec::execute(ctx, step.kind(), &lives, &plans, progress);
+        if outcome.is_err() {
+            return self.conclude(outcome, progress);
+        }
+        if self.live.is_some() && matches!(step, Step::MergeIntoParent { .. }) {
+            // A live merge QEMU died in, finished offline (its parent then holds the disks
+            // only, without memory).
+            ctx.remove(&Kind::LiveMerge.path(&self.disks[0]))?;
+        }
+        if step.kind() != StepKind::Create {
+            // The records of a live commit or pivot QEMU died in (or that a domain which
+            // no longer names its QMP socket left): the step is finished.
+            for record in self.disks.iter().flat_map(records::live_chain) {
+                ctx.remove(&record)?;
+            }
+        }
+        self.conclude(Ok(()), progress)
     }
 
     /// Plans a step on every disk (reading only).
@@ -129,187 +225,51 @@ impl QemuBackend {
             .collect()
     }
 
-    /// Undoes a live create the engine gave up on: QEMU died mid-save, so the step could
-    /// not remove the snapshot it may have left, and failed; the engine then forgot the
-    /// create. Its intent record names it: unless `step` is that very create (re-run by
-    /// the engine's recovery, which finishes it), the tag goes from every disk (through
-    /// QEMU when it runs, qemu-img otherwise) and from every record, then the intent.
-    fn settle(&mut self, step: Option<&Step>) -> Result<()> {
-        if self.live.is_none() {
-            return Ok(());
-        }
-        // A merge QEMU died in cannot be undone (the parent's old content may be gone):
-        // only running the same merge again finishes it, so nothing else runs before.
-        if let Some(step) = step
-            && let Some((s, p)) = live::read_merge_intent(&live::merge_intent(&self.disks))?
-            && !matches!(step, Step::MergeIntoParent { snapshot, parent: Some(q) } if *snapshot == s && *q == p)
-        {
-            return Err(error(format!(
-                "a live merge of snapshot {s} into {p} was interrupted (did QEMU die?); delete {s} with MERGE again to finish it before anything else"
-            )));
-        }
-        let intent = live::create_intent(&self.disks);
-        let Some(u) = live::read_intent(&intent)? else {
-            return Ok(());
-        };
-        if let Some(Step::Create { snapshot, .. }) = step
-            && *snapshot == u
-        {
-            return Ok(());
-        }
-        let t = internal::tag(&u);
-        let disks = self.disks.clone();
-        match self.live_now()? {
-            Some(live) => live.delete_tag(&disks, &t)?,
-            None => {
-                for d in disks.iter().filter(|d| d.mode == Mode::Internal) {
-                    if self.ctx().tags(&d.live)?.contains(&t) {
-                        self.ctx().snapshot_delete(&d.live, &t)?;
-                    }
-                }
-            }
-        }
-        for d in disks.iter().filter(|d| d.mode == Mode::Internal) {
-            let meta = crate::meta::Meta::load(&d.meta())?;
-            let heir = meta.parents.get(&u).copied().flatten();
-            let next = meta.removed(u, heir);
-            if next != meta {
-                next.store(self.ctx(), &d.meta())?;
-            }
-        }
-        self.ctx().remove(&intent)?;
-        self.ctx().sync_dirty()
-    }
-
-    /// Removes the records that keep an unfinished step visible (see
-    /// [`exec::unfinished_record`]): only once the step has succeeded.
-    fn finished(&self) -> Result<()> {
-        for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
-            self.ctx().remove(&d.dir().join(exec::UNFINISHED))?;
-        }
-        Ok(())
-    }
-
-    /// Removes what a crash can leave that no step needs any more — the temporary file of an
-    /// intent record that was never renamed into place — and the snapshot directories left
-    /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
-    /// every step, so a re-run finishes it too.
-    fn tidy(&self) -> Result<()> {
-        for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
-            let records = [d.rebase_intent(), d.dir().join(exec::UNFINISHED)]
-                .into_iter()
-                .chain(live_chain::records(d));
-            for record in records {
-                let mut tmp = record.into_os_string();
-                tmp.push(".tmp");
-                self.ctx().remove(std::path::Path::new(&tmp))?;
-            }
-            self.ctx().remove_dir_if_empty(&d.dir())?;
-        }
-        Ok(())
-    }
-}
-
-impl Backend for QemuBackend {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    /// Every step, only while the domain is shut off: the offline backend never runs a guest.
-    fn capabilities(&self) -> Capabilities {
-        self.domain_capabilities()
-    }
-
-    fn power_state(&mut self) -> Result<PowerState> {
-        match self.live.as_mut() {
-            Some(live) => live.power_state(),
-            None => Ok(PowerState::Shutoff),
-        }
-    }
-
-    fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
-        self.settle(Some(step))?;
-        let ctx = Ctx {
-            shared: &self.handle.0,
-        };
-        if let Some(live) = self.live.as_mut()
-            && live.power_state()? != PowerState::Shutoff
-        {
-            let crashes = self.handle.crashes();
-            let done = if self.disks.iter().all(|d| d.mode == Mode::External) {
-                let policy = self.handle.consolidate_policy();
-                live.execute_chains(ctx, &self.disks, step, policy, progress)
-            } else {
-                live.execute(ctx, &self.disks, step, progress)
-            };
-            if let Err(e) = done {
-                // As offline: a failed step may have left an empty snapshot directory.
-                if self.handle.crashes() == crashes {
-                    let _ = self.tidy();
-                    let _ = self.ctx().sync_dirty();
-                }
-                return Err(e);
-            }
-            self.finished()?;
-            self.tidy()?;
-            // Durable before the engine records the step as done.
-            ctx.sync_dirty()?;
-            progress.report(1.0);
-            return Ok(());
-        }
-        if let Step::Revert { snapshot, state } = step
-            && *state != PowerState::Shutoff
-        {
-            return Err(Error::OperationInvalid(format!(
-                "the qemu offline backend cannot start a guest: it can revert to snapshot {snapshot} only leaving the domain shut off, not {state}"
-            )));
-        }
-        // Planning only reads: whatever fails here (a missing file, an image held by a
-        // running VM) has changed nothing.
-        let plans = self.plans(step).map_err(|e| match e {
-            Error::Backend { message, .. } => error(format!(
-                "cannot {}, nothing was changed: {message}",
-                step.kind().verb()
-            )),
-            other => other,
-        })?;
-        let lives: Vec<&std::path::Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
-        let crashes = self.handle.crashes();
-        if let Err(e) = exec::execute(self.ctx(), step.kind(), &lives, &plans, progress) {
-            // An undone step may have created an empty snapshot directory. (A simulated
-            // crash stops right there, as a real one would.)
-            if self.handle.crashes() == crashes {
+    /// The one tail of every step. On success: the records that keep an unfinished step
+    /// visible go, then the clean-up, made durable before the engine records the step as
+    /// done. On failure: the clean-up only (an undone step may have left an empty snapshot
+    /// directory), and nothing at all after a simulated crash, as after a real one.
+    fn conclude(&self, outcome: Result<()>, progress: &mut dyn Progress) -> Result<()> {
+        if let Err(e) = outcome {
+            if !e.is_simulated_crash() {
                 let _ = self.tidy();
                 let _ = self.ctx().sync_dirty();
             }
             return Err(e);
         }
-        if self.live.is_some() && matches!(step, Step::MergeIntoParent { .. }) {
-            // A live merge QEMU died in, finished offline (its parent then holds the disks
-            // only, without memory).
-            self.ctx().remove(&live::merge_intent(&self.disks))?;
+        for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
+            self.ctx().remove(&Kind::Unfinished.path(d))?;
         }
-        if step.kind() != StepKind::Create {
-            // The records of a live commit or pivot QEMU died in (or that a domain which
-            // no longer names its QMP socket left): the step is finished.
-            live_chain::clear_records(self.ctx(), &self.disks)?;
-        }
-        self.finished()?;
         self.tidy()?;
-        // Durable before the engine records the step as done.
         self.ctx().sync_dirty()?;
         progress.report(1.0);
         Ok(())
     }
 
+    /// Removes what a crash can leave that no step needs any more — the temporary file of a
+    /// record that was never renamed into place — and the snapshot directories left
+    /// empty: a disk with no snapshot left has no trace of snaptree beside it. Runs after
+    /// every step, so a re-run finishes it too.
+    fn tidy(&self) -> Result<()> {
+        for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
+            for record in records::all(d) {
+                let mut tmp = record.into_os_string();
+                tmp.push(".tmp");
+                self.ctx().remove(Path::new(&tmp))?;
+            }
+            self.ctx().remove_dir_if_empty(&d.dir())?;
+        }
+        Ok(())
+    }
+
     /// The tree every disk holds; all disks must hold the same one.
-    fn list_physical(&mut self) -> Result<PhysicalTree> {
+    fn physical(&mut self) -> Result<PhysicalTree> {
         self.settle(None)?;
         let disks = self.disks.clone();
         // External disks' trees are in their files' headers, running or not.
         let internal = disks.iter().any(|d| d.mode == Mode::Internal);
         let live_trees = match self.live_now()? {
-            Some(live) if internal => Some(live.physical(&disks)?),
+            Some(session) if internal => Some(live_internal::physical(session, &disks)?),
             _ => None,
         };
         let mut first: Option<(PhysicalTree, &Disk)> = None;
@@ -317,7 +277,7 @@ impl Backend for QemuBackend {
             let live_tree = live_trees.as_ref().and_then(|t| t[i].clone());
             let tree = match (live_tree, d.mode) {
                 (Some(tree), _) => tree,
-                (None, Mode::External) => scan::Scan::load(d)?.physical(d)?,
+                (None, Mode::External) => Scan::load(d)?.physical(d)?,
                 (None, Mode::Internal) => internal::physical(self.ctx(), d)?,
             };
             match &first {
@@ -334,8 +294,35 @@ impl Backend for QemuBackend {
         }
         Ok(first.map(|(t, _)| t).unwrap_or_default())
     }
+}
 
-    fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
+impl Backend for QemuBackend {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// See [`QemuBackend::domain_capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        self.domain_capabilities()
+    }
+
+    fn power_state(&mut self) -> snaptree_engine::Result<PowerState> {
+        match self.live.as_mut() {
+            Some(live) => Ok(live.power_state()?),
+            None => Ok(PowerState::Shutoff),
+        }
+    }
+
+    fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> snaptree_engine::Result<()> {
+        Ok(self.run(step, progress)?)
+    }
+
+    fn list_physical(&mut self) -> snaptree_engine::Result<PhysicalTree> {
+        Ok(self.physical()?)
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn test_hooks(&mut self) -> Option<&mut dyn snaptree_engine::TestHooks> {
         Some(self)
     }
 }

@@ -1,7 +1,7 @@
 //! The one door through which the backend touches the disk: every qemu-img call and every
 //! file-system change goes through [`Ctx`], which times the subprocesses, turns failures into
-//! `BACKEND` errors carrying qemu's own message, makes directory changes durable, and can
-//! simulate a crash before any change (for the restart tests).
+//! errors carrying qemu's own message, makes directory changes durable, and can simulate a
+//! crash before any change (for the restart tests).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -10,56 +10,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use snaptree_engine::{Error, Result};
 use snaptree_qemu_img as qi;
 
+use crate::error::{QemuError, Result};
 use crate::handle::Shared;
 
-/// The backend's name, as in `<domain type='qemu'>`.
-pub(crate) const NAME: &str = "qemu";
-
-/// A `BACKEND` error of this backend.
-pub(crate) fn error(message: impl Into<String>) -> Error {
-    Error::Backend {
-        backend: NAME.into(),
-        message: message.into(),
-    }
-}
-
-/// An error's own message, without the "backend 'qemu':" prefix of a backend error: for
-/// messages that wrap another failure.
-pub(crate) fn message(e: &Error) -> String {
-    match e {
-        Error::Backend { message, .. } => message.clone(),
-        other => other.full_message(),
-    }
-}
-
-/// qemu's error as a sentence: the command, qemu's own message, and every cause.
-fn qemu_error(e: &qi::Error) -> Error {
-    match e {
-        qi::Error::Locked { image, message } => error(format!(
-            "{} is in use by another process (is the VM running?): {}",
-            image.display(),
-            message.trim()
-        )),
-        other => error(full_message(other)),
-    }
-}
-
-fn full_message(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
-fn io_error(what: String, e: std::io::Error) -> Error {
-    error(format!("{what}: {e}"))
+fn io_error(what: String, source: std::io::Error) -> QemuError {
+    QemuError::Io { what, source }
 }
 
 /// Access to the disk for one backend.
@@ -78,7 +35,7 @@ impl Ctx<'_> {
         stats.qemu_time += elapsed;
         stats.qemu_calls += 1;
         drop(stats);
-        result.map_err(|e| qemu_error(&e))
+        result.map_err(QemuError::from)
     }
 
     /// The rate limit of live block jobs (see `QemuHandle::set_block_job_speed`).
@@ -102,7 +59,7 @@ impl Ctx<'_> {
             Some(0) => {
                 *left = None;
                 self.shared.crashes.fetch_add(1, Ordering::SeqCst);
-                Err(error(format!("simulated crash before: {}", what())))
+                Err(QemuError::SimulatedCrash { before: what() })
             }
             Some(n) => {
                 *left = Some(n - 1);
@@ -270,22 +227,38 @@ impl Ctx<'_> {
         self.rename(tmp, path)
     }
 
+    /// Builds a new empty overlay `fresh` on `backing` with `live`'s permissions, runs
+    /// `before_rename`, and renames the overlay over `live`: the live name never disappears,
+    /// and a crash leaves either the old live file or the new overlay there. With `size`,
+    /// the backing is not opened (a running QEMU holds it).
+    pub(crate) fn install_overlay(
+        &self,
+        live: &Path,
+        fresh: &Path,
+        backing: &Path,
+        size: Option<u64>,
+        before_rename: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        match size {
+            None => self.create_overlay(fresh, backing)?,
+            Some(size) => self.create_overlay_unopened(fresh, backing, size)?,
+        }
+        self.copy_permissions(live, fresh)?;
+        before_rename()?;
+        self.rename(fresh, live)
+    }
+
     // ---- qemu-img changes ----
 
     /// `qemu-img create -b BACKING -F qcow2 PATH`.
-    pub(crate) fn create_overlay(&self, path: &Path, backing: &Path) -> Result<()> {
+    fn create_overlay(&self, path: &Path, backing: &Path) -> Result<()> {
         self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
         self.qemu(|| qi::create_overlay(path, backing))
     }
 
     /// `qemu-img create -u -b BACKING -F qcow2 PATH SIZE`: the backing is not opened (a
     /// running QEMU holds it).
-    pub(crate) fn create_overlay_unopened(
-        &self,
-        path: &Path,
-        backing: &Path,
-        size: u64,
-    ) -> Result<()> {
+    fn create_overlay_unopened(&self, path: &Path, backing: &Path, size: u64) -> Result<()> {
         self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
         self.qemu(|| qi::create_overlay_unopened(path, backing, size))
     }

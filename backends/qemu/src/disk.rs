@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use snaptree_engine::xml::{DiskSnapshotMode, DomainXml};
-use snaptree_engine::{Result, Uuid};
-
-use crate::ctx::error;
+use snaptree_engine::Uuid;
 
 /// How one disk keeps its snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +34,6 @@ pub(crate) struct Disk {
 /// never be mistaken for a layer (`<uuid>.qcow2`).
 const FRESH: &str = ".fresh.qcow2";
 const STASH: &str = ".stash.qcow2";
-const REBASE_INTENT: &str = ".rebase.json";
 
 impl Disk {
     /// `<dir>/<file>.snapshots`: the per-disk directory of frozen layers (external mode).
@@ -61,11 +57,6 @@ impl Disk {
         self.dir().join(STASH)
     }
 
-    /// The record of a safe rebase in progress on this disk (see `intent`).
-    pub(crate) fn rebase_intent(&self) -> PathBuf {
-        self.dir().join(REBASE_INTENT)
-    }
-
     /// `<dir>/<file>.snaptree.json`: the physical tree of an internal-mode disk, which qemu
     /// does not record.
     pub(crate) fn meta(&self) -> PathBuf {
@@ -85,7 +76,8 @@ impl Disk {
         format!("disk '{}' ({})", self.label, self.live.display())
     }
 
-    fn beside(&self, suffix: &str) -> PathBuf {
+    /// A name beside the disk file: the file name with `suffix` appended.
+    pub(crate) fn beside(&self, suffix: &str) -> PathBuf {
         let mut name = self.live.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);
         self.live.with_file_name(name)
@@ -99,81 +91,22 @@ pub(crate) fn layer_name_uuid(name: &str) -> Option<Uuid> {
     (uuid.to_string() == stem).then_some(uuid)
 }
 
-/// The disks of a domain: every `<devices><disk>`, each with an absolute `<source file>`.
-pub(crate) fn disks_of(domain: &DomainXml) -> Result<Vec<Disk>> {
-    if domain.disks.is_empty() {
-        return Err(error(format!(
-            "domain '{}' has no <disk>: there is nothing to snapshot",
-            domain.name
-        )));
-    }
-    let mut disks: Vec<Disk> = Vec::new();
-    for (i, d) in domain.disks.iter().enumerate() {
-        let label = d
-            .target_dev
-            .clone()
-            .unwrap_or_else(|| format!("#{}", i + 1));
-        let Some(source) = &d.source_file else {
-            return Err(error(format!(
-                "disk '{label}' of domain '{}' has no <source file=...>: the qemu backend manages qcow2 files only",
-                domain.name
-            )));
-        };
-        let live = PathBuf::from(source);
-        if !live.is_absolute() || live.file_name().is_none() {
-            return Err(error(format!(
-                "disk '{label}' of domain '{}' has source file '{source}', which is not an absolute file path",
-                domain.name
-            )));
-        }
-        // A symlink would be renamed instead of the image it points to, and the domain
-        // would end up with a link to a frozen layer as its disk.
-        if live
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return Err(error(format!(
-                "disk '{label}' of domain '{}': {source} is a symbolic link; name the image itself",
-                domain.name
-            )));
-        }
-        if let Some(other) = disks.iter().find(|o| o.live == live) {
-            return Err(error(format!(
-                "disks '{}' and '{label}' of domain '{}' use the same file {source}",
-                other.label, domain.name
-            )));
-        }
-        let mode = match d.snapshot {
-            DiskSnapshotMode::External => Mode::External,
-            DiskSnapshotMode::Internal => Mode::Internal,
-        };
-        disks.push(Disk {
-            label,
-            live,
-            mode,
-            discard: None,
-        });
-    }
-    Ok(disks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn domain(disks: &str) -> DomainXml {
-        DomainXml::parse(&format!(
-            "<domain type='qemu'><name>vm</name><devices>{disks}</devices></domain>"
-        ))
-        .unwrap()
+    fn disk(live: &str) -> Disk {
+        Disk {
+            label: "vda".into(),
+            live: PathBuf::from(live),
+            mode: Mode::External,
+            discard: None,
+        }
     }
 
     #[test]
     fn names_every_file_beside_the_disk() {
-        let d = &disks_of(&domain(
-            "<disk><source file='/vm/a.qcow2'/><target dev='vda'/></disk>",
-        ))
-        .unwrap()[0];
+        let d = &disk("/vm/a.qcow2");
         let u = Uuid::from_u128(7);
         assert_eq!(d.dir(), Path::new("/vm/a.qcow2.snapshots"));
         assert_eq!(
@@ -190,31 +123,6 @@ mod tests {
         );
         assert_eq!(d.meta(), Path::new("/vm/a.qcow2.snaptree.json"));
         assert_eq!(d.mode, Mode::External);
-    }
-
-    #[test]
-    fn refuses_disks_it_cannot_manage_naming_them() {
-        for (xml, why) in [
-            ("", "has no <disk>"),
-            (
-                "<disk><target dev='vdb'/></disk>",
-                "disk 'vdb' of domain 'vm' has no <source file",
-            ),
-            (
-                "<disk><source file='rel.qcow2'/></disk>",
-                "disk '#1' of domain 'vm' has source file 'rel.qcow2'",
-            ),
-            (
-                "<disk><source file='/a'/><target dev='x'/></disk><disk><source file='/a'/><target dev='y'/></disk>",
-                "disks 'x' and 'y'",
-            ),
-        ] {
-            let e = disks_of(&domain(xml)).unwrap_err();
-            assert!(
-                e.to_string().contains(why),
-                "{xml}: expected {why:?} in {e}"
-            );
-        }
     }
 
     #[test]

@@ -14,9 +14,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Mutex<Stats>,
     /// Changes to the disk left before a simulated crash, when armed.
     pub(crate) crash_in: Mutex<Option<usize>>,
-    /// How many simulated crashes fired. The executor compares it before and after a
-    /// failure so that it undoes nothing after a simulated crash: a real crash would not
-    /// have had the chance.
+    /// How many simulated crashes fired, for the tests (the backend itself recognises a
+    /// simulated crash by its error, `QemuError::SimulatedCrash`).
     pub(crate) crashes: AtomicUsize,
     pub(crate) policy: Mutex<ConsolidatePolicy>,
     /// Directories with entry changes not yet made durable.

@@ -1,46 +1,44 @@
-//! The conformance kit's test hooks on real images: content digests through
-//! `qemu-img convert`, guest writes through `qemu-io` (in live mode: HMP `qemu-io` inside
-//! the running QEMU, and digests read with `-U` after a flush; see `live`).
+//! The conformance kit's test hooks on real images, built only with the `test-hooks`
+//! feature (the tests turn it on; the shipped plugin has no hooks): content digests through
+//! `qemu-img convert`, guest writes through `qemu-io`; in live mode, guest writes through
+//! HMP `qemu-io` inside the running QEMU, and digests read with `-U` after a flush.
+
+use std::path::Path;
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use snaptree_engine::{ContentRef, Result, TestHooks};
+use snaptree_engine::{ContentRef, TestHooks};
 use snaptree_qemu_img as qi;
 
 use crate::backend::QemuBackend;
-use crate::ctx::error;
-use crate::disk::Mode;
-use crate::header;
-
-/// Size of one guest write.
-pub(crate) const GUEST_WRITE: u64 = 64 * 1024;
-/// Guest writes land in the first this-many bytes of a disk (or the whole disk if smaller),
-/// so that they overlap and shadow each other across layers.
-pub(crate) const GUEST_AREA: u64 = 4 * 1024 * 1024;
-
-/// The writes `write_guest(seed)` makes on disk number `disk` of `size` bytes: 2 to 4 pairs
-/// of (offset, non-zero pattern byte), each [`GUEST_WRITE`] bytes long.
-pub(crate) fn guest_writes(seed: u64, disk: usize, size: u64) -> Vec<(u64, u8)> {
-    let slots = (size.min(GUEST_AREA) / GUEST_WRITE).max(1);
-    let mut x = seed ^ (disk as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut next = || {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        x >> 33
-    };
-    let n = 2 + next() % 3;
-    (0..n)
-        .map(|_| ((next() % slots) * GUEST_WRITE, (next() % 255) as u8 + 1))
-        .collect()
-}
+use crate::disk::{Disk, Mode};
+use crate::error::{Result, error};
+use crate::guest::{GUEST_WRITE, guest_writes, hex};
+use crate::live::internal::devices;
+use crate::live::session::Session;
+use crate::offline::header;
+use crate::offline::internal::tag;
 
 impl TestHooks for QemuBackend {
     /// A digest of every disk's content in order; equal contents give equal digests
     /// however they are layered.
-    fn content_digest(&mut self, of: ContentRef) -> Result<String> {
+    fn content_digest(&mut self, of: ContentRef) -> snaptree_engine::Result<String> {
+        Ok(self.digest(of)?)
+    }
+
+    /// Writes 2 to 4 chunks of 64 KiB, at offsets and with non-zero pattern bytes derived
+    /// from the seed and the disk's position, into the first 4 MiB of every disk's live
+    /// state with qemu-io.
+    fn write_guest(&mut self, seed: u64) -> snaptree_engine::Result<()> {
+        Ok(self.write(seed)?)
+    }
+}
+
+impl QemuBackend {
+    fn digest(&mut self, of: ContentRef) -> Result<String> {
         let disks = self.disks().to_vec();
-        if let Some(live) = self.live_now()? {
-            return live.content_digest(&disks, of);
+        if let Some(session) = self.live_now()? {
+            return live_digest(session, &disks, of);
         }
         let ctx = self.ctx();
         let mut hasher = Sha256::new();
@@ -71,13 +69,10 @@ impl TestHooks for QemuBackend {
         Ok(hex(&hasher.finalize()))
     }
 
-    /// Writes 2 to 4 chunks of 64 KiB, at offsets and with non-zero pattern bytes derived
-    /// from the seed and the disk's position, into the first 4 MiB of every disk's live
-    /// state with qemu-io.
-    fn write_guest(&mut self, seed: u64) -> Result<()> {
+    fn write(&mut self, seed: u64) -> Result<()> {
         let disks = self.disks().to_vec();
-        if let Some(live) = self.live_now()? {
-            return live.write_guest(&disks, seed);
+        if let Some(session) = self.live_now()? {
+            return live_write(session, &disks, seed);
         }
         let ctx = self.ctx();
         for (i, d) in self.disks().iter().enumerate() {
@@ -90,26 +85,71 @@ impl TestHooks for QemuBackend {
     }
 }
 
-/// Lower-case hexadecimal of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A digest of every disk's content, read from outside QEMU after a flush
+/// (`qemu-img convert -U`, of an internal snapshot with `-l snapshot.name=`).
+fn live_digest(session: &mut Session, disks: &[Disk], of: ContentRef) -> Result<String> {
+    let devs = devices(session, disks)?;
+    let mut hasher = Sha256::new();
+    hasher.update(b"snaptree-qemu live content v1\0");
+    for (d, dev) in disks.iter().zip(&devs) {
+        session.with("flush a disk", |q| q.qemu_io(&dev.qdev, "flush"))?;
+        let digest = match (of, d.mode) {
+            (ContentRef::Live, _) => export_digest(&d.live, None)?,
+            (ContentRef::Snapshot(u), Mode::Internal) => export_digest(&d.live, Some(&tag(&u)))?,
+            (ContentRef::Snapshot(u), Mode::External) => export_digest(&d.layer(&u), None)?,
+        };
+        hasher.update(digest.as_bytes());
+        hasher.update(b"\0");
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_writes_are_deterministic_distinct_and_in_range() {
-        assert_eq!(guest_writes(7, 0, 8 << 20), guest_writes(7, 0, 8 << 20));
-        assert_ne!(guest_writes(7, 0, 8 << 20), guest_writes(7, 1, 8 << 20));
-        assert_ne!(guest_writes(7, 0, 8 << 20), guest_writes(8, 0, 8 << 20));
-        for seed in 0..200 {
-            let w = guest_writes(seed, 0, 8 << 20);
-            assert!((2..=4).contains(&w.len()));
-            assert!(w.iter().all(|(off, pat)| off + GUEST_WRITE <= GUEST_AREA
-                && *pat != 0
-                && off % GUEST_WRITE == 0));
+/// The offline guest writes, as guest I/O through HMP `qemu-io`.
+fn live_write(session: &mut Session, disks: &[Disk], seed: u64) -> Result<()> {
+    let devs = devices(session, disks)?;
+    for (i, dev) in devs.iter().enumerate() {
+        for (offset, pattern) in guest_writes(seed, i, dev.size) {
+            let len = GUEST_WRITE.min(dev.size);
+            session.with("write guest data", |q| {
+                q.qemu_io(&dev.qdev, &format!("write -P {pattern} {offset} {len}"))
+            })?;
         }
+        session.with("flush a disk", |q| q.qemu_io(&dev.qdev, "flush"))?;
     }
+    Ok(())
+}
+
+/// SHA-256 of the raw guest view of `image` (or of its internal snapshot `snapshot`), read
+/// while a running QEMU holds the image (`-U`).
+fn export_digest(image: &Path, snapshot: Option<&str>) -> Result<String> {
+    let dir = image.parent().unwrap_or(Path::new("/"));
+    let scratch = dir.join(format!(
+        ".snaptree-digest-{}-{}.raw",
+        std::process::id(),
+        image.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-U", "-f", "qcow2", "-O", "raw"]);
+    if let Some(s) = snapshot {
+        cmd.arg("-l").arg(format!("snapshot.name={s}"));
+    }
+    cmd.arg(image).arg(&scratch);
+    let out = cmd
+        .output()
+        .map_err(|e| error(format!("cannot run qemu-img convert: {e}")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&scratch);
+        return Err(error(format!(
+            "qemu-img convert of {}{} failed: {}",
+            image.display(),
+            snapshot
+                .map(|s| format!(" snapshot {s}"))
+                .unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let bytes = std::fs::read(&scratch);
+    let _ = std::fs::remove_file(&scratch);
+    let bytes = bytes.map_err(|e| error(format!("cannot read {}: {e}", scratch.display())))?;
+    Ok(hex(&Sha256::digest(&bytes)))
 }

@@ -1,8 +1,8 @@
-//! snaptree's QEMU backend: snapshots of a shut-off domain whose disks are qcow2 files, done
+//! snaptree's QEMU backend: snapshots of a domain whose disks are qcow2 files, done offline
 //! with `qemu-img` (through the `snaptree-qemu-img` wrapper), and — when the domain XML names
 //! QEMU's QMP socket (`<qmp socket='PATH'/>` inside `<domain>`) and the VM runs or is paused —
 //! live snapshots over QMP (through `snaptree-qmp`): with memory for internal-mode disks
-//! (`live`), disk-only for external-mode disks (`live_chain`: a `transaction` of
+//! (`live::internal`), disk-only for external-mode disks (`live::external`: a `transaction` of
 //! `blockdev-snapshot` for create, `block-stream`, intermediate `block-commit` and active
 //! `block-commit` with pivot for discard, consolidate, merge and detach, revert only shut
 //! off).
@@ -31,33 +31,40 @@
 //! point and finishes the job; each planner documents why. When a domain has no snapshot
 //! left, its disks are standalone images again with nothing of snaptree beside them.
 //!
-//! Modules, one job each: `disk` (files of a disk), `header` (qcow2 header fields),
-//! `ctx` (every change to disk, timed and crash-injectable), `ops` (physical operations),
-//! `exec` (running a step), `intent` (the record that makes a safe rebase restartable), `scan` (what an external disk holds), `external` / `internal` / `meta` (the two modes), `live` (live mode over QMP, internal disks), `live_chain` (live mode, external disks),
-//! `backend` / `provider` / `hooks` (the engine's traits), `handle` / `stats` (measurements).
+//! Modules, in layers whose imports run one way (each imports only from the layers above
+//! it in this list):
+//!
+//! - foundation: `error` (typed failures, flattened to the engine's error in one place),
+//!   `config` (the domain document, parsed once), `disk` (files of a disk), `records` (every
+//!   restart record), `ctx` (every change to disk, timed and crash-injectable), `handle` /
+//!   `stats` (measurements), `guest` (the test hooks' guest data);
+//! - `offline`: `ops` (physical operations), `exec` (running a step), `external` /
+//!   `internal` / `meta` (the two modes), `scan` (what an external disk holds), `header`;
+//! - `live`: `session` (the QMP connection), `internal` (snapshots with memory), `chain`
+//!   (QEMU's view of external chains), `external` / `create` / `pivot` (disk-only steps);
+//! - top: `backend` (dispatch), `provider` / `plugin` (the engine's and the SDK's entry
+//!   points), `hooks` (the conformance kit's test hooks, feature `test-hooks` only).
 
 // The SDK's export macro defines the `#[unsafe(no_mangle)]` entry symbol; nothing else
 // here is unsafe.
 #![deny(unsafe_code)]
 
 mod backend;
+mod config;
 mod ctx;
 mod disk;
-mod exec;
-mod external;
+mod error;
+#[cfg(feature = "test-hooks")]
+mod guest;
 mod handle;
-mod header;
+#[cfg(feature = "test-hooks")]
 mod hooks;
-mod intent;
-mod internal;
 mod live;
-mod live_chain;
-mod meta;
-mod ops;
+mod offline;
 #[cfg(feature = "plugin")]
 mod plugin;
 mod provider;
-mod scan;
+mod records;
 mod stats;
 
 pub use backend::QemuBackend;

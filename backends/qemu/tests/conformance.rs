@@ -12,7 +12,6 @@ use std::time::Instant;
 use snaptree_backend_qemu::QemuBackend;
 use snaptree_check::{Config, Subject, Tuning, run};
 use snaptree_engine::flags;
-use snaptree_engine::xml::DomainXml;
 
 /// Small disks: the kit's guest writes land in the first 4 MiB.
 const SIZE: u64 = 4 * common::MIB;
@@ -45,8 +44,7 @@ impl Factory {
         let disks = common::create_disks(&dir, self.modes, SIZE);
         state.1 = Some(dir);
         let domain_xml = common::domain_xml(&disks, self.modes);
-        let backend = QemuBackend::open(&DomainXml::parse(&domain_xml).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let backend = QemuBackend::open(&domain_xml).map_err(|e| e.to_string())?;
         Ok(Subject {
             domain_xml,
             backend: Box::new(backend),

@@ -6,7 +6,6 @@ mod common;
 
 use common::{Layout, MIB, Vm, assert_internal_snapshot, assert_live, revert, snap, uuid, write};
 use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend};
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
     Backend, ContentRef, DeleteMode, Domain, ErrorCode, NoProgress, PowerState, TestHooks,
 };
@@ -194,7 +193,7 @@ fn progress_comes_from_qemu_img_and_ends_at_one() {
     let disk = dir.path().join("big.qcow2");
     qi::create(&disk, 256 * MIB).unwrap();
     let xml = common::domain_xml(std::slice::from_ref(&disk), &["external"]);
-    let mut b = QemuBackend::open(&DomainXml::parse(&xml).unwrap()).unwrap();
+    let mut b = QemuBackend::open(&xml).unwrap();
     qi::io_write_pattern(&disk, 0x11, 0, 128 * MIB).unwrap();
     let a = snaptree_engine::Uuid::from_u128(1);
     b.execute(

@@ -6,16 +6,11 @@ mod common;
 
 use common::{Layout, MIB, assert_live, revert, snap, write};
 use snaptree_backend_qemu::QemuBackend;
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{DeleteMode, Domain, NoProgress};
 use snaptree_qemu_img as qi;
 
 fn domain(xml: &str) -> Domain {
-    Domain::ephemeral(
-        xml,
-        Box::new(QemuBackend::open(&DomainXml::parse(xml).unwrap()).unwrap()),
-    )
-    .unwrap()
+    Domain::ephemeral(xml, Box::new(QemuBackend::open(xml).unwrap())).unwrap()
 }
 
 #[test]

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::MIB;
 use snaptree_backend_qemu::{ConsolidatePolicy, QemuBackend, QemuProvider};
 use snaptree_engine::conn::Connection;
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{ContentRef, DeleteMode, Domain, NoProgress, Uuid};
 use snaptree_qemu_img as qi;
 
@@ -100,7 +99,7 @@ fn open(state: &Path, policy: ConsolidatePolicy) -> Domain {
     let conn = Connection::open(Some(state)).unwrap();
     conn.register_provider("qemu", Arc::new(QemuProvider));
     let xml = conn.domain_xml("vm").unwrap();
-    let backend = QemuBackend::open(&DomainXml::parse(&xml).unwrap()).unwrap();
+    let backend = QemuBackend::open(&xml).unwrap();
     backend.handle().set_consolidate_policy(policy);
     conn.open_domain_with_backend("vm", Box::new(backend))
         .unwrap()

@@ -20,7 +20,7 @@ use snaptree_engine::{
     Backend, Capabilities, DeleteMode, Domain, Error, ErrorCode, NoProgress, PhysicalTree,
     PowerState, Progress, Result, Step, StepKind, TestHooks, Uuid, flags,
 };
-use snaptree_qmp::rig::{self, Rig, TICKS_PER_SECOND};
+use snaptree_tests::rig::{self, Rig, TICKS_PER_SECOND};
 use snaptree_tests::skip;
 
 const SIZE: u64 = 4 * common::MIB;

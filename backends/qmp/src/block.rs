@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use snaptree_qemu_img::ImageInfo;
 
 use crate::client::Qmp;
 use crate::error::{Error, Result};
@@ -137,46 +138,6 @@ impl IoOptions {
             spec["cache"] = json!({ "direct": c.direct, "no-flush": c.no_flush });
         }
     }
-}
-
-/// `ImageInfo`: an image as QEMU sees it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub struct ImageInfo {
-    /// The file name.
-    pub filename: String,
-    /// The format, e.g. `qcow2`.
-    pub format: String,
-    /// The guest-visible size in bytes.
-    pub virtual_size: u64,
-    /// The backing file name as recorded in the header.
-    #[serde(default)]
-    pub backing_filename: Option<String>,
-    /// The backing file name resolved against the image's directory.
-    #[serde(default)]
-    pub full_backing_filename: Option<String>,
-    /// The backing image, when the chain is reported nested.
-    #[serde(default)]
-    pub backing_image: Option<Box<ImageInfo>>,
-    /// Internal snapshots (qcow2), as `snapshot-save` left them.
-    #[serde(default)]
-    pub snapshots: Vec<InternalSnapshot>,
-}
-
-/// `SnapshotInfo`: one internal snapshot of an image.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub struct InternalSnapshot {
-    /// QEMU's numeric id (not unique over time; key snapshots by `name`).
-    pub id: String,
-    /// The tag.
-    pub name: String,
-    /// Bytes of VM state saved with it (0 on all disks but the `vmstate` one).
-    pub vm_state_size: u64,
-    /// Creation time, Unix seconds.
-    pub date_sec: u64,
 }
 
 /// How a qcow2 node added with [`qcow2_node`] finds its backing chain.

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Result of every fallible function of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a QMP exchange, a QEMU job or the test rig did not succeed.
+/// Why a QMP exchange or a QEMU job did not succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -84,16 +84,6 @@ pub enum Error {
     Protocol {
         /// What was wrong, with the offending text.
         message: String,
-    },
-
-    /// The test rig could not start QEMU or prepare its files.
-    #[error("test rig: {message}")]
-    Rig {
-        /// What failed, with QEMU's stderr when it exited early.
-        message: String,
-        /// The operating system's error, when there is one.
-        #[source]
-        source: Option<io::Error>,
     },
 }
 

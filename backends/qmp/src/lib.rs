@@ -1,5 +1,6 @@
 //! A small typed client for QEMU's machine protocol (QMP) over its Unix socket: what live
-//! snapshots of a running `qemu-system` need, and a rig that starts one for tests.
+//! snapshots of a running `qemu-system` need. (The test rig that starts one lives in the
+//! dev-only crate `snaptree-tests`, `snaptree_tests::rig`.)
 //!
 //! [`Qmp`] speaks the protocol (greeting, `qmp_capabilities`, commands matched to their
 //! replies by id, events buffered, deadlines on every read) and turns failures into an
@@ -19,7 +20,7 @@
 //!
 //! Modules, one job each: `wire` (JSON lines with deadlines), `message` (classifying what
 //! QEMU sends), `client` (the session), `status`, `block`, `create`, `transaction`, `job`,
-//! `blockjob`, `savevm`, `memory` (typed commands), and the public [`rig`].
+//! `blockjob`, `savevm`, `memory` (typed commands).
 
 #![forbid(unsafe_code)]
 
@@ -31,16 +32,12 @@ mod error;
 mod job;
 mod memory;
 mod message;
-pub mod rig;
 mod savevm;
 mod status;
 mod transaction;
 mod wire;
 
-pub use block::{
-    Backing, BlockDevice, BlockNode, CacheInfo, ImageInfo, Inserted, InternalSnapshot, IoOptions,
-    qcow2_node,
-};
+pub use block::{Backing, BlockDevice, BlockNode, CacheInfo, Inserted, IoOptions, qcow2_node};
 pub use blockjob::{Commit, Stream};
 pub use client::Qmp;
 pub use create::NewOverlay;
@@ -48,5 +45,7 @@ pub use error::{Error, Result};
 pub use job::{JobInfo, JobStatus, Until};
 pub use message::Event;
 pub use savevm::InternalSnapshotSpec;
+/// QEMU's `ImageInfo` and `SnapshotInfo`, defined once in the qemu-img wrapper.
+pub use snaptree_qemu_img::{ImageInfo, InternalSnapshot};
 pub use status::{PowerState, RunState, Status};
 pub use transaction::Action;

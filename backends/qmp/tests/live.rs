@@ -10,10 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::{DISK_SIZE, MIB, assert_reads, live};
-use snaptree_qmp::rig::TICKS_PER_SECOND;
 use snaptree_qmp::{
     Action, Commit, Error, InternalSnapshotSpec, PowerState, RunState, Stream, Until,
 };
+use snaptree_tests::rig::TICKS_PER_SECOND;
 
 const JOB: Duration = Duration::from_secs(30);
 
@@ -507,7 +507,7 @@ fn renaming_under_qemu_misleads_a_later_reopen() {
         "the committed data reached the frozen inode: QEMU no longer reopens by name"
     );
     // QEMU let go of the frozen inode altogether: its base node now runs on the overlay's.
-    let held: Vec<u64> = snaptree_qmp::rig::open_images(live.rig.pid())
+    let held: Vec<u64> = snaptree_tests::rig::open_images(live.rig.pid())
         .into_iter()
         .map(|(_, ino)| ino)
         .collect();
@@ -570,9 +570,9 @@ fn rehomed_layers_keep_the_disk_path_live() {
     let after_m = create(&mut live, "m", &after_n, Some("vd0-img"));
     live.write(0, 0xcc, 2 * MIB, MIB);
     assert!(
-        snaptree_qmp::rig::stale_images(pid).is_empty(),
+        snaptree_tests::rig::stale_images(pid).is_empty(),
         "{:?}",
-        snaptree_qmp::rig::stale_images(pid)
+        snaptree_tests::rig::stale_images(pid)
     );
     assert_eq!(live.rig.qmp().active_node("vd0").unwrap(), after_m);
     assert_reads(&layer("n"), 0x00, MIB, MIB);
@@ -634,9 +634,9 @@ fn rehomed_layers_keep_the_disk_path_live() {
     std::fs::remove_file(layer("p")).unwrap();
     live.flush(0);
     assert!(
-        snaptree_qmp::rig::stale_images(pid).is_empty(),
+        snaptree_tests::rig::stale_images(pid).is_empty(),
         "{:?}",
-        snaptree_qmp::rig::stale_images(pid)
+        snaptree_tests::rig::stale_images(pid)
     );
     for (i, p) in [0xaa, 0xbb, 0xcc, 0x00].into_iter().enumerate() {
         assert_reads(&layer("n"), p, i as u64 * MIB, MIB);
@@ -652,7 +652,7 @@ fn inode(path: &Path) -> Option<u64> {
 }
 
 fn rig_reads(image: &Path, pattern: u8, offset: u64) -> bool {
-    snaptree_qmp::rig::verify_pattern(image, pattern, offset, MIB).unwrap()
+    snaptree_tests::rig::verify_pattern(image, pattern, offset, MIB).unwrap()
 }
 
 /// The backing file string recorded in a qcow2 header, read with `qemu-img info -U`.

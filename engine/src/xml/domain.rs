@@ -7,25 +7,18 @@ use super::snapshot::{single, uuid_field};
 use crate::error::{Error, Result};
 use crate::name::validate_name;
 
-/// How a disk keeps its snapshots.
+/// Where a domain's snapshots keep their data, as libvirt's `<disk snapshot=...>`
+/// attributes say: the one hypervisor-agnostic fact the engine reads from the disks (what
+/// a disk is and how it is stored is its backend's to read from the document).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DiskSnapshotMode {
-    /// Each snapshot is a read-only layer and the live state an overlay (the default).
+pub enum SnapshotLocation {
+    /// Some disk keeps its snapshots as layers beside it (`snapshot='external'`, the
+    /// default of a `<disk>`).
     #[default]
     External,
-    /// Snapshots live inside the disk image (qcow2 internal snapshots).
+    /// Every disk keeps them inside its image (`snapshot='internal'`), or the domain names
+    /// no disk and the backend keeps the data itself.
     Internal,
-}
-
-/// One `<devices><disk>` element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskXml {
-    /// The `snapshot` attribute.
-    pub snapshot: DiskSnapshotMode,
-    /// `<source file=...>`.
-    pub source_file: Option<String>,
-    /// `<target dev=...>`.
-    pub target_dev: Option<String>,
 }
 
 /// What a `<domain>` document says that the engine uses.
@@ -37,14 +30,19 @@ pub struct DomainXml {
     pub name: String,
     /// `<uuid>`, if given.
     pub uuid: Option<Uuid>,
-    /// The disks, in document order.
-    pub disks: Vec<DiskXml>,
+    /// Where the snapshots of the domain's disks keep their data.
+    pub snapshot_location: SnapshotLocation,
 }
 
 impl DomainXml {
     /// Parses and validates a domain document.
     pub fn parse(source: &str) -> Result<DomainXml> {
-        let doc = Document::parse(source)?;
+        DomainXml::from_document(&Document::parse(source)?)
+    }
+
+    /// Validates an already parsed domain document, so that a backend that reads more of
+    /// the document parses it once.
+    pub fn from_document(doc: &Document<'_>) -> Result<DomainXml> {
         let root = &doc.root;
         if root.name != "domain" {
             return Err(doc.error_at(
@@ -60,51 +58,44 @@ impl DomainXml {
         })?;
         validate_backend_type(backend_type)
             .map_err(|e| doc.error_at(root.offset, e.to_string()))?;
-        let name_el = single(&doc, root, "name")?
+        let name_el = single(doc, root, "name")?
             .ok_or_else(|| doc.error_at(root.offset, "<domain> has no <name>"))?;
         validate_name("domain", &name_el.text)
             .map_err(|e| doc.error_at(name_el.offset, e.to_string()))?;
-        let uuid = uuid_field(&doc, root, "uuid")?;
-        let mut disks = Vec::new();
-        if let Some(devices) = single(&doc, root, "devices")? {
+        let uuid = uuid_field(doc, root, "uuid")?;
+        let mut snapshot_location = SnapshotLocation::Internal;
+        if let Some(devices) = single(doc, root, "devices")? {
             for disk in devices.children_named("disk") {
-                disks.push(parse_disk(&doc, disk)?);
+                if disk_snapshot_location(doc, disk)? == SnapshotLocation::External {
+                    snapshot_location = SnapshotLocation::External;
+                }
             }
         }
         Ok(DomainXml {
             backend_type: backend_type.to_string(),
             name: name_el.text.clone(),
             uuid,
-            disks,
+            snapshot_location,
         })
     }
 }
 
-fn parse_disk(doc: &Document<'_>, disk: &Element) -> Result<DiskXml> {
-    let snapshot = match disk.attribute("snapshot") {
-        None | Some("external") => DiskSnapshotMode::External,
-        Some("internal") => DiskSnapshotMode::Internal,
-        Some(other) => {
-            return Err(doc.error_at(
-                disk.offset,
-                format!(
-                    "disk snapshot mode '{}' is not 'external' or 'internal'",
-                    other.escape_default()
-                ),
-            ));
-        }
-    };
-    let source_file = single(doc, disk, "source")?
-        .and_then(|s| s.attribute("file"))
-        .map(str::to_string);
-    let target_dev = single(doc, disk, "target")?
-        .and_then(|t| t.attribute("dev"))
-        .map(str::to_string);
-    Ok(DiskXml {
-        snapshot,
-        source_file,
-        target_dev,
-    })
+/// A `<disk>`'s `snapshot` attribute, checked: `external` (the default) or `internal`. A
+/// disk names at most one `<source>` and one `<target>` (what they say is the backend's).
+fn disk_snapshot_location(doc: &Document<'_>, disk: &Element) -> Result<SnapshotLocation> {
+    single(doc, disk, "source")?;
+    single(doc, disk, "target")?;
+    match disk.attribute("snapshot") {
+        None | Some("external") => Ok(SnapshotLocation::External),
+        Some("internal") => Ok(SnapshotLocation::Internal),
+        Some(other) => Err(doc.error_at(
+            disk.offset,
+            format!(
+                "disk snapshot mode '{}' is not 'external' or 'internal'",
+                other.escape_default()
+            ),
+        )),
+    }
 }
 
 /// Checks a backend type: it becomes part of a plugin file name, so only lowercase ASCII
@@ -138,10 +129,13 @@ mod tests {
         .unwrap();
         assert_eq!(d.backend_type, "qemu");
         assert_eq!(d.name, "vm1");
-        assert_eq!(d.disks.len(), 2);
-        assert_eq!(d.disks[0].snapshot, DiskSnapshotMode::External);
-        assert_eq!(d.disks[1].snapshot, DiskSnapshotMode::Internal);
-        assert_eq!(d.disks[1].source_file.as_deref(), Some("/b.qcow2"));
+        assert_eq!(d.snapshot_location, SnapshotLocation::External);
+        let internal = DomainXml::parse(
+            "<domain type='qemu'><name>vm1</name><devices>\
+             <disk snapshot='internal'><source file='/b.qcow2'/></disk></devices></domain>",
+        )
+        .unwrap();
+        assert_eq!(internal.snapshot_location, SnapshotLocation::Internal);
     }
 
     #[test]

@@ -4,5 +4,5 @@ pub mod dom;
 pub mod domain;
 pub mod snapshot;
 
-pub use domain::{DiskSnapshotMode, DiskXml, DomainXml};
+pub use domain::{DomainXml, SnapshotLocation};
 pub use snapshot::{SnapshotXml, parse_uuid};

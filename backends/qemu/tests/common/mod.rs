@@ -4,13 +4,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use snaptree_backend_qemu::{QemuBackend, QemuHandle};
-use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{Domain, NoProgress, Uuid};
 use snaptree_qemu_img as qi;
 
@@ -45,7 +41,7 @@ impl Vm {
 
     /// A backend on the disks, and its handle.
     pub fn backend(&self) -> (QemuBackend, QemuHandle) {
-        let b = QemuBackend::open(&DomainXml::parse(&self.xml).unwrap()).unwrap();
+        let b = QemuBackend::open(&self.xml).unwrap();
         let h = b.handle();
         (b, h)
     }
@@ -201,57 +197,6 @@ pub fn assert_standalone(vm: &Vm) {
     );
 }
 
-/// A `qemu-io` process keeping an image open (and locked) until dropped.
-pub struct LockHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    // Kept open: qemu-io prints a prompt after each command and would die of SIGPIPE.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl LockHolder {
-    /// Opens `image` read-write in a background qemu-io.
-    pub fn hold(image: &Path) -> Self {
-        let mut child = Command::new("qemu-io")
-            .args(["-f", "qcow2"])
-            .arg(image)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn qemu-io");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut holder = LockHolder {
-            child,
-            stdin,
-            _stdout: stdout,
-        };
-        let pipe = holder.stdin.as_mut().unwrap();
-        pipe.write_all(b"length\n").unwrap();
-        pipe.flush().unwrap();
-        let mut line = String::new();
-        holder._stdout.read_line(&mut line).unwrap();
-        assert!(
-            line.contains("MiB"),
-            "qemu-io did not open {}: {line:?}",
-            image.display()
-        );
-        holder
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The image lock holder the lock tests start.
+#[allow(unused_imports)]
+pub use snaptree_tests::lock::LockHolder;

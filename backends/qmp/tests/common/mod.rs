@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use snaptree_qmp::rig::{self, Rig};
 use snaptree_qmp::{Action, NewOverlay};
+use snaptree_tests::rig::{self, Rig};
 use snaptree_tests::skip;
 
 /// One mebibyte.

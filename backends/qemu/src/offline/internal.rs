@@ -6,14 +6,16 @@
 //! guarded by what is already there (a tag present, a uuid recorded), so a re-run after a
 //! crash between them finishes the job.
 
-use snaptree_engine::{PhysicalTree, Result, Step, Uuid};
+use snaptree_engine::{PhysicalTree, Step, Uuid};
 
-use crate::ctx::{Ctx, error};
+use super::exec::DiskPlan;
+use super::meta::Meta;
+use super::ops::{MERGE_STASH, Op, REVERT_STASH};
+use crate::ctx::Ctx;
 use crate::disk::Disk;
-use crate::exec::DiskPlan;
-use crate::meta::Meta;
-use crate::ops::{MERGE_STASH, Op, REVERT_STASH};
+use crate::error::{Result, error};
 
+/// The internal snapshot tag of snapshot `u`: its uuid, never the user's name.
 pub(crate) fn tag(u: &Uuid) -> String {
     u.to_string()
 }

@@ -9,13 +9,15 @@
 //! disk and every operation keeps every content (see `ops`), planning the step again after a
 //! crash at any point finishes it.
 
-use snaptree_engine::{Result, Step, Uuid};
+use snaptree_engine::{Step, Uuid};
 
-use crate::ctx::{Ctx, error};
+use super::exec::DiskPlan;
+use super::ops::{Op, same_file};
+use super::scan::{Backing, Dep, Scan, backing_path, dep_path, missing_live};
+use crate::ctx::Ctx;
 use crate::disk::Disk;
-use crate::exec::DiskPlan;
-use crate::ops::{Op, same_file};
-use crate::scan::{Backing, Dep, Scan, backing_path, dep_path, missing_live};
+use crate::error::{Result, error};
+use crate::records::{Kind, Record};
 use crate::stats::{Choice, ConsolidatePolicy, ConsolidateRecord};
 
 /// Plans one step on one external-mode disk.
@@ -27,13 +29,13 @@ pub(crate) fn plan(
 ) -> Result<DiskPlan> {
     let scan = Scan::load(disk)?;
     let mut plan = plan_scanned(ctx, disk, &scan, step, policy)?;
-    if let Some(i) = scan.intent {
+    if let Some(Record::Rebase { file, from }) = scan.rebase {
         plan.reversible.insert(
             0,
             Op::RestoreBacking {
-                file: i.file,
-                from: i.from,
-                intent: disk.rebase_intent(),
+                file,
+                from,
+                intent: Kind::Rebase.path(disk),
             },
         );
     }
@@ -210,7 +212,7 @@ fn free(
                 file: dep_path(disk, *d),
                 from: Some(layer.clone()),
                 onto: onto.clone(),
-                intent: disk.rebase_intent(),
+                intent: Kind::Rebase.path(disk),
                 measure: Some(0),
             })
             .collect(),
@@ -251,7 +253,7 @@ fn merge(disk: &Disk, scan: &Scan, s: Uuid, p: Uuid) -> Result<DiskPlan> {
             file: fs.clone(),
             from: backing_path(disk, s_backing),
             onto: Some(fp.clone()),
-            intent: disk.rebase_intent(),
+            intent: Kind::Rebase.path(disk),
             measure: None,
         });
     }
@@ -265,7 +267,7 @@ fn merge(disk: &Disk, scan: &Scan, s: Uuid, p: Uuid) -> Result<DiskPlan> {
             file: dep_path(disk, *d),
             from: Some(fp.clone()),
             onto: Some(fs.clone()),
-            intent: disk.rebase_intent(),
+            intent: Kind::Rebase.path(disk),
             measure: None,
         });
     }
@@ -304,7 +306,7 @@ fn detach(disk: &Disk, scan: &Scan) -> Result<DiskPlan> {
             file: disk.live.clone(),
             from: backing_path(disk, live),
             onto: backing_path(disk, &bottom),
-            intent: disk.rebase_intent(),
+            intent: Kind::Rebase.path(disk),
             measure: None,
         }],
         ..DiskPlan::default()

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use snaptree_engine::{PhysicalTree, Result, Uuid};
+use snaptree_engine::{PhysicalTree, Uuid};
 
-use crate::ctx::error;
+use super::header;
 use crate::disk::{Disk, layer_name_uuid};
-use crate::header;
-use crate::intent::RebaseIntent;
+use crate::error::{QemuError, Result, error};
+use crate::records::{Kind, Record};
 
 /// What a qcow2 file is backed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +42,10 @@ pub(crate) struct Scan {
     pub(crate) live: Option<Backing>,
     /// Other files in the snapshot directory (leftovers of an interrupted step).
     pub(crate) strays: Vec<PathBuf>,
-    /// A safe rebase that may have been interrupted. The backing links above are as they
-    /// will be once it is undone, which the plan of any step does first.
-    pub(crate) intent: Option<RebaseIntent>,
+    /// A safe rebase that may have been interrupted ([`Record::Rebase`]). The backing
+    /// links above are as they will be once it is undone, which the plan of any step does
+    /// first.
+    pub(crate) rebase: Option<Record>,
 }
 
 impl Scan {
@@ -81,12 +82,12 @@ impl Scan {
         } else {
             None
         };
-        let intent = RebaseIntent::load(&disk.rebase_intent())?;
-        if let Some(i) = &intent {
-            let from = classify(disk, i.from.clone());
-            if i.file == disk.live {
+        let rebase = Kind::Rebase.load(&Kind::Rebase.path(disk))?;
+        if let Some(Record::Rebase { file, from }) = &rebase {
+            let from = classify(disk, from.clone());
+            if *file == disk.live {
                 live = live.map(|_| from);
-            } else if let Some(b) = disk.layer_uuid(&i.file).and_then(|u| layers.get_mut(&u)) {
+            } else if let Some(b) = disk.layer_uuid(file).and_then(|u| layers.get_mut(&u)) {
                 *b = from;
             }
         }
@@ -94,7 +95,7 @@ impl Scan {
             layers,
             live,
             strays,
-            intent,
+            rebase,
         })
     }
 
@@ -169,7 +170,7 @@ pub(crate) fn classify(disk: &Disk, backing: Option<PathBuf>) -> Backing {
     }
 }
 
-pub(crate) fn missing_live(disk: &Disk) -> snaptree_engine::Error {
+pub(crate) fn missing_live(disk: &Disk) -> QemuError {
     error(format!(
         "{}: the live image {} is missing",
         disk.describe(),

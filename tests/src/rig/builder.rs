@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::error::{Result, RigError as Error};
 use super::host::{Accel, find_in_path, qemu_binary};
 use super::{Rig, RigDisk, firmware};
-use crate::client::Qmp;
-use crate::error::{Error, Result};
+use snaptree_qmp::Qmp;
 
 /// Longest socket path a `sockaddr_un` takes, minus the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -192,7 +192,7 @@ fn wait_for_qmp(
         // QEMU creates the socket and listens before it runs the guest; until then
         // connect fails with "not found" or "refused".
         if let Ok(stream) = UnixStream::connect(socket) {
-            return Qmp::handshake(stream, Qmp::DEFAULT_TIMEOUT);
+            return Ok(Qmp::handshake(stream, Qmp::DEFAULT_TIMEOUT)?);
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use snaptree_engine::{PhysicalTree, Result, Uuid};
+use snaptree_engine::{PhysicalTree, Uuid};
 
-use crate::ctx::{Ctx, error};
+use crate::ctx::Ctx;
+use crate::error::{Result, error};
 
 /// The current format.
 const VERSION: u32 = 1;

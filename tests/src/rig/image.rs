@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use super::error::{Result, RigError as Error};
 
 /// Creates an empty qcow2 image of `size` bytes at `path`.
 pub fn create_qcow2(path: &Path, size: u64) -> Result<()> {

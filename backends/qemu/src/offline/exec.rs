@@ -13,12 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
-use snaptree_engine::{Error, Progress, Result, StepKind};
+use snaptree_engine::{Progress, StepKind};
 
-use crate::ctx::{Ctx, error, message};
-use crate::ops::Op;
+use super::ops::Op;
+use crate::ctx::Ctx;
+use crate::error::{QemuError, Result, error};
+use crate::records::{Kind, Record};
 use crate::stats::ConsolidateRecord;
 
 /// How many consolidate records a backend keeps.
@@ -100,8 +101,6 @@ pub(crate) fn execute(
             }
         }
     };
-    let crashes = ctx.shared.crashes.load(Ordering::SeqCst);
-    let crashed = || ctx.shared.crashes.load(Ordering::SeqCst) != crashes;
     let mut tracker = Tracker {
         progress,
         total,
@@ -124,7 +123,7 @@ pub(crate) fn execute(
             undo.extend(op.undo());
             let mut measured = measured_in(d);
             if let Err(e) = op.run(ctx, &mut |f| tracker.report(f), &mut measured) {
-                return Err(if crashed() {
+                return Err(if e.is_simulated_crash() {
                     e
                 } else {
                     rollback(ctx, &undo, e)
@@ -149,18 +148,18 @@ pub(crate) fn execute(
                 // finished, this record keeps the physical tree from looking unchanged (it
                 // is not a layer, so the tree does not read), and the engine keeps the step
                 // to finish it rather than forgetting it. Removed when the step succeeds.
-                ctx.write_atomic(&unfinished_record(into), b"")?;
+                let dir = into.parent().unwrap_or(Path::new("/"));
+                Record::Unfinished.store(ctx, &Kind::Unfinished.in_dir(dir))?;
                 ctx.sync_dirty()?;
             }
             let mut measured = measured_in(d);
             op.run(ctx, &mut |f| tracker.report(f), &mut measured)
                 .map_err(|e| {
-                    if crashed() {
+                    if e.is_simulated_crash() {
                         e
                     } else {
-                        error(format!(
-                            "{}; the step could not {} completely, running it again finishes it",
-                            message(&e),
+                        e.then(format!(
+                            "the step could not {} completely, running it again finishes it",
                             kind.verb()
                         ))
                     }
@@ -170,15 +169,6 @@ pub(crate) fn execute(
     }
     Ok(())
 }
-
-/// The record that a step changing `layer`'s content in place has not finished yet: a
-/// non-layer file in the layer's snapshot directory.
-pub(crate) fn unfinished_record(layer: &Path) -> std::path::PathBuf {
-    layer.parent().unwrap_or(Path::new("/")).join(UNFINISHED)
-}
-
-/// The name of [`unfinished_record`] in a snapshot directory.
-pub(crate) const UNFINISHED: &str = ".unfinished";
 
 /// Checks every image the step writes, and every disk's live image (with its backing
 /// chain), before anything changes. A running VM holds its live images, so it stops a
@@ -192,33 +182,29 @@ fn check_locks(ctx: Ctx<'_>, kind: StepKind, lives: &[&Path], plans: &[DiskPlan]
         .filter(|f| f.exists())
         .collect();
     for f in files {
-        ctx.check_writable(f).map_err(|e| {
-            error(format!(
-                "cannot {}, nothing was changed: {}",
-                kind.verb(),
-                message(&e)
-            ))
-        })?;
+        ctx.check_writable(f)
+            .map_err(|e| QemuError::NothingChanged {
+                verb: kind.verb(),
+                source: Box::new(e),
+            })?;
     }
     Ok(())
 }
 
 /// Undoes `done` in reverse order and returns the error that caused it, with the undo's own
 /// failures if any.
-fn rollback(ctx: Ctx<'_>, done: &[Op], cause: Error) -> Error {
-    let failures: Vec<String> = done
+fn rollback(ctx: Ctx<'_>, done: &[Op], cause: QemuError) -> QemuError {
+    let failures: Vec<QemuError> = done
         .iter()
         .rev()
         .filter_map(|op| op.run(ctx, &mut |_| {}, &mut |_, _| {}).err())
-        .map(|e| message(&e))
         .collect();
     if failures.is_empty() {
-        error(format!("{}; nothing was changed", message(&cause)))
+        cause.then("nothing was changed")
     } else {
-        error(format!(
-            "{}; undoing the changes already made also failed: {}",
-            message(&cause),
-            failures.join("; ")
-        ))
+        QemuError::Undo {
+            cause: Box::new(cause),
+            failures,
+        }
     }
 }

@@ -12,11 +12,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use snaptree_engine::{Result, Uuid};
+use snaptree_engine::Uuid;
 
+use super::meta::Meta;
 use crate::ctx::Ctx;
-use crate::intent::RebaseIntent;
-use crate::meta::Meta;
+use crate::error::Result;
+use crate::records::Record;
 
 /// The tag under which an internal-mode revert keeps the old live state until the revert
 /// can no longer be undone.
@@ -227,9 +228,7 @@ impl Op {
                 if !layer.exists() {
                     ctx.link(live, layer)?;
                 }
-                ctx.create_overlay(fresh, layer)?;
-                ctx.copy_permissions(live, fresh)?;
-                ctx.rename(fresh, live)
+                ctx.install_overlay(live, fresh, layer, None, || Ok(()))
             }
             Op::Unfreeze { live, layer, fresh } => {
                 if layer.exists() {
@@ -253,10 +252,7 @@ impl Op {
                 // that this revert discards anyway.
                 ctx.remove(fresh)?;
                 ctx.remove(stash)?;
-                ctx.create_overlay(fresh, backing)?;
-                ctx.copy_permissions(live, fresh)?;
-                ctx.link(live, stash)?;
-                ctx.rename(fresh, live)
+                ctx.install_overlay(live, fresh, backing, None, || ctx.link(live, stash))
             }
             Op::Unswap { live, stash, fresh } => {
                 if stash.exists() {
@@ -279,7 +275,7 @@ impl Op {
                     Some(_) => ctx.allocated(file)?,
                     None => 0,
                 };
-                RebaseIntent {
+                Record::Rebase {
                     file: file.clone(),
                     from: from.clone(),
                 }

@@ -16,6 +16,7 @@
 //! it off with [`RigBuilder::die_with_parent`].
 
 mod builder;
+mod error;
 mod fds;
 pub mod firmware;
 mod host;
@@ -33,8 +34,9 @@ pub use firmware::{COUNTER_ADDR, TICKS_PER_SECOND};
 pub use host::{Accel, qemu_available, qemu_binary};
 pub use image::{create_qcow2, verify_pattern};
 
-use crate::client::Qmp;
-use crate::error::{Error, Result};
+use self::error::RigError as Error;
+pub use self::error::{Result, RigError};
+use snaptree_qmp::Qmp;
 
 /// A disk of the rig.
 #[derive(Debug, Clone)]

@@ -19,9 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use snaptree_engine::Result;
-
-use crate::ctx::error;
+use crate::error::{Result, error};
 
 const MAGIC: [u8; 4] = *b"QFI\xfb";
 /// qemu refuses longer backing names (BDRV_BACKING_FILE_NAME max is 1023 bytes).
