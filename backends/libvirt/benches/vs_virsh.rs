@@ -9,7 +9,7 @@
 //! what it made before the other runs, so snaptree's tree never sees virsh's entries.
 
 #[path = "../tests/common/mod.rs"]
-#[macro_use]
+#[allow(unused_macros)] // rig_or_skip: the bench returns on its own.
 mod common;
 
 use std::io::{BufRead, BufReader, Seek};
@@ -193,7 +193,9 @@ fn main() {
             let b = create(&mut dom, &format!("b{i}"));
             r.add(
                 true,
-                measure(&mut ev, || dom.revert(&a, None, &mut NoProgress).unwrap()),
+                measure(&mut ev, || {
+                    dom.revert(&a, None, &mut NoProgress).unwrap();
+                }),
             );
             dom.delete(&b, DeleteMode::Discard, &mut NoProgress)
                 .unwrap();

@@ -286,10 +286,7 @@ impl LibvirtBackend {
                 dom.block_commit(target, base, overlay, self.bandwidth(), active)?;
             }
         }
-        loop {
-            let Some(job) = dom.block_job(target)? else {
-                break;
-            };
+        while let Some(job) = dom.block_job(target)? {
             let f = if job.end == 0 {
                 0.0
             } else {
