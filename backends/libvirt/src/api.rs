@@ -5,6 +5,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_ulong, c_void};
 use std::fmt;
+use std::path::Path;
 
 use crate::sys::{self, ConnectPtr, DomainPtr, Libvirt, SnapshotPtr};
 
@@ -300,6 +301,131 @@ impl Domain {
         } else {
             take_string(self.lib, out)
         })
+    }
+
+    /// Starts a block commit on disk `disk` (`virDomainBlockCommit`): `top`'s data into
+    /// `base`, both files of the disk's chain; `active` for a commit of the active image
+    /// (a job that ends only by a pivot); `bandwidth` in bytes per second, 0 for no limit.
+    pub fn block_commit(
+        &self,
+        disk: &str,
+        base: &Path,
+        top: &Path,
+        bandwidth: u64,
+        active: bool,
+    ) -> Result<()> {
+        let what = format!(
+            "commit {} into {} on disk {disk} of domain '{}'",
+            top.display(),
+            base.display(),
+            self.name
+        );
+        let d = cstring(disk, &what)?;
+        let b = cstring(&base.to_string_lossy(), &what)?;
+        let t = cstring(&top.to_string_lossy(), &what)?;
+        let mut flags = sys::BLOCK_COMMIT_BANDWIDTH_BYTES;
+        if active {
+            flags |= sys::BLOCK_COMMIT_ACTIVE;
+        }
+        // SAFETY: a live domain and valid C strings for the duration of the call.
+        let rc = unsafe {
+            (self.lib.block_commit)(
+                self.ptr,
+                d.as_ptr(),
+                b.as_ptr(),
+                t.as_ptr(),
+                bandwidth as c_ulong,
+                flags,
+            )
+        };
+        if rc < 0 {
+            return Err(last_error(self.lib, what));
+        }
+        Ok(())
+    }
+
+    /// The block job running on disk `disk`, if any (`virDomainGetBlockJobInfo`).
+    pub fn block_job(&self, disk: &str) -> Result<Option<sys::BlockJobInfo>> {
+        let what = format!(
+            "read the block job of disk {disk} of domain '{}'",
+            self.name
+        );
+        let d = cstring(disk, &what)?;
+        let mut info = sys::BlockJobInfo::default();
+        // SAFETY: a live domain, a valid C string and a valid out-pointer of the header's
+        // layout.
+        match unsafe { (self.lib.get_block_job_info)(self.ptr, d.as_ptr(), &mut info, 0) } {
+            rc if rc < 0 => Err(last_error(self.lib, what)),
+            0 => Ok(None),
+            _ => Ok(Some(info)),
+        }
+    }
+
+    /// Ends the block job on disk `disk` (`virDomainBlockJobAbort`, synchronous): with
+    /// `pivot`, a ready active commit switches the disk onto its base; without, the job
+    /// stops where it is.
+    pub fn block_job_abort(&self, disk: &str, pivot: bool) -> Result<()> {
+        let what = format!(
+            "{} the block job of disk {disk} of domain '{}'",
+            if pivot { "pivot" } else { "abort" },
+            self.name
+        );
+        let d = cstring(disk, &what)?;
+        let flags = if pivot { sys::BLOCK_JOB_ABORT_PIVOT } else { 0 };
+        // SAFETY: a live domain and a valid C string.
+        if unsafe { (self.lib.block_job_abort)(self.ptr, d.as_ptr(), flags) } < 0 {
+            return Err(last_error(self.lib, what));
+        }
+        Ok(())
+    }
+
+    /// Sets (`Some`) or removes (`None`) the domain's `<metadata>` element of namespace
+    /// `uri` (prefix `key`), in the definitions `flags` names (`AFFECT_LIVE`, `AFFECT_CONFIG`).
+    pub fn set_metadata(
+        &self,
+        xml: Option<&str>,
+        key: &str,
+        uri: &str,
+        flags: c_uint,
+    ) -> Result<()> {
+        let what = format!("record snaptree's metadata in domain '{}'", self.name);
+        let x = xml.map(|x| cstring(x, &what)).transpose()?;
+        let k = cstring(key, &what)?;
+        let u = cstring(uri, &what)?;
+        // SAFETY: a live domain and valid C strings (or NULL: remove) for the call.
+        let rc = unsafe {
+            (self.lib.set_metadata)(
+                self.ptr,
+                sys::METADATA_ELEMENT,
+                x.as_ref().map_or(std::ptr::null(), |x| x.as_ptr()),
+                k.as_ptr(),
+                u.as_ptr(),
+                flags,
+            )
+        };
+        if rc < 0 {
+            return Err(last_error(self.lib, what));
+        }
+        Ok(())
+    }
+
+    /// The domain's `<metadata>` element of namespace `uri`, if it has one.
+    pub fn metadata(&self, uri: &str, flags: c_uint) -> Result<Option<String>> {
+        let what = format!("read snaptree's metadata of domain '{}'", self.name);
+        let u = cstring(uri, &what)?;
+        // SAFETY: a live domain and a valid C string; the result is a string we own.
+        let p =
+            unsafe { (self.lib.get_metadata)(self.ptr, sys::METADATA_ELEMENT, u.as_ptr(), flags) };
+        if !p.is_null() {
+            return Ok(Some(take_string(self.lib, p)));
+        }
+        let e = last_error(self.lib, what);
+        if e.code == sys::ERR_NO_DOMAIN_METADATA {
+            // SAFETY: clears the consumed last error.
+            unsafe { (self.lib.reset_last_error)() };
+            return Ok(None);
+        }
+        Err(e)
     }
 
     fn snapshot_or_error(&self, ptr: SnapshotPtr, what: &str) -> Result<Snapshot> {

@@ -18,7 +18,9 @@
 //! merge internal snapshots, and revert to external snapshots only from libvirt 9.7.
 
 use snaptree_engine::{PowerMask, StepKind};
-use snaptree_sdk::{Capabilities, PhysicalTree, PluginError, PluginResult, PowerState, Step, Uuid};
+use snaptree_sdk::{
+    Capabilities, PhysicalTree, PluginError, PluginResult, PowerState, Progress, Step, Uuid,
+};
 
 use crate::api::{Connection, Domain, LibvirtError, Snapshot};
 use crate::config::{self, Disk, Mode, SnapshotDef, Target};
@@ -46,6 +48,7 @@ pub struct LibvirtBackend {
     conn: Connection,
     mode: Mode,
     version: u64,
+    bandwidth: u64,
 }
 
 impl LibvirtBackend {
@@ -76,6 +79,7 @@ impl LibvirtBackend {
             conn,
             mode,
             version,
+            bandwidth: target.bandwidth,
         })
     }
 
@@ -104,6 +108,11 @@ impl LibvirtBackend {
         &self.dom
     }
 
+    /// The block jobs' bandwidth limit in bytes per second (0: none).
+    pub fn bandwidth(&self) -> u64 {
+        self.bandwidth
+    }
+
     /// The connection's URI.
     pub fn uri(&self) -> &str {
         self.conn.uri()
@@ -124,8 +133,18 @@ impl LibvirtBackend {
     }
 
     /// Executes one step (each restartable: it starts by checking whether its effect is
-    /// already there).
-    pub fn execute(&mut self, step: &Step) -> PluginResult<()> {
+    /// already there). Block commits report their progress and stop on a cancel (see
+    /// `commit`); the other steps are single libvirt calls, cancelled only before they
+    /// start.
+    pub fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> PluginResult<()> {
+        if !progress.report(0.0) {
+            return Err(PluginError::backend(format!(
+                "{} was cancelled before it started",
+                step.kind().name()
+            )));
+        }
+        // Work an interrupted step left (a freeing past its point of no return) first.
+        self.finish_pending(progress)?;
         match step {
             Step::Create {
                 snapshot,
@@ -135,9 +154,9 @@ impl LibvirtBackend {
             } => self.create(*snapshot, name, description),
             Step::Revert { snapshot, state } => self.revert(*snapshot, *state),
             Step::DiscardLeaf { snapshot } | Step::Consolidate { snapshot } => {
-                self.delete(*snapshot)
+                self.delete(*snapshot, progress)
             }
-            Step::MergeIntoParent { snapshot, parent } => self.merge(*snapshot, *parent),
+            Step::MergeIntoParent { snapshot, parent } => self.merge(*snapshot, *parent, progress),
             // Internal snapshots share clusters by reference count: the live state never
             // depends on their data. Retiring changes no data; the entry stays, as the
             // physical tree's.
@@ -195,17 +214,18 @@ impl LibvirtBackend {
         Ok(())
     }
 
-    fn delete(&mut self, u: Uuid) -> PluginResult<()> {
+    fn delete(&mut self, u: Uuid, progress: &mut dyn Progress) -> PluginResult<()> {
         let Some(snap) = self.dom.snapshot(&u.to_string())? else {
             return Ok(());
         };
-        self.delete_entry(&snap)
+        self.delete_entry(&snap, progress)
     }
 
-    /// Frees one snapshot through libvirt's delete, or, for an external snapshot that is not
-    /// current while the domain is shut off (libvirt 9.0 refuses those: "could not find base
-    /// disk source"), through qemu-img and libvirt's metadata.
-    fn delete_entry(&self, snap: &Snapshot) -> PluginResult<()> {
+    /// Frees one snapshot: an internal one through libvirt's delete; an external one, QEMU
+    /// running, by driving the block commit (`commit`); shut off, the current one through
+    /// libvirt's delete, any other (libvirt 9.0 refuses those: "could not find base disk
+    /// source") through qemu-img and libvirt's metadata.
+    fn delete_entry(&self, snap: &Snapshot, progress: &mut dyn Progress) -> PluginResult<()> {
         if self.mode == Mode::Internal {
             snap.delete(0)?;
             return Ok(());
@@ -218,7 +238,10 @@ impl LibvirtBackend {
             s if s != sys::state::RUNNING && s != sys::state::BLOCKED && s != sys::state::PAUSED
                 && s != sys::state::PMSUSPENDED && s != 4
         );
-        if current || !shut_off {
+        if !shut_off {
+            return self.delete_running(snap, progress);
+        }
+        if current {
             snap.delete(0)?;
             return Ok(());
         }
@@ -233,18 +256,7 @@ impl LibvirtBackend {
     fn delete_offline(&self, snap: &Snapshot) -> PluginResult<()> {
         let name = snap.name();
         let def = config::snapshot_def(&snap.xml()?)?;
-        let mut child = None;
-        for c in self.dom.snapshots()? {
-            if c.parent()?.is_some_and(|p| p.name() == name) {
-                if child.is_some() {
-                    return Err(PluginError::backend(format!(
-                        "snapshot {name} has several children; libvirt keeps external chains linear"
-                    )));
-                }
-                child = Some(c);
-            }
-        }
-        let child = child.ok_or_else(|| {
+        let child = self.only_child(&name)?.ok_or_else(|| {
             PluginError::backend(format!(
                 "snapshot {name} is neither current nor has a child"
             ))
@@ -286,24 +298,20 @@ impl LibvirtBackend {
             }
             moves.push((y.clone(), x));
         }
-        let mut xml = child.xml()?;
+        let old = child.xml()?;
+        let mut xml = old.clone();
         for (y, x) in &moves {
-            xml = xml.replace(
-                &format!("file='{}'", y.display()),
-                &format!("file='{}'", x.display()),
-            );
+            xml = config::repointed(&xml, y, x);
         }
-        self.dom.create_snapshot(
-            &xml,
-            sys::CREATE_REDEFINE,
-            &format!("point snapshot {} at the merged images", child.name()),
-        )?;
+        if xml != old {
+            self.dom.create_snapshot(
+                &xml,
+                sys::CREATE_REDEFINE,
+                &format!("point snapshot {} at the merged images", child.name()),
+            )?;
+        }
         for (y, _) in &moves {
-            if y.exists() {
-                std::fs::remove_file(y).map_err(|e| {
-                    PluginError::backend(format!("cannot remove {}: {e}", y.display()))
-                })?;
-            }
+            crate::commit::remove(y)?;
         }
         snap.delete(sys::DELETE_METADATA_ONLY)?;
         Ok(())
@@ -334,7 +342,7 @@ impl LibvirtBackend {
         Ok(())
     }
 
-    fn merge(&mut self, s: Uuid, p: Option<Uuid>) -> PluginResult<()> {
+    fn merge(&mut self, s: Uuid, p: Option<Uuid>, progress: &mut dyn Progress) -> PluginResult<()> {
         if self.mode == Mode::Internal {
             return Err(self.cannot("merge internal snapshots", "no version"));
         }
@@ -360,7 +368,7 @@ impl LibvirtBackend {
             && s_parent.as_deref() == Some(p_name.as_str())
         {
             p_def = Some(config::snapshot_def(&p_snap.xml()?)?);
-            self.delete_entry(p_snap)?;
+            self.delete_entry(p_snap, progress)?;
         }
         // Stage 2: S's entry again as P (REDEFINE under P's uuid), current if S was.
         let s_xml = snap.xml()?;

@@ -7,10 +7,13 @@
 //!   <libvirt uri='qemu:///system' domain='web01'/>
 //! </domain>
 //! ```
+//!
+//! `bandwidth='BYTES'` (optional) limits the block jobs the backend runs on a running
+//! domain to that many bytes per second, so that a busy host keeps I/O for its guests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use snaptree_engine::xml::dom::{Document, Element};
+use snaptree_engine::xml::dom::{Document, Element, escape};
 use snaptree_sdk::{PluginError, PluginResult};
 
 /// Where the domain lives: the libvirt connection URI and the libvirt domain's name.
@@ -20,6 +23,8 @@ pub struct Target {
     pub uri: String,
     /// The libvirt domain's name.
     pub domain: String,
+    /// The block jobs' bandwidth limit in bytes per second; 0: none.
+    pub bandwidth: u64,
 }
 
 impl Target {
@@ -44,9 +49,18 @@ impl Target {
                 ))),
             }
         };
+        let bandwidth = match el.attribute("bandwidth") {
+            None => 0,
+            Some(v) => v.parse::<u64>().ok().filter(|b| *b > 0).ok_or_else(|| {
+                PluginError::invalid_arg(format!(
+                    "<libvirt bandwidth='{v}'> is not a positive number of bytes per second"
+                ))
+            })?,
+        };
         Ok(Target {
             uri: attr("uri")?,
             domain: attr("domain")?,
+            bandwidth,
         })
     }
 }
@@ -189,6 +203,93 @@ pub fn snapshot_def(xml: &str) -> PluginResult<SnapshotDef> {
     })
 }
 
+/// The backing chain of disk `target` in a running domain's live definition, active image
+/// first (libvirt fills in each `<backingStore>` while QEMU runs the domain).
+pub fn chain(live_domain_xml: &str, target: &str) -> PluginResult<Vec<PathBuf>> {
+    let doc = Document::parse(live_domain_xml).map_err(|e| bad("domain definition", e))?;
+    for devices in doc.root.children_named("devices") {
+        for disk in devices.children_named("disk") {
+            if child_attr(disk, "target", "dev").as_deref() != Some(target) {
+                continue;
+            }
+            let mut out = Vec::new();
+            let mut el = disk;
+            while let Some(file) = child_attr(el, "source", "file") {
+                out.push(PathBuf::from(file));
+                match el.children_named("backingStore").next() {
+                    Some(b) => el = b,
+                    None => break,
+                }
+            }
+            return Ok(out);
+        }
+    }
+    Err(PluginError::backend(format!(
+        "the running domain has no disk {target}"
+    )))
+}
+
+/// A snapshot definition whose disk images `from` became `to` (`from` was committed into
+/// its backing file `to`): each `<source file='from'/>` of the domain definitions inside
+/// reads `to`, and the `<backingStore>` recorded under it (whose top was `to`) goes, so
+/// libvirt reads the chain from the images again instead of listing `to` twice.
+pub fn repointed(xml: &str, from: &Path, to: &Path) -> String {
+    let old = format!("<source file='{}'", escape(&from.to_string_lossy()));
+    let new = format!("<source file='{}'/>", escape(&to.to_string_lossy()));
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find(&old) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find("/>") else { break };
+        out.push_str(&new);
+        rest = &rest[end + 2..];
+        let trimmed = rest.trim_start();
+        if trimmed.starts_with("<backingStore") {
+            let skipped = rest.len() - trimmed.len();
+            if let Some(len) = element_len(trimmed, "backingStore") {
+                rest = &rest[skipped + len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of the element `name` that `text` starts with (nested ones of the same
+/// name counted), or None when it does not close.
+fn element_len(text: &str, name: &str) -> Option<usize> {
+    let open = format!("<{name}");
+    let close = format!("</{name}>");
+    let mut depth = 0usize;
+    let mut at = 0;
+    loop {
+        let next_open = text[at..].find(&open).map(|i| at + i);
+        let next_close = text[at..].find(&close).map(|i| at + i);
+        match (next_open, next_close) {
+            (Some(o), c) if c.is_none_or(|c| o < c) => {
+                let tag_end = o + text[o..].find('>')?;
+                if text[..tag_end].ends_with('/') {
+                    if depth == 0 {
+                        return Some(tag_end + 1);
+                    }
+                } else {
+                    depth += 1;
+                }
+                at = tag_end + 1;
+            }
+            (_, Some(c)) => {
+                depth = depth.checked_sub(1)?;
+                at = c + close.len();
+                if depth == 0 {
+                    return Some(at);
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +309,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message().contains("'domain'"), "{}", e.message());
+    }
+
+    #[test]
+    fn bandwidth_is_optional_and_checked() {
+        let doc = |b: &str| {
+            format!(
+                "<domain type='libvirt'><name>vm</name><libvirt uri='u' domain='d'{b}/></domain>"
+            )
+        };
+        assert_eq!(Target::parse(&doc("")).unwrap().bandwidth, 0);
+        assert_eq!(
+            Target::parse(&doc(" bandwidth='1048576'"))
+                .unwrap()
+                .bandwidth,
+            1 << 20
+        );
+        let e = Target::parse(&doc(" bandwidth='fast'")).unwrap_err();
+        assert!(e.message().contains("bandwidth='fast'"), "{}", e.message());
+        assert!(Target::parse(&doc(" bandwidth='0'")).is_err());
+    }
+
+    #[test]
+    fn the_live_chain_is_read_active_first() {
+        let xml = "<domain><devices><disk type='file' device='disk'>\
+            <source file='/c' index='3'/><backingStore type='file' index='2'><format type='qcow2'/>\
+            <source file='/b'/><backingStore type='file' index='1'><source file='/a'/><backingStore/>\
+            </backingStore></backingStore><target dev='vda'/></disk></devices></domain>";
+        let c = chain(xml, "vda").unwrap();
+        assert_eq!(c, ["/c", "/b", "/a"].map(PathBuf::from));
+        assert!(chain(xml, "vdb").is_err());
+    }
+
+    #[test]
+    fn repointing_drops_the_committed_image_from_the_recorded_chain() {
+        let xml = "<s><domain><disk><source file='/y' index='3'/>\n  <backingStore type='file'>\
+            <format type='qcow2'/><source file='/x'/><backingStore type='file'><source file='/w'/>\
+            <backingStore/></backingStore></backingStore>\n<target dev='vda'/></disk></domain>\
+            <inactiveDomain><disk><source file='/y'/><target dev='vda'/></disk></inactiveDomain>\
+            <disks><disk name='vda'><source file='/z'/></disk></disks></s>";
+        let out = repointed(xml, Path::new("/y"), Path::new("/x"));
+        assert_eq!(
+            out,
+            "<s><domain><disk><source file='/x'/>\n<target dev='vda'/></disk></domain>\
+            <inactiveDomain><disk><source file='/x'/><target dev='vda'/></disk></inactiveDomain>\
+            <disks><disk name='vda'><source file='/z'/></disk></disks></s>"
+        );
+        // Nothing to repoint: unchanged.
+        assert_eq!(repointed(xml, Path::new("/q"), Path::new("/x")), xml);
     }
 
     #[test]

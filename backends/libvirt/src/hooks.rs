@@ -1,7 +1,9 @@
 //! The conformance kit's test hooks: guest writes (qemu-io on the disk files while the
 //! domain is shut off, HMP `qemu-io` through libvirt's monitor while it runs) and content
-//! digests (through `snaptree-qemu-img`, with the domain shut off: a running QEMU holds
-//! its images' write locks).
+//! digests (through `snaptree-qemu-img`; while QEMU runs the domain and holds its images'
+//! write locks, each disk is flushed through HMP `qemu-io ... flush` and the image, or its
+//! internal snapshot, is first copied with force-share, `qemu-img convert -U`, so the
+//! digest covers the same guest bytes either way).
 
 use snaptree_sdk::{ContentRef, PluginError, PluginResult, PowerState};
 
@@ -49,20 +51,31 @@ impl LibvirtBackend {
 
     /// Test hook: a digest of the live state's or a snapshot's content, every disk.
     pub fn content_digest(&mut self, of: ContentRef) -> PluginResult<String> {
-        if self.power_state()? != PowerState::Shutoff {
-            return Err(PluginError::operation_invalid(
-                "content digests need the domain shut off (QEMU holds its images' locks)",
-            ));
-        }
+        let running = self.power_state()? != PowerState::Shutoff;
         let disks = self.disks()?;
+        if running {
+            for d in &disks {
+                let alias = d.alias.as_deref().ok_or_else(|| {
+                    PluginError::backend(format!("disk {} has no alias while running", d.target))
+                })?;
+                self.domain().monitor_command(
+                    &format!("qemu-io -d /machine/peripheral/{alias}/virtio-backend flush"),
+                    true,
+                )?;
+            }
+        }
+        let digest = |image: &std::path::Path, tag: Option<&str>| -> PluginResult<String> {
+            if running {
+                shared_digest(image, tag)
+            } else {
+                snaptree_qemu_img::content_digest(image, tag, &mut |_| {}).map_err(img)
+            }
+        };
         let mut parts = Vec::new();
         match of {
             ContentRef::Live => {
                 for d in &disks {
-                    parts.push(
-                        snaptree_qemu_img::content_digest(&d.source, None, &mut |_| {})
-                            .map_err(img)?,
-                    );
+                    parts.push(digest(&d.source, None)?);
                 }
             }
             ContentRef::Snapshot(u) => {
@@ -74,14 +87,7 @@ impl LibvirtBackend {
                     Mode::Internal => {
                         let tag = u.to_string();
                         for d in &disks {
-                            parts.push(
-                                snaptree_qemu_img::content_digest(
-                                    &d.source,
-                                    Some(&tag),
-                                    &mut |_| {},
-                                )
-                                .map_err(img)?,
-                            );
+                            parts.push(digest(&d.source, Some(&tag))?);
                         }
                     }
                     Mode::External => {
@@ -99,17 +105,15 @@ impl LibvirtBackend {
                                         d.target
                                     ))
                                 })?;
-                            let info = snaptree_qemu_img::info(&overlay).map_err(img)?;
+                            let info =
+                                snaptree_qemu_img::info_force_share(&overlay).map_err(img)?;
                             let backing = info.full_backing_filename.ok_or_else(|| {
                                 PluginError::backend(format!(
                                     "{} has no backing file",
                                     overlay.display()
                                 ))
                             })?;
-                            parts.push(
-                                snaptree_qemu_img::content_digest(&backing, None, &mut |_| {})
-                                    .map_err(img)?,
-                            );
+                            parts.push(digest(&backing, None)?);
                         }
                     }
                 }
@@ -123,4 +127,39 @@ impl LibvirtBackend {
         }
         Ok(parts.join(":"))
     }
+}
+
+/// The digest of an image a running QEMU holds (or of its internal snapshot `tag`): a
+/// force-share copy of its content into a scratch qcow2, digested like any image.
+fn shared_digest(image: &std::path::Path, tag: Option<&str>) -> PluginResult<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "snaptree-libvirt-digest-{}-{}.qcow2",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["convert", "-U", "-f", "qcow2", "-O", "qcow2"]);
+    if let Some(tag) = tag {
+        cmd.arg("-l")
+            .arg(format!("snapshot.name={}", tag.replace(',', ",,")));
+    }
+    let out = cmd.arg(image).arg(&scratch).output().map_err(|e| {
+        PluginError::backend(format!(
+            "cannot run qemu-img to copy {}: {e}",
+            image.display()
+        ))
+    })?;
+    let result = if out.status.success() {
+        snaptree_qemu_img::content_digest(&scratch, None, &mut |_| {}).map_err(img)
+    } else {
+        Err(PluginError::backend(format!(
+            "qemu-img cannot copy {} while QEMU runs it: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    };
+    let _ = std::fs::remove_file(&scratch);
+    result
 }

@@ -12,10 +12,12 @@
 //! domain opened on a host without libvirt fails with a sentence naming what is missing.
 //! Modules, one job each: `sys` (the C functions), `api` (safe handles), `config` (XML in),
 //! `backend` (the steps; see there for how libvirt's metadata mirrors snaptree's tree),
+//! `commit` (freeing an external snapshot of a running domain by a driven block commit),
 //! `hooks` (the conformance kit's test hooks), `plugin` (the SDK face).
 
 mod api;
 mod backend;
+mod commit;
 mod config;
 mod hooks;
 mod plugin;

@@ -36,16 +36,11 @@ impl SnaptreeBackend for LibvirtPlugin {
         self.0.power_state()
     }
 
-    /// libvirt's snapshot calls are synchronous and report no progress: the step is
-    /// reported at its start (where a cancel still changes nothing) and at its end.
+    /// Block commits report the job's progress and stop on a cancel; libvirt's other
+    /// snapshot calls are synchronous: reported at their start (where a cancel still
+    /// changes nothing) and at their end.
     fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> PluginResult<()> {
-        if !progress.report(0.0) {
-            return Err(snaptree_sdk::PluginError::backend(format!(
-                "{} cancelled before it started",
-                step.kind().name()
-            )));
-        }
-        self.0.execute(step)?;
+        self.0.execute(step, progress)?;
         progress.report(1.0);
         Ok(())
     }

@@ -23,6 +23,14 @@ pub type SnapshotPtr = *mut c_void;
 
 /// `VIR_ERR_NO_DOMAIN_SNAPSHOT`.
 pub const ERR_NO_DOMAIN_SNAPSHOT: c_int = 72;
+/// `VIR_ERR_NO_DOMAIN_METADATA`.
+pub const ERR_NO_DOMAIN_METADATA: c_int = 80;
+/// `VIR_DOMAIN_METADATA_ELEMENT`: a namespaced element of the domain's `<metadata>`.
+pub const METADATA_ELEMENT: c_int = 2;
+/// `VIR_DOMAIN_AFFECT_LIVE`.
+pub const AFFECT_LIVE: c_uint = 1;
+/// `VIR_DOMAIN_AFFECT_CONFIG`.
+pub const AFFECT_CONFIG: c_uint = 2;
 
 /// `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`.
 pub const CREATE_REDEFINE: c_uint = 1;
@@ -44,6 +52,35 @@ pub const XML_SECURE: c_uint = 1;
 pub const XML_INACTIVE: c_uint = 2;
 /// `VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP`.
 pub const MONITOR_HMP: c_uint = 1;
+/// `VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`: commit the active image (a job that ends in a pivot).
+pub const BLOCK_COMMIT_ACTIVE: c_uint = 4;
+/// `VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES`: the bandwidth is in bytes per second.
+pub const BLOCK_COMMIT_BANDWIDTH_BYTES: c_uint = 16;
+/// `VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT`: finish a ready active commit by pivoting onto its base.
+pub const BLOCK_JOB_ABORT_PIVOT: c_uint = 2;
+
+/// `virDomainBlockJobInfo`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BlockJobInfo {
+    /// `virDomainBlockJobType`.
+    pub kind: c_int,
+    /// The bandwidth limit (MiB/s unless asked in bytes).
+    pub bandwidth: c_ulong,
+    /// Work done so far, in the job's own unit.
+    pub cur: u64,
+    /// Work in all (it may grow while the guest writes).
+    pub end: u64,
+}
+
+/// `virDomainBlockJobType` values this backend tells apart.
+pub mod job {
+    use std::ffi::c_int;
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT`.
+    pub const COMMIT: c_int = 3;
+    /// `VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT`.
+    pub const ACTIVE_COMMIT: c_int = 4;
+}
 
 /// `virDomainState` values this backend tells apart.
 pub mod state {
@@ -139,6 +176,11 @@ functions! {
     snapshot_get_xml_desc = "virDomainSnapshotGetXMLDesc": fn(SnapshotPtr, c_uint) -> *mut c_char;
     snapshot_delete = "virDomainSnapshotDelete": fn(SnapshotPtr, c_uint) -> c_int;
     revert_to_snapshot = "virDomainRevertToSnapshot": fn(SnapshotPtr, c_uint) -> c_int;
+    block_commit = "virDomainBlockCommit": fn(DomainPtr, *const c_char, *const c_char, *const c_char, c_ulong, c_uint) -> c_int;
+    get_block_job_info = "virDomainGetBlockJobInfo": fn(DomainPtr, *const c_char, *mut BlockJobInfo, c_uint) -> c_int;
+    block_job_abort = "virDomainBlockJobAbort": fn(DomainPtr, *const c_char, c_uint) -> c_int;
+    set_metadata = "virDomainSetMetadata": fn(DomainPtr, c_int, *const c_char, *const c_char, *const c_char, c_uint) -> c_int;
+    get_metadata = "virDomainGetMetadata": fn(DomainPtr, c_int, *const c_char, c_uint) -> *mut c_char;
 }
 
 unsafe extern "C" {

@@ -320,6 +320,99 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// Stops libvirtd (SIGTERM by its pid, waiting for it to exit) and starts it again in
+    /// the rig's mount namespace (entered through virtlogd, which keeps running). QEMU
+    /// keeps running meanwhile, as on a host where libvirtd is upgraded.
+    pub fn restart_libvirtd(&self) {
+        let d = self.dir().display().to_string();
+        let pid = std::fs::read_to_string(self.dir().join("libvirtd.pid")).unwrap();
+        let pid = pid.trim().to_owned();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "libvirtd {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let logd = std::fs::read_to_string(self.dir().join("virtlogd.pid")).unwrap();
+        let st = Command::new("nsenter")
+            .args(["-t", logd.trim(), "-m", "libvirtd", "-d", "-p"])
+            .arg(format!("{d}/libvirtd.pid"))
+            .arg("-f")
+            .arg(format!("{d}/etc/libvirtd.conf"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "libvirtd did not start again");
+        while self.try_virsh(&["version"]).is_err() {
+            assert!(Instant::now() < deadline, "libvirtd did not answer again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the QEMU running domain `name` with SIGKILL, by the pid libvirt recorded.
+    pub fn kill_qemu(&self, name: &str) {
+        let pid = std::fs::read_to_string(self.dir().join(format!("run/qemu/{name}.pid")))
+            .unwrap_or_else(|e| panic!("QEMU's pid file of {name}: {e}"));
+        let pid = pid.trim().to_owned();
+        assert!(
+            Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.virsh(&["domstate", name]).trim() != "shut off" {
+            assert!(
+                Instant::now() < deadline,
+                "libvirt did not see QEMU {pid} die"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The block job on disk `disk` of domain `name` as (cur, end), from `virsh blockjob
+    /// --raw`; None when there is none.
+    pub fn block_job(&self, name: &str, disk: &str) -> Option<(u64, u64)> {
+        let out = self.try_virsh(&["blockjob", name, disk, "--raw"]).ok()?;
+        let field = |k: &str| {
+            out.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some((field("cur=")?, field("end=")?))
+    }
+
+    /// Waits until a block job on the disk has copied something.
+    pub fn wait_for_job_progress(&self, name: &str, disk: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.block_job(name, disk).is_some_and(|(cur, _)| cur > 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no block job on {name} {disk}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A snaptree connection on `state` with the plugin as the provider of `libvirt`.
+    pub fn connection(&self, state: &Path) -> snaptree_engine::Connection {
+        let conn = snaptree_engine::Connection::open(Some(state)).unwrap();
+        conn.register_provider("libvirt", plugin().provider());
+        conn
+    }
+}
+
+impl TestDomain {
+    /// The snaptree document with block jobs limited to `bytes_per_second`.
+    pub fn limited_xml(&self, bytes_per_second: u64) -> String {
+        self.snaptree_xml.replace(
+            &format!("domain='{}'/>", self.name),
+            &format!("domain='{}' bandwidth='{bytes_per_second}'/>", self.name),
+        )
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         // libvirtd leaves its QEMUs running when it exits: stop them first.
