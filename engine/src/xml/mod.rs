@@ -5,4 +5,4 @@ pub mod domain;
 pub mod snapshot;
 
 pub use domain::{DiskSnapshotMode, DiskXml, DomainXml};
-pub use snapshot::{SnapshotXml, parse_uuid};
+pub use snapshot::{SnapshotXml, libvirt_state, parse_uuid};
