@@ -164,11 +164,23 @@ pub enum Command {
         json: bool,
     },
     /// Create a snapshot from a `<domainsnapshot>` XML file (none: `<domainsnapshot/>`).
+    ///
+    /// With --redefine, import a snapshot's whole metadata instead (SEMANTICS.md §7.3):
+    /// `virsh snapshot-dumpxml` output or `snaptree export` output as it is; the backend
+    /// adopts the data it already holds, the live state is not frozen.
     SnapshotCreate {
         /// The domain.
         domain: String,
         /// The XML file.
+        #[arg(required_if_eq("redefine", "true"))]
         file: Option<PathBuf>,
+        /// Import the snapshot's metadata (name, uuid, parent, creation date, state,
+        /// description) and adopt its existing data.
+        #[arg(long)]
+        redefine: bool,
+        /// With --redefine: make the snapshot current.
+        #[arg(long, requires = "redefine")]
+        current: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,

@@ -193,12 +193,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Recover { domain } => pending::recover(&mut conn.open_domain(domain)?)?,
         Command::Backends { json } => backends(&host, *json)?,
-        Command::SnapshotCreate { domain, file, dry } => {
+        Command::SnapshotCreate {
+            domain,
+            file,
+            redefine,
+            current,
+            dry,
+        } => {
             let xml = match file {
                 Some(f) => read_file(f)?,
                 None => "<domainsnapshot/>".to_string(),
             };
-            create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
+            let mut d = open_domain(domain)?;
+            if *redefine {
+                redefine_one(&mut d, &xml, *current, dry.dry_run)?;
+            } else {
+                create(&mut d, &xml, dry.dry_run)?;
+            }
         }
         Command::SnapshotCreateAs {
             domain,
@@ -391,6 +402,21 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
         .map(|s| s.name.clone())
         .unwrap_or_default();
     outln!("Domain snapshot '{name}' created");
+    Ok(())
+}
+
+fn redefine_one(d: &mut Domain, xml: &str, current: bool, dry_run: bool) -> Result<(), Failure> {
+    if dry_run {
+        let plan = d.plan_redefine(xml, current)?;
+        return print_plan(d, &plan);
+    }
+    let u = d.redefine_snapshot(xml, current)?;
+    let name = d
+        .tree()?
+        .get(&u)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    outln!("Snapshot '{name}' redefined");
     Ok(())
 }
 

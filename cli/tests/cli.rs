@@ -465,3 +465,59 @@ fn reclaim_frees_retired_data_and_says_which() {
     assert!(s.ok(&["reclaim", "rvm"]).contains("no retired data"));
     assert_eq!(s.names("rvm", "--topological"), ["a", "c"]);
 }
+
+#[test]
+fn snapshot_create_redefine_imports_libvirt_xml_and_moves_current_only_when_asked() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/libvirt-snapshot-xml");
+    let root = s.file(
+        "root.xml",
+        "<domainsnapshot><name>earlier_snap</name><state>paused</state>\
+         <creationTime>1000</creationTime><description>root</description></domainsnapshot>",
+    );
+    let plan = s.ok(&["snapshot-create", "vm", p(&root), "--redefine", "--dry-run"]);
+    assert!(
+        plan.contains("adopt the existing data of 'earlier_snap', child of nothing"),
+        "{plan}"
+    );
+    assert!(plan.contains("current stays none"), "{plan}");
+    assert_eq!(s.ok(&["snapshot-list", "vm", "--name"]), "");
+    let out = s.ok(&["snapshot-create", "vm", p(&root), "--redefine"]);
+    assert_eq!(out, "Snapshot 'earlier_snap' redefined\n");
+    let child = corpus.join("disk_snapshot_redefine.xml");
+    s.ok(&[
+        "snapshot-create",
+        "vm",
+        p(&child),
+        "--redefine",
+        "--current",
+    ]);
+    assert_eq!(
+        s.ok(&["snapshot-current", "vm", "--name"]),
+        "my snap name\n"
+    );
+    assert_eq!(
+        s.ok(&["snapshot-parent", "vm", "my snap name"]),
+        "earlier_snap\n"
+    );
+    let info = s.ok(&["snapshot-info", "vm", "earlier_snap"]);
+    assert!(info.contains("paused"), "{info}");
+    // Again: the same name and parent replaces; --dry-run says so.
+    let plan = s.ok(&["snapshot-create", "vm", p(&root), "--redefine", "--dry-run"]);
+    assert!(
+        plan.contains("replaces the description, creation date and state of 'earlier_snap'"),
+        "{plan}"
+    );
+    // A missing parent, and --current without --redefine.
+    let orphan = s.file(
+        "orphan.xml",
+        "<domainsnapshot><name>o</name><parent><name>gone</name></parent></domainsnapshot>",
+    );
+    let e = s.fails(&["snapshot-create", "vm", p(&orphan), "--redefine"], 14);
+    assert!(e.contains("'gone'"), "{e}");
+    let out = s.run(&["snapshot-create", "vm", p(&orphan), "--current"]);
+    assert_eq!(out.status.code(), Some(2), "--current needs --redefine");
+    let out = s.run(&["snapshot-create", "vm", "--redefine"]);
+    assert_eq!(out.status.code(), Some(2), "--redefine needs a file");
+}

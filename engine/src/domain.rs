@@ -570,7 +570,9 @@ impl Domain {
         })?;
         match plan.operation {
             Operation::Redefine { snapshot, .. } => Ok(snapshot),
-            _ => Err(Error::Internal("a redefine planned another operation".into())),
+            _ => Err(Error::Internal(
+                "a redefine planned another operation".into(),
+            )),
         }
     }
 

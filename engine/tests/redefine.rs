@@ -30,7 +30,9 @@ fn doc(name: &str, extra: &str) -> String {
 
 fn parent_of(d: &mut Domain, name: &str) -> Option<String> {
     let t = d.tree().unwrap();
-    let s = t.by_name(name).unwrap_or_else(|| panic!("no snapshot {name}"));
+    let s = t
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no snapshot {name}"));
     t.parent(&s.uuid).map(|p| p.name.clone())
 }
 
@@ -74,7 +76,10 @@ fn every_libvirt_corpus_document_is_redefined_as_it_is() {
         let parsed = snaptree_engine::xml::SnapshotXml::parse_for_redefine(&text).unwrap();
         let s = d.tree().unwrap().get(&u).unwrap().clone();
         assert_eq!(Some(&s.name), parsed.name.as_ref(), "{}", path.display());
-        assert_eq!(s.description, parsed.description.clone().unwrap_or_default());
+        assert_eq!(
+            s.description,
+            parsed.description.clone().unwrap_or_default()
+        );
         if let Some(date) = parsed.creation_date {
             assert_eq!(s.creation_date, date, "{}", path.display());
         }
@@ -145,14 +150,20 @@ fn the_parent_is_found_by_uuid_else_by_name_and_must_exist() {
     assert!(e.to_string().contains("'nope'"), "{e}");
     let e = d
         .redefine_snapshot(
-            &doc("x", &format!("<parent><uuid>{}</uuid></parent>", Uuid::new_v4())),
+            &doc(
+                "x",
+                &format!("<parent><uuid>{}</uuid></parent>", Uuid::new_v4()),
+            ),
             false,
         )
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoSnapshot, "{e}");
     let e = d
         .redefine_snapshot(
-            &doc("x", &format!("<parent><uuid>{a}</uuid><name>b</name></parent>")),
+            &doc(
+                "x",
+                &format!("<parent><uuid>{a}</uuid><name>b</name></parent>"),
+            ),
             false,
         )
         .unwrap_err();
@@ -160,7 +171,11 @@ fn the_parent_is_found_by_uuid_else_by_name_and_must_exist() {
     let e = d.redefine_snapshot("<domainsnapshot/>", false).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArg, "{e}");
     assert!(e.to_string().contains("needs a <name>"), "{e}");
-    assert_eq!(everything(&mut d), before, "a refused redefine changes nothing");
+    assert_eq!(
+        everything(&mut d),
+        before,
+        "a refused redefine changes nothing"
+    );
 }
 
 #[test]
@@ -195,7 +210,11 @@ fn the_same_name_uuid_and_parent_replaces_description_date_and_state_only() {
         ("new", 20, PowerState::Paused)
     );
     assert_eq!(t.len(), 2);
-    assert_eq!(current(&mut d).as_deref(), Some("b"), "current stays without CURRENT");
+    assert_eq!(
+        current(&mut d).as_deref(),
+        Some("b"),
+        "current stays without CURRENT"
+    );
     // With CURRENT, current moves to the replaced snapshot.
     d.redefine_snapshot(&doc("a", &format!("<uuid>{a}</uuid>")), true)
         .unwrap();
@@ -230,9 +249,7 @@ fn every_other_clash_is_snapshot_exists_and_changes_nothing() {
         doc("r2", &format!("<uuid>{r}</uuid>")),
     ];
     for xml in clashes {
-        let e = d
-            .redefine_snapshot(&xml, true)
-            .expect_err(&xml);
+        let e = d.redefine_snapshot(&xml, true).expect_err(&xml);
         assert_eq!(e.code(), ErrorCode::SnapshotExists, "{xml}: {e}");
         assert_eq!(everything(&mut d), before, "{xml} changed the tree");
     }
@@ -325,8 +342,15 @@ fn the_backend_adopts_with_the_parent_and_its_refusal_changes_nothing() {
     let e = d.redefine_snapshot(&doc("c", ""), false).unwrap_err();
     assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
     assert!(e.to_string().contains("no data for snapshot 'c'"), "{e}");
-    assert_eq!(d.tree().unwrap().len(), 1, "a refused adoption adds nothing");
-    assert!(d.pending().unwrap().is_none(), "and leaves no journal entry");
+    assert_eq!(
+        d.tree().unwrap().len(),
+        1,
+        "a refused adoption adds nothing"
+    );
+    assert!(
+        d.pending().unwrap().is_none(),
+        "and leaves no journal entry"
+    );
     d.redefine_snapshot(&doc("b", "<parent><name>a</name></parent>"), false)
         .unwrap();
     let log = adopted.lock().unwrap().clone();
@@ -338,8 +362,14 @@ fn the_backend_adopts_with_the_parent_and_its_refusal_changes_nothing() {
         "the backend is asked to adopt each new snapshot with its parent"
     );
     // Replacing runs no adoption.
-    d.redefine_snapshot(&doc("b", "<description>x</description><parent><name>a</name></parent>"), false)
-        .unwrap();
+    d.redefine_snapshot(
+        &doc(
+            "b",
+            "<description>x</description><parent><name>a</name></parent>",
+        ),
+        false,
+    )
+    .unwrap();
     assert_eq!(adopted.lock().unwrap().len(), 2);
 }
 
@@ -356,7 +386,10 @@ fn redefined_metadata_is_stored_and_read_back() {
         )
         .unwrap();
         d.redefine_snapshot(
-            &doc("b", "<parent><name>a</name></parent><creationTime>6</creationTime>"),
+            &doc(
+                "b",
+                "<parent><name>a</name></parent><creationTime>6</creationTime>",
+            ),
             true,
         )
         .unwrap();

@@ -158,9 +158,7 @@ pub fn libvirt_state(text: &str) -> Result<PowerState> {
     match word.as_str() {
         "running" | "blocked" => Ok(PowerState::Running),
         "paused" | "pmsuspended" => Ok(PowerState::Paused),
-        "shutoff" | "shutdown" | "crashed" | "nostate" | "disk-snapshot" => {
-            Ok(PowerState::Shutoff)
-        }
+        "shutoff" | "shutdown" | "crashed" | "nostate" | "disk-snapshot" => Ok(PowerState::Shutoff),
         _ => Err(Error::InvalidArg(format!(
             "unknown snapshot state '{}': expected one of libvirt's running, blocked, paused, \
              pmsuspended, shutoff, shutdown, crashed, nostate or disk-snapshot",
@@ -391,7 +389,10 @@ mod tests {
             "<domainsnapshot><state>asleep</state></domainsnapshot>",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("unknown snapshot state 'asleep'"), "{e}");
+        assert!(
+            e.to_string().contains("unknown snapshot state 'asleep'"),
+            "{e}"
+        );
     }
 
     #[test]
