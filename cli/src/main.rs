@@ -4,6 +4,8 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod export;
+mod import;
 mod info;
 mod list;
 mod out;
@@ -382,6 +384,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Export {
+            domain,
+            domain_xml,
+            dir,
+        } => {
+            let libvirt = domain_xml.as_deref().map(read_file).transpose()?;
+            let mut d = open_domain(domain)?;
+            for text in export::export(&mut d, libvirt.as_deref(), dir.as_deref())? {
+                out!("{text}");
+            }
+        }
+        Command::ImportLibvirt {
+            domain_xml,
+            snapshots,
+            backend,
+            current,
+            dry,
+        } => {
+            out!(
+                "{}",
+                import::import(
+                    &conn,
+                    domain_xml,
+                    snapshots,
+                    backend.as_deref(),
+                    current.as_deref(),
+                    dry.dry_run
+                )?
+            );
+        }
         Command::Reclaim { domain, dry } => {
             let mut d = open_domain(domain)?;
             out!("{}", reclaim::reclaim(&mut d, dry.dry_run)?);
@@ -428,7 +460,7 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
             .map(|s| match &s.plugin {
                 Ok(p) => serde_json::json!({
                     "path": s.path, "type": p.name(), "abi_version": format!("{}.{}", p.abi_version() >> 16, p.abi_version() & 0xffff),
-                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "active": s.active, "error": null,
+                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "active": s.active, "error": null,
                 }),
                 Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
             })
@@ -436,15 +468,16 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    outln!("null     built in, metadata only, every step in every power state");
+    outln!("null     built in, metadata only, every step in every power state, adopt");
     for s in list {
         match &s.plugin {
             Ok(p) => outln!(
-                "{:<8} ABI {}.{}  {}{}  {}",
+                "{:<8} ABI {}.{}  {}{}{}  {}",
                 p.name(),
                 p.abi_version() >> 16,
                 p.abi_version() & 0xffff,
                 capabilities(&p.capabilities()).join(", "),
+                if p.can_adopt() { ", adopt" } else { "" },
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),

@@ -2,6 +2,7 @@
 
 pub mod dom;
 pub mod domain;
+pub mod export;
 pub mod snapshot;
 
 pub use domain::{DiskSnapshotMode, DiskXml, DomainXml};
