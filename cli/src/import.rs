@@ -182,7 +182,7 @@ pub fn import(
             }
             None
         }
-        (None, Some(t)) if t == "null" => Some(null_definition(&lv)),
+        (None, Some("null")) => Some(null_definition(&lv)),
         (None, None) if lv.virt_type == "test" => Some(null_definition(&lv)),
         (None, Some(t)) => {
             return Err(Error::InvalidArg(format!(
