@@ -106,6 +106,19 @@
 #define SNAPTREE_ERR_INCOMPLETE 13
 
 /**
+ * `snaptree_snapshot_create_xml` flag: REDEFINE: import the snapshot's whole metadata
+ * and adopt data the backend already holds instead of freezing the live state
+ * (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, same value).
+ */
+#define SNAPTREE_SNAPSHOT_CREATE_REDEFINE 1
+
+/**
+ * `snaptree_snapshot_create_xml` flag, with REDEFINE only: make the redefined snapshot
+ * current (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT`, same value).
+ */
+#define SNAPTREE_SNAPSHOT_CREATE_CURRENT 2
+
+/**
  * `snaptree_snapshot_delete` flag: merge the snapshot into its parent; refused with
  * `SNAPTREE_ERR_WOULD_DISCARD` when the parent has other children.
  */
@@ -320,9 +333,20 @@ int snaptree_domain_has_pending(snaptree_domain *dom, unsigned int flags);
  * Takes a snapshot of a domain from a `<domainsnapshot>` document: its `name`, `uuid` and
  * `description` are used (a missing name or uuid is generated), every other element is
  * ignored. The new snapshot's parent is the current snapshot; it becomes current.
- * `flags` must be 0.
  *
- * Returns a handle on the new snapshot to free with `snaptree_snapshot_free`, or NULL on
+ * With `SNAPTREE_SNAPSHOT_CREATE_REDEFINE` the live state is not frozen: the document's
+ * metadata is imported whole (name, uuid, parent by uuid or name, creation date or
+ * libvirt's `creationTime`, state in snaptree's or libvirt's words, description; every
+ * other element ignored), as `virsh snapshot-dumpxml` writes it, and the backend adopts
+ * the data it already holds for that snapshot and parent. A missing uuid is the existing
+ * snapshot's of that name, else one derived from the domain's uuid and the name. The
+ * parent must exist (`SNAPTREE_ERR_NO_SNAPSHOT`); the same name, uuid and parent as an
+ * existing snapshot replaces its description, creation date and state; any other clash
+ * is `SNAPTREE_ERR_SNAPSHOT_EXISTS`; a backend that cannot adopt, or holds no such data,
+ * is `SNAPTREE_ERR_OPERATION_INVALID`. The snapshot becomes current only with
+ * `SNAPTREE_SNAPSHOT_CREATE_CURRENT` (which needs REDEFINE).
+ *
+ * Returns a handle on the snapshot to free with `snaptree_snapshot_free`, or NULL on
  * error (`SNAPTREE_ERR_XML_ERROR`, `SNAPTREE_ERR_SNAPSHOT_EXISTS`, ...).
  *
  * # Safety

@@ -23,9 +23,12 @@
  *    open_domain, may run concurrently on different threads.
  *
  * The vtable begins with abi_version and struct_size and only ever grows at the end, in
- * minor versions. A NULL optional slot means "unsupported". The host rejects a plugin
- * whose major version is not its own, whose struct_size is smaller than the 1.0 vtable,
- * or whose mandatory slots are NULL.
+ * minor versions. A NULL optional slot means "unsupported", and so does a slot past the
+ * plugin's struct_size (a plugin built against an older minor version). The host rejects
+ * a plugin whose major version is not its own, whose struct_size is smaller than the 1.0
+ * vtable, or whose mandatory slots are NULL.
+ *
+ * History: 1.0 ends at write_guest. 1.1 appends adopt.
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -42,7 +45,7 @@ extern "C" {
 /** The major version of this ABI: a plugin of another major version is refused. */
 #define SNAPTREE_BACKEND_ABI_MAJOR 1
 /** The minor version of this ABI: minor versions only add slots at the vtable's end. */
-#define SNAPTREE_BACKEND_ABI_MINOR 0
+#define SNAPTREE_BACKEND_ABI_MINOR 1
 /** The ABI version a plugin puts in its vtable: major in the high 16 bits, minor low. */
 #define SNAPTREE_BACKEND_ABI_VERSION ((SNAPTREE_BACKEND_ABI_MAJOR << 16) | SNAPTREE_BACKEND_ABI_MINOR)
 
@@ -219,6 +222,21 @@ typedef struct snaptree_backend_vtable {
      * guest would. Optional, together with content_digest.
      */
     int (*write_guest)(void *handle, uint64_t seed, unsigned int flags, snaptree_backend_error *err);
+
+    /* ---- ABI 1.1 ---- */
+
+    /**
+     * adopt (REDEFINE, SEMANTICS.md 7.3): checks that the backend already holds data for
+     * snapshot `snapshot` stored on the data of `parent` (NULL: on the base), made by this
+     * backend or by another tool, and records how to find it from now on (for example a
+     * qcow2 tag or file named by `name`, the snapshot's NUL-terminated name). Changes no
+     * data. Missing or misplaced data fails with SNAPTREE_BACKEND_ERR_OPERATION_INVALID
+     * and a message naming what is missing. Restartable: adopting again what is adopted
+     * succeeds. Optional: NULL means the backend cannot adopt, and the engine refuses a
+     * REDEFINE of a new snapshot before calling anything.
+     */
+    int (*adopt)(void *handle, const snaptree_uuid *snapshot, const snaptree_uuid *parent, const char *name,
+                 unsigned int flags, snaptree_backend_error *err);
 } snaptree_backend_vtable;
 
 /** The type of snaptree_backend_entry. */

@@ -164,11 +164,23 @@ pub enum Command {
         json: bool,
     },
     /// Create a snapshot from a `<domainsnapshot>` XML file (none: `<domainsnapshot/>`).
+    ///
+    /// With --redefine, import a snapshot's whole metadata instead (SEMANTICS.md §7.3):
+    /// `virsh snapshot-dumpxml` output or `snaptree export` output as it is; the backend
+    /// adopts the data it already holds, the live state is not frozen.
     SnapshotCreate {
         /// The domain.
         domain: String,
         /// The XML file.
+        #[arg(required_if_eq("redefine", "true"))]
         file: Option<PathBuf>,
+        /// Import the snapshot's metadata (name, uuid, parent, creation date, state,
+        /// description) and adopt its existing data.
+        #[arg(long)]
+        redefine: bool,
+        /// With --redefine: make the snapshot current.
+        #[arg(long, requires = "redefine")]
+        current: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,
@@ -302,6 +314,43 @@ pub enum Command {
     Reclaim {
         /// The domain.
         domain: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        dry: DryRun,
+    },
+    /// Print every snapshot's XML, parents first, in the form `virsh snapshot-create
+    /// --redefine` (and `snaptree snapshot-create --redefine`) accepts. libvirt needs the
+    /// domain's whole definition in each document: pass `virsh dumpxml` output with
+    /// --domain-xml. The current snapshot carries `<active>1</active>`.
+    Export {
+        /// The domain.
+        domain: String,
+        /// A libvirt `<domain>` document to embed in every snapshot's XML.
+        #[arg(long)]
+        domain_xml: Option<PathBuf>,
+        /// Write one file per snapshot, 0001.xml, 0002.xml, … in this directory (parents
+        /// first), and print their paths.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Import a domain's snapshot metadata from libvirt's XML: the domain document and
+    /// the snapshots' documents (files, or libvirt's snapshot directory), parents first,
+    /// current from `<active>1</active>` or --current. Imports into the snaptree domain of
+    /// that name when defined (any backend), else defines a `null` domain (libvirt's test
+    /// driver, or --backend null). Adopting qcow2 data of kvm/qemu domains waits for the
+    /// QEMU backend.
+    ImportLibvirt {
+        /// libvirt's domain XML (`virsh dumpxml DOMAIN`).
+        domain_xml: PathBuf,
+        /// Snapshot XML files (`virsh snapshot-dumpxml`) or directories of them.
+        #[arg(required = true)]
+        snapshots: Vec<PathBuf>,
+        /// The backend of a domain not defined yet: only `null` (metadata only).
+        #[arg(long)]
+        backend: Option<String>,
+        /// The snapshot to make current, instead of the one marked `<active>1</active>`.
+        #[arg(long)]
+        current: Option<String>,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,

@@ -4,6 +4,8 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod export;
+mod import;
 mod info;
 mod list;
 mod out;
@@ -193,12 +195,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Recover { domain } => pending::recover(&mut conn.open_domain(domain)?)?,
         Command::Backends { json } => backends(&host, *json)?,
-        Command::SnapshotCreate { domain, file, dry } => {
+        Command::SnapshotCreate {
+            domain,
+            file,
+            redefine,
+            current,
+            dry,
+        } => {
             let xml = match file {
                 Some(f) => read_file(f)?,
                 None => "<domainsnapshot/>".to_string(),
             };
-            create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
+            let mut d = open_domain(domain)?;
+            if *redefine {
+                redefine_one(&mut d, &xml, *current, dry.dry_run)?;
+            } else {
+                create(&mut d, &xml, dry.dry_run)?;
+            }
         }
         Command::SnapshotCreateAs {
             domain,
@@ -371,6 +384,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Export {
+            domain,
+            domain_xml,
+            dir,
+        } => {
+            let libvirt = domain_xml.as_deref().map(read_file).transpose()?;
+            let mut d = open_domain(domain)?;
+            for text in export::export(&mut d, libvirt.as_deref(), dir.as_deref())? {
+                out!("{text}");
+            }
+        }
+        Command::ImportLibvirt {
+            domain_xml,
+            snapshots,
+            backend,
+            current,
+            dry,
+        } => {
+            out!(
+                "{}",
+                import::import(
+                    &conn,
+                    domain_xml,
+                    snapshots,
+                    backend.as_deref(),
+                    current.as_deref(),
+                    dry.dry_run
+                )?
+            );
+        }
         Command::Reclaim { domain, dry } => {
             let mut d = open_domain(domain)?;
             out!("{}", reclaim::reclaim(&mut d, dry.dry_run)?);
@@ -394,6 +437,21 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+fn redefine_one(d: &mut Domain, xml: &str, current: bool, dry_run: bool) -> Result<(), Failure> {
+    if dry_run {
+        let plan = d.plan_redefine(xml, current)?;
+        return print_plan(d, &plan);
+    }
+    let u = d.redefine_snapshot(xml, current)?;
+    let name = d
+        .tree()?
+        .get(&u)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    outln!("Snapshot '{name}' redefined");
+    Ok(())
+}
+
 fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
     let list = host.list();
     if json {
@@ -402,7 +460,7 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
             .map(|s| match &s.plugin {
                 Ok(p) => serde_json::json!({
                     "path": s.path, "type": p.name(), "abi_version": format!("{}.{}", p.abi_version() >> 16, p.abi_version() & 0xffff),
-                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "active": s.active, "error": null,
+                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "active": s.active, "error": null,
                 }),
                 Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
             })
@@ -410,15 +468,16 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    outln!("null     built in, metadata only, every step in every power state");
+    outln!("null     built in, metadata only, every step in every power state, adopt");
     for s in list {
         match &s.plugin {
             Ok(p) => outln!(
-                "{:<8} ABI {}.{}  {}{}  {}",
+                "{:<8} ABI {}.{}  {}{}{}  {}",
                 p.name(),
                 p.abi_version() >> 16,
                 p.abi_version() & 0xffff,
                 capabilities(&p.capabilities()).join(", "),
+                if p.can_adopt() { ", adopt" } else { "" },
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),

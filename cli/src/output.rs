@@ -71,9 +71,28 @@ pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
             .map_or_else(|| format!("{u} (retired)"), |s| format!("'{}'", s.name))
     };
     let mut out = String::from("plan (dry run, nothing changed):\n");
-    if plan.steps.is_empty() {
+    let adoption = plan.adoption();
+    if plan.steps.is_empty() && adoption.is_none() {
         out.push_str("  no physical steps (metadata only)\n");
     }
+    if let Some(a) = &adoption {
+        out.push_str(&format!(
+            "  step 1: adopt the existing data of '{}', child of {} (no data changes)\n",
+            a.name,
+            a.parent.as_ref().map_or("nothing".into(), &name)
+        ));
+    }
+    if let snaptree_engine::Operation::Redefine {
+        name: n,
+        adopt: false,
+        ..
+    } = &plan.operation
+    {
+        out.push_str(&format!(
+            "  replaces the description, creation date and state of '{n}'\n"
+        ));
+    }
+    let first = usize::from(adoption.is_some());
     for (i, step) in plan.steps.iter().enumerate() {
         let text = match step {
             Step::Create {
@@ -100,7 +119,7 @@ pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
             Step::DetachLive => "detach the live state from every snapshot".into(),
             Step::Forget { snapshot } => format!("retire {} (its data stays)", name(snapshot)),
         };
-        out.push_str(&format!("  step {}: {text}\n", i + 1));
+        out.push_str(&format!("  step {}: {text}\n", first + i + 1));
     }
     let removed = plan.removed();
     if !removed.is_empty() {

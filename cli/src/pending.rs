@@ -25,7 +25,7 @@ pub fn note(domain: &str, p: &Pending) -> String {
         "Pending on domain '{domain}': {}, {} of {} steps done; the next command on the domain or `snaptree recover {domain}` finishes it",
         p.operation,
         p.entry.steps_done,
-        p.entry.plan.steps.len()
+        p.entry.plan.step_count()
     )
 }
 
@@ -37,7 +37,7 @@ pub fn json(p: Option<&Pending>) -> serde_json::Value {
         Some(p) => serde_json::json!({
             "operation": p.operation,
             "steps_done": p.entry.steps_done,
-            "steps": p.entry.plan.steps.len(),
+            "steps": p.entry.plan.step_count(),
         }),
     }
 }

@@ -244,7 +244,9 @@ fn the_c_sim_plugin_is_found_beside_the_binary() {
     let s = Session::new();
     let backends = s.ok(&["backends"]);
     assert!(
-        backends.contains("sim") && backends.contains("ABI 1.0"),
+        backends.contains("sim")
+            && backends.contains("ABI 1.1")
+            && backends.contains("forget, adopt"),
         "expected the sim plugin listed:\n{backends}"
     );
     let json: serde_json::Value = serde_json::from_str(&s.ok(&["backends", "--json"])).unwrap();
@@ -464,4 +466,164 @@ fn reclaim_frees_retired_data_and_says_which() {
     );
     assert!(s.ok(&["reclaim", "rvm"]).contains("no retired data"));
     assert_eq!(s.names("rvm", "--topological"), ["a", "c"]);
+}
+
+#[test]
+fn snapshot_create_redefine_imports_libvirt_xml_and_moves_current_only_when_asked() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/libvirt-snapshot-xml");
+    let root = s.file(
+        "root.xml",
+        "<domainsnapshot><name>earlier_snap</name><state>paused</state>\
+         <creationTime>1000</creationTime><description>root</description></domainsnapshot>",
+    );
+    let plan = s.ok(&["snapshot-create", "vm", p(&root), "--redefine", "--dry-run"]);
+    assert!(
+        plan.contains("adopt the existing data of 'earlier_snap', child of nothing"),
+        "{plan}"
+    );
+    assert!(plan.contains("current stays none"), "{plan}");
+    assert_eq!(s.ok(&["snapshot-list", "vm", "--name"]), "");
+    let out = s.ok(&["snapshot-create", "vm", p(&root), "--redefine"]);
+    assert_eq!(out, "Snapshot 'earlier_snap' redefined\n");
+    let child = corpus.join("disk_snapshot_redefine.xml");
+    s.ok(&[
+        "snapshot-create",
+        "vm",
+        p(&child),
+        "--redefine",
+        "--current",
+    ]);
+    assert_eq!(
+        s.ok(&["snapshot-current", "vm", "--name"]),
+        "my snap name\n"
+    );
+    assert_eq!(
+        s.ok(&["snapshot-parent", "vm", "my snap name"]),
+        "earlier_snap\n"
+    );
+    let info = s.ok(&["snapshot-info", "vm", "earlier_snap"]);
+    assert!(info.contains("paused"), "{info}");
+    // Again: the same name and parent replaces; --dry-run says so.
+    let plan = s.ok(&["snapshot-create", "vm", p(&root), "--redefine", "--dry-run"]);
+    assert!(
+        plan.contains("replaces the description, creation date and state of 'earlier_snap'"),
+        "{plan}"
+    );
+    // A missing parent, and --current without --redefine.
+    let orphan = s.file(
+        "orphan.xml",
+        "<domainsnapshot><name>o</name><parent><name>gone</name></parent></domainsnapshot>",
+    );
+    let e = s.fails(&["snapshot-create", "vm", p(&orphan), "--redefine"], 14);
+    assert!(e.contains("'gone'"), "{e}");
+    let out = s.run(&["snapshot-create", "vm", p(&orphan), "--current"]);
+    assert_eq!(out.status.code(), Some(2), "--current needs --redefine");
+    let out = s.run(&["snapshot-create", "vm", "--redefine"]);
+    assert_eq!(out.status.code(), Some(2), "--redefine needs a file");
+}
+
+#[test]
+fn import_libvirt_orders_parents_first_sets_current_and_refuses_what_it_cannot_do() {
+    let s = Session::new();
+    let kvm = s.file(
+        "kvm.xml",
+        "<domain type='kvm'><name>guest</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid></domain>",
+    );
+    let root = s.file(
+        "root.xml",
+        "<domainsnapshot><name>root</name><creationTime>5</creationTime><state>running</state></domainsnapshot>",
+    );
+    let child = s.file(
+        "child.xml",
+        "<domainsnapshot><name>child</name><parent><name>root</name></parent>\
+         <creationTime>6</creationTime><state>disk-snapshot</state><active>1</active></domainsnapshot>",
+    );
+    // A kvm domain's data cannot be adopted yet: OPERATION_INVALID, nothing defined.
+    let e = s.fails(&["import-libvirt", p(&kvm), p(&child), p(&root)], 17);
+    assert!(e.contains("waits for the QEMU backend"), "{e}");
+    assert!(!s.ok(&["list"]).contains("guest"));
+    // A parent in neither the files nor the domain: NO_SNAPSHOT before anything runs.
+    let e = s.fails(
+        &["import-libvirt", p(&kvm), p(&child), "--backend", "null"],
+        14,
+    );
+    assert!(e.contains("'root'"), "{e}");
+    assert!(!s.ok(&["list"]).contains("guest"));
+    // The metadata alone on the null backend; children first on the command line.
+    let dry = s.ok(&[
+        "import-libvirt",
+        p(&kvm),
+        p(&child),
+        p(&root),
+        "--backend",
+        "null",
+        "--dry-run",
+    ]);
+    assert!(dry.contains("current: 'child'"), "{dry}");
+    assert!(
+        !s.ok(&["list"]).contains("guest"),
+        "--dry-run defines nothing"
+    );
+    let out = s.ok(&[
+        "import-libvirt",
+        p(&kvm),
+        p(&child),
+        p(&root),
+        "--backend",
+        "null",
+    ]);
+    assert!(
+        out.contains("Imported 2 snapshots into domain 'guest', current 'child'"),
+        "{out}"
+    );
+    assert_eq!(s.ok(&["snapshot-parent", "guest", "child"]), "root\n");
+    assert_eq!(s.ok(&["snapshot-current", "guest", "--name"]), "child\n");
+    // Again: every snapshot is replaced in place, nothing clashes.
+    s.ok(&["import-libvirt", p(&kvm), p(&child), p(&root)]);
+    assert_eq!(s.ok(&["snapshot-list", "guest", "--name"]), "child\nroot\n");
+    // Export gives back documents import-libvirt and --redefine read.
+    let exported = s.ok(&["export", "guest"]);
+    assert!(
+        exported.contains("<creationTime>6</creationTime>"),
+        "{exported}"
+    );
+    assert!(
+        exported.find("<name>root</name>").unwrap() < exported.find("<name>child</name>").unwrap()
+    );
+    assert_eq!(exported.matches("<active>1</active>").count(), 1);
+}
+
+#[test]
+fn import_libvirt_into_a_sim_domain_adopts_the_layers_it_holds() {
+    let s = Session::new();
+    let layers = s.files.path().join("layers");
+    std::fs::create_dir_all(&layers).unwrap();
+    let sim = format!("<sim dir='{}'/>", layers.display());
+    s.define("vm", "sim", &sim);
+    s.ok(&["snapshot-create-as", "vm", "--name", "a"]);
+    s.ok(&["snapshot-create-as", "vm", "--name", "b"]);
+    let dir = s.files.path().join("exported");
+    s.ok(&["export", "vm", "--dir", p(&dir)]);
+    // The state is lost; a new one is defined on the same layers.
+    let s2 = Session::new();
+    s2.define("vm", "sim", &sim);
+    let domain = s.file(
+        "libvirt-vm.xml",
+        "<domain type='kvm'><name>vm</name></domain>",
+    );
+    let out = s2.ok(&["import-libvirt", p(&domain), p(&dir)]);
+    assert!(
+        out.contains("Imported 2 snapshots into domain 'vm', current 'b'"),
+        "{out}"
+    );
+    assert_eq!(s2.ok(&["snapshot-parent", "vm", "b"]), "a\n");
+    // A snapshot the sim holds no layer for is refused, naming it.
+    let ghost = s.file(
+        "ghost.xml",
+        "<domainsnapshot><name>ghost</name><parent><name>b</name></parent></domainsnapshot>",
+    );
+    let e = s2.fails(&["import-libvirt", p(&domain), p(&ghost)], 17);
+    assert!(e.contains("no layer for snapshot 'ghost'"), "{e}");
 }

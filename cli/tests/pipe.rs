@@ -79,8 +79,14 @@ fn every_command_ends_quietly_when_the_reader_closes_the_pipe() {
     std::fs::write(&xml, "<domain type='null'><name>vm</name></domain>").unwrap();
     let snap = files.path().join("snap.xml");
     std::fs::write(&snap, "<domainsnapshot><name>f</name></domainsnapshot>").unwrap();
+    let rdef = files.path().join("redefine.xml");
+    std::fs::write(&rdef, "<domainsnapshot><name>g</name></domainsnapshot>").unwrap();
+    let rdef = rdef.to_str().unwrap();
+    let lv = files.path().join("libvirt.xml");
+    std::fs::write(&lv, "<domain type='kvm'><name>vm</name></domain>").unwrap();
     let xml = xml.to_str().unwrap();
     let snap = snap.to_str().unwrap();
+    let lv = lv.to_str().unwrap();
     ok(s, &["define", xml]);
     for n in ["a", "b", "c"] {
         ok(s, &["snapshot-create-as", "vm", "--name", n]);
@@ -98,6 +104,9 @@ fn every_command_ends_quietly_when_the_reader_closes_the_pipe() {
         &["snapshot-create-as", "vm", "--name", "d"],
         &["snapshot-create-as", "vm", "--name", "x", "--dry-run"],
         &["snapshot-create", "vm", snap],
+        &["snapshot-create", "vm", rdef, "--redefine", "--dry-run"],
+        &["export", "vm"],
+        &["import-libvirt", lv, rdef, "--dry-run"],
         &["snapshot-list", "vm"],
         &["snapshot-list", "vm", "--json"],
         &["snapshot-list", "vm", "--tree"],

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{PowerMask, PowerState};
-use crate::plan::{Step, StepKind};
+use crate::plan::{Adoption, Step, StepKind};
 use crate::xml::DomainXml;
 
 /// What a backend can do: which steps it implements and in which live power states.
@@ -126,6 +126,23 @@ pub trait Backend: Send {
     fn execute(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()>;
     /// The physical tree.
     fn list_physical(&mut self) -> Result<PhysicalTree>;
+    /// Whether [`Backend::adopt`] is implemented, so a REDEFINE of a new snapshot can
+    /// run; the engine refuses it up front (`OPERATION_INVALID`) when not.
+    fn can_adopt(&self) -> bool {
+        false
+    }
+    /// The `adopt(S, parent)` step of a REDEFINE (SEMANTICS.md §7.3): checks that the
+    /// backend already holds data for `adoption.snapshot` stored on `adoption.parent`'s,
+    /// and records how to find it; changes no data. Missing or misplaced data is
+    /// `OPERATION_INVALID` naming what is missing. Restartable like every step.
+    fn adopt(&mut self, adoption: &Adoption, progress: &mut dyn Progress) -> Result<()> {
+        let _ = progress;
+        Err(crate::Error::OperationInvalid(format!(
+            "backend '{}' cannot adopt existing data, so it cannot take snapshot '{}' by REDEFINE",
+            self.name(),
+            adoption.name
+        )))
+    }
     /// The test hooks, if the backend offers them.
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
         None

@@ -9,8 +9,8 @@ use crate::backend::{Backend, NoProgress, PhysicalTree, Progress};
 use crate::error::{Error, ErrorCode, Result};
 use crate::journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 use crate::model::PowerState;
-use crate::plan::{DeleteMode, Edit, Operation, Plan, Step, StepKind};
-use crate::planner::{self, CreateContext};
+use crate::plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
+use crate::planner::{self, CreateContext, RedefineContext};
 use crate::tree::SnapshotTree;
 use crate::xml::{DomainXml, SnapshotXml};
 
@@ -34,7 +34,7 @@ impl Recovery {
             "{} ({} of {} steps had been done)",
             self.operation,
             self.steps_done_before,
-            self.plan.steps.len()
+            self.plan.step_count()
         )
     }
 }
@@ -309,10 +309,9 @@ impl Domain {
         let JournalEntry { plan, steps_done } = entry;
         let operation = plan.operation.describe(&self.tree);
         // A step interrupted mid-way is re-run: backends make every step restartable.
-        for (i, step) in plan.steps.iter().enumerate().skip(steps_done) {
+        for (i, action) in actions(&plan).iter().enumerate().skip(steps_done) {
             let done = self
-                .backend
-                .execute(step, &mut NoProgress)
+                .execute(action, &mut NoProgress)
                 .and_then(|()| self.store.journal_step_done(i));
             if let Err(e) = done {
                 return Err(self.incomplete(&plan, Stage::Step(i), e));
@@ -339,13 +338,14 @@ impl Domain {
     /// The `INCOMPLETE` error of a journaled plan that stopped at `stage` because of
     /// `cause`, naming the operation as the tree before it does.
     fn incomplete(&self, plan: &Plan, stage: Stage, cause: Error) -> Error {
-        let n = plan.steps.len();
+        let actions = actions(plan);
+        let n = actions.len();
         Error::Incomplete {
             domain: self.xml.name.clone(),
             operation: plan.operation.describe(&self.tree),
             stage: match stage {
                 Stage::Step(i) => {
-                    format!("step {} of {n} ({})", i + 1, plan.steps[i].kind().name())
+                    format!("step {} of {n} ({})", i + 1, actions[i].name())
                 }
                 Stage::Commit => format!("the final commit (all {n} steps done)"),
             },
@@ -396,6 +396,29 @@ impl Domain {
             planner::plan_create(tree, &self.xml.name, &xml, ctx)?,
             live_state,
         )
+    }
+
+    /// Plans a REDEFINE (SEMANTICS.md §7.3) from a whole `<domainsnapshot>` document;
+    /// `current` is the CURRENT flag.
+    pub fn plan_redefine(&mut self, snapshot_xml: &str, current: bool) -> Result<Plan> {
+        let xml = SnapshotXml::parse_for_redefine(snapshot_xml)?;
+        self.refresh()?;
+        let live_state = self.backend.power_state()?;
+        let ctx = self.redefine_context(current);
+        let learned = self.planning_tree()?;
+        let tree = learned.as_ref().unwrap_or(&self.tree);
+        self.fit(
+            planner::plan_redefine(tree, &self.xml.name, &xml, ctx)?,
+            live_state,
+        )
+    }
+
+    fn redefine_context(&self, current: bool) -> RedefineContext {
+        RedefineContext {
+            domain_uuid: self.uuid,
+            now: now(),
+            current,
+        }
     }
 
     /// Plans a revert.
@@ -449,6 +472,16 @@ impl Domain {
     /// Checks a plan against the backend's capabilities in the live power state, and drops
     /// the optional steps (`forget`, `detach_live`) the backend does not implement.
     fn fit(&self, mut plan: Plan, live: PowerState) -> Result<Plan> {
+        if let Some(a) = plan.adoption()
+            && !self.backend.can_adopt()
+        {
+            return Err(Error::OperationInvalid(format!(
+                "backend '{}' cannot adopt existing data, so snapshot '{}' cannot be redefined on domain '{}'",
+                self.backend.name(),
+                a.name,
+                self.xml.name
+            )));
+        }
         let caps = self.backend.capabilities();
         plan.steps.retain(|s| {
             let optional = matches!(s.kind(), StepKind::Forget | StepKind::DetachLive);
@@ -517,6 +550,29 @@ impl Domain {
         {
             Some(u) => Ok(u),
             None => Err(Error::Internal("a create plan added no snapshot".into())),
+        }
+    }
+
+    /// REDEFINE (SEMANTICS.md §7.3): imports a snapshot's metadata from its whole
+    /// `<domainsnapshot>` document (libvirt's `snapshot-dumpxml` output as it is) and has
+    /// the backend adopt the data it already holds; the live state is not frozen.
+    /// `current` (the CURRENT flag) makes the snapshot current. Returns its uuid.
+    pub fn redefine_snapshot(&mut self, snapshot_xml: &str, current: bool) -> Result<Uuid> {
+        let xml = SnapshotXml::parse_for_redefine(snapshot_xml)?;
+        let plan = self.locked(|d| {
+            let live_state = d.backend.power_state()?;
+            let ctx = d.redefine_context(current);
+            let plan = d.fit(
+                planner::plan_redefine(&d.tree, &d.xml.name, &xml, ctx)?,
+                live_state,
+            )?;
+            d.run(plan, &mut NoProgress)
+        })?;
+        match plan.operation {
+            Operation::Redefine { snapshot, .. } => Ok(snapshot),
+            _ => Err(Error::Internal(
+                "a redefine planned another operation".into(),
+            )),
         }
     }
 
@@ -589,7 +645,8 @@ impl Domain {
     /// the next use of the domain rolls the operation forward, and the call returns
     /// `INCOMPLETE` (SEMANTICS.md §7.1) with the failure as its source.
     fn run(&mut self, plan: Plan, progress: &mut dyn Progress) -> Result<Plan> {
-        let journaled = !plan.steps.is_empty() && !self.backend.is_metadata_only();
+        let actions = actions(&plan);
+        let journaled = !actions.is_empty() && !self.backend.is_metadata_only();
         // The physical tree before anything runs, to tell a cleanly failed first step
         // from one that changed something (see `first_step_left_nothing`).
         let physical_before = if journaled {
@@ -601,14 +658,14 @@ impl Domain {
             self.store.journal_begin(&plan)?;
         }
         if !journaled {
-            for step in &plan.steps {
-                self.backend.execute(step, progress)?;
+            for action in &actions {
+                self.execute(action, progress)?;
             }
             self.commit(&plan)?;
             return Ok(plan);
         }
-        for (i, step) in plan.steps.iter().enumerate() {
-            if let Err(e) = self.backend.execute(step, progress) {
+        for (i, action) in actions.iter().enumerate() {
+            if let Err(e) = self.execute(action, progress) {
                 // An entry that cannot be dropped stays and is rolled forward: incomplete.
                 if i == 0
                     && self.first_step_left_nothing(physical_before.as_ref())
@@ -624,6 +681,14 @@ impl Domain {
         }
         self.commit_journaled(&plan)?;
         Ok(plan)
+    }
+
+    /// Runs one action of a plan on the backend.
+    fn execute(&mut self, action: &Action<'_>, progress: &mut dyn Progress) -> Result<()> {
+        match action {
+            Action::Adopt(a) => self.backend.adopt(a, progress),
+            Action::Step(s) => self.backend.execute(s, progress),
+        }
     }
 
     /// After the first step of a plan failed: whether the backend's physical tree is
@@ -678,6 +743,32 @@ impl Domain {
             ),
         })
     }
+}
+
+/// One thing a plan runs, in order: its adoption (a REDEFINE's), then its steps. The
+/// journal counts actions, so `steps_done` covers the adoption too.
+enum Action<'p> {
+    /// `adopt(S, parent)`.
+    Adopt(Adoption),
+    /// A step of SEMANTICS.md §4.
+    Step(&'p Step),
+}
+
+impl Action<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Adopt(_) => "adopt",
+            Action::Step(s) => s.kind().name(),
+        }
+    }
+}
+
+fn actions(plan: &Plan) -> Vec<Action<'_>> {
+    plan.adoption()
+        .map(Action::Adopt)
+        .into_iter()
+        .chain(plan.steps.iter().map(Action::Step))
+        .collect()
 }
 
 /// Where a journaled plan stopped.

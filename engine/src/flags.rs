@@ -33,6 +33,38 @@ pub const REVERT_PAUSED: u32 = 1 << 1;
 /// Revert flag: leave the domain shut off.
 pub const REVERT_SHUTOFF: u32 = 1 << 2;
 
+/// `snapshot_create` flag: REDEFINE (SEMANTICS.md §7.3): import a snapshot's metadata
+/// from its whole XML and adopt data the backend already holds, instead of freezing the
+/// live state. libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE` has the same value.
+pub const CREATE_REDEFINE: u32 = 1 << 0;
+/// `snapshot_create` flag, with REDEFINE only: make the redefined snapshot current.
+/// libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT` has the same value.
+pub const CREATE_CURRENT: u32 = 1 << 1;
+
+/// What a create flag word asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMode {
+    /// No flag: freeze the live state as a new snapshot.
+    Create,
+    /// REDEFINE: import metadata and adopt existing data.
+    Redefine {
+        /// CURRENT: the snapshot becomes current.
+        current: bool,
+    },
+}
+
+/// The create mode a flag word selects; CURRENT without REDEFINE is `INVALID_ARG`.
+pub fn create_mode(flags: u32) -> Result<CreateMode> {
+    check_known("create", flags, CREATE_REDEFINE | CREATE_CURRENT)?;
+    match (flags & CREATE_REDEFINE != 0, flags & CREATE_CURRENT != 0) {
+        (false, false) => Ok(CreateMode::Create),
+        (false, true) => Err(Error::InvalidArg(
+            "create flag CURRENT needs REDEFINE: a new snapshot is always current".into(),
+        )),
+        (true, current) => Ok(CreateMode::Redefine { current }),
+    }
+}
+
 const DELETE_FLAGS: [(u32, DeleteMode); 6] = [
     (DELETE_MERGE, DeleteMode::Merge),
     (DELETE_MERGE_FORCE, DeleteMode::MergeForce),
@@ -140,6 +172,18 @@ mod tests {
                 .to_string()
                 .contains("0x100000")
         );
+        assert_eq!(create_mode(0).unwrap(), CreateMode::Create);
+        assert_eq!(
+            create_mode(CREATE_REDEFINE | CREATE_CURRENT).unwrap(),
+            CreateMode::Redefine { current: true }
+        );
+        assert_eq!(
+            create_mode(CREATE_REDEFINE).unwrap(),
+            CreateMode::Redefine { current: false }
+        );
+        let e = create_mode(CREATE_CURRENT).unwrap_err();
+        assert!(e.to_string().contains("needs REDEFINE"), "{e}");
+        assert!(create_mode(1 << 2).is_err());
         assert!(list_filter(LIST_ROOTS | LIST_LEAVES).is_err());
         assert!(revert_state(REVERT_RUNNING | REVERT_PAUSED).is_err());
         assert_eq!(

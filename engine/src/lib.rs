@@ -35,6 +35,6 @@ pub use error::{Error, ErrorCode, Result};
 pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
-pub use plan::{DeleteMode, Edit, Operation, Plan, Step, StepKind};
+pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

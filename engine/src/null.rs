@@ -4,7 +4,7 @@
 use crate::backend::{Backend, BackendProvider, Capabilities, PhysicalTree, Progress};
 use crate::error::Result;
 use crate::model::PowerState;
-use crate::plan::Step;
+use crate::plan::{Adoption, Step};
 use crate::xml::DomainXml;
 
 /// The type name selecting this backend.
@@ -57,6 +57,15 @@ impl Backend for NullBackend {
 
     fn list_physical(&mut self) -> Result<PhysicalTree> {
         Ok(PhysicalTree::default())
+    }
+
+    /// A metadata-only backend holds no data, so it adopts anything.
+    fn can_adopt(&self) -> bool {
+        true
+    }
+
+    fn adopt(&mut self, _adoption: &Adoption, _progress: &mut dyn Progress) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::plan::{Edit, Plan, Step};
+use crate::plan::{Edit, Operation, Plan, Step};
 use crate::planner::apply_edits;
 use crate::tree::SnapshotTree;
 
@@ -222,6 +222,23 @@ pub fn complete(tree: &SnapshotTree, mut plan: Plan) -> Result<Plan> {
             }
             Step::Revert { snapshot, .. } => live = Some(*snapshot),
             _ => {}
+        }
+    }
+    // A REDEFINE adopts data stored on the snapshot's parent, and with CURRENT says the
+    // live state derives from the snapshot.
+    if let Operation::Redefine {
+        snapshot,
+        parent: meta_parent,
+        adopt,
+        current,
+        ..
+    } = &plan.operation
+    {
+        if *adopt {
+            parent.insert(*snapshot, *meta_parent);
+        }
+        if *current {
+            live = Some(*snapshot);
         }
     }
     for (u, p) in &layout.parent {

@@ -87,6 +87,21 @@ pub enum Operation {
     /// Record where retired data is stored, learned from the backend (metadata written
     /// before schema version 3 lacks it). No physical step.
     RecordLayout,
+    /// REDEFINE (SEMANTICS.md §7.3): import a snapshot's metadata. A new snapshot's data
+    /// is adopted by the backend first ([`Plan::adoption`]); an existing one (same name,
+    /// uuid and parent) has its description, creation date and state replaced.
+    Redefine {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// Its name.
+        name: String,
+        /// Its parent.
+        parent: Option<Uuid>,
+        /// Whether the snapshot is new, so the backend adopts its data.
+        adopt: bool,
+        /// Whether it becomes current (the CURRENT flag).
+        current: bool,
+    },
 }
 
 impl Operation {
@@ -118,6 +133,7 @@ impl Operation {
             Operation::DeleteAll => "delete-all".to_string(),
             Operation::Reclaim => "reclaim of retired snapshots' data".to_string(),
             Operation::RecordLayout => "recording where retired data is stored".to_string(),
+            Operation::Redefine { name, .. } => format!("redefine of snapshot '{name}'"),
         }
     }
 }
@@ -255,6 +271,23 @@ impl Step {
     }
 }
 
+/// The `adopt(S, parent)` step of a REDEFINE (SEMANTICS.md §7.3): the backend checks that
+/// it holds data for the snapshot with that parent and records how to find it; it changes
+/// no data. It runs before a plan's other steps (a REDEFINE has none). It is not a
+/// [`Step`] variant so that backends written against ABI 1.0's steps keep matching
+/// [`Step`] exhaustively: a backend offers it through [`crate::Backend::adopt`], and the
+/// engine refuses a REDEFINE up front on a backend that does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The snapshot whose data is adopted.
+    pub snapshot: Uuid,
+    /// Its parent, whose data the snapshot's is stored on (None: the base).
+    pub parent: Option<Uuid>,
+    /// Its name: backends whose data was made by other tools find it by name (libvirt
+    /// and `qemu-img snapshot -c` tag internal snapshots by name).
+    pub name: String,
+}
+
 /// One change to the metadata. A plan's edits, applied in order, turn the tree before the
 /// operation into the tree after it; the store writes exactly these rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +361,17 @@ pub enum Edit {
         /// The retired layer; None: directly on `current`.
         retired: Option<Uuid>,
     },
+    /// Replace what a REDEFINE of an existing snapshot replaces (SEMANTICS.md §7.3).
+    Redefine {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// Its new description.
+        description: String,
+        /// Its new creation date, Unix seconds.
+        creation_date: i64,
+        /// Its new power state.
+        state: PowerState,
+    },
 }
 
 /// An operation decided: its physical steps and its metadata change.
@@ -375,6 +419,30 @@ impl Plan {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The `adopt` step a REDEFINE of a new snapshot runs before anything else.
+    pub fn adoption(&self) -> Option<Adoption> {
+        match &self.operation {
+            Operation::Redefine {
+                snapshot,
+                name,
+                parent,
+                adopt: true,
+                ..
+            } => Some(Adoption {
+                snapshot: *snapshot,
+                parent: *parent,
+                name: name.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// How many actions the executor runs and the journal counts: the adoption, if
+    /// any, and the steps.
+    pub fn step_count(&self) -> usize {
+        self.steps.len() + usize::from(self.adoption().is_some())
     }
 
     /// Where `current` ends up, if the plan moves it.

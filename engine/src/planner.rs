@@ -95,6 +95,186 @@ pub fn plan_create(
     )
 }
 
+/// What a REDEFINE needs besides the tree and the document.
+#[derive(Debug, Clone, Copy)]
+pub struct RedefineContext {
+    /// The domain's uuid, from which a snapshot without `<uuid>` gets its own
+    /// ([`derived_uuid`]).
+    pub domain_uuid: Uuid,
+    /// Now, in Unix seconds: the creation date of a document without one.
+    pub now: i64,
+    /// The CURRENT flag: the snapshot becomes current.
+    pub current: bool,
+}
+
+/// Plans a REDEFINE (SEMANTICS.md §7.3) from a document read by
+/// [`SnapshotXml::parse_for_redefine`].
+///
+/// - `<name>` is required. `<uuid>` is optional because libvirt's snapshots have none:
+///   without it, a snapshot of that name already in the tree is the one meant (so feeding
+///   the same libvirt XML twice replaces rather than clashes), and a new one gets
+///   [`derived_uuid`], the same for the same domain and name in any state directory.
+/// - The parent is found by `<parent><uuid>`, else by `<parent><name>`; it must exist
+///   (`NO_SNAPSHOT`). When both are given they must name the same snapshot.
+/// - A missing `<creationdate>` is now; a missing `<state>` is `shutoff` (nothing claims
+///   there is memory to resume).
+/// - The same name, uuid and parent as an existing snapshot replaces its description,
+///   creation date and state, with no physical step; any other clash of name or uuid
+///   (with a snapshot or with retired data) is `SNAPSHOT_EXISTS`.
+/// - A new snapshot is added under its parent after the backend adopts its data
+///   ([`Plan::adoption`]). `current` moves to the snapshot only with CURRENT.
+pub fn plan_redefine(
+    tree: &SnapshotTree,
+    domain: &str,
+    xml: &SnapshotXml,
+    ctx: RedefineContext,
+) -> Result<Plan> {
+    let Some(name) = &xml.name else {
+        return Err(Error::InvalidArg(format!(
+            "a snapshot redefined on domain '{domain}' needs a <name>"
+        )));
+    };
+    validate_name("snapshot", name)?;
+    let parent = match (xml.parent_uuid, &xml.parent_name) {
+        (Some(u), named) => {
+            let p = tree.get(&u).ok_or_else(|| {
+                Error::NoSnapshot(format!(
+                    "the parent {u} of snapshot {} is not a snapshot of domain '{domain}'; redefine parents first",
+                    shown(name)
+                ))
+            })?;
+            if let Some(n) = named
+                && *n != p.name
+            {
+                return Err(Error::InvalidArg(format!(
+                    "the parent of snapshot {} is given as uuid {u}, which is named {}, and as name {}",
+                    shown(name),
+                    shown(&p.name),
+                    shown(n)
+                )));
+            }
+            Some(u)
+        }
+        (None, Some(n)) => Some(
+            tree.by_name(n)
+                .ok_or_else(|| {
+                    Error::NoSnapshot(format!(
+                        "the parent {} of snapshot {} is not a snapshot of domain '{domain}'; redefine parents first",
+                        shown(n),
+                        shown(name)
+                    ))
+                })?
+                .uuid,
+        ),
+        (None, None) => None,
+    };
+    let by_name = tree.by_name(name);
+    let uuid = xml
+        .uuid
+        .or(by_name.map(|s| s.uuid))
+        .unwrap_or_else(|| derived_uuid(&ctx.domain_uuid, name));
+    let existing = tree.get(&uuid);
+    let state = xml.state.unwrap_or(PowerState::Shutoff);
+    let creation_date = xml.creation_date.unwrap_or(ctx.now);
+    let description = xml.description.clone().unwrap_or_default();
+    let replace = match (existing, by_name) {
+        (Some(e), Some(n)) if e.uuid == n.uuid => {
+            let old_parent = tree.parent(&uuid).map(|p| p.uuid);
+            if old_parent != parent {
+                let said = |p: Option<Uuid>| match p.and_then(|p| tree.get(&p)) {
+                    Some(p) => format!("under {}", shown(&p.name)),
+                    None => "as a root".to_string(),
+                };
+                return Err(Error::SnapshotExists(format!(
+                    "domain '{domain}' already has snapshot {} {}; the document puts it {}",
+                    shown(name),
+                    said(old_parent),
+                    said(parent)
+                )));
+            }
+            true
+        }
+        (Some(e), _) => {
+            return Err(Error::SnapshotExists(format!(
+                "domain '{domain}' already has a snapshot with uuid {uuid} (named {})",
+                shown(&e.name)
+            )));
+        }
+        (None, Some(n)) => {
+            return Err(Error::SnapshotExists(format!(
+                "domain '{domain}' already has a snapshot named {} (uuid {}, not {uuid})",
+                shown(name),
+                n.uuid
+            )));
+        }
+        (None, None) => {
+            if tree.retired().contains(&uuid) {
+                return Err(Error::SnapshotExists(format!(
+                    "uuid {uuid} belongs to a retired snapshot of domain '{domain}' whose data is kept"
+                )));
+            }
+            false
+        }
+    };
+    let mut edits = if replace {
+        vec![Edit::Redefine {
+            snapshot: uuid,
+            description,
+            creation_date,
+            state,
+        }]
+    } else {
+        vec![Edit::Add {
+            snapshot: Snapshot {
+                uuid,
+                name: name.clone(),
+                description,
+                creation_date,
+                state,
+            },
+            parent,
+        }]
+    };
+    if ctx.current && tree.current().map(|c| c.uuid) != Some(uuid) {
+        edits.push(Edit::SetCurrent {
+            current: Some(uuid),
+        });
+    }
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::Redefine {
+                snapshot: uuid,
+                name: name.clone(),
+                parent,
+                adopt: !replace,
+                current: ctx.current,
+            },
+            steps: Vec::new(),
+            edits,
+        },
+    )
+}
+
+/// The uuid a redefined snapshot without `<uuid>` gets: a version 8 uuid made of the
+/// 128-bit FNV-1a hash of the domain's uuid and the snapshot's name, so importing the
+/// same libvirt metadata again, into any state directory, names the same data the same
+/// way. Not a security boundary: a clash is refused like any other (`SNAPSHOT_EXISTS`).
+pub fn derived_uuid(domain: &Uuid, name: &str) -> Uuid {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut hash = OFFSET;
+    let bytes = b"snaptree-redefine\0"
+        .iter()
+        .chain(domain.as_bytes())
+        .chain(name.as_bytes());
+    for b in bytes {
+        hash ^= u128::from(*b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    uuid::Builder::from_custom_bytes(hash.to_be_bytes()).into_uuid()
+}
+
 /// libvirt names an unnamed snapshot by its creation time; a suffix keeps it unique.
 fn generated_name(tree: &SnapshotTree, now: i64) -> String {
     let base = now.to_string();
@@ -383,6 +563,12 @@ pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
             }
             Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
             Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
+            Edit::Redefine {
+                snapshot,
+                description,
+                creation_date,
+                state,
+            } => tree.redefine(snapshot, description, *creation_date, *state)?,
         }
     }
     Ok(())

@@ -413,6 +413,23 @@ impl SnapshotTree {
         Ok(())
     }
 
+    /// Replaces what a REDEFINE of an existing snapshot replaces: description, creation
+    /// date and state.
+    pub fn redefine(
+        &mut self,
+        uuid: &Uuid,
+        description: &str,
+        creation_date: i64,
+        state: crate::PowerState,
+    ) -> Result<()> {
+        let i = self.index(uuid)?;
+        let s = &mut self.graph[i].snapshot;
+        s.description = description.to_string();
+        s.creation_date = creation_date;
+        s.state = state;
+        Ok(())
+    }
+
     /// Sets `current`.
     pub fn set_current(&mut self, uuid: Option<Uuid>) -> Result<()> {
         self.current = uuid.map(|u| self.index(&u)).transpose()?;

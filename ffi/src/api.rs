@@ -9,6 +9,7 @@ use std::path::Path;
 use std::ptr;
 use std::sync::Arc;
 
+use snaptree_engine::flags::CreateMode;
 use snaptree_engine::{Connection, Error, NoProgress, Step, flags};
 use snaptree_host::{Plugin, PluginHost};
 
@@ -266,9 +267,20 @@ pub unsafe extern "C" fn snaptree_domain_has_pending(
 /// Takes a snapshot of a domain from a `<domainsnapshot>` document: its `name`, `uuid` and
 /// `description` are used (a missing name or uuid is generated), every other element is
 /// ignored. The new snapshot's parent is the current snapshot; it becomes current.
-/// `flags` must be 0.
 ///
-/// Returns a handle on the new snapshot to free with `snaptree_snapshot_free`, or NULL on
+/// With `SNAPTREE_SNAPSHOT_CREATE_REDEFINE` the live state is not frozen: the document's
+/// metadata is imported whole (name, uuid, parent by uuid or name, creation date or
+/// libvirt's `creationTime`, state in snaptree's or libvirt's words, description; every
+/// other element ignored), as `virsh snapshot-dumpxml` writes it, and the backend adopts
+/// the data it already holds for that snapshot and parent. A missing uuid is the existing
+/// snapshot's of that name, else one derived from the domain's uuid and the name. The
+/// parent must exist (`SNAPTREE_ERR_NO_SNAPSHOT`); the same name, uuid and parent as an
+/// existing snapshot replaces its description, creation date and state; any other clash
+/// is `SNAPTREE_ERR_SNAPSHOT_EXISTS`; a backend that cannot adopt, or holds no such data,
+/// is `SNAPTREE_ERR_OPERATION_INVALID`. The snapshot becomes current only with
+/// `SNAPTREE_SNAPSHOT_CREATE_CURRENT` (which needs REDEFINE).
+///
+/// Returns a handle on the snapshot to free with `snaptree_snapshot_free`, or NULL on
 /// error (`SNAPTREE_ERR_XML_ERROR`, `SNAPTREE_ERR_SNAPSHOT_EXISTS`, ...).
 ///
 /// # Safety
@@ -284,8 +296,10 @@ pub unsafe extern "C" fn snaptree_snapshot_create_xml(
         let dom = unsafe { call.arg(dom, "dom") }?;
         // SAFETY: `xml` is NULL or a NUL-terminated string (documented).
         let xml = unsafe { call.str(xml, "xml") }?;
-        call.flags(flags, 0)?;
-        let uuid = dom.with(|d| d.create_snapshot(xml))?;
+        let uuid = match flags::create_mode(flags)? {
+            CreateMode::Create => dom.with(|d| d.create_snapshot(xml))?,
+            CreateMode::Redefine { current } => dom.with(|d| d.redefine_snapshot(xml, current))?,
+        };
         Ok(dom.snapshot(uuid))
     })
 }

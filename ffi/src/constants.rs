@@ -42,6 +42,14 @@ pub const SNAPTREE_ERR_INTERNAL: c_int = 12;
 /// the step and the backend's reason.
 pub const SNAPTREE_ERR_INCOMPLETE: c_int = 13;
 
+/// `snaptree_snapshot_create_xml` flag: REDEFINE: import the snapshot's whole metadata
+/// and adopt data the backend already holds instead of freezing the live state
+/// (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, same value).
+pub const SNAPTREE_SNAPSHOT_CREATE_REDEFINE: c_uint = 1;
+/// `snaptree_snapshot_create_xml` flag, with REDEFINE only: make the redefined snapshot
+/// current (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT`, same value).
+pub const SNAPTREE_SNAPSHOT_CREATE_CURRENT: c_uint = 2;
+
 /// `snaptree_snapshot_delete` flag: merge the snapshot into its parent; refused with
 /// `SNAPTREE_ERR_WOULD_DISCARD` when the parent has other children.
 pub const SNAPTREE_SNAPSHOT_DELETE_MERGE: c_uint = 1;
@@ -97,6 +105,8 @@ const _: () = {
     assert!(SNAPTREE_ERR_BUSY == ErrorCode::Busy as c_int);
     assert!(SNAPTREE_ERR_INTERNAL == ErrorCode::Internal as c_int);
     assert!(SNAPTREE_ERR_INCOMPLETE == ErrorCode::Incomplete as c_int);
+    assert!(SNAPTREE_SNAPSHOT_CREATE_REDEFINE == flags::CREATE_REDEFINE);
+    assert!(SNAPTREE_SNAPSHOT_CREATE_CURRENT == flags::CREATE_CURRENT);
     assert!(SNAPTREE_SNAPSHOT_DELETE_MERGE == flags::DELETE_MERGE);
     assert!(SNAPTREE_SNAPSHOT_DELETE_MERGE_FORCE == flags::DELETE_MERGE_FORCE);
     assert!(SNAPTREE_SNAPSHOT_DELETE_DISCARD == flags::DELETE_DISCARD);

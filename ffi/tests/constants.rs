@@ -127,6 +127,16 @@ fn flags_are_the_engines() {
             snaptree::SNAPTREE_SNAPSHOT_REVERT_SHUTOFF,
             flags::REVERT_SHUTOFF,
         ),
+        (
+            "SNAPTREE_SNAPSHOT_CREATE_REDEFINE",
+            snaptree::SNAPTREE_SNAPSHOT_CREATE_REDEFINE,
+            flags::CREATE_REDEFINE,
+        ),
+        (
+            "SNAPTREE_SNAPSHOT_CREATE_CURRENT",
+            snaptree::SNAPTREE_SNAPSHOT_CREATE_CURRENT,
+            flags::CREATE_CURRENT,
+        ),
     ];
     for (name, rust, engine) in pairs {
         assert_eq!(rust, engine, "{name} in Rust");

@@ -58,12 +58,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_0_vtable_ends_at_write_guest() {
+    fn the_1_0_vtable_ends_at_write_guest_and_1_1_appends_adopt() {
         assert_eq!(
             VTABLE_MIN_SIZE,
-            std::mem::size_of::<snaptree_backend_vtable>(),
-            "ABI 1.0 adds nothing after write_guest"
+            std::mem::offset_of!(snaptree_backend_vtable, adopt),
+            "ABI 1.1 appends adopt right after 1.0's last slot"
         );
+        assert_eq!(
+            std::mem::offset_of!(snaptree_backend_vtable, adopt) + std::mem::size_of::<usize>(),
+            std::mem::size_of::<snaptree_backend_vtable>(),
+            "ABI 1.1 ends at adopt"
+        );
+        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 1);
         assert_eq!(
             abi_major(SNAPTREE_BACKEND_ABI_VERSION),
             SNAPTREE_BACKEND_ABI_MAJOR

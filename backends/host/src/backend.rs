@@ -3,8 +3,8 @@
 use std::ffi::{CStr, CString};
 
 use snaptree_engine::{
-    Backend, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress, Result, Step,
-    TestHooks,
+    Adoption, Backend, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress, Result,
+    Step, TestHooks,
 };
 
 use crate::plugin::Plugin;
@@ -128,6 +128,20 @@ impl Backend for PluginBackend {
             }
         }
         Ok(tree)
+    }
+
+    fn can_adopt(&self) -> bool {
+        self.vt().can_adopt()
+    }
+
+    fn adopt(&mut self, adoption: &Adoption, _progress: &mut dyn Progress) -> Result<()> {
+        let name = c_string("snapshot name", &adoption.name)?;
+        self.vt().adopt(
+            self.handle,
+            &adoption.snapshot,
+            adoption.parent.as_ref(),
+            &name,
+        )
     }
 
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {

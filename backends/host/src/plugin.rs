@@ -140,6 +140,11 @@ impl Plugin {
         self.inner.vtable.has_test_hooks()
     }
 
+    /// Whether the plugin can adopt existing data for REDEFINE (ABI 1.1's `adopt` slot).
+    pub fn can_adopt(&self) -> bool {
+        self.inner.vtable.can_adopt()
+    }
+
     pub(crate) fn vtable(&self) -> &'static Vtable {
         &self.inner.vtable
     }

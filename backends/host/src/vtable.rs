@@ -2,8 +2,9 @@
 //!
 //! Every call into a plugin goes through [`Vtable`]: it reads the table once, checks it,
 //! treats a NULL slot as "unsupported" (and reports the step as unsupported in the
-//! capabilities, so the engine refuses such operations before it starts them), passes
-//! flags 0 (ABI 1.0 defines none), and turns the plugin's error struct into an engine
+//! capabilities, so the engine refuses such operations before it starts them; a NULL
+//! `adopt` slot, or one a 1.0 plugin's table does not reach, makes `can_adopt` false),
+//! passes flags 0 (ABI 1.1 defines none), and turns the plugin's error struct into an engine
 //! error.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -19,7 +20,7 @@ use snaptree_engine::{
 
 use crate::callbacks::{Layers, with_layers, with_progress};
 
-/// The flags the host passes: ABI 1.0 defines none.
+/// The flags the host passes: ABI 1.1 defines none.
 const FLAGS: u32 = 0;
 
 /// The longest backend name a plugin may declare (a backend type is at most 64 bytes).
@@ -151,6 +152,12 @@ impl Vtable {
     /// The declared ABI version.
     pub(crate) fn abi_version(&self) -> u32 {
         self.raw.abi_version
+    }
+
+    /// Whether the plugin can adopt existing data (ABI 1.1's `adopt` slot; NULL, or past a
+    /// 1.0 plugin's `struct_size`, means it cannot).
+    pub(crate) fn can_adopt(&self) -> bool {
+        self.raw.adopt.is_some()
     }
 
     /// Whether both test hooks are present.
@@ -425,6 +432,21 @@ impl Vtable {
         // SAFETY: as for `create`.
         self.call("forget", |err| unsafe {
             f(handle.0, &snapshot, FLAGS, err)
+        })
+    }
+
+    pub(crate) fn adopt(
+        &self,
+        handle: Handle,
+        snapshot: &Uuid,
+        parent: Option<&Uuid>,
+        name: &CStr,
+    ) -> Result<()> {
+        let f = self.raw.adopt.ok_or_else(|| self.unsupported("adopt"))?;
+        let (snapshot, parent) = (uuid_to_abi(snapshot), parent.map(uuid_to_abi));
+        // SAFETY: an open handle; the uuids, the name and the error struct outlive the call.
+        self.call("adopt", |err| unsafe {
+            f(handle.0, &snapshot, opt(&parent), name.as_ptr(), FLAGS, err)
         })
     }
 

@@ -277,3 +277,62 @@ fn listing_shows_broken_and_good_plugins_side_by_side() {
         "is not a shared library",
     );
 }
+
+#[test]
+fn an_abi_1_0_plugin_still_loads_and_cannot_adopt() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "old", "ABI_1_0");
+    let plugin = Plugin::load(&file).unwrap();
+    assert_eq!(plugin.abi_version(), 1 << 16, "the plugin says ABI 1.0");
+    let xml = domain_xml("old");
+    let backend = plugin.open_domain(&xml).unwrap();
+    assert!(
+        !backend.can_adopt(),
+        "the adopt slot lies past a 1.0 plugin's struct_size: it must read as NULL"
+    );
+    let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();
+    // Everything 1.0 offers still works.
+    d.create_snapshot("<domainsnapshot><name>s1</name></domainsnapshot>")
+        .unwrap();
+    // A REDEFINE of a new snapshot is refused before the plugin is called (its trap
+    // would abort the process).
+    let e = d
+        .redefine_snapshot("<domainsnapshot><name>held</name></domainsnapshot>", false)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(e.to_string().contains("backend 'old' cannot adopt"), "{e}");
+    assert_eq!(d.tree().unwrap().len(), 1);
+    // Replacing the metadata of a snapshot it made needs no adoption.
+    d.redefine_snapshot(
+        "<domainsnapshot><name>s1</name><description>x</description></domainsnapshot>",
+        false,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_1_1_plugin_adopts_through_its_slot_and_its_refusal_keeps_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "adopter", "ADOPTS");
+    let plugin = Plugin::load(&file).unwrap();
+    let xml = domain_xml("adopter");
+    let backend = plugin.open_domain(&xml).unwrap();
+    assert!(backend.can_adopt());
+    let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();
+    let e = d
+        .redefine_snapshot("<domainsnapshot><name>other</name></domainsnapshot>", false)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(
+        e.to_string()
+            .contains("backend 'adopter': no data for snapshot 'other'"),
+        "{e}"
+    );
+    assert!(d.tree().unwrap().is_empty());
+    d.redefine_snapshot("<domainsnapshot><name>held</name></domainsnapshot>", true)
+        .unwrap();
+    assert_eq!(
+        d.tree().unwrap().current().map(|c| c.name.as_str()),
+        Some("held")
+    );
+}

@@ -445,3 +445,67 @@ fn a_domain_of_another_type_is_refused_by_the_provider() {
         "got {e}"
     );
 }
+
+/// A lost state directory: a new domain on the same sim directory redefines the tree from
+/// the first one's exported XML; the sim adopts each layer with its parent, refuses one it
+/// does not hold or holds elsewhere, and afterwards the trees agree and every snapshot
+/// reverts to its own content.
+#[test]
+fn redefine_adopts_the_layers_the_sim_holds_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = open(dir.path());
+    write(&mut first, 1);
+    let a = create(&mut first, "a");
+    write(&mut first, 2);
+    let b = create(&mut first, "b");
+    first.revert(&a, None, &mut NoProgress).unwrap();
+    write(&mut first, 3);
+    let c = create(&mut first, "c");
+    let contents: Vec<(Uuid, String)> = [a, b, c]
+        .into_iter()
+        .map(|u| (u, snap(&mut first, u)))
+        .collect();
+    let docs: Vec<String> = [a, b, c]
+        .iter()
+        .map(|u| first.snapshot_xml(u).unwrap())
+        .collect();
+    drop(first);
+
+    let mut second = open(dir.path());
+    // Misplaced: c's layer is stored on a, not on b.
+    let wrong = docs[2].replace(&format!("<uuid>{a}</uuid>"), &format!("<uuid>{b}</uuid>"));
+    let wrong = wrong.replace("<name>a</name>", "<name>b</name>");
+    // Missing: no layer has this uuid.
+    let ghost = format!(
+        "<domainsnapshot><name>ghost</name><uuid>{}</uuid></domainsnapshot>",
+        Uuid::new_v4()
+    );
+    let e = second.redefine_snapshot(&ghost, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(
+        e.to_string().contains("no layer for snapshot 'ghost'"),
+        "{e}"
+    );
+    second.redefine_snapshot(&docs[0], false).unwrap();
+    second.redefine_snapshot(&docs[1], false).unwrap();
+    let e = second.redefine_snapshot(&wrong, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::OperationInvalid, "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("is stored on {a}, not on {b}")),
+        "{e}"
+    );
+    assert_eq!(second.tree().unwrap().len(), 2, "refusals add nothing");
+    second.redefine_snapshot(&docs[2], true).unwrap();
+    second
+        .check_agreement()
+        .expect("the redefined tree agrees with the sim's layers");
+    for (u, content) in contents {
+        second.revert(&u, None, &mut NoProgress).unwrap();
+        assert_eq!(
+            live(&mut second),
+            content,
+            "snapshot {u} reverts to its data"
+        );
+    }
+}

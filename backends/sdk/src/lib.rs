@@ -33,7 +33,8 @@ mod vtable;
 pub use error::{PluginError, PluginResult};
 pub use snaptree_abi as abi;
 pub use snaptree_engine::{
-    Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind, Uuid,
+    Adoption, Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, Step,
+    StepKind, Uuid,
 };
 
 use std::ffi::CStr;
@@ -51,6 +52,10 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
     /// [`write_guest`](SnaptreeBackend::write_guest) are implemented (the conformance
     /// kit's test hooks). When false, their slots are NULL.
     const TEST_HOOKS: bool = false;
+
+    /// Whether [`adopt`](SnaptreeBackend::adopt) is implemented (ABI 1.1). When false its
+    /// slot is NULL, and the engine refuses a REDEFINE of a new snapshot up front.
+    const ADOPT: bool = false;
 
     /// The steps implemented and the power states each needs, for every domain. An
     /// optional step (merge_into_parent, consolidate, detach_live, forget) that is not
@@ -80,6 +85,19 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
 
     /// The physical tree: every snapshot layer with its parent, and the live state's parent.
     fn list_physical(&mut self) -> PluginResult<PhysicalTree>;
+
+    /// The `adopt` step of a REDEFINE (SEMANTICS.md §7.3, ABI 1.1): check that this
+    /// domain already holds data for `adoption.snapshot` stored on `adoption.parent`'s
+    /// (None: the base), made by this backend or another tool, and record how to find it
+    /// (by `adoption.name`, say); change no data. Missing or misplaced data is
+    /// [`PluginError::operation_invalid`] naming what is missing. Set
+    /// [`ADOPT`](SnaptreeBackend::ADOPT) when implemented.
+    fn adopt(&mut self, adoption: &Adoption) -> PluginResult<()> {
+        Err(PluginError::operation_invalid(format!(
+            "this backend cannot adopt existing data (snapshot '{}')",
+            adoption.name
+        )))
+    }
 
     /// Test hook: a digest of the content of the live state or of a snapshot, equal for
     /// equal contents whatever the physical layout; at most 255 bytes.

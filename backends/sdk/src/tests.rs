@@ -119,6 +119,7 @@ fn the_vtable_declares_the_abi_and_nulls_unsupported_slots() {
         t.content_digest.is_none() && t.write_guest.is_none(),
         "no test hooks unless TEST_HOOKS"
     );
+    assert!(t.adopt.is_none(), "no adopt slot unless ADOPT");
     assert_eq!(
         abi::step_mask(t.capabilities, abi::SNAPTREE_STEP_REVERT),
         abi::SNAPTREE_POWER_MASK_SHUTOFF as u8
@@ -248,4 +249,115 @@ fn long_messages_are_truncated_to_the_buffer() {
         &PluginError::backend(format!("{}é", "a".repeat(510))),
     );
     assert_eq!(message(&err), "a".repeat(510));
+}
+
+/// A plugin that adopts: data is held for snapshots named "held" on the base only.
+struct Adopter;
+
+impl SnaptreeBackend for Adopter {
+    const NAME: &'static CStr = c"adopter";
+    const ADOPT: bool = true;
+
+    fn capabilities() -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn open(_domain_xml: &str) -> PluginResult<Self> {
+        Ok(Adopter)
+    }
+
+    fn power_state(&mut self) -> PluginResult<PowerState> {
+        Ok(PowerState::Shutoff)
+    }
+
+    fn execute(&mut self, _step: &Step, _progress: &mut dyn Progress) -> PluginResult<()> {
+        Ok(())
+    }
+
+    fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
+        Ok(PhysicalTree::default())
+    }
+
+    fn adopt(&mut self, adoption: &crate::Adoption) -> PluginResult<()> {
+        if adoption.name == "held" && adoption.parent.is_none() {
+            Ok(())
+        } else {
+            Err(PluginError::operation_invalid(format!(
+                "no data for '{}' on {:?}",
+                adoption.name, adoption.parent
+            )))
+        }
+    }
+}
+
+#[test]
+fn adopt_reaches_the_trait_with_its_arguments_and_errors_keep_their_code() {
+    static CELL: OnceLock<VtableCell> = OnceLock::new();
+    // SAFETY: `entry` returns a pointer into the static cell, valid forever.
+    let t = unsafe { &*entry::<Adopter>(&CELL) };
+    let f = t.adopt.expect("ADOPT gives an adopt slot");
+    let xml = c"<domain type='adopter'><name>p</name></domain>";
+    let mut handle = std::ptr::null_mut();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: a valid string of the length given, out-pointer and error struct.
+    let rc = unsafe {
+        t.open_domain.unwrap()(xml.as_ptr(), xml.count_bytes(), &mut handle, 0, &mut err)
+    };
+    assert_eq!(rc, 0);
+    let snapshot = abi::snaptree_uuid { bytes: [7; 16] };
+    let parent = abi::snaptree_uuid { bytes: [8; 16] };
+    // SAFETY: an open handle; valid uuids, names and error structs for each call.
+    unsafe {
+        let mut err = abi::snaptree_backend_error::default();
+        assert_eq!(
+            f(
+                handle,
+                &snapshot,
+                std::ptr::null(),
+                c"held".as_ptr(),
+                0,
+                &mut err
+            ),
+            0
+        );
+        let mut err = abi::snaptree_backend_error::default();
+        assert_eq!(
+            f(handle, &snapshot, &parent, c"held".as_ptr(), 0, &mut err),
+            -1
+        );
+        assert_eq!(err.code as u32, abi::SNAPTREE_BACKEND_ERR_OPERATION_INVALID);
+        assert!(
+            message(&err).contains("no data for 'held' on Some("),
+            "{}",
+            message(&err)
+        );
+        let mut err = abi::snaptree_backend_error::default();
+        assert_eq!(
+            f(
+                handle,
+                &snapshot,
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+                &mut err
+            ),
+            -1
+        );
+        assert_eq!(err.code as u32, abi::SNAPTREE_BACKEND_ERR_INVALID_ARG);
+        let mut err = abi::snaptree_backend_error::default();
+        assert_eq!(
+            f(
+                handle,
+                &snapshot,
+                std::ptr::null(),
+                c"held".as_ptr(),
+                1,
+                &mut err
+            ),
+            -1
+        );
+        assert_eq!(err.code as u32, abi::SNAPTREE_BACKEND_ERR_INVALID_ARG);
+        let mut err = abi::snaptree_backend_error::default();
+        t.close_domain.unwrap()(handle, 0, &mut err);
+    }
 }

@@ -6,7 +6,7 @@ use std::panic::catch_unwind;
 use std::sync::OnceLock;
 
 use snaptree_abi as abi;
-use snaptree_engine::{ContentRef, Step, StepKind};
+use snaptree_engine::{Adoption, ContentRef, Step, StepKind};
 
 use snaptree_abi::convert::{capabilities_to_abi, power_from_abi, power_to_abi, uuid_to_abi};
 
@@ -58,6 +58,7 @@ fn build<B: SnaptreeBackend>() -> abi::snaptree_backend_vtable {
         list_physical: Some(list_physical::<B>),
         content_digest: B::TEST_HOOKS.then_some(content_digest::<B> as _),
         write_guest: B::TEST_HOOKS.then_some(write_guest::<B> as _),
+        adopt: B::ADOPT.then_some(adopt::<B> as _),
     }
 }
 
@@ -327,4 +328,22 @@ unsafe extern "C" fn write_guest<B: SnaptreeBackend>(
     err: Err,
 ) -> c_int {
     with_domain::<B>(handle, flags, err, |b| b.write_guest(seed))
+}
+
+unsafe extern "C" fn adopt<B: SnaptreeBackend>(
+    handle: *mut c_void,
+    snapshot: *const abi::snaptree_uuid,
+    parent: *const abi::snaptree_uuid,
+    name: *const c_char,
+    flags: c_uint,
+    err: Err,
+) -> c_int {
+    with_domain::<B>(handle, flags, err, |b| {
+        let adoption = Adoption {
+            snapshot: uuid(snapshot, "snapshot")?,
+            parent: opt_uuid(parent),
+            name: string(name, "snapshot name")?,
+        };
+        b.adopt(&adoption)
+    })
 }

@@ -2,7 +2,7 @@
  * The sim backend: snaptree's delta-chain simulator as a plugin written in C.
  *
  * This file is the ABI face: the vtable, argument and flag checks, progress, and the
- * dispatch to the steps in chain.c. Every function refuses unknown flag bits (ABI 1.0
+ * dispatch to the steps in chain.c. Every function refuses unknown flag bits (ABI 1.1
  * defines none) and NULL arguments, and writes out-parameters only on success.
  */
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 
 #include "sim.h"
 
-/* The flags this plugin understands: none, in ABI 1.0. */
+/* The flags this plugin understands: none, in ABI 1.1. */
 #define SIM_KNOWN_FLAGS 0u
 
 /* An open domain: only its directory; every call reads the files afresh, so two handles
@@ -238,6 +238,43 @@ static int sim_write_guest_hook(void *handle, uint64_t seed, unsigned int flags,
     return sim_write_guest(dir_of(handle), seed, err);
 }
 
+/* adopt (ABI 1.1): the sim keys its layers by uuid and keeps no names, so adopting checks
+ * that the snapshot's layer exists and is stored on `parent`'s (NULL: the base); there is
+ * nothing more to record. */
+static int sim_adopt(void *handle, const snaptree_uuid *snapshot, const snaptree_uuid *parent, const char *name,
+                     unsigned int flags, snaptree_backend_error *err)
+{
+    sim_layer l;
+    int exists, rc = 0;
+    char uuid[37], want[37], got[37];
+
+    if (check(handle, flags, err) != 0 || need(snapshot, "the snapshot uuid", err) != 0 ||
+        need(name, "the snapshot name", err) != 0)
+        return -1;
+    sim_uuid_format(snapshot, uuid);
+    if (sim_load(dir_of(handle), sim_snap_id(snapshot), &l, &exists, err) != 0)
+        return -1;
+    if (!exists) {
+        rc = sim_fail(err, SNAPTREE_BACKEND_ERR_OPERATION_INVALID,
+                      "no layer for snapshot '%s' (%s) in %s, so there is nothing to adopt", name, uuid,
+                      dir_of(handle));
+    } else if (parent == NULL ? l.parent.kind != SIM_BASE
+                              : l.parent.kind != SIM_SNAP || memcmp(&l.parent.uuid, parent, sizeof *parent) != 0) {
+        if (parent != NULL)
+            sim_uuid_format(parent, want);
+        else
+            strcpy(want, "the base");
+        if (l.parent.kind == SIM_SNAP)
+            sim_uuid_format(&l.parent.uuid, got);
+        else
+            strcpy(got, "the base");
+        rc = sim_fail(err, SNAPTREE_BACKEND_ERR_OPERATION_INVALID,
+                      "the layer of snapshot '%s' (%s) is stored on %s, not on %s", name, uuid, got, want);
+    }
+    sim_layer_free(&l);
+    return rc;
+}
+
 #define EVERY_STATE SNAPTREE_POWER_MASK_ANY
 
 static const snaptree_backend_vtable vtable = {
@@ -262,6 +299,7 @@ static const snaptree_backend_vtable vtable = {
     sim_list_physical,
     sim_content_digest,
     sim_write_guest_hook,
+    sim_adopt,
 };
 
 /* The one exported symbol: the library is built with hidden visibility for the rest. */

@@ -116,6 +116,7 @@ fn operation_name(op: &Operation) -> &'static str {
         Operation::DeleteAll => "delete-all",
         Operation::Reclaim => "reclaim",
         Operation::RecordLayout => "record of the physical layout",
+        Operation::Redefine { .. } => "redefine",
     }
 }
 
@@ -505,6 +506,30 @@ impl SqliteStore {
                     one(n, snapshot)?;
                 }
                 Edit::SetLiveOnRetired { retired } => live_on = Some(*retired),
+                // REDEFINE of an existing snapshot (SEMANTICS.md §7.3).
+                Edit::Redefine {
+                    snapshot,
+                    description,
+                    creation_date,
+                    state,
+                } => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE snapshots SET description = ?3, creation_date = ?4, state = ?5 \
+                             WHERE domain_id = ?1 AND uuid = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                id,
+                                snapshot.to_string(),
+                                description,
+                                creation_date,
+                                state.as_str()
+                            ])
+                        })
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
             }
         }
         if let Some(l) = live_on {

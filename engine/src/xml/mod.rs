@@ -2,7 +2,8 @@
 
 pub mod dom;
 pub mod domain;
+pub mod export;
 pub mod snapshot;
 
 pub use domain::{DomainXml, SnapshotLocation};
-pub use snapshot::{SnapshotXml, parse_uuid};
+pub use snapshot::{SnapshotXml, libvirt_state, parse_uuid};

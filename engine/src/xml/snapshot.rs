@@ -43,9 +43,22 @@ impl SnapshotXml {
         })
     }
 
-    /// Reads every field snaptree knows and validates each, as for an import or a
-    /// round trip of snaptree's own output.
+    /// Reads every field snaptree knows and validates each, as for a round trip of
+    /// snaptree's own output. `<state>` must be one of snaptree's three power states.
     pub fn parse(source: &str) -> Result<SnapshotXml> {
+        SnapshotXml::parse_with(source, PowerState::parse)
+    }
+
+    /// Reads a document for REDEFINE (SEMANTICS.md §7.3): every field [`SnapshotXml::parse`]
+    /// reads, with `<state>` also in libvirt's words, mapped by [`libvirt_state`]. Every
+    /// element snaptree does not model (libvirt's `memory`, `disks`, `active`, the whole
+    /// inner `<domain>` but its `<uuid>`, any extension) is ignored: it describes the
+    /// hypervisor's own bookkeeping, which snaptree's backends keep themselves.
+    pub fn parse_for_redefine(source: &str) -> Result<SnapshotXml> {
+        SnapshotXml::parse_with(source, libvirt_state)
+    }
+
+    fn parse_with(source: &str, state_of: fn(&str) -> Result<PowerState>) -> Result<SnapshotXml> {
         let doc = Document::parse(source)?;
         let root = snapshot_root(&doc)?;
         let creation = match (
@@ -61,10 +74,9 @@ impl SnapshotXml {
             (None, None) => None,
         };
         let state = match single(&doc, root, "state")? {
-            Some(e) => Some(
-                PowerState::parse(&e.text)
-                    .map_err(|err| doc.error_at(e.offset, err.to_string()))?,
-            ),
+            Some(e) => {
+                Some(state_of(&e.text).map_err(|err| doc.error_at(e.offset, err.to_string()))?)
+            }
             None => None,
         };
         let (domain_uuid, parent_name, parent_uuid) = {
@@ -133,6 +145,25 @@ impl SnapshotXml {
         }
         out.push_str("</domainsnapshot>\n");
         out
+    }
+}
+
+/// A snapshot's `<state>` in libvirt's words (`virDomainSnapshotState`) or snaptree's, as
+/// one of snaptree's power states: what a revert to the snapshot resumes. `running` and
+/// `blocked` (a running guest waiting on a resource) are running; `paused` and
+/// `pmsuspended` are paused; `shutoff`, `shutdown`, `crashed`, `nostate` and
+/// `disk-snapshot` (disks only, no memory to resume) are shut off.
+pub fn libvirt_state(text: &str) -> Result<PowerState> {
+    let word = text.trim().to_ascii_lowercase();
+    match word.as_str() {
+        "running" | "blocked" => Ok(PowerState::Running),
+        "paused" | "pmsuspended" => Ok(PowerState::Paused),
+        "shutoff" | "shutdown" | "crashed" | "nostate" | "disk-snapshot" => Ok(PowerState::Shutoff),
+        _ => Err(Error::InvalidArg(format!(
+            "unknown snapshot state '{}': expected one of libvirt's running, blocked, paused, \
+             pmsuspended, shutoff, shutdown, crashed, nostate or disk-snapshot",
+            text.escape_default()
+        ))),
     }
 }
 
@@ -324,6 +355,44 @@ mod tests {
             true
         )
         .contains("both"));
+    }
+
+    #[test]
+    fn redefine_reads_libvirt_states_and_ignores_what_snaptree_does_not_model() {
+        let x = SnapshotXml::parse_for_redefine(
+            "<domainsnapshot><name>n</name><state>disk-snapshot</state>\
+             <creationTime>7</creationTime><memory snapshot='no'/><disks><disk name='vda'/></disks>\
+             <domain type='kvm'><name>d</name><uuid>9d37b878-a7cc-9f9a-b78f-49b3abad25a8</uuid>\
+             <devices/></domain><active>1</active><x:ext xmlns:x='urn:x'>y</x:ext></domainsnapshot>",
+        )
+        .unwrap();
+        assert_eq!(x.state, Some(PowerState::Shutoff));
+        assert_eq!(x.creation_date, Some(7));
+        assert_eq!(
+            x.domain_uuid.map(|u| u.to_string()).as_deref(),
+            Some("9d37b878-a7cc-9f9a-b78f-49b3abad25a8")
+        );
+        for (word, state) in [
+            ("blocked", PowerState::Running),
+            ("pmsuspended", PowerState::Paused),
+            ("Shutdown", PowerState::Shutoff),
+            ("crashed", PowerState::Shutoff),
+            ("nostate", PowerState::Shutoff),
+        ] {
+            assert_eq!(libvirt_state(word).unwrap(), state, "{word}");
+        }
+        assert!(
+            SnapshotXml::parse("<domainsnapshot><state>blocked</state></domainsnapshot>").is_err(),
+            "the strict reader keeps snaptree's three states"
+        );
+        let e = SnapshotXml::parse_for_redefine(
+            "<domainsnapshot><state>asleep</state></domainsnapshot>",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("unknown snapshot state 'asleep'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,10 +11,15 @@
  *   -DBAD_RETURN        create returns 5, neither 0 nor -1
  *   -DNEWER_MINOR       the vtable claims ABI 1.7 and is longer than the 1.0 vtable
  *   -DBAD_POWER         power_state reports 9, which is no SNAPTREE_POWER_* value
+ *   -DABI_1_0           an ABI 1.0 plugin: version 1.0 and the 1.0 struct_size, which ends
+ *                       before 1.1's adopt slot; that slot holds a trap that would "adopt"
+ *                       anything, so a host reading past struct_size is caught
+ *   -DADOPTS            a 1.1 plugin whose adopt holds data only for snapshots named "held"
  *
  * and -DNAME='"type"'. Without a variant it is a valid plugin with no data whose optional
  * slots are all NULL.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +119,24 @@ static int list_physical(void *handle, snaptree_layer_fn layer, void *ctx, snapt
     return 0;
 }
 
+/* ABI 1.1's adopt: "held" is adopted, anything else is missing. Under ABI_1_0 this sits
+ * past the declared struct_size and must never be called. */
+static int adopt(void *handle, const snaptree_uuid *snapshot, const snaptree_uuid *parent, const char *name,
+                 unsigned int flags, snaptree_backend_error *err)
+{
+    (void)handle, (void)snapshot, (void)parent, (void)flags;
+#if defined(ABI_1_0)
+    (void)name, (void)err;
+    abort();
+#else
+    if (strcmp(name, "held") == 0)
+        return 0;
+    err->code = SNAPTREE_BACKEND_ERR_OPERATION_INVALID;
+    snprintf(err->message, sizeof err->message, "no data for snapshot '%s'", name);
+    return -1;
+#endif
+}
+
 #if !defined(NO_ENTRY)
 
 /* A 1.0 vtable followed by slots of a future minor version, for NEWER_MINOR. */
@@ -131,6 +154,8 @@ static const struct longer_vtable table = {
         (0 << 16) | 9,
 #elif defined(NEWER_MINOR)
         (SNAPTREE_BACKEND_ABI_MAJOR << 16) | 7,
+#elif defined(ABI_1_0)
+        (1 << 16) | 0,
 #else
         SNAPTREE_BACKEND_ABI_VERSION,
 #endif
@@ -138,6 +163,8 @@ static const struct longer_vtable table = {
         16,
 #elif defined(NEWER_MINOR)
         sizeof(struct longer_vtable),
+#elif defined(ABI_1_0)
+        offsetof(snaptree_backend_vtable, adopt),
 #else
         sizeof(snaptree_backend_vtable),
 #endif
@@ -166,6 +193,11 @@ static const struct longer_vtable table = {
         list_physical,
         NULL,
         NULL,
+#if defined(ABI_1_0) || defined(ADOPTS)
+        adopt,
+#else
+        NULL,
+#endif
     },
     NULL,
     0,

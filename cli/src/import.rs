@@ -1,0 +1,314 @@
+//! `snaptree import-libvirt DOMAIN_XML SNAPSHOT_XML...`: a domain's snapshot metadata as
+//! libvirt keeps it, redefined into snaptree parents first (SEMANTICS.md §7.3).
+//!
+//! - The domain: the snaptree domain with the libvirt domain's name, when defined (on any
+//!   backend: define it first with `snaptree define` to choose one, e.g. the sim with its
+//!   `<sim dir>`); else one is defined from the libvirt XML on `--backend` (only `null` can
+//!   be derived from the XML alone: libvirt's `test` driver holds no data, so it maps to
+//!   `null`; `kvm`/`qemu` domains wait for the QEMU backend's adoption).
+//! - The snapshots: files, or directories of `*.xml` (libvirt's snapshot directory), read
+//!   with snaptree's REDEFINE reader; ordered parents first from their `<parent><name>`;
+//!   a parent in neither the files nor the domain is `NO_SNAPSHOT` before anything runs.
+//! - Current: the document with `<active>1</active>` (libvirt's mark in its snapshot
+//!   directory and in `snaptree export`), or `--current NAME`.
+//! - Each snapshot is one REDEFINE, so a failure part-way leaves the ones before it; running
+//!   the import again replaces what is there (same name, uuid, parent) and adds the rest.
+//! - Afterwards the agreement check (SEMANTICS.md §3.7) runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use snaptree_engine::conn::Connection;
+use snaptree_engine::xml::SnapshotXml;
+use snaptree_engine::xml::dom::{Document, escape};
+use snaptree_engine::{Error, ErrorCode};
+
+use crate::{Failure, read_file};
+
+/// The libvirt domain's identity.
+struct LibvirtDomain {
+    name: String,
+    uuid: Option<String>,
+    virt_type: String,
+}
+
+fn libvirt_domain(path: &Path, text: &str) -> Result<LibvirtDomain, Failure> {
+    let doc = Document::parse(text)?;
+    if doc.root.name != "domain" {
+        return Err(Error::InvalidArg(format!(
+            "{} is not a libvirt domain document (its root is <{}>)",
+            path.display(),
+            doc.root.name
+        ))
+        .into());
+    }
+    let child = |n: &str| {
+        doc.root
+            .children_named(n)
+            .next()
+            .map(|e| e.text.trim().to_string())
+    };
+    Ok(LibvirtDomain {
+        name: child("name")
+            .ok_or_else(|| Error::InvalidArg(format!("{} has no <name>", path.display())))?,
+        uuid: child("uuid"),
+        virt_type: doc.root.attribute("type").unwrap_or("").to_string(),
+    })
+}
+
+/// One snapshot document to redefine.
+struct Doc {
+    path: PathBuf,
+    text: String,
+    name: String,
+    parent: Option<String>,
+    active: bool,
+}
+
+fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>, Failure> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Failure::Io(format!("cannot read {}: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "xml"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut docs = Vec::new();
+    for path in files {
+        let text = read_file(&path)?;
+        let x = SnapshotXml::parse_for_redefine(&text)?;
+        let name = x
+            .name
+            .ok_or_else(|| Error::InvalidArg(format!("{} has no <name>", path.display())))?;
+        let doc = Document::parse(&text)?;
+        let active = doc
+            .root
+            .children_named("active")
+            .any(|a| a.text.trim() == "1");
+        docs.push(Doc {
+            path,
+            text,
+            name,
+            parent: x.parent_name,
+            active,
+        });
+    }
+    Ok(docs)
+}
+
+/// Orders the documents parents first; `known` are the snapshots the domain already has.
+fn parents_first(docs: Vec<Doc>, known: &BTreeSet<String>) -> Result<Vec<Doc>, Failure> {
+    let mut by_name: BTreeMap<String, Doc> = BTreeMap::new();
+    for d in docs {
+        if let Some(other) = by_name.get(&d.name) {
+            return Err(Error::InvalidArg(format!(
+                "snapshot '{}' is in both {} and {}",
+                d.name,
+                other.path.display(),
+                d.path.display()
+            ))
+            .into());
+        }
+        by_name.insert(d.name.clone(), d);
+    }
+    for d in by_name.values() {
+        if let Some(p) = &d.parent
+            && !by_name.contains_key(p)
+            && !known.contains(p)
+        {
+            return Err(Error::NoSnapshot(format!(
+                "the parent '{p}' of snapshot '{}' ({}) is neither among the files nor in the domain",
+                d.name,
+                d.path.display()
+            ))
+            .into());
+        }
+    }
+    let mut ordered = Vec::new();
+    let mut placed: BTreeSet<String> = known.clone();
+    while !by_name.is_empty() {
+        let ready: Vec<String> = by_name
+            .values()
+            .filter(|d| d.parent.as_ref().is_none_or(|p| placed.contains(p)))
+            .map(|d| d.name.clone())
+            .collect();
+        if ready.is_empty() {
+            let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+            return Err(Error::InvalidArg(format!(
+                "the parents of snapshots {} form a cycle",
+                names.join(", ")
+            ))
+            .into());
+        }
+        for n in ready {
+            if let Some(d) = by_name.remove(&n) {
+                placed.insert(n);
+                ordered.push(d);
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+/// The import; returns what to print.
+pub fn import(
+    conn: &Connection,
+    domain_xml: &Path,
+    snapshots: &[PathBuf],
+    backend: Option<&str>,
+    current: Option<&str>,
+    dry_run: bool,
+) -> Result<String, Failure> {
+    let lv = libvirt_domain(domain_xml, &read_file(domain_xml)?)?;
+    let mut out = String::new();
+    let existing = conn.list_domains()?.into_iter().find(|d| d.name == lv.name);
+    let definition = match (&existing, backend) {
+        (Some(info), _) => {
+            if let Some(u) = &lv.uuid
+                && !u.eq_ignore_ascii_case(&info.uuid.to_string())
+            {
+                return Err(Error::InvalidArg(format!(
+                    "snaptree's domain '{}' has uuid {}, the libvirt domain XML says {u}",
+                    lv.name, info.uuid
+                ))
+                .into());
+            }
+            None
+        }
+        (None, Some("null")) => Some(null_definition(&lv)),
+        (None, None) if lv.virt_type == "test" => Some(null_definition(&lv)),
+        (None, Some(t)) => {
+            return Err(Error::InvalidArg(format!(
+                "a '{t}' domain needs its own definition: define domain '{}' with `snaptree define` first, then import",
+                lv.name
+            ))
+            .into());
+        }
+        (None, None) => {
+            return Err(Error::OperationInvalid(format!(
+                "libvirt domain '{}' is of type '{}': adopting its disks waits for the QEMU backend; \
+                 define the domain with `snaptree define` first, or import the metadata alone with --backend null",
+                lv.name, lv.virt_type
+            ))
+            .into());
+        }
+    };
+    let known: BTreeSet<String> = match &existing {
+        Some(_) => conn
+            .open_domain(&lv.name)?
+            .tree()?
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let docs = parents_first(read_docs(snapshots)?, &known)?;
+    let marked: Vec<&str> = docs
+        .iter()
+        .filter(|d| d.active)
+        .map(|d| d.name.as_str())
+        .collect();
+    let current = match (current, marked.as_slice()) {
+        (Some(c), _) => Some(c.to_string()),
+        (None, []) => None,
+        (None, [one]) => Some(one.to_string()),
+        (None, many) => {
+            return Err(Error::InvalidArg(format!(
+                "several documents mark their snapshot current (<active>1</active>): {}",
+                many.join(", ")
+            ))
+            .into());
+        }
+    };
+    if let Some(c) = &current
+        && !docs.iter().any(|d| &d.name == c)
+        && !known.contains(c)
+    {
+        return Err(Error::NoSnapshot(format!(
+            "the current snapshot '{c}' is neither among the files nor in the domain"
+        ))
+        .into());
+    }
+    if dry_run {
+        out.push_str("import (dry run, nothing changed):\n");
+        match &definition {
+            Some(_) => out.push_str(&format!(
+                "  define domain '{}' on backend 'null'\n",
+                lv.name
+            )),
+            None => out.push_str(&format!("  into domain '{}'\n", lv.name)),
+        }
+        for d in &docs {
+            out.push_str(&format!(
+                "  redefine '{}', child of {} ({})\n",
+                d.name,
+                d.parent
+                    .as_ref()
+                    .map_or("nothing".to_string(), |p| format!("'{p}'")),
+                d.path.display()
+            ));
+        }
+        out.push_str(&format!(
+            "  current: {}\n",
+            current.map_or("unchanged".to_string(), |c| format!("'{c}'"))
+        ));
+        return Ok(out);
+    }
+    if let Some(xml) = &definition {
+        conn.define_domain(xml)?;
+        out.push_str(&format!("Domain '{}' defined (backend 'null')\n", lv.name));
+    }
+    let mut d = conn.open_domain(&lv.name)?;
+    for doc in &docs {
+        let is_current = current.as_deref() == Some(doc.name.as_str());
+        d.redefine_snapshot(&doc.text, is_current)
+            .map_err(|e| with_file(e, &doc.path))?;
+    }
+    if let Some(c) = &current
+        && !docs.iter().any(|doc| &doc.name == c)
+    {
+        // Current names a snapshot the domain already had: redefine it as it is.
+        let s = d.tree()?.require_name(c, &lv.name)?.clone();
+        let xml = d.snapshot_xml(&s.uuid)?;
+        d.redefine_snapshot(&xml, true)?;
+    }
+    d.check_agreement()?;
+    out.push_str(&format!(
+        "Imported {} snapshot{} into domain '{}'{}\n",
+        docs.len(),
+        if docs.len() == 1 { "" } else { "s" },
+        lv.name,
+        current.map_or(String::new(), |c| format!(", current '{c}'"))
+    ));
+    Ok(out)
+}
+
+fn null_definition(lv: &LibvirtDomain) -> String {
+    let uuid = lv
+        .uuid
+        .as_ref()
+        .map_or(String::new(), |u| format!("<uuid>{}</uuid>", escape(u)));
+    format!(
+        "<domain type='null'><name>{}</name>{uuid}</domain>",
+        escape(&lv.name)
+    )
+}
+
+/// The error of one document's REDEFINE, naming the file; the code is kept.
+fn with_file(e: Error, path: &Path) -> Error {
+    let what = format!("{} (earlier files were imported)", path.display());
+    match e.code() {
+        ErrorCode::NoSnapshot => Error::NoSnapshot(format!("{what}: {e}")),
+        ErrorCode::SnapshotExists => Error::SnapshotExists(format!("{what}: {e}")),
+        ErrorCode::InvalidArg => Error::InvalidArg(format!("{what}: {e}")),
+        ErrorCode::OperationInvalid => Error::OperationInvalid(format!("{what}: {e}")),
+        _ => e,
+    }
+}
