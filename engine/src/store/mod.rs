@@ -6,13 +6,17 @@
 //! ```text
 //! $SNAPTREE_STATE_DIR/            (else $XDG_DATA_HOME/snaptree, else ~/.local/share/snaptree)
 //!   snaptree.db, snaptree.db-wal, snaptree.db-shm
-//!   locks/<domain-uuid>.lock      one per domain, held (flock) while a mutation runs
+//!   locks/<domain-uuid>.lock      one per domain, held (flock) while a mutation runs; its
+//!                                 first 8 bytes are the domain's change signal
 //! ```
 //!
 //! Several processes and threads may share a state directory. Mutations of one domain are
 //! serialized by its lock file; each domain handle remembers the domain's `generation` (a
-//! counter bumped by every commit) and notices another handle's commit through SQLite's
-//! `PRAGMA data_version`, which costs no I/O when nothing changed.
+//! counter bumped by every commit) and notices another handle's commit through the change
+//! signal, a counter in a shared mapping of the lock file that every commit makes odd
+//! before and even after (one memory load per read; ARCHITECTURE.md, "The change
+//! signal"); when the signal moved or is odd it asks SQLite (`PRAGMA data_version`, then
+//! the generation).
 //!
 //! Durability: metadata commits run with `synchronous=NORMAL` (a power loss may lose the
 //! last commits, never corrupt); the journal entry written before the first physical step
