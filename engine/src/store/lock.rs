@@ -284,7 +284,11 @@ mod tests {
         a.release();
         assert_eq!(b.change_signal(), 3);
         b.acquire().unwrap();
-        assert_eq!(a.change_signal(), 4, "the next holder settles it, at a new value");
+        assert_eq!(
+            a.change_signal(),
+            4,
+            "the next holder settles it, at a new value"
+        );
         b.begin_change().unwrap();
         assert_eq!(b.end_change().unwrap(), 6);
     }

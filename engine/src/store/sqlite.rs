@@ -268,7 +268,13 @@ impl SqliteStore {
             })
             .map_err(|e| db_error(&what, &self.path, e))?
             .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
-        let mut tree = SnapshotTree::new();
+        // Counted first so that the tree's indexes never grow while loading (rehashing a
+        // million-entry table several times cost more than this count).
+        let count = tx
+            .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")
+            .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)))
+            .map_err(|e| db_error(&what, &self.path, e))?;
+        let mut tree = SnapshotTree::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut late: Vec<(Uuid, Uuid)> = Vec::new();
         let mut on_retired: Vec<(Uuid, Uuid)> = Vec::new();
         let mut bad: Option<String> = None;
