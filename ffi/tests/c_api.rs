@@ -395,7 +395,11 @@ fn side_by_side_benchmark_builds_and_runs_at_a_small_size() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    for expected in ["1200 snapshots", "| lookup by name |", "| delete subtree, per snapshot |"] {
+    for expected in [
+        "1200 snapshots",
+        "| lookup by name |",
+        "| delete subtree, per snapshot |",
+    ] {
         assert!(stdout.contains(expected), "no '{expected}' in:\n{stdout}");
     }
 }
