@@ -189,10 +189,14 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         // Checkpoints copy the log into the database and sync both: every 4000 pages (16 MiB
         // of log) instead of SQLite's 1000, their cost spreads over ~4x more commits. After
-        // a checkpoint the log file is cut back to 32 MiB at most.
+        // a checkpoint the log file is cut back to 32 MiB at most. A page cache of up to
+        // 16 MiB (SQLite's default is 2) keeps the indexes of ~100,000 snapshots in memory:
+        // deleting a subtree of that size re-read index pages from the OS for every row
+        // (4.7 -> 3.0 us a snapshot); it only grows as pages are used.
         db.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
-             PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=33554432;",
+             PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=33554432; \
+             PRAGMA cache_size=-16384;",
         )?;
         Ok(mode)
     };
