@@ -107,7 +107,7 @@ impl DomainLock {
     pub fn begin_change(&self) -> Result<()> {
         self.require_held("mark a change")?;
         let s = self.signal.load();
-        self.signal.store(if s % 2 == 0 { s + 1 } else { s + 2 });
+        self.signal.store(if s.is_multiple_of(2) { s + 1 } else { s + 2 });
         Ok(())
     }
 
@@ -116,7 +116,7 @@ impl DomainLock {
     pub fn end_change(&self) -> Result<u64> {
         self.require_held("mark a change as over")?;
         let s = self.signal.load();
-        let next = if s % 2 == 0 { s + 2 } else { s + 1 };
+        let next = if s.is_multiple_of(2) { s + 2 } else { s + 1 };
         self.signal.store(next);
         Ok(next)
     }
@@ -139,7 +139,7 @@ impl DomainLock {
     fn settle(&mut self) {
         self.held = true;
         let s = self.signal.load();
-        if s % 2 == 1 {
+        if !s.is_multiple_of(2) {
             self.signal.store(s + 1);
         }
     }

@@ -354,7 +354,7 @@ impl SqliteStore {
         }
         tree.set_live_on_retired(live_on);
         self.data_version = Some(data_version);
-        self.seen = (signal % 2 == 0).then_some(signal);
+        self.seen = signal.is_multiple_of(2).then_some(signal);
         Ok((tree, generation))
     }
 
@@ -602,7 +602,7 @@ impl DomainStore for SqliteStore {
         // store (or committed), so no commit became visible since (ARCHITECTURE.md, "The
         // change signal").
         let signal = self.lock.change_signal();
-        if self.loaded.is_some() && signal % 2 == 0 && self.seen == Some(signal) {
+        if self.loaded.is_some() && signal.is_multiple_of(2) && self.seen == Some(signal) {
             return Ok(false);
         }
         // The signal moved, or a commit is under way (or its writer died mid-way): ask
@@ -617,7 +617,7 @@ impl DomainStore for SqliteStore {
         };
         if unchanged {
             // Both reads came after the signal was loaded: every commit before it is in.
-            self.seen = (signal % 2 == 0).then_some(signal);
+            self.seen = signal.is_multiple_of(2).then_some(signal);
         }
         Ok(!unchanged)
     }
