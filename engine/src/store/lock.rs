@@ -107,7 +107,8 @@ impl DomainLock {
     pub fn begin_change(&self) -> Result<()> {
         self.require_held("mark a change")?;
         let s = self.signal.load();
-        self.signal.store(if s.is_multiple_of(2) { s + 1 } else { s + 2 });
+        self.signal
+            .store(if s.is_multiple_of(2) { s + 1 } else { s + 2 });
         Ok(())
     }
 
