@@ -302,7 +302,12 @@ impl Connection {
             params![current.id, xml, parsed.backend_type],
         )
         .map_err(self.err(&what))?;
-        tx.commit().map_err(self.err(&what))?;
+        // The generation moves: open handles must notice (the change signal, as around
+        // every commit of the domain).
+        lock.begin_change()?;
+        let committed = tx.commit().map_err(self.err(&what));
+        lock.end_change()?;
+        committed?;
         Ok(DomainInfo {
             name: name.clone(),
             uuid: current.uuid,
@@ -373,7 +378,11 @@ impl Connection {
             }
             tx.execute("DELETE FROM domains WHERE id = ?1", [now.id])
                 .map_err(self.err(&what))?;
-            tx.commit().map_err(self.err(&what))?;
+            // Open handles must notice the domain is gone (the change signal).
+            lock.begin_change()?;
+            let committed = tx.commit().map_err(self.err(&what));
+            lock.end_change()?;
+            committed?;
             // A waiter on this lock file finds the domain gone (ids are never reused).
             let _ = std::fs::remove_file(lock.file_path());
             return Ok(());

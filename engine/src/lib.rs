@@ -15,6 +15,7 @@ pub mod flags;
 pub mod journal;
 pub mod model;
 pub mod name;
+mod name_index;
 pub mod null;
 pub mod physical;
 pub mod plan;

@@ -284,3 +284,74 @@ impl Backend for SharedBackend {
         self.with(|b| b.list_physical())
     }
 }
+
+/// A point of a metadata commit (`SqliteStore::commit`) where a test can stop the process
+/// to SIGKILL it there: the crash test of the change signal kills a writer at each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitPoint {
+    /// Holding the lock, before the change signal is made odd.
+    BeforeSignal = 1,
+    /// The signal is odd; the SQLite transaction has not begun.
+    Signalled = 2,
+    /// The edits are written in the open SQLite transaction, not committed.
+    Written = 3,
+    /// SQLite committed; the signal is still odd.
+    Committed = 4,
+    /// The signal is even again; the lock is still held.
+    Ended = 5,
+}
+
+impl CommitPoint {
+    /// Every point, in the order a commit passes them.
+    pub const ALL: [CommitPoint; 5] = [
+        CommitPoint::BeforeSignal,
+        CommitPoint::Signalled,
+        CommitPoint::Written,
+        CommitPoint::Committed,
+        CommitPoint::Ended,
+    ];
+
+    /// Its name, as the marker prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitPoint::BeforeSignal => "before-signal",
+            CommitPoint::Signalled => "signalled",
+            CommitPoint::Written => "written",
+            CommitPoint::Committed => "committed",
+            CommitPoint::Ended => "ended",
+        }
+    }
+}
+
+/// The armed commit point (0: none) and how many commits pass it first.
+static STALL_POINT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static STALL_AFTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Arms a stall: the `(skip + 1)`-th commit of this process to reach `point` prints
+/// [`STALL_MARKER`], a space and the point's name on stdout, then sleeps forever (to be
+/// killed there).
+pub fn stall_at_commit_point(point: CommitPoint, skip: usize) {
+    use std::sync::atomic::Ordering;
+    STALL_AFTER.store(skip, Ordering::SeqCst);
+    STALL_POINT.store(point as u8, Ordering::SeqCst);
+}
+
+/// Called by the store at each commit point.
+pub(crate) fn commit_point(point: CommitPoint) {
+    use std::sync::atomic::Ordering;
+    if STALL_POINT.load(Ordering::Relaxed) != point as u8 {
+        return;
+    }
+    if STALL_AFTER
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{STALL_MARKER} {}", point.name());
+    let _ = out.flush();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

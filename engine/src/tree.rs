@@ -1,6 +1,7 @@
 //! The snapshot forest of one domain: a petgraph `StableGraph` with name and uuid indexes
 //! and maintained sets of roots and leaves, so that every query costs O(size of answer).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::Direction;
@@ -10,6 +11,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::model::Snapshot;
 use crate::name::shown;
+use crate::name_index::NameIndex;
 
 /// A snapshot in the tree, with the insertion sequence that orders siblings.
 #[derive(Debug, Clone)]
@@ -37,8 +39,8 @@ pub enum Filter {
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotTree {
     graph: StableDiGraph<Node, ()>,
-    by_name: HashMap<String, NodeIndex>,
-    by_uuid: HashMap<Uuid, NodeIndex>,
+    by_name: NameIndex,
+    by_uuid: HashMap<Uuid, NodeIndex, foldhash::fast::RandomState>,
     roots: BTreeMap<u64, NodeIndex>,
     leaves: BTreeMap<u64, NodeIndex>,
     all: BTreeMap<u64, NodeIndex>,
@@ -91,7 +93,9 @@ impl SnapshotTree {
 
     /// The snapshot with this name.
     pub fn by_name(&self, name: &str) -> Option<&Snapshot> {
-        self.by_name.get(name).map(|i| self.node(*i))
+        self.by_name
+            .get(name, |i| &self.graph[i].snapshot.name)
+            .map(|i| self.node(i))
     }
 
     /// Whether a snapshot with this uuid exists.
@@ -291,21 +295,39 @@ impl SnapshotTree {
         }
     }
 
+    /// An empty tree with room for `n` snapshots (loading a stored domain: no index is
+    /// rehashed while it fills).
+    pub fn with_capacity(n: usize) -> SnapshotTree {
+        let mut t = SnapshotTree::new();
+        t.graph.reserve_nodes(n);
+        t.graph.reserve_edges(n);
+        t.by_name.reserve(n, |i| &t.graph[i].snapshot.name);
+        t.by_uuid.reserve(n);
+        t
+    }
+
     /// Adds a snapshot under `parent` (None: a new root).
     pub fn insert(&mut self, snapshot: Snapshot, parent: Option<Uuid>) -> Result<()> {
-        if self.by_uuid.contains_key(&snapshot.uuid) || self.by_name.contains_key(&snapshot.name) {
-            return Err(Error::Internal(format!(
-                "snapshot '{}' inserted twice",
-                snapshot.name
-            )));
-        }
+        let twice = || Error::Internal(format!("snapshot '{}' inserted twice", snapshot.name));
         let parent = parent.map(|p| self.index(&p)).transpose()?;
+        // One probe of each index, whether the snapshot is new or not.
+        let Entry::Vacant(by_uuid) = self.by_uuid.entry(snapshot.uuid) else {
+            return Err(twice());
+        };
+        if self
+            .by_name
+            .get(&snapshot.name, |i| &self.graph[i].snapshot.name)
+            .is_some()
+        {
+            return Err(twice());
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let (uuid, name) = (snapshot.uuid, snapshot.name.clone());
         let i = self.graph.add_node(Node { snapshot, seq });
-        self.by_uuid.insert(uuid, i);
-        self.by_name.insert(name, i);
+        by_uuid.insert(i);
+        let graph = &self.graph;
+        self.by_name
+            .insert_new(&graph[i].snapshot.name, i, |j| &graph[j].snapshot.name);
         self.all.insert(seq, i);
         self.leaves.insert(seq, i);
         match parent {
@@ -342,12 +364,14 @@ impl SnapshotTree {
         }
         let parent = self.parent_index(i);
         self.physical.on_retired.remove(uuid);
+        let graph = &self.graph;
+        self.by_name
+            .remove(&graph[i].snapshot.name, |j| &graph[j].snapshot.name);
         let node = self
             .graph
             .remove_node(i)
             .ok_or_else(|| Error::Internal("node vanished".into()))?;
         self.by_uuid.remove(uuid);
-        self.by_name.remove(&node.snapshot.name);
         self.all.remove(&node.seq);
         self.leaves.remove(&node.seq);
         self.roots.remove(&node.seq);
@@ -397,12 +421,18 @@ impl SnapshotTree {
     /// Renames a snapshot (the new name must be free).
     pub fn rename(&mut self, uuid: &Uuid, name: &str) -> Result<()> {
         let i = self.index(uuid)?;
-        if self.by_name.get(name).is_some_and(|j| *j != i) {
+        let name_of = |j: NodeIndex| self.graph[j].snapshot.name.as_str();
+        if self.by_name.get(name, name_of).is_some_and(|j| j != i) {
             return Err(Error::Internal(format!("rename to taken name '{name}'")));
         }
-        let old = std::mem::replace(&mut self.graph[i].snapshot.name, name.to_string());
-        self.by_name.remove(&old);
-        self.by_name.insert(name.to_string(), i);
+        // Out of the index under the old name while the node still has it.
+        let graph = &self.graph;
+        self.by_name
+            .remove(&graph[i].snapshot.name, |j| &graph[j].snapshot.name);
+        self.graph[i].snapshot.name = name.to_string();
+        let graph = &self.graph;
+        self.by_name
+            .insert_new(name, i, |j| &graph[j].snapshot.name);
         Ok(())
     }
 

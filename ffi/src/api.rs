@@ -10,7 +10,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use snaptree_engine::flags::CreateMode;
-use snaptree_engine::{Connection, Error, NoProgress, Step, flags};
+use snaptree_engine::{Connection, Error, Filter, NoProgress, Snapshot, Step, flags};
 use snaptree_host::{Plugin, PluginHost};
 
 use crate::boundary::{self, Call};
@@ -367,15 +367,17 @@ pub unsafe extern "C" fn snaptree_snapshot_list_names(
         let names = call.out(names, "names")?;
         let slots = call.len(nameslen, "nameslen")?;
         let filter = flags::list_filter(flags)?;
-        let list = dom.read(|t| {
-            Ok(t.list(filter)
-                .into_iter()
-                .take(slots)
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>())
+        // The names are copied out while the tree is borrowed: no copy of them in between.
+        let written = dom.read(|t| {
+            let listed: Box<dyn Iterator<Item = &Snapshot>> = match filter {
+                Filter::All => Box::new(t.iter()),
+                Filter::Roots => Box::new(t.roots()),
+                Filter::Leaves => Box::new(t.leaves()),
+                Filter::Topological => Box::new(t.topological().into_iter()),
+            };
+            // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
+            unsafe { strings::write_names(names, slots, listed.map(|s| s.name.as_str())) }
         })?;
-        // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
-        let written = unsafe { strings::write_names(names, slots, &list) }?;
         call.count(written)
     })
 }
@@ -611,15 +613,11 @@ pub unsafe extern "C" fn snaptree_snapshot_list_children_names(
         let names = call.out(names, "names")?;
         let slots = call.len(nameslen, "nameslen")?;
         call.flags(flags, 0)?;
-        let list = snap.read(|t, s| {
-            Ok(t.children(&s.uuid)
-                .into_iter()
-                .take(slots)
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>())
+        let written = snap.read(|t, s| {
+            let children = t.children(&s.uuid);
+            // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
+            unsafe { strings::write_names(names, slots, children.iter().map(|c| c.name.as_str())) }
         })?;
-        // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
-        let written = unsafe { strings::write_names(names, slots, &list) }?;
         call.count(written)
     })
 }

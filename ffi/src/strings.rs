@@ -49,29 +49,50 @@ pub(crate) unsafe fn release(ptr: *mut c_void) {
 /// Writes up to `slots` of `names` into `out` as new C strings and returns how many were
 /// written. Nothing is written unless every string could be allocated.
 ///
+/// The strings are made first and kept in a per-thread scratch list that keeps its
+/// capacity: a fresh list of tens of thousands of pointers on every call would be a large
+/// allocation, which makes the C allocator consolidate the small blocks the caller just
+/// freed (a listing loop then pays for that on every call).
+///
 /// # Safety
 /// `out` must be valid for writing `slots` pointers.
-pub(crate) unsafe fn write_names(
+pub(crate) unsafe fn write_names<'a>(
     out: *mut *mut c_char,
     slots: usize,
-    names: &[String],
+    names: impl Iterator<Item = &'a str>,
 ) -> Result<usize> {
-    let mut made: Vec<*mut c_char> = Vec::with_capacity(slots.min(names.len()));
-    for name in names.iter().take(slots) {
-        match to_c(name) {
-            Ok(p) => made.push(p),
-            Err(e) => {
-                for p in made {
-                    // SAFETY: each was just returned by `to_c` and is not shared.
-                    unsafe { release(p.cast()) };
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<*mut c_char>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut own = Vec::new();
+    SCRATCH.with(|scratch| {
+        // Re-entered only if a name's allocation called back here, which it cannot; a
+        // fresh list then is still correct.
+        let mut borrowed = scratch.try_borrow_mut();
+        let made = match borrowed.as_deref_mut() {
+            Ok(v) => v,
+            Err(_) => &mut own,
+        };
+        made.clear();
+        for name in names.take(slots) {
+            match to_c(name) {
+                Ok(p) => made.push(p),
+                Err(e) => {
+                    for p in made.drain(..) {
+                        // SAFETY: each was just returned by `to_c` and is not shared.
+                        unsafe { release(p.cast()) };
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
-    }
-    for (i, p) in made.iter().enumerate() {
-        // SAFETY: i < made.len() <= slots, and the caller made `out` valid for `slots` writes.
-        unsafe { out.add(i).write(*p) };
-    }
-    Ok(made.len())
+        for (i, p) in made.iter().enumerate() {
+            // SAFETY: i < made.len() <= slots, and the caller made `out` valid for `slots`
+            // writes.
+            unsafe { out.add(i).write(*p) };
+        }
+        let n = made.len();
+        made.clear();
+        Ok(n)
+    })
 }

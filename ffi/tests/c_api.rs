@@ -66,6 +66,12 @@ fn compiler() -> String {
 
 /// Compiles `tests/c/<name>.c` once per test process and returns the program.
 fn program(name: &'static str) -> PathBuf {
+    program_in("tests/c", name, &[])
+}
+
+/// Compiles `<dir>/<name>.c` (dir relative to the workspace) once per test process, with
+/// `extra` arguments after the library, and returns the program.
+fn program_in(dir: &str, name: &'static str, extra: &[String]) -> PathBuf {
     static BUILT: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT
         .lock()
@@ -73,7 +79,7 @@ fn program(name: &'static str) -> PathBuf {
     if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
         return p.clone();
     }
-    let src = workspace().join("tests/c").join(format!("{name}.c"));
+    let src = workspace().join(dir).join(format!("{name}.c"));
     // Built under a private name, then renamed: another test process running the program
     // keeps its own copy.
     let out = scratch_root().join(name);
@@ -101,13 +107,14 @@ fn program(name: &'static str) -> PathBuf {
     // DT_RPATH, not RUNPATH: it wins over an inherited LD_LIBRARY_PATH.
     .arg("-Wl,--disable-new-dtags")
     .arg(format!("-Wl,-rpath,{}", lib.display()))
-    .arg("-lsnaptree");
+    .arg("-lsnaptree")
+    .args(extra);
     let result = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {}: {e}", compiler()));
     assert!(
         result.status.success(),
-        "expected tests/c/{name}.c to compile cleanly with {cmd:?}, got:\n{}",
+        "expected {dir}/{name}.c to compile cleanly with {cmd:?}, got:\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
     std::fs::rename(&tmp, &out)
@@ -350,5 +357,49 @@ fn threads_on_sim_plugin() {
 fn threads_on_qemu_plugin() {
     if let Some(b) = qemu() {
         run("thread_test", &b, &[("SNAPTREE_TEST_ROUNDS", "3")]);
+    }
+}
+
+/// The side-by-side benchmark against libvirt's test driver (`benches/c/side_by_side.c`,
+/// run at full size by `scripts/bench`) compiles with this build's header and library, and
+/// runs end to end at a small size, so it cannot rot between benchmark runs.
+#[test]
+fn side_by_side_benchmark_builds_and_runs_at_a_small_size() {
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "libvirt"])
+        .output();
+    let flags = match flags {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
+        _ => {
+            skip::cannot_run(
+                "the side-by-side benchmark's build",
+                "pkg-config finds no libvirt (libvirt-dev, installed by scripts/setup)",
+            );
+            return;
+        }
+    };
+    let extra: Vec<String> = flags.split_whitespace().map(String::from).collect();
+    let exe = program_in("benches/c", "side_by_side", &extra);
+    let scratch = tempfile::tempdir_in(scratch_root()).unwrap();
+    let out = Command::new(&exe)
+        .args(["--lookups", "200", "--state-dir"])
+        .arg(scratch.path())
+        .args(["50", "1200"])
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the side-by-side benchmark failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "1200 snapshots",
+        "| lookup by name |",
+        "| delete subtree, per snapshot |",
+    ] {
+        assert!(stdout.contains(expected), "no '{expected}' in:\n{stdout}");
     }
 }

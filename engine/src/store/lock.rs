@@ -3,12 +3,20 @@
 //! the lock is one system call. Locks taken through different open files exclude each other
 //! whether they are in one process or several, so threads with their own handles are
 //! serialized too.
+//!
+//! The first 8 bytes of the file are the domain's **change signal**, a counter mapped
+//! shared into every handle ([`snaptree_mapped_counter`]): a writer makes it odd before a
+//! metadata commit and even (a new value) after it, so a reader that finds it even and
+//! where it was when it last read the store knows, with one memory load, that nothing was
+//! committed since. ARCHITECTURE.md ("The change signal") gives the argument, crashes
+//! included; `SqliteStore::changed` is the reader.
 
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use snaptree_mapped_counter::MappedCounter;
 use uuid::Uuid;
 
 use super::{LOCK_DIR, chmod};
@@ -26,6 +34,8 @@ pub struct DomainLock {
     domain: String,
     timeout: Duration,
     held: bool,
+    /// The change signal in the file's first 8 bytes.
+    signal: MappedCounter,
 }
 
 impl DomainLock {
@@ -67,13 +77,72 @@ impl DomainLock {
                 ));
             }
         };
+        let signal = MappedCounter::map(&file).map_err(|e| {
+            Error::storage(
+                format!("cannot map the change signal of {}", path.display()),
+                e,
+            )
+        })?;
         Ok(DomainLock {
             file,
             path,
             domain: name.to_string(),
             timeout,
             held: false,
+            signal,
         })
+    }
+
+    /// The change signal now: even when no commit is under way; every commit moves it.
+    /// One memory load, no system call.
+    pub fn change_signal(&self) -> u64 {
+        self.signal.load()
+    }
+
+    /// Marks a commit as under way: the signal becomes odd (the next odd value). Call it
+    /// before the commit can become visible, and [`DomainLock::end_change`] after, both
+    /// holding the lock (only lock holders write the signal, so a load and a store do not
+    /// race). A holder that dies in between leaves it odd: readers fall back to the store
+    /// until the next holder settles it.
+    pub fn begin_change(&self) -> Result<()> {
+        self.require_held("mark a change")?;
+        let s = self.signal.load();
+        self.signal
+            .store(if s.is_multiple_of(2) { s + 1 } else { s + 2 });
+        Ok(())
+    }
+
+    /// Marks the commit begun by [`DomainLock::begin_change`] as over, whether it
+    /// succeeded or not: the signal becomes even, a value it never had. Returns it.
+    pub fn end_change(&self) -> Result<u64> {
+        self.require_held("mark a change as over")?;
+        let s = self.signal.load();
+        let next = if s.is_multiple_of(2) { s + 2 } else { s + 1 };
+        self.signal.store(next);
+        Ok(next)
+    }
+
+    fn require_held(&self, what: &str) -> Result<()> {
+        if self.held {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "cannot {what} of domain '{}' without holding its lock",
+                self.domain
+            )))
+        }
+    }
+
+    /// Just taken: a signal left odd means the last holder died between marking a commit
+    /// and marking it over. That commit is now either wholly in the store or not at all,
+    /// and nobody else can commit while we hold the lock, so make the signal even (a new
+    /// value: every reader's remembered value is older) and fast reads resume.
+    fn settle(&mut self) {
+        self.held = true;
+        let s = self.signal.load();
+        if !s.is_multiple_of(2) {
+            self.signal.store(s + 1);
+        }
     }
 
     /// The lock file.
@@ -110,7 +179,7 @@ impl DomainLock {
         loop {
             match self.file.try_lock() {
                 Ok(()) => {
-                    self.held = true;
+                    self.settle();
                     return Ok(());
                 }
                 Err(TryLockError::WouldBlock) => {}
@@ -143,7 +212,7 @@ impl DomainLock {
         }
         match self.file.try_lock() {
             Ok(()) => {
-                self.held = true;
+                self.settle();
                 Ok(true)
             }
             Err(TryLockError::WouldBlock) => Ok(false),
@@ -193,5 +262,35 @@ mod tests {
         assert!(b.is_held());
         drop(b);
         a.acquire().unwrap();
+    }
+
+    #[test]
+    fn the_change_signal_is_odd_during_a_change_and_settled_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(LOCK_DIR)).unwrap();
+        let u = Uuid::new_v4();
+        let t = Duration::from_millis(30);
+        let mut a = DomainLock::open(dir.path(), &u, "vm1", t).unwrap();
+        let mut b = DomainLock::open(dir.path(), &u, "vm1", t).unwrap();
+        assert_eq!(b.change_signal(), 0);
+        let err = a.begin_change().unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Internal, "{err}");
+        a.acquire().unwrap();
+        a.begin_change().unwrap();
+        assert_eq!(b.change_signal(), 1);
+        assert_eq!(a.end_change().unwrap(), 2);
+        assert_eq!(b.change_signal(), 2);
+        // A holder that dies mid-change (here: releases without ending it).
+        a.begin_change().unwrap();
+        a.release();
+        assert_eq!(b.change_signal(), 3);
+        b.acquire().unwrap();
+        assert_eq!(
+            a.change_signal(),
+            4,
+            "the next holder settles it, at a new value"
+        );
+        b.begin_change().unwrap();
+        assert_eq!(b.end_change().unwrap(), 6);
     }
 }

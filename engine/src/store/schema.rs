@@ -77,8 +77,14 @@ ALTER TABLE snapshots ADD COLUMN on_retired TEXT;
 ALTER TABLE domains ADD COLUMN live_on_retired TEXT;
 ";
 
+/// Version 4: no table changes. From this version every commit of a domain moves the
+/// change signal in its lock file (`store/lock.rs`), which readers trust instead of asking
+/// SQLite; the version bump keeps an older snaptree, which commits without moving it, from
+/// opening the database (it refuses a newer schema) and leaving readers blind to its commits.
+const V4: &str = "";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

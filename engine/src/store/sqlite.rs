@@ -121,7 +121,8 @@ fn operation_name(op: &Operation) -> &'static str {
 }
 
 /// The store of one open domain handle: its own SQLite connection (so `PRAGMA data_version`
-/// reports every other handle's commits), its lock file, and the generation it loaded.
+/// reports every other handle's commits), its lock file (and the change signal in it), and
+/// the generation it loaded.
 pub struct SqliteStore {
     db: rusqlite::Connection,
     path: PathBuf,
@@ -132,6 +133,10 @@ pub struct SqliteStore {
     loaded: Option<i64>,
     /// `PRAGMA data_version` when the generation was last read.
     data_version: Option<i64>,
+    /// The change signal as loaded before the store read that `loaded` reflects (or as
+    /// this handle's own commit left it), when it was even: while the signal still has
+    /// this value, nothing was committed since and the tree is current.
+    seen: Option<u64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -175,6 +180,7 @@ impl SqliteStore {
             lock,
             loaded: None,
             data_version: None,
+            seen: None,
         })
     }
 
@@ -239,6 +245,8 @@ impl SqliteStore {
     /// older than its children in practice, and a row whose parent comes later is attached
     /// once every row is in.
     fn read_tree(&mut self) -> Result<(SnapshotTree, i64)> {
+        // Loaded before anything is read: a commit that the read below misses moves it.
+        let signal = self.lock.change_signal();
         let data_version = self.read_data_version()?;
         let what = format!("cannot load the snapshots of domain '{}'", self.name);
         let tx = self
@@ -261,7 +269,13 @@ impl SqliteStore {
             })
             .map_err(|e| db_error(&what, &self.path, e))?
             .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
-        let mut tree = SnapshotTree::new();
+        // Counted first so that the tree's indexes never grow while loading (rehashing a
+        // million-entry table several times cost more than this count).
+        let count = tx
+            .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")
+            .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)))
+            .map_err(|e| db_error(&what, &self.path, e))?;
+        let mut tree = SnapshotTree::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut late: Vec<(Uuid, Uuid)> = Vec::new();
         let mut on_retired: Vec<(Uuid, Uuid)> = Vec::new();
         let mut bad: Option<String> = None;
@@ -341,6 +355,7 @@ impl SqliteStore {
         }
         tree.set_live_on_retired(live_on);
         self.data_version = Some(data_version);
+        self.seen = signal.is_multiple_of(2).then_some(signal);
         Ok((tree, generation))
     }
 
@@ -348,6 +363,26 @@ impl SqliteStore {
         self.db
             .execute_batch(&format!("PRAGMA synchronous={level}"))
             .map_err(self.err(format_args!("cannot set synchronous={level}")))
+    }
+
+    /// Commits a plan's edits with the change signal around the commit (odd before it can
+    /// be visible, even after), so that no reader trusts its tree across it; returns the
+    /// new generation and the signal as this commit left it.
+    fn signalled_commit(&mut self, plan: &Plan) -> Result<(i64, u64)> {
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::BeforeSignal);
+        self.lock.begin_change()?;
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::Signalled);
+        let committed = self.try_commit(plan);
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::Committed);
+        // Ended whatever happened: a failed commit rolled back, and readers that fell back
+        // to the store during it saw the truth.
+        let signal = self.lock.end_change()?;
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::Ended);
+        Ok((committed?, signal))
     }
 
     fn try_commit(&mut self, plan: &Plan) -> Result<i64> {
@@ -567,6 +602,8 @@ impl SqliteStore {
         tx.prepare_cached("DELETE FROM journal WHERE domain_id = ?1")
             .and_then(|mut st| st.execute([id]))
             .map_err(sql)?;
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::Written);
         tx.commit().map_err(sql)?;
         Ok(next)
     }
@@ -586,13 +623,28 @@ impl DomainStore for SqliteStore {
     }
 
     fn changed(&mut self) -> Result<bool> {
-        let dv = self.read_data_version()?;
-        if self.data_version == Some(dv) && self.loaded.is_some() {
+        // The fast path: the signal is even and where it was when this handle last read the
+        // store (or committed), so no commit became visible since (ARCHITECTURE.md, "The
+        // change signal").
+        let signal = self.lock.change_signal();
+        if self.loaded.is_some() && signal.is_multiple_of(2) && self.seen == Some(signal) {
             return Ok(false);
         }
-        let generation = self.read_generation()?;
-        self.data_version = Some(dv);
-        Ok(self.loaded != Some(generation))
+        // The signal moved, or a commit is under way (or its writer died mid-way): ask
+        // SQLite, whose own counter costs no I/O when nothing changed.
+        let dv = self.read_data_version()?;
+        let unchanged = if self.data_version == Some(dv) && self.loaded.is_some() {
+            true
+        } else {
+            let generation = self.read_generation()?;
+            self.data_version = Some(dv);
+            self.loaded == Some(generation)
+        };
+        if unchanged {
+            // Both reads came after the signal was loaded: every commit before it is in.
+            self.seen = signal.is_multiple_of(2).then_some(signal);
+        }
+        Ok(!unchanged)
     }
 
     fn load_tree(&mut self) -> Result<SnapshotTree> {
@@ -682,9 +734,13 @@ impl DomainStore for SqliteStore {
     }
 
     fn commit(&mut self, plan: &Plan) -> Result<()> {
-        match self.try_commit(plan) {
-            Ok(generation) => {
+        match self.signalled_commit(plan) {
+            Ok((generation, signal)) => {
+                // The commit checked the stored generation was the one this tree was loaded
+                // at, and only lock holders commit: the tree with these edits is current
+                // as of the signal this commit left.
                 self.loaded = Some(generation);
+                self.seen = Some(signal);
                 Ok(())
             }
             Err(e) => {

@@ -17,6 +17,14 @@
 //!   stall marker and waits to be killed.
 //! - `run-sim DIR DOMAIN OP`: opens the domain on the C sim plugin, prints `START`, runs OP
 //!   (without the guest write of `create`), prints `DONE n` (n: the plan's steps).
+//! - `signal-writer DIR DOMAIN PREFIX N POINT SKIP`: takes N snapshots named PREFIX-i; with
+//!   POINT a commit point (`snaptree_engine::testing::CommitPoint::name`, or `none`), the
+//!   (SKIP+1)-th commit stalls there (prints the stall marker and the point) to be killed.
+//!   Prints `DONE` at the end.
+//! - `signal-reader DIR DOMAIN STOPFILE`: until STOPFILE exists, reads the domain's
+//!   generation and snapshot count straight from SQLite (its own connection, no engine
+//!   code), then the tree through one long-lived engine handle, and checks the handle is
+//!   at least as new. Prints `OK iterations` or `MISSED ...` (exit status 1).
 
 use std::io::Write;
 use std::path::Path;
@@ -24,7 +32,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use snaptree_engine::store::DomainLock;
-use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend};
+use snaptree_engine::testing::{CommitPoint, Fault, FaultAction, FaultSwitch, FaultyBackend};
 use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid,
 };
@@ -192,6 +200,70 @@ fn run_sim(dir: &str, domain: &str, op: &str) -> Result<(), String> {
     out.flush().map_err(|e| e.to_string())
 }
 
+fn signal_writer(
+    dir: &str,
+    domain: &str,
+    prefix: &str,
+    n: usize,
+    point: &str,
+    skip: usize,
+) -> Result<(), String> {
+    if point != "none" {
+        let p = CommitPoint::ALL
+            .into_iter()
+            .find(|p| p.name() == point)
+            .ok_or_else(|| format!("no commit point '{point}'"))?;
+        snaptree_engine::testing::stall_at_commit_point(p, skip);
+    }
+    let conn = open(dir);
+    let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
+    for i in 0..n {
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{prefix}-{i}</name></domainsnapshot>"
+        ))
+        .map_err(|e| e.full_message())?;
+    }
+    println!("DONE");
+    Ok(())
+}
+
+/// (generation, snapshots) of a domain, read by plain SQL in one read transaction.
+fn oracle(db: &rusqlite::Connection, domain: &str) -> rusqlite::Result<(u64, usize)> {
+    db.query_row(
+        "SELECT generation, (SELECT count(*) FROM snapshots s WHERE s.domain_id = d.id) \
+         FROM domains d WHERE name = ?1",
+        [domain],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize)),
+    )
+}
+
+fn signal_reader(dir: &str, domain: &str, stop: &str) -> Result<(), String> {
+    let conn = open(dir);
+    let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
+    let db = rusqlite::Connection::open(Path::new(dir).join("snaptree.db"))
+        .map_err(|e| e.to_string())?;
+    db.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let mut iterations = 0u64;
+    while !Path::new(stop).exists() {
+        // First what is committed now, then the handle: a handle that shows anything older
+        // missed a commit.
+        let (generation, count) = oracle(&db, domain).map_err(|e| e.to_string())?;
+        let len = d.tree().map_err(|e| e.full_message())?.len();
+        let seen = d.generation().unwrap_or(0);
+        if seen < generation || (seen == generation && len != count) || len < count {
+            println!(
+                "MISSED: SQLite has generation {generation} with {count} snapshots, the handle \
+                 generation {seen} with {len}, after {iterations} reads"
+            );
+            return Err("a reader missed a commit".into());
+        }
+        iterations += 1;
+    }
+    println!("OK {iterations}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = |i: usize| {
@@ -211,6 +283,15 @@ fn main() -> ExitCode {
         "crash" => crash(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1", a(6)),
         "crash-sim" => crash_sim(a(1), a(2), a(3), a(4).parse().unwrap(), a(5) == "1"),
         "run-sim" => run_sim(a(1), a(2), a(3)),
+        "signal-writer" => signal_writer(
+            a(1),
+            a(2),
+            a(3),
+            a(4).parse().unwrap(),
+            a(5),
+            a(6).parse().unwrap(),
+        ),
+        "signal-reader" => signal_reader(a(1), a(2), a(3)),
         "create" => {
             let conn = open(a(1));
             let mut d = conn.open_domain(a(2)).unwrap();
