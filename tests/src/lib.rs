@@ -2,12 +2,16 @@
 //! states exactly, the invariants of SEMANTICS.md §3.1-2, a base tree that exercises every
 //! delete mode with multi-step plans, and the operations the crash tests run. [`skip`] is
 //! how any crate's test that cannot run here (a missing tool) says so, or fails under CI;
-//! [`rig`] starts a real `qemu-system-x86_64` for the QEMU crates' live tests, and
-//! [`lock::LockHolder`] holds an image's lock as a running VM would.
+//! [`rig`] starts a real `qemu-system-x86_64` for the QEMU crates' live tests,
+//! [`libvirt_rig`] a private libvirtd for the libvirt backend's, [`vcsim`] VMware's
+//! simulator for the ESX backend's, and [`lock::LockHolder`] holds an image's lock as a
+//! running VM would. Every rig lives here, in this dev-only crate, and none in a backend.
 
+pub mod libvirt_rig;
 pub mod lock;
 pub mod rig;
 pub mod skip;
+pub mod vcsim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

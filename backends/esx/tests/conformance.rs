@@ -13,6 +13,7 @@
 #[macro_use]
 mod common;
 
+use common::VcsimExt;
 use std::time::Instant;
 
 use snaptree_backend_esx::vim::{self, VmPower};

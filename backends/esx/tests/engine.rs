@@ -11,6 +11,7 @@
 #[macro_use]
 mod common;
 
+use common::VcsimExt;
 use snaptree_backend_esx::EsxBackend;
 use snaptree_backend_esx::vim::{self, VmPower};
 use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress, PhysicalTree, PowerState, Uuid};

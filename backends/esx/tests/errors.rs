@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+use common::VcsimExt;
 use snaptree_backend_esx::vim;
 use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress, PowerState, Uuid};
 

@@ -9,7 +9,6 @@
 //! what it made before the other runs, so snaptree's tree never sees virsh's entries.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused_macros)] // rig_or_skip: the bench returns on its own.
 mod common;
 
 use std::io::{BufRead, BufReader, Seek};
@@ -144,7 +143,7 @@ fn create(dom: &mut Domain, name: &str) -> Uuid {
 }
 
 fn main() {
-    let Some(rig) = common::Rig::start() else {
+    let Some(rig) = common::Rig::start(Path::new(env!("CARGO_TARGET_TMPDIR"))) else {
         return;
     };
     let rounds: usize = std::env::var("SNAPTREE_BENCH_ROUNDS")
@@ -178,7 +177,7 @@ fn main() {
         rig.virsh(&["start", &d.name]);
         let mut ev = Events::watch(&rig, &d.name, &rig.dir().join("int-events"));
         let state = tempfile::tempdir().unwrap();
-        let conn = rig.connection(state.path());
+        let conn = common::connection(state.path());
         conn.define_domain(&d.snaptree_xml).unwrap();
         let mut dom = conn.open_domain(&d.name).unwrap();
         let (mut c, mut r, mut x) = (Row::default(), Row::default(), Row::default());
@@ -243,7 +242,7 @@ fn main() {
         rig.virsh(&["start", &d.name]);
         let mut ev = Events::watch(&rig, &d.name, &rig.dir().join("ext-events"));
         let state = tempfile::tempdir().unwrap();
-        let conn = rig.connection(state.path());
+        let conn = common::connection(state.path());
         conn.define_domain(&d.snaptree_xml).unwrap();
         let mut dom = conn.open_domain(&d.name).unwrap();
         let (mut c, mut m, mut x) = (Row::default(), Row::default(), Row::default());

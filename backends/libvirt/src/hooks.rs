@@ -1,4 +1,5 @@
-//! The conformance kit's test hooks: guest writes (qemu-io on the disk files while the
+//! The conformance kit's test hooks, built only with the `test-hooks` feature (the tests
+//! turn it on; the shipped plugin has none): guest writes (qemu-io on the disk files while the
 //! domain is shut off, HMP `qemu-io` through libvirt's monitor while it runs) and content
 //! digests (through `snaptree-qemu-img`; while QEMU runs the domain and holds its images'
 //! write locks, each disk is flushed through HMP `qemu-io ... flush` and the image, or its

@@ -13,12 +13,13 @@
 //! Modules, one job each: `sys` (the C functions), `api` (safe handles), `config` (XML in),
 //! `backend` (the steps; see there for how libvirt's metadata mirrors snaptree's tree),
 //! `commit` (freeing an external snapshot of a running domain by a driven block commit),
-//! `hooks` (the conformance kit's test hooks), `plugin` (the SDK face).
+//! `hooks` (the conformance kit's test hooks, feature `test-hooks` only), `plugin` (the SDK face).
 
 mod api;
 mod backend;
 mod commit;
 mod config;
+#[cfg(feature = "test-hooks")]
 mod hooks;
 mod plugin;
 mod sys;
@@ -26,5 +27,6 @@ mod sys;
 pub use api::{Connection, Domain, LibvirtError, Snapshot};
 pub use backend::{EXTERNAL_REVERT_SINCE, LibvirtBackend, capabilities, version_text};
 pub use config::{Disk, Mode, Target};
+#[cfg(feature = "test-hooks")]
 pub use hooks::guest_write;
 pub use plugin::LibvirtPlugin;

@@ -58,7 +58,7 @@ fn libvirtd_restarted_mid_commit_the_journal_finishes_it() {
     let d = rig.define("restart", 1, "external");
     rig.virsh(&["start", &d.name]);
     let state = tempfile::tempdir().unwrap();
-    let conn = rig.connection(state.path());
+    let conn = common::connection(state.path());
     // 256 KiB/s: the 6 MiB commit below would run for about 24 s, so it is still running
     // after the restart even on a loaded machine; it is sped up before the roll-forward.
     conn.define_domain(&d.limited_xml(MIB / 4)).unwrap();
@@ -131,7 +131,7 @@ fn qemu_killed_mid_active_commit_the_journal_finishes_it_once_the_domain_runs() 
     let d = rig.define("killed", 1, "external");
     rig.virsh(&["start", &d.name]);
     let state = tempfile::tempdir().unwrap();
-    let conn = rig.connection(state.path());
+    let conn = common::connection(state.path());
     conn.define_domain(&d.limited_xml(MIB)).unwrap();
     let mut dom = conn.open_domain(&d.name).unwrap();
     rig.guest_write(&d.name, 0, 0x11, 0, K64);
@@ -189,7 +189,7 @@ fn progress_comes_from_the_block_job_and_cancel_aborts_it() {
     let d = rig.define("cancel", 2, "external");
     rig.virsh(&["start", &d.name]);
     let state = tempfile::tempdir().unwrap();
-    let conn = rig.connection(state.path());
+    let conn = common::connection(state.path());
     // 2 MiB/s: each disk's 4 MiB commit runs for about 2 s.
     conn.define_domain(&d.limited_xml(2 * MIB)).unwrap();
     let mut dom = conn.open_domain(&d.name).unwrap();
