@@ -47,6 +47,12 @@ impl Ctx<'_> {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether consolidate measures the bytes it moves (see
+    /// `QemuHandle::set_measure_moved_bytes`).
+    pub(crate) fn measuring_moved(&self) -> bool {
+        self.shared.measure_moved.load(Ordering::Relaxed)
+    }
+
     /// Called before every change to the disk: fails like a crash would when the restart
     /// tests armed a crash at this change.
     pub(crate) fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
