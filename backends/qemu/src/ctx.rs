@@ -233,6 +233,18 @@ impl Ctx<'_> {
         self.rename(tmp, path)
     }
 
+    /// Creates `path` as an empty file (or empties it): a record whose presence is its whole
+    /// content. Nothing to flush — a crash can leave it only empty or absent — so only
+    /// the directory entry needs making durable ([`Ctx::sync_dirty`]), one fsync fewer than
+    /// [`Ctx::write_atomic`].
+    pub(crate) fn create_marker(&self, path: &Path) -> Result<()> {
+        self.mutation(|| format!("create {}", path.display()))?;
+        self.fs(|| File::create(path).map(drop))
+            .map_err(|e| io_error(format!("cannot create {}", path.display()), e))?;
+        self.dirty(path);
+        Ok(())
+    }
+
     /// Builds a new empty overlay `fresh` on `backing` with `live`'s permissions, runs
     /// `before_rename`, and renames the overlay over `live`: the live name never disappears,
     /// and a crash leaves either the old live file or the new overlay there. With `size`,
