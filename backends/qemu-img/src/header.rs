@@ -28,9 +28,10 @@ const MAX_BACKING_NAME: u32 = 1023;
 const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 /// Incompatible feature bit: the guest data lives in an external data file.
 const FEATURE_DATA_FILE: u64 = 1 << 2;
-/// How much of the file is read to find the header extensions (they sit in the first
-/// cluster, which is at least 512 bytes; the usual 64 KiB covers every real header).
-const HEAD_READ: u64 = 64 << 10;
+/// How much of the file is read to find the header extensions (qemu writes them right
+/// after the header; a backing format beyond this reads as undeclared, which only sends
+/// the lock check to qemu-io). Every step reads every layer's header: kept small.
+const HEAD_READ: u64 = 4 << 10;
 
 /// The fields of a qcow2 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
