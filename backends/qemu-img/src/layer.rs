@@ -174,12 +174,18 @@ fn count_allocated(path: &Path) -> Option<u64> {
     };
     let l2_entries = (cluster / 8) as usize;
     let mut clusters_with_data: Vec<u64> = Vec::new();
-    for (i, l1) in read_table(&mut f, l1_offset, l1_size)?.into_iter().enumerate() {
+    for (i, l1) in read_table(&mut f, l1_offset, l1_size)?
+        .into_iter()
+        .enumerate()
+    {
         let l2_offset = l1 & L1_OFFSET;
         if l2_offset == 0 {
             continue;
         }
-        for (j, l2) in read_table(&mut f, l2_offset, l2_entries)?.into_iter().enumerate() {
+        for (j, l2) in read_table(&mut f, l2_offset, l2_entries)?
+            .into_iter()
+            .enumerate()
+        {
             let data = if l2 & L2_COMPRESSED != 0 {
                 true
             } else {

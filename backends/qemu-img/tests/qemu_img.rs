@@ -360,7 +360,10 @@ fn qemu_io_verdict(path: &Path) -> Option<PathBuf> {
     }
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(text.contains("lock"), "{text}");
-    let named = text.split("image [").nth(1).and_then(|r| r.split("]?").next());
+    let named = text
+        .split("image [")
+        .nth(1)
+        .and_then(|r| r.split("]?").next());
     Some(PathBuf::from(named.expect("a named image")))
 }
 
@@ -489,14 +492,31 @@ fn in_process_allocation_count_agrees_with_qemu_img_map() {
     let small_s = small.to_str().unwrap();
     run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", small_s, "3000000"],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            small_s,
+            "3000000",
+        ],
     );
-    run("qemu-io", &["-f", "qcow2", "-c", "write -P 7 0 2999000", small_s]);
-    run("qemu-io", &["-f", "qcow2", "-c", "write -z 8192 4096", small_s]);
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 7 0 2999000", small_s],
+    );
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z 8192 4096", small_s],
+    );
     let packed_s = packed.to_str().unwrap();
     run(
         "qemu-img",
-        &["convert", "-c", "-f", "qcow2", "-O", "qcow2", base_s, packed_s],
+        &[
+            "convert", "-c", "-f", "qcow2", "-O", "qcow2", base_s, packed_s,
+        ],
     );
     for image in [&base, &top, &small, &packed] {
         let by_map = qi::allocated_bytes_by_map(image).unwrap();

@@ -424,7 +424,12 @@ fn consolidate_measures_moved_bytes_only_when_asked() {
     f.h.set_measure_moved_bytes(true);
     delete(&mut f, "D", DeleteMode::Consolidate);
     assert!(f.h.stats().bytes_moved() > 0, "{:?}", f.h.stats());
-    check(f, "consolidate B, D", Some("A"), &[("A", None, a()), ("C", Some("A"), c())]);
+    check(
+        f,
+        "consolidate B, D",
+        Some("A"),
+        &[("A", None, a()), ("C", Some("A"), c())],
+    );
 }
 
 macro_rules! per_mode {
