@@ -174,22 +174,11 @@ fn free(
             ..DiskPlan::default()
         });
     }
-    // Both measurements at once (two qemu-img processes side by side): the choice needs
-    // the layer's own data and, where a commit is valid, its one dependent's.
-    let only = match deps.as_slice() {
-        [only] => Some(dep_path(disk, *only)),
-        _ => None,
-    };
-    let (own, dep) = std::thread::scope(|scope| {
-        let dep = only
-            .as_ref()
-            .map(|file| scope.spawn(move || ctx.allocated(file)));
-        let own = ctx.allocated(&layer);
-        let dep = dep.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        (own, dep)
-    });
-    record.rebase_estimate = own? * deps.len() as u64;
-    record.commit_estimate = dep.transpose()?;
+    // Counted in process from the layers' tables (microseconds), so always measured.
+    record.rebase_estimate = ctx.allocated(&layer)? * deps.len() as u64;
+    if let [only] = deps.as_slice() {
+        record.commit_estimate = Some(ctx.allocated(&dep_path(disk, *only))?);
+    }
     let commit = match (policy, record.commit_estimate) {
         (_, None) | (ConsolidatePolicy::AlwaysRebase, _) => false,
         (ConsolidatePolicy::AlwaysCommit, Some(_)) => true,
