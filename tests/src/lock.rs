@@ -29,11 +29,19 @@ impl LockHolder {
         LockHolder::open(image, true)
     }
 
+    /// Opens `image` read-only sharing every permission (`qemu-io -r -U`, as a
+    /// `qemu-img info -U` takes): it blocks no writer.
+    pub fn hold_force_share(image: &Path) -> Self {
+        LockHolder::spawn(image, &["-r", "-U"])
+    }
+
     fn open(image: &Path, read_only: bool) -> Self {
+        LockHolder::spawn(image, if read_only { &["-r"] } else { &[] })
+    }
+
+    fn spawn(image: &Path, options: &[&str]) -> Self {
         let mut cmd = Command::new("qemu-io");
-        if read_only {
-            cmd.arg("-r");
-        }
+        cmd.args(options);
         let mut child = cmd
             .args(["-f", "qcow2"])
             .arg(image)

@@ -88,7 +88,19 @@ struct Extent {
 /// attribute backing data to it; the lengths of the extents with `data: true` are summed.
 /// Clusters written as zeroes (`present`, `zero`, no data) mask the backing but hold no data,
 /// so they count 0; an empty overlay gives 0.
+///
+/// Counted in this process from the qcow2 L1 and L2 tables (see [`count_allocated`]) when the
+/// image has no subclusters and no external data file; otherwise by `qemu-img map`
+/// ([`allocated_bytes_by_map`]).
 pub fn allocated_bytes(layer: &Path) -> Result<u64> {
+    match count_allocated(layer) {
+        Some(bytes) => Ok(bytes),
+        None => allocated_bytes_by_map(layer),
+    }
+}
+
+/// [`allocated_bytes`] answered by `qemu-img map` (a process, 5–50 ms).
+pub fn allocated_bytes_by_map(layer: &Path) -> Result<u64> {
     let filename = layer.to_str().ok_or_else(|| Error::NonUtf8Path {
         image: layer.to_path_buf(),
     })?;
@@ -104,4 +116,90 @@ pub fn allocated_bytes(layer: &Path) -> Result<u64> {
         .arg(format!("json:{spec}"));
     let extents: Vec<Extent> = parse_json(&cmd, &cmd.run()?.stdout)?;
     Ok(extents.iter().filter(|e| e.data).map(|e| e.length).sum())
+}
+
+/// Incompatible feature bits this reader cannot count through: external data file (2),
+/// extended L2 entries with subclusters (4).
+const UNREADABLE_FEATURES: u64 = (1 << 2) | (1 << 4);
+/// L2 entry: the cluster is compressed (it holds data).
+const L2_COMPRESSED: u64 = 1 << 62;
+/// L2 entry: the cluster reads as zeroes (version 3), whatever its offset.
+const L2_ZERO: u64 = 1;
+/// L2 entry, standard cluster: the host offset bits 9–55.
+const L2_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+/// L1 entry: the L2 table's offset, bits 9–55.
+const L1_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+
+/// The guest data a qcow2 file holds itself, counted from its L1 and L2 tables as `qemu-img
+/// map` with `backing: null` reports it (qcow2 specification, "Cluster mapping"): a
+/// cluster holds data when it is compressed, or has a host offset and is not marked as
+/// zeroes; the last cluster counts only up to the virtual size. `None` when the image is
+/// not one this reader counts (not qcow2, subclusters, external data file, a table out of
+/// the file): the caller asks qemu-img.
+fn count_allocated(path: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 104];
+    f.read_exact(&mut head[..72]).ok()?;
+    let be32 = |h: &[u8], at: usize| u32::from_be_bytes(h[at..at + 4].try_into().expect("4"));
+    let be64 = |h: &[u8], at: usize| u64::from_be_bytes(h[at..at + 8].try_into().expect("8"));
+    if head[0..4] != *b"QFI\xfb" {
+        return None;
+    }
+    let version = be32(&head, 4);
+    if version >= 3 {
+        f.read_exact(&mut head[72..80]).ok()?;
+        if be64(&head, 72) & UNREADABLE_FEATURES != 0 {
+            return None;
+        }
+    }
+    let cluster_bits = be32(&head, 20);
+    if !(9..=21).contains(&cluster_bits) {
+        return None;
+    }
+    let cluster = 1u64 << cluster_bits;
+    let size = be64(&head, 24);
+    let l1_size = be32(&head, 36) as usize;
+    let l1_offset = be64(&head, 40);
+    let len = f.metadata().ok()?.len();
+    let read_table = |f: &mut std::fs::File, at: u64, entries: usize| -> Option<Vec<u64>> {
+        let bytes = entries.checked_mul(8)?;
+        if at.checked_add(bytes as u64)? > len {
+            return None;
+        }
+        let mut raw = vec![0u8; bytes];
+        f.seek(SeekFrom::Start(at)).ok()?;
+        f.read_exact(&mut raw).ok()?;
+        Some(raw.chunks_exact(8).map(|c| be64(c, 0)).collect())
+    };
+    let l2_entries = (cluster / 8) as usize;
+    let mut clusters_with_data: Vec<u64> = Vec::new();
+    for (i, l1) in read_table(&mut f, l1_offset, l1_size)?
+        .into_iter()
+        .enumerate()
+    {
+        let l2_offset = l1 & L1_OFFSET;
+        if l2_offset == 0 {
+            continue;
+        }
+        for (j, l2) in read_table(&mut f, l2_offset, l2_entries)?
+            .into_iter()
+            .enumerate()
+        {
+            let data = if l2 & L2_COMPRESSED != 0 {
+                true
+            } else {
+                l2 & L2_OFFSET != 0 && (version < 3 || l2 & L2_ZERO == 0)
+            };
+            if data {
+                clusters_with_data.push((i * l2_entries + j) as u64);
+            }
+        }
+    }
+    Some(
+        clusters_with_data
+            .into_iter()
+            .map(|c| (size.saturating_sub(c * cluster)).min(cluster))
+            .sum(),
+    )
 }

@@ -3,6 +3,8 @@
 mod common;
 
 use common::{CHAIN_VIEW, LockHolder, MIB, SIZE, Scratch, assert_view};
+use std::path::{Path, PathBuf};
+
 use snaptree_qemu_img::{self as qi, Error};
 
 fn no_progress() -> impl FnMut(f64) {
@@ -342,4 +344,190 @@ fn read_only_holder_blocks_writers_but_not_info() {
         assert!(matches!(err, Error::Locked { .. }), "{err:?}");
     }
     qi::check_writable(&img).unwrap();
+}
+
+/// What qemu itself answers to opening `path` read-write with its chain read-only: `None`
+/// when it opens, else the file its lock message names. The oracle of the in-process
+/// lock check: `qemu-io` run here directly, sharing no code with the crate.
+fn qemu_io_verdict(path: &Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "quit"])
+        .arg(path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(text.contains("lock"), "{text}");
+    let named = text
+        .split("image [")
+        .nth(1)
+        .and_then(|r| r.split("]?").next());
+    Some(PathBuf::from(named.expect("a named image")))
+}
+
+fn verdict(r: Result<(), Error>) -> Option<PathBuf> {
+    match r {
+        Ok(()) => None,
+        Err(Error::Locked { image, message }) => {
+            assert!(message.contains("lock"), "{message}");
+            Some(image)
+        }
+        Err(other) => panic!("expected Ok or Locked, got {other:?}"),
+    }
+}
+
+/// The in-process check answers as qemu-io does for every kind of holder (read-write,
+/// read-only, force-share) on the image and on its backing, and names the same file.
+#[test]
+fn in_process_lock_check_agrees_with_qemu_io() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    type Hold = fn(&Path) -> LockHolder;
+    let holders: [(&str, Hold); 3] = [
+        ("read-write", LockHolder::hold),
+        ("read-only", LockHolder::hold_read_only),
+        ("force-share", LockHolder::hold_force_share),
+    ];
+    let mut locked = 0;
+    for (kind, hold) in holders {
+        for held in [&base, &top] {
+            let _holder = hold(held);
+            for checked in [&base, &top] {
+                let want = qemu_io_verdict(checked);
+                locked += usize::from(want.is_some());
+                assert_eq!(
+                    verdict(qi::check_writable(checked)),
+                    want,
+                    "{kind} holder on {}, checking {}",
+                    held.display(),
+                    checked.display()
+                );
+                assert_eq!(
+                    verdict(qi::check_writable_by_qemu_io(checked)),
+                    want,
+                    "qemu-io path"
+                );
+            }
+        }
+    }
+    // Not vacuous: the read-write and read-only holders block.
+    assert!(locked >= 5, "{locked}");
+    // Nothing held any more.
+    qi::check_writable(&top).unwrap();
+    qi::check_writable(&base).unwrap();
+}
+
+/// A chain the in-process check cannot follow (a backing of undeclared format) is still
+/// checked, by qemu-io: a holder on the backing is found.
+#[test]
+fn lock_check_through_an_undeclared_backing_format() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    // qemu-img no longer writes a backing without its format: turn the format extension
+    // into one qemu ignores (an unknown type), as an image from an older qemu would be.
+    let mut bytes = std::fs::read(&top).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0xE2, 0x79, 0x2A, 0xCA])
+        .expect("a backing format extension");
+    bytes[at..at + 4].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    std::fs::write(&top, bytes).unwrap();
+    assert_eq!(qi::read_header(&top).unwrap().backing_format, None);
+    let _holder = LockHolder::hold(&base);
+    assert_eq!(verdict(qi::check_writable(&top)), Some(base.clone()));
+}
+
+/// The header reader agrees with `qemu-img info` on backing file, its format and size.
+#[test]
+fn header_agrees_with_qemu_img_info() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    let h = qi::read_header(&top).unwrap();
+    let info = qi::info(&top).unwrap();
+    assert_eq!(h.backing, info.full_backing_filename);
+    assert_eq!(h.backing_format.as_deref(), Some("qcow2"));
+    assert_eq!(h.size, info.virtual_size);
+    assert!(!h.external_data_file);
+    let b = qi::read_header(&base).unwrap();
+    assert_eq!((b.backing, b.backing_format), (None, None));
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+}
+
+/// The in-process count of a layer's own data agrees with `qemu-img map` on images with
+/// data, zeroed clusters (written as zeroes, and discarded over a backing), compressed
+/// clusters, several L2 tables (4 KiB clusters) and a virtual size that ends mid-cluster.
+#[test]
+fn in_process_allocation_count_agrees_with_qemu_img_map() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    let top = s.path("top.qcow2");
+    let small = s.path("small.qcow2");
+    let packed = s.path("packed.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::io_write_pattern(&base, 0x11, 0, SIZE / 2).unwrap();
+    qi::create_overlay(&top, &base).unwrap();
+    qi::io_write_pattern(&top, 0x22, MIB, MIB).unwrap();
+    let base_s = base.to_str().unwrap();
+    let top_s = top.to_str().unwrap();
+    run("qemu-io", &["-f", "qcow2", "-c", "write -z 0 64k", top_s]);
+    run("qemu-io", &["-f", "qcow2", "-c", "discard 128k 64k", top_s]);
+    let small_s = small.to_str().unwrap();
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            small_s,
+            "3000000",
+        ],
+    );
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 7 0 2999000", small_s],
+    );
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z 8192 4096", small_s],
+    );
+    let packed_s = packed.to_str().unwrap();
+    run(
+        "qemu-img",
+        &[
+            "convert", "-c", "-f", "qcow2", "-O", "qcow2", base_s, packed_s,
+        ],
+    );
+    for image in [&base, &top, &small, &packed] {
+        let by_map = qi::allocated_bytes_by_map(image).unwrap();
+        assert_eq!(
+            qi::allocated_bytes(image).unwrap(),
+            by_map,
+            "{}",
+            image.display()
+        );
+    }
+    // Not vacuous: every image holds data, and the zeroed and discarded clusters count 0.
+    assert!(qi::allocated_bytes_by_map(&small).unwrap() > 2_000_000);
+    assert!(qi::allocated_bytes_by_map(&packed).unwrap() > 0);
 }

@@ -196,6 +196,7 @@ fn consolidate_bytes(policy: ConsolidatePolicy, trees: &[(u64, u64)]) -> (u64, D
         let backend = QemuBackend::open(&xml).unwrap();
         let h = backend.handle();
         h.set_consolidate_policy(policy);
+        h.set_measure_moved_bytes(true);
         let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();
         qi::io_write_pattern(&disk, 0x11, 0, root_mib * MIB).unwrap();
         let root = d

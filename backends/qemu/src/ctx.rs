@@ -47,6 +47,12 @@ impl Ctx<'_> {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether consolidate measures the bytes it moves (see
+    /// `QemuHandle::set_measure_moved_bytes`).
+    pub(crate) fn measuring_moved(&self) -> bool {
+        self.shared.measure_moved.load(Ordering::Relaxed)
+    }
+
     /// Called before every change to the disk: fails like a crash would when the restart
     /// tests armed a crash at this change.
     pub(crate) fn mutation(&self, what: impl FnOnce() -> String) -> Result<()> {
@@ -225,6 +231,18 @@ impl Ctx<'_> {
         self.add_fs_time(started);
         written.map_err(|e| io_error(format!("cannot write {}", tmp.display()), e))?;
         self.rename(tmp, path)
+    }
+
+    /// Creates `path` as an empty file (or empties it): a record whose presence is its whole
+    /// content. Nothing to flush — a crash can leave it only empty or absent — so only
+    /// the directory entry needs making durable ([`Ctx::sync_dirty`]), one fsync fewer than
+    /// [`Ctx::write_atomic`].
+    pub(crate) fn create_marker(&self, path: &Path) -> Result<()> {
+        self.mutation(|| format!("create {}", path.display()))?;
+        self.fs(|| File::create(path).map(drop))
+            .map_err(|e| io_error(format!("cannot create {}", path.display()), e))?;
+        self.dirty(path);
+        Ok(())
     }
 
     /// Builds a new empty overlay `fresh` on `backing` with `live`'s permissions, runs

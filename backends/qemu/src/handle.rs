@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::stats::{ConsolidatePolicy, Stats};
@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) dirty: Mutex<BTreeSet<PathBuf>>,
     /// The rate limit of live block jobs, bytes per second (`None`: as fast as possible).
     pub(crate) job_speed: Mutex<Option<u64>>,
+    /// Whether consolidate measures the bytes it moved (`qemu-img map` before and after).
+    pub(crate) measure_moved: AtomicBool,
 }
 
 /// A handle on a [`QemuBackend`](crate::QemuBackend) that stays usable after the backend was
@@ -53,6 +55,14 @@ impl QemuHandle {
     /// keeps I/O for its guests; `None` (the default) runs them as fast as possible.
     pub fn set_block_job_speed(&self, bytes_per_second: Option<u64>) {
         *self.0.job_speed.lock().unwrap_or_else(|p| p.into_inner()) = bytes_per_second;
+    }
+
+    /// Makes consolidate measure the bytes each freed layer moved
+    /// ([`ConsolidateRecord::bytes_moved`](crate::ConsolidateRecord)), at the cost of one or
+    /// two `qemu-img map` runs per moved file; off by default (the choice itself is always
+    /// measured and recorded).
+    pub fn set_measure_moved_bytes(&self, on: bool) {
+        self.0.measure_moved.store(on, Ordering::Relaxed);
     }
 
     /// The policy in force.

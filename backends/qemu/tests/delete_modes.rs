@@ -412,6 +412,26 @@ fn last_delete_leaves_standalone_disks(modes: &[&'static str]) {
     assert_standalone(&f.vm);
 }
 
+/// Consolidate measures the bytes it moved only when asked (each measurement is a
+/// `qemu-img map` process); the choice is recorded either way.
+#[test]
+fn consolidate_measures_moved_bytes_only_when_asked() {
+    let mut f = fixture(EXTERNAL);
+    delete(&mut f, "B", DeleteMode::Consolidate);
+    let stats = f.h.stats();
+    assert!(!stats.consolidations.is_empty(), "{stats:?}");
+    assert_eq!(stats.bytes_moved(), 0, "{stats:?}");
+    f.h.set_measure_moved_bytes(true);
+    delete(&mut f, "D", DeleteMode::Consolidate);
+    assert!(f.h.stats().bytes_moved() > 0, "{:?}", f.h.stats());
+    check(
+        f,
+        "consolidate B, D",
+        Some("A"),
+        &[("A", None, a()), ("C", Some("A"), c())],
+    );
+}
+
 macro_rules! per_mode {
     ($($case:ident),* $(,)?) => {
         mod external {

@@ -19,7 +19,7 @@ use snaptree_engine::{Progress, StepKind};
 use super::ops::Op;
 use crate::ctx::Ctx;
 use crate::error::{QemuError, Result, error};
-use crate::records::{Kind, Record};
+use crate::records::Kind;
 use crate::stats::ConsolidateRecord;
 
 /// How many consolidate records a backend keeps.
@@ -148,8 +148,10 @@ pub(crate) fn execute(
                 // finished, this record keeps the physical tree from looking unchanged (it
                 // is not a layer, so the tree does not read), and the engine keeps the step
                 // to finish it rather than forgetting it. Removed when the step succeeds.
+                // An empty file is a whole `Record::Unfinished`: its name made durable before
+                // qemu-img writes into the layer is all the crash safety it needs.
                 let dir = into.parent().unwrap_or(Path::new("/"));
-                Record::Unfinished.store(ctx, &Kind::Unfinished.in_dir(dir))?;
+                ctx.create_marker(&Kind::Unfinished.in_dir(dir))?;
                 ctx.sync_dirty()?;
             }
             let mut measured = measured_in(d);

@@ -174,8 +174,8 @@ fn free(
             ..DiskPlan::default()
         });
     }
-    let own = ctx.allocated(&layer)?;
-    record.rebase_estimate = own * deps.len() as u64;
+    // Counted in process from the layers' tables (microseconds), so always measured.
+    record.rebase_estimate = ctx.allocated(&layer)? * deps.len() as u64;
     if let [only] = deps.as_slice() {
         record.commit_estimate = Some(ctx.allocated(&dep_path(disk, *only))?);
     }

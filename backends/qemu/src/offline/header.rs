@@ -13,17 +13,14 @@
 //! | 16 | 4 | backing file name length |
 //! | 24 | 8 | virtual size |
 //!
-//! all big-endian. A test compares the answers with `qemu-img info`.
+//! all big-endian (`snaptree_qemu_img::read_header`). A test compares the answers with
+//! `qemu-img info`.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, error};
+use snaptree_qemu_img::read_header;
 
-const MAGIC: [u8; 4] = *b"QFI\xfb";
-/// qemu refuses longer backing names (BDRV_BACKING_FILE_NAME max is 1023 bytes).
-const MAX_BACKING_NAME: u32 = 1023;
+use crate::error::{Result, error};
 
 /// The fields of a qcow2 header the backend uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,61 +31,18 @@ pub(crate) struct Header {
     pub(crate) size: u64,
 }
 
-/// Reads the header of the qcow2 image at `path`.
+/// Reads the header of the qcow2 image at `path` (the parser is `snaptree_qemu_img`'s, which
+/// the in-process lock check shares).
 pub(crate) fn read(path: &Path) -> Result<Header> {
-    let fail = |why: String| {
+    let h = read_header(path).map_err(|why| {
         error(format!(
             "cannot read the qcow2 header of {}: {why}",
             path.display()
         ))
-    };
-    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
-    let mut head = [0u8; 32];
-    file.read_exact(&mut head)
-        .map_err(|e| fail(e.to_string()))?;
-    if head[0..4] != MAGIC {
-        return Err(fail("it is not a qcow2 image".into()));
-    }
-    let be64 = |at: usize| u64::from_be_bytes(head[at..at + 8].try_into().expect("8 bytes"));
-    let offset = be64(8);
-    let len = u32::from_be_bytes(head[16..20].try_into().expect("4 bytes"));
-    let size = be64(24);
-    if offset == 0 {
-        return Ok(Header {
-            backing: None,
-            size,
-        });
-    }
-    if len == 0 || len > MAX_BACKING_NAME {
-        return Err(fail(format!("backing file name length {len} is invalid")));
-    }
-    let mut name = vec![0u8; len as usize];
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| fail(e.to_string()))?;
-    file.read_exact(&mut name)
-        .map_err(|e| fail(e.to_string()))?;
-    let name =
-        String::from_utf8(name).map_err(|_| fail("the backing file name is not UTF-8".into()))?;
-    // Protocol or json: names would need qemu's own parser; this backend writes none.
-    if name.starts_with("json:")
-        || name
-            .split('/')
-            .next()
-            .is_some_and(|first| first.contains(':'))
-    {
-        return Err(fail(format!(
-            "backing file '{name}' is not a plain file name"
-        )));
-    }
-    let backing = Path::new(&name);
-    let backing = if backing.is_absolute() {
-        backing.to_path_buf()
-    } else {
-        path.parent().unwrap_or(Path::new("/")).join(backing)
-    };
+    })?;
     Ok(Header {
-        backing: Some(backing),
-        size,
+        backing: h.backing,
+        size: h.size,
     })
 }
 

@@ -271,6 +271,7 @@ impl Op {
                 intent,
                 measure,
             } => {
+                let measure = measure.filter(|_| ctx.measuring_moved());
                 let before = match measure {
                     Some(_) => ctx.allocated(file)?,
                     None => 0,
@@ -284,7 +285,7 @@ impl Op {
                 // qemu-img has exited: the rebase is flushed and complete.
                 ctx.remove(intent)?;
                 if let Some(record) = measure {
-                    measured(*record, ctx.allocated(file)?.saturating_sub(before));
+                    measured(record, ctx.allocated(file)?.saturating_sub(before));
                 }
                 Ok(())
             }
@@ -296,9 +297,9 @@ impl Op {
             }
             Op::UnsafeRebase { file, onto } => ctx.rebase_unsafe(file, onto.as_deref()),
             Op::Commit { top, measure, .. } => {
-                if let Some(record) = measure {
+                if let Some(record) = measure.filter(|_| ctx.measuring_moved()) {
                     // A commit copies exactly the clusters the top holds.
-                    measured(*record, ctx.allocated(top)?);
+                    measured(record, ctx.allocated(top)?);
                 }
                 ctx.commit(top, progress)
             }
