@@ -263,7 +263,20 @@ impl Ctx<'_> {
         }
         self.copy_permissions(live, fresh)?;
         before_rename()?;
+        // The rename is what a crash may keep, so everything the renamed file depends on
+        // must be durable first: the overlay's own content (qemu-img does not flush it, and
+        // only some file systems flush on a replacing rename), and the new names its backing
+        // chain reaches through (the live file's link into the snapshot directory, made just
+        // before). POSIX orders none of this across directories.
+        self.sync_file(fresh)?;
+        self.sync_dirty()?;
         self.rename(fresh, live)
+    }
+
+    /// Flushes one file's content and metadata to disk.
+    fn sync_file(&self, file: &Path) -> Result<()> {
+        self.fs(|| File::open(file).and_then(|f| f.sync_all()))
+            .map_err(|e| io_error(format!("cannot flush {}", file.display()), e))
     }
 
     // ---- qemu-img changes ----
