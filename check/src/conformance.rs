@@ -185,9 +185,17 @@ impl System {
         if metadata_only != state.model.metadata_only {
             return Err(format!(
                 "expected a backend that {} data (Reach::metadata_only), '{}' {}",
-                if state.model.metadata_only { "holds no" } else { "holds" },
+                if state.model.metadata_only {
+                    "holds no"
+                } else {
+                    "holds"
+                },
                 kit.name(),
-                if metadata_only { "holds none" } else { "holds data" }
+                if metadata_only {
+                    "holds none"
+                } else {
+                    "holds data"
+                }
             ));
         }
         let (domain, durable) = if state.durable {
@@ -271,7 +279,10 @@ impl System {
             let _ = std::fs::remove_dir_all(&dir);
             let conn = Connection::open(Some(&dir)).map_err(fail)?;
             let parsed = DomainXml::parse(&xml).map_err(fail)?;
-            conn.register_provider(&parsed.backend_type, Arc::new(KitProvider(self.kit.clone())));
+            conn.register_provider(
+                &parsed.backend_type,
+                Arc::new(KitProvider(self.kit.clone())),
+            );
             let info = conn.define_domain(&xml).map_err(fail)?;
             let durable = Durable {
                 conn,
@@ -325,9 +336,7 @@ impl System {
                 let current = match flags::create_mode(r.flags)? {
                     flags::CreateMode::Redefine { current } => current,
                     flags::CreateMode::Create => {
-                        return Err(Error::Internal(
-                            "the kit sends REDEFINE words only".into(),
-                        ));
+                        return Err(Error::Internal("the kit sends REDEFINE words only".into()));
                     }
                 };
                 let mut xml = format!(
@@ -345,10 +354,9 @@ impl System {
                     xml.push_str(&format!("<state>{st}</state>"));
                 }
                 match &r.parent {
-                    Some(Target::Uuid(u)) => xml.push_str(&format!(
-                        "<parent><uuid>{}</uuid></parent>",
-                        self.uuid(*u)
-                    )),
+                    Some(Target::Uuid(u)) => {
+                        xml.push_str(&format!("<parent><uuid>{}</uuid></parent>", self.uuid(*u)))
+                    }
                     Some(Target::Name(n)) => xml.push_str(&format!(
                         "<parent><name>{}</name></parent>",
                         escape(&self.name(n))
@@ -518,7 +526,13 @@ impl System {
             .snapshots
             .iter()
             .filter(|s| before.by_uuid(&s.uuid).is_none())
-            .filter(|s| after.last == Expected::Ok && after.last_plan.iter().any(|p| p.kind == model::ADOPT && p.uuid == Some(s.uuid)))
+            .filter(|s| {
+                after.last == Expected::Ok
+                    && after
+                        .last_plan
+                        .iter()
+                        .any(|p| p.kind == model::ADOPT && p.uuid == Some(s.uuid))
+            })
             .map(|s| (self.uuid(s.uuid), s.parent.map(|p| self.uuid(p))))
             .collect();
         if after.last == Expected::Ok && got != want {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
-    Adoption, Backend, BackendProvider, Capabilities, Error, PhysicalTree, PowerMask, PowerState, Progress,
-    Result, Step, StepKind, TestHooks,
+    Adoption, Backend, BackendProvider, Capabilities, Error, PhysicalTree, PowerMask, PowerState,
+    Progress, Result, Step, StepKind, TestHooks,
 };
 
 /// A fault armed for one operation.

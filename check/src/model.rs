@@ -649,7 +649,12 @@ impl RefModel {
         }
         if current {
             self.current = Some(r.uuid);
-            self.live_on = Some(r.uuid);
+            // The engine takes the live state to sit on S from now on; retired data
+            // between them is then freed (settle), so physically too. Data no metadata
+            // knows yet is not freed: the live state stays on it until it is adopted.
+            if !self.orphans.iter().any(|(o, _)| Some(*o) == self.live_on) {
+                self.live_on = Some(r.uuid);
+            }
         }
         self.settle(&before, steps, None);
         if self.last == Expected::Ok && !adoptable {
@@ -665,6 +670,44 @@ impl RefModel {
         }
     }
 
+    /// Whether the live state is stored on `u`'s data, directly or through retired data
+    /// and data no metadata knows: what a REDEFINE with CURRENT claims (§7.3), and what
+    /// invariant 7 then needs on a backend with data.
+    pub fn live_derives_from(&self, u: Uuid) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            if l == u {
+                return true;
+            }
+            let transparent =
+                self.retired.contains(&l) || self.orphans.iter().any(|(o, _)| *o == l);
+            if !transparent || hops > self.layers.len() {
+                return false;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        false
+    }
+
+    /// Whether the live state derives from `current` (invariant 7 as the model sees it):
+    /// the first layer below it that is neither retired nor unknown to the metadata.
+    pub fn live_agrees(&self) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            let transparent =
+                self.retired.contains(&l) || self.orphans.iter().any(|(o, _)| *o == l);
+            if !transparent || hops > self.layers.len() {
+                break;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        at == self.current
+    }
+
     /// The metadata is lost (a new, empty store over the same disks): every layer the
     /// backend holds becomes data no metadata knows, for REDEFINE to adopt.
     pub fn lose_metadata(&mut self) {
@@ -678,9 +721,18 @@ impl RefModel {
             })
         };
         let mut orphans = self.orphans.clone();
-        for (u, _) in &self.layers {
-            if let Some(t) = content(self, *u) {
-                orphans.push((*u, t));
+        if self.metadata_only {
+            // No data: what the engine knew of where data "is" was only its own
+            // bookkeeping, lost with the store (a new store starts on the base).
+            orphans.extend(self.snapshots.iter().map(|s| (s.uuid, 0)));
+            orphans.extend(self.retired.iter().map(|r| (*r, 0)));
+            self.layers.clear();
+            self.live_on = None;
+        } else {
+            for (u, _) in &self.layers {
+                if let Some(t) = content(self, *u) {
+                    orphans.push((*u, t));
+                }
             }
         }
         self.orphans = orphans;
@@ -1031,7 +1083,10 @@ impl RefModel {
         if self.last != Expected::Ok || at >= self.last_plan.len() {
             return; // refused before any step, or the fault never fires
         }
-        let quiet = matches!(self.last_plan[at].kind, REVERT | FORGET | DETACH_LIVE | ADOPT);
+        let quiet = matches!(
+            self.last_plan[at].kind,
+            REVERT | FORGET | DETACH_LIVE | ADOPT
+        );
         if at == 0 && (!fault.after || quiet) {
             base.last = err(code::BACKEND);
             base.last_plan = Vec::new();

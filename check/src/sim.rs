@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use snaptree_engine::{
-    Adoption, Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress,
-    Result, Step, TestHooks, Uuid, xml::DomainXml,
+    Adoption, Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState,
+    Progress, Result, Step, TestHooks, Uuid, xml::DomainXml,
 };
 
 /// Block index to value.

@@ -14,7 +14,7 @@ use proptest_state_machine::ReferenceStateMachine;
 use snaptree_engine::{PowerState, Uuid};
 
 use crate::model::{
-    FaultAt, RefModel, Redefinition, Target, create_flag, delete_flag, revert_flag,
+    FaultAt, Redefinition, RefModel, Target, create_flag, delete_flag, revert_flag,
 };
 
 /// One step of a test sequence.
@@ -530,11 +530,7 @@ fn parent_ref(m: &RefModel, p: Option<Uuid>) -> BoxedStrategy<Option<Target>> {
         None => Just(None).boxed(),
         Some(u) => {
             let name = m.by_uuid(&u).map(|s| s.name.clone()).unwrap_or_default();
-            prop_oneof![
-                Just(Some(Target::Uuid(u))),
-                Just(Some(Target::Name(name))),
-            ]
-            .boxed()
+            prop_oneof![Just(Some(Target::Uuid(u))), Just(Some(Target::Name(name))),].boxed()
         }
     }
 }
@@ -590,7 +586,7 @@ fn redefine(m: &RefModel, metadata_only: bool) -> BoxedStrategy<Transition> {
     // An existing snapshot again: mostly with its own parent (a replace), now and then
     // under another (SNAPSHOT_EXISTS).
     for s in &m.snapshots {
-        let current_ok = metadata_only || m.current == Some(s.uuid);
+        let current_ok = metadata_only || m.live_derives_from(s.uuid);
         let (name, uuid) = (s.name.clone(), s.uuid);
         let parent = prop_oneof![
             3 => parent_ref(m, s.parent),
@@ -607,13 +603,13 @@ fn redefine(m: &RefModel, metadata_only: bool) -> BoxedStrategy<Transition> {
     // parents first), or with another (refused).
     for (u, _) in &m.orphans {
         let physical = m.layers.iter().find(|(l, _)| l == u).and_then(|(_, p)| *p);
-        let current_ok = metadata_only || m.live_on == Some(*u);
+        let current_ok = metadata_only || m.live_derives_from(*u);
         let uuid = *u;
         let parent = prop_oneof![
             4 => parent_ref(m, physical),
             1 => any_parent(m),
         ];
-        let flags = if current_ok && !metadata_only {
+        let flags = if m.live_on == Some(*u) && !metadata_only {
             // The import names the snapshot the live state derives from as current:
             // without CURRENT, current would stay none while the live state derives from
             // it (invariant 7; see docs/model-checker.md).
@@ -814,6 +810,17 @@ impl ReferenceStateMachine for RefMachine {
         };
         if importing && is_mutation(op) && !matches!(op, Transition::Redefine(_)) {
             return false;
+        }
+        // On a backend with data, current must end where the live state derives from
+        // once an import is done (the generator's rule, kept while shrinking): §7.3 lets
+        // a REDEFINE move current (CURRENT) or leave it (no CURRENT) where invariant 7
+        // cannot hold; see docs/model-checker.md.
+        if matches!(op, Transition::Redefine(_)) && !state.model.metadata_only {
+            let mut m = state.model.clone();
+            apply_model(&mut m, t);
+            if m.last == crate::model::Expected::Ok && m.orphans.is_empty() && !m.live_agrees() {
+                return false;
+            }
         }
         match t {
             Transition::LoseMetadata => state.model.pending.is_none(),
