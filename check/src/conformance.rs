@@ -495,6 +495,9 @@ impl System {
                 }
             }
             if let Ok(Some(created)) = outcome {
+                // A new snapshot may take the uuid of one this very call removed (a
+                // roll-forward first): its date is its own, checked against the window.
+                self.dates.remove(&created);
                 self.bind(created, after, window)?;
             }
             if outcome.is_ok()

@@ -1,7 +1,8 @@
 //! The one `Transition` type that drives both the reference model and the system, and the
 //! reference state machine that generates sequences of them.
 //!
-//! The generator reaches every rule of SEMANTICS.md §2-§4 and §7.1: fresh, duplicate,
+//! The generator reaches every rule of SEMANTICS.md §2-§4, §7.1 and §7.3 (REDEFINE, with
+//! data no metadata knows after a lost store for the backend to adopt): fresh, duplicate,
 //! retired and generated uuids in any order; given and generated names, valid, taken and
 //! invalid; descriptions; every flag word (each flag, every pair, unknown bits); targets by
 //! name, by bad name and by uuid (live, retired, unknown); a random capability set per run
