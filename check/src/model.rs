@@ -650,9 +650,10 @@ impl RefModel {
         if current {
             self.current = Some(r.uuid);
             // The engine takes the live state to sit on S from now on; retired data
-            // between them is then freed (settle), so physically too. Data no metadata
-            // knows yet is not freed: the live state stays on it until it is adopted.
-            if !self.orphans.iter().any(|(o, _)| Some(*o) == self.live_on) {
+            // between them is then freed (settle), so physically too. Anything else
+            // between them (data no metadata knows yet, another snapshot) stays, and so
+            // does the live state.
+            if self.live_over_retired_to(r.uuid) {
                 self.live_on = Some(r.uuid);
             }
         }
@@ -683,6 +684,24 @@ impl RefModel {
             let transparent =
                 self.retired.contains(&l) || self.orphans.iter().any(|(o, _)| *o == l);
             if !transparent || hops > self.layers.len() {
+                return false;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        false
+    }
+
+    /// Whether the live state is stored on `u`'s data directly or through retired data
+    /// only.
+    fn live_over_retired_to(&self, u: Uuid) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            if l == u {
+                return true;
+            }
+            if !self.retired.contains(&l) || hops > self.layers.len() {
                 return false;
             }
             at = self.layer_parent(l);
