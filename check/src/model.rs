@@ -653,7 +653,9 @@ impl RefModel {
             // between them is then freed (settle), so physically too. Anything else
             // between them (data no metadata knows yet, another snapshot) stays, and so
             // does the live state.
-            if self.live_over_retired_to(r.uuid) {
+            // On a metadata-only backend where data "is" is only the engine's
+            // bookkeeping, which now says S.
+            if self.metadata_only || self.live_over_retired_to(r.uuid) {
                 self.live_on = Some(r.uuid);
             }
         }

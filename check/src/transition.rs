@@ -282,6 +282,10 @@ pub struct Reach {
     /// live state derives from the snapshot (else invariant 7 could not hold; see
     /// docs/model-checker.md).
     pub metadata_only: bool,
+    /// `LoseMetadata` steps (so REDEFINE has data to adopt). Needs the model's layout to
+    /// be the backend's: where the live state sits decides which snapshot the import
+    /// makes current.
+    pub lose_metadata: bool,
 }
 
 impl Default for Reach {
@@ -292,6 +296,7 @@ impl Default for Reach {
             faults: true,
             durable: true,
             metadata_only: false,
+            lose_metadata: true,
         }
     }
 }
@@ -764,7 +769,7 @@ impl ReferenceStateMachine for RefMachine {
                     .boxed(),
             ),
         ];
-        if m.pending.is_none() {
+        if r.lose_metadata && m.pending.is_none() {
             choices.push((1, Just(Transition::LoseMetadata).boxed()));
         }
         if r.kit_power {
