@@ -167,6 +167,7 @@ struct System {
     started: i64,
     metadata_only: bool,
     tree_only: bool,
+    domain_xml: String,
 }
 
 fn fail(e: Error) -> String {
@@ -181,6 +182,22 @@ impl System {
         state.model.caps = kit.caps();
         state.model.live_state = kit.clone().power_state().map_err(fail)?;
         let metadata_only = kit.is_metadata_only();
+        if metadata_only != state.model.metadata_only {
+            return Err(format!(
+                "expected a backend that {} data (Reach::metadata_only), '{}' {}",
+                if state.model.metadata_only {
+                    "holds no"
+                } else {
+                    "holds"
+                },
+                kit.name(),
+                if metadata_only {
+                    "holds none"
+                } else {
+                    "holds data"
+                }
+            ));
+        }
         let (domain, durable) = if state.durable {
             let dir = scratch_root().join(format!(
                 "snaptree-kit-{}-{}",
@@ -220,6 +237,7 @@ impl System {
             started: now(),
             metadata_only,
             tree_only: config.tree_only,
+            domain_xml: subject.domain_xml.clone(),
         })
     }
 
@@ -244,6 +262,41 @@ impl System {
             .as_ref()
             .ok_or("reopen needs a durable store")?;
         d.conn.open_domain(&d.domain).map_err(fail)
+    }
+
+    /// A new, empty store for the same domain over the same backend (the metadata is
+    /// lost; the backend's data stays): a new state directory, or a new in-memory domain.
+    fn new_store(&mut self) -> Result<(), String> {
+        self.domain = None;
+        let xml = self.domain_xml.clone();
+        if let Some(old) = self.durable.take() {
+            drop(old); // the lost store, removed
+            let dir = scratch_root().join(format!(
+                "snaptree-kit-{}-{}",
+                std::process::id(),
+                STORES.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let conn = Connection::open(Some(&dir)).map_err(fail)?;
+            let parsed = DomainXml::parse(&xml).map_err(fail)?;
+            conn.register_provider(
+                &parsed.backend_type,
+                Arc::new(KitProvider(self.kit.clone())),
+            );
+            let info = conn.define_domain(&xml).map_err(fail)?;
+            let durable = Durable {
+                conn,
+                domain: info.name,
+                dir,
+            };
+            self.domain = Some(durable.conn.open_domain(&durable.domain).map_err(fail)?);
+            self.durable = Some(durable);
+        } else {
+            self.domain = Some(Domain::ephemeral(&xml, Box::new(self.kit.clone())).map_err(fail)?);
+        }
+        // Uuid placeholders stay bound: the data keeps its uuids for adoption.
+        self.dates.clear();
+        Ok(())
     }
 
     /// Runs one mutation on `dom` the way a caller would. Returns the created uuid.
@@ -278,6 +331,40 @@ impl System {
                 }
                 xml.push_str("</domainsnapshot>");
                 dom.create_snapshot(&xml).map(Some)
+            }
+            Transition::Redefine(r) => {
+                let current = match flags::create_mode(r.flags)? {
+                    flags::CreateMode::Redefine { current } => current,
+                    flags::CreateMode::Create => {
+                        return Err(Error::Internal("the kit sends REDEFINE words only".into()));
+                    }
+                };
+                let mut xml = format!(
+                    "<domainsnapshot><name>{}</name><uuid>{}</uuid>",
+                    escape(&self.name(&r.name)),
+                    self.uuid(r.uuid)
+                );
+                if let Some(d) = &r.description {
+                    xml.push_str(&format!("<description>{}</description>", escape(d)));
+                }
+                if let Some(c) = r.created {
+                    xml.push_str(&format!("<creationdate>{c}</creationdate>"));
+                }
+                if let Some(st) = r.state {
+                    xml.push_str(&format!("<state>{st}</state>"));
+                }
+                match &r.parent {
+                    Some(Target::Uuid(u)) => {
+                        xml.push_str(&format!("<parent><uuid>{}</uuid></parent>", self.uuid(*u)))
+                    }
+                    Some(Target::Name(n)) => xml.push_str(&format!(
+                        "<parent><name>{}</name></parent>",
+                        escape(&self.name(n))
+                    )),
+                    None => {}
+                }
+                xml.push_str("</domainsnapshot>");
+                dom.redefine_snapshot(&xml, current).map(|_| None)
             }
             Transition::RevertTo { target, flags } => {
                 let force = (self.decoders.revert)(*flags)?;
@@ -326,6 +413,10 @@ impl System {
             }
             Transition::SetPower { state } => {
                 self.kit.set_power(*state)?;
+                Ok(None)
+            }
+            Transition::LoseMetadata => {
+                self.new_store()?;
                 Ok(None)
             }
             Transition::Reopen => {
@@ -378,9 +469,35 @@ impl System {
         let outcome = self.run(t, before, after)?;
         let window = (window.0, now());
         let log = self.kit.log();
+        let adopted = self.kit.adopted();
         if let Some(outcome) = outcome {
             self.compare_outcome(&outcome, after)?;
+            self.compare_adoptions(&adopted, before, after)?;
+            // A REDEFINE sets the creation date: from the document, else the call's clock.
+            if outcome.is_ok()
+                && let Some(Transition::Redefine(r)) = redefinition(t)
+            {
+                let u = self.uuid(r.uuid);
+                self.dates.remove(&u);
+                if r.created.is_none() {
+                    let got = self
+                        .domain()
+                        .tree()
+                        .map_err(fail)?
+                        .get(&u)
+                        .map(|s| s.creation_date);
+                    if got.is_some_and(|d| d < window.0 || d > now()) {
+                        return Err(format!(
+                            "expected the creation date of the redefined {u} between {} and the end of the call, found {got:?}",
+                            window.0
+                        ));
+                    }
+                }
+            }
             if let Ok(Some(created)) = outcome {
+                // A new snapshot may take the uuid of one this very call removed (a
+                // roll-forward first): its date is its own, checked against the window.
+                self.dates.remove(&created);
                 self.bind(created, after, window)?;
             }
             if outcome.is_ok()
@@ -396,6 +513,37 @@ impl System {
         self.names
             .retain(|placeholder, _| after.find(placeholder).is_some());
         self.check(after)
+    }
+
+    /// The engine must ask the backend to adopt exactly what the model adopts (a REDEFINE
+    /// of a new snapshot, with its parent), once, and nothing else: a refusal before the
+    /// adoption (a clash, a missing parent, a capability) asks nothing.
+    fn compare_adoptions(
+        &self,
+        got: &[snaptree_engine::Adoption],
+        before: &RefModel,
+        after: &RefModel,
+    ) -> Result<(), String> {
+        let got: Vec<(Uuid, Option<Uuid>)> = got.iter().map(|a| (a.snapshot, a.parent)).collect();
+        let want: Vec<(Uuid, Option<Uuid>)> = after
+            .snapshots
+            .iter()
+            .filter(|s| before.by_uuid(&s.uuid).is_none())
+            .filter(|s| {
+                after.last == Expected::Ok
+                    && after
+                        .last_plan
+                        .iter()
+                        .any(|p| p.kind == model::ADOPT && p.uuid == Some(s.uuid))
+            })
+            .map(|s| (self.uuid(s.uuid), s.parent.map(|p| self.uuid(p))))
+            .collect();
+        if after.last == Expected::Ok && got != want {
+            return Err(format!(
+                "expected the backend asked to adopt {want:?} (snapshot, parent), the engine asked {got:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// Binds the engine's generated uuid and name to the model's placeholders.
@@ -503,6 +651,14 @@ impl System {
             if !model::valid_name(&got.name) {
                 return Err(format!("expected a valid name, found {:?}", got.name));
             }
+            if let Some(d) = s.created
+                && got.creation_date != d
+            {
+                return Err(format!(
+                    "expected the creation date of '{name}' to be the redefined {d}, found {}",
+                    got.creation_date
+                ));
+            }
             match self.dates.get(&u) {
                 Some(d) if *d != got.creation_date => {
                     return Err(format!(
@@ -512,7 +668,9 @@ impl System {
                 }
                 Some(_) => {}
                 None => {
-                    if got.creation_date < self.started || got.creation_date > now() {
+                    if s.created.is_none()
+                        && (got.creation_date < self.started || got.creation_date > now())
+                    {
                         return Err(format!(
                             "expected the creation date of '{name}' within the run, found {}",
                             got.creation_date
@@ -578,7 +736,7 @@ impl System {
         let pending = self.domain().pending().map_err(fail)?;
         let left = pending
             .as_ref()
-            .map(|p| p.entry.plan.steps.len() - p.entry.steps_done);
+            .map(|p| p.entry.plan.step_count() - p.entry.steps_done);
         let want = m.pending.as_ref().map(|_| m.pending_steps);
         if left != want {
             return Err(format!(
@@ -589,7 +747,7 @@ impl System {
                 pending.map_or("none".to_string(), |p| format!(
                     "'{}' with {} steps to run",
                     p.operation,
-                    p.entry.plan.steps.len() - p.entry.steps_done
+                    p.entry.plan.step_count() - p.entry.steps_done
                 ))
             ));
         }
@@ -633,6 +791,15 @@ impl System {
             ));
         }
         Ok(())
+    }
+}
+
+/// The REDEFINE a transition runs, if any (plain, through a second handle, faulted).
+fn redefinition(t: &Transition) -> Option<&Transition> {
+    match t {
+        Transition::Redefine(_) => Some(t),
+        Transition::SecondHandle(op) | Transition::Faulted { op, .. } => redefinition(op),
+        _ => None,
     }
 }
 
@@ -696,6 +863,41 @@ fn labels(t: &Transition, before: &RefModel, after: &RefModel, durable: bool) ->
                 out.push("flags: two or more at once".into());
             }
             out.extend(target_label(target).map(str::to_string));
+        }
+        Transition::Redefine(r) => {
+            let replace = before.by_uuid(&r.uuid).is_some_and(|s| s.name == r.name);
+            let orphan = before.orphans.iter().any(|(u, _)| *u == r.uuid);
+            out.push(match (replace, orphan) {
+                (true, _) => "redefine: existing snapshot".into(),
+                (false, true) => "redefine: data no metadata knows".into(),
+                (false, false) => "redefine: new snapshot".into(),
+            });
+            out.push(match &r.parent {
+                None => "redefine: root".into(),
+                Some(Target::Uuid(_)) => "redefine: parent by uuid".into(),
+                Some(Target::Name(_)) => "redefine: parent by name".into(),
+            });
+            if r.flags & model::create_flag::CURRENT != 0 {
+                out.push("redefine: CURRENT".into());
+            }
+            if r.created.is_some() {
+                out.push("redefine: creationdate".into());
+            }
+            // The rule of §7.3 the model applied.
+            let rule = match &after.last {
+                Expected::Ok if replace => Some("redefine: replaced description, date, state"),
+                Expected::Ok if after.current != before.current => {
+                    Some("redefine: adopted, current moved")
+                }
+                Expected::Ok => Some("redefine: adopted"),
+                Expected::Err(c, _) if *c == code::SNAPSHOT_EXISTS => Some("redefine: clash"),
+                Expected::Err(c, _) if *c == code::NO_SNAPSHOT => Some("redefine: missing parent"),
+                Expected::Err(c, _) if *c == code::OPERATION_INVALID && !before.metadata_only => {
+                    Some("redefine: adoption refused (no such data on that parent)")
+                }
+                _ => None,
+            };
+            out.extend(rule.map(str::to_string));
         }
         Transition::Rename { target, new_name } => {
             if !model::valid_name(new_name) {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
-    Backend, BackendProvider, Capabilities, Error, PhysicalTree, PowerMask, PowerState, Progress,
-    Result, Step, StepKind, TestHooks,
+    Adoption, Backend, BackendProvider, Capabilities, Error, PhysicalTree, PowerMask, PowerState,
+    Progress, Result, Step, StepKind, TestHooks,
 };
 
 /// A fault armed for one operation.
@@ -31,6 +31,7 @@ struct Inner {
     fault: Option<Fault>,
     executed: usize,
     log: Vec<Step>,
+    adopted: Vec<Adoption>,
 }
 
 /// A shared, recording, capability-restricting, fault-injecting handle on a backend.
@@ -82,6 +83,7 @@ impl KitBackend {
                 fault: None,
                 executed: 0,
                 log: Vec::new(),
+                adopted: Vec::new(),
             })),
             name,
         })
@@ -109,6 +111,7 @@ impl KitBackend {
         i.fault = fault;
         i.executed = 0;
         i.log.clear();
+        i.adopted.clear();
     }
 
     /// Disarms a fault that did not fire, keeping the step log.
@@ -119,6 +122,12 @@ impl KitBackend {
     /// The steps sent since the last [`KitBackend::arm`].
     pub fn log(&self) -> Vec<Step> {
         self.lock().log.clone()
+    }
+
+    /// The adoptions the engine asked for since the last [`KitBackend::arm`] (a REDEFINE's
+    /// `adopt`, which is not a [`Step`]).
+    pub fn adopted(&self) -> Vec<Adoption> {
+        self.lock().adopted.clone()
     }
 
     /// Sets the live power state (only when the kit owns it).
@@ -206,6 +215,28 @@ impl Backend for KitBackend {
 
     fn list_physical(&mut self) -> Result<PhysicalTree> {
         self.lock().backend.list_physical()
+    }
+
+    fn can_adopt(&self) -> bool {
+        self.lock().backend.can_adopt()
+    }
+
+    /// Counted with the steps (the engine's journal counts it as the plan's first
+    /// action), so a fault can hit it; it changes no data, so a fault fails it before it
+    /// runs.
+    fn adopt(&mut self, adoption: &Adoption, progress: &mut dyn Progress) -> Result<()> {
+        let mut i = self.lock();
+        let index = i.executed;
+        i.executed += 1;
+        i.adopted.push(adoption.clone());
+        if i.fault.is_some_and(|f| f.at == index) {
+            i.fault = None;
+            return Err(Error::Backend {
+                backend: self.name.clone(),
+                message: format!("fault injected by the conformance kit at step {index} (adopt)"),
+            });
+        }
+        i.backend.adopt(adoption, progress)
     }
 }
 

@@ -71,6 +71,14 @@ pub mod delete_flag {
     pub const CHILDREN_ONLY: u32 = 32;
 }
 
+/// The create flags of `include/snaptree.h` (`SNAPTREE_SNAPSHOT_CREATE_*`), as literals.
+pub mod create_flag {
+    /// REDEFINE (SEMANTICS.md §7.3).
+    pub const REDEFINE: u32 = 1;
+    /// CURRENT (with REDEFINE only).
+    pub const CURRENT: u32 = 2;
+}
+
 /// The revert flags of `include/snaptree.h` (`SNAPTREE_SNAPSHOT_REVERT_*`), as literals.
 pub mod revert_flag {
     /// RUNNING.
@@ -157,6 +165,37 @@ pub fn valid_name(name: &str) -> bool {
         && !last.is_some_and(white)
 }
 
+/// What a REDEFINE call carries (SEMANTICS.md §7.3): the document's fields and the create
+/// flag word.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redefinition {
+    /// `<name>` (may be invalid).
+    pub name: String,
+    /// `<uuid>` (§7.3: required, so always given).
+    pub uuid: Uuid,
+    /// `<parent>`, by `<uuid>` or by `<name>`, or none (a root).
+    pub parent: Option<Target>,
+    /// `<description>`, or none (empty).
+    pub description: Option<String>,
+    /// `<creationdate>`, or none (now).
+    pub created: Option<i64>,
+    /// `<state>`, or none (shut off).
+    pub state: Option<PowerState>,
+    /// The create flag word (REDEFINE, CURRENT, perhaps more bits).
+    pub flags: u32,
+}
+
+/// The model's own decoding of a create flag word for a REDEFINE call: `Some(current)`, or
+/// `None` (`INVALID_ARG`) for unknown bits or CURRENT without REDEFINE. A word without
+/// REDEFINE is a plain create, which this transition never sends.
+pub fn decode_redefine(word: u32) -> Option<bool> {
+    use create_flag::*;
+    if word & !(REDEFINE | CURRENT) != 0 || word & REDEFINE == 0 {
+        return None;
+    }
+    Some(word & CURRENT != 0)
+}
+
 /// The physical step kinds of SEMANTICS.md §4, in the order of the capability table.
 pub const STEP_KINDS: [&str; 7] = [
     "create",
@@ -206,6 +245,9 @@ const MERGE_INTO_PARENT: usize = 3;
 const CONSOLIDATE: usize = 4;
 const DETACH_LIVE: usize = 5;
 const FORGET: usize = 6;
+/// `adopt(S, parent)` of a REDEFINE (§7.3): run first, not a §4 step and not gated by the
+/// per-power-state capabilities (only by whether the backend can adopt at all).
+pub const ADOPT: usize = 7;
 
 /// One snapshot in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +264,9 @@ pub struct RefSnapshot {
     pub content: Token,
     /// Its description.
     pub description: String,
+    /// Its creation date when a REDEFINE document gave one (Unix seconds); `None`: the
+    /// engine's clock at the call that made (or last redefined) it.
+    pub created: Option<i64>,
 }
 
 /// What the model expects an operation to return.
@@ -291,6 +336,17 @@ pub struct RefModel {
     pub pending_steps: usize,
     /// Generated names and uuids handed out.
     pub generated: u64,
+    /// The backend holds no data (null): a REDEFINE adopts anything (§7.3). Otherwise a
+    /// new snapshot is adopted only where [`RefModel::layers`] holds its data on the
+    /// parent the document names.
+    pub metadata_only: bool,
+    /// Data the backend holds that no metadata knows (a lost store, §7.3's import case):
+    /// each layer's uuid and content. Only a REDEFINE with the layer's physical parent
+    /// adopts one; adopted ones leave this list.
+    pub orphans: Vec<(Uuid, Token)>,
+    /// The content of each retired snapshot's data, kept for adoption after a lost store
+    /// (the latest entry for a uuid wins).
+    pub retired_content: Vec<(Uuid, Token)>,
 }
 
 impl Default for RefModel {
@@ -311,6 +367,9 @@ impl Default for RefModel {
             pending: None,
             pending_steps: 0,
             generated: 0,
+            metadata_only: false,
+            orphans: Vec::new(),
+            retired_content: Vec::new(),
         }
     }
 }
@@ -395,7 +454,7 @@ impl RefModel {
     /// unless every step is allowed in the live power state (SEMANTICS.md §4).
     fn fit(&self, mut steps: Vec<PStep>) -> Result<Vec<PStep>, Expected> {
         steps.retain(|s| !matches!(s.kind, DETACH_LIVE | FORGET) || self.caps[s.kind] != 0);
-        for s in &steps {
+        for s in steps.iter().filter(|s| s.kind != ADOPT) {
             if !self.allowed(s.kind, self.live_state) {
                 return Err(err(code::OPERATION_INVALID));
             }
@@ -505,6 +564,7 @@ impl RefModel {
             state: self.live_state,
             content: self.live,
             description: description.unwrap_or_default().to_string(),
+            created: None,
         });
         self.current = Some(uuid);
         self.layers.push((uuid, self.live_on));
@@ -513,6 +573,195 @@ impl RefModel {
         if self.last != Expected::Ok {
             self.generated = before.generated;
         }
+    }
+
+    /// REDEFINE (SEMANTICS.md §7.3), read the obvious way: the parent (by uuid, else by
+    /// name) must exist; the same name, uuid and parent replace description, creation date
+    /// and state; any other clash (a name or uuid in use, retired uuids included, or the
+    /// same pair under another parent) is `SNAPSHOT_EXISTS`; a new snapshot is adopted —
+    /// anything on a metadata-only backend, else only data the backend holds for that
+    /// uuid stored on that parent (`OPERATION_INVALID` otherwise); current moves (and the
+    /// live state is taken to derive from S) only with CURRENT.
+    pub fn redefine(&mut self, r: &Redefinition) {
+        let Some(current) = decode_redefine(r.flags) else {
+            return self.fail(err(code::INVALID_ARG));
+        };
+        let bad_parent_name = matches!(&r.parent, Some(Target::Name(n)) if !valid_name(n));
+        if !valid_name(&r.name) || bad_parent_name {
+            return self.fail(err(code::XML_ERROR));
+        }
+        self.reach();
+        let parent = match &r.parent {
+            None => None,
+            Some(Target::Uuid(u)) => match self.by_uuid(u) {
+                Some(p) => Some(p.uuid),
+                None => return self.fail(err(code::NO_SNAPSHOT)),
+            },
+            Some(Target::Name(n)) => match self.find(n) {
+                Some(p) => Some(p.uuid),
+                None => return self.fail(err(code::NO_SNAPSHOT)),
+            },
+        };
+        let same = self.by_uuid(&r.uuid).cloned();
+        let named = self.find(&r.name).map(|s| s.uuid);
+        let replace = match (&same, named) {
+            (Some(s), Some(n)) if s.uuid == n && s.parent == parent => true,
+            (None, None) if !self.retired.contains(&r.uuid) => false,
+            _ => return self.fail(err(code::SNAPSHOT_EXISTS)),
+        };
+        let before = self.clone();
+        let state = r.state.unwrap_or(PowerState::Shutoff);
+        let description = r.description.clone().unwrap_or_default();
+        let mut steps = Vec::new();
+        let mut adoptable = true;
+        if replace {
+            let s = self.get_mut(r.uuid);
+            s.description = description;
+            s.state = state;
+            s.created = r.created;
+        } else {
+            let orphan = self.orphans.iter().find(|(u, _)| *u == r.uuid).copied();
+            let content = if self.metadata_only {
+                0 // no data to hold
+            } else {
+                match orphan {
+                    Some((u, token)) if self.layer_parent(u) == parent => token,
+                    _ => {
+                        adoptable = false;
+                        0
+                    }
+                }
+            };
+            self.orphans.retain(|(u, _)| *u != r.uuid);
+            self.snapshots.push(RefSnapshot {
+                uuid: r.uuid,
+                name: r.name.clone(),
+                parent,
+                state,
+                content,
+                description,
+                created: r.created,
+            });
+            if !self.layers.iter().any(|(l, _)| *l == r.uuid) {
+                self.layers.push((r.uuid, parent));
+            }
+            steps.push(PStep::on(ADOPT, r.uuid));
+        }
+        if current {
+            self.current = Some(r.uuid);
+            // The engine takes the live state to sit on S from now on; retired data
+            // between them is then freed (settle), so physically too. Anything else
+            // between them (data no metadata knows yet, another snapshot) stays, and so
+            // does the live state.
+            // On a metadata-only backend where data "is" is only the engine's
+            // bookkeeping, which now says S.
+            if self.metadata_only || self.live_over_retired_to(r.uuid) {
+                self.live_on = Some(r.uuid);
+            }
+        }
+        self.settle(&before, steps, None);
+        if self.last == Expected::Ok && !adoptable {
+            // The plan fits; its first action, the backend's adopt, refuses: nothing
+            // changes. The plan is kept so that a fault injected at the adopt (which
+            // fails before it runs) is predicted as BACKEND instead.
+            let (next_token, generated) = (self.next_token, self.generated);
+            let plan = std::mem::take(&mut self.last_plan);
+            *self = before;
+            (self.next_token, self.generated) = (next_token, generated);
+            self.last = err(code::OPERATION_INVALID);
+            self.last_plan = plan;
+        }
+    }
+
+    /// Whether the live state is stored on `u`'s data, directly or through retired data
+    /// and data no metadata knows: what a REDEFINE with CURRENT claims (§7.3), and what
+    /// invariant 7 then needs on a backend with data.
+    pub fn live_derives_from(&self, u: Uuid) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            if l == u {
+                return true;
+            }
+            let transparent =
+                self.retired.contains(&l) || self.orphans.iter().any(|(o, _)| *o == l);
+            if !transparent || hops > self.layers.len() {
+                return false;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        false
+    }
+
+    /// Whether the live state is stored on `u`'s data directly or through retired data
+    /// only.
+    fn live_over_retired_to(&self, u: Uuid) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            if l == u {
+                return true;
+            }
+            if !self.retired.contains(&l) || hops > self.layers.len() {
+                return false;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        false
+    }
+
+    /// Whether the live state derives from `current` (invariant 7 as the model sees it):
+    /// the first layer below it that is neither retired nor unknown to the metadata.
+    pub fn live_agrees(&self) -> bool {
+        let mut at = self.live_on;
+        let mut hops = 0;
+        while let Some(l) = at {
+            let transparent =
+                self.retired.contains(&l) || self.orphans.iter().any(|(o, _)| *o == l);
+            if !transparent || hops > self.layers.len() {
+                break;
+            }
+            at = self.layer_parent(l);
+            hops += 1;
+        }
+        at == self.current
+    }
+
+    /// The metadata is lost (a new, empty store over the same disks): every layer the
+    /// backend holds becomes data no metadata knows, for REDEFINE to adopt.
+    pub fn lose_metadata(&mut self) {
+        let content = |m: &RefModel, u: Uuid| {
+            m.by_uuid(&u).map(|s| s.content).or_else(|| {
+                m.retired_content
+                    .iter()
+                    .rev()
+                    .find(|(r, _)| *r == u)
+                    .map(|(_, t)| *t)
+            })
+        };
+        let mut orphans = self.orphans.clone();
+        if self.metadata_only {
+            // No data: what the engine knew of where data "is" was only its own
+            // bookkeeping, lost with the store (a new store starts on the base).
+            orphans.extend(self.snapshots.iter().map(|s| (s.uuid, 0)));
+            orphans.extend(self.retired.iter().map(|r| (*r, 0)));
+            self.layers.clear();
+            self.live_on = None;
+        } else {
+            for (u, _) in &self.layers {
+                if let Some(t) = content(self, *u) {
+                    orphans.push((*u, t));
+                }
+            }
+        }
+        self.orphans = orphans;
+        self.snapshots.clear();
+        self.retired.clear();
+        self.current = None;
+        self.last = Expected::Ok;
+        self.last_plan = Vec::new();
     }
 
     /// The guest writes: the live content becomes new (also in a pending operation's end
@@ -635,6 +884,7 @@ impl RefModel {
                 self.remove_all(&[s.uuid]);
                 if mode == Mode::Retire {
                     self.retired.push(s.uuid);
+                    self.retired_content.push((s.uuid, s.content));
                     (vec![PStep::on(FORGET, uuid)], None)
                 } else {
                     (vec![PStep::on(CONSOLIDATE, uuid)], Some(uuid))
@@ -841,10 +1091,23 @@ impl RefModel {
             base.next_token = self.next_token;
             base.generated = self.generated;
         }
+        if at == 0
+            && self.last == err(code::OPERATION_INVALID)
+            && self.last_plan.first().is_some_and(|s| s.kind == ADOPT)
+        {
+            // The fault fails the adopt before the backend could refuse it.
+            base.last = err(code::BACKEND);
+            base.last_plan = Vec::new();
+            *self = base;
+            return;
+        }
         if self.last != Expected::Ok || at >= self.last_plan.len() {
             return; // refused before any step, or the fault never fires
         }
-        let quiet = matches!(self.last_plan[at].kind, REVERT | FORGET | DETACH_LIVE);
+        let quiet = matches!(
+            self.last_plan[at].kind,
+            REVERT | FORGET | DETACH_LIVE | ADOPT
+        );
         if at == 0 && (!fault.after || quiet) {
             base.last = err(code::BACKEND);
             base.last_plan = Vec::new();

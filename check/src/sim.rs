@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use snaptree_engine::{
-    Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress,
-    Result, Step, TestHooks, Uuid, xml::DomainXml,
+    Adoption, Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState,
+    Progress, Result, Step, TestHooks, Uuid, xml::DomainXml,
 };
 
 /// Block index to value.
@@ -426,6 +426,32 @@ impl Backend for SimBackend {
 
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
         Some(self)
+    }
+
+    fn can_adopt(&self) -> bool {
+        true
+    }
+
+    /// Adopts a layer it holds stored directly on `adoption.parent` (SEMANTICS.md §7.3);
+    /// changes no data. A layer announced retired is a snapshot again once adopted.
+    fn adopt(&mut self, adoption: &Adoption, _progress: &mut dyn Progress) -> Result<()> {
+        let Some(layer) = self.layers.get(&adoption.snapshot) else {
+            return Err(Error::OperationInvalid(format!(
+                "the sim holds no data for snapshot '{}' ({}) to adopt",
+                adoption.name, adoption.snapshot
+            )));
+        };
+        if layer.parent != adoption.parent {
+            let on = |p: Parent| p.map_or("the base".to_string(), |u| u.to_string());
+            return Err(Error::OperationInvalid(format!(
+                "the sim holds the data of snapshot '{}' on {}, not on {}",
+                adoption.name,
+                on(layer.parent),
+                on(adoption.parent)
+            )));
+        }
+        self.retired.remove(&adoption.snapshot);
+        Ok(())
     }
 }
 

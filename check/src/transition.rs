@@ -1,7 +1,8 @@
 //! The one `Transition` type that drives both the reference model and the system, and the
 //! reference state machine that generates sequences of them.
 //!
-//! The generator reaches every rule of SEMANTICS.md §2-§4 and §7.1: fresh, duplicate,
+//! The generator reaches every rule of SEMANTICS.md §2-§4, §7.1 and §7.3 (REDEFINE, with
+//! data no metadata knows after a lost store for the backend to adopt): fresh, duplicate,
 //! retired and generated uuids in any order; given and generated names, valid, taken and
 //! invalid; descriptions; every flag word (each flag, every pair, unknown bits); targets by
 //! name, by bad name and by uuid (live, retired, unknown); a random capability set per run
@@ -13,7 +14,9 @@ use proptest::prelude::*;
 use proptest_state_machine::ReferenceStateMachine;
 use snaptree_engine::{PowerState, Uuid};
 
-use crate::model::{FaultAt, RefModel, Target, delete_flag, revert_flag};
+use crate::model::{
+    FaultAt, Redefinition, RefModel, Target, create_flag, delete_flag, revert_flag,
+};
 
 /// One step of a test sequence.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,6 +38,12 @@ pub enum Transition {
         /// A description, or none.
         description: Option<String>,
     },
+    /// REDEFINE (SEMANTICS.md §7.3): import a snapshot's metadata, adopting data the
+    /// backend holds for a new one.
+    Redefine(Redefinition),
+    /// The metadata store is lost: the domain is defined again, empty, over the same
+    /// disks (what an import starts from); the backend's data stays, for REDEFINE to adopt.
+    LoseMetadata,
     /// The guest writes data into the live state.
     Write {
         /// Which data.
@@ -156,6 +165,24 @@ impl std::fmt::Debug for Transition {
                 Ok(())
             }
             Transition::Create { .. } | Transition::Revert { .. } => unreachable!("general form"),
+            Transition::Redefine(r) => {
+                write!(f, "redefine {:?} uuid {}", r.name, short(&r.uuid))?;
+                match &r.parent {
+                    Some(p) => write!(f, " parent {p:?}")?,
+                    None => write!(f, " (root)")?,
+                }
+                if let Some(d) = &r.description {
+                    write!(f, " description {d:?}")?;
+                }
+                if let Some(c) = r.created {
+                    write!(f, " creationdate {c}")?;
+                }
+                if let Some(s) = r.state {
+                    write!(f, " state {s}")?;
+                }
+                write!(f, " flags={:#x}", r.flags)
+            }
+            Transition::LoseMetadata => write!(f, "lose the metadata (a new empty store)"),
             Transition::Write { seed } => write!(f, "guest write seed={seed}"),
             Transition::RevertTo { target, flags } => {
                 write!(f, "revert {target:?} flags={flags:#x}")
@@ -206,6 +233,8 @@ impl Transition {
             Transition::Create { .. } => "create",
             Transition::Revert { .. } => "revert",
             Transition::CreateWith { .. } => "create",
+            Transition::Redefine(_) => "redefine",
+            Transition::LoseMetadata => "lose metadata",
             Transition::Write { .. } => "guest write",
             Transition::RevertTo { .. } => "revert",
             Transition::Rename { .. } => "rename",
@@ -248,6 +277,15 @@ pub struct Reach {
     /// Some runs keep their metadata in a SQLite store, reopen it between steps and use a
     /// second handle.
     pub durable: bool,
+    /// The backend holds no data (null): REDEFINE adopts anything, and CURRENT may name
+    /// any snapshot. On a backend with data the generator gives CURRENT only where the
+    /// live state derives from the snapshot (else invariant 7 could not hold; see
+    /// docs/model-checker.md).
+    pub metadata_only: bool,
+    /// `LoseMetadata` steps (so REDEFINE has data to adopt). Needs the model's layout to
+    /// be the backend's: where the live state sits decides which snapshot the import
+    /// makes current.
+    pub lose_metadata: bool,
 }
 
 impl Default for Reach {
@@ -257,6 +295,8 @@ impl Default for Reach {
             kit_power: false,
             faults: true,
             durable: true,
+            metadata_only: false,
+            lose_metadata: true,
         }
     }
 }
@@ -451,8 +491,162 @@ fn flag_word(usual: Vec<u32>, known_bits: u32) -> BoxedStrategy<u32> {
     .boxed()
 }
 
-fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transition> {
+fn description() -> BoxedStrategy<Option<String>> {
     prop_oneof![
+        3 => Just(None),
+        1 => Just(Some(String::new())),
+        1 => Just(Some("imported".to_string())),
+        1 => Just(Some("<b> & 'q' \"d\" é\nsecond line".to_string())),
+    ]
+    .boxed()
+}
+
+fn redefine_fields() -> BoxedStrategy<(Option<String>, Option<i64>, Option<PowerState>)> {
+    (
+        description(),
+        prop_oneof![1 => Just(None), 2 => (1_000_000_000i64..1_700_000_000).prop_map(Some)],
+        prop_oneof![
+            1 => Just(None),
+            2 => proptest::sample::select(PowerState::ALL.to_vec()).prop_map(Some),
+        ],
+    )
+        .boxed()
+}
+
+/// A REDEFINE flag word: REDEFINE with or without CURRENT (CURRENT only when `current`
+/// may be given), now and then CURRENT alone or an unknown bit (`INVALID_ARG`).
+fn redefine_flags(current: bool) -> BoxedStrategy<u32> {
+    use create_flag::{CURRENT, REDEFINE};
+    let usual = if current {
+        vec![REDEFINE, REDEFINE | CURRENT]
+    } else {
+        vec![REDEFINE]
+    };
+    prop_oneof![
+        14 => proptest::sample::select(usual),
+        1 => Just(CURRENT),
+        1 => (2u32..32).prop_map(|bit| REDEFINE | 1 << bit),
+    ]
+    .boxed()
+}
+
+/// A parent reference to `p`: by uuid or by name.
+fn parent_ref(m: &RefModel, p: Option<Uuid>) -> BoxedStrategy<Option<Target>> {
+    match p {
+        None => Just(None).boxed(),
+        Some(u) => {
+            let name = m.by_uuid(&u).map(|s| s.name.clone()).unwrap_or_default();
+            prop_oneof![Just(Some(Target::Uuid(u))), Just(Some(Target::Name(name))),].boxed()
+        }
+    }
+}
+
+/// Any parent reference: none, an existing snapshot by uuid or name, or one that does
+/// not exist (a pool or invalid name, a fresh or retired uuid).
+fn any_parent(m: &RefModel) -> BoxedStrategy<Option<Target>> {
+    prop_oneof![
+        1 => Just(None),
+        4 => target(m).prop_map(Some),
+    ]
+    .boxed()
+}
+
+fn redefine(m: &RefModel, metadata_only: bool) -> BoxedStrategy<Transition> {
+    let build = |name: String, uuid: Uuid, parent: Option<Target>, fields, flags| {
+        let (description, created, state) = fields;
+        Transition::Redefine(Redefinition {
+            name,
+            uuid,
+            parent,
+            description,
+            created,
+            state,
+            flags,
+        })
+    };
+    let mut choices: Vec<(u32, BoxedStrategy<Transition>)> = Vec::new();
+    // A new snapshot: any name, a fresh, taken or retired uuid, any parent. On a backend
+    // with data nothing is held for it, so it is refused; CURRENT only where it cannot
+    // succeed wrongly.
+    let mut uuid: Vec<(u32, BoxedStrategy<Uuid>)> = vec![(6, fresh_uuid())];
+    let taken: Vec<Uuid> = m.snapshots.iter().map(|s| s.uuid).collect();
+    if !taken.is_empty() {
+        uuid.push((2, proptest::sample::select(taken).boxed()));
+    }
+    if !m.retired.is_empty() {
+        uuid.push((1, proptest::sample::select(m.retired.clone()).boxed()));
+    }
+    let names = prop_oneof![8 => pool_name(), 1 => bad_name()];
+    choices.push((
+        3,
+        (
+            names,
+            proptest::strategy::Union::new_weighted(uuid),
+            any_parent(m),
+            redefine_fields(),
+            redefine_flags(metadata_only),
+        )
+            .prop_map(move |(n, u, p, f, fl)| build(n, u, p, f, fl))
+            .boxed(),
+    ));
+    // An existing snapshot again: mostly with its own parent (a replace), now and then
+    // under another (SNAPSHOT_EXISTS).
+    for s in &m.snapshots {
+        let current_ok = metadata_only || m.live_derives_from(s.uuid);
+        let (name, uuid) = (s.name.clone(), s.uuid);
+        let parent = prop_oneof![
+            3 => parent_ref(m, s.parent),
+            1 => any_parent(m),
+        ];
+        choices.push((
+            1,
+            (parent, redefine_fields(), redefine_flags(current_ok))
+                .prop_map(move |(p, f, fl)| build(name.clone(), uuid, p, f, fl))
+                .boxed(),
+        ));
+    }
+    // Data no metadata knows (after a lost store): with its physical parent (adopted,
+    // parents first), or with another (refused).
+    for (u, _) in &m.orphans {
+        let physical = m.layers.iter().find(|(l, _)| l == u).and_then(|(_, p)| *p);
+        let current_ok = metadata_only || m.live_derives_from(*u);
+        let uuid = *u;
+        let parent = prop_oneof![
+            4 => parent_ref(m, physical),
+            1 => any_parent(m),
+        ];
+        let flags = if m.live_on == Some(*u) && !metadata_only {
+            // The import names the snapshot the live state derives from as current:
+            // without CURRENT, current would stay none while the live state derives from
+            // it (invariant 7; see docs/model-checker.md).
+            prop_oneof![
+                8 => Just(create_flag::REDEFINE | create_flag::CURRENT),
+                1 => Just(create_flag::CURRENT),
+                1 => (2u32..32).prop_map(|bit| create_flag::REDEFINE | create_flag::CURRENT | 1 << bit),
+            ]
+            .boxed()
+        } else {
+            redefine_flags(current_ok)
+        };
+        choices.push((
+            4,
+            (pool_name(), parent, redefine_fields(), flags)
+                .prop_map(move |(n, p, f, fl)| build(n, uuid, p, f, fl))
+                .boxed(),
+        ));
+    }
+    proptest::strategy::Union::new_weighted(choices).boxed()
+}
+
+fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transition> {
+    let r = reach();
+    if !m.orphans.is_empty() {
+        // Importing: only REDEFINE until every orphan is adopted (another operation would
+        // work on a tree the engine cannot know yet).
+        return redefine(m, r.metadata_only);
+    }
+    prop_oneof![
+        2 => redefine(m, r.metadata_only),
         6 => create(m, faulted),
         3 => (target(m), flag_word(t.revert_flags.clone(), 7))
             .prop_map(|(target, flags)| Transition::RevertTo { target, flags }),
@@ -472,6 +666,7 @@ fn is_mutation(t: &Transition) -> bool {
         t,
         Transition::Create { .. }
             | Transition::CreateWith { .. }
+            | Transition::Redefine(_)
             | Transition::Revert { .. }
             | Transition::RevertTo { .. }
             | Transition::Rename { .. }
@@ -491,6 +686,8 @@ pub fn apply_model(m: &mut RefModel, t: &Transition) {
             uuid,
             description,
         } => m.create(name.as_deref(), *uuid, description.as_deref()),
+        Transition::Redefine(r) => m.redefine(r),
+        Transition::LoseMetadata => m.lose_metadata(),
         Transition::Write { .. } => m.write(),
         Transition::RevertTo { target, flags } => m.revert(target, *flags),
         Transition::Rename { target, new_name } => m.rename(target, new_name),
@@ -546,10 +743,12 @@ impl ReferenceStateMachine for RefMachine {
         } else {
             Just(false).boxed()
         };
+        let metadata_only = t.metadata_only;
         (restricted, caps, durable)
-            .prop_map(|(restricted, caps, durable)| RefState {
+            .prop_map(move |(restricted, caps, durable)| RefState {
                 model: RefModel {
                     caps: if restricted { caps } else { [7; 7] },
+                    metadata_only,
                     ..RefModel::default()
                 },
                 durable,
@@ -570,6 +769,9 @@ impl ReferenceStateMachine for RefMachine {
                     .boxed(),
             ),
         ];
+        if r.lose_metadata && m.pending.is_none() {
+            choices.push((1, Just(Transition::LoseMetadata).boxed()));
+        }
         if r.kit_power {
             choices.push((
                 2,
@@ -607,7 +809,27 @@ impl ReferenceStateMachine for RefMachine {
     }
 
     fn preconditions(state: &RefState, t: &Transition) -> bool {
+        let importing = !state.model.orphans.is_empty();
+        let op = match t {
+            Transition::SecondHandle(op) | Transition::Faulted { op, .. } => op,
+            other => other,
+        };
+        if importing && is_mutation(op) && !matches!(op, Transition::Redefine(_)) {
+            return false;
+        }
+        // On a backend with data, current must end where the live state derives from
+        // once an import is done (the generator's rule, kept while shrinking): §7.3 lets
+        // a REDEFINE move current (CURRENT) or leave it (no CURRENT) where invariant 7
+        // cannot hold; see docs/model-checker.md.
+        if matches!(op, Transition::Redefine(_)) && !state.model.metadata_only {
+            let mut m = state.model.clone();
+            apply_model(&mut m, t);
+            if m.last == crate::model::Expected::Ok && m.orphans.is_empty() && !m.live_agrees() {
+                return false;
+            }
+        }
         match t {
+            Transition::LoseMetadata => state.model.pending.is_none(),
             Transition::Reopen => state.durable,
             Transition::SecondHandle(op) => state.durable && is_mutation(op),
             Transition::Faulted { op, .. } => {

@@ -3,7 +3,7 @@
 
 use snaptree_check::Reach;
 use snaptree_check::{Config, Coverage, Decoders, SimBackend, Subject, run};
-use snaptree_engine::{DeleteMode, Error, PowerState, flags};
+use snaptree_engine::{DeleteMode, Error, NullBackend, PowerState, flags};
 
 fn sim_subject() -> Result<Subject, String> {
     Ok(Subject {
@@ -66,6 +66,45 @@ const MUST_REACH: &[&str] = &[
     "roll-forward: failed again",
     "run: restricted capabilities",
     "run: SQLite store",
+    // REDEFINE (SEMANTICS.md §7.3) on a backend with data.
+    "transition: redefine",
+    "transition: lose metadata",
+    "transition: second handle redefine",
+    "transition: faulted redefine",
+    "redefine: existing snapshot",
+    "redefine: new snapshot",
+    "redefine: data no metadata knows",
+    "redefine: root",
+    "redefine: parent by uuid",
+    "redefine: parent by name",
+    "redefine: CURRENT",
+    "redefine: creationdate",
+    "redefine: replaced description, date, state",
+    "redefine: adopted",
+    "redefine: adopted, current moved",
+    "redefine: clash",
+    "redefine: missing parent",
+    "redefine: adoption refused (no such data on that parent)",
+];
+
+/// What the metadata-only run must reach: REDEFINE adopting anything, CURRENT on any
+/// snapshot.
+const MUST_REACH_NULL: &[&str] = &[
+    "transition: redefine",
+    "transition: lose metadata",
+    "redefine: existing snapshot",
+    "redefine: new snapshot",
+    "redefine: data no metadata knows",
+    "redefine: parent by uuid",
+    "redefine: parent by name",
+    "redefine: CURRENT",
+    "redefine: replaced description, date, state",
+    "redefine: adopted",
+    "redefine: adopted, current moved",
+    "redefine: clash",
+    "redefine: missing parent",
+    "expected: INVALID_ARG",
+    "expected: XML_ERROR",
 ];
 
 fn print_coverage(c: &Coverage) {
@@ -96,6 +135,45 @@ fn engine_with_simulator_matches_the_reference_model() {
                 assert!(
                     missed.is_empty(),
                     "expected every generator arm and outcome reached, never reached: {missed:?}"
+                );
+            }
+        }
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// The metadata-only backend (null) adopts anything (SEMANTICS.md §7.3), so every
+/// REDEFINE of a new snapshot with an existing parent succeeds and CURRENT may name any
+/// snapshot; tree level only (null has no content).
+#[test]
+fn engine_with_the_null_backend_matches_the_reference_model() {
+    let mut config = config(500);
+    config.tree_only = true;
+    config.reach.metadata_only = true;
+    // A metadata-only backend runs no journal: an injected fault has nothing to leave
+    // half-done, so the kit's fault model does not apply.
+    config.reach.faults = false;
+    let null = || {
+        Ok(Subject {
+            domain_xml: "<domain type='null'><name>mc</name></domain>".into(),
+            backend: Box::new(NullBackend::new()),
+        })
+    };
+    match run(&config, &null) {
+        Ok(report) => {
+            eprintln!(
+                "model checker (null): {} sequences, {} steps",
+                report.cases, report.steps
+            );
+            print_coverage(&report.coverage);
+            if config.cases >= 500 {
+                let missed: Vec<&&str> = MUST_REACH_NULL
+                    .iter()
+                    .filter(|l| !report.coverage.contains_key(**l))
+                    .collect();
+                assert!(
+                    missed.is_empty(),
+                    "expected every REDEFINE arm reached on the null backend, never reached: {missed:?}"
                 );
             }
         }
