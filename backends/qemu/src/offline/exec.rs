@@ -143,13 +143,14 @@ pub(crate) fn execute(
     // Past it: a cancel can no longer be honoured; finish.
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.last {
-            if let Op::Commit { into, .. } = op {
+            if matches!(op, Op::Commit { .. }) {
                 // A commit changes a layer's content but no backing link: until the step is
                 // finished, this record keeps the physical tree from looking unchanged (it
                 // is not a layer, so the tree does not read), and the engine keeps the step
                 // to finish it rather than forgetting it. Removed when the step succeeds.
-                let dir = into.parent().unwrap_or(Path::new("/"));
-                Record::Unfinished.store(ctx, &Kind::Unfinished.in_dir(dir))?;
+                // In the disk's snapshot directory, where the scan looks: an adopted layer
+                // may lie anywhere.
+                Record::Unfinished.store(ctx, &Kind::Unfinished.in_dir(&snapshot_dir(lives[d])))?;
                 ctx.sync_dirty()?;
             }
             let mut measured = measured_in(d);
@@ -168,6 +169,13 @@ pub(crate) fn execute(
         }
     }
     Ok(())
+}
+
+/// The snapshot directory of the disk whose live image is `live` (`Disk::dir`).
+fn snapshot_dir(live: &Path) -> std::path::PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshots");
+    live.with_file_name(name)
 }
 
 /// Checks every image the step writes, and every disk's live image (with its backing
