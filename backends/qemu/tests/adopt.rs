@@ -120,9 +120,11 @@ fn expected(name_index: usize) -> Layout {
 const LIVE: usize = 3;
 
 impl Tree {
-    /// Two disks, each with internal snapshots tagged s1, s2, s3 by `qemu-img snapshot -c`,
-    /// and a foreign tag `keep` that is no snapshot of the domain.
+    /// Two disks, each with internal snapshots tagged by name by `qemu-img snapshot -c`
+    /// (s2 by its creation seconds, libvirt's default name: an all-digit tag), and a
+    /// foreign tag `keep` that is no snapshot of the domain.
     fn internal() -> Tree {
+        let names = ["s1", "1700000100", "s3"];
         let dir = tempfile::tempdir().unwrap();
         let mut lives = Vec::new();
         for d in 0..2 {
@@ -131,10 +133,7 @@ impl Tree {
             run("qemu-img", &["snapshot", "-c", "keep", p(&f)]);
             for (i, (slot, pattern)) in [(0, 0x11u8), (1, 0x22), (2, 0x33)].iter().enumerate() {
                 write(&f, *slot, pattern.wrapping_add(0x40 * d as u8));
-                run(
-                    "qemu-img",
-                    &["snapshot", "-c", &format!("s{}", i + 1), p(&f)],
-                );
+                run("qemu-img", &["snapshot", "-c", names[i], p(&f)]);
             }
             write(&f, 3, 0x44u8.wrapping_add(0x40 * d as u8));
             lives.push(f);
@@ -143,7 +142,7 @@ impl Tree {
             dir,
             lives,
             mode: "internal",
-            names: ["s1", "s2", "s3"],
+            names,
         }
     }
 
@@ -331,7 +330,7 @@ fn every_delete_mode(make: fn() -> Tree) {
         let left: Vec<String> = std::fs::read_dir(t.dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("snaptree") || n.ends_with(".snapshots"))
+            .filter(|n| n.starts_with('.') || n.contains("snaptree") || n.ends_with(".snapshots"))
             .collect();
         assert!(left.is_empty(), "{what}: delete-all left {left:?}");
     }
@@ -350,7 +349,10 @@ fn internal_snapshots_tagged_by_name_are_adopted_and_every_delete_mode_and_rever
     for f in &t.lives {
         let tags = run("qemu-img", &["snapshot", "-l", p(f)]);
         assert!(tags.contains("keep"), "{tags}");
-        assert!(!tags.contains("s1") && !tags.contains("s3"), "{tags}");
+        assert!(
+            !tags.contains("s1") && !tags.contains("1700000100") && !tags.contains("s3"),
+            "{tags}"
+        );
     }
 }
 
