@@ -15,6 +15,9 @@ use std::process::Command;
 
 const CHUNK: u64 = 64 * 1024;
 
+/// Slot → pattern pairs a disk must read.
+type Slots = Vec<(u64, u8)>;
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -180,7 +183,7 @@ fn a_kvm_domain_with_internal_and_external_libvirt_snapshots_is_imported_and_eve
         &[(0, 0x91), (1, 0xa2), (2, 0xb3), (3, 0xc4)],
         "imported",
     );
-    let data = |i: usize| -> (Vec<(u64, u8)>, Vec<(u64, u8)>) {
+    let data = |i: usize| -> (Slots, Slots) {
         (
             (0..=i).map(|s| (s as u64, 0x11 * (s as u8 + 1))).collect(),
             (0..=i)

@@ -52,6 +52,9 @@ fn write(file: &Path, slot: u64, pattern: u8) {
 /// Slot → pattern; slots 0..5 not listed read zeroes.
 type Layout = BTreeMap<u64, u8>;
 
+/// The snapshots a delete leaves, with their data.
+type Survivors<'a> = Vec<(&'a str, Layout)>;
+
 /// Asserts that `file` (qemu-io through its whole backing chain) reads `layout`.
 fn assert_reads(file: &Path, layout: &Layout, what: &str) {
     for slot in 0..5 {
@@ -281,7 +284,7 @@ fn every_delete_mode(make: fn() -> Tree) {
     );
 
     // Each delete mode on a fresh import: (mode, target, survivors).
-    let cases: [(DeleteMode, &str, Vec<(&str, Layout)>); 7] = [
+    let cases: [(DeleteMode, &str, Survivors<'_>); 7] = [
         (
             DeleteMode::Retire,
             b,
