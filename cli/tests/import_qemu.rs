@@ -212,3 +212,58 @@ fn a_kvm_domain_with_internal_and_external_libvirt_snapshots_is_imported_and_eve
     assert_reads(&vdb, &b, "after delete-all");
     assert_eq!(common::ok(st, &["snapshot-list", "guest", "--name"]), "");
 }
+
+#[test]
+fn a_current_snapshot_with_children_on_an_internal_disk_is_refused_before_anything_runs() {
+    if !plugin_present() {
+        return;
+    }
+    let files = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let vda = dir.join("vda.qcow2");
+    run("qemu-img", &["create", "-q", "-f", "qcow2", p(&vda), "4M"]);
+    run("qemu-img", &["snapshot", "-c", "a", p(&vda)]);
+    run("qemu-img", &["snapshot", "-c", "b", p(&vda)]);
+    let doc = |name: &str, parent: &str| {
+        format!(
+            "<domainsnapshot><name>{name}</name>{parent}<state>shutoff</state>\
+             <disks><disk name='vda' snapshot='internal'/></disks></domainsnapshot>"
+        )
+    };
+    let a = dir.join("a.xml");
+    let b = dir.join("b.xml");
+    std::fs::write(&a, doc("a", "")).unwrap();
+    std::fs::write(&b, doc("b", "<parent><name>a</name></parent>")).unwrap();
+    let domain = dir.join("vm.xml");
+    std::fs::write(
+        &domain,
+        format!(
+            "<domain type='kvm'><name>vm</name><devices><disk type='file' device='disk'>\
+             <driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda'/></disk>\
+             </devices></domain>",
+            vda.display()
+        ),
+    )
+    .unwrap();
+    let out = common::run(
+        state.path(),
+        &["import-libvirt", p(&domain), p(&a), p(&b), "--current", "a"],
+    );
+    assert_eq!(out.status.code(), Some(17), "OPERATION_INVALID");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("'a' has a child ('b')"), "{e}");
+    assert!(
+        !common::ok(state.path(), &["list"]).contains("vm"),
+        "nothing defined"
+    );
+    // With the leaf current, the same files import.
+    common::ok(
+        state.path(),
+        &["import-libvirt", p(&domain), p(&a), p(&b), "--current", "b"],
+    );
+    assert_eq!(
+        common::ok(state.path(), &["snapshot-current", "vm", "--name"]),
+        "b\n"
+    );
+}
