@@ -337,20 +337,25 @@ pub enum Command {
     /// the snapshots' documents (files, or libvirt's snapshot directory), parents first,
     /// current from `<active>1</active>` or --current. Imports into the snaptree domain of
     /// that name when defined (any backend), else defines a `null` domain (libvirt's test
-    /// driver, or --backend null). Adopting qcow2 data of kvm/qemu domains waits for the
-    /// QEMU backend.
+    /// driver, or --backend null) or, for a kvm/qemu domain, a `qemu` domain over its qcow2
+    /// disks whose internal snapshots and external overlays are adopted as they are.
     ImportLibvirt {
         /// libvirt's domain XML (`virsh dumpxml DOMAIN`).
         domain_xml: PathBuf,
         /// Snapshot XML files (`virsh snapshot-dumpxml`) or directories of them.
         #[arg(required = true)]
         snapshots: Vec<PathBuf>,
-        /// The backend of a domain not defined yet: only `null` (metadata only).
+        /// The backend of a domain not defined yet: `null` (metadata only), or `qemu` for a
+        /// kvm/qemu domain (the default for one).
         #[arg(long)]
         backend: Option<String>,
         /// The snapshot to make current, instead of the one marked `<active>1</active>`.
         #[arg(long)]
         current: Option<String>,
+        /// A kvm/qemu domain: a QMP socket QEMU listens on for snaptree (live mode); without
+        /// one the domain is offline, since libvirt owns QEMU's monitor.
+        #[arg(long)]
+        qmp_socket: Option<PathBuf>,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,

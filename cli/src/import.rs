@@ -3,9 +3,17 @@
 //!
 //! - The domain: the snaptree domain with the libvirt domain's name, when defined (on any
 //!   backend: define it first with `snaptree define` to choose one, e.g. the sim with its
-//!   `<sim dir>`); else one is defined from the libvirt XML on `--backend` (only `null` can
-//!   be derived from the XML alone: libvirt's `test` driver holds no data, so it maps to
-//!   `null`; `kvm`/`qemu` domains wait for the QEMU backend's adoption).
+//!   `<sim dir>`); else one is defined from the libvirt XML: libvirt's `test` driver holds
+//!   no data, so it maps to `null` (as does `--backend null`); a `kvm`/`qemu` domain goes
+//!   to the QEMU backend over its qcow2 disks ([`crate::qemu_domain`]), which adopts the
+//!   internal snapshots (by tag = name) and external overlay files (libvirt's
+//!   `<stem>.<name>`) as they are. Offline unless `--qmp-socket` names a socket: libvirt
+//!   owns QEMU's monitor.
+//! - Order: parents first, and in each generation the snapshots on the current one's path
+//!   first: the QEMU backend takes an internal disk's live state to derive from the
+//!   snapshot adopted last on the one it derived from (qcow2 records no such link), so
+//!   that it ends on current; a current snapshot with children cannot be placed that way
+//!   on an internal disk, and is refused before anything runs.
 //! - The snapshots: files, or directories of `*.xml` (libvirt's snapshot directory), read
 //!   with snaptree's REDEFINE reader; ordered parents first from their `<parent><name>`;
 //!   a parent in neither the files nor the domain is `NO_SNAPSHOT` before anything runs.
@@ -23,6 +31,7 @@ use snaptree_engine::xml::SnapshotXml;
 use snaptree_engine::xml::dom::{Document, escape};
 use snaptree_engine::{Error, ErrorCode};
 
+use crate::qemu_domain::{QemuDomain, qemu_domain};
 use crate::{Failure, read_file};
 
 /// The libvirt domain's identity.
@@ -103,8 +112,13 @@ fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>, Failure> {
     Ok(docs)
 }
 
-/// Orders the documents parents first; `known` are the snapshots the domain already has.
-fn parents_first(docs: Vec<Doc>, known: &BTreeSet<String>) -> Result<Vec<Doc>, Failure> {
+/// Orders the documents parents first, those on `current`'s path first in each
+/// generation; `known` are the snapshots the domain already has.
+fn parents_first(
+    docs: Vec<Doc>,
+    known: &BTreeSet<String>,
+    current: Option<&str>,
+) -> Result<Vec<Doc>, Failure> {
     let mut by_name: BTreeMap<String, Doc> = BTreeMap::new();
     for d in docs {
         if let Some(other) = by_name.get(&d.name) {
@@ -131,14 +145,23 @@ fn parents_first(docs: Vec<Doc>, known: &BTreeSet<String>) -> Result<Vec<Doc>, F
             .into());
         }
     }
+    let mut path: BTreeSet<String> = BTreeSet::new();
+    let mut at = current.map(str::to_owned);
+    while let Some(n) = at {
+        if !path.insert(n.clone()) {
+            break;
+        }
+        at = by_name.get(&n).and_then(|d| d.parent.clone());
+    }
     let mut ordered = Vec::new();
     let mut placed: BTreeSet<String> = known.clone();
     while !by_name.is_empty() {
-        let ready: Vec<String> = by_name
+        let mut ready: Vec<String> = by_name
             .values()
             .filter(|d| d.parent.as_ref().is_none_or(|p| placed.contains(p)))
             .map(|d| d.name.clone())
             .collect();
+        ready.sort_by_key(|n| !path.contains(n));
         if ready.is_empty() {
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
             return Err(Error::InvalidArg(format!(
@@ -164,9 +187,12 @@ pub fn import(
     snapshots: &[PathBuf],
     backend: Option<&str>,
     current: Option<&str>,
+    qmp_socket: Option<&Path>,
     dry_run: bool,
 ) -> Result<String, Failure> {
-    let lv = libvirt_domain(domain_xml, &read_file(domain_xml)?)?;
+    let domain_text = read_file(domain_xml)?;
+    let lv = libvirt_domain(domain_xml, &domain_text)?;
+    let docs = read_docs(snapshots)?;
     let mut out = String::new();
     let existing = conn.list_domains()?.into_iter().find(|d| d.name == lv.name);
     let definition = match (&existing, backend) {
@@ -182,8 +208,17 @@ pub fn import(
             }
             None
         }
-        (None, Some("null")) => Some(null_definition(&lv)),
-        (None, None) if lv.virt_type == "test" => Some(null_definition(&lv)),
+        (None, Some("null")) => Some(Definition::Null(null_definition(&lv))),
+        (None, None) if lv.virt_type == "test" => Some(Definition::Null(null_definition(&lv))),
+        (None, None | Some("qemu")) if matches!(lv.virt_type.as_str(), "kvm" | "qemu") => {
+            let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+            Some(Definition::Qemu(qemu_domain(
+                domain_xml,
+                &domain_text,
+                &texts,
+                qmp_socket,
+            )?))
+        }
         (None, Some(t)) => {
             return Err(Error::InvalidArg(format!(
                 "a '{t}' domain needs its own definition: define domain '{}' with `snaptree define` first, then import",
@@ -193,7 +228,7 @@ pub fn import(
         }
         (None, None) => {
             return Err(Error::OperationInvalid(format!(
-                "libvirt domain '{}' is of type '{}': adopting its disks waits for the QEMU backend; \
+                "libvirt domain '{}' is of type '{}', which no snaptree backend derives from its XML; \
                  define the domain with `snaptree define` first, or import the metadata alone with --backend null",
                 lv.name, lv.virt_type
             ))
@@ -209,7 +244,6 @@ pub fn import(
             .collect(),
         None => BTreeSet::new(),
     };
-    let docs = parents_first(read_docs(snapshots)?, &known)?;
     let marked: Vec<&str> = docs
         .iter()
         .filter(|d| d.active)
@@ -236,13 +270,42 @@ pub fn import(
         ))
         .into());
     }
+    if let (Some(Definition::Qemu(q)), Some(c)) = (&definition, &current)
+        && q.disks.iter().any(|d| d.mode == "internal")
+        && let Some(child) = docs
+            .iter()
+            .find(|d| d.parent.as_deref() == Some(c.as_str()))
+    {
+        return Err(Error::OperationInvalid(format!(
+            "the current snapshot '{c}' has a child ('{}'): on internal-mode disks the qemu backend \
+             cannot yet adopt a live state that derives from a snapshot with children; import with --current naming a leaf",
+            child.name
+        ))
+        .into());
+    }
+    let docs = parents_first(docs, &known, current.as_deref())?;
     if dry_run {
         out.push_str("import (dry run, nothing changed):\n");
         match &definition {
-            Some(_) => out.push_str(&format!(
-                "  define domain '{}' on backend 'null'\n",
-                lv.name
-            )),
+            Some(def) => {
+                out.push_str(&format!(
+                    "  define domain '{}' on backend '{}'\n",
+                    lv.name,
+                    def.backend()
+                ));
+                if let Definition::Qemu(q) = def {
+                    for disk in &q.disks {
+                        out.push_str(&format!(
+                            "  disk '{}' ({}): {} snapshots adopted as they are\n",
+                            disk.target, disk.file, disk.mode
+                        ));
+                    }
+                    out.push_str(match qmp_socket {
+                        Some(_) => "  live mode through the QMP socket given\n",
+                        None => "  offline (libvirt owns QEMU's monitor): steps only while the VM is shut off\n",
+                    });
+                }
+            }
             None => out.push_str(&format!("  into domain '{}'\n", lv.name)),
         }
         for d in &docs {
@@ -261,9 +324,13 @@ pub fn import(
         ));
         return Ok(out);
     }
-    if let Some(xml) = &definition {
-        conn.define_domain(xml)?;
-        out.push_str(&format!("Domain '{}' defined (backend 'null')\n", lv.name));
+    if let Some(def) = &definition {
+        conn.define_domain(def.xml())?;
+        out.push_str(&format!(
+            "Domain '{}' defined (backend '{}')\n",
+            lv.name,
+            def.backend()
+        ));
     }
     let mut d = conn.open_domain(&lv.name)?;
     for doc in &docs {
@@ -288,6 +355,30 @@ pub fn import(
         current.map_or(String::new(), |c| format!(", current '{c}'"))
     ));
     Ok(out)
+}
+
+/// The snaptree domain an import defines.
+enum Definition {
+    /// Metadata only.
+    Null(String),
+    /// The QEMU backend over the libvirt domain's qcow2 disks.
+    Qemu(QemuDomain),
+}
+
+impl Definition {
+    fn xml(&self) -> &str {
+        match self {
+            Definition::Null(xml) => xml,
+            Definition::Qemu(q) => &q.xml,
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            Definition::Null(_) => "null",
+            Definition::Qemu(_) => "qemu",
+        }
+    }
 }
 
 fn null_definition(lv: &LibvirtDomain) -> String {

@@ -12,6 +12,7 @@ mod out;
 mod output;
 mod pending;
 mod progress;
+mod qemu_domain;
 mod reclaim;
 
 use std::path::Path;
@@ -400,6 +401,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             snapshots,
             backend,
             current,
+            qmp_socket,
             dry,
         } => {
             out!(
@@ -410,6 +412,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     snapshots,
                     backend.as_deref(),
                     current.as_deref(),
+                    qmp_socket.as_deref(),
                     dry.dry_run
                 )?
             );

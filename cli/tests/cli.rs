@@ -540,9 +540,10 @@ fn import_libvirt_orders_parents_first_sets_current_and_refuses_what_it_cannot_d
         "<domainsnapshot><name>child</name><parent><name>root</name></parent>\
          <creationTime>6</creationTime><state>disk-snapshot</state><active>1</active></domainsnapshot>",
     );
-    // A kvm domain's data cannot be adopted yet: OPERATION_INVALID, nothing defined.
-    let e = s.fails(&["import-libvirt", p(&kvm), p(&child), p(&root)], 17);
-    assert!(e.contains("waits for the QEMU backend"), "{e}");
+    // A kvm domain goes to the qemu backend, which needs a qcow2 disk: INVALID_ARG,
+    // nothing defined.
+    let e = s.fails(&["import-libvirt", p(&kvm), p(&child), p(&root)], 11);
+    assert!(e.contains("has no qcow2 disk to snapshot"), "{e}");
     assert!(!s.ok(&["list"]).contains("guest"));
     // A parent in neither the files nor the domain: NO_SNAPSHOT before anything runs.
     let e = s.fails(

@@ -263,10 +263,26 @@ fn duplicate_and_numeric_tags() {
     qi::snapshot_delete(&img, "dup").unwrap();
     assert_eq!(qi::snapshot_list(&img).unwrap().len(), 1);
 
-    for tag in ["", "1", "42"] {
+    let left = qi::snapshot_list(&img).unwrap()[0].id.clone();
+    for tag in ["", left.as_str()] {
         let err = qi::snapshot_create(&img, tag).unwrap_err();
         assert!(matches!(err, Error::InvalidTag { .. }), "{err:?}");
+        let err = qi::snapshot_apply(&img, tag).unwrap_err();
+        assert!(matches!(err, Error::InvalidTag { .. }), "{err:?}");
     }
+    // An all-digit tag that is no snapshot's id (libvirt's creation seconds) is a tag.
+    qi::io_write_pattern(&img, 0x5a, 0, MIB).unwrap();
+    qi::snapshot_create(&img, "1700000300").unwrap();
+    qi::io_write_pattern(&img, 0x00, 0, MIB).unwrap();
+    qi::snapshot_apply(&img, "1700000300").unwrap();
+    assert!(qi::io_verify_pattern(&img, 0x5a, 0, MIB).unwrap());
+    qi::snapshot_delete(&img, "1700000300").unwrap();
+    let tags: Vec<String> = qi::snapshot_list(&img)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(tags, vec!["dup".to_string()]);
 }
 
 #[test]

@@ -6,9 +6,10 @@
 use std::path::Path;
 
 use snaptree_engine::{
-    Backend, Capabilities, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
+    Adoption, Backend, Capabilities, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
 };
 
+use crate::adopt;
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::disk::{Disk, Mode};
@@ -150,6 +151,7 @@ impl QemuBackend {
     /// Runs one step, live or offline. What fails before anything could change returns at
     /// once; the outcome of running the step goes through [`QemuBackend::conclude`].
     fn run(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
+        adopt::refresh(&mut self.disks)?;
         self.settle(Some(step))?;
         let ctx = Ctx {
             shared: &self.handle.0,
@@ -240,6 +242,7 @@ impl QemuBackend {
         for d in self.disks.iter().filter(|d| d.mode == Mode::External) {
             self.ctx().remove(&Kind::Unfinished.path(d))?;
         }
+        adopt::forget_freed(self.ctx(), &self.disks)?;
         self.tidy()?;
         self.ctx().sync_dirty()?;
         progress.report(1.0);
@@ -264,6 +267,7 @@ impl QemuBackend {
 
     /// The tree every disk holds; all disks must hold the same one.
     fn physical(&mut self) -> Result<PhysicalTree> {
+        adopt::refresh(&mut self.disks)?;
         self.settle(None)?;
         let disks = self.disks.clone();
         // External disks' trees are in their files' headers, running or not.
@@ -296,6 +300,30 @@ impl QemuBackend {
     }
 }
 
+impl QemuBackend {
+    /// The `adopt` step of a REDEFINE (see `adopt`): offline from the files, live (a
+    /// running VM's internal disks) from the tags QEMU reports. Changes no data.
+    pub fn adopt_existing(&mut self, adoption: &Adoption) -> snaptree_engine::Result<()> {
+        adopt::refresh(&mut self.disks)?;
+        self.settle(None)?;
+        let internal = self.disks.iter().any(|d| d.mode == Mode::Internal);
+        let disks = self.disks.clone();
+        let live_tags = match self.live_now()? {
+            Some(session) if internal => Some(
+                live_internal::devices(session, &disks)?
+                    .iter()
+                    .map(|d| d.tags())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let ctx = Ctx {
+            shared: &self.handle.0,
+        };
+        Ok(adopt::adopt(ctx, &mut self.disks, live_tags, adoption)?)
+    }
+}
+
 impl Backend for QemuBackend {
     fn name(&self) -> &str {
         NAME
@@ -319,6 +347,20 @@ impl Backend for QemuBackend {
 
     fn list_physical(&mut self) -> snaptree_engine::Result<PhysicalTree> {
         Ok(self.physical()?)
+    }
+
+    fn can_adopt(&self) -> bool {
+        true
+    }
+
+    fn adopt(
+        &mut self,
+        adoption: &Adoption,
+        progress: &mut dyn Progress,
+    ) -> snaptree_engine::Result<()> {
+        self.adopt_existing(adoption)?;
+        progress.report(1.0);
+        Ok(())
     }
 
     #[cfg(feature = "test-hooks")]

@@ -91,6 +91,7 @@ fn disks_of(name: &str, elements: &[&Element]) -> Result<Vec<Disk>> {
             live,
             mode,
             discard: None,
+            names: Default::default(),
         });
     }
     Ok(disks)

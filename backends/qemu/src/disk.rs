@@ -1,6 +1,7 @@
 //! The disks of a domain as the backend sees them: where the live state is, how the disk keeps
 //! its snapshots, and the names of every file the backend keeps for it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use snaptree_engine::Uuid;
@@ -28,6 +29,9 @@ pub(crate) struct Disk {
     /// `<driver discard=...>` (`unmap` or `ignore`): what a live node replacing the disk's
     /// must repeat, since QEMU does not report it.
     pub(crate) discard: Option<String>,
+    /// Adopted snapshots and what holds their data (the tag or the file), as the disk's
+    /// metadata file records them ([`Disk::meta`]); read again before every step.
+    pub(crate) names: BTreeMap<Uuid, String>,
 }
 
 /// Temporary file names inside the snapshot directory. They start with a dot, so they can
@@ -41,10 +45,22 @@ impl Disk {
         self.beside(".snapshots")
     }
 
-    /// The layer holding snapshot `uuid`: named by uuid, never by the user's name, so a
-    /// rename never moves data.
+    /// The layer holding snapshot `uuid`: the file it was adopted with, else its own,
+    /// named by uuid, never by the user's name, so a rename never moves data.
     pub(crate) fn layer(&self, uuid: &Uuid) -> PathBuf {
-        self.dir().join(format!("{uuid}.qcow2"))
+        match self.names.get(uuid) {
+            Some(file) => PathBuf::from(file),
+            None => self.dir().join(format!("{uuid}.qcow2")),
+        }
+    }
+
+    /// The internal snapshot tag of snapshot `uuid`: the tag it was adopted with, else its
+    /// uuid, never the user's name (qemu-img accepts duplicate tags).
+    pub(crate) fn tag(&self, uuid: &Uuid) -> String {
+        match self.names.get(uuid) {
+            Some(tag) => tag.clone(),
+            None => uuid.to_string(),
+        }
     }
 
     /// Where a new overlay is built before it is renamed into place.
@@ -63,8 +79,14 @@ impl Disk {
         self.beside(".snaptree.json")
     }
 
-    /// The snapshot whose layer `path` is, if it is one: a `<uuid>.qcow2` in our directory.
+    /// The snapshot whose layer `path` is, if it is one: an adopted file, or a
+    /// `<uuid>.qcow2` in our directory.
     pub(crate) fn layer_uuid(&self, path: &Path) -> Option<Uuid> {
+        if self.mode == Mode::External
+            && let Some((u, _)) = self.names.iter().find(|(_, f)| Path::new(f) == path)
+        {
+            return Some(*u);
+        }
         if path.parent()? != self.dir() {
             return None;
         }
@@ -101,6 +123,7 @@ mod tests {
             live: PathBuf::from(live),
             mode: Mode::External,
             discard: None,
+            names: BTreeMap::new(),
         }
     }
 

@@ -17,7 +17,6 @@ use crate::guest::{GUEST_WRITE, guest_writes, hex};
 use crate::live::internal::devices;
 use crate::live::session::Session;
 use crate::offline::header;
-use crate::offline::internal::tag;
 
 impl TestHooks for QemuBackend {
     /// A digest of every disk's content in order; equal contents give equal digests
@@ -95,7 +94,7 @@ fn live_digest(session: &mut Session, disks: &[Disk], of: ContentRef) -> Result<
         session.with("flush a disk", |q| q.qemu_io(&dev.qdev, "flush"))?;
         let digest = match (of, d.mode) {
             (ContentRef::Live, _) => export_digest(&d.live, None)?,
-            (ContentRef::Snapshot(u), Mode::Internal) => export_digest(&d.live, Some(&tag(&u)))?,
+            (ContentRef::Snapshot(u), Mode::Internal) => export_digest(&d.live, Some(&d.tag(&u)))?,
             (ContentRef::Snapshot(u), Mode::External) => export_digest(&d.layer(&u), None)?,
         };
         hasher.update(digest.as_bytes());

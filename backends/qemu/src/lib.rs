@@ -49,6 +49,7 @@
 // here is unsafe.
 #![deny(unsafe_code)]
 
+mod adopt;
 mod backend;
 mod config;
 mod ctx;

@@ -11,7 +11,7 @@ use snaptree_engine::TestHooks;
 #[cfg(feature = "test-hooks")]
 use snaptree_sdk::ContentRef;
 use snaptree_sdk::{
-    Capabilities, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend, Step,
+    Adoption, Capabilities, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend, Step,
 };
 
 use crate::backend::QemuBackend;
@@ -25,6 +25,8 @@ impl SnaptreeBackend for QemuPlugin {
     /// Only in a build with the `test-hooks` feature (the tests'): the shipped plugin
     /// offers no way to write into a guest's disk.
     const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+    /// Snapshots libvirt or `qemu-img` made are adopted by tag or file (`adopt`).
+    const ADOPT: bool = true;
 
     /// Offline and live together; each open domain narrows them.
     fn capabilities() -> Capabilities {
@@ -49,6 +51,10 @@ impl SnaptreeBackend for QemuPlugin {
 
     fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
         Ok(self.0.list_physical()?)
+    }
+
+    fn adopt(&mut self, adoption: &Adoption) -> PluginResult<()> {
+        Ok(self.0.adopt_existing(adoption)?)
     }
 
     #[cfg(feature = "test-hooks")]

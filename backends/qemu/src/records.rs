@@ -209,8 +209,13 @@ impl Record {
     }
 
     /// Writes the record to `path` atomically and durably in content; its name is durable
-    /// with the directory's next sync (callers sync before the work it describes).
+    /// with the directory's next sync (callers sync before the work it describes). The
+    /// directory is made when missing: a disk whose snapshots are all adopted files has no
+    /// snapshot directory of its own.
     pub(crate) fn store(&self, ctx: Ctx<'_>, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            ctx.create_dir(dir)?;
+        }
         let mut text = serde_json::to_vec(self)
             .map_err(|e| error(format!("cannot encode {}: {e}", path.display())))?;
         text.push(b'\n');

@@ -22,7 +22,7 @@ use super::session::{JOB_TIMEOUT, Session, canonical};
 use crate::ctx::Ctx;
 use crate::disk::{Disk, Mode};
 use crate::error::{QemuError, Result, error};
-use crate::offline::internal::{physical_of, tag};
+use crate::offline::internal::{domain_tag, physical_of, tag};
 use crate::offline::meta::Meta;
 use crate::offline::ops::MERGE_STASH;
 use crate::records::{Kind, Record};
@@ -45,6 +45,11 @@ pub(crate) struct Device {
 impl Device {
     fn has(&self, tag: &str) -> bool {
         self.snapshots.iter().any(|s| s.name == tag)
+    }
+
+    /// The tags of the image's internal snapshots.
+    pub(crate) fn tags(&self) -> Vec<String> {
+        self.snapshots.iter().map(|s| s.name.clone()).collect()
     }
 }
 
@@ -116,7 +121,7 @@ impl InternalStep<'_> {
                 parent: None,
             } => {
                 let devs = devices(self.session, self.disks)?;
-                self.delete(&tag(snapshot), &devs, progress)?;
+                self.delete(&domain_tag(self.disks, snapshot), &devs, progress)?;
                 self.write_meta(&|m| {
                     let heir = m.parents.get(snapshot).copied().flatten();
                     m.removed(*snapshot, heir)
@@ -180,7 +185,7 @@ impl InternalStep<'_> {
                 "the qemu backend cannot shut the guest off: while the VM runs or is paused it reverts to snapshot {snapshot} only running or paused (revert with the RUNNING or PAUSED flag, or shut the domain down first)"
             )));
         }
-        let tag = tag(&snapshot);
+        let tag = domain_tag(self.disks, &snapshot);
         let devs = devices(self.session, self.disks)?;
         if let Some((d, _)) = self.disks.iter().zip(&devs).find(|(_, dev)| !dev.has(&tag)) {
             return Err(error(format!(
@@ -225,7 +230,10 @@ impl InternalStep<'_> {
     /// otherwise the live state is the true one and the sequence starts over. The record
     /// keeps the run state across a restart.
     fn merge(&mut self, snapshot: Uuid, parent: Uuid, progress: &mut dyn Progress) -> Result<()> {
-        let (snapshot_tag, parent_tag) = (tag(&snapshot), tag(&parent));
+        let (snapshot_tag, parent_tag) = (
+            domain_tag(self.disks, &snapshot),
+            domain_tag(self.disks, &parent),
+        );
         let intent = Kind::LiveMerge.path(&self.disks[0]);
         let devs = devices(self.session, self.disks)?;
         if devs.iter().any(|d| d.has(&snapshot_tag)) {

@@ -143,15 +143,18 @@ pub(crate) fn execute(
     // Past it: a cancel can no longer be honoured; finish.
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.last {
-            if let Op::Commit { into, .. } = op {
+            if matches!(op, Op::Commit { .. }) {
                 // A commit changes a layer's content but no backing link: until the step is
                 // finished, this record keeps the physical tree from looking unchanged (it
                 // is not a layer, so the tree does not read), and the engine keeps the step
                 // to finish it rather than forgetting it. Removed when the step succeeds.
-                // An empty file is a whole `Record::Unfinished`: its name made durable before
+                // In the disk's snapshot directory, where the scan looks (an adopted layer
+                // may lie anywhere), created if a disk of adopted snapshots has none yet. An
+                // empty file is a whole `Record::Unfinished`: its name made durable before
                 // qemu-img writes into the layer is all the crash safety it needs.
-                let dir = into.parent().unwrap_or(Path::new("/"));
-                ctx.create_marker(&Kind::Unfinished.in_dir(dir))?;
+                let dir = snapshot_dir(lives[d]);
+                ctx.create_dir(&dir)?;
+                ctx.create_marker(&Kind::Unfinished.in_dir(&dir))?;
                 ctx.sync_dirty()?;
             }
             let mut measured = measured_in(d);
@@ -170,6 +173,13 @@ pub(crate) fn execute(
         }
     }
     Ok(())
+}
+
+/// The snapshot directory of the disk whose live image is `live` (`Disk::dir`).
+fn snapshot_dir(live: &Path) -> std::path::PathBuf {
+    let mut name = live.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshots");
+    live.with_file_name(name)
 }
 
 /// Checks every image the step writes, and every disk's live image (with its backing

@@ -1,5 +1,7 @@
 //! Internal mode: every snapshot is a qcow2 internal snapshot inside the live file, tagged
-//! with the snapshot uuid (qemu-img accepts duplicate tags, so never a user's name). Internal
+//! with the snapshot uuid (qemu-img accepts duplicate tags, so never a user's name), or,
+//! for a snapshot adopted from another tool's data (libvirt's, `qemu-img snapshot -c`'s),
+//! with the tag the metadata file records for it ([`Disk::tag`]). Internal
 //! snapshots do not depend on each other, so only the metadata file records the tree.
 //!
 //! Each step changes the image first and the metadata file after it, and both changes are
@@ -12,12 +14,22 @@ use super::exec::DiskPlan;
 use super::meta::Meta;
 use super::ops::{MERGE_STASH, Op, REVERT_STASH};
 use crate::ctx::Ctx;
-use crate::disk::Disk;
+use crate::disk::{Disk, Mode};
 use crate::error::{Result, error};
 
-/// The internal snapshot tag of snapshot `u`: its uuid, never the user's name.
+/// The internal snapshot tag snaptree gives snapshot `u` it creates: its uuid, never the
+/// user's name.
 pub(crate) fn tag(u: &Uuid) -> String {
     u.to_string()
+}
+
+/// The tag of snapshot `u` on every internal disk of a domain (adoption checks that an
+/// adopted tag is on all of them): as the first internal disk records it.
+pub(crate) fn domain_tag(disks: &[Disk], u: &Uuid) -> String {
+    disks
+        .iter()
+        .find(|d| d.mode == Mode::Internal)
+        .map_or_else(|| tag(u), |d| d.tag(u))
 }
 
 /// Plans one step on one internal-mode disk.
@@ -48,7 +60,7 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
     }
     let image = disk.live.clone();
     let tags = ctx.tags(&image)?;
-    let has = |u: &Uuid| tags.contains(&tag(u));
+    let has = |u: &Uuid| tags.contains(&disk.tag(u));
     let mut plan = DiskPlan::default();
     match step {
         // Restart: the tag is created only if missing, then recorded only if unrecorded.
@@ -56,7 +68,7 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
             if !has(snapshot) {
                 plan.reversible.push(Op::SnapCreate {
                     image,
-                    tag: tag(snapshot),
+                    tag: disk.tag(snapshot),
                 });
             }
             plan.reversible.extend(write(meta.created(*snapshot)));
@@ -76,7 +88,7 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
             });
             plan.reversible.push(Op::SnapApply {
                 image: image.clone(),
-                tag: tag(snapshot),
+                tag: disk.tag(snapshot),
             });
             plan.reversible
                 .extend(write(meta.with_live(Some(*snapshot))));
@@ -95,7 +107,7 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
             if has(snapshot) {
                 plan.last.push(Op::SnapDelete {
                     image,
-                    tag: tag(snapshot),
+                    tag: disk.tag(snapshot),
                 });
             }
             let heir = meta.parents.get(snapshot).copied().flatten();
@@ -116,8 +128,8 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
                 }
                 plan.last.push(Op::InternalMerge {
                     image,
-                    s: *snapshot,
-                    p: *p,
+                    s: disk.tag(snapshot),
+                    p: disk.tag(p),
                 });
             }
             plan.last.extend(write(meta.removed(*snapshot, Some(*p))));
@@ -147,8 +159,22 @@ pub(crate) fn physical_of(disk: &Disk, tags: &[String]) -> Result<PhysicalTree> 
             disk.describe()
         )));
     }
-    let mut ours: Vec<Uuid> = tags.iter().filter_map(|t| own_tag(t)).collect();
+    // Ours: the uuid tags, and the adopted snapshots still recorded whose tags are there
+    // (an adopted tag the record no longer lists is someone else's again).
+    let adopted: Vec<&String> = meta.names.values().collect();
+    let mut ours: Vec<Uuid> = tags
+        .iter()
+        .filter(|t| !adopted.contains(t))
+        .filter_map(|t| own_tag(t))
+        .chain(
+            meta.names
+                .iter()
+                .filter(|(u, t)| meta.parents.contains_key(u) && tags.contains(t))
+                .map(|(u, _)| *u),
+        )
+        .collect();
     ours.sort();
+    ours.dedup();
     let recorded: Vec<Uuid> = meta.parents.keys().copied().collect();
     if ours != recorded {
         return Err(error(format!(

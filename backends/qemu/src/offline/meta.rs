@@ -25,6 +25,12 @@ pub(crate) struct Meta {
     pub(crate) parents: BTreeMap<Uuid, Option<Uuid>>,
     /// The snapshot the live state derives from.
     pub(crate) live_parent: Option<Uuid>,
+    /// Snapshots adopted from data another tool made (REDEFINE, SEMANTICS.md §7.3), with
+    /// what holds their data: the internal snapshot tag (internal mode) or the absolute
+    /// file (external mode). A snapshot not listed is found under its uuid. An external
+    /// disk's file holds only this map.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) names: BTreeMap<Uuid, String>,
 }
 
 impl Default for Meta {
@@ -33,6 +39,7 @@ impl Default for Meta {
             version: VERSION,
             parents: BTreeMap::new(),
             live_parent: None,
+            names: BTreeMap::new(),
         }
     }
 }
@@ -73,9 +80,29 @@ impl Meta {
         ctx.write_atomic(path, &text)
     }
 
-    /// No snapshot and a live state that derives from none.
+    /// No snapshot, a live state that derives from none, nothing adopted.
     pub(crate) fn is_empty(&self) -> bool {
-        self.parents.is_empty() && self.live_parent.is_none()
+        self.parents.is_empty() && self.live_parent.is_none() && self.names.is_empty()
+    }
+
+    /// The tree after snapshot `s`, stored on `parent`'s data under `name` (None: under
+    /// its uuid), was adopted (internal mode). Internal snapshots record no parent, so
+    /// the live state is taken to derive from the newest snapshot adopted on the one it
+    /// derived from: after a tree is adopted parents first, from the last snapshot on its
+    /// path (libvirt's current, for a chain). Adopting again what is adopted changes nothing.
+    pub(crate) fn adopted(&self, s: Uuid, parent: Option<Uuid>, name: Option<&str>) -> Meta {
+        let mut m = self.clone();
+        if m.parents.contains_key(&s) {
+            return m;
+        }
+        m.parents.insert(s, parent);
+        if let Some(n) = name {
+            m.names.insert(s, n.to_owned());
+        }
+        if m.live_parent == parent {
+            m.live_parent = Some(s);
+        }
+        m
     }
 
     /// The tree after `create(n)`: n derives from what the live state derived from.
@@ -100,6 +127,7 @@ impl Meta {
     /// `heir` (its parent when freed, the parent it merged into when merged).
     pub(crate) fn removed(&self, s: Uuid, heir: Option<Uuid>) -> Meta {
         let mut m = self.clone();
+        m.names.remove(&s);
         if m.parents.remove(&s).is_none() {
             return m;
         }

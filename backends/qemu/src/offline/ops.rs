@@ -12,8 +12,6 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use snaptree_engine::Uuid;
-
 use super::meta::Meta;
 use crate::ctx::Ctx;
 use crate::error::Result;
@@ -101,8 +99,13 @@ pub(crate) enum Op {
     SnapApply { image: PathBuf, tag: String },
     /// `qemu-img snapshot -d tag`, if the tag exists.
     SnapDelete { image: PathBuf, tag: String },
-    /// Internal merge: snapshot `p` takes the content of `s`, `s` is deleted (see [`merge_internal`]).
-    InternalMerge { image: PathBuf, s: Uuid, p: Uuid },
+    /// Internal merge: the snapshot tagged `p` takes the content of the one tagged `s`,
+    /// which is deleted (see [`merge_internal`]).
+    InternalMerge {
+        image: PathBuf,
+        s: String,
+        p: String,
+    },
     /// Writes an internal-mode disk's metadata file.
     WriteMeta {
         path: PathBuf,
@@ -331,7 +334,7 @@ impl Op {
                 }
                 Ok(())
             }
-            Op::InternalMerge { image, s, p } => merge_internal(ctx, image, *s, *p, progress),
+            Op::InternalMerge { image, s, p } => merge_internal(ctx, image, s, p, progress),
             Op::WriteMeta { path, meta, .. } => meta.store(ctx, path),
         }
     }
@@ -367,11 +370,11 @@ fn remove_leftover(ctx: Ctx<'_>, file: &Path) -> Result<()> {
 fn merge_internal(
     ctx: Ctx<'_>,
     image: &Path,
-    s: Uuid,
-    p: Uuid,
+    s: &str,
+    p: &str,
     progress: &mut dyn FnMut(f64),
 ) -> Result<()> {
-    let (s, p) = (s.to_string(), p.to_string());
+    let (s, p) = (s.to_owned(), p.to_owned());
     let tags = ctx.tags(image)?;
     let stashed = tags.iter().any(|t| t == MERGE_STASH);
     if !tags.contains(&s) {

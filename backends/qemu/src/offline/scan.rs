@@ -77,6 +77,14 @@ impl Scan {
                 ) => {}
             Err(e) => return Err(error(format!("cannot list {}: {e}", dir.display()))),
         }
+        // Adopted layers: files another tool made, wherever they are. One that is gone was
+        // freed by a step (deleted, or renamed over its one dependent).
+        for (u, file) in &disk.names {
+            let file = std::path::Path::new(file);
+            if file.exists() {
+                layers.insert(*u, classify(disk, header::read(file)?.backing));
+            }
+        }
         let mut live = if disk.live.exists() {
             Some(classify(disk, header::read(&disk.live)?.backing))
         } else {
