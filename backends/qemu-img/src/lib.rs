@@ -36,7 +36,10 @@ pub use digest::content_digest;
 pub use error::{Error, Result};
 pub use header::{HeaderError, Qcow2Header, read_header};
 pub use info::{ImageInfo, InternalSnapshot, backing_chain, info, info_force_share};
-pub use internal::{snapshot_apply, snapshot_create, snapshot_delete, snapshot_list};
+pub use internal::{
+    repair_after_interrupted_snapshot_op, snapshot_apply, snapshot_create, snapshot_delete,
+    snapshot_list,
+};
 pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
 pub use layer::{
     allocated_bytes, allocated_bytes_by_map, create, create_overlay, create_overlay_unopened,

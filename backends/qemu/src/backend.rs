@@ -3,7 +3,7 @@
 //! socket and its VM runs or is paused, to offline mode (`offline`) otherwise, and every
 //! outcome goes through one tail ([`QemuBackend::conclude`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use snaptree_engine::{
     Adoption, Backend, Capabilities, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
@@ -186,6 +186,24 @@ impl QemuBackend {
                 "the qemu offline backend cannot start a guest: it can revert to snapshot {snapshot} only leaving the domain shut off, not {state}"
             )));
         }
+        // An internal snapshot command a crash interrupted left its image looking corrupt
+        // to qemu-img (`Record::RefcountUpdate`): repaired before this step reads it. Only
+        // here, offline: a running QEMU holds the image (and copes with it as it is).
+        let refcount_markers: Vec<(PathBuf, &Path)> = self
+            .disks
+            .iter()
+            .filter(|d| d.mode == Mode::Internal)
+            .map(|d| (Kind::RefcountUpdate.path(d), d.live.as_path()))
+            .collect();
+        for (marker, image) in &refcount_markers {
+            if marker.exists() {
+                ctx.repair_after_interrupted_snapshot_op(image)
+                    .map_err(|e| QemuError::NothingChanged {
+                        verb: step.kind().verb(),
+                        source: Box::new(e),
+                    })?;
+            }
+        }
         // Planning only reads: whatever fails here (a missing file, an image held by a
         // running VM) has changed nothing.
         let plans = self.plans(step).map_err(|e| match e {
@@ -197,6 +215,17 @@ impl QemuBackend {
         })?;
         let lives: Vec<&Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
         let outcome = exec::execute(ctx, step.kind(), &lives, &plans, progress);
+        // Every qemu-img the step ran has exited, a failed one included: none was cut off
+        // between its reference counts and its flags. Only a crash keeps the markers.
+        let outcome = match outcome {
+            Err(e) if e.is_simulated_crash() => Err(e),
+            other => {
+                let removed = refcount_markers
+                    .iter()
+                    .try_for_each(|(marker, _)| ctx.remove(marker));
+                other.and(removed)
+            }
+        };
         if outcome.is_err() {
             return self.conclude(outcome, progress);
         }
