@@ -4,6 +4,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod adopt;
 mod export;
 mod import;
 mod info;
@@ -395,6 +396,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for text in export::export(&mut d, libvirt.as_deref(), dir.as_deref())? {
                 out!("{text}");
             }
+        }
+        Command::Adopt { domain_xml, dry } => {
+            out!("{}", adopt::adopt(&conn, domain_xml, dry.dry_run)?);
         }
         Command::ImportLibvirt {
             domain_xml,

@@ -144,6 +144,29 @@ impl Backend for PluginBackend {
         )
     }
 
+    fn keeps_manifest(&self) -> bool {
+        self.vt().keeps_manifest()
+    }
+
+    fn save_manifest(&mut self, manifest: &str) -> Result<()> {
+        let text = c_string("manifest", manifest)?;
+        self.vt().save_manifest(self.handle, &text)
+    }
+
+    fn load_manifest(&mut self) -> Result<Option<String>> {
+        let text = self.vt().load_manifest(self.handle)?;
+        let fail = |message: &str| Error::Backend {
+            backend: self.name().to_string(),
+            message: message.to_string(),
+        };
+        if text.null_text {
+            return Err(fail("load_manifest passed a NULL text with a nonzero length"));
+        }
+        text.bytes
+            .map(|b| String::from_utf8(b).map_err(|_| fail("load_manifest passed a text that is not UTF-8")))
+            .transpose()
+    }
+
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
         if self.vt().has_test_hooks() {
             Some(self)

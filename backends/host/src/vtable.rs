@@ -18,7 +18,7 @@ use snaptree_engine::{
     Capabilities, Error, PowerMask, PowerState, Progress, Result, StepKind, Uuid,
 };
 
-use crate::callbacks::{Layers, with_layers, with_progress};
+use crate::callbacks::{Layers, Text, with_layers, with_progress, with_text};
 
 /// The flags the host passes: ABI 1.1 defines none.
 const FLAGS: u32 = 0;
@@ -158,6 +158,12 @@ impl Vtable {
     /// 1.0 plugin's `struct_size`, means it cannot).
     pub(crate) fn can_adopt(&self) -> bool {
         self.raw.adopt.is_some()
+    }
+
+    /// Whether the plugin keeps a manifest beside its data (ABI 1.2's `save_manifest` and
+    /// `load_manifest`, both present).
+    pub(crate) fn keeps_manifest(&self) -> bool {
+        self.raw.save_manifest.is_some() && self.raw.load_manifest.is_some()
     }
 
     /// Whether both test hooks are present.
@@ -448,6 +454,36 @@ impl Vtable {
         self.call("adopt", |err| unsafe {
             f(handle.0, &snapshot, opt(&parent), name.as_ptr(), FLAGS, err)
         })
+    }
+
+    pub(crate) fn save_manifest(&self, handle: Handle, manifest: &CStr) -> Result<()> {
+        let f = self
+            .raw
+            .save_manifest
+            .ok_or_else(|| self.unsupported("save_manifest"))?;
+        let len = manifest.count_bytes();
+        // SAFETY: an open handle; the text (with its NUL) and the error struct outlive the
+        // call.
+        self.call("save_manifest", |err| unsafe {
+            f(handle.0, manifest.as_ptr(), len, FLAGS, err)
+        })
+    }
+
+    /// What the plugin passed back from `load_manifest` (nothing: it keeps none).
+    pub(crate) fn load_manifest(&self, handle: Handle) -> Result<Text> {
+        let f = self
+            .raw
+            .load_manifest
+            .ok_or_else(|| self.unsupported("load_manifest"))?;
+        let mut text = Text::default();
+        with_text(&mut text, |cb, ctx| {
+            // SAFETY: an open handle; the callback context and the error struct outlive
+            // the call.
+            self.call("load_manifest", |err| unsafe {
+                f(handle.0, cb, ctx, FLAGS, err)
+            })
+        })?;
+        Ok(text)
     }
 
     /// The layers and the live state's parent.

@@ -24,6 +24,9 @@ use crate::offline::scan::Scan;
 use crate::offline::{external, internal};
 use crate::records::{self, Kind};
 
+/// The suffix of the manifest file beside each disk's image.
+const MANIFEST_SUFFIX: &str = ".snaptree-manifest.xml";
+
 /// The QEMU backend for one domain.
 ///
 /// Each disk keeps its snapshots in its own mode (`<disk snapshot='external|internal'>`);
@@ -330,6 +333,38 @@ impl QemuBackend {
 }
 
 impl QemuBackend {
+    /// Keeps the engine's manifest (ABI 1.2) beside every disk's image, as
+    /// `<image>.snaptree-manifest.xml` next to its `.snaptree.json`: any one disk that
+    /// survives is enough to rebuild the tree (`snaptree adopt`). Beside the image rather
+    /// than in the snapshot directory because internal-mode disks have none, and an
+    /// external disk's goes away with its last snapshot. Empty: removed, so a disk without
+    /// snapshots has no snaptree file beside it.
+    pub(crate) fn save_manifest_beside_disks(&mut self, manifest: &str) -> Result<()> {
+        let ctx = self.ctx();
+        for d in &self.disks {
+            let path = d.beside(MANIFEST_SUFFIX);
+            if manifest.is_empty() {
+                ctx.remove(&path)?;
+            } else {
+                ctx.write_atomic(&path, manifest.as_bytes())?;
+            }
+        }
+        ctx.sync_dirty()
+    }
+
+    /// The manifest kept beside the first disk that has one.
+    pub(crate) fn manifest_beside_disks(&self) -> Result<Option<String>> {
+        for d in &self.disks {
+            let path = d.beside(MANIFEST_SUFFIX);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => return Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        Ok(None)
+    }
+
     /// The `adopt` step of a REDEFINE (see `adopt`): offline from the files, live (a
     /// running VM's internal disks) from the tags QEMU reports. Changes no data.
     pub fn adopt_existing(&mut self, adoption: &Adoption) -> snaptree_engine::Result<()> {
@@ -390,6 +425,18 @@ impl Backend for QemuBackend {
         self.adopt_existing(adoption)?;
         progress.report(1.0);
         Ok(())
+    }
+
+    fn keeps_manifest(&self) -> bool {
+        true
+    }
+
+    fn save_manifest(&mut self, manifest: &str) -> snaptree_engine::Result<()> {
+        Ok(self.save_manifest_beside_disks(manifest)?)
+    }
+
+    fn load_manifest(&mut self) -> snaptree_engine::Result<Option<String>> {
+        Ok(self.manifest_beside_disks()?)
     }
 
     #[cfg(feature = "test-hooks")]

@@ -57,6 +57,11 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
     /// slot is NULL, and the engine refuses a REDEFINE of a new snapshot up front.
     const ADOPT: bool = false;
 
+    /// Whether [`save_manifest`](SnaptreeBackend::save_manifest) and
+    /// [`load_manifest`](SnaptreeBackend::load_manifest) are implemented (ABI 1.2). When
+    /// false their slots are NULL, and the engine keeps no manifest beside the data.
+    const MANIFEST: bool = false;
+
     /// The steps implemented and the power states each needs, for every domain. An
     /// optional step (merge_into_parent, consolidate, detach_live, forget) that is not
     /// supported here gets a NULL slot, so the engine refuses it up front.
@@ -97,6 +102,21 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
             "this backend cannot adopt existing data (snapshot '{}')",
             adoption.name
         )))
+    }
+
+    /// Keep `manifest` beside this domain's data, durably, replacing the one kept
+    /// before; an empty one means no snapshot is left (ABI 1.2). Set
+    /// [`MANIFEST`](SnaptreeBackend::MANIFEST) when implemented.
+    fn save_manifest(&mut self, manifest: &str) -> PluginResult<()> {
+        let _ = manifest;
+        Err(PluginError::operation_invalid(
+            "this backend keeps no manifest beside its data",
+        ))
+    }
+
+    /// The manifest kept beside this domain's data, if any (ABI 1.2).
+    fn load_manifest(&mut self) -> PluginResult<Option<String>> {
+        Ok(None)
     }
 
     /// Test hook: a digest of the content of the live state or of a snapshot, equal for

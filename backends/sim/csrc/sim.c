@@ -300,6 +300,8 @@ static const snaptree_backend_vtable vtable = {
     sim_content_digest,
     sim_write_guest_hook,
     sim_adopt,
+    NULL, /* save_manifest: the simulator keeps no metadata beside its data */
+    NULL, /* load_manifest */
 };
 
 /* The one exported symbol: the library is built with hidden visibility for the rest. */
