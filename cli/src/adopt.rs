@@ -14,9 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
+use snaptree_engine::Error;
 use snaptree_engine::conn::Connection;
 use snaptree_engine::xml::{DomainXml, manifest};
-use snaptree_engine::Error;
 
 use crate::import::{Doc, parents_first, with_file};
 use crate::{Failure, read_file};
@@ -94,7 +94,9 @@ pub fn adopt(conn: &Connection, domain_xml: &Path, dry_run: bool) -> Result<Stri
         }
         out.push_str(&format!(
             "  current: {}\n",
-            current.as_ref().map_or("none".to_string(), |c| format!("'{c}'"))
+            current
+                .as_ref()
+                .map_or("none".to_string(), |c| format!("'{c}'"))
         ));
         return Ok(out);
     }

@@ -134,7 +134,14 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
     both(0, 0x11);
     common::ok(
         st,
-        &["snapshot-create-as", "vm", "--name", "A", "--description", "base <install> & 'tools'"],
+        &[
+            "snapshot-create-as",
+            "vm",
+            "--name",
+            "A",
+            "--description",
+            "base <install> & 'tools'",
+        ],
     );
     both(1, 0x22);
     common::ok(st, &["snapshot-create-as", "vm", "--name", "B"]);
@@ -146,7 +153,14 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
     both(3, 0x44);
     common::ok(
         st,
-        &["snapshot-create-as", "vm", "--name", "C", "--description", "a branch"],
+        &[
+            "snapshot-create-as",
+            "vm",
+            "--name",
+            "C",
+            "--description",
+            "a branch",
+        ],
     );
     common::ok(st, &["snapshot-rename", "vm", "C", "branch"]);
     both(1, 0x55);
@@ -201,8 +215,16 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
     }
     common::ok(st, &["snapshot-delete", "vm", "A", "--consolidate"]);
     common::ok(st, &["snapshot-revert", "vm", "B"]);
-    assert_reads(&vda, &[(0, 0x11), (1, 0x22), (2, 0x33)], "B after A's consolidate");
-    assert_reads(&vdb, &[(0, 0x11), (1, 0x22), (2, 0x33)], "B after A's consolidate");
+    assert_reads(
+        &vda,
+        &[(0, 0x11), (1, 0x22), (2, 0x33)],
+        "B after A's consolidate",
+    );
+    assert_reads(
+        &vdb,
+        &[(0, 0x11), (1, 0x22), (2, 0x33)],
+        "B after A's consolidate",
+    );
     common::ok(st, &["snapshot-delete-all", "vm"]);
     for d in [&vda, &vdb] {
         let mut m = d.as_os_str().to_owned();
@@ -237,7 +259,10 @@ fn adopt_without_a_manifest_names_what_is_missing_and_defines_nothing() {
     let out = common::run(state.path(), &["adopt", p(&domain)]);
     assert_eq!(out.status.code(), Some(14), "NO_SNAPSHOT");
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("no manifest beside the data of domain 'vm'"), "{e}");
+    assert!(
+        e.contains("no manifest beside the data of domain 'vm'"),
+        "{e}"
+    );
     assert!(!common::ok(state.path(), &["list"]).contains("vm"));
     // A manifest cut short is refused, naming where it lies, and defines nothing either.
     let mut m = vda.as_os_str().to_owned();

@@ -160,10 +160,15 @@ impl Backend for PluginBackend {
             message: message.to_string(),
         };
         if text.null_text {
-            return Err(fail("load_manifest passed a NULL text with a nonzero length"));
+            return Err(fail(
+                "load_manifest passed a NULL text with a nonzero length",
+            ));
         }
         text.bytes
-            .map(|b| String::from_utf8(b).map_err(|_| fail("load_manifest passed a text that is not UTF-8")))
+            .map(|b| {
+                String::from_utf8(b)
+                    .map_err(|_| fail("load_manifest passed a text that is not UTF-8"))
+            })
             .transpose()
     }
 

@@ -4,7 +4,7 @@
 //! treats a NULL slot as "unsupported" (and reports the step as unsupported in the
 //! capabilities, so the engine refuses such operations before it starts them; a NULL
 //! `adopt` slot, or one a 1.0 plugin's table does not reach, makes `can_adopt` false),
-//! passes flags 0 (ABI 1.1 defines none), and turns the plugin's error struct into an engine
+//! passes flags 0 (ABI 1.2 defines none), and turns the plugin's error struct into an engine
 //! error.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -20,7 +20,7 @@ use snaptree_engine::{
 
 use crate::callbacks::{Layers, Text, with_layers, with_progress, with_text};
 
-/// The flags the host passes: ABI 1.1 defines none.
+/// The flags the host passes: ABI 1.2 defines none.
 const FLAGS: u32 = 0;
 
 /// The longest backend name a plugin may declare (a backend type is at most 64 bytes).
