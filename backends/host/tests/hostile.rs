@@ -390,3 +390,30 @@ fn a_manifest_that_is_not_utf8_is_refused_naming_the_plugin() {
         "{e}"
     );
 }
+
+#[test]
+fn a_manifest_that_cannot_be_saved_leaves_the_operation_incomplete_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "flaky", "MANIFEST_FAILS_ONCE");
+    let plugin = Plugin::load(&file).unwrap();
+    let xml = domain_xml("flaky");
+    let mut d = Domain::ephemeral(&xml, Box::new(plugin.open_domain(&xml).unwrap())).unwrap();
+    // The steps ran, but the manifest beside the data could not follow: the store must not
+    // record an operation the manifest does not show.
+    let e = d
+        .create_snapshot("<domainsnapshot><name>s1</name></domainsnapshot>")
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Incomplete, "{e}");
+    assert!(
+        e.full_message().contains("the disk holding the manifest is full"),
+        "{}",
+        e.full_message()
+    );
+    assert!(d.backend_manifest().unwrap().is_none());
+    // The next call finishes it: manifest first, then the store.
+    let recovered = d.recover().unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(d.tree().unwrap().len(), 1);
+    let m = d.backend_manifest().unwrap().expect("saved by the roll-forward");
+    assert!(m.documents[0].contains("<name>s1</name>"));
+}

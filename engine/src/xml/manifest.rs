@@ -83,8 +83,8 @@ pub fn parse(text: &str, what: &str) -> Result<Manifest> {
             .ok_or_else(|| bad(&format!("has no {name} attribute")))
     };
     let domain = attribute("domain")?.to_string();
-    let uuid = Uuid::parse_str(attribute("uuid")?)
-        .map_err(|_| bad("has an invalid domain uuid"))?;
+    let uuid =
+        Uuid::parse_str(attribute("uuid")?).map_err(|_| bad("has an invalid domain uuid"))?;
     let count: usize = attribute("snapshots")?
         .parse()
         .map_err(|_| bad("has an invalid snapshot count"))?;
@@ -150,9 +150,15 @@ mod tests {
             let x = super::super::SnapshotXml::parse_for_redefine(doc).unwrap();
             assert_eq!(x.name.as_deref(), Some(s.name.as_str()));
             assert_eq!(x.description.as_deref(), Some(s.description.as_str()));
-            assert_eq!(doc.contains("<active>1</active>"), s.uuid == Uuid::from_u128(2));
+            assert_eq!(
+                doc.contains("<active>1</active>"),
+                s.uuid == Uuid::from_u128(2)
+            );
         }
-        assert_eq!(format("vm", Uuid::from_u128(9), &SnapshotTree::default()), "");
+        assert_eq!(
+            format("vm", Uuid::from_u128(9), &SnapshotTree::default()),
+            ""
+        );
     }
 
     #[test]

@@ -147,6 +147,15 @@ static int save_manifest(void *handle, const char *manifest, size_t len, unsigne
                          snaptree_backend_error *err)
 {
     (void)handle;
+#if defined(MANIFEST_FAILS_ONCE)
+    static int failed;
+    if (!failed) {
+        failed = 1;
+        err->code = SNAPTREE_BACKEND_ERR_BACKEND;
+        snprintf(err->message, sizeof err->message, "the disk holding the manifest is full");
+        return -1;
+    }
+#endif
     if (flags != 0 || len >= sizeof kept) {
         err->code = SNAPTREE_BACKEND_ERR_INVALID_ARG;
         snprintf(err->message, sizeof err->message, "cannot keep this manifest");
@@ -233,7 +242,7 @@ static const struct longer_vtable table = {
 #else
         NULL,
 #endif
-#if defined(MANIFEST) || defined(BAD_MANIFEST)
+#if defined(MANIFEST) || defined(BAD_MANIFEST) || defined(MANIFEST_FAILS_ONCE)
         save_manifest,
         load_manifest,
 #else
