@@ -405,7 +405,8 @@ fn a_manifest_that_cannot_be_saved_leaves_the_operation_incomplete_until_it_is()
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Incomplete, "{e}");
     assert!(
-        e.full_message().contains("the disk holding the manifest is full"),
+        e.full_message()
+            .contains("the disk holding the manifest is full"),
         "{}",
         e.full_message()
     );
@@ -414,6 +415,9 @@ fn a_manifest_that_cannot_be_saved_leaves_the_operation_incomplete_until_it_is()
     let recovered = d.recover().unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(d.tree().unwrap().len(), 1);
-    let m = d.backend_manifest().unwrap().expect("saved by the roll-forward");
+    let m = d
+        .backend_manifest()
+        .unwrap()
+        .expect("saved by the roll-forward");
     assert!(m.documents[0].contains("<name>s1</name>"));
 }
