@@ -7,66 +7,12 @@
 //! Needs the QEMU plugin beside the `snaptree` binary (any workspace build).
 
 mod common;
+#[path = "common/qcow.rs"]
+mod qcow;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-const CHUNK: u64 = 64 * 1024;
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn write(file: &Path, slot: u64, pattern: u8) {
-    let cmd = format!("write -P {pattern:#x} {} {CHUNK}", slot * CHUNK);
-    run("qemu-io", &["-f", "qcow2", "-c", &cmd, p(file)]);
-}
-
-/// Asserts `file` reads `pattern` in each of `slots` (0..4), zeroes elsewhere.
-fn assert_reads(file: &Path, slots: &[(u64, u8)], what: &str) {
-    for slot in 0..4 {
-        let pattern = slots
-            .iter()
-            .find(|(s, _)| *s == slot)
-            .map_or(0, |(_, v)| *v);
-        let cmd = format!("read -P {pattern:#x} {} {CHUNK}", slot * CHUNK);
-        let out = Command::new("qemu-io")
-            .args(["-f", "qcow2", "-r", "-U", "-c", &cmd, p(file)])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && !text.contains("verification failed"),
-            "{what}: {} slot {slot} should read {pattern:#x}: {text}",
-            file.display()
-        );
-    }
-}
-
-fn plugin_present() -> bool {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_snaptree"));
-    let plugin = exe.with_file_name("libsnaptree_backend_qemu.so");
-    let tools = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if plugin.is_file() && tools {
-        return true;
-    }
-    snaptree_tests::skip::cannot_run(
-        "adopt from the manifests beside the disks",
-        "needs qemu-img, qemu-io and the qemu plugin beside the snaptree binary (cargo build -p snaptree-backend-qemu)",
-    );
-    false
-}
+use qcow::{assert_reads, p, run, write};
 
 /// What the tree looks like through the CLI: each snapshot's parent, description line
 /// and state from its XML, and current.
@@ -101,7 +47,7 @@ fn picture(state: &Path) -> String {
 
 #[test]
 fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
-    if !plugin_present() {
+    if !qcow::plugin_present("adopt from the manifests beside the disks") {
         return;
     }
     let files = tempfile::tempdir().unwrap();
@@ -239,7 +185,7 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
 
 #[test]
 fn adopt_without_a_manifest_names_what_is_missing_and_defines_nothing() {
-    if !plugin_present() {
+    if !qcow::plugin_present("adopt from the manifests beside the disks") {
         return;
     }
     let files = tempfile::tempdir().unwrap();

@@ -9,69 +9,15 @@
 //! workspace build).
 
 mod common;
+#[path = "common/qcow.rs"]
+mod qcow;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-const CHUNK: u64 = 64 * 1024;
+use qcow::{assert_reads, p, run, write};
 
 /// Slot → pattern pairs a disk must read.
 type Slots = Vec<(u64, u8)>;
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn write(file: &Path, slot: u64, pattern: u8) {
-    let cmd = format!("write -P {pattern:#x} {} {CHUNK}", slot * CHUNK);
-    run("qemu-io", &["-f", "qcow2", "-c", &cmd, p(file)]);
-}
-
-/// Asserts `file` reads `pattern` in each of `slots` (0..4), zeroes elsewhere.
-fn assert_reads(file: &Path, slots: &[(u64, u8)], what: &str) {
-    for slot in 0..4 {
-        let pattern = slots
-            .iter()
-            .find(|(s, _)| *s == slot)
-            .map_or(0, |(_, v)| *v);
-        let cmd = format!("read -P {pattern:#x} {} {CHUNK}", slot * CHUNK);
-        let out = Command::new("qemu-io")
-            .args(["-f", "qcow2", "-r", "-U", "-c", &cmd, p(file)])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && !text.contains("verification failed"),
-            "{what}: {} slot {slot} should read {pattern:#x}: {text}",
-            file.display()
-        );
-    }
-}
-
-fn plugin_present() -> bool {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_snaptree"));
-    let plugin = exe.with_file_name("libsnaptree_backend_qemu.so");
-    let tools = ["qemu-img", "qemu-io"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if plugin.is_file() && tools {
-        return true;
-    }
-    snaptree_tests::skip::cannot_run(
-        "import-libvirt of a kvm domain",
-        "needs qemu-img, qemu-io and the qemu plugin beside the snaptree binary (cargo build -p snaptree-backend-qemu)",
-    );
-    false
-}
 
 /// libvirt's `snapshot-dumpxml` of a disk snapshot: vda internal, vdb external onto
 /// `overlay`, the cdrom not snapshotted.
@@ -88,7 +34,7 @@ fn snapshot_xml(name: &str, parent: Option<&str>, overlay: &Path, time: u64) -> 
 #[test]
 fn a_kvm_domain_with_internal_and_external_libvirt_snapshots_is_imported_and_every_snapshot_reverts_to_its_data()
  {
-    if !plugin_present() {
+    if !qcow::plugin_present("import-libvirt of a kvm domain") {
         return;
     }
     let files = tempfile::tempdir().unwrap();
@@ -215,7 +161,7 @@ fn a_kvm_domain_with_internal_and_external_libvirt_snapshots_is_imported_and_eve
 
 #[test]
 fn a_current_snapshot_with_children_on_an_internal_disk_is_refused_before_anything_runs() {
-    if !plugin_present() {
+    if !qcow::plugin_present("import-libvirt of a kvm domain") {
         return;
     }
     let files = tempfile::tempdir().unwrap();
