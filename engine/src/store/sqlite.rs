@@ -107,7 +107,7 @@ fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerStat
     })
 }
 
-fn operation_name(op: &Operation) -> &'static str {
+pub(crate) fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create { .. } => "create",
         Operation::Revert { .. } => "revert",
