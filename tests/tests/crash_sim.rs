@@ -350,7 +350,7 @@ fn temporaries(layers: &Path) -> Vec<String> {
 /// Reopens the domain through `Connection` with the plugin registered (wrapped only to
 /// count the steps recovery runs), which rolls an interrupted operation forward.
 fn recover(fx: &Fixture, what: &str) -> (Observed, Vec<Recovery>, usize) {
-    let c = snaptree_engine::Connection::open(Some(&fx.state())).unwrap();
+    let c = snaptree_tests::connect(&fx.state());
     let switch = FaultSwitch::new();
     c.register_provider(
         snaptree_backend_sim::TYPE,

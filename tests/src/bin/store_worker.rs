@@ -31,7 +31,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use snaptree_engine::store::DomainLock;
 use snaptree_engine::testing::{CommitPoint, Fault, FaultAction, FaultSwitch, FaultyBackend};
 use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid,
@@ -51,7 +50,7 @@ impl Rng {
 }
 
 fn open(dir: &str) -> Connection {
-    Connection::open(Some(Path::new(dir)))
+    Connection::open(Some(&snaptree_tests::store_of(Path::new(dir))))
         .unwrap_or_else(|e| panic!("open {dir}: {}", e.full_message()))
 }
 
@@ -315,16 +314,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         "hold-lock" => {
-            let conn = open(a(1));
-            let info = conn.lookup_domain(a(2)).unwrap();
-            let mut lock = DomainLock::open(
-                Path::new(a(1)),
-                &info.uuid,
-                &info.name,
-                Duration::from_secs(30),
-            )
-            .unwrap();
-            lock.acquire().unwrap();
+            let _lock = snaptree_tests::hold_lock(Path::new(a(1)), a(2));
             println!("LOCKED");
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_millis(a(3).parse().unwrap()));
