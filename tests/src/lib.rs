@@ -331,6 +331,28 @@ pub fn store_of(dir: &Path) -> PathBuf {
     }
 }
 
+/// Prepares `new` as a state directory whose store is like `like`'s: nothing to do on
+/// SQLite (the directory is its own store); on PostgreSQL, a fresh database on the same
+/// server, redirected to.
+pub fn store_like(like: &Path, new: &Path) {
+    if !on_postgres(like) {
+        return;
+    }
+    let uri = store_of(like).to_string_lossy().into_owned();
+    let (head, rest) = uri.split_once("@/").expect("a rig URI");
+    let (_, query) = rest.split_once('?').expect("a rig URI");
+    let n = NEXT_STORE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let db = format!("s{}_{n}", std::process::id());
+    let mut c = postgres::Client::connect(&format!("{head}@/postgres?{query}"), postgres::NoTls)
+        .expect("connect to the rig");
+    c.batch_execute(&format!("CREATE DATABASE {db}"))
+        .expect("create a database");
+    std::fs::create_dir_all(new).expect("create the state directory");
+    std::fs::write(redirect_file(new), format!("{head}@/{db}?{query}")).expect("redirect");
+}
+
+static NEXT_STORE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// True when the test's store is PostgreSQL.
 pub fn on_postgres(dir: &Path) -> bool {
     redirect_file(dir).exists()

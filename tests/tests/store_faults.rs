@@ -14,8 +14,8 @@ use snaptree_engine::testing::{
 };
 use snaptree_engine::{ErrorCode, NullBackend, Uuid};
 use snaptree_tests::{
-    Canon, OPS, build_base, check_invariants, contents, fresh, journal_rows, open_with, run_op,
-    steps_of,
+    Canon, OPS, both_stores, build_base, check_invariants, contents, fresh, journal_rows,
+    open_with, run_op, steps_of, store_like,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
@@ -184,58 +184,61 @@ fn kill_at(dir: &Path, op: &str, k: usize, after_step: bool) {
     assert_eq!(status.signal(), Some(9), "{op} at {k}");
 }
 
-#[test]
-fn a_process_killed_at_every_step_of_every_operation_is_rolled_forward() {
-    let mut cases = 0;
-    for op in OPS {
-        // The state after, from a healthy run on a copy.
-        let tmp = tempfile::tempdir().unwrap();
-        let c = fresh(&tmp.path().join("e"), "vm");
-        build_base(&mut c.open_domain("vm").unwrap()).unwrap();
-        // A fresh handle, as the killed process had: the null backend keeps its power state
-        // in memory, so a new process starts shut off.
-        let mut d = c.open_domain("vm").unwrap();
-        let steps = steps_of(&mut d, op).unwrap();
-        run_op(&mut d, op).unwrap();
-        let after = Canon::of(d.tree().unwrap()).without_dates();
-        for k in 0..steps {
-            for after_step in [false, true] {
-                cases += 1;
-                let what = format!(
-                    "{op}, killed at step {k} of {steps}{}",
-                    if after_step { " after it ran" } else { "" }
-                );
-                let tmp = tempfile::tempdir().unwrap();
-                let dir = tmp.path().join("k");
-                let c = fresh(&dir, "vm");
-                build_base(&mut c.open_domain("vm").unwrap()).unwrap();
-                kill_at(&dir, op, k, after_step);
-                // The plan was journaled (durably) before step 0: a crash anywhere after that
-                // rolls forward to the state after.
-                assert_eq!(journal_rows(&dir).len(), 1, "{what}");
-                let switch = FaultSwitch::new();
-                let d = open_with(
-                    &c,
-                    "vm",
-                    Box::new(FaultyBackend::new(
-                        Box::new(NullBackend::new()),
-                        switch.clone(),
-                    )),
-                );
-                assert_eq!(d.recoveries().len(), 1, "{what}");
-                assert_eq!(d.recoveries()[0].steps_done_before, k, "{what}");
-                assert_eq!(
-                    switch.executed(),
-                    steps - k,
-                    "{what}: re-runs the interrupted step and the rest"
-                );
-                check_invariants(d.cached_tree()).unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert_eq!(Canon::of(d.cached_tree()).without_dates(), after, "{what}");
-                assert!(journal_rows(&dir).is_empty(), "{what}");
+both_stores! {
+    fn a_process_killed_at_every_step_of_every_operation_is_rolled_forward(dir) {
+        let base = dir;
+        let mut cases = 0;
+        for op in OPS {
+            // The state after, from a healthy run on a copy.
+            let e = dir.join(format!("e-{op}"));
+            store_like(dir, &e);
+            let c = fresh(&e, "vm");
+            build_base(&mut c.open_domain("vm").unwrap()).unwrap();
+            // A fresh handle, as the killed process had: the null backend keeps its power state
+            // in memory, so a new process starts shut off.
+            let mut d = c.open_domain("vm").unwrap();
+            let steps = steps_of(&mut d, op).unwrap();
+            run_op(&mut d, op).unwrap();
+            let after = Canon::of(d.tree().unwrap()).without_dates();
+            for k in 0..steps {
+                for after_step in [false, true] {
+                    cases += 1;
+                    let what = format!(
+                        "{op}, killed at step {k} of {steps}{}",
+                        if after_step { " after it ran" } else { "" }
+                    );
+                    let dir = &dir.join(format!("k{cases}"));
+                    store_like(base, dir);
+                    let c = fresh(dir, "vm");
+                    build_base(&mut c.open_domain("vm").unwrap()).unwrap();
+                    kill_at(dir, op, k, after_step);
+                    // The plan was journaled (durably) before step 0: a crash anywhere after that
+                    // rolls forward to the state after.
+                    assert_eq!(journal_rows(dir).len(), 1, "{what}");
+                    let switch = FaultSwitch::new();
+                    let d = open_with(
+                        &c,
+                        "vm",
+                        Box::new(FaultyBackend::new(
+                            Box::new(NullBackend::new()),
+                            switch.clone(),
+                        )),
+                    );
+                    assert_eq!(d.recoveries().len(), 1, "{what}");
+                    assert_eq!(d.recoveries()[0].steps_done_before, k, "{what}");
+                    assert_eq!(
+                        switch.executed(),
+                        steps - k,
+                        "{what}: re-runs the interrupted step and the rest"
+                    );
+                    check_invariants(d.cached_tree()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert_eq!(Canon::of(d.cached_tree()).without_dates(), after, "{what}");
+                    assert!(journal_rows(dir).is_empty(), "{what}");
+                }
             }
         }
+        assert!(cases >= 50, "only {cases} cases");
     }
-    assert!(cases >= 50, "only {cases} cases");
 }
 
 #[test]
