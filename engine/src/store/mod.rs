@@ -26,7 +26,7 @@
 //! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
 
 pub mod catalog;
-mod location;
+pub(crate) mod location;
 mod lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -39,7 +39,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use location::{STORE_ENV, StoreLocation};
+pub use location::{STORE_ENV, StoreLocation, redact};
 pub use lock::DomainLock;
 pub use schema::{Dialect, MIGRATIONS, SCHEMA_VERSION, render};
 pub use sqlite::{SqliteStore, StoredDomain};

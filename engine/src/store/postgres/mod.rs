@@ -15,9 +15,11 @@
 //!   (then the lock is gone and the call fails until the engine lets it go).
 
 mod catalog;
+mod import;
 mod store;
 
 pub use catalog::PgCatalog;
+pub use import::copy_from_sqlite;
 pub use store::PgStore;
 
 use crate::error::{Error, Result};
