@@ -182,3 +182,94 @@ fn postgresql_stopped_mid_sequence_gives_clear_errors_loses_nothing_and_work_res
     let names = Canon::of(again.tree().unwrap()).names().join(",");
     assert_eq!(names, "s0,s1,s2,s3,s4,after");
 }
+
+/// The columns of every table, as the database itself reports them.
+fn pg_columns(c: &mut postgres::Client) -> Vec<(String, String)> {
+    c.query(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> 'snaptree_schema' \
+         ORDER BY table_name, ordinal_position",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn sqlite_columns(db: &rusqlite::Connection) -> Vec<(String, String)> {
+    let mut st = db
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY m.name, p.cid",
+        )
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn one_schema_description_builds_the_same_tables_on_both_stores_and_migrates_old_ones() {
+    let Some(rig) = PgRig::shared("schema migrations on PostgreSQL") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    drop(snaptree_engine::Connection::open(Some(&dir)).unwrap());
+    let sqlite = sqlite_columns(&rusqlite::Connection::open(dir.join("snaptree.db")).unwrap());
+    assert!(sqlite.len() > 20, "{sqlite:?}");
+    // From nothing.
+    let uri = rig.fresh_db();
+    drop(snaptree_engine::Connection::open(Some(std::path::Path::new(&uri))).unwrap());
+    let db = uri
+        .split("@/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = rig.client(&db);
+    assert_eq!(pg_columns(&mut c), sqlite);
+    let v: i64 = c
+        .query_one("SELECT version FROM snaptree_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, snaptree_engine::store::SCHEMA_VERSION);
+    // From version 1, with a journaled plan from then: migrated on open, every step once.
+    let uri = rig.fresh_db();
+    let db = uri
+        .split("@/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = rig.client(&db);
+    let v1 = snaptree_engine::store::render(
+        snaptree_engine::store::MIGRATIONS[0],
+        snaptree_engine::store::Dialect::Postgres,
+    );
+    c.batch_execute(&v1).unwrap();
+    c.batch_execute(
+        "CREATE TABLE snaptree_schema (version BIGINT NOT NULL); \
+         INSERT INTO snaptree_schema VALUES (1); \
+         INSERT INTO domains (uuid, name, type, xml) VALUES \
+         ('9d6c2a47-3b8e-4a59-9a53-5b5e8a1f0001', 'old', 'null', '<domain type=''null''><name>old</name></domain>')",
+    )
+    .unwrap();
+    let conn = snaptree_engine::Connection::open(Some(std::path::Path::new(&uri))).unwrap();
+    assert_eq!(pg_columns(&mut c), sqlite);
+    let mut d = conn.open_domain("old").unwrap();
+    d.create_snapshot("<domainsnapshot><name>s</name></domainsnapshot>")
+        .unwrap();
+    // A newer schema than this snaptree knows is refused, naming the store.
+    c.execute("UPDATE snaptree_schema SET version = 99", &[])
+        .unwrap();
+    let err = snaptree_engine::Connection::open(Some(std::path::Path::new(&uri))).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Storage);
+    assert!(err.to_string().contains("newer"), "{err}");
+}
