@@ -273,3 +273,108 @@ fn one_schema_description_builds_the_same_tables_on_both_stores_and_migrates_old
     assert_eq!(err.code(), ErrorCode::Storage);
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+/// A backend that, at step `at`, ends every snaptree connection to the database (as a
+/// network cut or a server-side kill would) and then runs the step.
+struct CutConnectionsAt {
+    inner: Box<dyn snaptree_engine::Backend>,
+    at: usize,
+    seen: usize,
+    admin: postgres::Client,
+}
+
+impl snaptree_engine::Backend for CutConnectionsAt {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> snaptree_engine::Capabilities {
+        self.inner.capabilities()
+    }
+    fn is_metadata_only(&self) -> bool {
+        self.inner.is_metadata_only()
+    }
+    fn power_state(&mut self) -> snaptree_engine::Result<snaptree_engine::PowerState> {
+        self.inner.power_state()
+    }
+    fn execute(
+        &mut self,
+        step: &snaptree_engine::Step,
+        progress: &mut dyn snaptree_engine::Progress,
+    ) -> snaptree_engine::Result<()> {
+        if self.seen == self.at {
+            let cut = self
+                .admin
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = 'snaptree' AND datname = current_database()",
+                    &[],
+                )
+                .unwrap();
+            assert!(!cut.is_empty(), "expected snaptree connections to cut");
+        }
+        self.seen += 1;
+        self.inner.execute(step, progress)
+    }
+    fn list_physical(&mut self) -> snaptree_engine::Result<snaptree_engine::PhysicalTree> {
+        self.inner.list_physical()
+    }
+}
+
+#[test]
+fn a_connection_lost_mid_plan_is_incomplete_and_the_next_open_finishes_it() {
+    use snaptree_check::SimBackend;
+    use snaptree_engine::testing::SharedBackend;
+    let Some(rig) = PgRig::shared("a connection lost mid-plan") else {
+        return;
+    };
+    let op = "delete-all";
+    let tmp = tempfile::tempdir().unwrap();
+    let base = |name: &str| {
+        let dir = host(tmp.path(), name, &rig.fresh_db());
+        let c = snaptree_tests::fresh(&dir, "vm");
+        let sim = SharedBackend::new(Box::new(SimBackend::new()));
+        let mut d = snaptree_tests::open_with(&c, "vm", Box::new(sim.clone()));
+        build_base(&mut d).unwrap();
+        (dir, c, sim)
+    };
+    let (_, rc, rsim) = base("reference");
+    let want = {
+        let mut d = snaptree_tests::open_with(&rc, "vm", Box::new(rsim.clone()));
+        snaptree_tests::run_op(&mut d, op).unwrap();
+        Canon::of(d.tree().unwrap()).without_dates()
+    };
+    let (dir, c, sim) = base("host");
+    let uri = std::fs::read_to_string(redirect_file(&dir)).unwrap();
+    let before = {
+        let mut d = snaptree_tests::open_with(&c, "vm", Box::new(sim.clone()));
+        Canon::of(d.tree().unwrap()).without_dates()
+    };
+    let admin = postgres::Client::connect(&uri, postgres::NoTls).unwrap();
+    let mut d = snaptree_tests::open_with(
+        &c,
+        "vm",
+        Box::new(CutConnectionsAt {
+            inner: Box::new(sim.clone()),
+            at: 2,
+            seen: 0,
+            admin,
+        }),
+    );
+    let err = snaptree_tests::run_op(&mut d, op).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Incomplete, "{}", err.full_message());
+    assert!(
+        err.full_message().contains("postgresql://"),
+        "{}",
+        err.full_message()
+    );
+    // Reads (reconnecting) show the state before; the plan waits in the journal.
+    assert_eq!(Canon::of(d.tree().unwrap()).without_dates(), before);
+    assert_eq!(journal_rows(&dir).len(), 1);
+    drop(d);
+    // The next open (on the same connection object, which reconnects) finishes it.
+    let mut d = snaptree_tests::open_with(&c, "vm", Box::new(sim.clone()));
+    assert_eq!(d.recoveries().len(), 1);
+    assert!(journal_rows(&dir).is_empty());
+    d.check_agreement().unwrap();
+    assert_eq!(Canon::of(d.tree().unwrap()).without_dates(), want);
+}

@@ -87,10 +87,19 @@ impl PgCatalog {
         f(client, &self.location)
     }
 
+    /// [`PgCatalog::with`] for a read: once more on a new connection when the first try
+    /// failed because the connection was lost (a server restart between two calls).
+    fn read<T>(&self, mut f: impl FnMut(&mut postgres::Client, &str) -> Result<T>) -> Result<T> {
+        match self.with(&mut f) {
+            Err(e) if e.code() == crate::ErrorCode::Storage => self.with(f),
+            other => other,
+        }
+    }
+
     fn one_domain(&self, sql: &str, key: &str, what: String) -> Result<Option<StoredDomain>> {
-        self.with(|c, loc| {
+        self.read(|c, loc| {
             c.query_opt(sql, &[&key])
-                .map_err(|e| pg_error(what, loc, e))?
+                .map_err(|e| pg_error(&what, loc, e))?
                 .map(|r| domain_from_row(&r, loc))
                 .transpose()
         })
@@ -119,7 +128,7 @@ impl Catalog for PgCatalog {
     }
 
     fn all_domains(&self) -> Result<Vec<StoredDomain>> {
-        self.with(|c, loc| {
+        self.read(|c, loc| {
             c.query(
                 &format!("SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"),
                 &[],
@@ -132,7 +141,7 @@ impl Catalog for PgCatalog {
     }
 
     fn holdings(&self, d: &StoredDomain) -> Result<Holdings> {
-        self.with(|c, loc| {
+        self.read(|c, loc| {
             holdings(c, d.id)
                 .map_err(|e| pg_error(format_args!("cannot read domain '{}'", d.name), loc, e))
         })

@@ -122,6 +122,27 @@ impl PgStore {
         Ok(self.client.as_mut().expect("connected above"))
     }
 
+    /// Runs a read; when it failed because the connection was lost and this handle does not
+    /// hold the lock, once more on a new connection (a server restart between two reads
+    /// is then invisible to readers). Writes are never retried: whether a lost commit
+    /// happened is unknown, and the journal decides it on the next open.
+    fn read_retrying<T>(&mut self, mut read: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+        match read(self) {
+            Err(e)
+                if !self.held
+                    && e.code() == crate::ErrorCode::Storage
+                    && self
+                        .client
+                        .as_ref()
+                        .is_some_and(postgres::Client::is_closed) =>
+            {
+                self.client = None;
+                read(self)
+            }
+            other => other,
+        }
+    }
+
     fn err<'a, D: std::fmt::Display + 'a>(
         &'a self,
         what: D,
@@ -531,13 +552,13 @@ impl DomainStore for PgStore {
         // moves it in the same transaction, so a commit that finished before this read
         // began is seen.
         let generation = self
-            .read_generation()?
+            .read_retrying(PgStore::read_generation)?
             .ok_or_else(|| Error::NoDomain(self.name.clone()))?;
         Ok(self.loaded != Some(generation))
     }
 
     fn load_tree(&mut self) -> Result<SnapshotTree> {
-        match self.read_tree() {
+        match self.read_retrying(PgStore::read_tree) {
             Ok((tree, generation)) => {
                 self.loaded = Some(generation);
                 Ok(tree)
@@ -550,6 +571,47 @@ impl DomainStore for PgStore {
     }
 
     fn pending(&mut self) -> Result<Option<JournalEntry>> {
+        self.read_retrying(PgStore::read_pending)
+    }
+
+    fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
+        self.write_journal(plan)
+    }
+
+    fn journal_step_done(&mut self, index: usize) -> Result<()> {
+        self.mark_step_done(index)
+    }
+
+    fn commit(&mut self, plan: &Plan) -> Result<()> {
+        match self.try_commit(plan) {
+            Ok(generation) => {
+                self.loaded = Some(generation);
+                Ok(())
+            }
+            Err(e) => {
+                self.loaded = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn journal_abort(&mut self) -> Result<()> {
+        let what = format!("cannot remove the journal entry of domain '{}'", self.name);
+        self.execute(
+            "DELETE FROM journal WHERE domain_id = $1",
+            &[&self.domain_id.clone()],
+            what,
+        )
+        .map(drop)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.loaded.map(|g| g as u64)
+    }
+}
+
+impl PgStore {
+    fn read_pending(&mut self) -> Result<Option<JournalEntry>> {
         let id = self.domain_id;
         self.client()?;
         let client = self.client.as_mut().expect("connected");
@@ -580,7 +642,7 @@ impl DomainStore for PgStore {
         }))
     }
 
-    fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
+    fn write_journal(&mut self, plan: &Plan) -> Result<()> {
         let json = serde_json::to_string(plan)
             .map_err(|e| Error::Internal(format!("a plan cannot be written as JSON: {e}")))?;
         // Durable before the first physical step: PostgreSQL's commit waits for its
@@ -599,7 +661,7 @@ impl DomainStore for PgStore {
         .map(drop)
     }
 
-    fn journal_step_done(&mut self, index: usize) -> Result<()> {
+    fn mark_step_done(&mut self, index: usize) -> Result<()> {
         let what = format!(
             "cannot record step {} of domain '{}' as done",
             index + 1,
@@ -618,32 +680,5 @@ impl DomainStore for PgStore {
                 index + 1
             ))),
         }
-    }
-
-    fn commit(&mut self, plan: &Plan) -> Result<()> {
-        match self.try_commit(plan) {
-            Ok(generation) => {
-                self.loaded = Some(generation);
-                Ok(())
-            }
-            Err(e) => {
-                self.loaded = None;
-                Err(e)
-            }
-        }
-    }
-
-    fn journal_abort(&mut self) -> Result<()> {
-        let what = format!("cannot remove the journal entry of domain '{}'", self.name);
-        self.execute(
-            "DELETE FROM journal WHERE domain_id = $1",
-            &[&self.domain_id.clone()],
-            what,
-        )
-        .map(drop)
-    }
-
-    fn generation(&self) -> Option<u64> {
-        self.loaded.map(|g| g as u64)
     }
 }
