@@ -353,6 +353,57 @@ pub fn store_like(like: &Path, new: &Path) {
 
 static NEXT_STORE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Reads a test's store by plain SQL, sharing no code with the engine: the oracle that
+/// handles are compared with.
+pub enum Oracle {
+    /// The state directory's SQLite database.
+    Sqlite(rusqlite::Connection),
+    /// The PostgreSQL database.
+    Postgres(Box<postgres::Client>),
+}
+
+impl std::fmt::Debug for Oracle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Oracle")
+    }
+}
+
+impl Oracle {
+    /// Connects to the store of a test's state directory.
+    pub fn open(dir: &Path) -> Oracle {
+        if on_postgres(dir) {
+            let uri = store_of(dir);
+            return Oracle::Postgres(Box::new(
+                postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+                    .expect("connect to the test's database"),
+            ));
+        }
+        let db = rusqlite::Connection::open(dir.join("snaptree.db")).expect("open db");
+        db.busy_timeout(std::time::Duration::from_secs(30))
+            .expect("busy timeout");
+        Oracle::Sqlite(db)
+    }
+
+    /// (generation, number of snapshots) of `domain` as committed now, in one read.
+    pub fn generation_and_count(&mut self, domain: &str) -> (u64, usize) {
+        const SQL: &str = "SELECT generation, (SELECT count(*) FROM snapshots s WHERE s.domain_id = d.id) \
+                           FROM domains d WHERE name = ";
+        match self {
+            Oracle::Sqlite(db) => db
+                .query_row(&format!("{SQL}?1"), [domain], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+                })
+                .expect("read the domain"),
+            Oracle::Postgres(c) => {
+                let r = c
+                    .query_one(&format!("{SQL}$1"), &[&domain])
+                    .expect("read the domain");
+                (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as usize)
+            }
+        }
+    }
+}
+
 /// True when the test's store is PostgreSQL.
 pub fn on_postgres(dir: &Path) -> bool {
     redirect_file(dir).exists()

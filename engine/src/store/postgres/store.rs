@@ -286,6 +286,13 @@ impl PgStore {
         let name = self.name.clone();
         let location = self.location.clone();
         let mut missing: Option<Uuid> = None;
+        // The points of a commit the change-signal test stops writers at: on PostgreSQL
+        // the same moments around the transaction (there is no signal to move).
+        #[cfg(feature = "testing")]
+        {
+            crate::testing::commit_point(crate::testing::CommitPoint::BeforeSignal);
+            crate::testing::commit_point(crate::testing::CommitPoint::Signalled);
+        }
         let result = (|| {
             let mut tx = client.transaction()?;
             let mut run = |tx: &mut postgres::Transaction<'_>,
@@ -475,6 +482,8 @@ impl PgStore {
             crate::testing::commit_point(crate::testing::CommitPoint::Committed);
             Ok(Some(Ok(next)))
         })();
+        #[cfg(feature = "testing")]
+        crate::testing::commit_point(crate::testing::CommitPoint::Ended);
         match result.map_err(|e| pg_error(&what, &location, e))? {
             Some(Ok(next)) => Ok(next),
             Some(Err(true)) => Err(Error::Storage {
