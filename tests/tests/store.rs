@@ -39,7 +39,7 @@ fn mode(p: &Path) -> u32 {
 both_stores! {
     fn round_trip_keeps_every_detail(dir) {
         let before = {
-            let c = fresh(&dir, "vm");
+            let c = fresh(dir, "vm");
             let mut d = c.open_domain("vm").unwrap();
             build_base(&mut d).unwrap();
             // A merge moves children under the parent after its older children: sibling order
@@ -67,7 +67,7 @@ both_stores! {
             canon
         };
         // A new connection, as another process would open it.
-        let c = Connection::open(Some(&snaptree_tests::store_of(&dir))).unwrap();
+        let c = Connection::open(Some(&snaptree_tests::store_of(dir))).unwrap();
         let d = c.open_domain("vm").unwrap();
         assert_eq!(Canon::of(d.cached_tree()), before);
         assert!(d.recoveries().is_empty());
@@ -221,7 +221,7 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
 
 both_stores! {
     fn a_waiting_mutation_is_busy_after_the_timeout_naming_the_domain(dir) {
-        let c = fresh(&dir, "held");
+        let c = fresh(dir, "held");
         c.set_lock_timeout(Duration::from_millis(80));
         let mut d = c.open_domain("held").unwrap();
         // Another handle (in this process) holds the lock.
@@ -247,7 +247,7 @@ both_stores! {
 
 both_stores! {
     fn busy_across_processes_with_the_timeout_from_the_environment(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let d = dir.to_str().unwrap();
         let mut holder = Command::new(WORKER)
             .args(["hold-lock", d, "vm", "3000"])
@@ -303,7 +303,7 @@ both_stores! {
 
 both_stores! {
     fn a_second_handle_sees_the_first_ones_changes(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let mut one = c.open_domain("vm").unwrap();
         let mut two = c.open_domain("vm").unwrap();
         let a = one
@@ -339,7 +339,7 @@ both_stores! {
 
 both_stores! {
     fn threads_with_their_own_handles_serialize(dir) {
-        let c = std::sync::Arc::new(fresh(&dir, "vm"));
+        let c = std::sync::Arc::new(fresh(dir, "vm"));
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let c = c.clone();
@@ -367,7 +367,7 @@ both_stores! {
 
 both_stores! {
     fn another_process_sees_changes_and_is_seen(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let mut d = c.open_domain("vm").unwrap();
         d.create_snapshot("<domainsnapshot><name>mine</name></domainsnapshot>")
             .unwrap();
@@ -387,7 +387,7 @@ both_stores! {
 
 both_stores! {
     fn a_failure_in_step_0_leaves_nothing_journaled_and_the_tree_unchanged(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let switch = FaultSwitch::new();
         let mut d = open_with(
             &c,
@@ -409,7 +409,7 @@ both_stores! {
         assert_eq!(err.code(), ErrorCode::Backend);
         assert_eq!(switch.fired(), 1);
         assert!(
-            journal_rows(&dir).is_empty(),
+            journal_rows(dir).is_empty(),
             "expected no journal entry after a failed first step"
         );
         assert_eq!(Canon::of(d.tree().unwrap()), before);
@@ -423,7 +423,7 @@ both_stores! {
 
 both_stores! {
     fn a_leftover_journal_entry_is_rolled_forward_on_open_and_reported(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let switch = FaultSwitch::new();
         let mut d = open_with(
             &c,
@@ -444,7 +444,7 @@ both_stores! {
         });
         d.delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
             .unwrap_err();
-        let rows = journal_rows(&dir);
+        let rows = journal_rows(dir);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].1, 2, "steps 0 and 1 are recorded done");
         drop(d);
@@ -454,7 +454,7 @@ both_stores! {
         assert_eq!(d.recoveries()[0].steps_done_before, 2);
         let names = Canon::of(d.cached_tree()).names().join(",");
         assert_eq!(names, "a,f,g,h");
-        assert!(journal_rows(&dir).is_empty());
+        assert!(journal_rows(dir).is_empty());
     }
 }
 
@@ -505,7 +505,7 @@ fn a_journal_with_every_step_done_only_commits() {
 
 both_stores! {
     fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let switch = FaultSwitch::new();
         let mut d = open_with(
             &c,
@@ -562,7 +562,7 @@ both_stores! {
             "z not made"
         );
         drop(d);
-        assert_eq!(journal_rows(&dir).len(), 1);
+        assert_eq!(journal_rows(dir).len(), 1);
         let d = c.open_domain("vm").unwrap();
         assert_eq!(d.recoveries().len(), 1);
         assert!(d.cached_tree().is_empty());
@@ -610,7 +610,7 @@ both_stores! {
 
 both_stores! {
     fn where_retired_data_is_stored_survives_a_reopen(dir) {
-        let c = fresh(&dir, "vm");
+        let c = fresh(dir, "vm");
         let mut d = c.open_domain("vm").unwrap();
         let take = |d: &mut snaptree_engine::Domain, name: &str| {
             d.create_snapshot(&format!(
@@ -625,7 +625,7 @@ both_stores! {
         d.delete(&r, DeleteMode::Retire, &mut NoProgress).unwrap();
         drop(d);
         drop(c);
-        let c = Connection::open(Some(&snaptree_tests::store_of(&dir))).unwrap();
+        let c = Connection::open(Some(&snaptree_tests::store_of(dir))).unwrap();
         let mut d = c.open_domain("vm").unwrap();
         let t = d.tree().unwrap();
         assert_eq!(
