@@ -145,10 +145,20 @@ pub(crate) fn acquire(
     name: &str,
     timeout: std::time::Duration,
 ) -> Result<()> {
+    poll(name, timeout, || try_acquire(client, location, id, name))
+}
+
+/// Calls `try_once` with growing pauses until it returns true, or `BUSY` naming domain
+/// `name` once `timeout` has passed.
+pub(crate) fn poll(
+    name: &str,
+    timeout: std::time::Duration,
+    mut try_once: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let start = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);
     loop {
-        if try_acquire(client, location, id, name)? {
+        if try_once()? {
             return Ok(());
         }
         let waited = start.elapsed();
@@ -161,6 +171,15 @@ pub(crate) fn acquire(
         std::thread::sleep(pause.min(timeout - waited));
         pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
+}
+
+/// The advisory lock key of domain `id`.
+pub(crate) fn lock_key(id: i64, name: &str) -> Result<i32> {
+    i32::try_from(id).map_err(|_| {
+        Error::Internal(format!(
+            "domain '{name}' has an id ({id}) too large for a lock key"
+        ))
+    })
 }
 
 /// Takes the advisory lock of domain `id` if free: true if taken.
@@ -179,11 +198,4 @@ pub(crate) fn try_acquire(
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
         .map(|r| r.get::<_, bool>(0))
         .map_err(|e| pg_error(format_args!("cannot lock domain '{name}'"), location, e))
-}
-
-/// Releases the advisory lock of domain `id` (a closed connection has already lost it).
-pub(crate) fn release(client: &mut postgres::Client, id: i64) {
-    if let Ok(key) = i32::try_from(id) {
-        let _ = client.execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key]);
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use postgres::{GenericClient, IsolationLevel, Statement};
 use uuid::Uuid;
 
-use super::{acquire, connect, pg_error, release, schema_version, try_acquire};
+use super::{LOCK_CLASS, connect, lock_key, pg_error, poll, schema_version};
 use crate::error::{Error, Result};
 use crate::journal::{DomainStore, JournalEntry};
 use crate::model::{PowerState, Snapshot};
@@ -500,6 +500,32 @@ impl PgStore {
         }
     }
 
+    fn not_held(&self) -> Result<()> {
+        if self.held {
+            return Err(Error::Internal(format!(
+                "the lock of domain '{}' is taken twice by one handle",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// One attempt at the domain's advisory lock (a prepared statement: one round trip).
+    fn try_lock_once(&mut self) -> Result<bool> {
+        let key = lock_key(self.domain_id, &self.name)?;
+        self.client()?;
+        let client = self.client.as_mut().expect("connected");
+        let taken = prepared(
+            &mut self.statements,
+            client,
+            "SELECT pg_try_advisory_lock($1, $2)",
+        )
+        .and_then(|s| client.query_one(&s, &[&LOCK_CLASS, &key]))
+        .map(|r| r.get::<_, bool>(0));
+        let what = format!("cannot lock domain '{}'", self.name);
+        taken.map_err(self.err(what))
+    }
+
     fn execute(
         &mut self,
         sql: &'static str,
@@ -516,31 +542,16 @@ impl PgStore {
 
 impl DomainStore for PgStore {
     fn lock(&mut self) -> Result<()> {
-        if self.held {
-            return Err(Error::Internal(format!(
-                "the lock of domain '{}' is taken twice by one handle",
-                self.name
-            )));
-        }
-        let (id, timeout) = (self.domain_id, self.timeout);
-        self.client()?;
-        let client = self.client.as_mut().expect("connected");
-        acquire(client, &self.location, id, &self.name, timeout)?;
+        self.not_held()?;
+        let (name, timeout) = (self.name.clone(), self.timeout);
+        poll(&name, timeout, || self.try_lock_once())?;
         self.held = true;
         Ok(())
     }
 
     fn try_lock(&mut self) -> Result<bool> {
-        if self.held {
-            return Err(Error::Internal(format!(
-                "the lock of domain '{}' is taken twice by one handle",
-                self.name
-            )));
-        }
-        let id = self.domain_id;
-        self.client()?;
-        let client = self.client.as_mut().expect("connected");
-        let taken = try_acquire(client, &self.location, id, &self.name)?;
+        self.not_held()?;
+        let taken = self.try_lock_once()?;
         self.held = taken;
         Ok(taken)
     }
@@ -548,10 +559,16 @@ impl DomainStore for PgStore {
     fn unlock(&mut self) {
         if self.held {
             self.held = false;
+            let Ok(key) = lock_key(self.domain_id, &self.name) else {
+                return;
+            };
+            // A closed connection has lost the lock already.
             if let Some(c) = self.client.as_mut()
                 && !c.is_closed()
+                && let Ok(s) =
+                    prepared(&mut self.statements, c, "SELECT pg_advisory_unlock($1, $2)")
             {
-                release(c, self.domain_id);
+                let _ = c.execute(&s, &[&LOCK_CLASS, &key]);
             }
         }
     }
