@@ -33,6 +33,7 @@ pub mod postgres;
 mod schema;
 pub(crate) mod sqlite;
 mod sqlite_catalog;
+mod tree_rows;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

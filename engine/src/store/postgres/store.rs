@@ -17,6 +17,7 @@ use crate::store::StoredDomain;
 use crate::store::location::redact;
 use crate::store::schema::SCHEMA_VERSION;
 use crate::store::sqlite::operation_name;
+use crate::store::tree_rows::TreeBuilder;
 use crate::store::unix_now;
 use crate::tree::SnapshotTree;
 
@@ -210,9 +211,7 @@ impl PgStore {
         let current = parse_opt_uuid(head.get(1)).map_err(|e| self.corrupt(e))?;
         let live_on = parse_opt_uuid(head.get(2)).map_err(|e| self.corrupt(e))?;
         let count: i64 = head.get(3);
-        let mut tree = SnapshotTree::with_capacity(usize::try_from(count).unwrap_or(0));
-        let mut late: Vec<(Uuid, Uuid)> = Vec::new();
-        let mut on_retired: Vec<(Uuid, Uuid)> = Vec::new();
+        let mut builder = TreeBuilder::with_capacity(count);
         for row in &rows {
             let state: String = row.get(5);
             let snapshot = Snapshot {
@@ -222,48 +221,21 @@ impl PgStore {
                 creation_date: row.get(4),
                 state: PowerState::parse(&state).map_err(|e| self.corrupt(e))?,
             };
-            if let Some(r) = parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))? {
-                on_retired.push((snapshot.uuid, r));
-            }
-            let mut parent = parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?;
-            if let Some(p) = parent
-                && !tree.contains(&p)
-            {
-                late.push((snapshot.uuid, p));
-                parent = None;
-            }
-            tree.insert(snapshot, parent).map_err(|e| self.corrupt(e))?;
+            builder.add(
+                snapshot,
+                parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
+                parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
+            );
         }
-        for (child, parent) in late {
-            if !tree.contains(&parent) {
-                return Err(self.corrupt(format_args!(
-                    "snapshot {child} has parent {parent}, which does not exist"
-                )));
-            }
-            tree.set_parent(&child, Some(parent))
-                .map_err(|e| self.corrupt(e))?;
-        }
-        if let Some(c) = current {
-            tree.set_current(Some(c)).map_err(|_| {
-                self.corrupt(format_args!("the current snapshot {c} does not exist"))
-            })?;
-        }
-        let mut parents = Vec::new();
+        let mut stored_retired = Vec::with_capacity(retired.len());
         for row in &retired {
             let r = parse_uuid(row.get(0)).map_err(|e| self.corrupt(e))?;
-            tree.add_retired(r);
-            if row.get::<_, i64>(2) != 0 {
-                parents.push((r, parse_opt_uuid(row.get(1)).map_err(|e| self.corrupt(e))?));
-            }
+            let parent = parse_opt_uuid(row.get(1)).map_err(|e| self.corrupt(e))?;
+            stored_retired.push((r, (row.get::<_, i64>(2) != 0).then_some(parent)));
         }
-        for (r, p) in parents {
-            tree.set_retired_parent(r, p).map_err(|e| self.corrupt(e))?;
-        }
-        for (s, r) in on_retired {
-            tree.set_on_retired(s, Some(r))
-                .map_err(|e| self.corrupt(e))?;
-        }
-        tree.set_live_on_retired(live_on);
+        let tree = builder
+            .finish(current, stored_retired, live_on)
+            .map_err(|why| self.corrupt(why))?;
         Ok((tree, generation))
     }
 
