@@ -639,6 +639,19 @@ const RANDOM_KILLS: u32 = 25;
 
 #[test]
 fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_leave_before_or_after() {
+    random_kills(None);
+}
+
+#[test]
+fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_and_postgresql_leave_before_or_after()
+ {
+    let Some(rig) = PgRig::shared("the random-kill crash test on PostgreSQL") else {
+        return;
+    };
+    random_kills(Some(rig));
+}
+
+fn random_kills(pg: Option<Arc<PgRig>>) {
     let seed = std::env::var("CRASH_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -650,7 +663,7 @@ fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_leave_before_or
         })
         | 1;
     let mut rng = Rng(seed);
-    let fx = Fixture::new(build_long, None);
+    let fx = Fixture::new(build_long, pg);
     let prepared = prepared(&fx);
     assert_eq!(
         prepared.tree.snapshots.len(),
