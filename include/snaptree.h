@@ -216,8 +216,10 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Opens a connection to a state directory: `state_dir`, or when it is NULL the default
- * one (`$SNAPTREE_STATE_DIR`, else the XDG data directory), created if needed. The `null`
+ * Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
+ * needed) or a PostgreSQL database several hosts share (a `postgresql://` URI,
+ * docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
+ * directory (`$SNAPTREE_STATE_DIR`, else the XDG data directory). The `null`
  * backend is always available; other backend types are loaded on first use as plugins
  * `libsnaptree_backend_<type>.so` from `$SNAPTREE_BACKEND_PATH` and the directory of the
  * running program, after any loaded with `snaptree_conn_load_backend`. `flags` must be 0.

@@ -31,14 +31,33 @@ Exit codes:
 #[command(name = "snaptree", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The state directory (default: $SNAPTREE_STATE_DIR, else $XDG_DATA_HOME/snaptree).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "store")]
     pub state_dir: Option<PathBuf>,
+    /// The store: a state directory, or a `postgresql://` URI that several hosts share
+    /// (default: $SNAPTREE_STORE, else the state directory).
+    #[arg(long, global = true, value_name = "DIR|URI")]
+    pub store: Option<String>,
     /// A backend plugin file or directory to search first (repeatable).
     #[arg(long, global = true, value_name = "PATH")]
     pub backend_path: Vec<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `snaptree store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Move a host's SQLite state (every domain, its snapshots and any pending operation)
+    /// into a PostgreSQL store, in one transaction; the source is left as it was.
+    Migrate {
+        /// The state directory to copy from.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The PostgreSQL store to copy into (`postgresql://...`).
+        #[arg(long, value_name = "URI")]
+        to: String,
+    },
 }
 
 /// Options of every mutating snapshot command.
@@ -156,6 +175,12 @@ pub enum Command {
     Recover {
         /// The domain.
         domain: String,
+    },
+    /// Manage the store itself.
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        action: StoreCommand,
     },
     /// List the backend plugins on the search path and whether each loads.
     Backends {

@@ -25,7 +25,7 @@ use snaptree_engine::conn::Connection;
 use snaptree_engine::{DeleteMode, Domain, Error, Plan, PowerState, flags, xml::dom::escape};
 use snaptree_host::PluginHost;
 
-use args::{Cli, Command, DeleteModeArgs, RevertStateArgs};
+use args::{Cli, Command, DeleteModeArgs, RevertStateArgs, StoreCommand};
 use out::{errln, out, outln};
 
 /// A failure of the command: an engine error, a file named on the command line or stdout,
@@ -82,10 +82,39 @@ fn open(cli: &Cli) -> Result<(Connection, Arc<PluginHost>), Failure> {
         host.add_path(p)?;
     }
     let host = Arc::new(host);
-    let conn = Connection::open(cli.state_dir.as_deref())?;
+    let store = cli.store.as_deref().map(Path::new);
+    let conn = Connection::open(store.or(cli.state_dir.as_deref()))?;
     let resolver_host = Arc::clone(&host);
     conn.set_resolver(Box::new(move |t| resolver_host.provider_for(t)));
     Ok((conn, host))
+}
+
+/// `snaptree store migrate`: copies a state directory into a PostgreSQL store.
+fn store_migrate(from: &Path, to: &str, timeout: std::time::Duration) -> Result<(), Failure> {
+    if !matches!(
+        snaptree_engine::store::StoreLocation::parse(to),
+        snaptree_engine::store::StoreLocation::Postgres(_)
+    ) {
+        return Err(Failure::Usage(format!(
+            "--to '{to}' is not a postgresql:// URI"
+        )));
+    }
+    if !from.join(snaptree_engine::store::DB_FILE).is_file() {
+        return Err(Failure::Usage(format!(
+            "--from {} is not a snaptree state directory (it has no {})",
+            from.display(),
+            snaptree_engine::store::DB_FILE
+        )));
+    }
+    let names = snaptree_engine::store::postgres::copy_from_sqlite(from, to, timeout)?;
+    outln!(
+        "migrated {} domain{} into {}: {}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        snaptree_engine::store::redact(to),
+        names.join(", ")
+    );
+    Ok(())
 }
 
 fn lookup(d: &mut Domain, name: &str) -> Result<snaptree_engine::Uuid, Failure> {
@@ -143,6 +172,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         clap_complete::generate(*shell, &mut Cli::command(), "snaptree", &mut script);
         return out::stdout_bytes(&script);
     }
+    if let Command::Store {
+        action: StoreCommand::Migrate { from, to },
+    } = &cli.command
+    {
+        // Opens its two stores itself: no default store is touched.
+        return store_migrate(from, to, snaptree_engine::store::lock_timeout_from_env()?);
+    }
     let (conn, host) = open(&cli)?;
     let open_domain = |name: &str| -> Result<Domain, Failure> {
         let d = conn.open_domain(name)?;
@@ -197,6 +233,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Recover { domain } => pending::recover(&mut conn.open_domain(domain)?)?,
         Command::Backends { json } => backends(&host, *json)?,
+        Command::Store { .. } => {}
         Command::SnapshotCreate {
             domain,
             file,

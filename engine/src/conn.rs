@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use crate::backend::{Backend, BackendProvider, NoProgress};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::null::{NULL_BACKEND, NullProvider};
-use crate::store::{self, DB_FILE, DomainLock, SqliteStore, StoredDomain};
+use crate::store::catalog::{Catalog, Inserted};
+use crate::store::{self, StoreLocation, StoredDomain};
 use crate::xml::DomainXml;
 
 /// Finds a provider for a backend type the registry does not know (the plugin host
@@ -52,14 +52,15 @@ impl From<&StoredDomain> for DomainInfo {
     }
 }
 
-/// An open state directory. Every method takes `&self`: a connection can be shared by
-/// threads (`Connection: Send + Sync`); each [`Domain`] it opens is an independent handle
-/// with its own database connection and lock file, consistent with every other handle on
-/// the same domain in this or any other process.
+/// An open store: a state directory (SQLite) or a PostgreSQL database several hosts share.
+/// Every method takes `&self`: a connection can be shared by threads (`Connection: Send +
+/// Sync`); each [`Domain`] it opens is an independent handle with its own database
+/// connection and lock, consistent with every other handle on the same domain in this or
+/// any other process (or, on PostgreSQL, host).
 pub struct Connection {
     dir: PathBuf,
     db_path: PathBuf,
-    db: Mutex<rusqlite::Connection>,
+    catalog: Box<dyn Catalog>,
     providers: RwLock<HashMap<String, Arc<dyn BackendProvider>>>,
     resolver: RwLock<Option<Resolver>>,
     lock_timeout: Mutex<Duration>,
@@ -80,44 +81,49 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// A poisoned mutex means a thread panicked mid-call; the data it guards (a database
-/// handle, a map) stays usable.
+/// A poisoned mutex means a thread panicked mid-call; the data it guards stays usable.
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Connection {
-    /// Opens a state directory (`None`: [`store::default_state_dir`]), creating it (0700)
-    /// and its database (0600) if needed and migrating an older schema. The lock timeout
-    /// comes from `$SNAPTREE_LOCK_TIMEOUT_MS`, else 30 seconds. The `null` backend is
-    /// registered.
-    pub fn open(state_dir: Option<&Path>) -> Result<Connection> {
-        let dir = match state_dir {
-            Some(d) => d.to_path_buf(),
-            None => store::default_state_dir()?,
+    /// Opens a store, creating its schema if needed and migrating an older one. `store` is
+    /// a state directory (SQLite, created 0700 with its database 0600 if needed) or a
+    /// `postgresql://` (or `postgres://`) URI; `None` is `$SNAPTREE_STORE` if set, else
+    /// [`store::default_state_dir`]. The lock timeout comes from
+    /// `$SNAPTREE_LOCK_TIMEOUT_MS`, else 30 seconds. The `null` backend is registered.
+    pub fn open(store: Option<&Path>) -> Result<Connection> {
+        let location = match store {
+            Some(s) => StoreLocation::parse(&s.to_string_lossy()),
+            None => StoreLocation::from_env()?,
         };
         let lock_timeout = store::lock_timeout_from_env()?;
-        let db = store::open_and_migrate(&dir)?;
+        let (dir, db_path, catalog) = location.open_catalog()?;
         let mut providers: HashMap<String, Arc<dyn BackendProvider>> = HashMap::new();
         providers.insert(NULL_BACKEND.to_string(), Arc::new(NullProvider));
         Ok(Connection {
-            db_path: dir.join(DB_FILE),
+            db_path,
             dir,
-            db: Mutex::new(db),
+            catalog,
             providers: RwLock::new(providers),
             resolver: RwLock::new(None),
             lock_timeout: Mutex::new(lock_timeout),
         })
     }
 
-    /// The state directory.
+    /// The state directory; on PostgreSQL, the URI without its password.
     pub fn state_dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The database file.
+    /// The database file; on PostgreSQL, the URI without its password.
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// Where the store is, for messages: the database file or the URI without password.
+    pub fn store_location(&self) -> String {
+        self.catalog.location()
     }
 
     /// How long a mutation of a domain opened from now on waits for its lock before `BUSY`.
@@ -191,22 +197,10 @@ impl Connection {
         }
     }
 
-    fn lock_of(&self, d: &StoredDomain) -> Result<DomainLock> {
-        DomainLock::open(&self.dir, &d.uuid, &d.name, self.lock_timeout())
-    }
-
-    /// Maps a SQLite error to `STORAGE` naming the database; `what` is only formatted then.
-    fn err<'a, D: std::fmt::Display + 'a>(
-        &'a self,
-        what: D,
-    ) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
-        move |e| store::db_error(what, &self.db_path, e)
-    }
-
     /// The stored domain named `name`, or `NO_DOMAIN`.
     fn stored(&self, name: &str) -> Result<StoredDomain> {
-        let db = locked(&self.db);
-        store::sqlite::domain_by_name(&db, &self.db_path, name)?
+        self.catalog
+            .domain_by_name(name)?
             .ok_or_else(|| Error::NoDomain(name.to_string()))
     }
 
@@ -221,44 +215,25 @@ impl Connection {
         let parsed = DomainXml::parse(xml)?;
         self.provider(&parsed.backend_type)?;
         let name = parsed.name.clone();
-        if let Some(existing) = {
-            let db = locked(&self.db);
-            store::sqlite::domain_by_name(&db, &self.db_path, &name)?
-        } {
+        if let Some(existing) = self.catalog.domain_by_name(&name)? {
             return self.redefine(&existing, &parsed, xml);
         }
         let uuid = parsed.uuid.unwrap_or_else(Uuid::new_v4);
-        let mut db = locked(&self.db);
-        let what = format!("cannot define domain '{name}'");
-        let tx = db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.err(&what))?;
-        // Read again inside the write transaction: another process may have just defined it.
-        if store::sqlite::domain_by_name(&tx, &self.db_path, &name)?.is_some() {
-            drop(tx);
-            drop(db);
-            return self.define_domain(xml);
+        match self
+            .catalog
+            .insert_domain(&uuid, &name, &parsed.backend_type, xml)?
+        {
+            Inserted::Done => Ok(DomainInfo {
+                name,
+                uuid,
+                backend_type: parsed.backend_type,
+            }),
+            // Another process has just defined it: this is a redefinition after all.
+            Inserted::NameTaken => self.define_domain(xml),
+            Inserted::UuidTaken(other) => Err(Error::InvalidArg(format!(
+                "cannot define domain '{name}': uuid {uuid} already belongs to domain '{other}'"
+            ))),
         }
-        if let Some(other) = store::sqlite::domain_by_uuid(&tx, &self.db_path, &uuid)? {
-            return Err(Error::InvalidArg(format!(
-                "cannot define domain '{name}': uuid {uuid} already belongs to domain '{}'",
-                other.name
-            )));
-        }
-        tx.execute(
-            "INSERT INTO domains (uuid, name, type, xml) VALUES (?1, ?2, ?3, ?4)",
-            params![uuid.to_string(), name, parsed.backend_type, xml],
-        )
-        .map_err(self.err(&what))?;
-        tx.commit().map_err(self.err(&what))?;
-        let info = DomainInfo {
-            name,
-            uuid,
-            backend_type: parsed.backend_type,
-        };
-        // Create the lock file now, so it exists before the first mutation.
-        DomainLock::open(&self.dir, &info.uuid, &info.name, self.lock_timeout())?;
-        Ok(info)
     }
 
     fn redefine(
@@ -276,41 +251,26 @@ impl Connection {
                 existing.uuid
             )));
         }
-        let mut lock = self.lock_of(existing)?;
-        lock.acquire()?;
-        let mut db = locked(&self.db);
-        let what = format!("cannot redefine domain '{name}'");
-        let tx = db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(self.err(&what))?;
-        let current = store::sqlite::domain_by_name(&tx, &self.db_path, name)?
-            .filter(|d| d.id == existing.id)
-            .ok_or_else(|| Error::NoDomain(name.clone()))?;
-        if current.backend_type != parsed.backend_type {
-            let (snapshots, retired, journaled) =
-                counts(&tx, current.id).map_err(self.err(&what))?;
-            if snapshots + retired > 0 || journaled {
-                return Err(Error::OperationInvalid(format!(
-                    "cannot change the type of domain '{name}' from '{}' to '{}' while it has snapshots: \
-                     the new backend would not find their data",
-                    current.backend_type, parsed.backend_type
-                )));
-            }
-        }
-        tx.execute(
-            "UPDATE domains SET xml = ?2, type = ?3, generation = generation + 1 WHERE id = ?1",
-            params![current.id, xml, parsed.backend_type],
-        )
-        .map_err(self.err(&what))?;
-        // The generation moves: open handles must notice (the change signal, as around
-        // every commit of the domain).
-        lock.begin_change()?;
-        let committed = tx.commit().map_err(self.err(&what));
-        lock.end_change()?;
-        committed?;
+        let new_type = parsed.backend_type.as_str();
+        self.catalog.update_domain(
+            existing,
+            new_type,
+            xml,
+            self.lock_timeout(),
+            &|current, (snapshots, retired, journaled)| {
+                if current.backend_type != new_type && (snapshots + retired > 0 || journaled) {
+                    return Err(Error::OperationInvalid(format!(
+                        "cannot change the type of domain '{name}' from '{}' to '{new_type}' while it has snapshots: \
+                         the new backend would not find their data",
+                        current.backend_type
+                    )));
+                }
+                Ok(())
+            },
+        )?;
         Ok(DomainInfo {
             name: name.clone(),
-            uuid: current.uuid,
+            uuid: existing.uuid,
             backend_type: parsed.backend_type.clone(),
         })
     }
@@ -325,10 +285,7 @@ impl Connection {
         let start = std::time::Instant::now();
         for _ in 0..5 {
             let d = self.stored(name)?;
-            let (snapshots, retired, journaled) = {
-                let db = locked(&self.db);
-                counts(&db, d.id).map_err(self.err(format_args!("cannot read domain '{name}'")))?
-            };
+            let (snapshots, retired, journaled) = self.catalog.holdings(&d)?;
             if journaled || (delete_snapshots && snapshots + retired > 0) {
                 // Opening rolls an interrupted operation forward; one that cannot finish
                 // is reported (INCOMPLETE) rather than retried until BUSY.
@@ -341,51 +298,38 @@ impl Connection {
                     }
                 }
             }
-            let mut lock = self.lock_of(&d)?;
-            lock.acquire()?;
-            let mut db = locked(&self.db);
-            let what = format!("cannot undefine domain '{name}'");
-            let tx = db
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(self.err(&what))?;
-            let Some(now) =
-                store::sqlite::domain_by_name(&tx, &self.db_path, name)?.filter(|x| x.id == d.id)
-            else {
-                return Err(Error::NoDomain(name.to_string()));
-            };
-            let (snapshots, retired, journaled) = counts(&tx, now.id).map_err(self.err(&what))?;
-            if journaled || (delete_snapshots && snapshots + retired > 0) {
-                continue;
+            let removed = self.catalog.remove_domain(
+                &d,
+                self.lock_timeout(),
+                &|(snapshots, retired, journaled)| {
+                    if journaled || (delete_snapshots && snapshots + retired > 0) {
+                        return Ok(false);
+                    }
+                    if snapshots + retired > 0 {
+                        let mut parts = Vec::new();
+                        if snapshots > 0 {
+                            parts.push(format!(
+                                "{snapshots} snapshot{}",
+                                if snapshots == 1 { "" } else { "s" }
+                            ));
+                        }
+                        if retired > 0 {
+                            parts.push(format!(
+                                "{retired} retired snapshot{} whose data is kept",
+                                if retired == 1 { "" } else { "s" }
+                            ));
+                        }
+                        return Err(Error::OperationInvalid(format!(
+                            "cannot undefine domain '{name}': it has {}; delete them first, or undefine it with its snapshots",
+                            parts.join(" and ")
+                        )));
+                    }
+                    Ok(true)
+                },
+            )?;
+            if removed {
+                return Ok(());
             }
-            if snapshots + retired > 0 {
-                let mut parts = Vec::new();
-                if snapshots > 0 {
-                    parts.push(format!(
-                        "{snapshots} snapshot{}",
-                        if snapshots == 1 { "" } else { "s" }
-                    ));
-                }
-                if retired > 0 {
-                    parts.push(format!(
-                        "{retired} retired snapshot{} whose data is kept",
-                        if retired == 1 { "" } else { "s" }
-                    ));
-                }
-                return Err(Error::OperationInvalid(format!(
-                    "cannot undefine domain '{name}': it has {}; delete them first, or undefine it with its snapshots",
-                    parts.join(" and ")
-                )));
-            }
-            tx.execute("DELETE FROM domains WHERE id = ?1", [now.id])
-                .map_err(self.err(&what))?;
-            // Open handles must notice the domain is gone (the change signal).
-            lock.begin_change()?;
-            let committed = tx.commit().map_err(self.err(&what));
-            lock.end_change()?;
-            committed?;
-            // A waiter on this lock file finds the domain gone (ids are never reused).
-            let _ = std::fs::remove_file(lock.file_path());
-            return Ok(());
         }
         // Other handles kept starting operations on it.
         Err(Error::Busy {
@@ -396,8 +340,9 @@ impl Connection {
 
     /// Every defined domain, by name.
     pub fn list_domains(&self) -> Result<Vec<DomainInfo>> {
-        let db = locked(&self.db);
-        Ok(store::sqlite::all_domains(&db, &self.db_path)?
+        Ok(self
+            .catalog
+            .all_domains()?
             .iter()
             .map(DomainInfo::from)
             .collect())
@@ -410,8 +355,8 @@ impl Connection {
 
     /// The domain with uuid `uuid`, or `NO_DOMAIN`.
     pub fn lookup_domain_by_uuid(&self, uuid: &Uuid) -> Result<DomainInfo> {
-        let db = locked(&self.db);
-        store::sqlite::domain_by_uuid(&db, &self.db_path, uuid)?
+        self.catalog
+            .domain_by_uuid(uuid)?
             .map(|d| DomainInfo::from(&d))
             .ok_or_else(|| Error::NoDomain(uuid.to_string()))
     }
@@ -425,9 +370,8 @@ impl Connection {
     /// without opening the domain's backend and without rolling anything forward: what
     /// `list` shows. `NO_DOMAIN` when it is not defined.
     pub fn pending_operation(&self, name: &str) -> Result<Option<crate::journal::Pending>> {
-        use crate::journal::DomainStore;
         let d = self.stored(name)?;
-        let mut store = SqliteStore::open(&self.dir, &d, self.lock_timeout())?;
+        let mut store = self.catalog.open_store(&d, self.lock_timeout())?;
         let Some(entry) = store.pending()? else {
             return Ok(None);
         };
@@ -466,26 +410,10 @@ impl Connection {
         xml: DomainXml,
         backend: Box<dyn Backend>,
     ) -> Result<Domain> {
-        let mut store = SqliteStore::open(&self.dir, &d, self.lock_timeout())?;
-        let tree = crate::journal::DomainStore::load_tree(&mut store)?;
-        Domain::from_parts(xml, d.xml, d.uuid, tree, backend, Box::new(store))
+        let mut store = self.catalog.open_store(&d, self.lock_timeout())?;
+        let tree = store.load_tree()?;
+        Domain::from_parts(xml, d.xml, d.uuid, tree, backend, store)
     }
-}
-
-/// (snapshots, retired, whether a journal entry exists) of a domain.
-fn counts(db: &rusqlite::Connection, id: i64) -> rusqlite::Result<(u64, u64, bool)> {
-    let snapshots: i64 = db
-        .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
-    let retired: i64 = db
-        .prepare_cached("SELECT count(*) FROM retired WHERE domain_id = ?1")?
-        .query_row([id], |r| r.get(0))?;
-    let journaled = db
-        .prepare_cached("SELECT 1 FROM journal WHERE domain_id = ?1")?
-        .query_row([id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    Ok((snapshots as u64, retired as u64, journaled))
 }
 
 #[cfg(test)]

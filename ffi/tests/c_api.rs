@@ -343,6 +343,16 @@ fn recover_on_sim_plugin() {
     run("recover_test", &sim(), &[]);
 }
 
+/// The C API on a PostgreSQL store: `snaptree_conn_open` given a `postgresql://` URI.
+#[test]
+fn recover_on_sim_plugin_and_postgresql() {
+    let Some(rig) = snaptree_tests::pg_rig::PgRig::start("the C API on PostgreSQL") else {
+        return;
+    };
+    let uri = rig.fresh_db();
+    run("recover_test", &sim(), &[("SNAPTREE_TEST_STORE", &uri)]);
+}
+
 #[test]
 fn threads_on_null_backend() {
     run("thread_test", &null(), &[("SNAPTREE_TEST_ROUNDS", "12")]);

@@ -46,6 +46,8 @@ int main(void)
 {
     const char *scratch = getenv("SNAPTREE_TEST_DIR");
     const char *plugin = getenv("SNAPTREE_TEST_PLUGIN");
+    /* A postgresql:// URI: the same test on a PostgreSQL store (the connection's name). */
+    const char *store = getenv("SNAPTREE_TEST_STORE");
     char state[4096], layers[4096], blocker[4200], xml[4400];
     snaptree_conn *conn;
     snaptree_domain *dom;
@@ -59,7 +61,7 @@ int main(void)
     snprintf(blocker, sizeof blocker, "%s/.live.layer.tmp", layers);
     snprintf(xml, sizeof xml, "<domain type='sim'><name>vm</name><sim dir='%s'/></domain>", layers);
 
-    conn = CHECK_PTR(snaptree_conn_open(state, 0));
+    conn = CHECK_PTR(snaptree_conn_open(store != NULL && store[0] != '\0' ? store : state, 0));
     CHECK_OK(snaptree_conn_load_backend(conn, plugin, 0));
     dom = CHECK_PTR(snaptree_domain_define_xml(conn, xml, 0));
 

@@ -9,12 +9,13 @@
 
 pub mod libvirt_rig;
 pub mod lock;
+pub mod pg_rig;
 pub mod rig;
 pub mod skip;
 pub mod vcsim;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use snaptree_engine::testing::SharedBackend;
 use snaptree_engine::{
@@ -309,9 +310,196 @@ pub fn steps_of(d: &mut Domain, op: &str) -> Result<usize> {
     Ok(plan.steps.len())
 }
 
+// ---- one test source, both stores ----
+
+/// The file beside a test's state directory that redirects its store to PostgreSQL: it
+/// holds the URI ([`both_stores!`] writes it). Without it the state directory's SQLite
+/// database is the store. Every helper and worker opens stores through [`store_of`], so
+/// one test body runs on either.
+pub fn redirect_file(dir: &Path) -> PathBuf {
+    let mut p = dir.as_os_str().to_owned();
+    p.push(".store");
+    PathBuf::from(p)
+}
+
+/// The store of a test's state directory: its PostgreSQL URI if redirected, else the
+/// directory itself.
+pub fn store_of(dir: &Path) -> PathBuf {
+    match std::fs::read_to_string(redirect_file(dir)) {
+        Ok(uri) => PathBuf::from(uri.trim()),
+        Err(_) => dir.to_path_buf(),
+    }
+}
+
+/// Prepares `new` as a state directory whose store is like `like`'s: nothing to do on
+/// SQLite (the directory is its own store); on PostgreSQL, a fresh database on the same
+/// server, redirected to.
+pub fn store_like(like: &Path, new: &Path) {
+    if !on_postgres(like) {
+        return;
+    }
+    let uri = store_of(like).to_string_lossy().into_owned();
+    let (head, rest) = uri.split_once("@/").expect("a rig URI");
+    let (_, query) = rest.split_once('?').expect("a rig URI");
+    let n = NEXT_STORE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let db = format!("s{}_{n}", std::process::id());
+    let mut c = postgres::Client::connect(&format!("{head}@/postgres?{query}"), postgres::NoTls)
+        .expect("connect to the rig");
+    c.batch_execute(&format!("CREATE DATABASE {db}"))
+        .expect("create a database");
+    std::fs::create_dir_all(new).expect("create the state directory");
+    std::fs::write(redirect_file(new), format!("{head}@/{db}?{query}")).expect("redirect");
+}
+
+static NEXT_STORE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Reads a test's store by plain SQL, sharing no code with the engine: the oracle that
+/// handles are compared with.
+pub enum Oracle {
+    /// The state directory's SQLite database.
+    Sqlite(rusqlite::Connection),
+    /// The PostgreSQL database.
+    Postgres(Box<postgres::Client>),
+}
+
+impl std::fmt::Debug for Oracle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Oracle")
+    }
+}
+
+impl Oracle {
+    /// Connects to the store of a test's state directory.
+    pub fn open(dir: &Path) -> Oracle {
+        if on_postgres(dir) {
+            let uri = store_of(dir);
+            return Oracle::Postgres(Box::new(
+                postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+                    .expect("connect to the test's database"),
+            ));
+        }
+        let db = rusqlite::Connection::open(dir.join("snaptree.db")).expect("open db");
+        db.busy_timeout(std::time::Duration::from_secs(30))
+            .expect("busy timeout");
+        Oracle::Sqlite(db)
+    }
+
+    /// (generation, number of snapshots) of `domain` as committed now, in one read.
+    pub fn generation_and_count(&mut self, domain: &str) -> (u64, usize) {
+        const SQL: &str = "SELECT generation, (SELECT count(*) FROM snapshots s WHERE s.domain_id = d.id) \
+                           FROM domains d WHERE name = ";
+        match self {
+            Oracle::Sqlite(db) => db
+                .query_row(&format!("{SQL}?1"), [domain], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+                })
+                .expect("read the domain"),
+            Oracle::Postgres(c) => {
+                let r = c
+                    .query_one(&format!("{SQL}$1"), &[&domain])
+                    .expect("read the domain");
+                (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as usize)
+            }
+        }
+    }
+}
+
+/// True when the test's store is PostgreSQL.
+pub fn on_postgres(dir: &Path) -> bool {
+    redirect_file(dir).exists()
+}
+
+/// Opens the store of a test's state directory ([`store_of`]).
+pub fn connect(dir: &Path) -> Connection {
+    Connection::open(Some(&store_of(dir)))
+        .unwrap_or_else(|e| panic!("open the store of {}: {}", dir.display(), e.full_message()))
+}
+
+/// Runs each test body twice, as `NAME::sqlite` (a state directory) and `NAME::postgres`
+/// (a fresh database on the shared [`pg_rig::PgRig`], reached through the redirect file):
+/// `both_stores! { fn name(dir) { ... } }`, `dir` being the state directory (`&Path`).
+#[macro_export]
+macro_rules! both_stores {
+    ($( $(#[$meta:meta])* fn $name:ident($dir:ident) $body:block )*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn body($dir: &std::path::Path) $body
+                #[test]
+                fn sqlite() {
+                    let tmp = tempfile::tempdir().unwrap();
+                    body(&tmp.path().join("state"));
+                }
+                #[test]
+                fn postgres() {
+                    let Some(rig) = $crate::pg_rig::PgRig::shared(concat!(stringify!($name), " on PostgreSQL")) else {
+                        return;
+                    };
+                    let tmp = tempfile::tempdir().unwrap();
+                    let dir = tmp.path().join("state");
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write($crate::redirect_file(&dir), rig.fresh_db()).unwrap();
+                    body(&dir);
+                }
+            }
+        )*
+    };
+}
+
+/// A domain's lock held from outside the engine's handles, the way another process or host
+/// would: the lock file (SQLite) or the advisory lock `(0x736e6170, domain id)` on a
+/// connection of its own (PostgreSQL). Released when dropped.
+pub enum HeldLock {
+    /// The lock file, held.
+    File(snaptree_engine::store::DomainLock),
+    /// The connection holding the advisory lock.
+    Postgres(Box<postgres::Client>),
+}
+
+impl std::fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeldLock::File(_) => "HeldLock::File",
+            HeldLock::Postgres(_) => "HeldLock::Postgres",
+        })
+    }
+}
+
+/// Takes `domain`'s lock in the test's store (waiting up to 30 s).
+pub fn hold_lock(dir: &Path, domain: &str) -> HeldLock {
+    let conn = connect(dir);
+    let info = conn.lookup_domain(domain).expect("the domain to lock");
+    if on_postgres(dir) {
+        let uri = store_of(dir);
+        let mut c = postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+            .expect("connect to the test's database");
+        let id: i64 = c
+            .query_one("SELECT id FROM domains WHERE name = $1", &[&domain])
+            .expect("the domain's row")
+            .get(0);
+        c.execute(
+            "SELECT pg_advisory_lock($1, $2)",
+            &[&0x736e_6170_i32, &(id as i32)],
+        )
+        .expect("the advisory lock");
+        return HeldLock::Postgres(Box::new(c));
+    }
+    let mut lock = snaptree_engine::store::DomainLock::open(
+        dir,
+        &info.uuid,
+        &info.name,
+        std::time::Duration::from_secs(30),
+    )
+    .expect("open the lock file");
+    lock.acquire().expect("take the lock");
+    HeldLock::File(lock)
+}
+
 /// Opens (creating) a state directory and defines `domain` on the null backend.
 pub fn fresh(dir: &Path, domain: &str) -> Connection {
-    let c = Connection::open(Some(dir)).expect("open state dir");
+    let c = connect(dir);
     c.define_domain(&null_domain(domain)).expect("define");
     c
 }
@@ -322,8 +510,19 @@ pub fn open_with(c: &Connection, domain: &str, backend: Box<dyn Backend>) -> Dom
         .expect("open domain")
 }
 
-/// The journal rows of a state directory, read with SQL: (domain id, steps_done).
+/// The journal rows of a state directory's store, read with SQL: (domain id, steps_done).
 pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
+    if on_postgres(dir) {
+        let uri = store_of(dir);
+        let mut c = postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+            .expect("connect to the test's database");
+        return c
+            .query("SELECT domain_id, steps_done FROM journal", &[])
+            .expect("query")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    }
     let db = rusqlite::Connection::open(dir.join("snaptree.db")).expect("open db");
     let mut st = db
         .prepare("SELECT domain_id, steps_done FROM journal")
@@ -350,7 +549,7 @@ pub fn sim_plugin() -> snaptree_host::Plugin {
 
 /// Opens (creating) a state directory with the C sim plugin registered for type `sim`.
 pub fn sim_connection(dir: &Path) -> Connection {
-    let c = Connection::open(Some(dir)).expect("open state dir");
+    let c = connect(dir);
     c.register_provider(snaptree_backend_sim::TYPE, sim_plugin().provider());
     c
 }

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use snaptree_engine::Connection;
 use snaptree_engine::testing::{CommitPoint, STALL_MARKER};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
@@ -47,128 +46,126 @@ fn wait_for_stall(child: &mut Child) -> String {
     panic!("the writer ended ({status}) without stalling: {err}");
 }
 
-/// (generation, snapshots) from SQLite, by plain SQL.
+/// (generation, snapshots) from the store, by plain SQL.
 fn oracle(dir: &Path) -> (u64, usize) {
-    let db = rusqlite::Connection::open(dir.join("snaptree.db")).unwrap();
-    db.query_row(
-        "SELECT generation, (SELECT count(*) FROM snapshots s WHERE s.domain_id = d.id) \
-         FROM domains d WHERE name = ?1",
-        [DOMAIN],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize)),
-    )
-    .unwrap()
+    snaptree_tests::Oracle::open(dir).generation_and_count(DOMAIN)
 }
 
-#[test]
-fn a_writer_killed_at_any_point_of_a_commit_never_hides_it_from_readers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let conn = Connection::open(Some(&dir)).unwrap();
-    conn.define_domain(&snaptree_tests::null_domain(DOMAIN))
-        .unwrap();
-    // A long-lived handle in this process too, checked after each kill.
-    let mut mine = conn.open_domain(DOMAIN).unwrap();
-    let dir_s = dir.to_str().unwrap();
-    let stop = tmp.path().join("stop");
-    let stop_s = stop.to_str().unwrap();
-    let readers: Vec<Child> = (0..READERS)
-        .map(|_| spawn(&["signal-reader", dir_s, DOMAIN, stop_s]))
-        .collect();
+snaptree_tests::both_stores! {
+    /// On PostgreSQL there is no signal: the points of a commit are the same moments
+    /// around its transaction, and readers ask the generation before every read.
+    fn a_writer_killed_at_any_point_of_a_commit_never_hides_it_from_readers(dir) {
+        let dir = dir.to_path_buf();
+        let tmp = tempfile::tempdir().unwrap();
+        let conn = snaptree_tests::connect(&dir);
+        conn.define_domain(&snaptree_tests::null_domain(DOMAIN))
+            .unwrap();
+        // A long-lived handle in this process too, checked after each kill.
+        let mut mine = conn.open_domain(DOMAIN).unwrap();
+        let dir_s = dir.to_str().unwrap();
+        let stop = tmp.path().join("stop");
+        let stop_s = stop.to_str().unwrap();
+        let readers: Vec<Child> = (0..READERS)
+            .map(|_| spawn(&["signal-reader", dir_s, DOMAIN, stop_s]))
+            .collect();
 
-    let check_mine = |mine: &mut snaptree_engine::Domain, when: &str| {
-        let (generation, count) = oracle(&dir);
-        let len = mine.tree().unwrap().len();
-        assert!(
-            mine.generation().unwrap() >= generation && len == count,
-            "{when}: SQLite has generation {generation} with {count} snapshots, this \
-             process's handle {:?} with {len}",
-            mine.generation()
-        );
-    };
+        let check_mine = |mine: &mut snaptree_engine::Domain, when: &str| {
+            let (generation, count) = oracle(&dir);
+            let len = mine.tree().unwrap().len();
+            assert!(
+                mine.generation().unwrap() >= generation && len == count,
+                "{when}: SQLite has generation {generation} with {count} snapshots, this \
+                 process's handle {:?} with {len}",
+                mine.generation()
+            );
+        };
 
-    // Every point of a commit, at the first commit of a writer and at a later one.
-    let mut round = 0;
-    for point in CommitPoint::ALL {
-        for skip in [0usize, 3] {
-            round += 1;
-            let prefix = format!("k{round}");
+        // Every point of a commit, at the first commit of a writer and at a later one.
+        let mut round = 0;
+        for point in CommitPoint::ALL {
+            for skip in [0usize, 3] {
+                round += 1;
+                let prefix = format!("k{round}");
+                let mut writer = spawn(&[
+                    "signal-writer",
+                    dir_s,
+                    DOMAIN,
+                    &prefix,
+                    "10",
+                    point.name(),
+                    &skip.to_string(),
+                ]);
+                assert_eq!(wait_for_stall(&mut writer), point.name());
+                // Readers run while the writer is stopped there, then it dies there.
+                std::thread::sleep(Duration::from_millis(30));
+                writer.kill().unwrap(); // SIGKILL
+                writer.wait().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                check_mine(&mut mine, &format!("after a kill at '{}'", point.name()));
+            }
+        }
+
+        // Kills at random moments of a stream of commits (inside SQLite's own commit too).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let prefix = format!("r{i}");
             let mut writer = spawn(&[
                 "signal-writer",
                 dir_s,
                 DOMAIN,
                 &prefix,
-                "10",
-                point.name(),
-                &skip.to_string(),
+                "100000",
+                "none",
+                "0",
             ]);
-            assert_eq!(wait_for_stall(&mut writer), point.name());
-            // Readers run while the writer is stopped there, then it dies there.
-            std::thread::sleep(Duration::from_millis(30));
-            writer.kill().unwrap(); // SIGKILL
+            std::thread::sleep(Duration::from_micros(2_000 + seed % 20_000));
+            writer.kill().unwrap();
             writer.wait().unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-            check_mine(&mut mine, &format!("after a kill at '{}'", point.name()));
+            check_mine(&mut mine, &format!("after random kill {i}"));
         }
-    }
 
-    // Kills at random moments of a stream of commits (inside SQLite's own commit too).
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..20 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let prefix = format!("r{i}");
-        let mut writer = spawn(&[
-            "signal-writer",
-            dir_s,
-            DOMAIN,
-            &prefix,
-            "100000",
-            "none",
-            "0",
-        ]);
-        std::thread::sleep(Duration::from_micros(2_000 + seed % 20_000));
-        writer.kill().unwrap();
-        writer.wait().unwrap();
-        check_mine(&mut mine, &format!("after random kill {i}"));
-    }
-
-    // A clean writer settles a signal a kill left odd; readers follow it.
-    let out = spawn(&["signal-writer", dir_s, DOMAIN, "last", "5", "none", "0"])
-        .wait_with_output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_mine(&mut mine, "after a clean writer");
-    let lock = snaptree_engine::store::DomainLock::open(
-        &dir,
-        &conn.lookup_domain(DOMAIN).unwrap().uuid,
-        DOMAIN,
-        Duration::from_secs(1),
-    )
-    .unwrap();
-    assert_eq!(lock.change_signal() % 2, 0, "settled by the clean writer");
-    std::thread::sleep(Duration::from_millis(20));
-
-    std::fs::write(&stop, b"").unwrap();
-    for r in readers {
-        let out = r.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        // A clean writer settles a signal a kill left odd; readers follow it.
+        let out = spawn(&["signal-writer", dir_s, DOMAIN, "last", "5", "none", "0"])
+            .wait_with_output()
+            .unwrap();
         assert!(
             out.status.success(),
-            "a reader failed: {stdout}{}",
+            "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let n: u64 = stdout
-            .trim()
-            .strip_prefix("OK ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected reader output: {stdout}"));
-        assert!(n > 100, "a reader checked only {n} times: {stdout}");
+        check_mine(&mut mine, "after a clean writer");
+        if !snaptree_tests::on_postgres(&dir) {
+            let lock = snaptree_engine::store::DomainLock::open(
+                &dir,
+                &conn.lookup_domain(DOMAIN).unwrap().uuid,
+                DOMAIN,
+                Duration::from_secs(1),
+            )
+            .unwrap();
+            assert_eq!(lock.change_signal() % 2, 0, "settled by the clean writer");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+
+        std::fs::write(&stop, b"").unwrap();
+        for r in readers {
+            let out = r.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "a reader failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let n: u64 = stdout
+                .trim()
+                .strip_prefix("OK ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected reader output: {stdout}"));
+            assert!(n > 100, "a reader checked only {n} times: {stdout}");
+        }
+        let (_, count) = oracle(&dir);
+        assert!(count > 10, "writers committed only {count} snapshots");
     }
-    let (_, count) = oracle(&dir);
-    assert!(count > 10, "writers committed only {count} snapshots");
 }

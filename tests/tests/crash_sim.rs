@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 use snaptree_check::SimBackend;
 use snaptree_engine::testing::{FaultSwitch, FaultyProvider, STALL_MARKER};
 use snaptree_engine::{ContentRef, Domain, PowerState, Recovery, Result, Uuid};
+use std::sync::Arc;
+
+use snaptree_tests::pg_rig::PgRig;
+use snaptree_tests::redirect_file;
 use snaptree_tests::{
     Canon, OPS, build_base, check_invariants, fixed_snapshot_xml, journal_rows,
     run_op_without_writes, sim_connection, sim_plugin, steps_of,
@@ -45,6 +49,8 @@ struct Fixture {
     _root: tempfile::TempDir,
     run: PathBuf,
     template: PathBuf,
+    /// On PostgreSQL: the server, the run's database and its template copy.
+    pg: Option<(Arc<PgRig>, String, String)>,
 }
 
 impl Fixture {
@@ -56,16 +62,31 @@ impl Fixture {
         self.run.join("layers")
     }
 
-    fn new(build: fn(&mut Domain) -> Result<()>) -> Fixture {
+    /// On SQLite without `pg`, else in a fresh database of the rig.
+    fn new(build: fn(&mut Domain) -> Result<()>, pg: Option<Arc<PgRig>>) -> Fixture {
         let root = tempfile::tempdir().unwrap();
         let run = root.path().join("run");
         let template = root.path().join("template");
-        let fx = Fixture {
+        let mut fx = Fixture {
             _root: root,
             run,
             template,
+            pg: None,
         };
         std::fs::create_dir_all(&fx.run).unwrap();
+        if let Some(rig) = pg {
+            let uri = rig.fresh_db();
+            let db = uri
+                .split("@/")
+                .nth(1)
+                .unwrap()
+                .split('?')
+                .next()
+                .unwrap()
+                .to_string();
+            std::fs::write(redirect_file(&fx.state()), &uri).unwrap();
+            fx.pg = Some((rig, db.clone(), format!("{db}_template")));
+        }
         {
             let c = sim_connection(&fx.state());
             c.define_domain(&snaptree_backend_sim::domain_xml("vm", &fx.layers()))
@@ -76,6 +97,9 @@ impl Fixture {
                 .expect("the prepared tree agrees with the C sim's layers");
         }
         copy_tree(&fx.run, &fx.template);
+        if let Some((rig, db, template)) = &fx.pg {
+            pg_copy(rig, db, template);
+        }
         fx
     }
 
@@ -83,6 +107,30 @@ impl Fixture {
     fn restore(&self) {
         std::fs::remove_dir_all(&self.run).unwrap();
         copy_tree(&self.template, &self.run);
+        if let Some((rig, db, template)) = &self.pg {
+            rig.client("postgres")
+                .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+                .unwrap();
+            pg_copy(rig, template, db);
+        }
+    }
+}
+
+/// Creates database `to` as a copy of `from`, waiting for the server to finish ending the
+/// sessions of processes that just closed (or were killed on) `from`.
+fn pg_copy(rig: &PgRig, from: &str, to: &str) {
+    let mut admin = rig.client("postgres");
+    let mut tries = 0;
+    loop {
+        match admin.batch_execute(&format!("CREATE DATABASE {to} TEMPLATE {from}")) {
+            Ok(()) => return,
+            Err(e) if tries < 200 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot copy database {from} to {to}: {e}"),
+        }
     }
 }
 
@@ -350,7 +398,7 @@ fn temporaries(layers: &Path) -> Vec<String> {
 /// Reopens the domain through `Connection` with the plugin registered (wrapped only to
 /// count the steps recovery runs), which rolls an interrupted operation forward.
 fn recover(fx: &Fixture, what: &str) -> (Observed, Vec<Recovery>, usize) {
-    let c = snaptree_engine::Connection::open(Some(&fx.state())).unwrap();
+    let c = snaptree_tests::connect(&fx.state());
     let switch = FaultSwitch::new();
     c.register_provider(
         snaptree_backend_sim::TYPE,
@@ -424,8 +472,9 @@ fn kill_at_every_step(
     fixture: &str,
     build: fn(&mut Domain) -> Result<()>,
     ops: &[&'static str],
+    pg: Option<Arc<PgRig>>,
 ) -> usize {
-    let fx = Fixture::new(build);
+    let fx = Fixture::new(build, pg);
     let prepared = prepared(&fx);
     let mut kills = 0;
     for op in ops {
@@ -499,7 +548,20 @@ fn kill_at_every_step(
 
 #[test]
 fn a_worker_killed_at_every_step_of_every_operation_on_the_c_sim_recovers_tree_and_content() {
-    let kills = kill_at_every_step("base", build_base, OPS);
+    every_step_of_every_operation(None);
+}
+
+#[test]
+fn a_worker_killed_at_every_step_of_every_operation_on_the_c_sim_and_postgresql_recovers_tree_and_content()
+ {
+    let Some(rig) = PgRig::shared("the crash test on PostgreSQL") else {
+        return;
+    };
+    every_step_of_every_operation(Some(rig));
+}
+
+fn every_step_of_every_operation(pg: Option<Arc<PgRig>>) {
+    let kills = kill_at_every_step("base", build_base, OPS, pg);
     eprintln!(
         "crash_sim: {kills} SIGKILLs at the step boundaries of {} operations, all rolled forward with the right content",
         OPS.len()
@@ -535,7 +597,20 @@ const LIVE_ON_PARENT_OPS: &[&str] = &[
 #[test]
 fn a_worker_killed_at_every_step_with_the_live_state_on_the_merge_parent_recovers_tree_and_content()
 {
-    let kills = kill_at_every_step("live-on-f", build_live_on_parent, LIVE_ON_PARENT_OPS);
+    live_on_parent(None);
+}
+
+#[test]
+fn a_worker_killed_at_every_step_with_the_live_state_on_the_merge_parent_on_postgresql_recovers_tree_and_content()
+ {
+    let Some(rig) = PgRig::shared("the live-on-parent crash test on PostgreSQL") else {
+        return;
+    };
+    live_on_parent(Some(rig));
+}
+
+fn live_on_parent(pg: Option<Arc<PgRig>>) {
+    let kills = kill_at_every_step("live-on-f", build_live_on_parent, LIVE_ON_PARENT_OPS, pg);
     eprintln!(
         "crash_sim: {kills} SIGKILLs at the step boundaries of {} operations (live state on f), all rolled forward with the right content",
         LIVE_ON_PARENT_OPS.len()
@@ -564,6 +639,19 @@ const RANDOM_KILLS: u32 = 25;
 
 #[test]
 fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_leave_before_or_after() {
+    random_kills(None);
+}
+
+#[test]
+fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_and_postgresql_leave_before_or_after()
+ {
+    let Some(rig) = PgRig::shared("the random-kill crash test on PostgreSQL") else {
+        return;
+    };
+    random_kills(Some(rig));
+}
+
+fn random_kills(pg: Option<Arc<PgRig>>) {
     let seed = std::env::var("CRASH_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -575,7 +663,7 @@ fn workers_killed_at_random_times_during_long_plans_on_the_c_sim_leave_before_or
         })
         | 1;
     let mut rng = Rng(seed);
-    let fx = Fixture::new(build_long);
+    let fx = Fixture::new(build_long, pg);
     let prepared = prepared(&fx);
     assert_eq!(
         prepared.tree.snapshots.len(),

@@ -34,9 +34,10 @@ struct Rig {
 
 /// The base tree on a simulator, opened through a fault switch; `b` has three descendants,
 /// so DISCARD_FORCE of b is a plan of four steps.
-fn rig() -> Rig {
+fn rig(like: &Path) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
+    snaptree_tests::store_like(like, &dir);
     let conn = fresh(&dir, "vm");
     let sim = SharedBackend::new(Box::new(SimBackend::new()));
     let switch = FaultSwitch::new();
@@ -68,8 +69,8 @@ fn fail_at(switch: &FaultSwitch, k: usize) {
 }
 
 /// The tree and content DISCARD_FORCE of b leaves, from a healthy run.
-fn state_after_discard_force_of_b() -> (Canon, BTreeMap<Option<Uuid>, String>) {
-    let mut r = rig();
+fn state_after_discard_force_of_b(like: &Path) -> (Canon, BTreeMap<Option<Uuid>, String>) {
+    let mut r = rig(like);
     r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
         .unwrap();
     let canon = Canon::of(r.d.tree().unwrap()).without_dates();
@@ -83,182 +84,187 @@ fn journal_steps_done(dir: &Path) -> i64 {
     rows[0].1
 }
 
-#[test]
-fn a_failure_at_step_2_is_incomplete_reads_show_the_state_before_and_recover_finishes_it() {
-    let (after, after_content) = state_after_discard_force_of_b();
-    let mut r = rig();
-    let plan = r.d.plan_delete(&r.b, DeleteMode::DiscardForce).unwrap();
-    assert_eq!(plan.steps.len(), 4);
-    let before = Canon::of(r.d.tree().unwrap()).without_dates();
-    let before_content = contents(&mut r.d, &r.sim);
+snaptree_tests::both_stores! {
+    fn a_failure_at_step_2_is_incomplete_reads_show_the_state_before_and_recover_finishes_it(like) {
+        let (after, after_content) = state_after_discard_force_of_b(like);
+        let mut r = rig(like);
+        let plan = r.d.plan_delete(&r.b, DeleteMode::DiscardForce).unwrap();
+        assert_eq!(plan.steps.len(), 4);
+        let before = Canon::of(r.d.tree().unwrap()).without_dates();
+        let before_content = contents(&mut r.d, &r.sim);
 
-    fail_at(&r.switch, 1);
-    let err =
-        r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
-            .unwrap_err();
-    assert_eq!(
-        err.code(),
-        ErrorCode::Incomplete,
-        "expected INCOMPLETE: {err}"
-    );
-    let text = err.full_message();
-    for part in [
-        "delete (DISCARD_FORCE) of snapshot 'b'",
-        "domain 'vm'",
-        "step 2 of 4 (discard_leaf)",
-        "the next call on the domain finishes it",
-        "injected failure",
-    ] {
-        assert!(text.contains(part), "expected {part:?} in: {text}");
+        fail_at(&r.switch, 1);
+        let err =
+            r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
+                .unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::Incomplete,
+            "expected INCOMPLETE: {err}"
+        );
+        let text = err.full_message();
+        for part in [
+            "delete (DISCARD_FORCE) of snapshot 'b'",
+            "domain 'vm'",
+            "step 2 of 4 (discard_leaf)",
+            "the next call on the domain finishes it",
+            "injected failure",
+        ] {
+            assert!(text.contains(part), "expected {part:?} in: {text}");
+        }
+        assert!(
+            !err.to_string().contains("injected failure"),
+            "the source is not repeated in the message itself: {err}"
+        );
+
+        // Every read shows the state before; the operation is pending, one step done.
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
+        let c = r.d.tree().unwrap().require_name("c", "vm").unwrap().uuid;
+        assert!(r.d.snapshot_xml(&c).unwrap().contains("<name>c</name>"));
+        let pending =
+            r.d.pending()
+                .unwrap()
+                .expect("expected a pending operation");
+        assert_eq!(pending.entry.plan, plan);
+        assert_eq!(pending.entry.steps_done, 1);
+        assert_eq!(pending.operation, "delete (DISCARD_FORCE) of snapshot 'b'");
+        // The same without opening the domain (what `list` shows).
+        let listed = r.conn.pending_operation("vm").unwrap();
+        assert_eq!(listed.as_ref(), Some(&pending));
+        assert_eq!(journal_steps_done(&r.dir), 1);
+        assert!(r.d.recoveries().is_empty());
+
+        // recover finishes it and says what it did.
+        let done = r.d.recover().unwrap();
+        assert_eq!(done.len(), 1, "expected one recovery");
+        assert_eq!(done[0].plan, plan);
+        assert_eq!(done[0].steps_done_before, 1);
+        assert_eq!(done[0].operation, "delete (DISCARD_FORCE) of snapshot 'b'");
+        assert_eq!(r.d.recoveries(), done);
+        assert!(r.d.pending().unwrap().is_none());
+        assert!(r.conn.pending_operation("vm").unwrap().is_none());
+        assert!(journal_rows(&r.dir).is_empty());
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), after);
+        assert_eq!(contents(&mut r.d, &r.sim), after_content);
+        assert_ne!(before_content, after_content);
+        r.d.check_agreement().unwrap();
+        // Nothing left to do, nothing new to report.
+        assert_eq!(r.d.recover().unwrap(), []);
     }
-    assert!(
-        !err.to_string().contains("injected failure"),
-        "the source is not repeated in the message itself: {err}"
-    );
-
-    // Every read shows the state before; the operation is pending, one step done.
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
-    let c = r.d.tree().unwrap().require_name("c", "vm").unwrap().uuid;
-    assert!(r.d.snapshot_xml(&c).unwrap().contains("<name>c</name>"));
-    let pending =
-        r.d.pending()
-            .unwrap()
-            .expect("expected a pending operation");
-    assert_eq!(pending.entry.plan, plan);
-    assert_eq!(pending.entry.steps_done, 1);
-    assert_eq!(pending.operation, "delete (DISCARD_FORCE) of snapshot 'b'");
-    // The same without opening the domain (what `list` shows).
-    let listed = r.conn.pending_operation("vm").unwrap();
-    assert_eq!(listed.as_ref(), Some(&pending));
-    assert_eq!(journal_steps_done(&r.dir), 1);
-    assert!(r.d.recoveries().is_empty());
-
-    // recover finishes it and says what it did.
-    let done = r.d.recover().unwrap();
-    assert_eq!(done.len(), 1, "expected one recovery");
-    assert_eq!(done[0].plan, plan);
-    assert_eq!(done[0].steps_done_before, 1);
-    assert_eq!(done[0].operation, "delete (DISCARD_FORCE) of snapshot 'b'");
-    assert_eq!(r.d.recoveries(), done);
-    assert!(r.d.pending().unwrap().is_none());
-    assert!(r.conn.pending_operation("vm").unwrap().is_none());
-    assert!(journal_rows(&r.dir).is_empty());
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), after);
-    assert_eq!(contents(&mut r.d, &r.sim), after_content);
-    assert_ne!(before_content, after_content);
-    r.d.check_agreement().unwrap();
-    // Nothing left to do, nothing new to report.
-    assert_eq!(r.d.recover().unwrap(), []);
 }
 
-#[test]
-fn a_roll_forward_that_fails_again_is_incomplete_again_and_changes_nothing_more() {
-    let (after, after_content) = state_after_discard_force_of_b();
-    let mut r = rig();
-    let before = Canon::of(r.d.tree().unwrap()).without_dates();
-    fail_at(&r.switch, 1);
-    r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap_err();
-    let physical_stopped = physical(&r.sim);
-
-    // The re-run of step 2 fails at once: nothing more changes, physically or in metadata.
-    fail_at(&r.switch, 0);
-    let err = r.d.recover().unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
-    assert!(err.to_string().contains("step 2 of 4"), "{err}");
-    assert_eq!(physical(&r.sim), physical_stopped);
-    assert_eq!(journal_steps_done(&r.dir), 1);
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
-    assert!(r.d.recoveries().is_empty());
-
-    // A mutation first finishes the pending operation; when that fails it is INCOMPLETE,
-    // the new operation does not run, and the step that did complete is recorded.
-    fail_at(&r.switch, 1);
-    let err =
-        r.d.create_snapshot("<domainsnapshot><name>z</name></domainsnapshot>")
-            .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
-    assert!(err.to_string().contains("step 3 of 4"), "{err}");
-    assert_eq!(journal_steps_done(&r.dir), 2);
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
-    assert!(r.d.tree().unwrap().by_name("z").is_none());
-
-    // Another handle opening the domain tries too; failing, it still opens and lists.
-    fail_at(&r.switch, 0);
-    let mut other = open_with(
-        &r.conn,
-        "vm",
-        Box::new(FaultyBackend::new(
-            Box::new(r.sim.clone()),
-            r.switch.clone(),
-        )),
-    );
-    assert_eq!(r.switch.fired(), 4, "opening tried to roll forward");
-    assert_eq!(Canon::of(other.tree().unwrap()).without_dates(), before);
-    assert_eq!(other.pending().unwrap().unwrap().entry.steps_done, 2);
-    drop(other);
-
-    // Healthy again: recover finishes from step 3.
-    let done = r.d.recover().unwrap();
-    assert_eq!(done.len(), 1, "expected one recovery");
-    assert_eq!(done[0].steps_done_before, 2);
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), after);
-    assert_eq!(contents(&mut r.d, &r.sim), after_content);
-    r.d.check_agreement().unwrap();
-}
-
-#[test]
-fn a_first_step_that_changed_the_physical_tree_before_failing_is_incomplete() {
-    let mut r = rig();
-    let before = Canon::of(r.d.tree().unwrap()).without_dates();
-    r.switch.arm(Fault {
-        at_step: 0,
-        action: FaultAction::Fail,
-        after_step: true,
-    });
-    let err =
-        r.d.create_snapshot("<domainsnapshot><name>n</name></domainsnapshot>")
-            .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
-    assert!(
-        err.to_string()
-            .contains("create of snapshot 'n' on domain 'vm' stopped at step 1 of 1 (create)"),
-        "{err}"
-    );
-    assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
-    assert!(r.d.pending().unwrap().is_some());
-    assert_eq!(r.d.recover().unwrap().len(), 1);
-    assert!(r.d.tree().unwrap().by_name("n").is_some());
-    r.d.check_agreement().unwrap();
-}
-
-#[test]
-fn recover_reports_what_opening_the_domain_already_finished() {
-    let mut r = rig();
-    fail_at(&r.switch, 2);
-    r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap_err();
-    drop(r.d);
-    let mut d = open_with(&r.conn, "vm", Box::new(r.sim.clone()));
-    assert!(d.pending().unwrap().is_none(), "opening finished it");
-    let done = d.recover().unwrap();
-    assert_eq!(done.len(), 1, "expected the recovery the open did");
-    assert_eq!(done[0].steps_done_before, 2);
-    assert_eq!(done[0].operation, "delete (DISCARD_FORCE) of snapshot 'b'");
-    assert_eq!(d.recover().unwrap(), [], "reported once");
-}
-
-#[test]
-fn a_cleanly_failed_first_step_stays_backend_and_leaves_nothing_pending() {
-    let mut r = rig();
-    fail_at(&r.switch, 0);
-    let err =
+snaptree_tests::both_stores! {
+    fn a_roll_forward_that_fails_again_is_incomplete_again_and_changes_nothing_more(like) {
+        let (after, after_content) = state_after_discard_force_of_b(like);
+        let mut r = rig(like);
+        let before = Canon::of(r.d.tree().unwrap()).without_dates();
+        fail_at(&r.switch, 1);
         r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
             .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
-    assert!(r.d.pending().unwrap().is_none());
-    assert!(journal_rows(&r.dir).is_empty());
-    assert_eq!(r.d.recover().unwrap(), []);
+        let physical_stopped = physical(&r.sim);
+
+        // The re-run of step 2 fails at once: nothing more changes, physically or in metadata.
+        fail_at(&r.switch, 0);
+        let err = r.d.recover().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
+        assert!(err.to_string().contains("step 2 of 4"), "{err}");
+        assert_eq!(physical(&r.sim), physical_stopped);
+        assert_eq!(journal_steps_done(&r.dir), 1);
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
+        assert!(r.d.recoveries().is_empty());
+
+        // A mutation first finishes the pending operation; when that fails it is INCOMPLETE,
+        // the new operation does not run, and the step that did complete is recorded.
+        fail_at(&r.switch, 1);
+        let err =
+            r.d.create_snapshot("<domainsnapshot><name>z</name></domainsnapshot>")
+                .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
+        assert!(err.to_string().contains("step 3 of 4"), "{err}");
+        assert_eq!(journal_steps_done(&r.dir), 2);
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
+        assert!(r.d.tree().unwrap().by_name("z").is_none());
+
+        // Another handle opening the domain tries too; failing, it still opens and lists.
+        fail_at(&r.switch, 0);
+        let mut other = open_with(
+            &r.conn,
+            "vm",
+            Box::new(FaultyBackend::new(
+                Box::new(r.sim.clone()),
+                r.switch.clone(),
+            )),
+        );
+        assert_eq!(r.switch.fired(), 4, "opening tried to roll forward");
+        assert_eq!(Canon::of(other.tree().unwrap()).without_dates(), before);
+        assert_eq!(other.pending().unwrap().unwrap().entry.steps_done, 2);
+        drop(other);
+
+        // Healthy again: recover finishes from step 3.
+        let done = r.d.recover().unwrap();
+        assert_eq!(done.len(), 1, "expected one recovery");
+        assert_eq!(done[0].steps_done_before, 2);
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), after);
+        assert_eq!(contents(&mut r.d, &r.sim), after_content);
+        r.d.check_agreement().unwrap();
+    }
+}
+
+snaptree_tests::both_stores! {
+    fn a_first_step_that_changed_the_physical_tree_before_failing_is_incomplete(like) {
+        let mut r = rig(like);
+        let before = Canon::of(r.d.tree().unwrap()).without_dates();
+        r.switch.arm(Fault {
+            at_step: 0,
+            action: FaultAction::Fail,
+            after_step: true,
+        });
+        let err =
+            r.d.create_snapshot("<domainsnapshot><name>n</name></domainsnapshot>")
+                .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
+        assert!(
+            err.to_string()
+                .contains("create of snapshot 'n' on domain 'vm' stopped at step 1 of 1 (create)"),
+            "{err}"
+        );
+        assert_eq!(Canon::of(r.d.tree().unwrap()).without_dates(), before);
+        assert!(r.d.pending().unwrap().is_some());
+        assert_eq!(r.d.recover().unwrap().len(), 1);
+        assert!(r.d.tree().unwrap().by_name("n").is_some());
+        r.d.check_agreement().unwrap();
+    }
+}
+
+snaptree_tests::both_stores! {
+    fn recover_reports_what_opening_the_domain_already_finished(like) {
+        let mut r = rig(like);
+        fail_at(&r.switch, 2);
+        r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
+            .unwrap_err();
+        drop(r.d);
+        let mut d = open_with(&r.conn, "vm", Box::new(r.sim.clone()));
+        assert!(d.pending().unwrap().is_none(), "opening finished it");
+        let done = d.recover().unwrap();
+        assert_eq!(done.len(), 1, "expected the recovery the open did");
+        assert_eq!(done[0].steps_done_before, 2);
+        assert_eq!(done[0].operation, "delete (DISCARD_FORCE) of snapshot 'b'");
+        assert_eq!(d.recover().unwrap(), [], "reported once");
+    }
+}
+
+snaptree_tests::both_stores! {
+    fn a_cleanly_failed_first_step_stays_backend_and_leaves_nothing_pending(like) {
+        let mut r = rig(like);
+        fail_at(&r.switch, 0);
+        let err =
+            r.d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
+                .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+        assert!(r.d.pending().unwrap().is_none());
+        assert!(journal_rows(&r.dir).is_empty());
+        assert_eq!(r.d.recover().unwrap(), []);
+    }
 }
 
 /// A memory store whose commit can be made to fail, as a full disk under SQLite would.
@@ -382,28 +388,29 @@ impl snaptree_engine::BackendProvider for StepsFailProvider {
     }
 }
 
-#[test]
-fn undefine_with_an_operation_that_cannot_finish_is_incomplete_and_keeps_the_domain() {
-    let r = rig();
-    let mut d = r.d;
-    fail_at(&r.switch, 1);
-    d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap_err();
-    drop(d);
-    let physical_stopped = physical(&r.sim);
-    r.conn
-        .register_provider("null", Arc::new(StepsFailProvider(r.sim.clone())));
-    for delete_snapshots in [false, true] {
-        let e = r.conn.undefine_domain("vm", delete_snapshots).unwrap_err();
-        assert_eq!(
-            e.code(),
-            ErrorCode::Incomplete,
-            "expected INCOMPLETE, not BUSY: {e}"
-        );
-        assert!(e.to_string().contains("step 2 of 4"), "{e}");
-        assert!(e.full_message().contains("no space left"), "{e}");
-        assert!(r.conn.lookup_domain("vm").is_ok(), "the domain is kept");
-        assert_eq!(journal_steps_done(&r.dir), 1);
-        assert_eq!(physical(&r.sim), physical_stopped);
+snaptree_tests::both_stores! {
+    fn undefine_with_an_operation_that_cannot_finish_is_incomplete_and_keeps_the_domain(like) {
+        let r = rig(like);
+        let mut d = r.d;
+        fail_at(&r.switch, 1);
+        d.delete(&r.b, DeleteMode::DiscardForce, &mut NoProgress)
+            .unwrap_err();
+        drop(d);
+        let physical_stopped = physical(&r.sim);
+        r.conn
+            .register_provider("null", Arc::new(StepsFailProvider(r.sim.clone())));
+        for delete_snapshots in [false, true] {
+            let e = r.conn.undefine_domain("vm", delete_snapshots).unwrap_err();
+            assert_eq!(
+                e.code(),
+                ErrorCode::Incomplete,
+                "expected INCOMPLETE, not BUSY: {e}"
+            );
+            assert!(e.to_string().contains("step 2 of 4"), "{e}");
+            assert!(e.full_message().contains("no space left"), "{e}");
+            assert!(r.conn.lookup_domain("vm").is_ok(), "the domain is kept");
+            assert_eq!(journal_steps_done(&r.dir), 1);
+            assert_eq!(physical(&r.sim), physical_stopped);
+        }
     }
 }

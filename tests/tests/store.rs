@@ -12,6 +12,7 @@ use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, Operation, Plan, PowerState,
     Snapshot, Step, Uuid,
 };
+use snaptree_tests::both_stores;
 use snaptree_tests::{
     Canon, build_base, check_invariants, fresh, journal_rows, null_domain, open_with,
 };
@@ -35,51 +36,50 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-#[test]
-fn round_trip_keeps_every_detail() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let before = {
-        let c = fresh(&dir, "vm");
-        let mut d = c.open_domain("vm").unwrap();
-        build_base(&mut d).unwrap();
-        // A merge moves children under the parent after its older children: sibling order
-        // must survive the reload as the tree has it.
-        let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
-        d.create_snapshot("<domainsnapshot><name>b2</name><description>with &lt;markup&gt; and ünïcode</description></domainsnapshot>")
-            .unwrap();
-        d.revert(&b, Some(PowerState::Running), &mut NoProgress)
-            .unwrap();
-        let canon = Canon::of(d.tree().unwrap());
-        check_invariants(d.cached_tree()).unwrap();
-        assert!(!canon.retired.is_empty() && canon.current.is_some());
-        assert!(
+both_stores! {
+    fn round_trip_keeps_every_detail(dir) {
+        let before = {
+            let c = fresh(dir, "vm");
+            let mut d = c.open_domain("vm").unwrap();
+            build_base(&mut d).unwrap();
+            // A merge moves children under the parent after its older children: sibling order
+            // must survive the reload as the tree has it.
+            let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
+            d.create_snapshot("<domainsnapshot><name>b2</name><description>with &lt;markup&gt; and ünïcode</description></domainsnapshot>")
+                .unwrap();
+            d.revert(&b, Some(PowerState::Running), &mut NoProgress)
+                .unwrap();
+            let canon = Canon::of(d.tree().unwrap());
+            check_invariants(d.cached_tree()).unwrap();
+            assert!(!canon.retired.is_empty() && canon.current.is_some());
+            assert!(
+                canon
+                    .snapshots
+                    .iter()
+                    .any(|s| s.state == PowerState::Running)
+            );
+            assert!(
+                canon
+                    .snapshots
+                    .iter()
+                    .any(|s| s.state == PowerState::Paused)
+            );
             canon
-                .snapshots
+        };
+        // A new connection, as another process would open it.
+        let c = Connection::open(Some(&snaptree_tests::store_of(dir))).unwrap();
+        let d = c.open_domain("vm").unwrap();
+        assert_eq!(Canon::of(d.cached_tree()), before);
+        assert!(d.recoveries().is_empty());
+        assert_eq!(
+            c.list_domains()
+                .unwrap()
                 .iter()
-                .any(|s| s.state == PowerState::Running)
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>(),
+            ["vm"]
         );
-        assert!(
-            canon
-                .snapshots
-                .iter()
-                .any(|s| s.state == PowerState::Paused)
-        );
-        canon
-    };
-    // A new connection, as another process would open it.
-    let c = Connection::open(Some(&dir)).unwrap();
-    let d = c.open_domain("vm").unwrap();
-    assert_eq!(Canon::of(d.cached_tree()), before);
-    assert!(d.recoveries().is_empty());
-    assert_eq!(
-        c.list_domains()
-            .unwrap()
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect::<Vec<_>>(),
-        ["vm"]
-    );
+    }
 }
 
 #[test]
@@ -219,251 +219,243 @@ fn a_version_1_database_is_migrated_and_its_journal_rolled_forward() {
     assert!(journal_rows(&dir).is_empty());
 }
 
-#[test]
-fn a_waiting_mutation_is_busy_after_the_timeout_naming_the_domain() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "held");
-    c.set_lock_timeout(Duration::from_millis(80));
-    let mut d = c.open_domain("held").unwrap();
-    // Another handle (in this process) holds the lock.
-    let mut other = DomainLock::open(&dir, &d.uuid(), "held", Duration::from_secs(1)).unwrap();
-    other.acquire().unwrap();
-    let t = Instant::now();
-    let err = d
-        .create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
-        .unwrap_err();
-    let waited = t.elapsed();
-    assert_eq!(err.code(), ErrorCode::Busy, "{err}");
-    assert!(err.to_string().contains("domain 'held'"), "{err}");
-    assert!(
-        waited >= Duration::from_millis(80) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
-    // Reads do not need the lock.
-    assert!(d.tree().unwrap().is_empty());
-    other.release();
-    d.create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
-        .unwrap();
-}
-
-#[test]
-fn busy_across_processes_with_the_timeout_from_the_environment() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let d = dir.to_str().unwrap();
-    let mut holder = Command::new(WORKER)
-        .args(["hold-lock", d, "vm", "3000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "LOCKED");
-    // Opening and reading do not wait for the lock.
-    let t = Instant::now();
-    let mut reader = c.open_domain("vm").unwrap();
-    assert!(reader.tree().unwrap().is_empty());
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "open waited {:?}",
-        t.elapsed()
-    );
-    let out = Command::new(WORKER)
-        .args(["try-create", d, "vm", "x"])
-        .env("SNAPTREE_LOCK_TIMEOUT_MS", "100")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("ERR BUSY") && text.contains("domain 'vm'"),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let waited: u64 = text
-        .split("held it for ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (100..1000).contains(&waited),
-        "expected the 100 ms timeout from the environment, waited {waited} ms"
-    );
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    // The killed holder's lock died with it.
-    let mut dom = c.open_domain("vm").unwrap();
-    dom.create_snapshot("<domainsnapshot><name>after</name></domainsnapshot>")
-        .unwrap();
-}
-
-#[test]
-fn a_second_handle_sees_the_first_ones_changes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let mut one = c.open_domain("vm").unwrap();
-    let mut two = c.open_domain("vm").unwrap();
-    let a = one
-        .create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
-        .unwrap();
-    assert_eq!(two.tree().unwrap().by_name("a").map(|s| s.uuid), Some(a));
-    two.rename(&a, "a2").unwrap();
-    two.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>")
-        .unwrap();
-    let t = one.tree().unwrap();
-    assert!(t.by_name("a").is_none());
-    assert_eq!(t.current().unwrap().name, "b");
-    assert_eq!(t.parent(&t.by_name("b").unwrap().uuid).unwrap().name, "a2");
-    assert_eq!(one.generation(), two.generation());
-    // A mutation through the stale-looking handle plans on the fresh tree.
-    let b = one.cached_tree().by_name("b").unwrap().uuid;
-    one.delete(&b, DeleteMode::Discard, &mut NoProgress)
-        .unwrap();
-    assert_eq!(
-        Canon::of(two.tree().unwrap()),
-        Canon::of(one.tree().unwrap())
-    );
-    // A handle of another domain in the same database is not disturbed.
-    c.define_domain(&null_domain("other")).unwrap();
-    let mut o = c.open_domain("other").unwrap();
-    let g = o.generation();
-    one.create_snapshot("<domainsnapshot><name>c</name></domainsnapshot>")
-        .unwrap();
-    assert!(o.tree().unwrap().is_empty());
-    assert_eq!(o.generation(), g);
-}
-
-#[test]
-fn threads_with_their_own_handles_serialize() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = std::sync::Arc::new(fresh(&dir, "vm"));
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let c = c.clone();
-            std::thread::spawn(move || {
-                let mut d = c.open_domain("vm").unwrap();
-                for i in 0..25 {
-                    d.create_snapshot(&format!(
-                        "<domainsnapshot><name>t{t}-{i}</name></domainsnapshot>"
-                    ))
-                    .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+both_stores! {
+    fn a_waiting_mutation_is_busy_after_the_timeout_naming_the_domain(dir) {
+        let c = fresh(dir, "held");
+        c.set_lock_timeout(Duration::from_millis(80));
+        let mut d = c.open_domain("held").unwrap();
+        // Another handle (in this process) holds the lock.
+        let other = snaptree_tests::hold_lock(dir, "held");
+        let t = Instant::now();
+        let err = d
+            .create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
+            .unwrap_err();
+        let waited = t.elapsed();
+        assert_eq!(err.code(), ErrorCode::Busy, "{err}");
+        assert!(err.to_string().contains("domain 'held'"), "{err}");
+        assert!(
+            waited >= Duration::from_millis(80) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // Reads do not need the lock.
+        assert!(d.tree().unwrap().is_empty());
+        drop(other);
+        d.create_snapshot("<domainsnapshot><name>x</name></domainsnapshot>")
+            .unwrap();
     }
-    let mut d = c.open_domain("vm").unwrap();
-    let tree = d.tree().unwrap();
-    assert_eq!(tree.len(), 100);
-    check_invariants(tree).unwrap();
-    assert_eq!(d.generation(), Some(100));
 }
 
-#[test]
-fn another_process_sees_changes_and_is_seen() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let mut d = c.open_domain("vm").unwrap();
-    d.create_snapshot("<domainsnapshot><name>mine</name></domainsnapshot>")
+both_stores! {
+    fn busy_across_processes_with_the_timeout_from_the_environment(dir) {
+        let c = fresh(dir, "vm");
+        let d = dir.to_str().unwrap();
+        let mut holder = Command::new(WORKER)
+            .args(["hold-lock", d, "vm", "3000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+            &mut line,
+        )
         .unwrap();
-    let ds = dir.to_str().unwrap();
-    // The child sees this process's commit...
-    let out = worker(&["names", ds, "vm"]);
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["GEN 1", "mine"]);
-    // ...and this handle notices the child's, with no reopen.
-    let out = worker(&["create", ds, "vm", "theirs"]);
-    assert_eq!(out.trim(), "GEN 2");
-    let t = d.tree().unwrap();
-    assert_eq!(Canon::of(t).names(), ["mine", "theirs"]);
-    assert_eq!(t.current().unwrap().name, "theirs");
-    assert_eq!(d.generation(), Some(2));
+        assert_eq!(line.trim(), "LOCKED");
+        // Opening and reading do not wait for the lock.
+        let t = Instant::now();
+        let mut reader = c.open_domain("vm").unwrap();
+        assert!(reader.tree().unwrap().is_empty());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "open waited {:?}",
+            t.elapsed()
+        );
+        let out = Command::new(WORKER)
+            .args(["try-create", d, "vm", "x"])
+            .env("SNAPTREE_LOCK_TIMEOUT_MS", "100")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("ERR BUSY") && text.contains("domain 'vm'"),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let waited: u64 = text
+            .split("held it for ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (100..1000).contains(&waited),
+            "expected the 100 ms timeout from the environment, waited {waited} ms"
+        );
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // The killed holder's lock died with it.
+        let mut dom = c.open_domain("vm").unwrap();
+        dom.create_snapshot("<domainsnapshot><name>after</name></domainsnapshot>")
+            .unwrap();
+    }
 }
 
-#[test]
-fn a_failure_in_step_0_leaves_nothing_journaled_and_the_tree_unchanged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let switch = FaultSwitch::new();
-    let mut d = open_with(
-        &c,
-        "vm",
-        Box::new(FaultyBackend::new(
-            Box::new(NullBackend::new()),
-            switch.clone(),
-        )),
-    );
-    build_base(&mut d).unwrap();
-    let before = Canon::of(d.tree().unwrap());
-    let generation = d.generation();
-    switch.arm(Fault {
-        at_step: 0,
-        action: FaultAction::Fail,
-        after_step: false,
-    });
-    let err = d.delete_all(&mut NoProgress).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Backend);
-    assert_eq!(switch.fired(), 1);
-    assert!(
-        journal_rows(&dir).is_empty(),
-        "expected no journal entry after a failed first step"
-    );
-    assert_eq!(Canon::of(d.tree().unwrap()), before);
-    assert_eq!(d.generation(), generation);
-    drop(d);
-    let d = c.open_domain("vm").unwrap();
-    assert!(d.recoveries().is_empty());
-    assert_eq!(Canon::of(d.cached_tree()), before);
+both_stores! {
+    fn a_second_handle_sees_the_first_ones_changes(dir) {
+        let c = fresh(dir, "vm");
+        let mut one = c.open_domain("vm").unwrap();
+        let mut two = c.open_domain("vm").unwrap();
+        let a = one
+            .create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
+            .unwrap();
+        assert_eq!(two.tree().unwrap().by_name("a").map(|s| s.uuid), Some(a));
+        two.rename(&a, "a2").unwrap();
+        two.create_snapshot("<domainsnapshot><name>b</name></domainsnapshot>")
+            .unwrap();
+        let t = one.tree().unwrap();
+        assert!(t.by_name("a").is_none());
+        assert_eq!(t.current().unwrap().name, "b");
+        assert_eq!(t.parent(&t.by_name("b").unwrap().uuid).unwrap().name, "a2");
+        assert_eq!(one.generation(), two.generation());
+        // A mutation through the stale-looking handle plans on the fresh tree.
+        let b = one.cached_tree().by_name("b").unwrap().uuid;
+        one.delete(&b, DeleteMode::Discard, &mut NoProgress)
+            .unwrap();
+        assert_eq!(
+            Canon::of(two.tree().unwrap()),
+            Canon::of(one.tree().unwrap())
+        );
+        // A handle of another domain in the same database is not disturbed.
+        c.define_domain(&null_domain("other")).unwrap();
+        let mut o = c.open_domain("other").unwrap();
+        let g = o.generation();
+        one.create_snapshot("<domainsnapshot><name>c</name></domainsnapshot>")
+            .unwrap();
+        assert!(o.tree().unwrap().is_empty());
+        assert_eq!(o.generation(), g);
+    }
 }
 
-#[test]
-fn a_leftover_journal_entry_is_rolled_forward_on_open_and_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let switch = FaultSwitch::new();
-    let mut d = open_with(
-        &c,
-        "vm",
-        Box::new(FaultyBackend::new(
-            Box::new(NullBackend::new()),
-            switch.clone(),
-        )),
-    );
-    build_base(&mut d).unwrap();
-    let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
-    let plan = d.plan_delete(&b, DeleteMode::DiscardForce).unwrap();
-    assert_eq!(plan.steps.len(), 4);
-    switch.arm(Fault {
-        at_step: 2,
-        action: FaultAction::Fail,
-        after_step: false,
-    });
-    d.delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap_err();
-    let rows = journal_rows(&dir);
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].1, 2, "steps 0 and 1 are recorded done");
-    drop(d);
-    let d = c.open_domain("vm").unwrap();
-    assert_eq!(d.recoveries().len(), 1);
-    assert_eq!(d.recoveries()[0].plan, plan);
-    assert_eq!(d.recoveries()[0].steps_done_before, 2);
-    let names = Canon::of(d.cached_tree()).names().join(",");
-    assert_eq!(names, "a,f,g,h");
-    assert!(journal_rows(&dir).is_empty());
+both_stores! {
+    fn threads_with_their_own_handles_serialize(dir) {
+        let c = std::sync::Arc::new(fresh(dir, "vm"));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut d = c.open_domain("vm").unwrap();
+                    for i in 0..25 {
+                        d.create_snapshot(&format!(
+                            "<domainsnapshot><name>t{t}-{i}</name></domainsnapshot>"
+                        ))
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut d = c.open_domain("vm").unwrap();
+        let tree = d.tree().unwrap();
+        assert_eq!(tree.len(), 100);
+        check_invariants(tree).unwrap();
+        assert_eq!(d.generation(), Some(100));
+    }
+}
+
+both_stores! {
+    fn another_process_sees_changes_and_is_seen(dir) {
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        d.create_snapshot("<domainsnapshot><name>mine</name></domainsnapshot>")
+            .unwrap();
+        let ds = dir.to_str().unwrap();
+        // The child sees this process's commit...
+        let out = worker(&["names", ds, "vm"]);
+        assert_eq!(out.lines().collect::<Vec<_>>(), ["GEN 1", "mine"]);
+        // ...and this handle notices the child's, with no reopen.
+        let out = worker(&["create", ds, "vm", "theirs"]);
+        assert_eq!(out.trim(), "GEN 2");
+        let t = d.tree().unwrap();
+        assert_eq!(Canon::of(t).names(), ["mine", "theirs"]);
+        assert_eq!(t.current().unwrap().name, "theirs");
+        assert_eq!(d.generation(), Some(2));
+    }
+}
+
+both_stores! {
+    fn a_failure_in_step_0_leaves_nothing_journaled_and_the_tree_unchanged(dir) {
+        let c = fresh(dir, "vm");
+        let switch = FaultSwitch::new();
+        let mut d = open_with(
+            &c,
+            "vm",
+            Box::new(FaultyBackend::new(
+                Box::new(NullBackend::new()),
+                switch.clone(),
+            )),
+        );
+        build_base(&mut d).unwrap();
+        let before = Canon::of(d.tree().unwrap());
+        let generation = d.generation();
+        switch.arm(Fault {
+            at_step: 0,
+            action: FaultAction::Fail,
+            after_step: false,
+        });
+        let err = d.delete_all(&mut NoProgress).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Backend);
+        assert_eq!(switch.fired(), 1);
+        assert!(
+            journal_rows(dir).is_empty(),
+            "expected no journal entry after a failed first step"
+        );
+        assert_eq!(Canon::of(d.tree().unwrap()), before);
+        assert_eq!(d.generation(), generation);
+        drop(d);
+        let d = c.open_domain("vm").unwrap();
+        assert!(d.recoveries().is_empty());
+        assert_eq!(Canon::of(d.cached_tree()), before);
+    }
+}
+
+both_stores! {
+    fn a_leftover_journal_entry_is_rolled_forward_on_open_and_reported(dir) {
+        let c = fresh(dir, "vm");
+        let switch = FaultSwitch::new();
+        let mut d = open_with(
+            &c,
+            "vm",
+            Box::new(FaultyBackend::new(
+                Box::new(NullBackend::new()),
+                switch.clone(),
+            )),
+        );
+        build_base(&mut d).unwrap();
+        let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
+        let plan = d.plan_delete(&b, DeleteMode::DiscardForce).unwrap();
+        assert_eq!(plan.steps.len(), 4);
+        switch.arm(Fault {
+            at_step: 2,
+            action: FaultAction::Fail,
+            after_step: false,
+        });
+        d.delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
+            .unwrap_err();
+        let rows = journal_rows(dir);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1, 2, "steps 0 and 1 are recorded done");
+        drop(d);
+        let d = c.open_domain("vm").unwrap();
+        assert_eq!(d.recoveries().len(), 1);
+        assert_eq!(d.recoveries()[0].plan, plan);
+        assert_eq!(d.recoveries()[0].steps_done_before, 2);
+        let names = Canon::of(d.cached_tree()).names().join(",");
+        assert_eq!(names, "a,f,g,h");
+        assert!(journal_rows(dir).is_empty());
+    }
 }
 
 #[test]
@@ -511,72 +503,71 @@ fn a_journal_with_every_step_done_only_commits() {
     assert_eq!(d.cached_tree().current().unwrap().name, "a");
 }
 
-#[test]
-fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let switch = FaultSwitch::new();
-    let mut d = open_with(
-        &c,
-        "vm",
-        Box::new(FaultyBackend::new(
-            Box::new(NullBackend::new()),
-            switch.clone(),
-        )),
-    );
-    build_base(&mut d).unwrap();
-    switch.arm(Fault {
-        at_step: 1,
-        action: FaultAction::Fail,
-        after_step: false,
-    });
-    d.delete_all(&mut NoProgress).unwrap_err();
-    drop(d);
-    switch.arm(Fault {
-        at_step: 0,
-        action: FaultAction::Fail,
-        after_step: false,
-    });
-    // Opening tries to roll forward; when that fails again the domain still opens, with the
-    // operation pending, and the next mutation reports it.
-    let mut d = c
-        .open_domain_with_backend(
+both_stores! {
+    fn a_recovery_that_fails_again_keeps_the_entry_and_names_the_domain(dir) {
+        let c = fresh(dir, "vm");
+        let switch = FaultSwitch::new();
+        let mut d = open_with(
+            &c,
             "vm",
             Box::new(FaultyBackend::new(
                 Box::new(NullBackend::new()),
                 switch.clone(),
             )),
-        )
-        .unwrap();
-    assert_eq!(switch.fired(), 2);
-    assert!(d.recoveries().is_empty());
-    assert!(d.pending().unwrap().is_some());
-    switch.arm(Fault {
-        at_step: 0,
-        action: FaultAction::Fail,
-        after_step: false,
-    });
-    let err = d
-        .create_snapshot("<domainsnapshot><name>z</name></domainsnapshot>")
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Incomplete);
-    assert!(
-        err.to_string()
-            .contains("delete-all on domain 'vm' stopped at step 2 of"),
-        "{err}"
-    );
-    assert!(!d.cached_tree().is_empty(), "nothing committed");
-    assert!(
-        d.cached_tree().require_name("z", "vm").is_err(),
-        "z not made"
-    );
-    drop(d);
-    assert_eq!(journal_rows(&dir).len(), 1);
-    let d = c.open_domain("vm").unwrap();
-    assert_eq!(d.recoveries().len(), 1);
-    assert!(d.cached_tree().is_empty());
-    assert!(d.cached_tree().retired().is_empty());
+        );
+        build_base(&mut d).unwrap();
+        switch.arm(Fault {
+            at_step: 1,
+            action: FaultAction::Fail,
+            after_step: false,
+        });
+        d.delete_all(&mut NoProgress).unwrap_err();
+        drop(d);
+        switch.arm(Fault {
+            at_step: 0,
+            action: FaultAction::Fail,
+            after_step: false,
+        });
+        // Opening tries to roll forward; when that fails again the domain still opens, with the
+        // operation pending, and the next mutation reports it.
+        let mut d = c
+            .open_domain_with_backend(
+                "vm",
+                Box::new(FaultyBackend::new(
+                    Box::new(NullBackend::new()),
+                    switch.clone(),
+                )),
+            )
+            .unwrap();
+        assert_eq!(switch.fired(), 2);
+        assert!(d.recoveries().is_empty());
+        assert!(d.pending().unwrap().is_some());
+        switch.arm(Fault {
+            at_step: 0,
+            action: FaultAction::Fail,
+            after_step: false,
+        });
+        let err = d
+            .create_snapshot("<domainsnapshot><name>z</name></domainsnapshot>")
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Incomplete);
+        assert!(
+            err.to_string()
+                .contains("delete-all on domain 'vm' stopped at step 2 of"),
+            "{err}"
+        );
+        assert!(!d.cached_tree().is_empty(), "nothing committed");
+        assert!(
+            d.cached_tree().require_name("z", "vm").is_err(),
+            "z not made"
+        );
+        drop(d);
+        assert_eq!(journal_rows(dir).len(), 1);
+        let d = c.open_domain("vm").unwrap();
+        assert_eq!(d.recoveries().len(), 1);
+        assert!(d.cached_tree().is_empty());
+        assert!(d.cached_tree().retired().is_empty());
+    }
 }
 
 #[test]
@@ -599,67 +590,67 @@ fn storage_errors_name_the_file() {
     );
 }
 
-#[test]
-fn snapshots_keep_their_fields_through_the_store() {
-    // A snapshot whose fields all differ from the defaults round-trips through SQL.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let mut d = c.open_domain("vm").unwrap();
-    let u = d.create_snapshot("<domainsnapshot><name>n 1</name><description>line 1\nline 2 'quoted' \"double\"</description></domainsnapshot>").unwrap();
-    let s: Snapshot = d.tree().unwrap().get(&u).unwrap().clone();
-    drop(d);
-    let d = Connection::open(Some(&dir))
-        .unwrap()
-        .open_domain("vm")
-        .unwrap();
-    assert_eq!(d.cached_tree().get(&u), Some(&s));
+both_stores! {
+    fn snapshots_keep_their_fields_through_the_store(dir) {
+        // A snapshot whose fields all differ from the defaults round-trips through SQL.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let c = fresh(&dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        let u = d.create_snapshot("<domainsnapshot><name>n 1</name><description>line 1\nline 2 'quoted' \"double\"</description></domainsnapshot>").unwrap();
+        let s: Snapshot = d.tree().unwrap().get(&u).unwrap().clone();
+        drop(d);
+        let d = Connection::open(Some(&snaptree_tests::store_of(&dir)))
+            .unwrap()
+            .open_domain("vm")
+            .unwrap();
+        assert_eq!(d.cached_tree().get(&u), Some(&s));
+    }
 }
 
-#[test]
-fn where_retired_data_is_stored_survives_a_reopen() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let c = fresh(&dir, "vm");
-    let mut d = c.open_domain("vm").unwrap();
-    let take = |d: &mut snaptree_engine::Domain, name: &str| {
-        d.create_snapshot(&format!(
-            "<domainsnapshot><name>{name}</name></domainsnapshot>"
-        ))
-        .unwrap()
-    };
-    let a = take(&mut d, "a");
-    let r = take(&mut d, "r");
-    let x = take(&mut d, "x");
-    // r retired: x and (through x) the live state are stored on it.
-    d.delete(&r, DeleteMode::Retire, &mut NoProgress).unwrap();
-    drop(d);
-    drop(c);
-    let c = Connection::open(Some(&dir)).unwrap();
-    let mut d = c.open_domain("vm").unwrap();
-    let t = d.tree().unwrap();
-    assert_eq!(
-        t.retired_parent(&r),
-        Some(Some(a)),
-        "expected r stored on a"
-    );
-    assert_eq!(t.on_retired(&x), Some(r), "expected x stored on r");
-    assert_eq!(
-        t.live_on_retired(),
-        None,
-        "the live state is on x, the current"
-    );
-    // After a revert to a, discarding x leaves r idle: the same plan frees it.
-    d.revert(&a, None, &mut NoProgress).unwrap();
-    let plan = d.delete(&x, DeleteMode::Discard, &mut NoProgress).unwrap();
-    assert_eq!(
-        plan.steps,
-        vec![
-            Step::DiscardLeaf { snapshot: x },
-            Step::DiscardLeaf { snapshot: r }
-        ]
-    );
-    drop(d);
-    let mut d = c.open_domain("vm").unwrap();
-    assert!(d.tree().unwrap().retired().is_empty());
+both_stores! {
+    fn where_retired_data_is_stored_survives_a_reopen(dir) {
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        let take = |d: &mut snaptree_engine::Domain, name: &str| {
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>{name}</name></domainsnapshot>"
+            ))
+            .unwrap()
+        };
+        let a = take(&mut d, "a");
+        let r = take(&mut d, "r");
+        let x = take(&mut d, "x");
+        // r retired: x and (through x) the live state are stored on it.
+        d.delete(&r, DeleteMode::Retire, &mut NoProgress).unwrap();
+        drop(d);
+        drop(c);
+        let c = Connection::open(Some(&snaptree_tests::store_of(dir))).unwrap();
+        let mut d = c.open_domain("vm").unwrap();
+        let t = d.tree().unwrap();
+        assert_eq!(
+            t.retired_parent(&r),
+            Some(Some(a)),
+            "expected r stored on a"
+        );
+        assert_eq!(t.on_retired(&x), Some(r), "expected x stored on r");
+        assert_eq!(
+            t.live_on_retired(),
+            None,
+            "the live state is on x, the current"
+        );
+        // After a revert to a, discarding x leaves r idle: the same plan frees it.
+        d.revert(&a, None, &mut NoProgress).unwrap();
+        let plan = d.delete(&x, DeleteMode::Discard, &mut NoProgress).unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::DiscardLeaf { snapshot: x },
+                Step::DiscardLeaf { snapshot: r }
+            ]
+        );
+        drop(d);
+        let mut d = c.open_domain("vm").unwrap();
+        assert!(d.tree().unwrap().retired().is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use snaptree_engine::planner::apply_edits;
 use snaptree_engine::{Edit, SnapshotTree, Uuid};
-use snaptree_tests::{Canon, check_invariants, fresh};
+use snaptree_tests::{Canon, both_stores, check_invariants, fresh};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
 const WORKERS: usize = 6;
@@ -29,21 +29,54 @@ struct Logged {
     worker: usize,
 }
 
+both_stores! {
+    fn processes_mutating_one_domain_lose_and_duplicate_nothing(dir) {
+        mutate_and_replay(dir, WORKERS, OPS_EACH, false);
+    }
+}
+
+/// Several hosts on one PostgreSQL database: processes with their own state directories
+/// (each redirected to the same database) and their own names, 4 x 50 random operations.
 #[test]
-fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
+fn hosts_sharing_one_postgresql_lose_and_duplicate_nothing() {
+    let Some(rig) = snaptree_tests::pg_rig::PgRig::shared("hosts sharing one PostgreSQL") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
-    let c = fresh(&dir, "shared");
-    let children: Vec<_> = (0..WORKERS)
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(snaptree_tests::redirect_file(&dir), rig.fresh_db()).unwrap();
+    mutate_and_replay(&dir, 4, 50, true);
+}
+
+/// `workers` processes run `ops` random operations each on one domain of `dir`'s store
+/// (each from a state directory of its own when `hosts`), then their logs are replayed.
+fn mutate_and_replay(dir: &std::path::Path, workers: usize, ops: usize, hosts: bool) {
+    let logs = tempfile::tempdir().unwrap();
+    let c = fresh(dir, "shared");
+    let children: Vec<_> = (0..workers)
         .map(|i| {
-            let log = tmp.path().join(format!("log-{i}.jsonl"));
+            let log = logs.path().join(format!("log-{i}.jsonl"));
+            let own = if hosts {
+                // A host of its own: its own state directory, the shared store.
+                let own = logs.path().join(format!("host-{i}"));
+                std::fs::create_dir_all(&own).unwrap();
+                std::fs::copy(
+                    snaptree_tests::redirect_file(dir),
+                    snaptree_tests::redirect_file(&own),
+                )
+                .unwrap();
+                own
+            } else {
+                dir.to_path_buf()
+            };
             let child = Command::new(WORKER)
                 .args([
                     "random",
-                    dir.to_str().unwrap(),
+                    own.to_str().unwrap(),
                     "shared",
                     &i.to_string(),
-                    &OPS_EACH.to_string(),
+                    &ops.to_string(),
                     &(0x5eed_0000 + i as u64 * 7919).to_string(),
                     log.to_str().unwrap(),
                 ])
@@ -77,7 +110,7 @@ fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
         "commits and acknowledgements differ"
     );
     assert!(
-        logged.len() > WORKERS * OPS_EACH / 2,
+        logged.len() > workers * ops / 2,
         "only {} operations succeeded",
         logged.len()
     );
@@ -91,7 +124,7 @@ fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
         logged.len()
     );
     assert!(
-        switches > 4 * WORKERS,
+        switches > 4 * workers,
         "the workers barely overlapped ({switches} switches)"
     );
 
@@ -122,7 +155,7 @@ fn processes_mutating_one_domain_lose_and_duplicate_nothing() {
             .collect::<BTreeSet<_>>()
     );
     // Every worker's snapshots carry its prefix: all of them took part.
-    for i in 0..WORKERS {
+    for i in 0..workers {
         let prefix = format!("p{i}-");
         assert!(
             logged.iter().flat_map(|l| &l.edits).any(

@@ -1,5 +1,8 @@
 //! The durable store: one SQLite database (`snaptree.db`, WAL mode) in a state directory,
-//! a lock file per domain, and the intent journal.
+//! a lock file per domain, and the intent journal; or, for a fleet of hosts, the same
+//! tables in PostgreSQL (`postgres/`, docs/fleet.md). Both sit behind [`catalog::Catalog`]
+//! (the domains) and [`crate::DomainStore`] (one handle's lock, change check and
+//! journal); [`StoreLocation`] picks one from a path or URI.
 //!
 //! Layout of a state directory (created 0700; every file in it 0600, whatever the umask):
 //!
@@ -22,18 +25,26 @@
 //! last commits, never corrupt); the journal entry written before the first physical step
 //! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
 
+pub mod catalog;
+pub(crate) mod location;
 mod lock;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod schema;
 pub(crate) mod sqlite;
+mod sqlite_catalog;
+mod tree_rows;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use location::{STORE_ENV, StoreLocation, redact};
 pub use lock::DomainLock;
-pub use schema::{MIGRATIONS, SCHEMA_VERSION};
+pub use schema::{Dialect, MIGRATIONS, SCHEMA_VERSION, render};
 pub use sqlite::{SqliteStore, StoredDomain};
+pub use sqlite_catalog::SqliteCatalog;
 
 use crate::error::{Error, Result};
 

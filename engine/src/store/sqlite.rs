@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::lock::DomainLock;
+use super::tree_rows::TreeBuilder;
 use super::{DB_FILE, SCHEMA_VERSION, db_error, open_db, unix_now};
 use crate::error::{Error, Result};
 use crate::journal::{DomainStore, JournalEntry};
@@ -107,7 +108,7 @@ fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerStat
     })
 }
 
-fn operation_name(op: &Operation) -> &'static str {
+pub(crate) fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create { .. } => "create",
         Operation::Revert { .. } => "revert",
@@ -275,10 +276,7 @@ impl SqliteStore {
             .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")
             .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)))
             .map_err(|e| db_error(&what, &self.path, e))?;
-        let mut tree = SnapshotTree::with_capacity(usize::try_from(count).unwrap_or(0));
-        let mut late: Vec<(Uuid, Uuid)> = Vec::new();
-        let mut on_retired: Vec<(Uuid, Uuid)> = Vec::new();
-        let mut bad: Option<String> = None;
+        let mut builder = TreeBuilder::with_capacity(count);
         tx.prepare_cached(
             "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired FROM snapshots \
              WHERE domain_id = ?1 ORDER BY seq",
@@ -293,19 +291,11 @@ impl SqliteStore {
                     creation_date: row.get(4)?,
                     state: state_column(row, 5)?,
                 };
-                if let Some(r) = opt_uuid_column(row, 6)? {
-                    on_retired.push((snapshot.uuid, r));
-                }
-                let mut parent = opt_uuid_column(row, 2)?;
-                if let Some(p) = parent
-                    && !tree.contains(&p)
-                {
-                    late.push((snapshot.uuid, p));
-                    parent = None;
-                }
-                if let Err(e) = tree.insert(snapshot, parent) {
-                    bad.get_or_insert_with(|| e.to_string());
-                }
+                builder.add(
+                    snapshot,
+                    opt_uuid_column(row, 2)?,
+                    opt_uuid_column(row, 6)?,
+                );
             }
             Ok(())
         })
@@ -324,36 +314,9 @@ impl SqliteStore {
             })
             .map_err(|e| db_error(&what, &self.path, e))?;
         tx.finish().map_err(|e| db_error(&what, &self.path, e))?;
-        if let Some(why) = bad {
-            return Err(self.corrupt(why));
-        }
-        for (child, parent) in late {
-            if !tree.contains(&parent) {
-                return Err(self.corrupt(format_args!(
-                    "snapshot {child} has parent {parent}, which does not exist"
-                )));
-            }
-            tree.set_parent(&child, Some(parent))
-                .map_err(|e| self.corrupt(e))?;
-        }
-        if let Some(c) = current {
-            tree.set_current(Some(c)).map_err(|_| {
-                self.corrupt(format_args!("the current snapshot {c} does not exist"))
-            })?;
-        }
-        for (r, _) in &retired {
-            tree.add_retired(*r);
-        }
-        for (r, parent) in retired {
-            if let Some(p) = parent {
-                tree.set_retired_parent(r, p).map_err(|e| self.corrupt(e))?;
-            }
-        }
-        for (s, r) in on_retired {
-            tree.set_on_retired(s, Some(r))
-                .map_err(|e| self.corrupt(e))?;
-        }
-        tree.set_live_on_retired(live_on);
+        let tree = builder
+            .finish(current, retired, live_on)
+            .map_err(|why| self.corrupt(why))?;
         self.data_version = Some(data_version);
         self.seen = signal.is_multiple_of(2).then_some(signal);
         Ok((tree, generation))

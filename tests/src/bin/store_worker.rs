@@ -31,7 +31,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use snaptree_engine::store::DomainLock;
 use snaptree_engine::testing::{CommitPoint, Fault, FaultAction, FaultSwitch, FaultyBackend};
 use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, PowerState, Uuid,
@@ -51,7 +50,7 @@ impl Rng {
 }
 
 fn open(dir: &str) -> Connection {
-    Connection::open(Some(Path::new(dir)))
+    Connection::open(Some(&snaptree_tests::store_of(Path::new(dir))))
         .unwrap_or_else(|e| panic!("open {dir}: {}", e.full_message()))
 }
 
@@ -227,33 +226,20 @@ fn signal_writer(
     Ok(())
 }
 
-/// (generation, snapshots) of a domain, read by plain SQL in one read transaction.
-fn oracle(db: &rusqlite::Connection, domain: &str) -> rusqlite::Result<(u64, usize)> {
-    db.query_row(
-        "SELECT generation, (SELECT count(*) FROM snapshots s WHERE s.domain_id = d.id) \
-         FROM domains d WHERE name = ?1",
-        [domain],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize)),
-    )
-}
-
 fn signal_reader(dir: &str, domain: &str, stop: &str) -> Result<(), String> {
     let conn = open(dir);
     let mut d = conn.open_domain(domain).map_err(|e| e.full_message())?;
-    let db = rusqlite::Connection::open(Path::new(dir).join("snaptree.db"))
-        .map_err(|e| e.to_string())?;
-    db.busy_timeout(Duration::from_secs(30))
-        .map_err(|e| e.to_string())?;
+    let mut oracle = snaptree_tests::Oracle::open(Path::new(dir));
     let mut iterations = 0u64;
     while !Path::new(stop).exists() {
         // First what is committed now, then the handle: a handle that shows anything older
         // missed a commit.
-        let (generation, count) = oracle(&db, domain).map_err(|e| e.to_string())?;
+        let (generation, count) = oracle.generation_and_count(domain);
         let len = d.tree().map_err(|e| e.full_message())?.len();
         let seen = d.generation().unwrap_or(0);
         if seen < generation || (seen == generation && len != count) || len < count {
             println!(
-                "MISSED: SQLite has generation {generation} with {count} snapshots, the handle \
+                "MISSED: the store has generation {generation} with {count} snapshots, the handle \
                  generation {seen} with {len}, after {iterations} reads"
             );
             return Err("a reader missed a commit".into());
@@ -315,16 +301,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         "hold-lock" => {
-            let conn = open(a(1));
-            let info = conn.lookup_domain(a(2)).unwrap();
-            let mut lock = DomainLock::open(
-                Path::new(a(1)),
-                &info.uuid,
-                &info.name,
-                Duration::from_secs(30),
-            )
-            .unwrap();
-            lock.acquire().unwrap();
+            let _lock = snaptree_tests::hold_lock(Path::new(a(1)), a(2));
             println!("LOCKED");
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_millis(a(3).parse().unwrap()));
