@@ -16,13 +16,18 @@
 //! O(snapshots): the layout after the plan is the layout before plus the layers whose
 //! physical parent the plan frees or creates, and the edits are checked only for those.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::plan::{Edit, Operation, Plan, Step};
 use crate::tree::SnapshotTree;
+
+/// Hash maps and sets keyed by uuid, with the tree's fast hasher (SipHash showed in the
+/// profile of a plan).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 #[cfg(test)]
 mod oracle;
@@ -53,8 +58,11 @@ pub struct Layout<'t> {
     snapshots_on: HashMap<Uuid, Vec<Uuid>>,
     /// Layer to the retired layers stored on it.
     retired_on: HashMap<Uuid, Vec<Uuid>>,
-    /// Each retired layer's rank.
-    retired_rank: HashMap<Uuid, Rank>,
+    /// Each retired layer's height: retired layers below it, down to the first layer that
+    /// is not retired.
+    height: HashMap<Uuid, u64>,
+    /// Each retired layer's rank, computed when first asked (most plans order nothing).
+    retired_rank: std::cell::OnceCell<HashMap<Uuid, Rank>>,
     /// The layer the live state sits on (None: the base, or detached).
     live: Option<Uuid>,
 }
@@ -65,7 +73,7 @@ impl<'t> Layout<'t> {
     /// its backend first, see `Domain`) or the retired layers' parents form a cycle.
     pub fn of(tree: &'t SnapshotTree) -> Result<Layout<'t>> {
         let retired = tree.retired();
-        let mut retired_on: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut retired_on: HashMap<Uuid, Vec<Uuid>> = HashMap::default();
         for r in retired {
             let p = tree.retired_parent(r).ok_or_else(|| {
                 Error::Internal(format!(
@@ -76,7 +84,7 @@ impl<'t> Layout<'t> {
                 retired_on.entry(p).or_default().push(*r);
             }
         }
-        let mut snapshots_on: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut snapshots_on: HashMap<Uuid, Vec<Uuid>> = HashMap::default();
         for (s, r) in tree.stored_on_retired() {
             snapshots_on.entry(r).or_default().push(s);
         }
@@ -84,24 +92,22 @@ impl<'t> Layout<'t> {
             tree,
             snapshots_on,
             retired_on,
-            retired_rank: HashMap::new(),
+            height: HashMap::default(),
+            retired_rank: std::cell::OnceCell::new(),
             live: tree
                 .live_on_retired()
                 .or_else(|| tree.current().map(|c| c.uuid)),
         };
-        layout.retired_rank = layout.rank_retired()?;
+        layout.height = layout.heights()?;
         Ok(layout)
     }
 
-    /// The ranks of the retired layers. A retired layer is placed by the first seed stored
-    /// on it through retired layers only: a snapshot on it or on a retired layer above it
-    /// (what is stored on that snapshot is created after it), else the least retired uuid
-    /// among the retired layers above it and itself. Layers placed by one seed lie on one
-    /// chain of retired layers, ordered by their height on it.
-    fn rank_retired(&self) -> Result<HashMap<Uuid, Rank>> {
+    /// The height of every retired layer; `INTERNAL` when retired layers are stored on
+    /// each other in a cycle.
+    fn heights(&self) -> Result<HashMap<Uuid, u64>> {
         let retired = self.tree.retired();
-        // Height: retired layers below, down to the first layer that is not retired.
-        let mut height: HashMap<Uuid, u64> = HashMap::with_capacity(retired.len());
+        let mut height: HashMap<Uuid, u64> =
+            HashMap::with_capacity_and_hasher(retired.len(), Default::default());
         for r in retired {
             let mut chain = Vec::new();
             let mut at = *r;
@@ -124,7 +130,18 @@ impl<'t> Layout<'t> {
                 height.insert(*u, base + i as u64);
             }
         }
-        let mut seed: HashMap<Uuid, Seed> = HashMap::with_capacity(retired.len());
+        Ok(height)
+    }
+
+    /// The ranks of the retired layers. A retired layer is placed by the first seed stored
+    /// on it through retired layers only: a snapshot on it or on a retired layer above it
+    /// (what is stored on that snapshot is created after it), else the least retired uuid
+    /// among the retired layers above it and itself. Layers placed by one seed lie on one
+    /// chain of retired layers, ordered by their height on it.
+    fn rank_retired(&self) -> HashMap<Uuid, Rank> {
+        let retired = self.tree.retired();
+        let mut seed: HashMap<Uuid, Seed> =
+            HashMap::with_capacity_and_hasher(retired.len(), Default::default());
         for r in retired {
             let own = self
                 .snapshots_on
@@ -138,7 +155,7 @@ impl<'t> Layout<'t> {
             seed.insert(*r, own);
         }
         // Highest first, so each layer hands its seed down once it has its own.
-        let mut by_height: Vec<(u64, Uuid)> = height.iter().map(|(u, h)| (*h, *u)).collect();
+        let mut by_height: Vec<(u64, Uuid)> = self.height.iter().map(|(u, h)| (*h, *u)).collect();
         by_height.sort_unstable_by(|a, b| b.cmp(a));
         for (_, r) in &by_height {
             if let Some(p) = self.parent(r).filter(|p| retired.contains(p)) {
@@ -147,10 +164,10 @@ impl<'t> Layout<'t> {
                 *theirs = (*theirs).min(mine);
             }
         }
-        Ok(by_height
+        by_height
             .into_iter()
             .map(|(h, r)| (r, (seed[&r], h)))
-            .collect())
+            .collect()
     }
 
     /// The layer's physical parent: `None` when it is not a layer, `Some(None)` for one on
@@ -177,7 +194,8 @@ impl<'t> Layout<'t> {
 
     /// Where a layer sits in the parents-first order; None for what is not a layer.
     fn rank(&self, layer: &Uuid) -> Option<Rank> {
-        if let Some(r) = self.retired_rank.get(layer) {
+        let ranks = self.retired_rank.get_or_init(|| self.rank_retired());
+        if let Some(r) = ranks.get(layer) {
             return Some(*r);
         }
         self.tree
@@ -202,6 +220,28 @@ impl<'t> Layout<'t> {
         out.dedup();
         out.retain(|c| self.parent_of(c) == Some(Some(*layer)));
         out
+    }
+
+    /// How many layers not in `gone` are stored directly on `layer` (what
+    /// `dependents_unordered` counts, without building the list).
+    fn dependents_not_in(&self, layer: &Uuid, gone: &BTreeSet<Uuid>) -> usize {
+        if self.tree.contains(layer) {
+            return self
+                .dependents_unordered(layer)
+                .iter()
+                .filter(|c| !gone.contains(*c))
+                .count();
+        }
+        let retired = self.tree.retired();
+        let on = |c: &&Uuid| !gone.contains(*c) && self.parent_of(c) == Some(Some(*layer));
+        // A uuid both retired and a snapshot is listed in both; count it once.
+        let snapshots = self.snapshots_on.get(layer).into_iter().flatten();
+        let snapshots = snapshots
+            .filter(|c| !retired.contains(*c))
+            .filter(on)
+            .count();
+        let layers = self.retired_on.get(layer).into_iter().flatten();
+        snapshots + layers.filter(on).count()
     }
 
     /// The layers stored directly on `layer`, parents-first.
@@ -276,16 +316,16 @@ impl<'t> EditedTree<'t> {
     fn new(tree: &'t SnapshotTree) -> EditedTree<'t> {
         EditedTree {
             tree,
-            added: HashMap::new(),
-            parent: HashMap::new(),
-            removed: HashMap::new(),
+            added: HashMap::default(),
+            parent: HashMap::default(),
+            removed: HashMap::default(),
             current: tree.current().map(|c| c.uuid),
             retired: tree.retired().clone(),
             cleared: false,
-            retired_parent: HashMap::new(),
-            on_retired: HashMap::new(),
+            retired_parent: HashMap::default(),
+            on_retired: HashMap::default(),
             live_on_retired: tree.live_on_retired(),
-            touched: HashSet::new(),
+            touched: HashSet::default(),
         }
     }
 
@@ -468,11 +508,11 @@ fn complete_affected(tree: &SnapshotTree, mut plan: Plan) -> Result<Plan> {
     edited.apply(&plan.edits);
     let retired_after = edited.retired.clone();
     // 3. The physical layout after the steps.
-    let mut known = HashMap::new();
+    let mut known = HashMap::default();
     let mut after = LayoutAfter {
         before: &layout,
         freed: &freed,
-        moved: HashMap::new(),
+        moved: HashMap::default(),
         reclaimed: BTreeSet::new(),
         live: if detach {
             None
@@ -519,14 +559,7 @@ fn complete_affected(tree: &SnapshotTree, mut plan: Plan) -> Result<Plan> {
     // 4. Retired data left without dependents, freed by the same plan.
     let mut users: HashMap<Uuid, usize> = retired_after
         .difference(&freed)
-        .map(|r| {
-            let stay = layout
-                .dependents_unordered(r)
-                .iter()
-                .filter(|c| !freed.contains(*c))
-                .count();
-            (*r, stay)
-        })
+        .map(|r| (*r, layout.dependents_not_in(r, &freed)))
         .collect();
     for p in after.moved.values().flatten().chain(after.live.iter()) {
         if let Some(n) = users.get_mut(p) {
@@ -593,6 +626,10 @@ fn stacked_retired(
     detach: bool,
 ) -> Result<BTreeSet<Uuid>> {
     let retired = layout.tree.retired();
+    if discarded.is_empty() && !detach {
+        // Only a discarded snapshot or a detach stacks anything.
+        return Ok(BTreeSet::new());
+    }
     let mut stacked: BTreeSet<Uuid> = if detach {
         retired.clone()
     } else {

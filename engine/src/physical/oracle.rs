@@ -400,8 +400,8 @@ thread_local! {
 /// Panics unless `done` (what `physical::complete` made of `asked`) is what the oracle
 /// makes of it: the same plan, or an error with the same code and message.
 pub(super) fn assert_same(tree: &SnapshotTree, asked: Plan, done: &Result<Plan>) {
-    let nontrivial = !tree.retired().is_empty()
-        || asked.edits.iter().any(|e| matches!(e, Edit::Retire { .. }));
+    let nontrivial =
+        !tree.retired().is_empty() || asked.edits.iter().any(|e| matches!(e, Edit::Retire { .. }));
     let want = complete(tree, asked.clone());
     match (&want, done) {
         (Ok(w), Ok(d)) => assert_eq!(w, d, "complete differs from its oracle on {asked:?}"),
