@@ -308,6 +308,8 @@ struct EditedTree<'t> {
     retired_parent: HashMap<Uuid, Option<Option<Uuid>>>,
     on_retired: HashMap<Uuid, Option<Uuid>>,
     live_on_retired: Option<Uuid>,
+    /// Whether an edit set a retired layer's physical parent.
+    placed_retired: bool,
     /// Snapshots an edit changed the parent, existence or physical place of.
     touched: HashSet<Uuid>,
 }
@@ -325,6 +327,7 @@ impl<'t> EditedTree<'t> {
             retired_parent: HashMap::default(),
             on_retired: HashMap::default(),
             live_on_retired: tree.live_on_retired(),
+            placed_retired: false,
             touched: HashSet::default(),
         }
     }
@@ -365,6 +368,7 @@ impl<'t> EditedTree<'t> {
                 }
                 Edit::SetRetiredParent { snapshot, parent } => {
                     self.retired_parent.insert(*snapshot, Some(*parent));
+                    self.placed_retired = true;
                 }
                 Edit::SetOnRetired { snapshot, retired } => {
                     self.on_retired.insert(*snapshot, *retired);
@@ -702,7 +706,16 @@ fn record_layout(
             ))),
         }
     };
-    for r in &tree.retired {
+    // A retired layer the plan neither moves, frees nor retires keeps the parent the tree
+    // records for it, unless the edits cleared or set those records.
+    let all = tree.cleared || tree.placed_retired;
+    let changed = |r: &&Uuid| {
+        all || layout.moved.contains_key(*r)
+            || layout.freed.contains(*r)
+            || layout.reclaimed.contains(*r)
+            || !tree.tree.retired().contains(*r)
+    };
+    for r in tree.retired.iter().filter(changed) {
         let Some(p) = layout.parent_of(r) else {
             return Err(Error::Internal(format!(
                 "retired snapshot {r} has no physical place"
