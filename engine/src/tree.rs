@@ -531,6 +531,17 @@ impl SnapshotTree {
         self.physical.live_on_retired
     }
 
+    /// Every snapshot stored on a retired layer, with that layer (any order).
+    pub fn stored_on_retired(&self) -> impl Iterator<Item = (Uuid, Uuid)> + '_ {
+        self.physical.on_retired.iter().map(|(s, r)| (*s, *r))
+    }
+
+    /// A snapshot's place in creation order (what [`SnapshotTree::iter`] sorts by): a
+    /// snapshot is always created after its parent.
+    pub fn creation_seq(&self, uuid: &Uuid) -> Option<u64> {
+        self.by_uuid.get(uuid).map(|i| self.graph[*i].seq)
+    }
+
     /// Whether every retired layer's physical parent is known (false only for metadata
     /// written before schema version 3, until the engine learns it from the backend).
     pub fn physical_known(&self) -> bool {
