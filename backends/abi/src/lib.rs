@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_0_vtable_ends_at_write_guest_and_1_1_appends_adopt() {
+    fn the_1_0_vtable_ends_at_write_guest_1_1_appends_adopt_and_1_2_estimate() {
         assert_eq!(
             VTABLE_MIN_SIZE,
             std::mem::offset_of!(snaptree_backend_vtable, adopt),
@@ -67,9 +67,15 @@ mod tests {
         assert_eq!(
             std::mem::offset_of!(snaptree_backend_vtable, adopt) + std::mem::size_of::<usize>(),
             std::mem::size_of::<snaptree_backend_vtable>(),
-            "ABI 1.1 ends at adopt"
+            std::mem::offset_of!(snaptree_backend_vtable, estimate),
+            "ABI 1.2 appends estimate right after adopt"
         );
-        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 1);
+        assert_eq!(
+            std::mem::offset_of!(snaptree_backend_vtable, estimate) + std::mem::size_of::<usize>(),
+            std::mem::size_of::<snaptree_backend_vtable>(),
+            "ABI 1.2 ends at estimate"
+        );
+        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 2);
         assert_eq!(
             abi_major(SNAPTREE_BACKEND_ABI_VERSION),
             SNAPTREE_BACKEND_ABI_MAJOR

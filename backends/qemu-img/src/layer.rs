@@ -78,6 +78,7 @@ fn refuse_existing(path: &Path) -> Result<()> {
 /// One extent of `qemu-img map --output=json`.
 #[derive(Deserialize)]
 struct Extent {
+    start: u64,
     length: u64,
     data: bool,
 }
@@ -101,6 +102,15 @@ pub fn allocated_bytes(layer: &Path) -> Result<u64> {
 
 /// [`allocated_bytes`] answered by `qemu-img map` (a process, 5–50 ms).
 pub fn allocated_bytes_by_map(layer: &Path) -> Result<u64> {
+    Ok(map_extents(layer)?
+        .iter()
+        .filter(|e| e.data)
+        .map(|e| e.length)
+        .sum())
+}
+
+/// `qemu-img map` of the file `layer` alone (its backing ignored).
+fn map_extents(layer: &Path) -> Result<Vec<Extent>> {
     let filename = layer.to_str().ok_or_else(|| Error::NonUtf8Path {
         image: layer.to_path_buf(),
     })?;
@@ -114,8 +124,7 @@ pub fn allocated_bytes_by_map(layer: &Path) -> Result<u64> {
         .arg("-U")
         .arg("--output=json")
         .arg(format!("json:{spec}"));
-    let extents: Vec<Extent> = parse_json(&cmd, &cmd.run()?.stdout)?;
-    Ok(extents.iter().filter(|e| e.data).map(|e| e.length).sum())
+    parse_json(&cmd, &cmd.run()?.stdout)
 }
 
 /// Incompatible feature bits this reader cannot count through: external data file (2),
@@ -130,13 +139,94 @@ const L2_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
 /// L1 entry: the L2 table's offset, bits 9–55.
 const L1_OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
 
+/// Which guest clusters a qcow2 file holds data for itself, ignoring its backing chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMap {
+    /// The file's cluster size in bytes.
+    pub cluster: u64,
+    /// The image's virtual size in bytes.
+    pub size: u64,
+    /// The L1 table's length in bytes.
+    pub l1_bytes: u64,
+    /// The guest clusters (offset / cluster) with data in this file, ascending.
+    pub clusters: Vec<u64>,
+}
+
+impl ClusterMap {
+    /// Guest clusters one L2 table maps.
+    pub fn l2_span(&self) -> u64 {
+        self.cluster / 8
+    }
+
+    /// Bytes of guest data these clusters hold (the last one only up to the virtual size).
+    pub fn data_bytes(&self) -> u64 {
+        self.clusters
+            .iter()
+            .map(|c| (self.size.saturating_sub(c * self.cluster)).min(self.cluster))
+            .sum()
+    }
+}
+
+/// The guest clusters the qcow2 file `layer` holds data for itself: counted in process from
+/// its L1/L2 tables, or by `qemu-img map` (extents rounded out to whole clusters) when the
+/// image has subclusters or an external data file.
+pub fn allocated_clusters(layer: &Path) -> Result<ClusterMap> {
+    if let Some(map) = read_cluster_map(layer) {
+        return Ok(map);
+    }
+    let header = crate::header::read_header(layer).map_err(|e| Error::Failed {
+        command: format!("reading the qcow2 header of {}", layer.display()),
+        message: e.to_string(),
+    })?;
+    let cluster = cluster_size(layer)?;
+    let mut clusters = Vec::new();
+    for e in map_extents(layer)?.into_iter().filter(|e| e.data) {
+        let first = e.start / cluster;
+        let end = (e.start + e.length).div_ceil(cluster);
+        clusters.extend(first..end);
+    }
+    clusters.sort_unstable();
+    clusters.dedup();
+    Ok(ClusterMap {
+        cluster,
+        size: header.size,
+        l1_bytes: header.size.div_ceil(cluster * (cluster / 8)) * 8,
+        clusters,
+    })
+}
+
+/// The cluster size the qcow2 header of `path` declares (bytes 20–23: `cluster_bits`).
+fn cluster_size(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = [0u8; 24];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(io)?;
+    let bits = u32::from_be_bytes(head[20..24].try_into().expect("4 bytes"));
+    if !(9..=21).contains(&bits) {
+        return Err(Error::Failed {
+            command: format!("reading the qcow2 header of {}", path.display()),
+            message: format!("cluster_bits {bits} is out of range"),
+        });
+    }
+    Ok(1 << bits)
+}
+
+fn count_allocated(path: &Path) -> Option<u64> {
+    read_cluster_map(path).map(|m| m.data_bytes())
+}
+
 /// The guest data a qcow2 file holds itself, counted from its L1 and L2 tables as `qemu-img
 /// map` with `backing: null` reports it (qcow2 specification, "Cluster mapping"): a
 /// cluster holds data when it is compressed, or has a host offset and is not marked as
 /// zeroes; the last cluster counts only up to the virtual size. `None` when the image is
 /// not one this reader counts (not qcow2, subclusters, external data file, a table out of
 /// the file): the caller asks qemu-img.
-fn count_allocated(path: &Path) -> Option<u64> {
+fn read_cluster_map(path: &Path) -> Option<ClusterMap> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let mut head = [0u8; 104];
@@ -196,10 +286,10 @@ fn count_allocated(path: &Path) -> Option<u64> {
             }
         }
     }
-    Some(
-        clusters_with_data
-            .into_iter()
-            .map(|c| (size.saturating_sub(c * cluster)).min(cluster))
-            .sum(),
-    )
+    Some(ClusterMap {
+        cluster,
+        size,
+        l1_bytes: l1_size as u64 * 8,
+        clusters: clusters_with_data,
+    })
 }

@@ -33,8 +33,8 @@ mod vtable;
 pub use error::{PluginError, PluginResult};
 pub use snaptree_abi as abi;
 pub use snaptree_engine::{
-    Adoption, Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, Step,
-    StepKind, Uuid,
+    Adoption, Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, SpaceUse,
+    Step, StepKind, Uuid,
 };
 
 use std::ffi::CStr;
@@ -56,6 +56,10 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
     /// Whether [`adopt`](SnaptreeBackend::adopt) is implemented (ABI 1.1). When false its
     /// slot is NULL, and the engine refuses a REDEFINE of a new snapshot up front.
     const ADOPT: bool = false;
+
+    /// Whether [`estimate`](SnaptreeBackend::estimate) is implemented (ABI 1.2). When
+    /// false its slot is NULL and the engine runs plans without a space check.
+    const ESTIMATE: bool = false;
 
     /// The steps implemented and the power states each needs, for every domain. An
     /// optional step (merge_into_parent, consolidate, detach_live, forget) that is not
@@ -97,6 +101,16 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
             "this backend cannot adopt existing data (snapshot '{}')",
             adoption.name
         )))
+    }
+
+    /// What `step` would write and free on each file system, from the current physical
+    /// state (SEMANTICS.md §7.7, ABI 1.2); `None` when this step cannot be estimated. The
+    /// ABI passes only the step's kind, snapshot and parent: a create's name and
+    /// description arrive empty and a revert's power state as shut off. Set
+    /// [`ESTIMATE`](SnaptreeBackend::ESTIMATE) when implemented.
+    fn estimate(&mut self, step: &Step) -> PluginResult<Option<Vec<SpaceUse>>> {
+        let _ = step;
+        Ok(None)
     }
 
     /// Test hook: a digest of the content of the live state or of a snapshot, equal for

@@ -300,6 +300,7 @@ static const snaptree_backend_vtable vtable = {
     sim_content_digest,
     sim_write_guest_hook,
     sim_adopt,
+    NULL, /* estimate: the sim keeps its layers in memory-sized files and does not estimate */
 };
 
 /* The one exported symbol: the library is built with hidden visibility for the rest. */
