@@ -106,6 +106,13 @@
 #define SNAPTREE_ERR_INCOMPLETE 13
 
 /**
+ * Error code: the operation does not fit: a file system it writes on has less free space
+ * than the backend estimates it needs. Nothing ran; the message names the file system, the
+ * bytes needed and the bytes free.
+ */
+#define SNAPTREE_ERR_NO_SPACE 14
+
+/**
  * `snaptree_snapshot_create_xml` flag: REDEFINE: import the snapshot's whole metadata
  * and adopt data the backend already holds instead of freezing the live state
  * (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, same value).

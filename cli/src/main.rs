@@ -122,6 +122,11 @@ fn revert_state(s: RevertStateArgs) -> Option<PowerState> {
 
 fn print_plan(d: &mut Domain, plan: &Plan) -> Result<(), Failure> {
     out!("{}", output::describe_plan(d.tree()?, plan));
+    if !plan.steps.is_empty() {
+        let estimate = d.estimate_space(plan)?;
+        let backend = d.backend().name().to_string();
+        out!("{}", output::describe_space(&backend, estimate.as_ref()));
+    }
     Ok(())
 }
 

@@ -301,6 +301,24 @@ impl QemuBackend {
 }
 
 impl QemuBackend {
+    /// What `step` would write and free on each file system (SEMANTICS.md §7.7), from
+    /// the plan it would run offline now. `None` while the VM runs (live steps are not
+    /// estimated) or when the files cannot be read for an estimate (the step then runs
+    /// and reports its own error).
+    pub fn estimate_step(
+        &mut self,
+        step: &Step,
+    ) -> snaptree_engine::Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        if self.live_now()?.is_some() {
+            return Ok(None);
+        }
+        adopt::refresh(&mut self.disks)?;
+        let estimate = self
+            .plans(step)
+            .and_then(|plans| crate::offline::space::estimate(&plans));
+        Ok(estimate.ok())
+    }
+
     /// The `adopt` step of a REDEFINE (see `adopt`): offline from the files, live (a
     /// running VM's internal disks) from the tags QEMU reports. Changes no data.
     pub fn adopt_existing(&mut self, adoption: &Adoption) -> snaptree_engine::Result<()> {
@@ -361,6 +379,13 @@ impl Backend for QemuBackend {
         self.adopt_existing(adoption)?;
         progress.report(1.0);
         Ok(())
+    }
+
+    fn estimate(
+        &mut self,
+        step: &Step,
+    ) -> snaptree_engine::Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        self.estimate_step(step)
     }
 
     #[cfg(feature = "test-hooks")]
