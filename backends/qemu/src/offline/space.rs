@@ -164,7 +164,9 @@ fn same(a: &Path, b: &Path) -> bool {
 }
 
 /// Bytes a file grows by when it takes data for `clusters`: every one it does not hold
-/// yet, and an L2 table for every table's span it does not use yet.
+/// yet, an L2 table for every table's span it does not use yet, and, when it grows at
+/// all, one cluster for the metadata qemu rewrites elsewhere (a refcount block; measured:
+/// a commit of 3 MiB grew its target by 3 MiB and 4 KiB).
 fn grown(file: &ClusterMap, clusters: &BTreeSet<u64>) -> u64 {
     let held: BTreeSet<u64> = file.clusters.iter().copied().collect();
     let span = file.l2_span();
@@ -175,7 +177,10 @@ fn grown(file: &ClusterMap, clusters: &BTreeSet<u64>) -> u64 {
         .map(|c| c / span)
         .filter(|t| !tables.contains(t))
         .collect();
-    (new.len() as u64 + new_tables.len() as u64) * file.cluster
+    if new.is_empty() {
+        return 0;
+    }
+    (new.len() as u64 + new_tables.len() as u64 + 1) * file.cluster
 }
 
 /// qemu-img's empty overlay for an image like `like`: header, refcount table, refcount
