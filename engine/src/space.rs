@@ -101,7 +101,10 @@ mod tests {
         e.add(&[on(1, 20, 40, 90)]);
         assert_eq!(e.file_systems.len(), 2);
         let a = &e.file_systems[0];
-        assert_eq!((a.written, a.freed, a.free_before, a.free_after()), (30, 40, 100, 110));
+        assert_eq!(
+            (a.written, a.freed, a.free_before, a.free_after()),
+            (30, 40, 100, 110)
+        );
         assert!(e.shortfall().is_none());
         e.add(&[on(2, 3, 0, 7)]);
         // 8 bytes written on a file system with 7 free; frees do not count before the end.

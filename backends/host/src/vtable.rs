@@ -486,7 +486,9 @@ impl Vtable {
         if uses.bad_entry {
             return Err(Error::Backend {
                 backend: self.name.to_string(),
-                message: "estimate reported a file system with a NULL entry or a path that is not UTF-8".into(),
+                message:
+                    "estimate reported a file system with a NULL entry or a path that is not UTF-8"
+                        .into(),
             });
         }
         Ok((known != 0).then_some(uses.uses))

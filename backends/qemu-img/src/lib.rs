@@ -39,8 +39,9 @@ pub use header::{HeaderError, Qcow2Header, read_header};
 pub use info::{ImageInfo, InternalSnapshot, backing_chain, info, info_force_share};
 pub use internal::{snapshot_apply, snapshot_create, snapshot_delete, snapshot_list};
 pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
-pub use space::{FileSystem, allocated_on_disk, file_system};
 pub use layer::{
-    ClusterMap, allocated_bytes, allocated_clusters, allocated_bytes_by_map, create, create_overlay, create_overlay_unopened,
+    ClusterMap, allocated_bytes, allocated_bytes_by_map, allocated_clusters, create,
+    create_overlay, create_overlay_unopened, mapped_entries, release_copied_clusters,
 };
 pub use lock::{check_writable, check_writable_by_qemu_io};
+pub use space::{FileSystem, allocated_on_disk, file_system};

@@ -102,6 +102,10 @@ mod tests {
         let target = cols.next().unwrap();
         assert_eq!(there.mount, Path::new(target));
         // Other tests write concurrently: within 64 MiB.
-        assert!(there.free.abs_diff(avail) < 64 << 20, "{} vs df {avail}", there.free);
+        assert!(
+            there.free.abs_diff(avail) < 64 << 20,
+            "{} vs df {avail}",
+            there.free
+        );
     }
 }

@@ -94,6 +94,15 @@ impl SmallFs {
         assert_eq!(self.free(), left, "the filler leaves {left} bytes free");
     }
 
+    /// Another writer: writes until the file system is full (racing whatever else writes).
+    fn fill_up(&self) {
+        let mut f = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        // Flushing what the page cache holds may fail too; the disk is full either way.
+        let _ = f.sync_all();
+    }
+
     fn unfill(&self) {
         let _ = std::fs::remove_file(self.filler());
     }
@@ -170,7 +179,10 @@ fn contents(d: &mut Domain) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(n, u)| (n, hooks.content_digest(ContentRef::Snapshot(u)).unwrap()))
         .collect();
-    out.insert("live".into(), hooks.content_digest(ContentRef::Live).unwrap());
+    out.insert(
+        "live".into(),
+        hooks.content_digest(ContentRef::Live).unwrap(),
+    );
     out
 }
 
@@ -263,7 +275,10 @@ fn refused_then_fits(mode: &'static str, op: Op) {
     let names_before = before.keys().cloned().collect::<Vec<_>>();
     let need = written(&mut d, &fs, op);
     let page = 4096;
-    assert!(need >= page, "{mode} {op:?}: every operation here writes: {need}");
+    assert!(
+        need >= page,
+        "{mode} {op:?}: every operation here writes: {need}"
+    );
     {
         // One page short: refused, nothing changed.
         let short = need.div_ceil(page) * page - page;
@@ -280,7 +295,11 @@ fn refused_then_fits(mode: &'static str, op: Op) {
         );
         assert_eq!(fs.free(), short, "{mode} {op:?}: free space unchanged");
         assert_eq!(fs.files(), files, "{mode} {op:?}: every byte unchanged");
-        assert_eq!(contents(&mut d), before, "{mode} {op:?}: contents unchanged");
+        assert_eq!(
+            contents(&mut d),
+            before,
+            "{mode} {op:?}: contents unchanged"
+        );
     }
     // Exactly the estimate free (page-rounded): it runs.
     fs.leave_free(need.div_ceil(page) * page);
@@ -293,7 +312,10 @@ fn refused_then_fits(mode: &'static str, op: Op) {
         .into_iter()
         .filter(|(n, _)| after.contains_key(n))
         .collect();
-    assert_eq!(after, want, "{mode} {op:?}: survivors' contents ({names_before:?} before)");
+    assert_eq!(
+        after, want,
+        "{mode} {op:?}: survivors' contents ({names_before:?} before)"
+    );
     d.check_agreement().unwrap();
 }
 
@@ -309,4 +331,78 @@ fn internal_every_operation_is_refused_when_short_and_runs_when_it_fits() {
     for op in OPS {
         refused_then_fits("internal", op);
     }
+}
+
+/// A forced mid-step ENOSPC: another writer fills the file system as soon as a consolidate
+/// (by safe rebase, copying 20 MiB into the dependent) reports its first progress. The
+/// step fails and is undone with nothing changed, the clusters the rebase had copied are
+/// given back (free space as before, measured with the other writer's file removed), every
+/// content is intact, and once the space is free again the same delete succeeds.
+#[test]
+fn a_rebase_that_runs_out_of_space_mid_way_gives_the_space_back() {
+    let Some(fs) = SmallFs::mount("64m") else {
+        return;
+    };
+    let disks = create_disks(fs.path(), &["external"], 32 * MIB);
+    let xml = domain_xml(&disks, &["external"]);
+    let backend = QemuBackend::open(&xml).unwrap();
+    let handle = backend.handle();
+    handle.set_consolidate_policy(snaptree_backend_qemu::ConsolidatePolicy::AlwaysRebase);
+    let mut d = Domain::ephemeral(&xml, Box::new(backend)).unwrap();
+    for (name, pattern, at, len) in [
+        (Some("A"), 0xa1, 0, 2 * MIB),
+        (Some("B"), 0xb2, 2 * MIB, 20 * MIB),
+        (Some("C"), 0xc3, 30 * MIB, MIB),
+        (None, 0xd4, 31 * MIB, MIB),
+    ] {
+        qi::io_write_pattern(&disks[0], pattern, at, len).unwrap();
+        if let Some(name) = name {
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>{name}</name></domainsnapshot>"
+            ))
+            .unwrap();
+        }
+    }
+    let before = contents(&mut d);
+    let free_before = fs.free();
+    let op = Op::Delete("B", DeleteMode::Consolidate);
+    let need = written(&mut d, &fs, op);
+    assert!(
+        need >= 20 * MIB && need < free_before,
+        "{need} of {free_before}"
+    );
+    let b = common::uuid(&mut d, "B");
+    let mut filled = false;
+    let err = d
+        .delete(&b, DeleteMode::Consolidate, &mut |_f: f64| {
+            if !filled {
+                filled = true;
+                fs.fill_up();
+            }
+            true
+        })
+        .expect_err("the rebase runs out of space");
+    assert!(filled, "the step reported progress");
+    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+    let text = err.full_message();
+    assert!(
+        text.contains("No space left on device") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    fs.unfill();
+    assert_eq!(
+        fs.free(),
+        free_before,
+        "the failed step gave back every byte it took"
+    );
+    assert_eq!(contents(&mut d), before, "every content intact");
+    d.check_agreement().unwrap();
+    op.run(&mut d).unwrap();
+    let after = contents(&mut d);
+    let want: BTreeMap<String, String> = op
+        .expected(&before)
+        .into_iter()
+        .filter(|(n, _)| after.contains_key(n))
+        .collect();
+    assert_eq!(after, want);
 }

@@ -121,7 +121,11 @@ fn op_space(op: &Op, maps: &mut Maps) -> Result<(PathBuf, u64, u64)> {
         Op::InternalMerge { image, .. } => {
             // Two snapshots made (stash, the parent again) and three deletions.
             let map = maps.get(image)?;
-            (image.clone(), 2 * internal_snapshot(map) + 3 * map.cluster, 0)
+            (
+                image.clone(),
+                2 * internal_snapshot(map) + 3 * map.cluster,
+                0,
+            )
         }
         Op::WriteMeta { path, .. } => (path.clone(), RECORD_BYTES, 0),
         Op::Unfreeze { live, .. } | Op::Unswap { live, .. } => (live.clone(), 0, 0),
