@@ -88,6 +88,11 @@ pub struct ListOpts {
     /// Print JSON (see the README for the fields).
     #[arg(long)]
     pub json: bool,
+    /// Add what each snapshot holds, as its backend estimates it: Held (bytes only its
+    /// data holds) and Frees (bytes a --consolidate delete of it would free); in JSON,
+    /// `held_bytes` and `frees_bytes` (null: the backend cannot estimate).
+    #[arg(long, conflicts_with_all = ["tree", "name"])]
+    pub size: bool,
 }
 
 /// The delete mode flags, as virsh spells them.

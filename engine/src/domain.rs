@@ -11,7 +11,7 @@ use crate::journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 use crate::model::PowerState;
 use crate::plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 use crate::planner::{self, CreateContext, RedefineContext};
-use crate::space::SpaceEstimate;
+use crate::space::{SnapshotSize, SpaceEstimate};
 use crate::tree::SnapshotTree;
 use crate::xml::{DomainXml, SnapshotXml};
 
@@ -652,6 +652,36 @@ impl Domain {
             }
         }
         Ok(Some(total))
+    }
+
+    /// What a snapshot holds (SEMANTICS.md §7.7): the bytes only its data holds, and the
+    /// bytes a CONSOLIDATE delete of it would free, summed over every file system, as the
+    /// backend estimates them. `None` when the backend cannot estimate, or cannot
+    /// consolidate that snapshot now. Changes nothing.
+    pub fn snapshot_size(&mut self, snapshot: &Uuid) -> Result<Option<SnapshotSize>> {
+        let plan = match self.plan_delete(snapshot, DeleteMode::Consolidate) {
+            Ok(plan) => plan,
+            Err(e) if e.code() == ErrorCode::OperationInvalid => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(whole) = self.estimate_space(&plan)? else {
+            return Ok(None);
+        };
+        let Some(own) = self.backend.estimate(&Step::Consolidate {
+            snapshot: *snapshot,
+        })?
+        else {
+            return Ok(None);
+        };
+        let held = own.iter().map(|u| u.freed).sum();
+        let (freed, written) = whole
+            .file_systems
+            .iter()
+            .fold((0u64, 0u64), |(f, w), fs| (f + fs.freed, w + fs.written));
+        Ok(Some(SnapshotSize {
+            held,
+            frees: freed.saturating_sub(written),
+        }))
     }
 
     /// Refuses, with `NO_SPACE` naming the file system, a plan whose estimated writes do

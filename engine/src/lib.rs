@@ -38,6 +38,6 @@ pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
 pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
-pub use space::{FileSystemSpace, SpaceEstimate, SpaceUse};
+pub use space::{FileSystemSpace, SnapshotSize, SpaceEstimate, SpaceUse};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

@@ -80,6 +80,17 @@ impl SpaceEstimate {
     }
 }
 
+/// What one snapshot holds (ZFS's `used` for snapshot trees), as its backend estimates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSize {
+    /// Bytes held only by this snapshot's own data (what freeing its data releases before
+    /// anything is copied out of it).
+    pub held: u64,
+    /// Bytes a CONSOLIDATE delete of it would free: what it holds less what its
+    /// dependents must take over (0 when they take over more than it frees).
+    pub frees: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
