@@ -28,7 +28,8 @@
  * a plugin whose major version is not its own, whose struct_size is smaller than the 1.0
  * vtable, or whose mandatory slots are NULL.
  *
- * History: 1.0 ends at write_guest. 1.1 appends adopt. 1.2 appends estimate.
+ * History: 1.0 ends at write_guest. 1.1 appends adopt. 1.2 appends save_manifest and
+ * load_manifest. 1.3 appends estimate.
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -45,7 +46,7 @@ extern "C" {
 /** The major version of this ABI: a plugin of another major version is refused. */
 #define SNAPTREE_BACKEND_ABI_MAJOR 1
 /** The minor version of this ABI: minor versions only add slots at the vtable's end. */
-#define SNAPTREE_BACKEND_ABI_MINOR 2
+#define SNAPTREE_BACKEND_ABI_MINOR 3
 /** The ABI version a plugin puts in its vtable: major in the high 16 bits, minor low. */
 #define SNAPTREE_BACKEND_ABI_VERSION ((SNAPTREE_BACKEND_ABI_MAJOR << 16) | SNAPTREE_BACKEND_ABI_MINOR)
 
@@ -141,6 +142,11 @@ typedef int (*snaptree_progress_fn)(void *ctx, double fraction);
  * when the layer sits on the base). Both pointers are valid only during the call.
  */
 typedef void (*snaptree_layer_fn)(void *ctx, const snaptree_uuid *snapshot, const snaptree_uuid *parent);
+
+/**
+ * Receives a text of `len` bytes (NUL-terminated as well); valid only during the call.
+ */
+typedef void (*snaptree_text_fn)(void *ctx, const char *text, size_t len);
 
 /**
  * One step's use of one file system, as estimate reports it (SEMANTICS.md 7.7).
@@ -261,6 +267,27 @@ typedef struct snaptree_backend_vtable {
                  unsigned int flags, snaptree_backend_error *err);
 
     /* ---- ABI 1.2 ---- */
+
+    /**
+     * Keeps `manifest` (`len` bytes of UTF-8, NUL-terminated as well: the engine's
+     * description of every snapshot — names, descriptions, dates, parents, current) beside
+     * the domain's data, durably, replacing the one kept before, so that a lost state
+     * directory can be rebuilt from the data alone (`snaptree adopt`). The engine calls it
+     * after an operation's last step and before it records the operation as done, so the
+     * manifest is never older than the data; an empty `manifest` (len 0) means the domain
+     * has no snapshot left, and the backend may remove what it kept. Optional, together
+     * with load_manifest.
+     */
+    int (*save_manifest)(void *handle, const char *manifest, size_t len, unsigned int flags,
+                         snaptree_backend_error *err);
+    /**
+     * Calls `text` once with the manifest kept beside the domain's data, or not at all when
+     * there is none. Optional, together with save_manifest.
+     */
+    int (*load_manifest)(void *handle, snaptree_text_fn text, void *text_ctx, unsigned int flags,
+                         snaptree_backend_error *err);
+
+    /* ---- ABI 1.3 ---- */
 
     /**
      * estimate (SEMANTICS.md 7.7): what step `step` (a SNAPTREE_STEP_*) on `snapshot` (NULL

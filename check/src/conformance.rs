@@ -181,6 +181,7 @@ impl System {
         // The model starts from what the backend can do and the power state it is in.
         state.model.caps = kit.caps();
         state.model.live_state = kit.clone().power_state().map_err(fail)?;
+        state.model.adopts = kit.can_adopt();
         let metadata_only = kit.is_metadata_only();
         if metadata_only != state.model.metadata_only {
             return Err(format!(
@@ -892,6 +893,9 @@ fn labels(t: &Transition, before: &RefModel, after: &RefModel, durable: bool) ->
                 Expected::Ok => Some("redefine: adopted"),
                 Expected::Err(c, _) if *c == code::SNAPSHOT_EXISTS => Some("redefine: clash"),
                 Expected::Err(c, _) if *c == code::NO_SNAPSHOT => Some("redefine: missing parent"),
+                Expected::Err(c, _) if *c == code::OPERATION_INVALID && !before.adopts => {
+                    Some("redefine: refused, the backend cannot adopt")
+                }
                 Expected::Err(c, _) if *c == code::OPERATION_INVALID && !before.metadata_only => {
                     Some("redefine: adoption refused (no such data on that parent)")
                 }

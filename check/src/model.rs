@@ -340,6 +340,10 @@ pub struct RefModel {
     /// new snapshot is adopted only where [`RefModel::layers`] holds its data on the
     /// parent the document names.
     pub metadata_only: bool,
+    /// The backend offers `adopt` (§7.3). One that does not (ESX, libvirt) refuses every
+    /// REDEFINE of a new snapshot up front, before anything runs; a metadata-only backend
+    /// adopts anything.
+    pub adopts: bool,
     /// Data the backend holds that no metadata knows (a lost store, §7.3's import case):
     /// each layer's uuid and content. Only a REDEFINE with the layer's physical parent
     /// adopts one; adopted ones leave this list.
@@ -368,6 +372,7 @@ impl Default for RefModel {
             pending_steps: 0,
             generated: 0,
             metadata_only: false,
+            adopts: true,
             orphans: Vec::new(),
             retired_content: Vec::new(),
         }
@@ -579,7 +584,8 @@ impl RefModel {
     /// name) must exist; the same name, uuid and parent replace description, creation date
     /// and state; any other clash (a name or uuid in use, retired uuids included, or the
     /// same pair under another parent) is `SNAPSHOT_EXISTS`; a new snapshot is adopted —
-    /// anything on a metadata-only backend, else only data the backend holds for that
+    /// anything on a metadata-only backend, nothing on one without `adopt` (refused up
+    /// front), else only data the backend holds for that
     /// uuid stored on that parent (`OPERATION_INVALID` otherwise); current moves (and the
     /// live state is taken to derive from S) only with CURRENT.
     pub fn redefine(&mut self, r: &Redefinition) {
@@ -609,6 +615,9 @@ impl RefModel {
             (None, None) if !self.retired.contains(&r.uuid) => false,
             _ => return self.fail(err(code::SNAPSHOT_EXISTS)),
         };
+        if !replace && !self.metadata_only && !self.adopts {
+            return self.fail(err(code::OPERATION_INVALID));
+        }
         let before = self.clone();
         let state = r.state.unwrap_or(PowerState::Shutoff);
         let description = r.description.clone().unwrap_or_default();

@@ -365,6 +365,18 @@ pub enum Command {
         #[allow(missing_docs)]
         dry: DryRun,
     },
+    /// Rebuild a lost state directory from the disks alone: define the domain from its
+    /// snaptree XML, read the manifest its backend keeps beside the data (the QEMU
+    /// backend's `<image>.snaptree-manifest.xml`), and redefine every snapshot parents
+    /// first with its name, description, date, state and current. Refused when the store
+    /// still holds snapshots of the domain.
+    Adopt {
+        /// The domain's snaptree XML (as `snaptree define` took it).
+        domain_xml: PathBuf,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        dry: DryRun,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.

@@ -66,12 +66,17 @@ fn libvirt_domain(path: &Path, text: &str) -> Result<LibvirtDomain, Failure> {
 }
 
 /// One snapshot document to redefine.
-struct Doc {
-    path: PathBuf,
-    text: String,
-    name: String,
-    parent: Option<String>,
-    active: bool,
+pub(crate) struct Doc {
+    /// Where it came from, for messages.
+    pub(crate) path: PathBuf,
+    /// The document.
+    pub(crate) text: String,
+    /// The snapshot's name.
+    pub(crate) name: String,
+    /// Its parent's name.
+    pub(crate) parent: Option<String>,
+    /// Whether it carries `<active>1</active>` (current).
+    pub(crate) active: bool,
 }
 
 fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>, Failure> {
@@ -92,6 +97,14 @@ fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>, Failure> {
     let mut docs = Vec::new();
     for path in files {
         let text = read_file(&path)?;
+        docs.push(Doc::read(path, text)?);
+    }
+    Ok(docs)
+}
+
+impl Doc {
+    /// One document read with snaptree's REDEFINE reader; `path` names it in errors.
+    pub(crate) fn read(path: PathBuf, text: String) -> Result<Doc, Failure> {
         let x = SnapshotXml::parse_for_redefine(&text)?;
         let name = x
             .name
@@ -101,20 +114,19 @@ fn read_docs(paths: &[PathBuf]) -> Result<Vec<Doc>, Failure> {
             .root
             .children_named("active")
             .any(|a| a.text.trim() == "1");
-        docs.push(Doc {
+        Ok(Doc {
             path,
             text,
             name,
             parent: x.parent_name,
             active,
-        });
+        })
     }
-    Ok(docs)
 }
 
 /// Orders the documents parents first, those on `current`'s path first in each
 /// generation; `known` are the snapshots the domain already has.
-fn parents_first(
+pub(crate) fn parents_first(
     docs: Vec<Doc>,
     known: &BTreeSet<String>,
     current: Option<&str>,
@@ -393,7 +405,7 @@ fn null_definition(lv: &LibvirtDomain) -> String {
 }
 
 /// The error of one document's REDEFINE, naming the file; the code is kept.
-fn with_file(e: Error, path: &Path) -> Error {
+pub(crate) fn with_file(e: Error, path: &Path) -> Error {
     let what = format!("{} (earlier files were imported)", path.display());
     match e.code() {
         ErrorCode::NoSnapshot => Error::NoSnapshot(format!("{what}: {e}")),

@@ -3,6 +3,7 @@
 // `print!` panics when the reader of a pipe has gone; everything goes through `out`.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod adopt;
 mod args;
 mod export;
 mod import;
@@ -472,6 +473,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for text in export::export(&mut d, libvirt.as_deref(), dir.as_deref())? {
                 out!("{text}");
             }
+        }
+        Command::Adopt { domain_xml, dry } => {
+            out!("{}", adopt::adopt(&conn, domain_xml, dry.dry_run)?);
         }
         Command::ImportLibvirt {
             domain_xml,

@@ -143,6 +143,26 @@ pub trait Backend: Send {
             adoption.name
         )))
     }
+    /// Whether the backend keeps a manifest beside its data ([`Backend::save_manifest`]).
+    fn keeps_manifest(&self) -> bool {
+        false
+    }
+    /// Keeps `manifest` (`xml::manifest`: every snapshot's metadata and the current one)
+    /// beside the domain's data, durably, replacing the one kept before; empty means no
+    /// snapshot is left. Called after an operation's last step and before the store
+    /// records the operation, so a lost state directory can be rebuilt from the data
+    /// alone. Only called when [`Backend::keeps_manifest`].
+    fn save_manifest(&mut self, manifest: &str) -> Result<()> {
+        let _ = manifest;
+        Err(crate::Error::OperationInvalid(format!(
+            "backend '{}' keeps no manifest beside its data",
+            self.name()
+        )))
+    }
+    /// The manifest kept beside the domain's data, if any.
+    fn load_manifest(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Estimates what `step` will write and free on each file system it touches, with
     /// the free space there now (SEMANTICS.md §7.7), as the step would run from the
     /// current physical state. `Ok(None)`: the backend cannot estimate (the default), and

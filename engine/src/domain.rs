@@ -13,7 +13,7 @@ use crate::plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 use crate::planner::{self, CreateContext, RedefineContext};
 use crate::space::{SnapshotSize, SpaceEstimate};
 use crate::tree::SnapshotTree;
-use crate::xml::{DomainXml, SnapshotXml};
+use crate::xml::{DomainXml, SnapshotXml, manifest};
 
 /// What recovery did when a domain was found with an interrupted operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,10 +330,41 @@ impl Domain {
     /// Commits a journaled plan whose steps all ran: a store failure here leaves the
     /// journal entry (the commit is one transaction), so the operation is `INCOMPLETE`.
     fn commit_journaled(&mut self, plan: &Plan) -> Result<()> {
-        if let Err(e) = self.store.commit(plan) {
+        if let Err(e) = self
+            .save_manifest(plan)
+            .and_then(|()| self.store.commit(plan))
+        {
             return Err(self.incomplete(plan, Stage::Commit, e));
         }
         self.apply_committed(plan)
+    }
+
+    /// Hands the backend the manifest of the tree after `plan` (`xml::manifest`), when it
+    /// keeps one: before the store records the plan, so the manifest beside the data is
+    /// never older than it (a crash in between leaves a newer manifest, which is read only
+    /// when the store is gone).
+    fn save_manifest(&mut self, plan: &Plan) -> Result<()> {
+        if !self.backend.keeps_manifest() || plan.edits.is_empty() {
+            return Ok(());
+        }
+        let mut after = self.tree.clone();
+        planner::apply_edits(&mut after, &plan.edits)?;
+        let text = manifest::format(&self.xml.name, self.uuid, &after);
+        self.backend.save_manifest(&text)
+    }
+
+    /// The manifest the backend keeps beside the domain's data, if it keeps one
+    /// (`snaptree adopt` rebuilds a lost state directory from it).
+    pub fn backend_manifest(&mut self) -> Result<Option<manifest::Manifest>> {
+        if !self.backend.keeps_manifest() {
+            return Ok(None);
+        }
+        let what = format!("of domain '{}'", self.xml.name);
+        self.backend
+            .load_manifest()?
+            .filter(|t| !t.is_empty())
+            .map(|t| manifest::parse(&t, &what))
+            .transpose()
     }
 
     /// The `INCOMPLETE` error of a journaled plan that stopped at `stage` because of
@@ -355,6 +386,7 @@ impl Domain {
     }
 
     fn commit(&mut self, plan: &Plan) -> Result<()> {
+        self.save_manifest(plan)?;
         self.store.commit(plan)?;
         self.apply_committed(plan)
     }

@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_0_vtable_ends_at_write_guest_1_1_appends_adopt_and_1_2_estimate() {
+    fn the_1_0_vtable_ends_at_write_guest_1_1_appends_adopt_1_2_the_manifest_1_3_estimate() {
         assert_eq!(
             VTABLE_MIN_SIZE,
             std::mem::offset_of!(snaptree_backend_vtable, adopt),
@@ -66,16 +66,21 @@ mod tests {
         );
         assert_eq!(
             std::mem::offset_of!(snaptree_backend_vtable, adopt) + std::mem::size_of::<usize>(),
-            std::mem::size_of::<snaptree_backend_vtable>(),
+            std::mem::offset_of!(snaptree_backend_vtable, save_manifest),
+            "ABI 1.2 appends save_manifest right after 1.1's adopt"
+        );
+        assert_eq!(
+            std::mem::offset_of!(snaptree_backend_vtable, load_manifest)
+                + std::mem::size_of::<usize>(),
             std::mem::offset_of!(snaptree_backend_vtable, estimate),
-            "ABI 1.2 appends estimate right after adopt"
+            "ABI 1.3 appends estimate right after 1.2's load_manifest"
         );
         assert_eq!(
             std::mem::offset_of!(snaptree_backend_vtable, estimate) + std::mem::size_of::<usize>(),
             std::mem::size_of::<snaptree_backend_vtable>(),
-            "ABI 1.2 ends at estimate"
+            "ABI 1.3 ends at estimate"
         );
-        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 2);
+        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 3);
         assert_eq!(
             abi_major(SNAPTREE_BACKEND_ABI_VERSION),
             SNAPTREE_BACKEND_ABI_MAJOR

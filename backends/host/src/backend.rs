@@ -144,6 +144,34 @@ impl Backend for PluginBackend {
         )
     }
 
+    fn keeps_manifest(&self) -> bool {
+        self.vt().keeps_manifest()
+    }
+
+    fn save_manifest(&mut self, manifest: &str) -> Result<()> {
+        let text = c_string("manifest", manifest)?;
+        self.vt().save_manifest(self.handle, &text)
+    }
+
+    fn load_manifest(&mut self) -> Result<Option<String>> {
+        let text = self.vt().load_manifest(self.handle)?;
+        let fail = |message: &str| Error::Backend {
+            backend: self.name().to_string(),
+            message: message.to_string(),
+        };
+        if text.null_text {
+            return Err(fail(
+                "load_manifest passed a NULL text with a nonzero length",
+            ));
+        }
+        text.bytes
+            .map(|b| {
+                String::from_utf8(b)
+                    .map_err(|_| fail("load_manifest passed a text that is not UTF-8"))
+            })
+            .transpose()
+    }
+
     fn estimate(&mut self, step: &Step) -> Result<Option<Vec<snaptree_engine::SpaceUse>>> {
         let parent = match step {
             Step::Create { parent, .. } | Step::MergeIntoParent { parent, .. } => parent.as_ref(),

@@ -1,5 +1,5 @@
 //! The host's side of the callbacks a plugin calls: progress, one call per layer of
-//! `list_physical`, and one per file system of `estimate`. Panics never unwind into the plugin: a panicking progress sink asks
+//! `list_physical`, the text of `load_manifest`, and one per file system of `estimate`. Panics never unwind into the plugin: a panicking progress sink asks
 //! the plugin to cancel, and the panic resumes once the plugin has returned.
 
 use std::any::Any;
@@ -81,6 +81,37 @@ pub(crate) fn with_layers<T>(
     f: impl FnOnce(abi::snaptree_layer_fn, *mut c_void) -> T,
 ) -> T {
     f(Some(layer), std::ptr::from_mut(layers).cast())
+}
+
+/// Collects the text a plugin passes to a text callback (`load_manifest`).
+#[derive(Default)]
+pub(crate) struct Text {
+    /// The bytes received; `None` until the plugin calls back.
+    pub(crate) bytes: Option<Vec<u8>>,
+    /// Set when the plugin passed a NULL text with a nonzero length.
+    pub(crate) null_text: bool,
+}
+
+unsafe extern "C" fn text(ctx: *mut c_void, text: *const std::ffi::c_char, len: usize) {
+    // SAFETY: the host passes a pointer to a live `Text` as `ctx` with this function, for
+    // the duration of one call.
+    let out = unsafe { &mut *ctx.cast::<Text>() };
+    if text.is_null() {
+        out.null_text = len != 0;
+        out.bytes = Some(Vec::new());
+        return;
+    }
+    // SAFETY: the ABI passes `len` readable bytes, valid during this call.
+    let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), len) };
+    out.bytes = Some(bytes.to_vec());
+}
+
+/// Calls `f` with a text callback and its context that collect into `out`.
+pub(crate) fn with_text<T>(
+    out: &mut Text,
+    f: impl FnOnce(abi::snaptree_text_fn, *mut c_void) -> T,
+) -> T {
+    f(Some(text), std::ptr::from_mut(out).cast())
 }
 
 /// Collects the file systems a plugin reports from `estimate`.

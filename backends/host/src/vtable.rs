@@ -4,7 +4,7 @@
 //! treats a NULL slot as "unsupported" (and reports the step as unsupported in the
 //! capabilities, so the engine refuses such operations before it starts them; a NULL
 //! `adopt` slot, or one a 1.0 plugin's table does not reach, makes `can_adopt` false),
-//! passes flags 0 (ABI 1.2 defines none), and turns the plugin's error struct into an engine
+//! passes flags 0 (ABI 1.3 defines none), and turns the plugin's error struct into an engine
 //! error.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -18,9 +18,11 @@ use snaptree_engine::{
     Capabilities, Error, PowerMask, PowerState, Progress, Result, StepKind, Uuid,
 };
 
-use crate::callbacks::{Layers, SpaceUses, with_layers, with_progress, with_space_uses};
+use crate::callbacks::{
+    Layers, SpaceUses, Text, with_layers, with_progress, with_space_uses, with_text,
+};
 
-/// The flags the host passes: ABI 1.2 defines none.
+/// The flags the host passes: ABI 1.3 defines none.
 const FLAGS: u32 = 0;
 
 /// The longest backend name a plugin may declare (a backend type is at most 64 bytes).
@@ -158,6 +160,12 @@ impl Vtable {
     /// 1.0 plugin's `struct_size`, means it cannot).
     pub(crate) fn can_adopt(&self) -> bool {
         self.raw.adopt.is_some()
+    }
+
+    /// Whether the plugin keeps a manifest beside its data (ABI 1.2's `save_manifest` and
+    /// `load_manifest`, both present).
+    pub(crate) fn keeps_manifest(&self) -> bool {
+        self.raw.save_manifest.is_some() && self.raw.load_manifest.is_some()
     }
 
     /// Whether both test hooks are present.
@@ -450,8 +458,38 @@ impl Vtable {
         })
     }
 
-    /// What a step would write and free per file system (ABI 1.2's `estimate` slot);
-    /// `None` when the slot is NULL (or past a 1.0/1.1 plugin's table), or the plugin
+    pub(crate) fn save_manifest(&self, handle: Handle, manifest: &CStr) -> Result<()> {
+        let f = self
+            .raw
+            .save_manifest
+            .ok_or_else(|| self.unsupported("save_manifest"))?;
+        let len = manifest.count_bytes();
+        // SAFETY: an open handle; the text (with its NUL) and the error struct outlive the
+        // call.
+        self.call("save_manifest", |err| unsafe {
+            f(handle.0, manifest.as_ptr(), len, FLAGS, err)
+        })
+    }
+
+    /// What the plugin passed back from `load_manifest` (nothing: it keeps none).
+    pub(crate) fn load_manifest(&self, handle: Handle) -> Result<Text> {
+        let f = self
+            .raw
+            .load_manifest
+            .ok_or_else(|| self.unsupported("load_manifest"))?;
+        let mut text = Text::default();
+        with_text(&mut text, |cb, ctx| {
+            // SAFETY: an open handle; the callback context and the error struct outlive
+            // the call.
+            self.call("load_manifest", |err| unsafe {
+                f(handle.0, cb, ctx, FLAGS, err)
+            })
+        })?;
+        Ok(text)
+    }
+
+    /// What a step would write and free per file system (ABI 1.3's `estimate` slot);
+    /// `None` when the slot is NULL (or past an older plugin's table), or the plugin
     /// cannot estimate this step.
     pub(crate) fn estimate(
         &self,

@@ -37,7 +37,10 @@ pub use digest::content_digest;
 pub use error::{Error, Result};
 pub use header::{HeaderError, Qcow2Header, read_header};
 pub use info::{ImageInfo, InternalSnapshot, backing_chain, info, info_force_share};
-pub use internal::{snapshot_apply, snapshot_create, snapshot_delete, snapshot_list};
+pub use internal::{
+    repair_after_interrupted_snapshot_op, snapshot_apply, snapshot_create, snapshot_delete,
+    snapshot_list,
+};
 pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
 pub use layer::{
     ClusterMap, allocated_bytes, allocated_bytes_by_map, allocated_clusters, create,

@@ -78,10 +78,11 @@ pub(crate) fn adopt(
                     Some(t) => t[i].clone(),
                     None => ctx.tags(&d.live)?,
                 };
-                internal(d, &meta, &tags, a)?
+                internal(d, &meta, &tags, a)
             }
-            Mode::External => external(d, &meta, a)?,
-        };
+            Mode::External => external(d, &meta, a),
+        }
+        .map_err(|e| refused(a, e))?;
         if next != meta {
             writes.push((d.meta(), next, meta));
         }
@@ -97,6 +98,18 @@ fn missing(why: String) -> QemuError {
     QemuError::OperationInvalid(why)
 }
 
+/// A refusal names the snapshot being adopted first: the reasons below name the disk and
+/// the file or tag at fault.
+fn refused(a: &Adoption, e: QemuError) -> QemuError {
+    match e {
+        QemuError::OperationInvalid(why) => QemuError::OperationInvalid(format!(
+            "snapshot '{}' ({}) cannot be adopted: {why}",
+            a.name, a.snapshot
+        )),
+        other => other,
+    }
+}
+
 /// Internal mode: the tag that holds `a.snapshot` on this disk, checked and recorded.
 fn internal(d: &Disk, meta: &Meta, tags: &[String], a: &Adoption) -> Result<Meta> {
     if let Some(recorded) = meta.parents.get(&a.snapshot) {
@@ -104,9 +117,8 @@ fn internal(d: &Disk, meta: &Meta, tags: &[String], a: &Adoption) -> Result<Meta
             Ok(meta.clone())
         } else {
             Err(missing(format!(
-                "{}: snapshot {} is already recorded with parent {recorded:?}, not {:?}",
+                "{}: it is already recorded with parent {recorded:?}, not {:?}",
                 d.describe(),
-                a.snapshot,
                 a.parent
             )))
         };
@@ -115,9 +127,8 @@ fn internal(d: &Disk, meta: &Meta, tags: &[String], a: &Adoption) -> Result<Meta
         && !meta.parents.contains_key(&p)
     {
         return Err(missing(format!(
-            "{}: parent {p} of snapshot '{}' holds no data on this disk (adopt parents first)",
-            d.describe(),
-            a.name
+            "{}: its parent {p} holds no data on this disk (adopt parents first)",
+            d.describe()
         )));
     }
     let count = |t: &str| tags.iter().filter(|x| *x == t).count();
@@ -126,19 +137,17 @@ fn internal(d: &Disk, meta: &Meta, tags: &[String], a: &Adoption) -> Result<Meta
     match count(&chosen) {
         0 => {
             return Err(missing(format!(
-                "{} holds no internal snapshot tagged '{}' or {} for snapshot '{}'",
+                "{} holds no internal snapshot tagged '{}' or {}",
                 d.describe(),
                 a.name,
-                a.snapshot,
-                a.name
+                a.snapshot
             )));
         }
         1 => {}
         n => {
             return Err(missing(format!(
-                "{} holds {n} internal snapshots tagged '{chosen}': which one is snapshot '{}' is ambiguous",
-                d.describe(),
-                a.name
+                "{} holds {n} internal snapshots tagged '{chosen}': which one is meant is ambiguous",
+                d.describe()
             )));
         }
     }
@@ -203,9 +212,8 @@ fn external(d: &Disk, meta: &Meta, a: &Adoption) -> Result<Meta> {
         && !f.exists()
     {
         return Err(missing(format!(
-            "{}: parent {p} of snapshot '{}' holds no data on this disk (adopt parents first)",
-            d.describe(),
-            a.name
+            "{}: its parent {p} holds no data on this disk (adopt parents first)",
+            d.describe()
         )));
     }
     // Already adopted, or a layer snaptree made itself: check its backing only.
@@ -218,19 +226,17 @@ fn external(d: &Disk, meta: &Meta, a: &Adoption) -> Result<Meta> {
     let backing = header::read(&found)?.backing;
     if !fits(d, parent_file.as_deref(), backing.as_deref()) {
         return Err(missing(format!(
-            "{}: {} (the data of snapshot '{}') is backed by {}, not by the data of its parent {}",
+            "{}: its data {} is backed by {}, not by the data of its parent {}",
             d.describe(),
             found.display(),
-            a.name,
             shown(backing.as_deref()),
             shown(parent_file.as_deref())
         )));
     }
     if found == d.live {
         return Err(missing(format!(
-            "{}: snapshot '{}' would be the live image {} itself",
+            "{}: its data would be the live image {} itself",
             d.describe(),
-            a.name,
             found.display()
         )));
     }
@@ -295,10 +301,9 @@ fn find_in_chain(d: &Disk, a: &Adoption, parent_file: Option<&Path>) -> Result<P
     match by_links.as_slice() {
         [one] => Ok(one.file.clone()),
         _ => Err(missing(format!(
-            "{}: no file of the backing chain of {} holds snapshot '{}' on {} (no overlay named *.{} either)",
+            "{}: no file of the backing chain of {} holds data on {} (no overlay named *.{} either)",
             d.describe(),
             d.live.display(),
-            a.name,
             match parent_file {
                 Some(p) => format!("the data of its parent, {}", p.display()),
                 None => "nothing".to_owned(),

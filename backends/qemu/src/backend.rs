@@ -3,7 +3,7 @@
 //! socket and its VM runs or is paused, to offline mode (`offline`) otherwise, and every
 //! outcome goes through one tail ([`QemuBackend::conclude`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use snaptree_engine::{
     Adoption, Backend, Capabilities, PhysicalTree, PowerMask, PowerState, Progress, Step, StepKind,
@@ -23,6 +23,9 @@ use crate::offline::exec::{self, DiskPlan};
 use crate::offline::scan::Scan;
 use crate::offline::{external, internal};
 use crate::records::{self, Kind};
+
+/// The suffix of the manifest file beside each disk's image.
+const MANIFEST_SUFFIX: &str = ".snaptree-manifest.xml";
 
 /// The QEMU backend for one domain.
 ///
@@ -186,6 +189,24 @@ impl QemuBackend {
                 "the qemu offline backend cannot start a guest: it can revert to snapshot {snapshot} only leaving the domain shut off, not {state}"
             )));
         }
+        // An internal snapshot command a crash interrupted left its image looking corrupt
+        // to qemu-img (`Record::RefcountUpdate`): repaired before this step reads it. Only
+        // here, offline: a running QEMU holds the image (and copes with it as it is).
+        let refcount_markers: Vec<(PathBuf, &Path)> = self
+            .disks
+            .iter()
+            .filter(|d| d.mode == Mode::Internal)
+            .map(|d| (Kind::RefcountUpdate.path(d), d.live.as_path()))
+            .collect();
+        for (marker, image) in &refcount_markers {
+            if marker.exists() {
+                ctx.repair_after_interrupted_snapshot_op(image)
+                    .map_err(|e| QemuError::NothingChanged {
+                        verb: step.kind().verb(),
+                        source: Box::new(e),
+                    })?;
+            }
+        }
         // Planning only reads: whatever fails here (a missing file, an image held by a
         // running VM) has changed nothing.
         let plans = self.plans(step).map_err(|e| match e {
@@ -197,6 +218,17 @@ impl QemuBackend {
         })?;
         let lives: Vec<&Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
         let outcome = exec::execute(ctx, step.kind(), &lives, &plans, progress);
+        // Every qemu-img the step ran has exited, a failed one included: none was cut off
+        // between its reference counts and its flags. Only a crash keeps the markers.
+        let outcome = match outcome {
+            Err(e) if e.is_simulated_crash() => Err(e),
+            other => {
+                let removed = refcount_markers
+                    .iter()
+                    .try_for_each(|(marker, _)| ctx.remove(marker));
+                other.and(removed)
+            }
+        };
         if outcome.is_err() {
             return self.conclude(outcome, progress);
         }
@@ -319,6 +351,38 @@ impl QemuBackend {
         Ok(estimate.ok())
     }
 
+    /// Keeps the engine's manifest (ABI 1.2) beside every disk's image, as
+    /// `<image>.snaptree-manifest.xml` next to its `.snaptree.json`: any one disk that
+    /// survives is enough to rebuild the tree (`snaptree adopt`). Beside the image rather
+    /// than in the snapshot directory because internal-mode disks have none, and an
+    /// external disk's goes away with its last snapshot. Empty: removed, so a disk without
+    /// snapshots has no snaptree file beside it.
+    pub(crate) fn save_manifest_beside_disks(&mut self, manifest: &str) -> Result<()> {
+        let ctx = self.ctx();
+        for d in &self.disks {
+            let path = d.beside(MANIFEST_SUFFIX);
+            if manifest.is_empty() {
+                ctx.remove(&path)?;
+            } else {
+                ctx.write_atomic(&path, manifest.as_bytes())?;
+            }
+        }
+        ctx.sync_dirty()
+    }
+
+    /// The manifest kept beside the first disk that has one.
+    pub(crate) fn manifest_beside_disks(&self) -> Result<Option<String>> {
+        for d in &self.disks {
+            let path = d.beside(MANIFEST_SUFFIX);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => return Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(error(format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        Ok(None)
+    }
+
     /// The `adopt` step of a REDEFINE (see `adopt`): offline from the files, live (a
     /// running VM's internal disks) from the tags QEMU reports. Changes no data.
     pub fn adopt_existing(&mut self, adoption: &Adoption) -> snaptree_engine::Result<()> {
@@ -379,6 +443,18 @@ impl Backend for QemuBackend {
         self.adopt_existing(adoption)?;
         progress.report(1.0);
         Ok(())
+    }
+
+    fn keeps_manifest(&self) -> bool {
+        true
+    }
+
+    fn save_manifest(&mut self, manifest: &str) -> snaptree_engine::Result<()> {
+        Ok(self.save_manifest_beside_disks(manifest)?)
+    }
+
+    fn load_manifest(&mut self) -> snaptree_engine::Result<Option<String>> {
+        Ok(self.manifest_beside_disks()?)
     }
 
     fn estimate(

@@ -330,6 +330,7 @@ impl Ctx<'_> {
     /// `qemu-img snapshot -a TAG`.
     pub(crate) fn snapshot_apply(&self, image: &Path, tag: &str) -> Result<()> {
         self.mutation(|| format!("snapshot -a {tag} {}", image.display()))?;
+        self.mark_refcount_update(image)?;
         self.sync_dirty()?;
         self.qemu(|| qi::snapshot_apply(image, tag))
     }
@@ -337,8 +338,27 @@ impl Ctx<'_> {
     /// `qemu-img snapshot -d TAG`.
     pub(crate) fn snapshot_delete(&self, image: &Path, tag: &str) -> Result<()> {
         self.mutation(|| format!("snapshot -d {tag} {}", image.display()))?;
+        self.mark_refcount_update(image)?;
         self.sync_dirty()?;
         self.qemu(|| qi::snapshot_delete(image, tag))
+    }
+
+    /// Leaves the [`Record::RefcountUpdate`](crate::records::Record::RefcountUpdate) marker
+    /// beside `image` (durable with the caller's next [`Ctx::sync_dirty`]) unless it is
+    /// there: the step's end removes it, a re-run after a crash repairs the image first.
+    fn mark_refcount_update(&self, image: &Path) -> Result<()> {
+        let marker = crate::records::Kind::refcounts_beside(image);
+        if !marker.exists() {
+            self.create_marker(&marker)?;
+        }
+        Ok(())
+    }
+
+    /// Repairs `image` after an interrupted `qemu-img snapshot -a`/`-d`
+    /// (`qemu-img check -r all`).
+    pub(crate) fn repair_after_interrupted_snapshot_op(&self, image: &Path) -> Result<()> {
+        self.mutation(|| format!("check -r all {}", image.display()))?;
+        self.qemu(|| qi::repair_after_interrupted_snapshot_op(image))
     }
 
     // ---- reading ----

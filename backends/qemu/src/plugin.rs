@@ -28,6 +28,8 @@ impl SnaptreeBackend for QemuPlugin {
     const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
     /// Snapshots libvirt or `qemu-img` made are adopted by tag or file (`adopt`).
     const ADOPT: bool = true;
+    /// The engine's manifest is kept beside every disk's image.
+    const MANIFEST: bool = true;
     /// Offline steps are estimated from the plan they would run (`offline::space`).
     const ESTIMATE: bool = true;
 
@@ -62,6 +64,14 @@ impl SnaptreeBackend for QemuPlugin {
 
     fn adopt(&mut self, adoption: &Adoption) -> PluginResult<()> {
         Ok(self.0.adopt_existing(adoption)?)
+    }
+
+    fn save_manifest(&mut self, manifest: &str) -> PluginResult<()> {
+        Ok(Backend::save_manifest(&mut self.0, manifest)?)
+    }
+
+    fn load_manifest(&mut self) -> PluginResult<Option<String>> {
+        Ok(Backend::load_manifest(&mut self.0)?)
     }
 
     #[cfg(feature = "test-hooks")]

@@ -78,6 +78,11 @@ pub(crate) enum Record {
         /// Whether the VM ran before the merge stopped it.
         running: bool,
     },
+    /// `qemu-img snapshot -a` or `-d` may have been interrupted in the disk's image
+    /// (internal mode) between lowering reference counts and setting the COPIED flags: the
+    /// image needs `qemu-img check -r all` before anything else
+    /// ([`snaptree_qemu_img::repair_after_interrupted_snapshot_op`]). An empty file.
+    RefcountUpdate,
 }
 
 /// The kinds of record, each with its file.
@@ -95,6 +100,8 @@ pub(crate) enum Kind {
     LiveCreate,
     /// [`Record::LiveMerge`], beside the domain's first disk.
     LiveMerge,
+    /// [`Record::RefcountUpdate`], beside the disk's image.
+    RefcountUpdate,
 }
 
 impl Kind {
@@ -103,8 +110,16 @@ impl Kind {
         match self {
             Kind::LiveCreate => disk.beside(".snaptree-live-create"),
             Kind::LiveMerge => disk.beside(".snaptree-live-merge"),
+            Kind::RefcountUpdate => Self::refcounts_beside(&disk.live),
             _ => self.in_dir(&disk.dir()),
         }
+    }
+
+    /// The [`Kind::RefcountUpdate`] record of internal-mode image `image`.
+    pub(crate) fn refcounts_beside(image: &Path) -> PathBuf {
+        let mut name = image.file_name().unwrap_or_default().to_os_string();
+        name.push(".snaptree-refcounts");
+        image.with_file_name(name)
     }
 
     /// A per-disk record's file in snapshot directory `dir`.
@@ -114,7 +129,9 @@ impl Kind {
             Kind::Unfinished => ".unfinished",
             Kind::LiveCommit => ".live-commit",
             Kind::LivePivot => ".live-pivot",
-            Kind::LiveCreate | Kind::LiveMerge => unreachable!("domain-wide records"),
+            Kind::LiveCreate | Kind::LiveMerge | Kind::RefcountUpdate => {
+                unreachable!("records beside an image")
+            }
         })
     }
 
@@ -164,6 +181,7 @@ impl Kind {
                 })
             }
             (Kind::Unfinished, []) => Some(Record::Unfinished),
+            (Kind::RefcountUpdate, []) => Some(Record::RefcountUpdate),
             (Kind::LiveCommit, [s, p]) => Some(Record::LiveCommit {
                 snapshot: uuid(s)?,
                 parent: uuid(p)?,
@@ -191,6 +209,7 @@ impl Kind {
             Kind::LivePivot => "pivot record",
             Kind::LiveCreate => "create intent",
             Kind::LiveMerge => "merge record",
+            Kind::RefcountUpdate => "snaptree refcount-update record",
         }
     }
 }
@@ -205,6 +224,7 @@ impl Record {
             Record::LivePivot { .. } => Kind::LivePivot,
             Record::LiveCreate { .. } => Kind::LiveCreate,
             Record::LiveMerge { .. } => Kind::LiveMerge,
+            Record::RefcountUpdate => Kind::RefcountUpdate,
         }
     }
 
@@ -259,6 +279,7 @@ mod tests {
                 },
             ),
             (Kind::Unfinished, "", Record::Unfinished),
+            (Kind::RefcountUpdate, "", Record::RefcountUpdate),
             (
                 Kind::LiveCommit,
                 &format!("{s} {p}\n"),

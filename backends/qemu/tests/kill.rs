@@ -352,8 +352,11 @@ fn check_images(dir: &Path, what: &str) {
                 .unwrap();
             assert!(
                 matches!(out.status.code(), Some(0 | 3)),
-                "{what}: qemu-img check {}",
-                p.display()
+                "{what}: qemu-img check {} exited with {:?}: {}{}",
+                p.display(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
             );
         }
     }

@@ -57,9 +57,14 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
     /// slot is NULL, and the engine refuses a REDEFINE of a new snapshot up front.
     const ADOPT: bool = false;
 
-    /// Whether [`estimate`](SnaptreeBackend::estimate) is implemented (ABI 1.2). When
+    /// Whether [`estimate`](SnaptreeBackend::estimate) is implemented (ABI 1.3). When
     /// false its slot is NULL and the engine runs plans without a space check.
     const ESTIMATE: bool = false;
+
+    /// Whether [`save_manifest`](SnaptreeBackend::save_manifest) and
+    /// [`load_manifest`](SnaptreeBackend::load_manifest) are implemented (ABI 1.2). When
+    /// false their slots are NULL, and the engine keeps no manifest beside the data.
+    const MANIFEST: bool = false;
 
     /// The steps implemented and the power states each needs, for every domain. An
     /// optional step (merge_into_parent, consolidate, detach_live, forget) that is not
@@ -103,8 +108,23 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
         )))
     }
 
+    /// Keep `manifest` beside this domain's data, durably, replacing the one kept
+    /// before; an empty one means no snapshot is left (ABI 1.2). Set
+    /// [`MANIFEST`](SnaptreeBackend::MANIFEST) when implemented.
+    fn save_manifest(&mut self, manifest: &str) -> PluginResult<()> {
+        let _ = manifest;
+        Err(PluginError::operation_invalid(
+            "this backend keeps no manifest beside its data",
+        ))
+    }
+
+    /// The manifest kept beside this domain's data, if any (ABI 1.2).
+    fn load_manifest(&mut self) -> PluginResult<Option<String>> {
+        Ok(None)
+    }
+
     /// What `step` would write and free on each file system, from the current physical
-    /// state (SEMANTICS.md §7.7, ABI 1.2); `None` when this step cannot be estimated. The
+    /// state (SEMANTICS.md §7.7, ABI 1.3); `None` when this step cannot be estimated. The
     /// ABI passes only the step's kind, snapshot and parent: a create's name and
     /// description arrive empty and a revert's power state as shut off. Set
     /// [`ESTIMATE`](SnaptreeBackend::ESTIMATE) when implemented.

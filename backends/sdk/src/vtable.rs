@@ -61,6 +61,8 @@ fn build<B: SnaptreeBackend>() -> abi::snaptree_backend_vtable {
         content_digest: B::TEST_HOOKS.then_some(content_digest::<B> as _),
         write_guest: B::TEST_HOOKS.then_some(write_guest::<B> as _),
         adopt: B::ADOPT.then_some(adopt::<B> as _),
+        save_manifest: B::MANIFEST.then_some(save_manifest::<B> as _),
+        load_manifest: B::MANIFEST.then_some(load_manifest::<B> as _),
         estimate: B::ESTIMATE.then_some(estimate::<B> as _),
     }
 }
@@ -348,6 +350,45 @@ unsafe extern "C" fn adopt<B: SnaptreeBackend>(
             name: string(name, "snapshot name")?,
         };
         b.adopt(&adoption)
+    })
+}
+
+unsafe extern "C" fn save_manifest<B: SnaptreeBackend>(
+    handle: *mut c_void,
+    manifest: *const c_char,
+    len: usize,
+    flags: c_uint,
+    err: Err,
+) -> c_int {
+    with_domain::<B>(handle, flags, err, |b| {
+        if manifest.is_null() {
+            return Err(PluginError::invalid_arg("the manifest is NULL"));
+        }
+        // SAFETY: the ABI passes `len` readable bytes of manifest.
+        let bytes = unsafe { std::slice::from_raw_parts(manifest.cast::<u8>(), len) };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| PluginError::invalid_arg("the manifest is not UTF-8"))?;
+        b.save_manifest(text)
+    })
+}
+
+unsafe extern "C" fn load_manifest<B: SnaptreeBackend>(
+    handle: *mut c_void,
+    text: abi::snaptree_text_fn,
+    ctx: *mut c_void,
+    flags: c_uint,
+    err: Err,
+) -> c_int {
+    with_domain::<B>(handle, flags, err, |b| {
+        let text = text.ok_or_else(|| PluginError::invalid_arg("the text callback is NULL"))?;
+        if let Some(manifest) = b.load_manifest()? {
+            let owned = std::ffi::CString::new(manifest)
+                .map_err(|_| PluginError::backend("the manifest contains a NUL character"))?;
+            // SAFETY: the host's callback and context are valid for this call; the text
+            // lives across the callback.
+            unsafe { text(ctx, owned.as_ptr(), owned.as_bytes().len()) };
+        }
+        Ok(())
     })
 }
 

@@ -300,7 +300,9 @@ static const snaptree_backend_vtable vtable = {
     sim_content_digest,
     sim_write_guest_hook,
     sim_adopt,
-    NULL, /* estimate: the sim keeps its layers in memory-sized files and does not estimate */
+    NULL, /* save_manifest: the simulator keeps no metadata beside its data */
+    NULL, /* load_manifest */
+    NULL, /* estimate: the simulator does not estimate space */
 };
 
 /* The one exported symbol: the library is built with hidden visibility for the rest. */

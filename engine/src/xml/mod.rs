@@ -3,6 +3,7 @@
 pub mod dom;
 pub mod domain;
 pub mod export;
+pub mod manifest;
 pub mod snapshot;
 
 pub use domain::{DomainXml, SnapshotLocation};

@@ -198,6 +198,8 @@ static const struct longer_vtable table = {
 #else
         NULL,
 #endif
+        NULL,
+        NULL,
     },
     NULL,
     0,
