@@ -200,6 +200,7 @@ static const struct longer_vtable table = {
 #endif
         NULL,
         NULL,
+        NULL, /* estimate (ABI 1.3) */
     },
     NULL,
     0,
