@@ -347,8 +347,22 @@ impl QemuBackend {
         adopt::refresh(&mut self.disks)?;
         let estimate = self
             .plans(step)
-            .and_then(|plans| crate::offline::space::estimate(&plans));
+            .and_then(|plans| crate::offline::space::estimate(&plans, &self.manifest_writes()));
         Ok(estimate.ok())
+    }
+
+    /// What saving the manifest after an operation writes beside each disk: a new file
+    /// written beside the old one before it replaces it (`write_atomic`), one snapshot's
+    /// entry larger: the old size and a block, in 4 KiB blocks.
+    fn manifest_writes(&self) -> Vec<(std::path::PathBuf, u64)> {
+        self.disks
+            .iter()
+            .map(|d| {
+                let path = d.beside(MANIFEST_SUFFIX);
+                let old = std::fs::metadata(&path).map_or(0, |m| m.len());
+                (path, old.div_ceil(4096) * 4096 + 4096)
+            })
+            .collect()
     }
 
     /// Keeps the engine's manifest (ABI 1.2) beside every disk's image, as

@@ -37,9 +37,21 @@ struct Tally {
     freed: u64,
 }
 
-/// What the plans of one step (one per disk) write and free, per file system.
-pub(crate) fn estimate(plans: &[DiskPlan]) -> Result<Vec<SpaceUse>> {
-    let mut by_path: Vec<(PathBuf, Tally)> = Vec::new();
+/// What the plans of one step (one per disk) write and free, per file system, with
+/// `extra` bytes written beside them (the manifest each disk keeps).
+pub(crate) fn estimate(plans: &[DiskPlan], extra: &[(PathBuf, u64)]) -> Result<Vec<SpaceUse>> {
+    let mut by_path: Vec<(PathBuf, Tally)> = extra
+        .iter()
+        .map(|(p, written)| {
+            (
+                p.clone(),
+                Tally {
+                    written: *written,
+                    freed: 0,
+                },
+            )
+        })
+        .collect();
     let mut maps = Maps::default();
     for plan in plans {
         for op in plan.reversible.iter().chain(&plan.last) {
