@@ -151,8 +151,10 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
     let table = ok(&["snapshot-list", "vm", "--size"]);
     assert!(table.contains("Held") && table.contains("Frees"), "{table}");
     let (b_held, b_frees) = size_row(&table, "b");
-    // b is a leaf nothing depends on: freeing it copies nothing.
-    assert_eq!(b_held, b_frees, "{table}");
+    // b is a leaf nothing depends on: freeing it copies nothing; only the manifest
+    // rewritten beside the disk counts (its old block in Held, a new one larger in
+    // what is written).
+    assert!(b_frees <= b_held && b_held - b_frees <= 8192, "{table}");
     assert!(b_frees >= 5 * MIB, "{table}");
     let json = ok(&["snapshot-list", "vm", "--size", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -191,5 +193,9 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
     let before = free(fs.0.path());
     ok(&["snapshot-delete", "vm", "b", "--delete"]);
     let after = free(fs.0.path());
-    assert_eq!(after - before, b_frees, "df before {before}, after {after}");
+    // The manifest beside the disk is estimated a block larger than it becomes.
+    assert!(
+        (b_frees..=b_frees + 4096).contains(&(after - before)),
+        "--size said {b_frees}; df before {before}, after {after}"
+    );
 }

@@ -351,16 +351,17 @@ impl QemuBackend {
         Ok(estimate.ok())
     }
 
-    /// What saving the manifest after an operation writes beside each disk: a new file
-    /// written beside the old one before it replaces it (`write_atomic`), one snapshot's
-    /// entry larger: the old size and a block, in 4 KiB blocks.
-    fn manifest_writes(&self) -> Vec<(std::path::PathBuf, u64)> {
+    /// What saving the manifest after an operation writes and frees beside each disk: a
+    /// new file written beside the old one before it replaces it (`write_atomic`), at most
+    /// a block larger (one snapshot's entry), and the old one freed; in 4 KiB blocks.
+    fn manifest_writes(&self) -> Vec<(std::path::PathBuf, u64, u64)> {
         self.disks
             .iter()
             .map(|d| {
                 let path = d.beside(MANIFEST_SUFFIX);
                 let old = std::fs::metadata(&path).map_or(0, |m| m.len());
-                (path, old.div_ceil(4096) * 4096 + 4096)
+                let old = old.div_ceil(4096) * 4096;
+                (path, old + 4096, old)
             })
             .collect()
     }

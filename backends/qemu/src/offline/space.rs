@@ -38,16 +38,16 @@ struct Tally {
 }
 
 /// What the plans of one step (one per disk) write and free, per file system, with
-/// `extra` bytes written beside them (the manifest each disk keeps).
-pub(crate) fn estimate(plans: &[DiskPlan], extra: &[(PathBuf, u64)]) -> Result<Vec<SpaceUse>> {
+/// `extra` (file, bytes written, bytes freed) beside them (the manifest each disk keeps).
+pub(crate) fn estimate(plans: &[DiskPlan], extra: &[(PathBuf, u64, u64)]) -> Result<Vec<SpaceUse>> {
     let mut by_path: Vec<(PathBuf, Tally)> = extra
         .iter()
-        .map(|(p, written)| {
+        .map(|(p, written, freed)| {
             (
                 p.clone(),
                 Tally {
                     written: *written,
-                    freed: 0,
+                    freed: *freed,
                 },
             )
         })
