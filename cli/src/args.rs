@@ -24,7 +24,8 @@ Exit codes:
   20  STORAGE            the metadata store failed
   21  BUSY               another operation holds the domain
   22  INTERNAL           a bug in snaptree
-  23  INCOMPLETE         stopped part-way; the next command or `recover` finishes it";
+  23  INCOMPLETE         stopped part-way; the next command or `recover` finishes it
+  24  NO_SPACE           the operation does not fit on a file system; nothing ran";
 
 /// snaptree: hypervisor-agnostic VM snapshot trees.
 #[derive(Debug, Parser)]
