@@ -90,8 +90,9 @@ fn uuid(d: &mut Domain, name: &str) -> snaptree_engine::Uuid {
     d.tree().unwrap().require_name(name, &dom).unwrap().uuid
 }
 
-/// One operation the generator picked, planned; `None` when it does not apply.
-fn pick(rng: &mut Rng, d: &mut Domain, names: &[String]) -> Option<(String, Plan)> {
+/// Operation `k` (create, then each physical delete mode in turn) on a random snapshot,
+/// planned; `None` when it does not apply to that snapshot.
+fn pick(k: usize, rng: &mut Rng, d: &mut Domain, names: &[String]) -> Option<(String, Plan)> {
     let modes = [
         DeleteMode::Merge,
         DeleteMode::MergeForce,
@@ -100,7 +101,7 @@ fn pick(rng: &mut Rng, d: &mut Domain, names: &[String]) -> Option<(String, Plan
         DeleteMode::Consolidate,
         DeleteMode::ChildrenOnly,
     ];
-    let k = rng.below(modes.len() as u64 + 1) as usize;
+    let k = k % (modes.len() + 1);
     if k == modes.len() {
         let plan = d
             .plan_create("<domainsnapshot><name>n</name></domainsnapshot>")
@@ -139,7 +140,7 @@ fn main() {
     for mode in ["external", "internal"] {
         let mut rng = Rng(0x5eed_0000 + mode.len() as u64);
         let (mut n, mut ok, mut worst) = (0, 0, 0.0f64);
-        for _ in 0..trees {
+        for t in 0..trees {
             let dir = tempfile::tempdir().unwrap();
             let disk = dir.path().join("d.qcow2");
             qi::create(&disk, DISK).unwrap();
@@ -150,7 +151,9 @@ fn main() {
             let mut d =
                 Domain::ephemeral(&xml, Box::new(QemuBackend::open(&xml).unwrap())).unwrap();
             let names = tree(&mut rng, &disk, &mut d);
-            let Some((what, plan)) = (0..8).find_map(|_| pick(&mut rng, &mut d, &names)) else {
+            let Some((what, plan)) =
+                (0..8).find_map(|_| pick(t as usize, &mut rng, &mut d, &names))
+            else {
                 continue;
             };
             let estimate: u64 = d
