@@ -245,8 +245,8 @@ fn the_c_sim_plugin_is_found_beside_the_binary() {
     let backends = s.ok(&["backends"]);
     assert!(
         backends.contains("sim")
-            && backends.contains("ABI 1.1")
-            && backends.contains("forget, adopt"),
+            && backends.contains("ABI 1.2")
+            && backends.contains("forget, adopt  "),
         "expected the sim plugin listed:\n{backends}"
     );
     let json: serde_json::Value = serde_json::from_str(&s.ok(&["backends", "--json"])).unwrap();

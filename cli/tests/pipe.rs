@@ -87,6 +87,30 @@ fn every_command_ends_quietly_when_the_reader_closes_the_pipe() {
     let xml = xml.to_str().unwrap();
     let snap = snap.to_str().unwrap();
     let lv = lv.to_str().unwrap();
+    // A QEMU domain with a manifest beside its disk, made in another state directory, for
+    // `adopt --dry-run` here.
+    let disk = files.path().join("q.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("1M")
+        .status()
+        .expect("qemu-img (installed by scripts/setup) runs");
+    assert!(made.success());
+    let qxml = files.path().join("q.xml");
+    std::fs::write(
+        &qxml,
+        format!(
+            "<domain type='qemu'><name>q</name><devices><disk type='file' device='disk' snapshot='external'>\
+             <source file='{}'/><target dev='vda'/></disk></devices></domain>",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let qxml = qxml.to_str().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    ok(other.path(), &["define", qxml]);
+    ok(other.path(), &["snapshot-create-as", "q", "--name", "m"]);
     ok(s, &["define", xml]);
     for n in ["a", "b", "c"] {
         ok(s, &["snapshot-create-as", "vm", "--name", n]);
@@ -107,6 +131,7 @@ fn every_command_ends_quietly_when_the_reader_closes_the_pipe() {
         &["snapshot-create", "vm", rdef, "--redefine", "--dry-run"],
         &["export", "vm"],
         &["import-libvirt", lv, rdef, "--dry-run"],
+        &["adopt", qxml, "--dry-run"],
         &["snapshot-list", "vm"],
         &["snapshot-list", "vm", "--json"],
         &["snapshot-list", "vm", "--tree"],

@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::plan::{Edit, Operation, Plan, Step};
-use crate::planner::apply_edits;
+use crate::plan::{Edit, Operation, Plan, Step, apply_edits};
 use crate::tree::SnapshotTree;
 
 /// The physical graph of a tree: every snapshot and retired layer with its physical

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{PowerState, Snapshot};
 use crate::name::{shown, validate_name};
 use crate::physical;
+pub use crate::plan::apply_edits;
 use crate::plan::{DeleteMode, Edit, Operation, Plan, Step};
 use crate::tree::SnapshotTree;
 use crate::xml::SnapshotXml;
@@ -540,36 +541,4 @@ fn would_discard(
             .map(|v| v.name.clone())
             .collect(),
     }
-}
-
-/// Applies a plan's edits to a tree. Used after the physical steps succeeded, by the
-/// store's recovery, and by tests.
-pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
-    for edit in edits {
-        match edit {
-            Edit::Add { snapshot, parent } => tree.insert(snapshot.clone(), *parent)?,
-            Edit::Remove { snapshot } => {
-                tree.remove(snapshot)?;
-            }
-            Edit::SetParent { snapshot, parent } => tree.set_parent(snapshot, *parent)?,
-            Edit::Rename { snapshot, name } => tree.rename(snapshot, name)?,
-            Edit::SetState { snapshot, state } => tree.set_state(snapshot, *state)?,
-            Edit::SetCurrent { current } => tree.set_current(*current)?,
-            Edit::Retire { snapshot } => tree.add_retired(*snapshot),
-            Edit::ClearRetired => tree.clear_retired(),
-            Edit::Unretire { snapshot } => tree.remove_retired(snapshot)?,
-            Edit::SetRetiredParent { snapshot, parent } => {
-                tree.set_retired_parent(*snapshot, *parent)?
-            }
-            Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
-            Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
-            Edit::Redefine {
-                snapshot,
-                description,
-                creation_date,
-                state,
-            } => tree.redefine(snapshot, description, *creation_date, *state)?,
-        }
-    }
-    Ok(())
 }

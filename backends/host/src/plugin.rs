@@ -145,6 +145,12 @@ impl Plugin {
         self.inner.vtable.can_adopt()
     }
 
+    /// Whether the plugin keeps the engine's manifest beside its data (ABI 1.2's
+    /// `save_manifest` and `load_manifest`).
+    pub fn keeps_manifest(&self) -> bool {
+        self.inner.vtable.keeps_manifest()
+    }
+
     pub(crate) fn vtable(&self) -> &'static Vtable {
         &self.inner.vtable
     }

@@ -336,3 +336,88 @@ fn a_1_1_plugin_adopts_through_its_slot_and_its_refusal_keeps_the_code() {
         Some("held")
     );
 }
+
+#[test]
+fn a_1_2_plugin_keeps_the_manifest_of_every_operation_and_gives_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "keeper", "MANIFEST");
+    let plugin = Plugin::load(&file).unwrap();
+    assert!(plugin.keeps_manifest());
+    let xml = domain_xml("keeper");
+    let mut d = Domain::ephemeral(&xml, Box::new(plugin.open_domain(&xml).unwrap())).unwrap();
+    assert!(d.backend_manifest().unwrap().is_none(), "nothing kept yet");
+    d.create_snapshot(
+        "<domainsnapshot><name>s1</name><description>one &amp; only</description></domainsnapshot>",
+    )
+    .unwrap();
+    let m = d
+        .backend_manifest()
+        .unwrap()
+        .expect("a manifest after a create");
+    assert_eq!(m.documents.len(), 1);
+    assert!(
+        m.documents[0].contains("<name>s1</name>")
+            && m.documents[0].contains("one &amp; only")
+            && m.documents[0].contains("<active>1</active>"),
+        "{}",
+        m.documents[0]
+    );
+    let uuid = d.tree().unwrap().current().unwrap().uuid;
+    d.rename(&uuid, "renamed").unwrap();
+    let m = d.backend_manifest().unwrap().unwrap();
+    assert!(
+        m.documents[0].contains("<name>renamed</name>"),
+        "{}",
+        m.documents[0]
+    );
+    // Without the slots, nothing is asked for.
+    let plain = compile_hostile(dir.path(), "plain", "PLAIN");
+    let plain = Plugin::load(&plain).unwrap();
+    assert!(!plain.keeps_manifest());
+}
+
+#[test]
+fn a_manifest_that_is_not_utf8_is_refused_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "garbler", "BAD_MANIFEST");
+    let plugin = Plugin::load(&file).unwrap();
+    let xml = domain_xml("garbler");
+    let mut d = Domain::ephemeral(&xml, Box::new(plugin.open_domain(&xml).unwrap())).unwrap();
+    let e = d.backend_manifest().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Backend, "{e}");
+    assert!(
+        e.to_string().contains("garbler") && e.to_string().contains("not UTF-8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_manifest_that_cannot_be_saved_leaves_the_operation_incomplete_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = compile_hostile(dir.path(), "flaky", "MANIFEST_FAILS_ONCE");
+    let plugin = Plugin::load(&file).unwrap();
+    let xml = domain_xml("flaky");
+    let mut d = Domain::ephemeral(&xml, Box::new(plugin.open_domain(&xml).unwrap())).unwrap();
+    // The steps ran, but the manifest beside the data could not follow: the store must not
+    // record an operation the manifest does not show.
+    let e = d
+        .create_snapshot("<domainsnapshot><name>s1</name></domainsnapshot>")
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Incomplete, "{e}");
+    assert!(
+        e.full_message()
+            .contains("the disk holding the manifest is full"),
+        "{}",
+        e.full_message()
+    );
+    assert!(d.backend_manifest().unwrap().is_none());
+    // The next call finishes it: manifest first, then the store.
+    let recovered = d.recover().unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(d.tree().unwrap().len(), 1);
+    let m = d
+        .backend_manifest()
+        .unwrap()
+        .expect("saved by the roll-forward");
+    assert!(m.documents[0].contains("<name>s1</name>"));
+}

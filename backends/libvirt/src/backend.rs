@@ -266,16 +266,7 @@ impl LibvirtBackend {
         let mut moves = Vec::new();
         for (target, overlay) in &def.sources {
             let Some(y) = overlay else { continue };
-            let x = def
-                .frozen
-                .iter()
-                .find(|(t, _)| t == target)
-                .map(|(_, f)| f.clone())
-                .ok_or_else(|| {
-                    PluginError::backend(format!(
-                        "snapshot {name} keeps no image for disk {target}"
-                    ))
-                })?;
+            let x = def.frozen_image(&name, target)?;
             let z = child_def
                 .sources
                 .iter()

@@ -120,16 +120,7 @@ impl LibvirtBackend {
         let mut parts = Vec::new();
         for (target, overlay) in &def.sources {
             let Some(overlay) = overlay else { continue };
-            let base = def
-                .frozen
-                .iter()
-                .find(|(t, _)| t == target)
-                .map(|(_, f)| f.clone())
-                .ok_or_else(|| {
-                    PluginError::backend(format!(
-                        "snapshot {name} keeps no image for disk {target}"
-                    ))
-                })?;
+            let base = def.frozen_image(&name, target)?;
             parts.push(Part {
                 target: target.clone(),
                 overlay: overlay.clone(),

@@ -161,6 +161,23 @@ pub struct SnapshotDef {
     pub frozen: Vec<(String, PathBuf)>,
 }
 
+impl SnapshotDef {
+    /// The image that held disk `target` when snapshot `name` was taken (`frozen`).
+    pub fn frozen_image(
+        &self,
+        name: impl std::fmt::Display,
+        target: &str,
+    ) -> PluginResult<PathBuf> {
+        self.frozen
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| {
+                PluginError::backend(format!("snapshot {name} keeps no image for disk {target}"))
+            })
+    }
+}
+
 /// Parses a libvirt snapshot definition.
 pub fn snapshot_def(xml: &str) -> PluginResult<SnapshotDef> {
     let doc = Document::parse(xml).map_err(|e| bad("snapshot definition", e))?;

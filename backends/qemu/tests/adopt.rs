@@ -438,10 +438,13 @@ fn adopting_data_that_is_not_there_is_refused_naming_it_and_changes_nothing() {
         want.sort();
         assert_eq!(names(&mut d), want, "{}", t.mode);
         let after = listing(t.dir.path());
-        // Only the adoption records were added; no image changed.
+        // Only the adoption records and the manifests were added; no image changed.
         let added: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
         assert!(
-            !added.is_empty() && added.iter().all(|n| n.ends_with(".snaptree.json")),
+            added.iter().any(|n| n.ends_with(".snaptree.json"))
+                && added
+                    .iter()
+                    .all(|n| n.ends_with(".snaptree.json") || n.ends_with(".snaptree-manifest.xml")),
             "{}: {added:?}",
             t.mode
         );

@@ -2,7 +2,7 @@
  * The sim backend: snaptree's delta-chain simulator as a plugin written in C.
  *
  * This file is the ABI face: the vtable, argument and flag checks, progress, and the
- * dispatch to the steps in chain.c. Every function refuses unknown flag bits (ABI 1.1
+ * dispatch to the steps in chain.c. Every function refuses unknown flag bits (ABI 1.2
  * defines none) and NULL arguments, and writes out-parameters only on success.
  */
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 
 #include "sim.h"
 
-/* The flags this plugin understands: none, in ABI 1.1. */
+/* The flags this plugin understands: none, in ABI 1.2. */
 #define SIM_KNOWN_FLAGS 0u
 
 /* An open domain: only its directory; every call reads the files afresh, so two handles

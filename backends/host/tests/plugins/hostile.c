@@ -137,6 +137,50 @@ static int adopt(void *handle, const snaptree_uuid *snapshot, const snaptree_uui
 #endif
 }
 
+/* ABI 1.2's manifest slots (MANIFEST): what is saved is given back. BAD_MANIFEST gives
+ * back text that is not UTF-8, which the host must refuse. */
+static char kept[4096];
+static size_t kept_len;
+static int kept_any;
+
+static int save_manifest(void *handle, const char *manifest, size_t len, unsigned int flags,
+                         snaptree_backend_error *err)
+{
+    (void)handle;
+#if defined(MANIFEST_FAILS_ONCE)
+    static int failed;
+    if (!failed) {
+        failed = 1;
+        err->code = SNAPTREE_BACKEND_ERR_BACKEND;
+        snprintf(err->message, sizeof err->message, "the disk holding the manifest is full");
+        return -1;
+    }
+#endif
+    if (flags != 0 || len >= sizeof kept) {
+        err->code = SNAPTREE_BACKEND_ERR_INVALID_ARG;
+        snprintf(err->message, sizeof err->message, "cannot keep this manifest");
+        return -1;
+    }
+    memcpy(kept, manifest, len);
+    kept[len] = 0;
+    kept_len = len;
+    kept_any = 1;
+    return 0;
+}
+
+static int load_manifest(void *handle, snaptree_text_fn text, void *ctx, unsigned int flags,
+                         snaptree_backend_error *err)
+{
+    (void)handle, (void)flags, (void)err;
+#if defined(BAD_MANIFEST)
+    text(ctx, "\xff\xfe", 2);
+#else
+    if (kept_any)
+        text(ctx, kept, kept_len);
+#endif
+    return 0;
+}
+
 #if !defined(NO_ENTRY)
 
 /* A 1.0 vtable followed by slots of a future minor version, for NEWER_MINOR. */
@@ -198,8 +242,13 @@ static const struct longer_vtable table = {
 #else
         NULL,
 #endif
+#if defined(MANIFEST) || defined(BAD_MANIFEST) || defined(MANIFEST_FAILS_ONCE)
+        save_manifest,
+        load_manifest,
+#else
         NULL,
         NULL,
+#endif
         NULL, /* estimate (ABI 1.3) */
     },
     NULL,
