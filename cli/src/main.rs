@@ -547,7 +547,7 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
             .map(|s| match &s.plugin {
                 Ok(p) => serde_json::json!({
                     "path": s.path, "type": p.name(), "abi_version": format!("{}.{}", p.abi_version() >> 16, p.abi_version() & 0xffff),
-                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "manifest": p.keeps_manifest(), "active": s.active, "error": null,
+                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "manifest": p.keeps_manifest(), "estimate": p.can_estimate(), "active": s.active, "error": null,
                 }),
                 Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
             })
@@ -559,13 +559,14 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
     for s in list {
         match &s.plugin {
             Ok(p) => outln!(
-                "{:<8} ABI {}.{}  {}{}{}{}  {}",
+                "{:<8} ABI {}.{}  {}{}{}{}{}  {}",
                 p.name(),
                 p.abi_version() >> 16,
                 p.abi_version() & 0xffff,
                 capabilities(&p.capabilities()).join(", "),
                 if p.can_adopt() { ", adopt" } else { "" },
                 if p.keeps_manifest() { ", manifest" } else { "" },
+                if p.can_estimate() { ", estimate" } else { "" },
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),

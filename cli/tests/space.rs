@@ -122,6 +122,19 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
         ),
     )
     .unwrap();
+    let listing = ok(&["backends"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("qemu") && l.contains(", estimate")),
+        "the qemu plugin estimates: {listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("sim") && !l.contains("estimate")),
+        "the sim does not: {listing}"
+    );
     ok(&["define", p(&xml)]);
     // a → b, a → c (live on c): a branched tree.
     write(&disk, 0xa1, 0, 4 * MIB);

@@ -168,6 +168,12 @@ impl Vtable {
         self.raw.save_manifest.is_some() && self.raw.load_manifest.is_some()
     }
 
+    /// Whether the plugin estimates space (ABI 1.3's `estimate` slot; NULL, or past an
+    /// older plugin's `struct_size`, means it cannot).
+    pub(crate) fn can_estimate(&self) -> bool {
+        self.raw.estimate.is_some()
+    }
+
     /// Whether both test hooks are present.
     pub(crate) fn has_test_hooks(&self) -> bool {
         self.raw.content_digest.is_some() && self.raw.write_guest.is_some()
