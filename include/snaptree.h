@@ -106,6 +106,13 @@
 #define SNAPTREE_ERR_INCOMPLETE 13
 
 /**
+ * Error code: the operation does not fit: a file system it writes on has less free space
+ * than the backend estimates it needs. Nothing ran; the message names the file system, the
+ * bytes needed and the bytes free.
+ */
+#define SNAPTREE_ERR_NO_SPACE 14
+
+/**
  * `snaptree_snapshot_create_xml` flag: REDEFINE: import the snapshot's whole metadata
  * and adopt data the backend already holds instead of freezing the live state
  * (libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`, same value).
@@ -456,6 +463,24 @@ int snaptree_snapshot_rename(snaptree_snapshot *snap, const char *newname, unsig
  * `snap` is a live snapshot handle.
  */
 int snaptree_snapshot_delete(snaptree_snapshot *snap, unsigned int flags);
+
+/**
+ * What a snapshot holds, as its backend estimates it (SEMANTICS.md 7.7): `*held`, the bytes
+ * only its own data holds, and `*frees`, the bytes a `SNAPTREE_SNAPSHOT_DELETE_CONSOLIDATE`
+ * delete of it would free (what it holds less what its dependents must take over). Nothing
+ * changes. `flags` must be 0.
+ *
+ * Returns 1 and writes both, 0 when the backend cannot estimate (nothing written), or -1
+ * on error.
+ *
+ * # Safety
+ * `snap` is a live snapshot handle; `held` and `frees` point to writable
+ * `unsigned long long`s.
+ */
+int snaptree_snapshot_get_size(snaptree_snapshot *snap,
+                               unsigned long long *held,
+                               unsigned long long *frees,
+                               unsigned int flags);
 
 /**
  * Frees a snapshot handle (NULL: nothing). The snapshot itself is not touched. Does not

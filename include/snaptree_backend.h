@@ -29,7 +29,7 @@
  * vtable, or whose mandatory slots are NULL.
  *
  * History: 1.0 ends at write_guest. 1.1 appends adopt. 1.2 appends save_manifest and
- * load_manifest.
+ * load_manifest. 1.3 appends estimate.
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -46,7 +46,7 @@ extern "C" {
 /** The major version of this ABI: a plugin of another major version is refused. */
 #define SNAPTREE_BACKEND_ABI_MAJOR 1
 /** The minor version of this ABI: minor versions only add slots at the vtable's end. */
-#define SNAPTREE_BACKEND_ABI_MINOR 2
+#define SNAPTREE_BACKEND_ABI_MINOR 3
 /** The ABI version a plugin puts in its vtable: major in the high 16 bits, minor low. */
 #define SNAPTREE_BACKEND_ABI_VERSION ((SNAPTREE_BACKEND_ABI_MAJOR << 16) | SNAPTREE_BACKEND_ABI_MINOR)
 
@@ -147,6 +147,28 @@ typedef void (*snaptree_layer_fn)(void *ctx, const snaptree_uuid *snapshot, cons
  * Receives a text of `len` bytes (NUL-terminated as well); valid only during the call.
  */
 typedef void (*snaptree_text_fn)(void *ctx, const char *text, size_t len);
+
+/**
+ * One step's use of one file system, as estimate reports it (SEMANTICS.md 7.7).
+ */
+typedef struct snaptree_space_use {
+    /** The file system's identity, equal for every file on it: its device number (st_dev). */
+    uint64_t fs_id;
+    /** Bytes the step newly allocates there. */
+    uint64_t bytes_written;
+    /** Bytes the step frees there once it succeeds. */
+    uint64_t bytes_freed;
+    /** Bytes free there now for an unprivileged writer (statvfs: f_bavail * f_frsize). */
+    uint64_t bytes_free;
+    /** A NUL-terminated path naming the file system in messages (its mount point). */
+    const char *path;
+} snaptree_space_use;
+
+/**
+ * Receives one file system's entry of estimate. The pointer and the path are valid only
+ * during the call.
+ */
+typedef void (*snaptree_space_fn)(void *ctx, const snaptree_space_use *use);
 
 /** The plugin's table: constant data and functions, valid as long as the library is loaded. */
 typedef struct snaptree_backend_vtable {
@@ -264,6 +286,20 @@ typedef struct snaptree_backend_vtable {
      */
     int (*load_manifest)(void *handle, snaptree_text_fn text, void *text_ctx, unsigned int flags,
                          snaptree_backend_error *err);
+
+    /* ---- ABI 1.3 ---- */
+
+    /**
+     * estimate (SEMANTICS.md 7.7): what step `step` (a SNAPTREE_STEP_*) on `snapshot` (NULL
+     * for detach_live) with `parent` (merge_into_parent's and create's; NULL: the base)
+     * would write and free, run from the current physical state. Calls `space` once per
+     * file system the step touches, then sets `*known` to 1; or sets `*known` to 0 when it
+     * cannot estimate this step (the engine then runs the plan unchecked). Changes nothing.
+     * Optional: NULL means the backend cannot estimate any step.
+     */
+    int (*estimate)(void *handle, int step, const snaptree_uuid *snapshot, const snaptree_uuid *parent,
+                    snaptree_space_fn space, void *space_ctx, int *known, unsigned int flags,
+                    snaptree_backend_error *err);
 } snaptree_backend_vtable;
 
 /** The type of snaptree_backend_entry. */

@@ -24,7 +24,8 @@ Exit codes:
   20  STORAGE            the metadata store failed
   21  BUSY               another operation holds the domain
   22  INTERNAL           a bug in snaptree
-  23  INCOMPLETE         stopped part-way; the next command or `recover` finishes it";
+  23  INCOMPLETE         stopped part-way; the next command or `recover` finishes it
+  24  NO_SPACE           the operation does not fit on a file system; nothing ran";
 
 /// snaptree: hypervisor-agnostic VM snapshot trees.
 #[derive(Debug, Parser)]
@@ -107,6 +108,11 @@ pub struct ListOpts {
     /// Print JSON (see the README for the fields).
     #[arg(long)]
     pub json: bool,
+    /// Add what each snapshot holds, as its backend estimates it: Held (bytes only its
+    /// data holds) and Frees (bytes a --consolidate delete of it would free); in JSON,
+    /// `held_bytes` and `frees_bytes` (null: the backend cannot estimate).
+    #[arg(long, conflicts_with_all = ["tree", "name"])]
+    pub size: bool,
 }
 
 /// The delete mode flags, as virsh spells them.

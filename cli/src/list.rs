@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use snaptree_engine::{Error, Snapshot, SnapshotTree};
+use snaptree_engine::{Error, Snapshot, SnapshotSize, SnapshotTree};
 
 use crate::args::ListOpts;
 use crate::output::format_time;
@@ -68,16 +68,26 @@ pub fn names(sel: &Selection<'_>) -> String {
     sel.rows.iter().map(|s| format!("{}\n", s.name)).collect()
 }
 
-/// The table: Name, Creation Time, State, and Parent with `--parent`.
-pub fn table(tree: &SnapshotTree, sel: &Selection<'_>, parent: bool) -> String {
+/// The table: Name, Creation Time, State, Parent with `--parent`, and with `--size` Held
+/// and Frees (`sizes`, one per row; `-` where the backend cannot estimate).
+pub fn table(
+    tree: &SnapshotTree,
+    sel: &Selection<'_>,
+    parent: bool,
+    sizes: Option<&[Option<SnapshotSize>]>,
+) -> String {
     let mut header = vec!["Name", "Creation Time", "State"];
     if parent {
         header.push("Parent");
     }
+    if sizes.is_some() {
+        header.extend(["Held", "Frees"]);
+    }
     let rows = sel
         .rows
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let mut row = vec![
                 s.name.clone(),
                 format_time(s.creation_date),
@@ -88,6 +98,12 @@ pub fn table(tree: &SnapshotTree, sel: &Selection<'_>, parent: bool) -> String {
                     tree.parent(&s.uuid)
                         .map_or(String::new(), |p| p.name.clone()),
                 );
+            }
+            if let Some(sizes) = sizes {
+                match sizes.get(i).copied().flatten() {
+                    Some(z) => row.extend([z.held.to_string(), z.frees.to_string()]),
+                    None => row.extend(["-".to_string(), "-".to_string()]),
+                }
             }
             row
         })

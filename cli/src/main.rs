@@ -32,6 +32,8 @@ use out::{errln, out, outln};
 /// a refused command line, or a reader that closed the pipe (not an error: a quiet exit).
 pub(crate) enum Failure {
     Engine(Error),
+    /// An engine error and a hint printed after it (NO_SPACE: what to delete first).
+    Hinted(Error, String),
     Io(String),
     Usage(String),
     ClosedPipe,
@@ -47,7 +49,7 @@ impl From<Error> for Failure {
 /// cannot be read is 3, below that range, so no future engine code can collide with it.
 fn exit_code(f: &Failure) -> u8 {
     match f {
-        Failure::Engine(e) => 10 + e.code() as u8,
+        Failure::Engine(e) | Failure::Hinted(e, _) => 10 + e.code() as u8,
         Failure::Io(_) => 3,
         Failure::Usage(_) => 2,
         Failure::ClosedPipe => 0,
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Err(f) => {
             let text = match &f {
                 Failure::Engine(e) => e.full_message(),
+                Failure::Hinted(e, hint) => format!("{}\n{hint}", e.full_message()),
                 Failure::Io(s) | Failure::Usage(s) => s.clone(),
                 Failure::ClosedPipe => String::new(),
             };
@@ -152,7 +155,54 @@ fn revert_state(s: RevertStateArgs) -> Option<PowerState> {
 
 fn print_plan(d: &mut Domain, plan: &Plan) -> Result<(), Failure> {
     out!("{}", output::describe_plan(d.tree()?, plan));
+    if !plan.steps.is_empty() {
+        let estimate = d.estimate_space(plan)?;
+        let backend = d.backend().name().to_string();
+        out!("{}", output::describe_space(&backend, estimate.as_ref()));
+    }
     Ok(())
+}
+
+/// Adds to a NO_SPACE refusal which snapshots to delete first: those whose CONSOLIDATE
+/// delete frees most (at most three, and only ones that free something), leaving out
+/// `busy`, the snapshot the refused operation was about.
+fn hint_space(d: &mut Domain, e: Error, busy: Option<snaptree_engine::Uuid>) -> Failure {
+    let Error::NoSpace { needed, free, .. } = &e else {
+        return Failure::Engine(e);
+    };
+    let short = needed.saturating_sub(*free);
+    let Ok(tree) = d.tree() else {
+        return Failure::Engine(e);
+    };
+    let snaps: Vec<(snaptree_engine::Uuid, String)> = tree
+        .topological()
+        .into_iter()
+        .filter(|s| Some(s.uuid) != busy)
+        .map(|s| (s.uuid, s.name.clone()))
+        .collect();
+    let mut frees: Vec<(u64, String)> = snaps
+        .into_iter()
+        .filter_map(|(u, name)| match d.snapshot_size(&u) {
+            Ok(Some(z)) if z.frees > 0 => Some((z.frees, name)),
+            _ => None,
+        })
+        .collect();
+    frees.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    frees.truncate(3);
+    if frees.is_empty() {
+        return Failure::Engine(e);
+    }
+    let list = frees
+        .iter()
+        .map(|(n, name)| format!("'{name}' (frees {n} bytes)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Failure::Hinted(
+        e,
+        format!(
+            "hint: {short} more bytes are needed; deleting these snapshots with --consolidate frees most: {list}"
+        ),
+    )
 }
 
 fn print_recoveries(d: &Domain) {
@@ -272,13 +322,37 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut d = open_domain(domain)?;
             let dom = d.name().to_string();
             let pending = d.pending()?;
+            let sizes = if opts.size {
+                let uuids: Vec<_> = list::select(d.tree()?, opts, &dom)?
+                    .rows
+                    .iter()
+                    .map(|s| s.uuid)
+                    .collect();
+                let mut out = Vec::new();
+                for u in &uuids {
+                    out.push(d.snapshot_size(u)?);
+                }
+                Some(out)
+            } else {
+                None
+            };
             let tree = d.tree()?;
             let sel = list::select(tree, opts, &dom)?;
             if opts.json {
                 let v: Vec<_> = sel
                     .rows
                     .iter()
-                    .map(|s| output::snapshot_json(tree, s))
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let mut j = serde_json::to_value(output::snapshot_json(tree, s))
+                            .unwrap_or_default();
+                        if let (Some(sizes), Some(o)) = (&sizes, j.as_object_mut()) {
+                            let z = sizes.get(i).copied().flatten();
+                            o.insert("held_bytes".into(), z.map(|z| z.held).into());
+                            o.insert("frees_bytes".into(), z.map(|z| z.frees).into());
+                        }
+                        j
+                    })
                     .collect();
                 let doc = serde_json::json!({"domain": dom, "snapshots": v, "pending": pending::json(pending.as_ref())});
                 outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -287,7 +361,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else if opts.name {
                 out!("{}", list::names(&sel));
             } else {
-                out!("{}", list::table(tree, &sel, opts.parent));
+                out!("{}", list::table(tree, &sel, opts.parent, sizes.as_deref()));
             }
             if let (false, Some(p)) = (opts.json, &pending) {
                 outln!("\n{}", pending::note(d.name(), p));
@@ -394,7 +468,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print_plan(&mut d, &plan)?;
             } else {
                 let mut bar = progress::bar("delete");
-                let plan = d.delete(&u, mode, &mut bar)?;
+                let plan = match d.delete(&u, mode, &mut bar) {
+                    Ok(plan) => plan,
+                    Err(e) => return Err(hint_space(&mut d, e, Some(u))),
+                };
                 bar.finish();
                 let removed = plan.removed().len();
                 outln!(
@@ -471,7 +548,10 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
         let plan = d.plan_create(xml)?;
         return print_plan(d, &plan);
     }
-    let u = d.create_snapshot(xml)?;
+    let u = match d.create_snapshot(xml) {
+        Ok(u) => u,
+        Err(e) => return Err(hint_space(d, e, None)),
+    };
     let name = d
         .tree()?
         .get(&u)
@@ -504,7 +584,7 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
             .map(|s| match &s.plugin {
                 Ok(p) => serde_json::json!({
                     "path": s.path, "type": p.name(), "abi_version": format!("{}.{}", p.abi_version() >> 16, p.abi_version() & 0xffff),
-                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "manifest": p.keeps_manifest(), "active": s.active, "error": null,
+                    "capabilities": capabilities(&p.capabilities()), "test_hooks": p.has_test_hooks(), "adopt": p.can_adopt(), "manifest": p.keeps_manifest(), "estimate": p.can_estimate(), "active": s.active, "error": null,
                 }),
                 Err(e) => serde_json::json!({"path": s.path, "type": s.file_type, "error": e.full_message(), "active": false}),
             })
@@ -516,13 +596,14 @@ fn backends(host: &PluginHost, json: bool) -> Result<(), Failure> {
     for s in list {
         match &s.plugin {
             Ok(p) => outln!(
-                "{:<8} ABI {}.{}  {}{}{}{}  {}",
+                "{:<8} ABI {}.{}  {}{}{}{}{}  {}",
                 p.name(),
                 p.abi_version() >> 16,
                 p.abi_version() & 0xffff,
                 capabilities(&p.capabilities()).join(", "),
                 if p.can_adopt() { ", adopt" } else { "" },
                 if p.keeps_manifest() { ", manifest" } else { "" },
+                if p.can_estimate() { ", estimate" } else { "" },
                 if s.active { "" } else { "  (shadowed)" },
                 s.path.display()
             ),

@@ -1,7 +1,7 @@
 //! How listings, trees, plans and JSON are printed.
 
 use serde::Serialize;
-use snaptree_engine::{Plan, SnapshotTree, Step, Uuid};
+use snaptree_engine::{Plan, SnapshotTree, SpaceEstimate, Step, Uuid};
 
 /// A UTC timestamp as `YYYY-MM-DD HH:MM:SS +0000`, without a date library.
 pub fn format_time(unix: i64) -> String {
@@ -164,6 +164,35 @@ pub fn describe_plan(tree: &SnapshotTree, plan: &Plan) -> String {
             "  current stays {}\n",
             before.unwrap_or_else(|| "none".into())
         )),
+    }
+    out
+}
+
+/// The space lines of `--dry-run` (SEMANTICS.md §7.7): per file system, the bytes the plan
+/// writes and frees and the free space before and after; or that the backend cannot
+/// estimate.
+pub fn describe_space(backend: &str, estimate: Option<&SpaceEstimate>) -> String {
+    let Some(estimate) = estimate else {
+        return format!("  space: not estimated (backend '{backend}' cannot estimate its steps)\n");
+    };
+    if estimate.file_systems.is_empty() {
+        return "  space: writes and frees nothing\n".into();
+    }
+    let mut out = String::new();
+    for fs in &estimate.file_systems {
+        out.push_str(&format!(
+            "  space on {}: writes {}, frees {}, free {} -> {}{}\n",
+            fs.path,
+            fs.written,
+            fs.freed,
+            fs.free_before,
+            fs.free_after(),
+            if fs.fits() {
+                ""
+            } else {
+                " (does not fit: the operation would be refused with NO_SPACE)"
+            }
+        ));
     }
     out
 }

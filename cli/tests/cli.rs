@@ -245,7 +245,7 @@ fn the_c_sim_plugin_is_found_beside_the_binary() {
     let backends = s.ok(&["backends"]);
     assert!(
         backends.contains("sim")
-            && backends.contains("ABI 1.2")
+            && backends.contains("ABI 1.3")
             && backends.contains("forget, adopt  "),
         "expected the sim plugin listed:\n{backends}"
     );

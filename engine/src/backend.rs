@@ -163,6 +163,14 @@ pub trait Backend: Send {
     fn load_manifest(&mut self) -> Result<Option<String>> {
         Ok(None)
     }
+    /// Estimates what `step` will write and free on each file system it touches, with
+    /// the free space there now (SEMANTICS.md §7.7), as the step would run from the
+    /// current physical state. `Ok(None)`: the backend cannot estimate (the default), and
+    /// the engine runs the plan without a space check.
+    fn estimate(&mut self, step: &Step) -> Result<Option<Vec<crate::space::SpaceUse>>> {
+        let _ = step;
+        Ok(None)
+    }
     /// The test hooks, if the backend offers them.
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
         None

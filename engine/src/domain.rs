@@ -11,6 +11,7 @@ use crate::journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 use crate::model::PowerState;
 use crate::plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 use crate::planner::{self, CreateContext, RedefineContext};
+use crate::space::{SnapshotSize, SpaceEstimate};
 use crate::tree::SnapshotTree;
 use crate::xml::{DomainXml, SnapshotXml, manifest};
 
@@ -671,6 +672,68 @@ impl Domain {
         })
     }
 
+    /// The backend's estimate of what `plan` writes and frees on each file system
+    /// (SEMANTICS.md §7.7), its steps' estimates summed; `None` when the backend cannot
+    /// estimate one of its steps. Changes nothing.
+    pub fn estimate_space(&mut self, plan: &Plan) -> Result<Option<SpaceEstimate>> {
+        let mut total = SpaceEstimate::default();
+        for step in &plan.steps {
+            match self.backend.estimate(step)? {
+                Some(uses) => total.add(&uses),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// What a snapshot holds (SEMANTICS.md §7.7): the bytes only its data holds, and the
+    /// bytes a CONSOLIDATE delete of it would free, summed over every file system, as the
+    /// backend estimates them. `None` when the backend cannot estimate, or cannot
+    /// consolidate that snapshot now. Changes nothing.
+    pub fn snapshot_size(&mut self, snapshot: &Uuid) -> Result<Option<SnapshotSize>> {
+        let plan = match self.plan_delete(snapshot, DeleteMode::Consolidate) {
+            Ok(plan) => plan,
+            Err(e) if e.code() == ErrorCode::OperationInvalid => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(whole) = self.estimate_space(&plan)? else {
+            return Ok(None);
+        };
+        let Some(own) = self.backend.estimate(&Step::Consolidate {
+            snapshot: *snapshot,
+        })?
+        else {
+            return Ok(None);
+        };
+        let held = own.iter().map(|u| u.freed).sum();
+        let (freed, written) = whole
+            .file_systems
+            .iter()
+            .fold((0u64, 0u64), |(f, w), fs| (f + fs.freed, w + fs.written));
+        Ok(Some(SnapshotSize {
+            held,
+            frees: freed.saturating_sub(written),
+        }))
+    }
+
+    /// Refuses, with `NO_SPACE` naming the file system, a plan whose estimated writes do
+    /// not fit in the free space there; before anything runs.
+    fn check_space(&mut self, plan: &Plan) -> Result<()> {
+        let Some(estimate) = self.estimate_space(plan)? else {
+            return Ok(());
+        };
+        match estimate.shortfall() {
+            None => Ok(()),
+            Some(fs) => Err(Error::NoSpace {
+                domain: self.xml.name.clone(),
+                operation: plan.operation.describe(&self.tree),
+                path: fs.path.clone(),
+                needed: fs.written,
+                free: fs.free_before,
+            }),
+        }
+    }
+
     /// Runs a plan: journal, steps, commit. A failure in the first step that left the
     /// physical tree as it was drops the journal entry (backends undo a step that fails)
     /// and returns the error itself: nothing changed. Any other failure leaves the entry,
@@ -679,6 +742,9 @@ impl Domain {
     fn run(&mut self, plan: Plan, progress: &mut dyn Progress) -> Result<Plan> {
         let actions = actions(&plan);
         let journaled = !actions.is_empty() && !self.backend.is_metadata_only();
+        if journaled {
+            self.check_space(&plan)?;
+        }
         // The physical tree before anything runs, to tell a cleanly failed first step
         // from one that changed something (see `first_step_left_nothing`).
         let physical_before = if journaled {

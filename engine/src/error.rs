@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// An operation stopped part-way; it stays journaled and the next call on the domain
     /// (or an explicit recover) finishes it. Until then reads show the state before it.
     Incomplete = 13,
+    /// A plan does not fit: a file system it writes on has less free space than the
+    /// backend estimates it needs (SEMANTICS.md §7.7). Nothing ran.
+    NoSpace = 14,
 }
 
 impl ErrorCode {
@@ -52,11 +55,12 @@ impl ErrorCode {
             ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Incomplete => "INCOMPLETE",
+            ErrorCode::NoSpace => "NO_SPACE",
         }
     }
 
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidArg,
         ErrorCode::XmlError,
         ErrorCode::NoDomain,
@@ -70,6 +74,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::Internal,
         ErrorCode::Incomplete,
+        ErrorCode::NoSpace,
     ];
 
     /// The code with this number, if any.
@@ -171,6 +176,23 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A plan does not fit on a file system (SEMANTICS.md §7.7); nothing ran.
+    #[error(
+        "{operation} on domain '{domain}' needs {} on the file system at {path} but only {} is free",
+        bytes(*needed), bytes(*free)
+    )]
+    NoSpace {
+        /// The domain.
+        domain: String,
+        /// The operation, in words.
+        operation: String,
+        /// The file system's mount point.
+        path: String,
+        /// Bytes the plan would write there.
+        needed: u64,
+        /// Bytes free there.
+        free: u64,
+    },
 }
 
 impl Error {
@@ -190,6 +212,7 @@ impl Error {
             Error::Busy { .. } => ErrorCode::Busy,
             Error::Internal(_) => ErrorCode::Internal,
             Error::Incomplete { .. } => ErrorCode::Incomplete,
+            Error::NoSpace { .. } => ErrorCode::NoSpace,
         }
     }
 
@@ -226,6 +249,20 @@ pub fn chain_message(error: &dyn std::error::Error) -> String {
 
 /// The result type of snaptree.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Bytes for messages: exact, with a binary-unit reading for large numbers
+/// ("29360128 bytes (28.0 MiB)").
+pub fn bytes(n: u64) -> String {
+    if n < 1 << 20 {
+        return format!("{n} bytes");
+    }
+    let (v, unit) = if n >= 1 << 30 {
+        (n as f64 / (1u64 << 30) as f64, "GiB")
+    } else {
+        (n as f64 / (1u64 << 20) as f64, "MiB")
+    };
+    format!("{n} bytes ({v:.1} {unit})")
+}
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

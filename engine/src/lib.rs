@@ -20,6 +20,7 @@ pub mod null;
 pub mod physical;
 pub mod plan;
 pub mod planner;
+pub mod space;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,5 +38,6 @@ pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
 pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
+pub use space::{FileSystemSpace, SnapshotSize, SpaceEstimate, SpaceUse};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

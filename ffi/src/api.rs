@@ -511,6 +511,44 @@ pub unsafe extern "C" fn snaptree_snapshot_delete(
     })
 }
 
+/// What a snapshot holds, as its backend estimates it (SEMANTICS.md 7.7): `*held`, the bytes
+/// only its own data holds, and `*frees`, the bytes a `SNAPTREE_SNAPSHOT_DELETE_CONSOLIDATE`
+/// delete of it would free (what it holds less what its dependents must take over). Nothing
+/// changes. `flags` must be 0.
+///
+/// Returns 1 and writes both, 0 when the backend cannot estimate (nothing written), or -1
+/// on error.
+///
+/// # Safety
+/// `snap` is a live snapshot handle; `held` and `frees` point to writable
+/// `unsigned long long`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_snapshot_get_size(
+    snap: *mut snaptree_snapshot,
+    held: *mut std::ffi::c_ulonglong,
+    frees: *mut std::ffi::c_ulonglong,
+    flags: c_uint,
+) -> c_int {
+    boundary::call("snaptree_snapshot_get_size", -1, |call| {
+        // SAFETY: `snap` is NULL or a live snapshot handle (documented).
+        let snap = unsafe { call.arg(snap, "snap") }?;
+        let held = call.out(held, "held")?;
+        let frees = call.out(frees, "frees")?;
+        call.flags(flags, 0)?;
+        match snap.with(|d| d.snapshot_size(&snap.uuid))? {
+            Some(size) => {
+                // SAFETY: both out-pointers are non-NULL (checked) and writable (documented).
+                unsafe {
+                    held.write(size.held);
+                    frees.write(size.frees);
+                }
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    })
+}
+
 /// Frees a snapshot handle (NULL: nothing). The snapshot itself is not touched. Does not
 /// change the last error.
 ///

@@ -41,6 +41,10 @@ pub const SNAPTREE_ERR_INTERNAL: c_int = 12;
 /// the domain, or `snaptree_domain_recover`, finishes it. The message names the operation,
 /// the step and the backend's reason.
 pub const SNAPTREE_ERR_INCOMPLETE: c_int = 13;
+/// Error code: the operation does not fit: a file system it writes on has less free space
+/// than the backend estimates it needs. Nothing ran; the message names the file system, the
+/// bytes needed and the bytes free.
+pub const SNAPTREE_ERR_NO_SPACE: c_int = 14;
 
 /// `snaptree_snapshot_create_xml` flag: REDEFINE: import the snapshot's whole metadata
 /// and adopt data the backend already holds instead of freezing the live state
@@ -105,6 +109,7 @@ const _: () = {
     assert!(SNAPTREE_ERR_BUSY == ErrorCode::Busy as c_int);
     assert!(SNAPTREE_ERR_INTERNAL == ErrorCode::Internal as c_int);
     assert!(SNAPTREE_ERR_INCOMPLETE == ErrorCode::Incomplete as c_int);
+    assert!(SNAPTREE_ERR_NO_SPACE == ErrorCode::NoSpace as c_int);
     assert!(SNAPTREE_SNAPSHOT_CREATE_REDEFINE == flags::CREATE_REDEFINE);
     assert!(SNAPTREE_SNAPSHOT_CREATE_CURRENT == flags::CREATE_CURRENT);
     assert!(SNAPTREE_SNAPSHOT_DELETE_MERGE == flags::DELETE_MERGE);

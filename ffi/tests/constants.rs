@@ -36,6 +36,7 @@ fn error_codes_are_the_engines() {
         snaptree::SNAPTREE_ERR_BUSY,
         snaptree::SNAPTREE_ERR_INTERNAL,
         snaptree::SNAPTREE_ERR_INCOMPLETE,
+        snaptree::SNAPTREE_ERR_NO_SPACE,
     ];
     let header = header_defines();
     assert_eq!(

@@ -35,6 +35,11 @@ pub fn step_to_abi(kind: StepKind) -> u32 {
     kind as u32
 }
 
+/// The step of an ABI step number, if it is one.
+pub fn step_from_abi(step: c_int) -> Option<StepKind> {
+    StepKind::ALL.into_iter().find(|k| *k as c_int == step)
+}
+
 /// Capabilities as the ABI's bitmask: one byte of `SNAPTREE_POWER_MASK_*` bits per step.
 pub fn capabilities_to_abi(caps: Capabilities) -> u64 {
     StepKind::ALL.into_iter().fold(0, |bits, kind| {

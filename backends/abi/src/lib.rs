@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_1_0_vtable_ends_at_write_guest_1_1_appends_adopt_1_2_the_manifest() {
+    fn the_1_0_vtable_ends_at_write_guest_1_1_appends_adopt_1_2_the_manifest_1_3_estimate() {
         assert_eq!(
             VTABLE_MIN_SIZE,
             std::mem::offset_of!(snaptree_backend_vtable, adopt),
@@ -72,10 +72,15 @@ mod tests {
         assert_eq!(
             std::mem::offset_of!(snaptree_backend_vtable, load_manifest)
                 + std::mem::size_of::<usize>(),
-            std::mem::size_of::<snaptree_backend_vtable>(),
-            "ABI 1.2 ends at load_manifest"
+            std::mem::offset_of!(snaptree_backend_vtable, estimate),
+            "ABI 1.3 appends estimate right after 1.2's load_manifest"
         );
-        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 2);
+        assert_eq!(
+            std::mem::offset_of!(snaptree_backend_vtable, estimate) + std::mem::size_of::<usize>(),
+            std::mem::size_of::<snaptree_backend_vtable>(),
+            "ABI 1.3 ends at estimate"
+        );
+        assert_eq!(SNAPTREE_BACKEND_ABI_MINOR, 3);
         assert_eq!(
             abi_major(SNAPTREE_BACKEND_ABI_VERSION),
             SNAPTREE_BACKEND_ABI_MAJOR

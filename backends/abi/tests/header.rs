@@ -17,7 +17,7 @@ fn syntax_check(compiler: &str, args: &[&str], lang: &str) {
         &src,
         "#include <snaptree_backend.h>\n\
          static const snaptree_backend_vtable table = { SNAPTREE_BACKEND_ABI_VERSION, sizeof(snaptree_backend_vtable), \"x\",\n\
-             SNAPTREE_CAP(SNAPTREE_STEP_CREATE, SNAPTREE_POWER_MASK_ANY), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };\n\
+             SNAPTREE_CAP(SNAPTREE_STEP_CREATE, SNAPTREE_POWER_MASK_ANY), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };\n\
          const snaptree_backend_vtable *snaptree_backend_entry(void) { return &table; }\n\
          int use_types(snaptree_backend_error *e, snaptree_uuid *u, snaptree_progress_fn p, snaptree_layer_fn l, snaptree_backend_entry_fn f);\n",
     )

@@ -172,6 +172,15 @@ impl Backend for PluginBackend {
             .transpose()
     }
 
+    fn estimate(&mut self, step: &Step) -> Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        let parent = match step {
+            Step::Create { parent, .. } | Step::MergeIntoParent { parent, .. } => parent.as_ref(),
+            _ => None,
+        };
+        self.vt()
+            .estimate(self.handle, step.kind(), step.snapshot().as_ref(), parent)
+    }
+
     fn test_hooks(&mut self) -> Option<&mut dyn TestHooks> {
         if self.vt().has_test_hooks() {
             Some(self)

@@ -1,5 +1,5 @@
 //! The host's side of the callbacks a plugin calls: progress, one call per layer of
-//! `list_physical`, and the text of `load_manifest`. Panics never unwind into the plugin: a panicking progress sink asks
+//! `list_physical`, the text of `load_manifest`, and one per file system of `estimate`. Panics never unwind into the plugin: a panicking progress sink asks
 //! the plugin to cancel, and the panic resumes once the plugin has returned.
 
 use std::any::Any;
@@ -112,4 +112,48 @@ pub(crate) fn with_text<T>(
     f: impl FnOnce(abi::snaptree_text_fn, *mut c_void) -> T,
 ) -> T {
     f(Some(text), std::ptr::from_mut(out).cast())
+}
+
+/// Collects the file systems a plugin reports from `estimate`.
+#[derive(Default)]
+pub(crate) struct SpaceUses {
+    /// Every entry, in the order reported.
+    pub(crate) uses: Vec<snaptree_engine::SpaceUse>,
+    /// Set when the plugin passed a NULL entry or path, or a path that is not UTF-8.
+    pub(crate) bad_entry: bool,
+}
+
+unsafe extern "C" fn space_use(ctx: *mut c_void, entry: *const abi::snaptree_space_use) {
+    // SAFETY: the host passes a pointer to a live `SpaceUses` as `ctx` with this function,
+    // for the duration of one `estimate` call.
+    let uses = unsafe { &mut *ctx.cast::<SpaceUses>() };
+    // SAFETY: the ABI makes the entry NULL or valid for the duration of this call.
+    let Some(e) = (unsafe { entry.as_ref() }) else {
+        uses.bad_entry = true;
+        return;
+    };
+    if e.path.is_null() {
+        uses.bad_entry = true;
+        return;
+    }
+    // SAFETY: a non-NULL path is NUL-terminated and valid during the call, as the ABI says.
+    let path = unsafe { std::ffi::CStr::from_ptr(e.path) };
+    match path.to_str() {
+        Ok(p) => uses.uses.push(snaptree_engine::SpaceUse {
+            fs: e.fs_id,
+            path: p.to_string(),
+            written: e.bytes_written,
+            freed: e.bytes_freed,
+            free: e.bytes_free,
+        }),
+        Err(_) => uses.bad_entry = true,
+    }
+}
+
+/// Calls `f` with a space callback and its context that collect into `uses`.
+pub(crate) fn with_space_uses<T>(
+    uses: &mut SpaceUses,
+    f: impl FnOnce(abi::snaptree_space_fn, *mut c_void) -> T,
+) -> T {
+    f(Some(space_use), std::ptr::from_mut(uses).cast())
 }

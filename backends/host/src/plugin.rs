@@ -151,6 +151,11 @@ impl Plugin {
         self.inner.vtable.keeps_manifest()
     }
 
+    /// Whether the plugin estimates space (ABI 1.3's `estimate` slot).
+    pub fn can_estimate(&self) -> bool {
+        self.inner.vtable.can_estimate()
+    }
+
     pub(crate) fn vtable(&self) -> &'static Vtable {
         &self.inner.vtable
     }

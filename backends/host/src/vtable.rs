@@ -4,7 +4,7 @@
 //! treats a NULL slot as "unsupported" (and reports the step as unsupported in the
 //! capabilities, so the engine refuses such operations before it starts them; a NULL
 //! `adopt` slot, or one a 1.0 plugin's table does not reach, makes `can_adopt` false),
-//! passes flags 0 (ABI 1.2 defines none), and turns the plugin's error struct into an engine
+//! passes flags 0 (ABI 1.3 defines none), and turns the plugin's error struct into an engine
 //! error.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -12,15 +12,17 @@ use std::path::Path;
 
 use snaptree_abi as abi;
 use snaptree_abi::convert::{
-    capabilities_from_abi, power_from_abi, power_to_abi, uuid_from_abi, uuid_to_abi,
+    capabilities_from_abi, power_from_abi, power_to_abi, step_to_abi, uuid_from_abi, uuid_to_abi,
 };
 use snaptree_engine::{
     Capabilities, Error, PowerMask, PowerState, Progress, Result, StepKind, Uuid,
 };
 
-use crate::callbacks::{Layers, Text, with_layers, with_progress, with_text};
+use crate::callbacks::{
+    Layers, SpaceUses, Text, with_layers, with_progress, with_space_uses, with_text,
+};
 
-/// The flags the host passes: ABI 1.2 defines none.
+/// The flags the host passes: ABI 1.3 defines none.
 const FLAGS: u32 = 0;
 
 /// The longest backend name a plugin may declare (a backend type is at most 64 bytes).
@@ -164,6 +166,12 @@ impl Vtable {
     /// `load_manifest`, both present).
     pub(crate) fn keeps_manifest(&self) -> bool {
         self.raw.save_manifest.is_some() && self.raw.load_manifest.is_some()
+    }
+
+    /// Whether the plugin estimates space (ABI 1.3's `estimate` slot; NULL, or past an
+    /// older plugin's `struct_size`, means it cannot).
+    pub(crate) fn can_estimate(&self) -> bool {
+        self.raw.estimate.is_some()
     }
 
     /// Whether both test hooks are present.
@@ -484,6 +492,50 @@ impl Vtable {
             })
         })?;
         Ok(text)
+    }
+
+    /// What a step would write and free per file system (ABI 1.3's `estimate` slot);
+    /// `None` when the slot is NULL (or past an older plugin's table), or the plugin
+    /// cannot estimate this step.
+    pub(crate) fn estimate(
+        &self,
+        handle: Handle,
+        step: StepKind,
+        snapshot: Option<&Uuid>,
+        parent: Option<&Uuid>,
+    ) -> Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        let Some(f) = self.raw.estimate else {
+            return Ok(None);
+        };
+        let (snapshot, parent) = (snapshot.map(uuid_to_abi), parent.map(uuid_to_abi));
+        let mut uses = SpaceUses::default();
+        let mut known: c_int = 0;
+        with_space_uses(&mut uses, |cb, ctx| {
+            // SAFETY: an open handle; the uuids, the callback context, the out-pointer and
+            // the error struct outlive the call.
+            self.call("estimate", |err| unsafe {
+                f(
+                    handle.0,
+                    step_to_abi(step) as c_int,
+                    opt(&snapshot),
+                    opt(&parent),
+                    cb,
+                    ctx,
+                    &raw mut known,
+                    FLAGS,
+                    err,
+                )
+            })
+        })?;
+        if uses.bad_entry {
+            return Err(Error::Backend {
+                backend: self.name.to_string(),
+                message:
+                    "estimate reported a file system with a NULL entry or a path that is not UTF-8"
+                        .into(),
+            });
+        }
+        Ok((known != 0).then_some(uses.uses))
     }
 
     /// The layers and the live state's parent.

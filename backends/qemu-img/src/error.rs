@@ -31,6 +31,16 @@ pub enum Error {
         message: String,
     },
 
+    /// The file system of a path cannot be examined (`stat`, `statvfs`).
+    #[error("cannot read the free space of the file system of {}", path.display())]
+    Space {
+        /// The path asked about.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+
     /// Another process holds a lock on an image of the chain (usually a running VM).
     #[error("{} is locked by another process", image.display())]
     Locked {

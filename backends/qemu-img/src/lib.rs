@@ -30,6 +30,7 @@ mod lock;
 #[allow(unsafe_code)]
 mod probe;
 mod progress;
+mod space;
 
 pub use chain::{commit, rebase_safe, rebase_unsafe};
 pub use digest::content_digest;
@@ -42,6 +43,8 @@ pub use internal::{
 };
 pub use io::{io_verify_pattern, io_verify_snapshot_pattern, io_write_pattern};
 pub use layer::{
-    allocated_bytes, allocated_bytes_by_map, create, create_overlay, create_overlay_unopened,
+    ClusterMap, allocated_bytes, allocated_bytes_by_map, allocated_clusters, create,
+    create_overlay, create_overlay_unopened, mapped_entries, release_copied_clusters,
 };
 pub use lock::{check_writable, check_writable_by_qemu_io};
+pub use space::{FileSystem, allocated_on_disk, file_system};

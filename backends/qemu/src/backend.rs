@@ -333,6 +333,39 @@ impl QemuBackend {
 }
 
 impl QemuBackend {
+    /// What `step` would write and free on each file system (SEMANTICS.md §7.7), from
+    /// the plan it would run offline now. `None` while the VM runs (live steps are not
+    /// estimated) or when the files cannot be read for an estimate (the step then runs
+    /// and reports its own error).
+    pub fn estimate_step(
+        &mut self,
+        step: &Step,
+    ) -> snaptree_engine::Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        if self.live_now()?.is_some() {
+            return Ok(None);
+        }
+        adopt::refresh(&mut self.disks)?;
+        let estimate = self
+            .plans(step)
+            .and_then(|plans| crate::offline::space::estimate(&plans, &self.manifest_writes()));
+        Ok(estimate.ok())
+    }
+
+    /// What saving the manifest after an operation writes and frees beside each disk: a
+    /// new file written beside the old one before it replaces it (`write_atomic`), at most
+    /// a block larger (one snapshot's entry), and the old one freed; in 4 KiB blocks.
+    fn manifest_writes(&self) -> Vec<(std::path::PathBuf, u64, u64)> {
+        self.disks
+            .iter()
+            .map(|d| {
+                let path = d.beside(MANIFEST_SUFFIX);
+                let old = std::fs::metadata(&path).map_or(0, |m| m.len());
+                let old = old.div_ceil(4096) * 4096;
+                (path, old + 4096, old)
+            })
+            .collect()
+    }
+
     /// Keeps the engine's manifest (ABI 1.2) beside every disk's image, as
     /// `<image>.snaptree-manifest.xml` next to its `.snaptree.json`: any one disk that
     /// survives is enough to rebuild the tree (`snaptree adopt`). Beside the image rather
@@ -437,6 +470,13 @@ impl Backend for QemuBackend {
 
     fn load_manifest(&mut self) -> snaptree_engine::Result<Option<String>> {
         Ok(self.manifest_beside_disks()?)
+    }
+
+    fn estimate(
+        &mut self,
+        step: &Step,
+    ) -> snaptree_engine::Result<Option<Vec<snaptree_engine::SpaceUse>>> {
+        self.estimate_step(step)
     }
 
     #[cfg(feature = "test-hooks")]

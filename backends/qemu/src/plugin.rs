@@ -11,7 +11,8 @@ use snaptree_engine::TestHooks;
 #[cfg(feature = "test-hooks")]
 use snaptree_sdk::ContentRef;
 use snaptree_sdk::{
-    Adoption, Capabilities, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend, Step,
+    Adoption, Capabilities, PhysicalTree, PluginResult, PowerState, Progress, SnaptreeBackend,
+    SpaceUse, Step,
 };
 
 use crate::backend::QemuBackend;
@@ -29,6 +30,8 @@ impl SnaptreeBackend for QemuPlugin {
     const ADOPT: bool = true;
     /// The engine's manifest is kept beside every disk's image.
     const MANIFEST: bool = true;
+    /// Offline steps are estimated from the plan they would run (`offline::space`).
+    const ESTIMATE: bool = true;
 
     /// Offline and live together; each open domain narrows them.
     fn capabilities() -> Capabilities {
@@ -53,6 +56,10 @@ impl SnaptreeBackend for QemuPlugin {
 
     fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
         Ok(self.0.list_physical()?)
+    }
+
+    fn estimate(&mut self, step: &Step) -> PluginResult<Option<Vec<SpaceUse>>> {
+        Ok(self.0.estimate_step(step)?)
     }
 
     fn adopt(&mut self, adoption: &Adoption) -> PluginResult<()> {

@@ -55,6 +55,10 @@ impl Qmp {
             "job-id": commit.job_id,
             "device": commit.device,
             "auto-dismiss": false,
+            // An I/O error, ENOSPC included, ends the job with an error instead of pausing
+            // it ("stop"/"enospc"): nothing of snaptree's is left waiting, and the guest's
+            // own devices keep their error policy (SEMANTICS.md §7.7).
+            "on-error": "report",
         });
         set_opt(&mut args, "top-node", commit.top_node);
         set_opt(&mut args, "base-node", commit.base_node);
@@ -85,6 +89,8 @@ impl Qmp {
             "job-id": stream.job_id,
             "device": stream.node,
             "auto-dismiss": false,
+            // As for block-commit: an I/O error (ENOSPC) ends the job, never pauses it.
+            "on-error": "report",
         });
         set_opt(&mut args, "base-node", stream.base_node);
         set_opt(&mut args, "backing-file", stream.backing_file);

@@ -670,3 +670,101 @@ fn backing_of(image: &Path) -> Option<String> {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     info.get("backing-filename")?.as_str().map(str::to_owned)
 }
+
+/// A block job that runs out of space (SEMANTICS.md §7.7): the disk lives on a 24 MiB
+/// tmpfs, another writer fills it, and a `block-stream` that must copy 8 MiB into
+/// the top layer fails with the job's error instead of pausing (`on-error: report`); the
+/// job is gone, the guest still runs, and it writes again once space is freed.
+#[test]
+fn a_block_job_out_of_space_fails_and_never_pauses_the_guest() {
+    if !snaptree_tests::rig::qemu_available() {
+        snaptree_tests::skip::cannot_run("the ENOSPC block job test", "qemu is not on PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        snaptree_tests::skip::cannot_run(
+            "the ENOSPC block job test",
+            "mount -t tmpfs failed (root is needed)",
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let disk = dir.path().join("disk0.qcow2");
+    snaptree_tests::rig::create_qcow2(&disk, DISK_SIZE).unwrap();
+    let rig = snaptree_tests::rig::Rig::builder(dir.path())
+        .disk("vd0", disk.clone())
+        .start()
+        .unwrap();
+    let mut live = common::Live {
+        rig,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    live.write(0, 0xaa, 0, 8 * MIB);
+    let top = dir.path().join("top.qcow2");
+    let backing = disk.to_string_lossy().into_owned();
+    live.rig
+        .qmp()
+        .create_overlay(
+            &snaptree_qmp::NewOverlay {
+                node_name: "top",
+                path: &top,
+                size: DISK_SIZE,
+                backing_file: Some(&backing),
+            },
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap();
+    live.rig
+        .qmp()
+        .transaction(&[snaptree_qmp::Action::Snapshot {
+            node: "vd0-img".into(),
+            overlay: "top".into(),
+        }])
+        .unwrap();
+    // The other writer: everything left.
+    let filler = dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let err = live
+        .rig
+        .qmp()
+        .block_stream(
+            &Stream {
+                job_id: "stream-enospc",
+                node: "top",
+                base_node: None,
+                backing_file: None,
+                speed: None,
+            },
+            &mut |_| true,
+            JOB,
+        )
+        .expect_err("the stream cannot fit");
+    assert!(
+        err.to_string().contains("No space left"),
+        "the job's own error: {err}"
+    );
+    let qmp = live.rig.qmp();
+    assert!(qmp.query_jobs().unwrap().is_empty(), "the job is gone");
+    let status = qmp.query_status().unwrap();
+    assert!(status.running, "the guest still runs: {status:?}");
+    std::fs::remove_file(&filler).unwrap();
+    live.write(0, 0xbb, 12 * MIB, MIB);
+    assert!(live.rig.qmp().query_status().unwrap().running);
+}

@@ -33,8 +33,8 @@ mod vtable;
 pub use error::{PluginError, PluginResult};
 pub use snaptree_abi as abi;
 pub use snaptree_engine::{
-    Adoption, Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, Step,
-    StepKind, Uuid,
+    Adoption, Capabilities, ContentRef, PhysicalTree, PowerMask, PowerState, Progress, SpaceUse,
+    Step, StepKind, Uuid,
 };
 
 use std::ffi::CStr;
@@ -56,6 +56,10 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
     /// Whether [`adopt`](SnaptreeBackend::adopt) is implemented (ABI 1.1). When false its
     /// slot is NULL, and the engine refuses a REDEFINE of a new snapshot up front.
     const ADOPT: bool = false;
+
+    /// Whether [`estimate`](SnaptreeBackend::estimate) is implemented (ABI 1.3). When
+    /// false its slot is NULL and the engine runs plans without a space check.
+    const ESTIMATE: bool = false;
 
     /// Whether [`save_manifest`](SnaptreeBackend::save_manifest) and
     /// [`load_manifest`](SnaptreeBackend::load_manifest) are implemented (ABI 1.2). When
@@ -116,6 +120,16 @@ pub trait SnaptreeBackend: Send + Sized + 'static {
 
     /// The manifest kept beside this domain's data, if any (ABI 1.2).
     fn load_manifest(&mut self) -> PluginResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// What `step` would write and free on each file system, from the current physical
+    /// state (SEMANTICS.md §7.7, ABI 1.3); `None` when this step cannot be estimated. The
+    /// ABI passes only the step's kind, snapshot and parent: a create's name and
+    /// description arrive empty and a revert's power state as shut off. Set
+    /// [`ESTIMATE`](SnaptreeBackend::ESTIMATE) when implemented.
+    fn estimate(&mut self, step: &Step) -> PluginResult<Option<Vec<SpaceUse>>> {
+        let _ = step;
         Ok(None)
     }
 

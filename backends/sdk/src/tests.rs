@@ -120,6 +120,7 @@ fn the_vtable_declares_the_abi_and_nulls_unsupported_slots() {
         "no test hooks unless TEST_HOOKS"
     );
     assert!(t.adopt.is_none(), "no adopt slot unless ADOPT");
+    assert!(t.estimate.is_none(), "no estimate slot unless ESTIMATE");
     assert_eq!(
         abi::step_mask(t.capabilities, abi::SNAPTREE_STEP_REVERT),
         abi::SNAPTREE_POWER_MASK_SHUTOFF as u8
@@ -360,4 +361,129 @@ fn adopt_reaches_the_trait_with_its_arguments_and_errors_keep_their_code() {
         let mut err = abi::snaptree_backend_error::default();
         t.close_domain.unwrap()(handle, 0, &mut err);
     }
+}
+
+/// A plugin that estimates: a merge writes 10 bytes on file system 3 (`/m`), a discard
+/// frees 4, and a create cannot be estimated.
+struct Estimator;
+
+impl SnaptreeBackend for Estimator {
+    const NAME: &'static CStr = c"estimator";
+    const ESTIMATE: bool = true;
+
+    fn capabilities() -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn open(_domain_xml: &str) -> PluginResult<Self> {
+        Ok(Estimator)
+    }
+
+    fn power_state(&mut self) -> PluginResult<PowerState> {
+        Ok(PowerState::Shutoff)
+    }
+
+    fn execute(&mut self, _step: &Step, _progress: &mut dyn Progress) -> PluginResult<()> {
+        Ok(())
+    }
+
+    fn list_physical(&mut self) -> PluginResult<PhysicalTree> {
+        Ok(PhysicalTree::default())
+    }
+
+    fn estimate(&mut self, step: &Step) -> PluginResult<Option<Vec<crate::SpaceUse>>> {
+        let on = |written, freed| crate::SpaceUse {
+            fs: 3,
+            path: "/m".into(),
+            written,
+            freed,
+            free: 100,
+        };
+        Ok(match step {
+            Step::MergeIntoParent {
+                parent: Some(_), ..
+            } => Some(vec![on(10, 0)]),
+            Step::DiscardLeaf { .. } => Some(vec![on(0, 4)]),
+            _ => None,
+        })
+    }
+}
+
+unsafe extern "C" fn collect_space(ctx: *mut std::ffi::c_void, u: *const abi::snaptree_space_use) {
+    // SAFETY: the test passes a Vec as ctx and the SDK a valid entry with a valid path.
+    unsafe {
+        let out = &mut *ctx.cast::<Vec<(u64, u64, u64, u64, String)>>();
+        let u = &*u;
+        out.push((
+            u.fs_id,
+            u.bytes_written,
+            u.bytes_freed,
+            u.bytes_free,
+            CStr::from_ptr(u.path).to_string_lossy().into_owned(),
+        ));
+    }
+}
+
+#[test]
+fn estimate_reaches_the_trait_and_reports_each_file_system_or_unknown() {
+    static CELL: OnceLock<VtableCell> = OnceLock::new();
+    // SAFETY: `entry` returns a pointer into the static cell, valid forever.
+    let t = unsafe { &*entry::<Estimator>(&CELL) };
+    let f = t.estimate.expect("ESTIMATE gives an estimate slot");
+    let xml = c"<domain type='estimator'><name>p</name></domain>";
+    let mut handle = std::ptr::null_mut();
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: a valid string of the length given, out-pointer and error struct.
+    let rc = unsafe {
+        t.open_domain.unwrap()(xml.as_ptr(), xml.count_bytes(), &mut handle, 0, &mut err)
+    };
+    assert_eq!(rc, 0);
+    let s = abi::snaptree_uuid { bytes: [7; 16] };
+    let p = abi::snaptree_uuid { bytes: [8; 16] };
+    let call = |step: u32, parent: *const abi::snaptree_uuid, flags: u32| {
+        let mut out: Vec<(u64, u64, u64, u64, String)> = Vec::new();
+        let mut known = -1;
+        let mut err = abi::snaptree_backend_error::default();
+        // SAFETY: an open handle, valid uuids, callback context, out-pointer and error.
+        let rc = unsafe {
+            f(
+                handle,
+                step as i32,
+                &s,
+                parent,
+                Some(collect_space),
+                (&raw mut out).cast(),
+                &mut known,
+                flags,
+                &mut err,
+            )
+        };
+        (rc, known, out, err.code)
+    };
+    let (rc, known, out, _) = call(abi::SNAPTREE_STEP_MERGE_INTO_PARENT, &p, 0);
+    assert_eq!((rc, known), (0, 1));
+    assert_eq!(out, vec![(3, 10, 0, 100, "/m".to_string())]);
+    let (rc, known, out, _) = call(abi::SNAPTREE_STEP_DISCARD_LEAF, std::ptr::null(), 0);
+    assert_eq!((rc, known, out[0].2), (0, 1, 4));
+    let (rc, known, out, _) = call(abi::SNAPTREE_STEP_CREATE, std::ptr::null(), 0);
+    assert_eq!(
+        (rc, known, out.len()),
+        (0, 0, 0),
+        "unknown, nothing reported"
+    );
+    let (rc, _, _, code) = call(abi::SNAPTREE_STEP_DISCARD_LEAF, std::ptr::null(), 1);
+    assert_eq!(
+        (rc, code as u32),
+        (-1, abi::SNAPTREE_BACKEND_ERR_INVALID_ARG),
+        "unknown flag bits"
+    );
+    let (rc, _, _, code) = call(99, std::ptr::null(), 0);
+    assert_eq!(
+        (rc, code as u32),
+        (-1, abi::SNAPTREE_BACKEND_ERR_INVALID_ARG),
+        "unknown step"
+    );
+    let mut err = abi::snaptree_backend_error::default();
+    // SAFETY: the handle is open and closed once.
+    assert_eq!(unsafe { t.close_domain.unwrap()(handle, 0, &mut err) }, 0);
 }

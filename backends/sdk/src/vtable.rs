@@ -6,9 +6,11 @@ use std::panic::catch_unwind;
 use std::sync::OnceLock;
 
 use snaptree_abi as abi;
-use snaptree_engine::{Adoption, ContentRef, Step, StepKind};
+use snaptree_engine::{Adoption, ContentRef, PowerState, Step, StepKind};
 
-use snaptree_abi::convert::{capabilities_to_abi, power_from_abi, power_to_abi, uuid_to_abi};
+use snaptree_abi::convert::{
+    capabilities_to_abi, power_from_abi, power_to_abi, step_from_abi, uuid_to_abi,
+};
 
 use crate::boundary::{HostProgress, Slot, call, opt_uuid, out, string, uuid, with_domain};
 use crate::{PluginError, SnaptreeBackend};
@@ -61,6 +63,7 @@ fn build<B: SnaptreeBackend>() -> abi::snaptree_backend_vtable {
         adopt: B::ADOPT.then_some(adopt::<B> as _),
         save_manifest: B::MANIFEST.then_some(save_manifest::<B> as _),
         load_manifest: B::MANIFEST.then_some(load_manifest::<B> as _),
+        estimate: B::ESTIMATE.then_some(estimate::<B> as _),
     }
 }
 
@@ -385,6 +388,77 @@ unsafe extern "C" fn load_manifest<B: SnaptreeBackend>(
             // lives across the callback.
             unsafe { text(ctx, owned.as_ptr(), owned.as_bytes().len()) };
         }
+        Ok(())
+    })
+}
+
+/// The step an estimate is asked for, rebuilt from the ABI's kind, snapshot and parent.
+fn estimated_step(
+    kind: c_int,
+    snapshot: *const abi::snaptree_uuid,
+    parent: *const abi::snaptree_uuid,
+) -> Result<Step, PluginError> {
+    let kind = step_from_abi(kind)
+        .ok_or_else(|| PluginError::invalid_arg(format!("unknown step {kind}")))?;
+    let snap = || uuid(snapshot, "snapshot");
+    Ok(match kind {
+        StepKind::Create => Step::Create {
+            snapshot: snap()?,
+            parent: opt_uuid(parent),
+            name: String::new(),
+            description: String::new(),
+        },
+        StepKind::Revert => Step::Revert {
+            snapshot: snap()?,
+            state: PowerState::Shutoff,
+        },
+        StepKind::DiscardLeaf => Step::DiscardLeaf { snapshot: snap()? },
+        StepKind::MergeIntoParent => Step::MergeIntoParent {
+            snapshot: snap()?,
+            parent: opt_uuid(parent),
+        },
+        StepKind::Consolidate => Step::Consolidate { snapshot: snap()? },
+        StepKind::DetachLive => Step::DetachLive,
+        StepKind::Forget => Step::Forget { snapshot: snap()? },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn estimate<B: SnaptreeBackend>(
+    handle: *mut c_void,
+    step: c_int,
+    snapshot: *const abi::snaptree_uuid,
+    parent: *const abi::snaptree_uuid,
+    space: abi::snaptree_space_fn,
+    space_ctx: *mut c_void,
+    known: *mut c_int,
+    flags: c_uint,
+    err: Err,
+) -> c_int {
+    with_domain::<B>(handle, flags, err, |b| {
+        let step = estimated_step(step, snapshot, parent)?;
+        let space = space.ok_or_else(|| PluginError::invalid_arg("the space callback is NULL"))?;
+        let known = out(known, "known")?;
+        let Some(uses) = b.estimate(&step)? else {
+            *known = 0;
+            return Ok(());
+        };
+        for u in &uses {
+            let path = std::ffi::CString::new(u.path.as_str()).map_err(|_| {
+                PluginError::backend(format!("the file system path {:?} holds a NUL", u.path))
+            })?;
+            let entry = abi::snaptree_space_use {
+                fs_id: u.fs,
+                bytes_written: u.written,
+                bytes_freed: u.freed,
+                bytes_free: u.free,
+                path: path.as_ptr(),
+            };
+            // SAFETY: the host's callback and context, called with an entry and a path
+            // that live through the call, as the ABI says.
+            unsafe { space(space_ctx, &entry) };
+        }
+        *known = 1;
         Ok(())
     })
 }

@@ -302,6 +302,7 @@ static const snaptree_backend_vtable vtable = {
     sim_adopt,
     NULL, /* save_manifest: the simulator keeps no metadata beside its data */
     NULL, /* load_manifest */
+    NULL, /* estimate: the simulator does not estimate space */
 };
 
 /* The one exported symbol: the library is built with hidden visibility for the rest. */

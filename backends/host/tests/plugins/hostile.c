@@ -249,6 +249,7 @@ static const struct longer_vtable table = {
         NULL,
         NULL,
 #endif
+        NULL, /* estimate (ABI 1.3) */
     },
     NULL,
     0,

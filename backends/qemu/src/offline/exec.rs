@@ -110,6 +110,7 @@ pub(crate) fn execute(
 
     // Before the point of no return: undo everything on failure or cancel.
     let mut undo: Vec<Op> = Vec::new();
+    let mut rebased: Vec<GiveBack> = Vec::new();
     for (d, plan) in plans.iter().enumerate() {
         for op in &plan.reversible {
             if tracker.cancelled {
@@ -121,13 +122,17 @@ pub(crate) fn execute(
             }
             // Registered before running: each undo copes with its operation half done.
             undo.extend(op.undo());
+            rebased.extend(GiveBack::before(op));
             let mut measured = measured_in(d);
             if let Err(e) = op.run(ctx, &mut |f| tracker.report(f), &mut measured) {
-                return Err(if e.is_simulated_crash() {
-                    e
-                } else {
-                    rollback(ctx, &undo, e)
-                });
+                if e.is_simulated_crash() {
+                    return Err(e);
+                }
+                let e = rollback(ctx, &undo, e);
+                if matches!(e, QemuError::Undo { .. }) {
+                    return Err(e);
+                }
+                return Err(give_back(ctx, &rebased, e));
             }
             tracker.done += 1;
         }
@@ -201,6 +206,61 @@ fn check_locks(ctx: Ctx<'_>, kind: StepKind, lives: &[&Path], plans: &[DiskPlan]
             })?;
     }
     Ok(())
+}
+
+/// What a safe rebase's file mapped before it ran, so that space it took can be given
+/// back if the step is undone (SEMANTICS.md §7.7).
+struct GiveBack {
+    file: std::path::PathBuf,
+    from: Option<std::path::PathBuf>,
+    mapped: Vec<u64>,
+}
+
+impl GiveBack {
+    /// For a safe rebase whose file's L1/L2 tables can be read: its mapped clusters now.
+    fn before(op: &Op) -> Option<GiveBack> {
+        let Op::SafeRebase { file, from, .. } = op else {
+            return None;
+        };
+        Some(GiveBack {
+            file: file.clone(),
+            from: from.clone(),
+            mapped: snaptree_qemu_img::mapped_entries(file)?,
+        })
+    }
+}
+
+/// After a failed step was undone: each rebased file that points at its old backing again
+/// drops the clusters the rebase copied into it (they hold what that backing shows), so a
+/// rebase that ran out of space leaves the file system no fuller than before. Best effort:
+/// a failure here is added to the message, the data is correct either way.
+fn give_back(ctx: Ctx<'_>, rebased: &[GiveBack], cause: QemuError) -> QemuError {
+    let mut failures = Vec::new();
+    for g in rebased {
+        let back = snaptree_qemu_img::read_header(&g.file)
+            .ok()
+            .map(|h| h.backing)
+            .is_some_and(|b| match (&b, &g.from) {
+                (Some(b), Some(f)) => b == f || super::ops::same_file(b, f),
+                (None, None) => true,
+                _ => false,
+            });
+        if !back {
+            continue;
+        }
+        let r = ctx.qemu(|| snaptree_qemu_img::release_copied_clusters(&g.file, &g.mapped));
+        if let Err(e) = r {
+            failures.push(format!(
+                "the space copied into {} could not be given back: {e}",
+                g.file.display()
+            ));
+        }
+    }
+    if failures.is_empty() {
+        cause
+    } else {
+        cause.then(failures.join("; "))
+    }
 }
 
 /// Undoes `done` in reverse order and returns the error that caused it, with the undo's own

@@ -13,3 +13,4 @@ pub(crate) mod internal;
 pub(crate) mod meta;
 pub(crate) mod ops;
 pub(crate) mod scan;
+pub(crate) mod space;
