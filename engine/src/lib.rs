@@ -20,6 +20,7 @@ pub mod null;
 pub mod physical;
 pub mod plan;
 pub mod planner;
+pub mod retention;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -36,6 +37,7 @@ pub use error::{Error, ErrorCode, Result};
 pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
+pub use retention::{Policy, PruneReason};
 pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

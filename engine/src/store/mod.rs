@@ -23,6 +23,7 @@
 //! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
 
 mod lock;
+mod retention;
 mod schema;
 pub(crate) mod sqlite;
 
