@@ -249,7 +249,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .transpose()?;
             let mut d = open_domain(domain)?;
             let name = safety::auto_name(&mut d, now)?;
-            create(&mut d, &safety::create_xml(Some(&name), None, expires), false)?;
+            create(
+                &mut d,
+                &safety::create_xml(Some(&name), None, expires),
+                false,
+            )?;
         }
         Command::SnapshotPin {
             domain,

@@ -96,7 +96,11 @@ pub fn report(domain: &str, list: &[Pruned], dry_run: bool) -> String {
         "Domain '{domain}': {} snapshot{} {}; bytes freed: not reported by the backend\n",
         list.len(),
         if list.len() == 1 { "" } else { "s" },
-        if dry_run { "would be removed" } else { "removed" }
+        if dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        }
     ));
     out
 }

@@ -96,9 +96,20 @@ mod tests {
         assert_eq!(parse_expires("7d", 100).unwrap(), 100 + 7 * 86_400);
         assert_eq!(parse_expires("1d12h", 0).unwrap(), 36 * 3_600);
         assert_eq!(parse_expires("@42", 0).unwrap(), 42);
-        assert_eq!(parse_expires("2023-11-14T22:13:20Z", 0).unwrap(), 1_700_000_000);
+        assert_eq!(
+            parse_expires("2023-11-14T22:13:20Z", 0).unwrap(),
+            1_700_000_000
+        );
         assert_eq!(parse_expires("2023-11-14", 0).unwrap(), 1_699_920_000);
-        for bad in ["", "7", "7x", "2023-02-30", "2023-11-14T25:00", "soon", "0d"] {
+        for bad in [
+            "",
+            "7",
+            "7x",
+            "2023-02-30",
+            "2023-11-14T25:00",
+            "soon",
+            "0d",
+        ] {
             let e = parse_expires(bad, 0).unwrap_err();
             assert!(e.to_string().contains("--expires"), "{bad}: {e}");
         }

@@ -37,7 +37,7 @@ pub use error::{Error, ErrorCode, Result};
 pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
-pub use retention::{Policy, PruneReason};
 pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
+pub use retention::{Policy, PruneReason};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

@@ -361,12 +361,7 @@ pub fn plan_revert_keep_live(
                 .collect(),
             edits: edits
                 .into_iter()
-                .filter(|e| {
-                    matches!(
-                        e,
-                        Edit::Add { .. } | Edit::SetCurrent { .. }
-                    )
-                })
+                .filter(|e| matches!(e, Edit::Add { .. } | Edit::SetCurrent { .. }))
                 .collect(),
         },
     )

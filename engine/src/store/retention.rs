@@ -51,8 +51,8 @@ pub(crate) fn write_policy(
     let what = format_args!("cannot store the retention policy of domain '{domain}'");
     let result = match policy {
         Some(p) => {
-            let json = serde_json::to_string(p)
-                .map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+            let json =
+                serde_json::to_string(p).map_err(|e| Error::Internal(format!("{what}: {e}")))?;
             db.prepare_cached(
                 "INSERT INTO retention (domain_id, policy) VALUES (?1, ?2) \
                  ON CONFLICT (domain_id) DO UPDATE SET policy = excluded.policy",
