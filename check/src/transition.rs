@@ -55,6 +55,16 @@ pub enum Transition {
         /// Revert flags.
         flags: u32,
     },
+    /// KEEP_LIVE revert (§7.4): keep the live state as a snapshot named `keep` (none: a
+    /// generated name), then revert to the target, with a revert flag word.
+    RevertKeep {
+        /// The snapshot.
+        target: Target,
+        /// Revert flags (the power-state ones; KEEP_LIVE is what the transition is).
+        flags: u32,
+        /// The kept snapshot's name (may collide or be invalid), or none.
+        keep: Option<String>,
+    },
     /// Rename a snapshot.
     Rename {
         /// The snapshot.
@@ -160,6 +170,16 @@ impl std::fmt::Debug for Transition {
             Transition::RevertTo { target, flags } => {
                 write!(f, "revert {target:?} flags={flags:#x}")
             }
+            Transition::RevertKeep {
+                target,
+                flags,
+                keep,
+            } => {
+                write!(
+                    f,
+                    "revert {target:?} flags={flags:#x} keeping the live state as {keep:?}"
+                )
+            }
             Transition::Rename { target, new_name } => {
                 write!(f, "rename {target:?} -> {new_name:?}")
             }
@@ -208,6 +228,7 @@ impl Transition {
             Transition::CreateWith { .. } => "create",
             Transition::Write { .. } => "guest write",
             Transition::RevertTo { .. } => "revert",
+            Transition::RevertKeep { .. } => "revert keeping the live state",
             Transition::Rename { .. } => "rename",
             Transition::Delete { .. } => "delete",
             Transition::DeleteAll => "delete-all",
@@ -456,6 +477,18 @@ fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transitio
         6 => create(m, faulted),
         3 => (target(m), flag_word(t.revert_flags.clone(), 7))
             .prop_map(|(target, flags)| Transition::RevertTo { target, flags }),
+        2 => (
+            target(m),
+            flag_word(t.revert_flags.clone(), 7),
+            // A faulted one names K: the kit learns K's uuid by name once it is rolled
+            // forward (a generated name could not be told apart).
+            if faulted {
+                pool_name().prop_map(Some).boxed()
+            } else {
+                prop_oneof![4 => pool_name().prop_map(Some), 1 => bad_name().prop_map(Some), 3 => Just(None)].boxed()
+            },
+        )
+            .prop_map(|(target, flags, keep)| Transition::RevertKeep { target, flags, keep }),
         1 => (target(m), prop_oneof![8 => pool_name(), 1 => bad_name()])
             .prop_map(|(target, new_name)| Transition::Rename { target, new_name }),
         6 => (target(m), flag_word(t.delete_flags.clone(), 63))
@@ -474,6 +507,7 @@ fn is_mutation(t: &Transition) -> bool {
             | Transition::CreateWith { .. }
             | Transition::Revert { .. }
             | Transition::RevertTo { .. }
+            | Transition::RevertKeep { .. }
             | Transition::Rename { .. }
             | Transition::Delete { .. }
             | Transition::DeleteAll
@@ -493,6 +527,11 @@ pub fn apply_model(m: &mut RefModel, t: &Transition) {
         } => m.create(name.as_deref(), *uuid, description.as_deref()),
         Transition::Write { .. } => m.write(),
         Transition::RevertTo { target, flags } => m.revert(target, *flags),
+        Transition::RevertKeep {
+            target,
+            flags,
+            keep,
+        } => m.revert_keep(target, *flags, keep.as_deref()),
         Transition::Rename { target, new_name } => m.rename(target, new_name),
         Transition::Delete { target, flags } => m.delete(target, *flags),
         Transition::DeleteAll => m.delete_all(),

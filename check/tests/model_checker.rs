@@ -26,6 +26,7 @@ const MUST_REACH: &[&str] = &[
     "transition: create",
     "transition: guest write",
     "transition: revert",
+    "transition: revert keeping the live state",
     "transition: rename",
     "transition: delete",
     "transition: delete-all",
