@@ -309,6 +309,14 @@ impl System {
                 dom.delete(&u, mode, &mut NoProgress).map(|_| None)
             }
             Transition::DeleteAll => dom.delete_all(&mut NoProgress).map(|_| None),
+            Transition::SetKeepLast { last } => {
+                let policy = last.map(|n| snaptree_engine::Policy {
+                    last: u32::from(n),
+                    ..Default::default()
+                });
+                dom.set_retention_policy(policy.as_ref()).map(|()| None)
+            }
+            Transition::Prune => dom.prune(&mut NoProgress).map(|_| None),
             Transition::Recover => dom.recover().map(|_| None),
             Transition::Reclaim => dom.reclaim(&mut NoProgress).map(|_| None),
             other => Err(Error::Internal(format!("{other:?} is not a domain call"))),

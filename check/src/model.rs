@@ -297,6 +297,8 @@ pub struct RefModel {
     pub pending_ran: usize,
     /// Generated names and uuids handed out.
     pub generated: u64,
+    /// The retention policy's keep-last count (§7.5), if the domain has a policy.
+    pub keep_last: Option<usize>,
 }
 
 impl Default for RefModel {
@@ -319,6 +321,7 @@ impl Default for RefModel {
             pending_plan: Vec::new(),
             pending_ran: 0,
             generated: 0,
+            keep_last: None,
         }
     }
 }
@@ -673,6 +676,40 @@ impl RefModel {
         if self.last != Expected::Ok {
             self.generated = before.generated;
         }
+    }
+
+    /// Sets (or with None removes) a keep-last retention policy (§7.5); metadata of the
+    /// domain, not of its tree.
+    pub fn set_keep_last(&mut self, last: Option<usize>) {
+        self.reach();
+        self.keep_last = last;
+        self.done(Vec::new());
+    }
+
+    /// Prune (§7.5) under a keep-last policy, as this model reads it: every snapshot but
+    /// the newest `last` (snapshots are created in date order here), the current one never,
+    /// deleted with CONSOLIDATE one by one, oldest first. The first delete that fails ends
+    /// the prune with its error; the ones before stay done.
+    pub fn prune(&mut self) {
+        self.reach();
+        let Some(last) = self.keep_last else {
+            return self.done(Vec::new());
+        };
+        let n = self.snapshots.len();
+        let victims: Vec<Uuid> = self.snapshots[..n.saturating_sub(last)]
+            .iter()
+            .map(|s| s.uuid)
+            .filter(|u| Some(*u) != self.current)
+            .collect();
+        let mut plan = Vec::new();
+        for v in victims {
+            self.delete(&Target::Uuid(v), delete_flag::CONSOLIDATE);
+            if self.last != Expected::Ok {
+                return;
+            }
+            plan.append(&mut self.last_plan);
+        }
+        self.done(plan);
     }
 
     /// A rename.

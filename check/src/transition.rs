@@ -81,6 +81,13 @@ pub enum Transition {
     },
     /// Delete every snapshot.
     DeleteAll,
+    /// Set a keep-last retention policy, or with None remove the policy (§7.5).
+    SetKeepLast {
+        /// How many of the newest snapshots the policy keeps.
+        last: Option<u8>,
+    },
+    /// Prune (§7.5): a CONSOLIDATE delete of each snapshot outside the policy.
+    Prune,
     /// Finish an interrupted operation now (`snaptree recover`, §7.1).
     Recover,
     /// Consolidate every retired snapshot's data (`snaptree reclaim`, §7.2).
@@ -187,6 +194,8 @@ impl std::fmt::Debug for Transition {
                 write!(f, "delete {target:?} {}", delete_flag_names(*flags))
             }
             Transition::DeleteAll => write!(f, "delete-all"),
+            Transition::SetKeepLast { last } => write!(f, "policy keep-last {last:?}"),
+            Transition::Prune => write!(f, "prune"),
             Transition::Recover => write!(f, "recover"),
             Transition::Reclaim => write!(f, "reclaim"),
             Transition::SetPower { state } => write!(f, "guest power -> {state}"),
@@ -232,6 +241,8 @@ impl Transition {
             Transition::Rename { .. } => "rename",
             Transition::Delete { .. } => "delete",
             Transition::DeleteAll => "delete-all",
+            Transition::SetKeepLast { .. } => "policy",
+            Transition::Prune => "prune",
             Transition::Recover => "recover",
             Transition::Reclaim => "reclaim",
             Transition::SetPower { .. } => "power change",
@@ -473,7 +484,12 @@ fn flag_word(usual: Vec<u32>, known_bits: u32) -> BoxedStrategy<u32> {
 }
 
 fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transition> {
+    // A prune is a sequence of operations; the model's fault rules are per operation.
+    let prune_weight = if faulted { 0 } else { 2 };
     prop_oneof![
+        prune_weight => Just(Transition::Prune),
+        1 => prop_oneof![1 => Just(None), 3 => (0u8..4).prop_map(Some)]
+            .prop_map(|last| Transition::SetKeepLast { last }),
         6 => create(m, faulted),
         3 => (target(m), flag_word(t.revert_flags.clone(), 7))
             .prop_map(|(target, flags)| Transition::RevertTo { target, flags }),
@@ -511,6 +527,8 @@ fn is_mutation(t: &Transition) -> bool {
             | Transition::Rename { .. }
             | Transition::Delete { .. }
             | Transition::DeleteAll
+            | Transition::SetKeepLast { .. }
+            | Transition::Prune
             | Transition::Recover
             | Transition::Reclaim
     )
@@ -535,6 +553,8 @@ pub fn apply_model(m: &mut RefModel, t: &Transition) {
         Transition::Rename { target, new_name } => m.rename(target, new_name),
         Transition::Delete { target, flags } => m.delete(target, *flags),
         Transition::DeleteAll => m.delete_all(),
+        Transition::SetKeepLast { last } => m.set_keep_last(last.map(usize::from)),
+        Transition::Prune => m.prune(),
         Transition::Recover => m.reopen(),
         Transition::Reclaim => m.reclaim(),
         Transition::SetPower { state } => m.set_power(*state),
@@ -655,6 +675,7 @@ impl ReferenceStateMachine for RefMachine {
                         **op,
                         Transition::CreateWith { name: None, .. }
                             | Transition::CreateWith { uuid: None, .. }
+                            | Transition::Prune
                     )
             }
             _ => true,

@@ -27,6 +27,8 @@ const MUST_REACH: &[&str] = &[
     "transition: guest write",
     "transition: revert",
     "transition: revert keeping the live state",
+    "transition: policy",
+    "transition: prune",
     "transition: rename",
     "transition: delete",
     "transition: delete-all",

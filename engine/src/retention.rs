@@ -105,16 +105,12 @@ impl Policy {
         }
     }
 
-    /// The snapshots the policy keeps, from every snapshot of a domain.
+    /// The snapshots the policy keeps, from every snapshot of a domain in creation order.
     pub fn kept(&self, snapshots: &[&Snapshot]) -> BTreeSet<Uuid> {
-        let mut newest_first: Vec<&Snapshot> = snapshots.to_vec();
-        // Ties on the date keep the later-created first: uuid order is only a tiebreak
-        // that makes the answer deterministic.
-        newest_first.sort_by(|a, b| {
-            b.creation_date
-                .cmp(&a.creation_date)
-                .then(b.uuid.cmp(&a.uuid))
-        });
+        // Newest first; of two with the same date, the later created is the newer (a
+        // stable sort of the reversed creation order).
+        let mut newest_first: Vec<&Snapshot> = snapshots.iter().rev().copied().collect();
+        newest_first.sort_by(|a, b| b.creation_date.cmp(&a.creation_date));
         let mut kept: BTreeSet<Uuid> = newest_first
             .iter()
             .take(self.last as usize)
@@ -154,7 +150,8 @@ impl PruneReason {
     }
 }
 
-/// The snapshots `prune` deletes, oldest first, each with its reason: every expired one
+/// The snapshots `prune` deletes, oldest first (of the same date, the earlier created
+/// first), each with its reason: every expired one
 /// and, under a policy, every one the policy does not keep; never the current snapshot,
 /// never a pinned one.
 pub fn prune_victims(
@@ -178,11 +175,8 @@ pub fn prune_victims(
             }
         })
         .collect();
-    victims.sort_by(|(a, _), (b, _)| {
-        a.creation_date
-            .cmp(&b.creation_date)
-            .then(a.uuid.cmp(&b.uuid))
-    });
+    // `tree.iter()` is creation order, which the stable sort keeps among equal dates.
+    victims.sort_by(|(a, _), (b, _)| a.creation_date.cmp(&b.creation_date));
     victims.into_iter().map(|(s, r)| (s.uuid, r)).collect()
 }
 
