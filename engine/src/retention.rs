@@ -110,7 +110,7 @@ impl Policy {
         // Newest first; of two with the same date, the later created is the newer (a
         // stable sort of the reversed creation order).
         let mut newest_first: Vec<&Snapshot> = snapshots.iter().rev().copied().collect();
-        newest_first.sort_by(|a, b| b.creation_date.cmp(&a.creation_date));
+        newest_first.sort_by_key(|s| std::cmp::Reverse(s.creation_date));
         let mut kept: BTreeSet<Uuid> = newest_first
             .iter()
             .take(self.last as usize)
@@ -176,7 +176,7 @@ pub fn prune_victims(
         })
         .collect();
     // `tree.iter()` is creation order, which the stable sort keeps among equal dates.
-    victims.sort_by(|(a, _), (b, _)| a.creation_date.cmp(&b.creation_date));
+    victims.sort_by_key(|(s, _)| s.creation_date);
     victims.into_iter().map(|(s, r)| (s.uuid, r)).collect()
 }
 
