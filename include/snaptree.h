@@ -191,6 +191,20 @@
 #define SNAPTREE_SNAPSHOT_REVERT_SHUTOFF 4
 
 /**
+ * `snaptree_domain_create_from_snapshot` flag: KEEP_LIVE (SEMANTICS.md section 7.4):
+ * first snapshot the live state as `pre-revert-<creationdate>` (or the name given to
+ * `snaptree_domain_create_from_snapshot_keep`), then revert, as one operation: after a
+ * crash, recovery leaves neither or both. Refused with `SNAPTREE_ERR_OPERATION_INVALID`
+ * before anything runs on a backend that cannot create in the live power state.
+ */
+#define SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE 8
+
+/**
+ * `snaptree_domain_prune` flag: report what would be removed and change nothing.
+ */
+#define SNAPTREE_DOMAIN_PRUNE_DRY_RUN 1
+
+/**
  * `snaptree_domain_undefine` flag: delete every snapshot of the domain first (and free
  * their data); without it a domain with snapshots is refused with
  * `SNAPTREE_ERR_OPERATION_INVALID`.
@@ -428,8 +442,10 @@ snaptree_snapshot *snaptree_snapshot_current(snaptree_domain *dom, unsigned int 
 /**
  * Reverts the domain to a snapshot: the live state becomes the snapshot's content, the
  * snapshot becomes current, and the domain's power state becomes the snapshot's unless
- * `flags` is one of `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF`. Unsaved
- * live changes are discarded.
+ * `flags` has one of `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF`. Unsaved
+ * live changes are discarded, unless `flags` has `SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE`:
+ * then they are first kept as a new snapshot named `pre-revert-<creationdate>` (to name
+ * it, or to get a handle on it, use `snaptree_domain_create_from_snapshot_keep`).
  *
  * Returns 0, or -1 on error.
  *
@@ -437,6 +453,25 @@ snaptree_snapshot *snaptree_snapshot_current(snaptree_domain *dom, unsigned int 
  * `snap` is a live snapshot handle.
  */
 int snaptree_domain_create_from_snapshot(snaptree_snapshot *snap, unsigned int flags);
+
+/**
+ * KEEP_LIVE revert (SEMANTICS.md section 7.4) with the kept snapshot named: first
+ * snapshots the live state as `keep_name` (NULL: `pre-revert-<creationdate>`), then
+ * reverts to `snap`, as one operation: after a crash, recovery leaves neither or both.
+ * `flags` may have `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF` (and
+ * `_KEEP_LIVE`, implied). "Undo the revert" is a revert to the returned snapshot.
+ *
+ * Returns a handle on the kept snapshot, to free with `snaptree_snapshot_free`, or NULL
+ * on error (`SNAPTREE_ERR_SNAPSHOT_EXISTS` when `keep_name` is taken,
+ * `SNAPTREE_ERR_OPERATION_INVALID` when the backend cannot create in the live power
+ * state: nothing ran).
+ *
+ * # Safety
+ * `snap` is a live snapshot handle; `keep_name` NULL or a NUL-terminated string.
+ */
+snaptree_snapshot *snaptree_domain_create_from_snapshot_keep(snaptree_snapshot *snap,
+                                                             const char *keep_name,
+                                                             unsigned int flags);
 
 /**
  * Renames a snapshot (metadata only). Handles on it keep working. `flags` must be 0.
@@ -596,6 +631,25 @@ int snaptree_snapshot_delete_all(snaptree_domain *dom, unsigned int flags);
  * `dom` is a live domain handle; `freed` is NULL or valid for writing one `unsigned int`.
  */
 int snaptree_domain_reclaim(snaptree_domain *dom, unsigned int *freed, unsigned int flags);
+
+/**
+ * Prune (SEMANTICS.md section 7.5): deletes with CONSOLIDATE, oldest first, every
+ * expired snapshot and every one outside the domain's retention policy; never the current
+ * snapshot, never a pinned one. Each delete is its own operation: survivors' contents and
+ * the live state are unchanged. With `SNAPTREE_DOMAIN_PRUNE_DRY_RUN` nothing changes and
+ * the result says what would be removed.
+ *
+ * `names` receives up to `nameslen` names of the removed (or to-be-removed) snapshots,
+ * in order, each to free with `snaptree_free`; it may be NULL when `nameslen` is 0.
+ *
+ * Returns how many snapshots were (or would be) removed — more than `nameslen` means
+ * the list was cut — or -1 on error. A delete that fails stops the prune: the ones before
+ * it stay done, and calling again continues.
+ *
+ * # Safety
+ * `dom` is a live domain handle; `names` is NULL or valid for writing `nameslen` pointers.
+ */
+int snaptree_domain_prune(snaptree_domain *dom, char **names, int nameslen, unsigned int flags);
 
 /**
  * The code (`SNAPTREE_ERR_*`) of the last error of a call on this thread, or 0 when the

@@ -372,6 +372,21 @@ impl System {
                 let u = lookup(dom, target)?;
                 dom.revert(&u, force, &mut NoProgress).map(|_| None)
             }
+            Transition::RevertKeep {
+                target,
+                flags,
+                keep,
+            } => {
+                let force = (self.decoders.revert)(*flags)?;
+                let u = lookup(dom, target)?;
+                let plan = dom.revert_keep_live(&u, force, keep.as_deref(), &mut NoProgress)?;
+                match plan.operation {
+                    snaptree_engine::Operation::RevertKeepLive { keep, .. } => Ok(Some(keep)),
+                    other => Err(Error::Internal(format!(
+                        "a KEEP_LIVE revert planned {other:?}"
+                    ))),
+                }
+            }
             Transition::Rename { target, new_name } => {
                 let u = lookup(dom, target)?;
                 dom.rename(&u, new_name).map(|_| None)
@@ -382,6 +397,14 @@ impl System {
                 dom.delete(&u, mode, &mut NoProgress).map(|_| None)
             }
             Transition::DeleteAll => dom.delete_all(&mut NoProgress).map(|_| None),
+            Transition::SetKeepLast { last } => {
+                let policy = last.map(|n| snaptree_engine::Policy {
+                    last: u32::from(n),
+                    ..Default::default()
+                });
+                dom.set_retention_policy(policy.as_ref()).map(|()| None)
+            }
+            Transition::Prune => dom.prune(&mut NoProgress).map(|_| None),
             Transition::Recover => dom.recover().map(|_| None),
             Transition::Reclaim => dom.reclaim(&mut NoProgress).map(|_| None),
             other => Err(Error::Internal(format!("{other:?} is not a domain call"))),
@@ -513,6 +536,7 @@ impl System {
         // may generate the same name again once that snapshot is gone.
         self.names
             .retain(|placeholder, _| after.find(placeholder).is_some());
+        self.bind_by_name(after)?;
         self.check(after)
     }
 
@@ -543,6 +567,29 @@ impl System {
             return Err(format!(
                 "expected the backend asked to adopt {want:?} (snapshot, parent), the engine asked {got:?}"
             ));
+        }
+        Ok(())
+    }
+
+    /// Binds generated uuids the call did not return, of snapshots with a given name: the
+    /// kept snapshot of a KEEP_LIVE revert that stopped part-way appears only when a later
+    /// call rolls it forward.
+    fn bind_by_name(&mut self, after: &RefModel) -> Result<(), String> {
+        let unbound: Vec<(Uuid, String)> = after
+            .snapshots
+            .iter()
+            .filter(|s| model::is_generated_uuid(&s.uuid) && !self.uuids.contains_key(&s.uuid))
+            .filter(|s| !s.name.starts_with("<generated"))
+            .map(|s| (s.uuid, s.name.clone()))
+            .collect();
+        if unbound.is_empty() {
+            return Ok(());
+        }
+        let tree = self.domain().tree().map_err(fail)?.clone();
+        for (placeholder, name) in unbound {
+            if let Some(got) = tree.by_name(&name) {
+                self.uuids.insert(placeholder, got.uuid);
+            }
         }
         Ok(())
     }

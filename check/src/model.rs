@@ -334,6 +334,12 @@ pub struct RefModel {
     /// How many steps of the pending operation are still to run (the failed one again
     /// included: a step that failed is re-run).
     pub pending_steps: usize,
+    /// The pending operation's whole plan, and how many of its steps ran physically: a
+    /// guest write before the roll-forward is frozen by a create still to run and
+    /// overwritten by a revert still to run (a KEEP_LIVE revert stopped part-way, §7.4).
+    pub pending_plan: Vec<PStep>,
+    /// See `pending_plan`.
+    pub pending_ran: usize,
     /// Generated names and uuids handed out.
     pub generated: u64,
     /// The backend holds no data (null): a REDEFINE adopts anything (§7.3). Otherwise a
@@ -351,6 +357,8 @@ pub struct RefModel {
     /// The content of each retired snapshot's data, kept for adoption after a lost store
     /// (the latest entry for a uuid wins).
     pub retired_content: Vec<(Uuid, Token)>,
+    /// The retention policy's keep-last count (§7.5), if the domain has a policy.
+    pub keep_last: Option<usize>,
 }
 
 impl Default for RefModel {
@@ -370,11 +378,14 @@ impl Default for RefModel {
             caps: [7; 7],
             pending: None,
             pending_steps: 0,
+            pending_plan: Vec::new(),
+            pending_ran: 0,
             generated: 0,
             metadata_only: false,
             adopts: true,
             orphans: Vec::new(),
             retired_content: Vec::new(),
+            keep_last: None,
         }
     }
 }
@@ -491,6 +502,8 @@ impl RefModel {
             (self.next_token, self.generated, self.caps) = keep;
             self.pending = None;
             self.pending_steps = 0;
+            self.pending_plan = Vec::new();
+            self.pending_ran = 0;
             self.last_reached = true;
         }
     }
@@ -777,19 +790,58 @@ impl RefModel {
     /// state: the guest runs on whatever the live state is).
     pub fn write(&mut self) {
         self.live = self.next_token;
+        let reverts = self.pending_rerun().iter().any(|s| s.kind == REVERT);
         if let Some(p) = &mut self.pending {
-            p.live = self.next_token;
+            let unrun = self
+                .pending_plan
+                .get(self.pending_ran..)
+                .unwrap_or_default();
+            for s in unrun {
+                if s.kind == CREATE
+                    && let Some(k) = s.uuid
+                    && let Some(snap) = p.snapshots.iter_mut().find(|x| x.uuid == k)
+                {
+                    snap.content = self.next_token;
+                }
+            }
+            if !reverts {
+                p.live = self.next_token;
+            }
         }
         self.next_token += 1;
         self.last = Expected::Ok;
         self.last_plan = Vec::new();
     }
 
+    /// The steps of the pending operation its roll-forward runs: those not recorded as
+    /// done, the failed one again included (a revert that ran is run again).
+    fn pending_rerun(&self) -> &[PStep] {
+        let first = self.pending_plan.len().saturating_sub(self.pending_steps);
+        self.pending_plan.get(first..).unwrap_or_default()
+    }
+
     /// The guest starts, pauses or stops.
     pub fn set_power(&mut self, state: PowerState) {
         self.live_state = state;
+        let reverts = self.pending_rerun().iter().any(|s| s.kind == REVERT);
         if let Some(p) = &mut self.pending {
-            p.live_state = state;
+            // As for a guest write: a create still to run records the state then, a
+            // revert still to run sets its own.
+            let unrun = self
+                .pending_plan
+                .get(self.pending_ran..)
+                .unwrap_or_default();
+            for s in unrun {
+                if s.kind == CREATE
+                    && let Some(k) = s.uuid
+                    && let Some(snap) = p.snapshots.iter_mut().find(|x| x.uuid == k)
+                {
+                    snap.state = state;
+                }
+            }
+            if !reverts {
+                p.live_state = state;
+            }
         }
         self.last = Expected::Ok;
         self.last_plan = Vec::new();
@@ -834,6 +886,99 @@ impl RefModel {
             state: Some(left),
         };
         self.settle(&before, vec![step], None);
+    }
+
+    /// A KEEP_LIVE revert (§7.4), with a revert flag word: a create of K (named `keep`,
+    /// else a generated name) from the live state, then the revert, as one plan.
+    pub fn revert_keep(&mut self, target: &Target, revert_flags: u32, keep: Option<&str>) {
+        let Some(force) = decode_revert(revert_flags) else {
+            return self.fail(err(code::INVALID_ARG));
+        };
+        let uuid = match self.resolve(target) {
+            Ok(u) => u,
+            Err(e) => return self.fail(e),
+        };
+        if let Some(n) = keep {
+            if !valid_name(n) {
+                return self.fail(err(code::INVALID_ARG));
+            }
+            if self.find(n).is_some() {
+                return self.fail(err(code::SNAPSHOT_EXISTS));
+            }
+        }
+        let before = self.clone();
+        let n = self.generated + 1;
+        let k = Uuid::from_u128(GENERATED_UUID_TAG | u128::from(n));
+        self.generated = n;
+        self.snapshots.push(RefSnapshot {
+            uuid: k,
+            name: keep.map_or_else(|| generated_name(n), str::to_string),
+            parent: self.current,
+            state: self.live_state,
+            content: self.live,
+            description: String::new(),
+            created: None,
+        });
+        self.layers.push((k, self.live_on));
+        let s = self.get(uuid).clone();
+        let left = force.unwrap_or(s.state);
+        self.live = s.content;
+        self.current = Some(uuid);
+        self.live_state = left;
+        self.live_on = Some(uuid);
+        let revert = PStep {
+            kind: REVERT,
+            uuid: Some(uuid),
+            state: Some(left),
+        };
+        self.settle(&before, vec![PStep::on(CREATE, k), revert], None);
+        if self.last != Expected::Ok {
+            self.generated = before.generated;
+        }
+    }
+
+    /// Sets (or with None removes) a keep-last retention policy (§7.5); metadata of the
+    /// domain, not of its tree.
+    pub fn set_keep_last(&mut self, last: Option<usize>) {
+        self.reach();
+        self.keep_last = last;
+        self.done(Vec::new());
+    }
+
+    /// Prune (§7.5) under a keep-last policy, as this model reads it: every snapshot but
+    /// the newest `last` (snapshots are created in date order here), the current one never,
+    /// deleted with CONSOLIDATE one by one, oldest first. The first delete that fails ends
+    /// the prune with its error; the ones before stay done.
+    pub fn prune(&mut self) {
+        self.reach();
+        let Some(last) = self.keep_last else {
+            return self.done(Vec::new());
+        };
+        // Oldest first by creation date, ties by creation order. A date a REDEFINE gave
+        // lies in the past (the generator's are before 2024); every other snapshot was
+        // made at the clock's "now", later than those, in the order it was made.
+        let mut by_age: Vec<(i64, usize, Uuid)> = self
+            .snapshots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.created.unwrap_or(i64::MAX), i, s.uuid))
+            .collect();
+        by_age.sort();
+        let n = by_age.len();
+        let victims: Vec<Uuid> = by_age[..n.saturating_sub(last)]
+            .iter()
+            .map(|(_, _, u)| *u)
+            .filter(|u| Some(*u) != self.current)
+            .collect();
+        let mut plan = Vec::new();
+        for v in victims {
+            self.delete(&Target::Uuid(v), delete_flag::CONSOLIDATE);
+            if self.last != Expected::Ok {
+                return;
+            }
+            plan.append(&mut self.last_plan);
+        }
+        self.done(plan);
     }
 
     /// A rename.
@@ -1092,6 +1237,10 @@ impl RefModel {
                 base.last = err(code::INCOMPLETE);
                 base.last_plan = Vec::new();
                 base.pending_steps = before.pending_steps - at;
+                let first = before.pending_plan.len() - before.pending_steps;
+                base.pending_ran = before
+                    .pending_ran
+                    .max(first + at + usize::from(fault.after));
                 *self = base;
                 return;
             }
@@ -1132,6 +1281,8 @@ impl RefModel {
             }
             base.last = err(code::INCOMPLETE);
             base.pending_steps = end.last_plan.len() - at;
+            base.pending_plan = end.last_plan.clone();
+            base.pending_ran = at + usize::from(fault.after);
             base.last_plan = std::mem::take(&mut end.last_plan);
             base.pending = Some(Box::new(end));
         }

@@ -64,6 +64,16 @@ pub enum Transition {
         /// Revert flags.
         flags: u32,
     },
+    /// KEEP_LIVE revert (§7.4): keep the live state as a snapshot named `keep` (none: a
+    /// generated name), then revert to the target, with a revert flag word.
+    RevertKeep {
+        /// The snapshot.
+        target: Target,
+        /// Revert flags (the power-state ones; KEEP_LIVE is what the transition is).
+        flags: u32,
+        /// The kept snapshot's name (may collide or be invalid), or none.
+        keep: Option<String>,
+    },
     /// Rename a snapshot.
     Rename {
         /// The snapshot.
@@ -80,6 +90,13 @@ pub enum Transition {
     },
     /// Delete every snapshot.
     DeleteAll,
+    /// Set a keep-last retention policy, or with None remove the policy (§7.5).
+    SetKeepLast {
+        /// How many of the newest snapshots the policy keeps.
+        last: Option<u8>,
+    },
+    /// Prune (§7.5): a CONSOLIDATE delete of each snapshot outside the policy.
+    Prune,
     /// Finish an interrupted operation now (`snaptree recover`, §7.1).
     Recover,
     /// Consolidate every retired snapshot's data (`snaptree reclaim`, §7.2).
@@ -187,6 +204,16 @@ impl std::fmt::Debug for Transition {
             Transition::RevertTo { target, flags } => {
                 write!(f, "revert {target:?} flags={flags:#x}")
             }
+            Transition::RevertKeep {
+                target,
+                flags,
+                keep,
+            } => {
+                write!(
+                    f,
+                    "revert {target:?} flags={flags:#x} keeping the live state as {keep:?}"
+                )
+            }
             Transition::Rename { target, new_name } => {
                 write!(f, "rename {target:?} -> {new_name:?}")
             }
@@ -194,6 +221,8 @@ impl std::fmt::Debug for Transition {
                 write!(f, "delete {target:?} {}", delete_flag_names(*flags))
             }
             Transition::DeleteAll => write!(f, "delete-all"),
+            Transition::SetKeepLast { last } => write!(f, "policy keep-last {last:?}"),
+            Transition::Prune => write!(f, "prune"),
             Transition::Recover => write!(f, "recover"),
             Transition::Reclaim => write!(f, "reclaim"),
             Transition::SetPower { state } => write!(f, "guest power -> {state}"),
@@ -237,9 +266,12 @@ impl Transition {
             Transition::LoseMetadata => "lose metadata",
             Transition::Write { .. } => "guest write",
             Transition::RevertTo { .. } => "revert",
+            Transition::RevertKeep { .. } => "revert keeping the live state",
             Transition::Rename { .. } => "rename",
             Transition::Delete { .. } => "delete",
             Transition::DeleteAll => "delete-all",
+            Transition::SetKeepLast { .. } => "policy",
+            Transition::Prune => "prune",
             Transition::Recover => "recover",
             Transition::Reclaim => "reclaim",
             Transition::SetPower { .. } => "power change",
@@ -645,11 +677,28 @@ fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transitio
         // work on a tree the engine cannot know yet).
         return redefine(m, r.metadata_only);
     }
+    // A prune is a sequence of operations; the model's fault rules are per operation.
+    let prune_weight = if faulted { 0 } else { 2 };
     prop_oneof![
         2 => redefine(m, r.metadata_only),
+        prune_weight => Just(Transition::Prune),
+        1 => prop_oneof![1 => Just(None), 3 => (0u8..4).prop_map(Some)]
+            .prop_map(|last| Transition::SetKeepLast { last }),
         6 => create(m, faulted),
         3 => (target(m), flag_word(t.revert_flags.clone(), 7))
             .prop_map(|(target, flags)| Transition::RevertTo { target, flags }),
+        2 => (
+            target(m),
+            flag_word(t.revert_flags.clone(), 7),
+            // A faulted one names K: the kit learns K's uuid by name once it is rolled
+            // forward (a generated name could not be told apart).
+            if faulted {
+                pool_name().prop_map(Some).boxed()
+            } else {
+                prop_oneof![4 => pool_name().prop_map(Some), 1 => bad_name().prop_map(Some), 3 => Just(None)].boxed()
+            },
+        )
+            .prop_map(|(target, flags, keep)| Transition::RevertKeep { target, flags, keep }),
         1 => (target(m), prop_oneof![8 => pool_name(), 1 => bad_name()])
             .prop_map(|(target, new_name)| Transition::Rename { target, new_name }),
         6 => (target(m), flag_word(t.delete_flags.clone(), 63))
@@ -669,9 +718,12 @@ fn is_mutation(t: &Transition) -> bool {
             | Transition::Redefine(_)
             | Transition::Revert { .. }
             | Transition::RevertTo { .. }
+            | Transition::RevertKeep { .. }
             | Transition::Rename { .. }
             | Transition::Delete { .. }
             | Transition::DeleteAll
+            | Transition::SetKeepLast { .. }
+            | Transition::Prune
             | Transition::Recover
             | Transition::Reclaim
     )
@@ -690,9 +742,16 @@ pub fn apply_model(m: &mut RefModel, t: &Transition) {
         Transition::LoseMetadata => m.lose_metadata(),
         Transition::Write { .. } => m.write(),
         Transition::RevertTo { target, flags } => m.revert(target, *flags),
+        Transition::RevertKeep {
+            target,
+            flags,
+            keep,
+        } => m.revert_keep(target, *flags, keep.as_deref()),
         Transition::Rename { target, new_name } => m.rename(target, new_name),
         Transition::Delete { target, flags } => m.delete(target, *flags),
         Transition::DeleteAll => m.delete_all(),
+        Transition::SetKeepLast { last } => m.set_keep_last(last.map(usize::from)),
+        Transition::Prune => m.prune(),
         Transition::Recover => m.reopen(),
         Transition::Reclaim => m.reclaim(),
         Transition::SetPower { state } => m.set_power(*state),
@@ -838,6 +897,7 @@ impl ReferenceStateMachine for RefMachine {
                         **op,
                         Transition::CreateWith { name: None, .. }
                             | Transition::CreateWith { uuid: None, .. }
+                            | Transition::Prune
                     )
             }
             _ => true,

@@ -340,6 +340,8 @@ fn metadata_without_the_layout_of_retired_data_learns_it_from_the_backend() {
         description: String::new(),
         creation_date: 0,
         state: PowerState::Shutoff,
+        expires: None,
+        pinned: false,
     };
     tree.insert(snapshot(a, "a"), None).unwrap();
     tree.insert(snapshot(x, "x"), Some(a)).unwrap();

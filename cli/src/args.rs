@@ -226,6 +226,68 @@ pub enum Command {
         /// The description.
         #[arg(long)]
         description: Option<String>,
+        /// When the snapshot expires (`prune` deletes it from then on): a duration from
+        /// now (30m, 12h, 7d, 2w, 1y, or several: 1d12h) or a UTC date (2027-01-31,
+        /// 2027-01-31T18:00[:00][Z], @UNIXSECONDS).
+        #[arg(long, value_name = "DURATION|DATE")]
+        expires: Option<String>,
+        /// Pin the snapshot: `prune` never deletes it.
+        #[arg(long)]
+        pin: bool,
+        /// Name the snapshot from the time (auto-YYYYMMDDTHHMMSSZ), for timers.
+        #[arg(long, conflicts_with = "name")]
+        auto: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        dry: DryRun,
+    },
+    /// Take a snapshot named from the time (auto-YYYYMMDDTHHMMSSZ), for cron and systemd
+    /// timers (docs/retention.md); `snaptree prune` then keeps what the policy says.
+    SnapshotAuto {
+        /// The domain.
+        domain: String,
+        /// When the snapshot expires, as for snapshot-create-as.
+        #[arg(long, value_name = "DURATION|DATE")]
+        expires: Option<String>,
+    },
+    /// Pin a snapshot (`prune` never deletes it), or unpin it.
+    SnapshotPin {
+        /// The domain.
+        domain: String,
+        /// The snapshot.
+        name: String,
+        /// Unpin instead.
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Set or show a domain's retention policy (SEMANTICS.md §7.5). Rules are KEY=COUNT:
+    /// last=N keeps the newest N snapshots; hourly, daily, weekly, monthly, yearly=N keep
+    /// the newest snapshot of each of the N most recent such periods (UTC) that have one.
+    /// Without rules it shows the policy. Pinned snapshots and the current one are never
+    /// pruned.
+    Policy {
+        /// The domain.
+        domain: String,
+        /// The rules, replacing the whole policy.
+        #[arg(value_name = "KEY=COUNT", conflicts_with = "clear")]
+        rules: Vec<String>,
+        /// Remove the policy (prune then deletes only expired snapshots).
+        #[arg(long)]
+        clear: bool,
+        /// Show the policy as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete, with CONSOLIDATE, every expired snapshot and every snapshot outside the
+    /// retention policy; never the current snapshot, never a pinned one. Each delete is
+    /// its own operation; survivors' contents and the live state are unchanged.
+    #[command(group(ArgGroup::new("which").args(["domain", "all"]).required(true)))]
+    Prune {
+        /// The domain.
+        domain: Option<String>,
+        /// Prune every domain.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,
@@ -301,6 +363,10 @@ pub enum Command {
         #[command(flatten)]
         #[allow(missing_docs)]
         state: RevertStateArgs,
+        /// First snapshot the live state (SEMANTICS.md §7.4), as NAME or
+        /// pre-revert-<creationdate>: one operation, so undoing the revert is a revert to it.
+        #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", require_equals = true)]
+        keep_live: Option<String>,
         #[command(flatten)]
         #[allow(missing_docs)]
         dry: DryRun,

@@ -15,6 +15,8 @@ mod pending;
 mod progress;
 mod qemu_domain;
 mod reclaim;
+mod safety;
+mod when;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
 use snaptree_engine::conn::Connection;
-use snaptree_engine::{DeleteMode, Domain, Error, Plan, PowerState, flags, xml::dom::escape};
+use snaptree_engine::{DeleteMode, Domain, Error, Plan, PowerState, flags};
 use snaptree_host::PluginHost;
 
 use args::{Cli, Command, DeleteModeArgs, RevertStateArgs, StoreCommand};
@@ -306,18 +308,71 @@ fn run(cli: Cli) -> Result<(), Failure> {
             domain,
             name,
             description,
+            expires,
+            pin,
+            auto,
             dry,
         } => {
-            let mut xml = String::from("<domainsnapshot>");
-            if let Some(n) = name {
-                xml.push_str(&format!("<name>{}</name>", escape(n)));
+            let now = unix_now();
+            let expires = expires
+                .as_deref()
+                .map(|e| when::parse_expires(e, now))
+                .transpose()?;
+            let mut d = open_domain(domain)?;
+            let name = match auto {
+                true => Some(safety::auto_name(&mut d, now)?),
+                false => name.clone(),
+            };
+            let xml = safety::create_xml(name.as_deref(), description.as_deref(), expires);
+            if let Some(u) = create(&mut d, &xml, dry.dry_run)?
+                && *pin
+            {
+                d.set_pinned(&u, true)?;
             }
-            if let Some(d) = description {
-                xml.push_str(&format!("<description>{}</description>", escape(d)));
-            }
-            xml.push_str("</domainsnapshot>");
-            create(&mut open_domain(domain)?, &xml, dry.dry_run)?;
         }
+        Command::SnapshotAuto { domain, expires } => {
+            let now = unix_now();
+            let expires = expires
+                .as_deref()
+                .map(|e| when::parse_expires(e, now))
+                .transpose()?;
+            let mut d = open_domain(domain)?;
+            let name = safety::auto_name(&mut d, now)?;
+            create(
+                &mut d,
+                &safety::create_xml(Some(&name), None, expires),
+                false,
+            )?;
+        }
+        Command::SnapshotPin {
+            domain,
+            name,
+            unpin,
+        } => {
+            let mut d = open_domain(domain)?;
+            let u = lookup(&mut d, name)?;
+            d.set_pinned(&u, !*unpin)?;
+            outln!(
+                "Snapshot '{name}' {}",
+                if *unpin { "unpinned" } else { "pinned" }
+            );
+        }
+        Command::Policy {
+            domain,
+            rules,
+            clear,
+            json,
+        } => {
+            let mut d = open_domain(domain)?;
+            out!("{}", safety::policy(&mut d, rules, *clear, *json)?);
+        }
+        Command::Prune { domain, all, dry } => match (domain, all) {
+            (Some(domain), false) => {
+                let mut d = open_domain(domain)?;
+                out!("{}", safety::prune(&mut d, dry.dry_run)?);
+            }
+            _ => out!("{}", safety::prune_all(&conn, dry.dry_run)?),
+        },
         Command::SnapshotList { domain, opts } => {
             let mut d = open_domain(domain)?;
             let dom = d.name().to_string();
@@ -420,12 +475,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             domain,
             name,
             state,
+            keep_live,
             dry,
         } => {
             let mut d = open_domain(domain)?;
             let u = lookup(&mut d, name)?;
             let force = revert_state(*state);
-            if dry.dry_run {
+            // `--keep-live` alone gives "": the engine names the kept snapshot.
+            let keep_name = keep_live.as_deref().filter(|n| !n.is_empty());
+            if keep_live.is_some() {
+                if dry.dry_run {
+                    let plan = d.plan_revert_keep_live(&u, force, keep_name)?;
+                    print_plan(&mut d, &plan)?;
+                } else {
+                    let mut bar = progress::bar("revert");
+                    let plan = d.revert_keep_live(&u, force, keep_name, &mut bar)?;
+                    bar.finish();
+                    let kept = match &plan.operation {
+                        snaptree_engine::Operation::RevertKeepLive { keep_name, .. } => {
+                            keep_name.clone()
+                        }
+                        _ => String::new(),
+                    };
+                    outln!(
+                        "Domain '{domain}' reverted to snapshot '{name}' ({}); the live state before it is snapshot '{kept}'",
+                        d.power_state()?
+                    );
+                }
+            } else if dry.dry_run {
                 let plan = d.plan_revert(&u, force)?;
                 print_plan(&mut d, &plan)?;
             } else {
@@ -543,10 +620,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
+/// Unix seconds now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Creates (or with `dry_run` plans) a snapshot; returns its uuid when created.
+fn create(
+    d: &mut Domain,
+    xml: &str,
+    dry_run: bool,
+) -> Result<Option<snaptree_engine::Uuid>, Failure> {
     if dry_run {
         let plan = d.plan_create(xml)?;
-        return print_plan(d, &plan);
+        print_plan(d, &plan)?;
+        return Ok(None);
     }
     let u = match d.create_snapshot(xml) {
         Ok(u) => u,
@@ -558,7 +648,7 @@ fn create(d: &mut Domain, xml: &str, dry_run: bool) -> Result<(), Failure> {
         .map(|s| s.name.clone())
         .unwrap_or_default();
     outln!("Domain snapshot '{name}' created");
-    Ok(())
+    Ok(Some(u))
 }
 
 fn redefine_one(d: &mut Domain, xml: &str, current: bool, dry_run: bool) -> Result<(), Failure> {

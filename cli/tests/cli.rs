@@ -628,3 +628,93 @@ fn import_libvirt_into_a_sim_domain_adopts_the_layers_it_holds() {
     let e = s2.fails(&["import-libvirt", p(&domain), p(&ghost)], 17);
     assert!(e.contains("no layer for snapshot 'ghost'"), "{e}");
 }
+
+#[test]
+fn keep_live_expiry_pins_policy_and_prune_on_the_null_backend() {
+    let s = Session::new();
+    s.define("vm", "null", "");
+    standard(&s, "vm");
+    // KEEP_LIVE: K under the current d, then current a.
+    let out = s.ok(&["start-with-snapshot", "vm", "a", "--keep-live=k"]);
+    assert!(
+        out.contains("the live state before it is snapshot 'k'"),
+        "{out}"
+    );
+    let v = s.json("vm");
+    let k = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "k")
+        .expect("k listed")
+        .clone();
+    assert_eq!(k["parent"], "d", "{k}");
+    assert_eq!(s.ok(&["snapshot-current", "vm", "--name"]), "a\n");
+    let before = s.ok(&["snapshot-list", "vm", "--json"]);
+    let e = s.fails(&["start-with-snapshot", "vm", "b", "--keep-live=c"], 15);
+    assert!(e.contains("'c'"), "{e}");
+    assert_eq!(s.ok(&["snapshot-list", "vm", "--json"]), before);
+    // --expires in the XML and dumpxml; a bad one is refused naming it.
+    s.ok(&[
+        "snapshot-create-as",
+        "vm",
+        "--name",
+        "e",
+        "--expires",
+        "@1",
+        "--pin",
+    ]);
+    assert!(
+        s.ok(&["snapshot-dumpxml", "vm", "e"])
+            .contains("<expires>1</expires>")
+    );
+    let e = s.fails(
+        &[
+            "snapshot-create-as",
+            "vm",
+            "--name",
+            "x",
+            "--expires",
+            "soon",
+        ],
+        11,
+    );
+    assert!(e.contains("--expires 'soon'"), "{e}");
+    s.ok(&["snapshot-pin", "vm", "e", "--unpin"]);
+    s.ok(&["snapshot-pin", "vm", "a"]);
+    // No policy: prune removes only what expired, never the current snapshot (e).
+    let plan = s.ok(&["prune", "vm", "--dry-run"]);
+    assert!(plan.contains("0 snapshots would be removed"), "{plan}");
+    s.ok(&["start-with-snapshot", "vm", "c"]);
+    let plan = s.ok(&["prune", "vm", "--dry-run"]);
+    assert!(plan.contains("would remove 'e' (expired;"), "{plan}");
+    assert!(plan.contains("1 snapshot would be removed"), "{plan}");
+    // A policy that keeps nothing itself: everything but the pinned a and current c.
+    s.ok(&["policy", "vm", "last=0"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&s.ok(&["policy", "vm", "--json"])).unwrap();
+    assert_eq!(shown["policy"]["last"], 0);
+    let e = s.fails(&["policy", "vm", "fortnightly=2"], 11);
+    assert!(e.contains("'fortnightly'"), "{e}");
+    let before = s.ok(&["snapshot-list", "vm", "--json"]);
+    let plan = s.ok(&["prune", "vm", "--dry-run"]);
+    for n in ["b", "d", "k"] {
+        assert!(
+            plan.contains(&format!(
+                "would remove '{n}' (outside the retention policy;"
+            )),
+            "{plan}"
+        );
+    }
+    assert!(plan.contains("would remove 'e' (expired;"), "{plan}");
+    assert!(!plan.contains("'a'") && !plan.contains("'c' ("), "{plan}");
+    assert_eq!(s.ok(&["snapshot-list", "vm", "--json"]), before, "dry run");
+    let out = s.ok(&["prune", "--all"]);
+    assert!(out.contains("4 snapshots removed"), "{out}");
+    assert_eq!(s.names("vm", "--topological"), ["a", "c"]);
+    s.ok(&["policy", "vm", "--clear"]);
+    assert!(s.ok(&["policy", "vm"]).contains("no retention policy"));
+    // snapshot-auto names from the time.
+    let out = s.ok(&["snapshot-auto", "vm"]);
+    assert!(out.contains("'auto-2"), "{out}");
+}

@@ -11,6 +11,7 @@ use crate::journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 use crate::model::PowerState;
 use crate::plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
 use crate::planner::{self, CreateContext, RedefineContext};
+use crate::retention::{self, Policy, Pruned};
 use crate::space::{SnapshotSize, SpaceEstimate};
 use crate::tree::SnapshotTree;
 use crate::xml::{DomainXml, SnapshotXml, manifest};
@@ -468,6 +469,57 @@ impl Domain {
         self.fit(plan, state)
     }
 
+    /// Plans a KEEP_LIVE revert (SEMANTICS.md §7.4).
+    pub fn plan_revert_keep_live(
+        &mut self,
+        snapshot: &Uuid,
+        force_state: Option<PowerState>,
+        keep_name: Option<&str>,
+    ) -> Result<Plan> {
+        self.refresh()?;
+        let live_state = self.backend.power_state()?;
+        let ctx = CreateContext {
+            live_state,
+            now: now(),
+            fresh_uuid: Uuid::new_v4(),
+        };
+        let learned = self.planning_tree()?;
+        let tree = learned.as_ref().unwrap_or(&self.tree);
+        let plan = planner::plan_revert_keep_live(
+            tree,
+            &self.xml.name,
+            snapshot,
+            force_state,
+            keep_name,
+            ctx,
+        )?;
+        self.fit(plan, live_state)
+    }
+
+    /// What `prune` would delete now, in order, each with its CONSOLIDATE plan: changes
+    /// nothing (`--dry-run`).
+    pub fn plan_prune(&mut self) -> Result<Vec<Pruned>> {
+        self.refresh()?;
+        let policy = self.store.retention_policy()?;
+        let learned = self.planning_tree()?;
+        let mut tree = learned.unwrap_or_else(|| self.tree.clone());
+        let state = self.backend.power_state()?;
+        let mut out = Vec::new();
+        for (uuid, reason) in retention::prune_victims(&tree, policy.as_ref(), now()) {
+            let plan = planner::plan_delete(&tree, &self.xml.name, &uuid, DeleteMode::Consolidate)?;
+            let plan = self.fit(plan, state)?;
+            let name = tree.require(&uuid, &self.xml.name)?.name.clone();
+            planner::apply_edits(&mut tree, &plan.edits)?;
+            out.push(Pruned {
+                uuid,
+                name,
+                reason,
+                plan,
+            });
+        }
+        Ok(out)
+    }
+
     /// Plans a rename.
     pub fn plan_rename(&mut self, snapshot: &Uuid, new_name: &str) -> Result<Plan> {
         self.refresh()?;
@@ -621,6 +673,93 @@ impl Domain {
             let state = d.backend.power_state()?;
             let plan = d.fit(plan, state)?;
             d.run(plan, progress)
+        })
+    }
+
+    /// KEEP_LIVE revert (SEMANTICS.md §7.4): snapshots the live state as a new snapshot
+    /// K (named `keep_name`, else `pre-revert-<creationdate>`), then reverts to
+    /// `snapshot`, as one journaled plan: after a crash, recovery leaves neither or both.
+    /// A backend that cannot create in the live power state is refused before anything
+    /// runs. Returns the plan run; [`Operation::RevertKeepLive`] names K.
+    pub fn revert_keep_live(
+        &mut self,
+        snapshot: &Uuid,
+        force_state: Option<PowerState>,
+        keep_name: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<Plan> {
+        self.locked(|d| {
+            let live_state = d.backend.power_state()?;
+            let ctx = CreateContext {
+                live_state,
+                now: now(),
+                fresh_uuid: Uuid::new_v4(),
+            };
+            let plan = planner::plan_revert_keep_live(
+                &d.tree,
+                &d.xml.name,
+                snapshot,
+                force_state,
+                keep_name,
+                ctx,
+            )?;
+            let plan = d.fit(plan, live_state)?;
+            d.run(plan, progress)
+        })
+    }
+
+    /// Pins (`prune` never deletes it) or unpins a snapshot. Metadata only.
+    pub fn set_pinned(&mut self, snapshot: &Uuid, pinned: bool) -> Result<Plan> {
+        self.locked(|d| {
+            let plan = planner::plan_pin(&d.tree, &d.xml.name, snapshot, pinned)?;
+            d.run(plan, &mut NoProgress)
+        })
+    }
+
+    /// The domain's retention policy (SEMANTICS.md §7.5), if it has one.
+    pub fn retention_policy(&mut self) -> Result<Option<Policy>> {
+        self.store.retention_policy()
+    }
+
+    /// Sets the domain's retention policy, or with None removes it. Nothing is deleted
+    /// until `prune`.
+    pub fn set_retention_policy(&mut self, policy: Option<&Policy>) -> Result<()> {
+        self.locked(|d| d.store.set_retention_policy(policy))
+    }
+
+    /// Prune (SEMANTICS.md §7.5): deletes with CONSOLIDATE, oldest first, every expired
+    /// snapshot and every one the retention policy does not keep; never the current
+    /// snapshot, never a pinned one. Each delete is its own plan and journal entry, so
+    /// survivors' contents and the live state are unchanged after each. Holds the domain
+    /// lock throughout. A delete that fails stops the prune with its error; the deletes
+    /// before it stay done, and running prune again continues. A backend that cannot
+    /// consolidate in the live power state is refused before the first delete runs.
+    pub fn prune(&mut self, progress: &mut dyn Progress) -> Result<Vec<Pruned>> {
+        self.locked(|d| {
+            let policy = d.store.retention_policy()?;
+            let state = d.backend.power_state()?;
+            let victims = retention::prune_victims(&d.tree, policy.as_ref(), now());
+            // Checked up front: a backend that cannot consolidate refuses before any runs.
+            if let Some((first, _)) = victims.first() {
+                let plan =
+                    planner::plan_delete(&d.tree, &d.xml.name, first, DeleteMode::Consolidate)?;
+                d.fit(plan, state)?;
+            }
+            let mut out = Vec::new();
+            for (uuid, reason) in victims {
+                let name = d.tree.require(&uuid, &d.xml.name)?.name.clone();
+                let plan =
+                    planner::plan_delete(&d.tree, &d.xml.name, &uuid, DeleteMode::Consolidate)?;
+                let plan = d.fit(plan, state)?;
+                let plan = d.run(plan, progress)?;
+                out.push(Pruned {
+                    uuid,
+                    name,
+                    reason,
+                    plan,
+                });
+            }
+            Ok(out)
         })
     }
 
@@ -821,6 +960,7 @@ impl Domain {
             domain_uuid: Some(self.uuid),
             parent_name: parent.map(|p| p.name.clone()),
             parent_uuid: parent.map(|p| p.uuid),
+            expires: s.expires,
         }
         .format())
     }

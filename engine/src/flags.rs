@@ -33,6 +33,13 @@ pub const REVERT_PAUSED: u32 = 1 << 1;
 /// Revert flag: leave the domain shut off.
 pub const REVERT_SHUTOFF: u32 = 1 << 2;
 
+/// Revert flag: KEEP_LIVE (SEMANTICS.md §7.4): snapshot the live state first, in the
+/// same operation.
+pub const REVERT_KEEP_LIVE: u32 = 1 << 3;
+
+/// `prune` flag: plan only, change nothing (`--dry-run`).
+pub const PRUNE_DRY_RUN: u32 = 1 << 0;
+
 /// `snapshot_create` flag: REDEFINE (SEMANTICS.md §7.3): import a snapshot's metadata
 /// from its whole XML and adopt data the backend already holds, instead of freezing the
 /// live state. libvirt's `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE` has the same value.
@@ -135,7 +142,22 @@ pub fn list_filter(flags: u32) -> Result<Filter> {
     }
 }
 
-/// The power state a revert flag word forces, if any.
+/// What a revert flag word asks for: the power state it forces, if any, and whether it
+/// keeps the live state (KEEP_LIVE).
+pub fn revert_flags(flags: u32) -> Result<(Option<PowerState>, bool)> {
+    check_known(
+        "revert",
+        flags,
+        REVERT_RUNNING | REVERT_PAUSED | REVERT_SHUTOFF | REVERT_KEEP_LIVE,
+    )?;
+    Ok((
+        revert_state(flags & !REVERT_KEEP_LIVE)?,
+        flags & REVERT_KEEP_LIVE != 0,
+    ))
+}
+
+/// The power state a revert flag word forces, if any (KEEP_LIVE is refused here: see
+/// [`revert_flags`]).
 pub fn revert_state(flags: u32) -> Result<Option<PowerState>> {
     check_known(
         "revert",
@@ -190,5 +212,12 @@ mod tests {
             revert_state(REVERT_PAUSED).unwrap(),
             Some(PowerState::Paused)
         );
+        assert_eq!(
+            revert_flags(REVERT_PAUSED | REVERT_KEEP_LIVE).unwrap(),
+            (Some(PowerState::Paused), true)
+        );
+        assert_eq!(revert_flags(0).unwrap(), (None, false));
+        assert!(revert_flags(REVERT_RUNNING | REVERT_SHUTOFF | REVERT_KEEP_LIVE).is_err());
+        assert!(revert_flags(1 << 9).is_err());
     }
 }

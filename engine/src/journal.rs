@@ -56,12 +56,28 @@ pub trait DomainStore: Send {
     fn generation(&self) -> Option<u64> {
         None
     }
+    /// The domain's retention policy (SEMANTICS.md §7.5), if it has one. Called under
+    /// the domain lock by `prune`, so a store reads it fresh. A store that keeps no
+    /// policies says so.
+    fn retention_policy(&mut self) -> Result<Option<crate::retention::Policy>> {
+        Err(crate::Error::OperationInvalid(
+            "this metadata store keeps no retention policies".into(),
+        ))
+    }
+    /// Sets the domain's retention policy, or with None removes it; called under the
+    /// domain lock.
+    fn set_retention_policy(&mut self, _policy: Option<&crate::retention::Policy>) -> Result<()> {
+        Err(crate::Error::OperationInvalid(
+            "this metadata store keeps no retention policies".into(),
+        ))
+    }
 }
 
 /// A store that keeps nothing beyond the process: for ephemeral domains and tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     pending: Option<JournalEntry>,
+    policy: Option<crate::retention::Policy>,
 }
 
 impl DomainStore for MemoryStore {
@@ -99,6 +115,13 @@ impl DomainStore for MemoryStore {
     }
     fn journal_abort(&mut self) -> Result<()> {
         self.pending = None;
+        Ok(())
+    }
+    fn retention_policy(&mut self) -> Result<Option<crate::retention::Policy>> {
+        Ok(self.policy)
+    }
+    fn set_retention_policy(&mut self, policy: Option<&crate::retention::Policy>) -> Result<()> {
+        self.policy = policy.copied();
         Ok(())
     }
 }

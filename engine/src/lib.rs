@@ -20,6 +20,7 @@ pub mod null;
 pub mod physical;
 pub mod plan;
 pub mod planner;
+pub mod retention;
 pub mod space;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -38,6 +39,7 @@ pub use journal::{DomainStore, JournalEntry, MemoryStore, Pending};
 pub use model::{PowerMask, PowerState, Snapshot};
 pub use null::{NULL_BACKEND, NullBackend, NullProvider};
 pub use plan::{Adoption, DeleteMode, Edit, Operation, Plan, Step, StepKind};
+pub use retention::{Policy, PruneReason};
 pub use space::{FileSystemSpace, SnapshotSize, SpaceEstimate, SpaceUse};
 pub use tree::{Filter, SnapshotTree};
 pub use uuid::Uuid;

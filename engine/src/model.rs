@@ -109,4 +109,11 @@ pub struct Snapshot {
     pub creation_date: i64,
     /// The power state the domain was in when the snapshot was taken.
     pub state: PowerState,
+    /// When the snapshot expires, Unix seconds (SEMANTICS.md §7.5): `prune` deletes it
+    /// from then on. None: never.
+    #[serde(default)]
+    pub expires: Option<i64>,
+    /// Pinned: `prune` never deletes it, whatever the retention policy says.
+    #[serde(default)]
+    pub pinned: bool,
 }

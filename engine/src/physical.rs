@@ -375,7 +375,10 @@ impl<'t> EditedTree<'t> {
                     self.touched.insert(*snapshot);
                 }
                 Edit::SetLiveOnRetired { retired } => self.live_on_retired = *retired,
-                Edit::Rename { .. } | Edit::SetState { .. } | Edit::Redefine { .. } => {}
+                Edit::Rename { .. }
+                | Edit::SetState { .. }
+                | Edit::Redefine { .. }
+                | Edit::SetPinned { .. } => {}
             }
         }
     }

@@ -68,6 +68,25 @@ pub enum Operation {
         /// A power state forced by a flag instead of the snapshot's own.
         force_state: Option<PowerState>,
     },
+    /// KEEP_LIVE revert (SEMANTICS.md §7.4): snapshot the live state as `keep`, then
+    /// revert to `snapshot`, as one journaled plan.
+    RevertKeepLive {
+        /// The snapshot reverted to.
+        snapshot: Uuid,
+        /// A power state forced by a flag instead of the snapshot's own.
+        force_state: Option<PowerState>,
+        /// The uuid of the snapshot that keeps the live state.
+        keep: Uuid,
+        /// Its name.
+        keep_name: String,
+    },
+    /// Pin or unpin a snapshot: `prune` never deletes a pinned one. Metadata only.
+    Pin {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// Pinned after the operation.
+        pinned: bool,
+    },
     /// Rename a snapshot.
     Rename {
         /// The snapshot.
@@ -118,6 +137,19 @@ impl Operation {
         match self {
             Operation::Create { name } => format!("create of snapshot '{name}'"),
             Operation::Revert { snapshot, .. } => format!("revert to snapshot {}", name(snapshot)),
+            Operation::RevertKeepLive {
+                snapshot,
+                keep_name,
+                ..
+            } => format!(
+                "revert to snapshot {} keeping the live state as '{keep_name}'",
+                name(snapshot)
+            ),
+            Operation::Pin {
+                snapshot,
+                pinned: true,
+            } => format!("pin of snapshot {}", name(snapshot)),
+            Operation::Pin { snapshot, .. } => format!("unpin of snapshot {}", name(snapshot)),
             Operation::Rename { snapshot, new_name } => {
                 format!("rename of snapshot {} to '{new_name}'", name(snapshot))
             }
@@ -363,6 +395,13 @@ pub enum Edit {
         /// The retired layer; None: directly on `current`.
         retired: Option<Uuid>,
     },
+    /// Pin or unpin a snapshot (SEMANTICS.md §7.5).
+    SetPinned {
+        /// The snapshot.
+        snapshot: Uuid,
+        /// Pinned after the edit.
+        pinned: bool,
+    },
     /// Replace what a REDEFINE of an existing snapshot replaces (SEMANTICS.md §7.3).
     Redefine {
         /// The snapshot.
@@ -477,6 +516,7 @@ pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
             }
             Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
             Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
+            Edit::SetPinned { snapshot, pinned } => tree.set_pinned(snapshot, *pinned)?,
             Edit::Redefine {
                 snapshot,
                 description,

@@ -75,6 +75,8 @@ pub fn plan_create(
         description: xml.description.clone().unwrap_or_default(),
         creation_date: ctx.now,
         state: ctx.live_state,
+        expires: xml.expires,
+        pinned: false,
     };
     physical::complete(
         tree,
@@ -232,6 +234,8 @@ pub fn plan_redefine(
                 description,
                 creation_date,
                 state,
+                expires: xml.expires,
+                pinned: false,
             },
             parent,
         }]
@@ -278,14 +282,7 @@ pub fn derived_uuid(domain: &Uuid, name: &str) -> Uuid {
 
 /// libvirt names an unnamed snapshot by its creation time; a suffix keeps it unique.
 fn generated_name(tree: &SnapshotTree, now: i64) -> String {
-    let base = now.to_string();
-    if tree.by_name(&base).is_none() {
-        return base;
-    }
-    (2u64..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|n| tree.by_name(n).is_none())
-        .unwrap_or(base)
+    unique_name(tree, &now.to_string())
 }
 
 /// Plans a revert to `snapshot`.
@@ -313,6 +310,88 @@ pub fn plan_revert(
             }],
         },
     )
+}
+
+/// Plans a KEEP_LIVE revert (SEMANTICS.md §7.4): create K from the live state exactly as
+/// [`plan_create`] would (name `keep_name`, else `pre-revert-<now>`, made unique), then
+/// revert to `snapshot`, in one plan. Every check of both halves runs before anything does.
+pub fn plan_revert_keep_live(
+    tree: &SnapshotTree,
+    domain: &str,
+    snapshot: &Uuid,
+    force_state: Option<PowerState>,
+    keep_name: Option<&str>,
+    ctx: CreateContext,
+) -> Result<Plan> {
+    tree.require(snapshot, domain)?;
+    let name = match keep_name {
+        Some(n) => n.to_string(),
+        None => unique_name(tree, &format!("pre-revert-{}", ctx.now)),
+    };
+    let keep = SnapshotXml {
+        name: Some(name.clone()),
+        ..SnapshotXml::default()
+    };
+    let create = plan_create(tree, domain, &keep, ctx)?;
+    let Some(Step::Create { snapshot: k, .. }) = create.steps.first() else {
+        return Err(Error::Internal("a create plan has no create step".into()));
+    };
+    let k = *k;
+    let mut after_create = tree.clone();
+    apply_edits(&mut after_create, &create.edits)?;
+    let revert = plan_revert(&after_create, domain, snapshot, force_state)?;
+    let mut steps = create.steps;
+    steps.extend(revert.steps);
+    let mut edits = create.edits;
+    edits.extend(revert.edits);
+    // Completed against the tree before the plan, as every plan is: the layout edits of
+    // the two halves' plans would each describe only their own half.
+    physical::complete(
+        tree,
+        Plan {
+            operation: Operation::RevertKeepLive {
+                snapshot: *snapshot,
+                force_state,
+                keep: k,
+                keep_name: name,
+            },
+            steps: steps
+                .into_iter()
+                .filter(|s| matches!(s, Step::Create { .. } | Step::Revert { .. }))
+                .collect(),
+            edits: edits
+                .into_iter()
+                .filter(|e| matches!(e, Edit::Add { .. } | Edit::SetCurrent { .. }))
+                .collect(),
+        },
+    )
+}
+
+/// Plans a pin or unpin (metadata only).
+pub fn plan_pin(tree: &SnapshotTree, domain: &str, snapshot: &Uuid, pinned: bool) -> Result<Plan> {
+    tree.require(snapshot, domain)?;
+    Ok(Plan {
+        operation: Operation::Pin {
+            snapshot: *snapshot,
+            pinned,
+        },
+        steps: Vec::new(),
+        edits: vec![Edit::SetPinned {
+            snapshot: *snapshot,
+            pinned,
+        }],
+    })
+}
+
+/// `base`, or `base-2`, `base-3`, … : the first that no snapshot is named.
+pub fn unique_name(tree: &SnapshotTree, base: &str) -> String {
+    if tree.by_name(base).is_none() {
+        return base.to_string();
+    }
+    (2u64..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|n| tree.by_name(n).is_none())
+        .unwrap_or_else(|| base.to_string())
 }
 
 /// Plans a rename. Metadata only: physical data is keyed by uuid.

@@ -460,6 +460,13 @@ impl SnapshotTree {
         Ok(())
     }
 
+    /// Pins or unpins a snapshot (SEMANTICS.md §7.5: `prune` never deletes a pinned one).
+    pub fn set_pinned(&mut self, uuid: &Uuid, pinned: bool) -> Result<()> {
+        let i = self.index(uuid)?;
+        self.graph[i].snapshot.pinned = pinned;
+        Ok(())
+    }
+
     /// Sets `current`.
     pub fn set_current(&mut self, uuid: Option<Uuid>) -> Result<()> {
         self.current = uuid.map(|u| self.index(&u)).transpose()?;
@@ -563,6 +570,8 @@ mod tests {
             description: String::new(),
             creation_date: 0,
             state: PowerState::Shutoff,
+            expires: None,
+            pinned: false,
         }
     }
 
@@ -620,6 +629,8 @@ mod scale_tests {
             description: String::new(),
             creation_date: 0,
             state: PowerState::Shutoff,
+            expires: None,
+            pinned: false,
         }
     }
 

@@ -178,6 +178,8 @@ fn node(name: &str) -> snaptree_engine::Snapshot {
         description: String::new(),
         creation_date: 0,
         state: snaptree_engine::PowerState::Shutoff,
+        expires: None,
+        pinned: false,
     }
 }
 

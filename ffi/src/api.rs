@@ -10,7 +10,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use snaptree_engine::flags::CreateMode;
-use snaptree_engine::{Connection, Error, Filter, NoProgress, Snapshot, Step, flags};
+use snaptree_engine::{Connection, Error, Filter, NoProgress, Operation, Snapshot, Step, flags};
 use snaptree_host::{Plugin, PluginHost};
 
 use crate::boundary::{self, Call};
@@ -441,8 +441,10 @@ pub unsafe extern "C" fn snaptree_snapshot_current(
 
 /// Reverts the domain to a snapshot: the live state becomes the snapshot's content, the
 /// snapshot becomes current, and the domain's power state becomes the snapshot's unless
-/// `flags` is one of `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF`. Unsaved
-/// live changes are discarded.
+/// `flags` has one of `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF`. Unsaved
+/// live changes are discarded, unless `flags` has `SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE`:
+/// then they are first kept as a new snapshot named `pre-revert-<creationdate>` (to name
+/// it, or to get a handle on it, use `snaptree_domain_create_from_snapshot_keep`).
 ///
 /// Returns 0, or -1 on error.
 ///
@@ -456,10 +458,54 @@ pub unsafe extern "C" fn snaptree_domain_create_from_snapshot(
     boundary::call("snaptree_domain_create_from_snapshot", -1, |call| {
         // SAFETY: `snap` is NULL or a live snapshot handle (documented).
         let snap = unsafe { call.arg(snap, "snap") }?;
-        let state = flags::revert_state(flags)?;
-        snap.with(|d| d.revert(&snap.uuid, state, &mut NoProgress))?;
+        let (state, keep_live) = flags::revert_flags(flags)?;
+        if keep_live {
+            snap.with(|d| d.revert_keep_live(&snap.uuid, state, None, &mut NoProgress))?;
+        } else {
+            snap.with(|d| d.revert(&snap.uuid, state, &mut NoProgress))?;
+        }
         Ok(0)
     })
+}
+
+/// KEEP_LIVE revert (SEMANTICS.md section 7.4) with the kept snapshot named: first
+/// snapshots the live state as `keep_name` (NULL: `pre-revert-<creationdate>`), then
+/// reverts to `snap`, as one operation: after a crash, recovery leaves neither or both.
+/// `flags` may have `SNAPTREE_SNAPSHOT_REVERT_RUNNING`, `_PAUSED` or `_SHUTOFF` (and
+/// `_KEEP_LIVE`, implied). "Undo the revert" is a revert to the returned snapshot.
+///
+/// Returns a handle on the kept snapshot, to free with `snaptree_snapshot_free`, or NULL
+/// on error (`SNAPTREE_ERR_SNAPSHOT_EXISTS` when `keep_name` is taken,
+/// `SNAPTREE_ERR_OPERATION_INVALID` when the backend cannot create in the live power
+/// state: nothing ran).
+///
+/// # Safety
+/// `snap` is a live snapshot handle; `keep_name` NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_domain_create_from_snapshot_keep(
+    snap: *mut snaptree_snapshot,
+    keep_name: *const c_char,
+    flags: c_uint,
+) -> *mut snaptree_snapshot {
+    boundary::call(
+        "snaptree_domain_create_from_snapshot_keep",
+        ptr::null_mut(),
+        |call| {
+            // SAFETY: `snap` is NULL or a live snapshot handle (documented).
+            let snap = unsafe { call.arg(snap, "snap") }?;
+            // SAFETY: `keep_name` is NULL or a NUL-terminated string (documented).
+            let keep_name = unsafe { call.opt_str(keep_name, "keep_name") }?;
+            let (state, _) = flags::revert_flags(flags)?;
+            let plan =
+                snap.with(|d| d.revert_keep_live(&snap.uuid, state, keep_name, &mut NoProgress))?;
+            match plan.operation {
+                Operation::RevertKeepLive { keep, .. } => Ok(snap.sibling(keep)),
+                _ => Err(Error::Internal(
+                    "a KEEP_LIVE revert planned another operation".into(),
+                )),
+            }
+        },
+    )
 }
 
 /// Renames a snapshot (metadata only). Handles on it keep working. `flags` must be 0.
@@ -781,6 +827,51 @@ pub unsafe extern "C" fn snaptree_domain_reclaim(
             unsafe { freed.write(n) };
         }
         Ok(0)
+    })
+}
+
+/// Prune (SEMANTICS.md section 7.5): deletes with CONSOLIDATE, oldest first, every
+/// expired snapshot and every one outside the domain's retention policy; never the current
+/// snapshot, never a pinned one. Each delete is its own operation: survivors' contents and
+/// the live state are unchanged. With `SNAPTREE_DOMAIN_PRUNE_DRY_RUN` nothing changes and
+/// the result says what would be removed.
+///
+/// `names` receives up to `nameslen` names of the removed (or to-be-removed) snapshots,
+/// in order, each to free with `snaptree_free`; it may be NULL when `nameslen` is 0.
+///
+/// Returns how many snapshots were (or would be) removed — more than `nameslen` means
+/// the list was cut — or -1 on error. A delete that fails stops the prune: the ones before
+/// it stay done, and calling again continues.
+///
+/// # Safety
+/// `dom` is a live domain handle; `names` is NULL or valid for writing `nameslen` pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn snaptree_domain_prune(
+    dom: *mut snaptree_domain,
+    names: *mut *mut c_char,
+    nameslen: c_int,
+    flags: c_uint,
+) -> c_int {
+    boundary::call("snaptree_domain_prune", -1, |call| {
+        // SAFETY: `dom` is NULL or a live domain handle (documented).
+        let dom = unsafe { call.arg(dom, "dom") }?;
+        let slots = call.len(nameslen, "nameslen")?;
+        call.flags(flags, flags::PRUNE_DRY_RUN)?;
+        let out = if slots > 0 {
+            Some(call.out(names, "names")?)
+        } else {
+            None
+        };
+        let list = if flags & flags::PRUNE_DRY_RUN != 0 {
+            dom.with(|d| d.plan_prune())?
+        } else {
+            dom.with(|d| d.prune(&mut NoProgress))?
+        };
+        if let Some(out) = out {
+            // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
+            unsafe { strings::write_names(out, slots, list.iter().map(|p| p.name.as_str())) }?;
+        }
+        call.count(list.len())
     })
 }
 

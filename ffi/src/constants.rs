@@ -86,6 +86,16 @@ pub const SNAPTREE_SNAPSHOT_REVERT_PAUSED: c_uint = 2;
 /// `snaptree_domain_create_from_snapshot` flag: leave the domain shut off.
 pub const SNAPTREE_SNAPSHOT_REVERT_SHUTOFF: c_uint = 4;
 
+/// `snaptree_domain_create_from_snapshot` flag: KEEP_LIVE (SEMANTICS.md section 7.4):
+/// first snapshot the live state as `pre-revert-<creationdate>` (or the name given to
+/// `snaptree_domain_create_from_snapshot_keep`), then revert, as one operation: after a
+/// crash, recovery leaves neither or both. Refused with `SNAPTREE_ERR_OPERATION_INVALID`
+/// before anything runs on a backend that cannot create in the live power state.
+pub const SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE: c_uint = 8;
+
+/// `snaptree_domain_prune` flag: report what would be removed and change nothing.
+pub const SNAPTREE_DOMAIN_PRUNE_DRY_RUN: c_uint = 1;
+
 /// `snaptree_domain_undefine` flag: delete every snapshot of the domain first (and free
 /// their data); without it a domain with snapshots is refused with
 /// `SNAPTREE_ERR_OPERATION_INVALID`.
@@ -124,4 +134,6 @@ const _: () = {
     assert!(SNAPTREE_SNAPSHOT_REVERT_RUNNING == flags::REVERT_RUNNING);
     assert!(SNAPTREE_SNAPSHOT_REVERT_PAUSED == flags::REVERT_PAUSED);
     assert!(SNAPTREE_SNAPSHOT_REVERT_SHUTOFF == flags::REVERT_SHUTOFF);
+    assert!(SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE == flags::REVERT_KEEP_LIVE);
+    assert!(SNAPTREE_DOMAIN_PRUNE_DRY_RUN == flags::PRUNE_DRY_RUN);
 };

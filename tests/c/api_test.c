@@ -858,6 +858,64 @@ static void test_delete_modes(void)
     CHECK_OK(snaptree_conn_close(conn));
 }
 
+/* KEEP_LIVE revert and prune (SEMANTICS.md 7.4 and 7.5). */
+static void test_safety_nets(void)
+{
+    snaptree_conn *conn = open_conn("safety");
+    snaptree_domain *dom = define(conn, "safety");
+    snaptree_snapshot *a = create(dom, "a"), *b, *k;
+    char *names[MAXN];
+    char got[2048];
+    char *name;
+    int n;
+
+    take(dom, "b");
+    /* Named: K is a child of the snapshot current before, then a is current. */
+    k = CHECK_PTR(snaptree_domain_create_from_snapshot_keep(a, "k", 0));
+    EXPECT_TREE(dom, "a:-,b:a,k:b", "a");
+    name = CHECK_PTR(snaptree_snapshot_get_name(k));
+    CHECK(strcmp(name, "k") == 0);
+    snaptree_free(name);
+    /* A taken name is refused and changes nothing. */
+    CHECK_FAIL_PTR(snaptree_domain_create_from_snapshot_keep(a, "b", 0), SNAPTREE_ERR_SNAPSHOT_EXISTS, "'b'");
+    CHECK_FAIL_PTR(snaptree_domain_create_from_snapshot_keep(a, NULL, 1u << 9), SNAPTREE_ERR_INVALID_ARG, "0x200");
+    EXPECT_TREE(dom, "a:-,b:a,k:b", "a");
+    /* The flag alone names K pre-revert-<creationdate>. */
+    b = lookup(dom, "b");
+    CHECK_OK(snaptree_domain_create_from_snapshot(b, SNAPTREE_SNAPSHOT_REVERT_KEEP_LIVE));
+    CHECK(snaptree_snapshot_num(dom, 0) == 4);
+    n = snaptree_snapshot_list_names(dom, names, MAXN, 0);
+    CHECK(n == 4);
+    CHECK(strncmp(names[3], "pre-revert-", 11) == 0);
+    join(names, n, got, sizeof got);
+    CHECK_FAIL_INT(snaptree_domain_create_from_snapshot(b, 16), SNAPTREE_ERR_INVALID_ARG, "0x10");
+
+    /* prune without a policy: only what expired, never the current snapshot. */
+    snaptree_snapshot_free(CHECK_PTR(snaptree_snapshot_create_xml(
+        dom, "<domainsnapshot><name>old</name><expires>1</expires></domainsnapshot>", 0)));
+    CHECK(snaptree_domain_prune(dom, NULL, 0, SNAPTREE_DOMAIN_PRUNE_DRY_RUN) == 0); /* current */
+    go_to(dom, "a");
+    n = snaptree_domain_prune(dom, names, MAXN, SNAPTREE_DOMAIN_PRUNE_DRY_RUN);
+    CHECK(n == 1);
+    join(names, n, got, sizeof got);
+    CHECK(strcmp(got, "old") == 0);
+    CHECK(snaptree_snapshot_num(dom, 0) == 5); /* dry run: nothing changed */
+    CHECK_FAIL_INT(snaptree_domain_prune(dom, NULL, 1, 0), SNAPTREE_ERR_INVALID_ARG, "'names'");
+    CHECK_FAIL_INT(snaptree_domain_prune(dom, names, MAXN, 2), SNAPTREE_ERR_INVALID_ARG, "0x2");
+    CHECK_FAIL_INT(snaptree_domain_prune(NULL, names, MAXN, 0), SNAPTREE_ERR_INVALID_ARG, "'dom'");
+    n = snaptree_domain_prune(dom, names, MAXN, 0);
+    CHECK(n == 1);
+    join(names, n, got, sizeof got);
+    CHECK(strcmp(got, "old") == 0);
+    CHECK(snaptree_snapshot_num(dom, 0) == 4);
+    CHECK(snaptree_domain_prune(dom, names, MAXN, 0) == 0);
+    snaptree_snapshot_free(a);
+    snaptree_snapshot_free(b);
+    snaptree_snapshot_free(k);
+    drop_domain(dom);
+    CHECK_OK(snaptree_conn_close(conn));
+}
+
 /* A handle on a deleted snapshot: every call fails with NO_SNAPSHOT and changes nothing. */
 static void test_handle_after_delete(void)
 {
@@ -1096,6 +1154,7 @@ int main(void)
     test_revert();
     test_delete_modes();
     test_handle_after_delete();
+    test_safety_nets();
     test_undefine();
     test_close_first();
     test_busy();

@@ -30,6 +30,7 @@ pub(crate) mod location;
 mod lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod retention;
 mod schema;
 pub(crate) mod sqlite;
 mod sqlite_catalog;

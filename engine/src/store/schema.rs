@@ -91,8 +91,23 @@ ALTER TABLE domains ADD COLUMN live_on_retired TEXT;
 /// opening the database (it refuses a newer schema) and leaving readers blind to its commits.
 const V4: &str = "";
 
+/// Version 5: safety nets (SEMANTICS.md §7.5).
+///
+/// - `snapshots.expires`: when `prune` may delete the snapshot, Unix seconds (NULL: never).
+/// - `snapshots.pinned`: 1 for a snapshot `prune` never deletes (the policy's keep list).
+/// - `retention`: a domain's retention policy, as the JSON of `retention::Policy` (one
+///   row per domain that has one), so a new rule is a new JSON field, not a migration.
+const V5: &str = "
+ALTER TABLE snapshots ADD COLUMN expires INTEGER;
+ALTER TABLE snapshots ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE retention (
+    domain_id INTEGER PRIMARY KEY REFERENCES domains(id) ON DELETE CASCADE,
+    policy    TEXT NOT NULL
+);
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -111,7 +111,8 @@ fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerStat
 pub(crate) fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create { .. } => "create",
-        Operation::Revert { .. } => "revert",
+        Operation::Revert { .. } | Operation::RevertKeepLive { .. } => "revert",
+        Operation::Pin { .. } => "pin",
         Operation::Rename { .. } => "rename",
         Operation::Delete { .. } => "delete",
         Operation::DeleteAll => "delete-all",
@@ -278,7 +279,7 @@ impl SqliteStore {
             .map_err(|e| db_error(&what, &self.path, e))?;
         let mut builder = TreeBuilder::with_capacity(count);
         tx.prepare_cached(
-            "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired FROM snapshots \
+            "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned FROM snapshots \
              WHERE domain_id = ?1 ORDER BY seq",
         )
         .and_then(|mut s| {
@@ -290,6 +291,8 @@ impl SqliteStore {
                     description: row.get(3)?,
                     creation_date: row.get(4)?,
                     state: state_column(row, 5)?,
+                    expires: row.get(7)?,
+                    pinned: row.get::<_, i64>(8)? != 0,
                 };
                 builder.add(
                     snapshot,
@@ -396,8 +399,8 @@ impl SqliteStore {
                     };
                     next_seq = Some(seq + 1);
                     tx.prepare_cached(
-                        "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )
                     .and_then(|mut st| {
                         st.execute(params![
@@ -408,7 +411,9 @@ impl SqliteStore {
                             parent.map(|p| p.to_string()),
                             s.description,
                             s.creation_date,
-                            s.state.as_str()
+                            s.state.as_str(),
+                            s.expires,
+                            i64::from(s.pinned)
                         ])
                     })
                     .map_err(sql)?;
@@ -504,6 +509,17 @@ impl SqliteStore {
                     one(n, snapshot)?;
                 }
                 Edit::SetLiveOnRetired { retired } => live_on = Some(*retired),
+                Edit::SetPinned { snapshot, pinned } => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE snapshots SET pinned = ?3 WHERE domain_id = ?1 AND uuid = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![id, snapshot.to_string(), i64::from(*pinned)])
+                        })
+                        .map_err(sql)?;
+                    one(n, snapshot)?;
+                }
                 // REDEFINE of an existing snapshot (SEMANTICS.md §7.3).
                 Edit::Redefine {
                     snapshot,
@@ -573,6 +589,14 @@ impl SqliteStore {
 }
 
 impl DomainStore for SqliteStore {
+    fn retention_policy(&mut self) -> Result<Option<crate::retention::Policy>> {
+        super::retention::read_policy(&self.db, &self.path, self.domain_id, &self.name)
+    }
+
+    fn set_retention_policy(&mut self, policy: Option<&crate::retention::Policy>) -> Result<()> {
+        super::retention::write_policy(&self.db, &self.path, self.domain_id, &self.name, policy)
+    }
+
     fn lock(&mut self) -> Result<()> {
         self.lock.acquire()
     }

@@ -103,6 +103,8 @@ mod tests {
             description: "two\nlines".into(),
             creation_date: 1_700_000_000,
             state: PowerState::Paused,
+            expires: None,
+            pinned: false,
         };
         let domain_uuid = Uuid::new_v4();
         let source = format!(

@@ -125,6 +125,8 @@ mod tests {
                 description: format!("<{name}> & \"{name}\"\n</domainsnapshot>"),
                 creation_date: 1_700_000_000 + n as i64,
                 state: PowerState::Shutoff,
+                expires: None,
+                pinned: false,
             },
             parent.map(Uuid::from_u128),
         )

@@ -26,11 +26,14 @@ pub struct SnapshotXml {
     pub parent_name: Option<String>,
     /// `<parent><uuid>`.
     pub parent_uuid: Option<Uuid>,
+    /// `<expires>`, Unix seconds: a snaptree extension (SEMANTICS.md §7.5) that libvirt
+    /// ignores.
+    pub expires: Option<i64>,
 }
 
 impl SnapshotXml {
-    /// Reads the fields a create takes: name, uuid and description. Every other element
-    /// is ignored, whatever it holds (libvirt's `state` of `disk-snapshot`, `memory`,
+    /// Reads the fields a create takes: name, uuid, description and `<expires>`
+    /// (SEMANTICS.md §7.5). Every other element is ignored, whatever it holds (libvirt's `state` of `disk-snapshot`, `memory`,
     /// `disks`, a whole `<domain>`), as SEMANTICS.md §2 says.
     pub fn parse_for_create(source: &str) -> Result<SnapshotXml> {
         let doc = Document::parse(source)?;
@@ -39,6 +42,7 @@ impl SnapshotXml {
             name: name_field(&doc, root)?,
             uuid: uuid_field(&doc, root, "uuid")?,
             description: single_text(&doc, root, "description")?,
+            expires: expires_field(&doc, root)?,
             ..SnapshotXml::default()
         })
     }
@@ -106,6 +110,7 @@ impl SnapshotXml {
             domain_uuid,
             parent_name,
             parent_uuid,
+            expires: expires_field(&doc, root)?,
         })
     }
 
@@ -127,6 +132,9 @@ impl SnapshotXml {
         }
         if let Some(date) = self.creation_date {
             out.push_str(&format!("  <creationdate>{date}</creationdate>\n"));
+        }
+        if let Some(expires) = self.expires {
+            out.push_str(&format!("  <expires>{expires}</expires>\n"));
         }
         if self.parent_name.is_some() || self.parent_uuid.is_some() {
             out.push_str("  <parent>\n");
@@ -238,6 +246,13 @@ pub fn parse_uuid(text: &str) -> Result<Uuid> {
     }
 }
 
+/// `<expires>`, Unix seconds, if given.
+fn expires_field(doc: &Document<'_>, root: &Element) -> Result<Option<i64>> {
+    single(doc, root, "expires")?
+        .map(|e| parse_date(doc, e))
+        .transpose()
+}
+
 fn parse_date(doc: &Document<'_>, e: &Element) -> Result<i64> {
     let text = e.text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -269,6 +284,7 @@ mod tests {
             domain_uuid: Some(Uuid::new_v4()),
             parent_name: Some("p".into()),
             parent_uuid: Some(Uuid::new_v4()),
+            expires: Some(1_800_000_000),
         };
         let text = value.format();
         let back = SnapshotXml::parse(&text).unwrap();
@@ -404,5 +420,19 @@ mod tests {
         .unwrap();
         assert_eq!(x.name.as_deref(), Some("n"));
         assert_eq!(x.state, None);
+    }
+
+    #[test]
+    fn create_reads_expires_and_refuses_a_bad_one() {
+        let x = SnapshotXml::parse_for_create(
+            "<domainsnapshot><name>n</name><expires>1800000000</expires></domainsnapshot>",
+        )
+        .unwrap();
+        assert_eq!(x.expires, Some(1_800_000_000));
+        let e = SnapshotXml::parse_for_create(
+            "<domainsnapshot><expires>tomorrow</expires></domainsnapshot>",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("<expires> 'tomorrow'"), "{e}");
     }
 }

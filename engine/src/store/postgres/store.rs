@@ -194,7 +194,7 @@ impl PgStore {
                 &[&id],
             )?;
             let rows = tx.query(
-                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired \
+                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned \
                  FROM snapshots WHERE domain_id = $1 ORDER BY seq",
                 &[&id],
             )?;
@@ -220,6 +220,8 @@ impl PgStore {
                 description: row.get(3),
                 creation_date: row.get(4),
                 state: PowerState::parse(&state).map_err(|e| self.corrupt(e))?,
+                expires: row.get(7),
+                pinned: row.get::<_, i64>(8) != 0,
             };
             builder.add(
                 snapshot,
@@ -297,8 +299,8 @@ impl PgStore {
                         next_seq = Some(seq + 1);
                         run(
                             &mut tx,
-                            "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                             &[
                                 &id,
                                 &seq,
@@ -308,6 +310,8 @@ impl PgStore {
                                 &s.description,
                                 &s.creation_date,
                                 &s.state.as_str(),
+                                &s.expires,
+                                &i64::from(s.pinned),
                             ],
                         )?;
                         continue;
@@ -333,6 +337,14 @@ impl PgStore {
                             &mut tx,
                             "UPDATE snapshots SET name = $3 WHERE domain_id = $1 AND uuid = $2",
                             &[&id, &text(snapshot), name],
+                        )?,
+                        snapshot,
+                    ),
+                    Edit::SetPinned { snapshot, pinned } => (
+                        run(
+                            &mut tx,
+                            "UPDATE snapshots SET pinned = $3 WHERE domain_id = $1 AND uuid = $2",
+                            &[&id, &text(snapshot), &i64::from(*pinned)],
                         )?,
                         snapshot,
                     ),
@@ -512,7 +524,62 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The domain's retention policy (schema version 5, table `retention`), as the SQLite
+    /// store keeps it: one row per domain that has one, the policy as JSON.
+    fn read_policy(&mut self) -> Result<Option<crate::retention::Policy>> {
+        let id = self.domain_id;
+        let what = format!("cannot read the retention policy of domain '{}'", self.name);
+        self.client()?;
+        let client = self.client.as_mut().expect("connected");
+        let row = client
+            .query_opt("SELECT policy FROM retention WHERE domain_id = $1", &[&id])
+            .map_err(self.err(&what))?;
+        row.map(|r| {
+            let text: String = r.get(0);
+            serde_json::from_str(&text).map_err(|e| Error::Storage {
+                context: format!(
+                    "the retention policy of domain '{}' in {} is unreadable",
+                    self.name, self.location
+                ),
+                source: Some(Box::new(e)),
+            })
+        })
+        .transpose()
+    }
+
+    fn write_policy(&mut self, policy: Option<&crate::retention::Policy>) -> Result<()> {
+        let id = self.domain_id;
+        let what = format!(
+            "cannot store the retention policy of domain '{}'",
+            self.name
+        );
+        let json = policy
+            .map(|p| serde_json::to_string(p).map_err(|e| Error::Internal(format!("{what}: {e}"))))
+            .transpose()?;
+        self.client()?;
+        let client = self.client.as_mut().expect("connected");
+        let done = match json {
+            Some(json) => client.execute(
+                "INSERT INTO retention (domain_id, policy) VALUES ($1, $2) \
+                 ON CONFLICT (domain_id) DO UPDATE SET policy = excluded.policy",
+                &[&id, &json],
+            ),
+            None => client.execute("DELETE FROM retention WHERE domain_id = $1", &[&id]),
+        };
+        done.map(drop).map_err(self.err(&what))
+    }
+}
+
 impl DomainStore for PgStore {
+    fn retention_policy(&mut self) -> Result<Option<crate::retention::Policy>> {
+        self.read_retrying(PgStore::read_policy)
+    }
+
+    fn set_retention_policy(&mut self, policy: Option<&crate::retention::Policy>) -> Result<()> {
+        self.write_policy(policy)
+    }
+
     fn lock(&mut self) -> Result<()> {
         self.not_held()?;
         let (name, timeout) = (self.name.clone(), self.timeout);
