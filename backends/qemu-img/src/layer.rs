@@ -227,71 +227,107 @@ fn count_allocated(path: &Path) -> Option<u64> {
 /// not one this reader counts (not qcow2, subclusters, external data file, a table out of
 /// the file): the caller asks qemu-img.
 fn read_cluster_map(path: &Path) -> Option<ClusterMap> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 104];
-    f.read_exact(&mut head[..72]).ok()?;
-    let be32 = |h: &[u8], at: usize| u32::from_be_bytes(h[at..at + 4].try_into().expect("4"));
-    let be64 = |h: &[u8], at: usize| u64::from_be_bytes(h[at..at + 8].try_into().expect("8"));
-    if head[0..4] != *b"QFI\xfb" {
-        return None;
-    }
-    let version = be32(&head, 4);
-    if version >= 3 {
-        f.read_exact(&mut head[72..80]).ok()?;
-        if be64(&head, 72) & UNREADABLE_FEATURES != 0 {
+    let mut t = Tables::open(path)?;
+    let version = t.version;
+    let mut clusters_with_data: Vec<u64> = Vec::new();
+    t.each_l2(|c, l2, _| {
+        let data = if l2 & L2_COMPRESSED != 0 {
+            true
+        } else {
+            l2 & L2_OFFSET != 0 && (version < 3 || l2 & L2_ZERO == 0)
+        };
+        if data {
+            clusters_with_data.push(c);
+        }
+    })?;
+    Some(ClusterMap {
+        cluster: t.cluster,
+        size: t.size,
+        l1_bytes: t.l1_size as u64 * 8,
+        clusters: clusters_with_data,
+    })
+}
+
+/// A qcow2 file opened to read its L1 and L2 tables: the header's geometry, checked (a
+/// qcow2 magic, no feature this reader cannot follow, a sane cluster size).
+struct Tables {
+    file: std::fs::File,
+    version: u32,
+    cluster: u64,
+    size: u64,
+    l1_size: usize,
+    l1_offset: u64,
+    len: u64,
+}
+
+fn be32(h: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(h[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn be64(h: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(h[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Tables {
+    fn open(path: &Path) -> Option<Tables> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut head = [0u8; 80];
+        file.read_exact(&mut head[..72]).ok()?;
+        if head[0..4] != *b"QFI\xfb" {
             return None;
         }
+        let version = be32(&head, 4);
+        if version >= 3 {
+            file.read_exact(&mut head[72..80]).ok()?;
+            if be64(&head, 72) & UNREADABLE_FEATURES != 0 {
+                return None;
+            }
+        }
+        let cluster_bits = be32(&head, 20);
+        if !(9..=21).contains(&cluster_bits) {
+            return None;
+        }
+        let len = file.metadata().ok()?.len();
+        Some(Tables {
+            file,
+            version,
+            cluster: 1u64 << cluster_bits,
+            size: be64(&head, 24),
+            l1_size: be32(&head, 36) as usize,
+            l1_offset: be64(&head, 40),
+            len,
+        })
     }
-    let cluster_bits = be32(&head, 20);
-    if !(9..=21).contains(&cluster_bits) {
-        return None;
-    }
-    let cluster = 1u64 << cluster_bits;
-    let size = be64(&head, 24);
-    let l1_size = be32(&head, 36) as usize;
-    let l1_offset = be64(&head, 40);
-    let len = f.metadata().ok()?.len();
-    let read_table = |f: &mut std::fs::File, at: u64, entries: usize| -> Option<Vec<u64>> {
+
+    /// `entries` big-endian 64-bit entries at `at`; `None` past the end of the file.
+    fn read(&mut self, at: u64, entries: usize) -> Option<Vec<u64>> {
+        use std::io::{Read, Seek, SeekFrom};
         let bytes = entries.checked_mul(8)?;
-        if at.checked_add(bytes as u64)? > len {
+        if at.checked_add(bytes as u64)? > self.len {
             return None;
         }
         let mut raw = vec![0u8; bytes];
-        f.seek(SeekFrom::Start(at)).ok()?;
-        f.read_exact(&mut raw).ok()?;
+        self.file.seek(SeekFrom::Start(at)).ok()?;
+        self.file.read_exact(&mut raw).ok()?;
         Some(raw.chunks_exact(8).map(|c| be64(c, 0)).collect())
-    };
-    let l2_entries = (cluster / 8) as usize;
-    let mut clusters_with_data: Vec<u64> = Vec::new();
-    for (i, l1) in read_table(&mut f, l1_offset, l1_size)?
-        .into_iter()
-        .enumerate()
-    {
-        let l2_offset = l1 & L1_OFFSET;
-        if l2_offset == 0 {
-            continue;
-        }
-        for (j, l2) in read_table(&mut f, l2_offset, l2_entries)?
-            .into_iter()
-            .enumerate()
-        {
-            let data = if l2 & L2_COMPRESSED != 0 {
-                true
-            } else {
-                l2 & L2_OFFSET != 0 && (version < 3 || l2 & L2_ZERO == 0)
-            };
-            if data {
-                clusters_with_data.push((i * l2_entries + j) as u64);
+    }
+
+    /// Calls `f(guest cluster, L2 entry, the entry's offset in the file)` for every entry
+    /// of every allocated L2 table.
+    fn each_l2(&mut self, mut f: impl FnMut(u64, u64, u64)) -> Option<()> {
+        let l2_entries = (self.cluster / 8) as usize;
+        for (i, l1) in self.read(self.l1_offset, self.l1_size)?.into_iter().enumerate() {
+            let l2_offset = l1 & L1_OFFSET;
+            if l2_offset == 0 {
+                continue;
+            }
+            for (j, l2) in self.read(l2_offset, l2_entries)?.into_iter().enumerate() {
+                f((i * l2_entries + j) as u64, l2, l2_offset + 8 * j as u64);
             }
         }
+        Some(())
     }
-    Some(ClusterMap {
-        cluster,
-        size,
-        l1_bytes: l1_size as u64 * 8,
-        clusters: clusters_with_data,
-    })
 }
 
 /// The guest clusters whose L2 entry in the qcow2 file `path` is set at all (data, or
@@ -393,55 +429,11 @@ fn unreadable(path: &Path) -> Error {
 /// file, where value is the entry itself; with `offsets`, only for the entries that are set,
 /// and value is the entry's offset in the file.
 fn walk_l2(path: &Path, offsets: bool, mut f: impl FnMut(u64, u64)) -> Option<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 80];
-    file.read_exact(&mut head[..72]).ok()?;
-    let be32 = |h: &[u8], at: usize| u32::from_be_bytes(h[at..at + 4].try_into().expect("4"));
-    let be64 = |h: &[u8], at: usize| u64::from_be_bytes(h[at..at + 8].try_into().expect("8"));
-    if head[0..4] != *b"QFI\xfb" {
-        return None;
-    }
-    if be32(&head, 4) >= 3 {
-        file.read_exact(&mut head[72..80]).ok()?;
-        if be64(&head, 72) & UNREADABLE_FEATURES != 0 {
-            return None;
+    Tables::open(path)?.each_l2(|c, l2, at| {
+        if !offsets {
+            f(c, l2);
+        } else if l2 != 0 {
+            f(c, at);
         }
-    }
-    let cluster_bits = be32(&head, 20);
-    if !(9..=21).contains(&cluster_bits) {
-        return None;
-    }
-    let cluster = 1u64 << cluster_bits;
-    let l1_size = be32(&head, 36) as usize;
-    let l1_offset = be64(&head, 40);
-    let len = file.metadata().ok()?.len();
-    let mut read_table = |at: u64, entries: usize| -> Option<Vec<u64>> {
-        let bytes = entries.checked_mul(8)?;
-        if at.checked_add(bytes as u64)? > len {
-            return None;
-        }
-        let mut raw = vec![0u8; bytes];
-        file.seek(SeekFrom::Start(at)).ok()?;
-        file.read_exact(&mut raw).ok()?;
-        Some(raw.chunks_exact(8).map(|c| be64(c, 0)).collect())
-    };
-    let l2_entries = (cluster / 8) as usize;
-    for (i, l1) in read_table(l1_offset, l1_size)?.into_iter().enumerate() {
-        let l2_offset = l1 & L1_OFFSET;
-        if l2_offset == 0 {
-            continue;
-        }
-        for (j, l2) in read_table(l2_offset, l2_entries)?.into_iter().enumerate() {
-            let c = (i * l2_entries + j) as u64;
-            if offsets {
-                if l2 != 0 {
-                    f(c, l2_offset + 8 * j as u64);
-                }
-            } else {
-                f(c, l2);
-            }
-        }
-    }
-    Some(())
+    })
 }
