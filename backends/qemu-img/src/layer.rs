@@ -317,7 +317,11 @@ impl Tables {
     /// of every allocated L2 table.
     fn each_l2(&mut self, mut f: impl FnMut(u64, u64, u64)) -> Option<()> {
         let l2_entries = (self.cluster / 8) as usize;
-        for (i, l1) in self.read(self.l1_offset, self.l1_size)?.into_iter().enumerate() {
+        for (i, l1) in self
+            .read(self.l1_offset, self.l1_size)?
+            .into_iter()
+            .enumerate()
+        {
             let l2_offset = l1 & L1_OFFSET;
             if l2_offset == 0 {
                 continue;

@@ -343,11 +343,12 @@ impl Ctx<'_> {
         self.qemu(|| qi::snapshot_delete(image, tag))
     }
 
-    /// Leaves the [`Record::RefcountUpdate`](crate::records::Record::RefcountUpdate) marker
+    /// Leaves the refcount-update marker ([`crate::disk::refcount_marker`], the record kind
+    /// `RefcountUpdate`)
     /// beside `image` (durable with the caller's next [`Ctx::sync_dirty`]) unless it is
     /// there: the step's end removes it, a re-run after a crash repairs the image first.
     fn mark_refcount_update(&self, image: &Path) -> Result<()> {
-        let marker = crate::records::Kind::refcounts_beside(image);
+        let marker = crate::disk::refcount_marker(image);
         if !marker.exists() {
             self.create_marker(&marker)?;
         }

@@ -106,6 +106,14 @@ impl Disk {
     }
 }
 
+/// The marker of the restart record `RefcountUpdate` (`records.rs`) for
+/// internal-mode image `image`: `<image>.snaptree-refcounts` beside it.
+pub(crate) fn refcount_marker(image: &Path) -> PathBuf {
+    let mut name = image.file_name().unwrap_or_default().to_os_string();
+    name.push(".snaptree-refcounts");
+    image.with_file_name(name)
+}
+
 /// The uuid in a layer file name `<uuid>.qcow2`, written the way [`Disk::layer`] writes it.
 pub(crate) fn layer_name_uuid(name: &str) -> Option<Uuid> {
     let stem = name.strip_suffix(".qcow2")?;

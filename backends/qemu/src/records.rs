@@ -110,16 +110,9 @@ impl Kind {
         match self {
             Kind::LiveCreate => disk.beside(".snaptree-live-create"),
             Kind::LiveMerge => disk.beside(".snaptree-live-merge"),
-            Kind::RefcountUpdate => Self::refcounts_beside(&disk.live),
+            Kind::RefcountUpdate => crate::disk::refcount_marker(&disk.live),
             _ => self.in_dir(&disk.dir()),
         }
-    }
-
-    /// The [`Kind::RefcountUpdate`] record of internal-mode image `image`.
-    pub(crate) fn refcounts_beside(image: &Path) -> PathBuf {
-        let mut name = image.file_name().unwrap_or_default().to_os_string();
-        name.push(".snaptree-refcounts");
-        image.with_file_name(name)
     }
 
     /// A per-disk record's file in snapshot directory `dir`.

@@ -30,6 +30,7 @@ pub(crate) mod location;
 mod lock;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub(crate) mod redact;
 mod retention;
 mod schema;
 pub(crate) mod sqlite;
@@ -41,8 +42,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use location::{STORE_ENV, StoreLocation, redact};
+pub use location::{STORE_ENV, StoreLocation};
 pub use lock::DomainLock;
+pub use redact::redact;
 pub use schema::{Dialect, MIGRATIONS, SCHEMA_VERSION, render};
 pub use sqlite::{SqliteStore, StoredDomain};
 pub use sqlite_catalog::SqliteCatalog;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::journal::DomainStore;
 use crate::store::StoredDomain;
 use crate::store::catalog::{Catalog, Holdings, Inserted};
-use crate::store::location::redact;
+use crate::store::redact::redact;
 use crate::store::schema::SCHEMA_VERSION;
 
 /// The columns of a [`StoredDomain`], in its order.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{PgCatalog, connect, pg_error};
 use crate::error::{Error, Result};
 use crate::store::catalog::Catalog;
-use crate::store::location::redact;
+use crate::store::redact::redact;
 use crate::store::{DB_FILE, DomainLock, SqliteCatalog, db_error};
 
 /// Copies every domain of the state directory `from` (its snapshots, retired uuids and

@@ -23,7 +23,7 @@ pub use import::copy_from_sqlite;
 pub use store::PgStore;
 
 use crate::error::{Error, Result};
-use crate::store::location::redact;
+use crate::store::redact::redact;
 use crate::store::schema::{Dialect, MIGRATIONS, SCHEMA_VERSION, render};
 
 /// The first key of every snaptree advisory lock (`'snap'`), so they do not collide with

@@ -14,7 +14,7 @@ use crate::journal::{DomainStore, JournalEntry};
 use crate::model::{PowerState, Snapshot};
 use crate::plan::{Edit, Plan};
 use crate::store::StoredDomain;
-use crate::store::location::redact;
+use crate::store::redact::redact;
 use crate::store::schema::SCHEMA_VERSION;
 use crate::store::sqlite::operation_name;
 use crate::store::tree_rows::TreeBuilder;
