@@ -9,14 +9,19 @@
 //! that uuid on that parent, so a manifest that no longer matches the data is refused
 //! snapshot by snapshot), sets current, and runs the agreement check (§3.7).
 //!
-//! The store is trusted over any manifest: a domain that still has snapshots in the store
-//! is refused (a manifest is read only when the metadata is gone).
+//! Pins (`<pinned>1</pinned>`), expiry dates and the retention policy come back with it.
+//! The manifest is left as it is until the last snapshot is redefined
+//! (`Domain::hold_manifest`), so an adoption that stops part-way (data that no longer
+//! matches, a signal) can be run again: it replaces what it redefined and adds the rest.
+//!
+//! The store is trusted over any manifest: a domain whose store holds a snapshot the
+//! manifest does not list is refused (a manifest is read only when the metadata is gone).
 
 use std::path::{Path, PathBuf};
 
-use snaptree_engine::Error;
 use snaptree_engine::conn::Connection;
 use snaptree_engine::xml::{DomainXml, manifest};
+use snaptree_engine::{Error, Policy};
 
 use crate::import::{Doc, parents_first, with_file};
 use crate::{Failure, read_file};
@@ -27,17 +32,15 @@ pub fn adopt(conn: &Connection, domain_xml: &Path, dry_run: bool) -> Result<Stri
     let xml = DomainXml::parse(&text)?;
     let name = xml.name.clone();
     let existing = conn.list_domains()?.into_iter().any(|d| d.name == name);
-    if existing {
-        let held = conn.open_domain(&name)?.tree()?.len();
-        if held > 0 {
-            return Err(Error::OperationInvalid(format!(
-                "domain '{name}' already has {held} snapshot{} in the store, which is trusted over \
-                 the manifest beside its disks: adopt rebuilds only a lost state",
-                if held == 1 { "" } else { "s" }
-            ))
-            .into());
-        }
-    }
+    let held: Vec<String> = if existing {
+        conn.open_domain(&name)?
+            .tree()?
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Read through the backend alone: opening a domain could record its (empty) tree, and
     // with it an empty manifest over the one to read.
     let mut backend = conn.provider(&xml.backend_type)?.open(&xml, &text)?;
@@ -72,6 +75,36 @@ pub fn adopt(conn: &Connection, domain_xml: &Path, dry_run: bool) -> Result<Stri
         let label = PathBuf::from(format!("manifest document {} ({what})", i + 1));
         docs.push(Doc::read(label, text)?);
     }
+    // Snapshots the store has that the manifest does not list: the store is newer.
+    let unlisted: Vec<&String> = held
+        .iter()
+        .filter(|n| !docs.iter().any(|d| &&d.name == n))
+        .collect();
+    if let Some(first) = unlisted.first() {
+        return Err(Error::OperationInvalid(format!(
+            "domain '{name}' has {} snapshot{} in the store that the manifest {what} does not list (first '{first}'); \
+             the store is trusted over the manifest: adopt rebuilds only a lost state",
+            unlisted.len(),
+            if unlisted.len() == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    let pinned: Vec<String> = docs
+        .iter()
+        .filter(|d| d.text.contains("<pinned>1</pinned>"))
+        .map(|d| d.name.clone())
+        .collect();
+    let policy = m
+        .policy
+        .as_deref()
+        .map(|p| {
+            serde_json::from_str::<Policy>(p).map_err(|e| {
+                Error::InvalidArg(format!(
+                    "the retention policy in the manifest {what} is unreadable: {e}"
+                ))
+            })
+        })
+        .transpose()?;
     let current = docs.iter().find(|d| d.active).map(|d| d.name.clone());
     let docs = parents_first(docs, &Default::default(), current.as_deref())?;
     let mut out = String::new();
@@ -108,12 +141,21 @@ pub fn adopt(conn: &Connection, domain_xml: &Path, dry_run: bool) -> Result<Stri
         ));
     }
     let mut d = conn.open_domain(&name)?;
+    d.hold_manifest();
     for doc in &docs {
         let is_current = current.as_deref() == Some(doc.name.as_str());
-        d.redefine_snapshot(&doc.text, is_current)
+        let u = d
+            .redefine_snapshot(&doc.text, is_current)
             .map_err(|e| with_file(e, &doc.path))?;
+        if pinned.contains(&doc.name) {
+            d.set_pinned(&u, true)?;
+        }
+    }
+    if policy.is_some() {
+        d.set_retention_policy(policy.as_ref())?;
     }
     d.check_agreement()?;
+    d.release_manifest()?;
     out.push_str(&format!(
         "Adopted {} snapshot{} into domain '{name}'{}\n",
         docs.len(),

@@ -179,7 +179,8 @@ fn hint_space(d: &mut Domain, e: Error, busy: Option<snaptree_engine::Uuid>) -> 
     let snaps: Vec<(snaptree_engine::Uuid, String)> = tree
         .topological()
         .into_iter()
-        .filter(|s| Some(s.uuid) != busy)
+        // A pinned snapshot is one the user keeps on purpose: never suggested.
+        .filter(|s| Some(s.uuid) != busy && !s.pinned)
         .map(|s| (s.uuid, s.name.clone()))
         .collect();
     let mut frees: Vec<(u64, String)> = snaps

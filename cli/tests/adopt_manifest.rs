@@ -35,13 +35,17 @@ fn picture(state: &Path) -> String {
             keep("<description>"),
             keep("<state>"),
             keep("<creationTime>").replace("creationTime", "creationdate")
-                + &keep("<creationdate>"),
+                + &keep("<creationdate>")
+                + &keep("<expires>"),
         ));
     }
     out.push_str(&format!(
         "current: {}",
         common::ok(state, &["snapshot-current", "vm", "--name"])
     ));
+    // Pins, expiry and the policy, as prune would apply them.
+    out.push_str(&common::ok(state, &["policy", "vm"]));
+    out.push_str(&common::ok(state, &["prune", "vm", "--dry-run"]));
     out
 }
 
@@ -90,7 +94,18 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
         ],
     );
     both(1, 0x22);
-    common::ok(st, &["snapshot-create-as", "vm", "--name", "B"]);
+    // Expired long ago: prune would take it.
+    common::ok(
+        st,
+        &[
+            "snapshot-create-as",
+            "vm",
+            "--name",
+            "B",
+            "--expires",
+            "@1000",
+        ],
+    );
     both(2, 0x33);
     common::ok(st, &["snapshot-create-as", "vm", "--name", "gone"]);
     // Merged into B: B now holds gone's content.
@@ -110,7 +125,16 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
     );
     common::ok(st, &["snapshot-rename", "vm", "C", "branch"]);
     both(1, 0x55);
+    common::ok(st, &["snapshot-pin", "vm", "A"]);
+    common::ok(st, &["policy", "vm", "last=1"]);
     let before = picture(st);
+    assert!(
+        before.contains("<expires>1000</expires>")
+            && before.contains("last=1")
+            && before.contains("would remove 'B' (expired")
+            && !before.contains("would remove 'A'"),
+        "expected B expired and A pinned: {before}"
+    );
     assert!(before.contains("current: branch"), "{before}");
     let live: Vec<(u64, u8)> = vec![(0, 0x11), (1, 0x55), (3, 0x44)];
     assert_reads(&vda, &live, "live before");
@@ -140,14 +164,28 @@ fn a_lost_state_directory_is_rebuilt_from_the_manifests_beside_the_disks() {
     assert_reads(&vda, &live, "live after adopt");
     assert_reads(&vdb, &live, "live after adopt");
 
-    // The store is trusted over the manifests: a second adopt is refused.
+    // Adopting again changes nothing (it replaces what is there: how an adoption that
+    // stopped part-way is finished).
+    common::ok(st, &["adopt", p(&domain)]);
+    assert_eq!(picture(st), before, "after a second adopt");
+    // The store is trusted over a manifest that does not list what the store has.
+    let mut beside = vda.as_os_str().to_owned();
+    beside.push(".snaptree-manifest.xml");
+    let older = std::fs::read(&beside).unwrap();
+    common::ok(st, &["snapshot-create-as", "vm", "--name", "newer"]);
+    for d in [&vda, &vdb] {
+        let mut m = d.as_os_str().to_owned();
+        m.push(".snaptree-manifest.xml");
+        std::fs::write(&m, &older).unwrap();
+    }
     let again = common::run(st, &["adopt", p(&domain)]);
     assert_eq!(again.status.code(), Some(17), "OPERATION_INVALID");
     assert!(
-        String::from_utf8_lossy(&again.stderr).contains("already has 3 snapshots"),
+        String::from_utf8_lossy(&again.stderr).contains("(first 'newer')"),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    common::ok(st, &["snapshot-delete", "vm", "newer", "--consolidate"]);
 
     // Every snapshot still reverts to its own data, and deletes work on the adopted tree.
     for (name, slots) in [

@@ -46,9 +46,21 @@ fn a_hosts_state_moves_into_postgresql_and_reads_back_the_same() {
     }
     ok(&["--state-dir", s, "snapshot-revert", "vm", "a"], None);
     ok(
-        &["--state-dir", s, "snapshot-create-as", "vm", "--name", "d"],
+        &[
+            "--state-dir",
+            s,
+            "snapshot-create-as",
+            "vm",
+            "--name",
+            "d",
+            "--expires",
+            "@1000",
+        ],
         None,
     );
+    // Pins, expiry dates and the retention policy move too (schema version 5).
+    ok(&["--state-dir", s, "snapshot-pin", "vm", "a"], None);
+    ok(&["--state-dir", s, "policy", "vm", "last=1"], None);
     // Retired: b has c stored on it.
     ok(&["--state-dir", s, "snapshot-delete", "vm", "b"], None);
     let listing = ["snapshot-list", "vm", "--tree"];
@@ -67,6 +79,24 @@ fn a_hosts_state_moves_into_postgresql_and_reads_back_the_same() {
         before
     );
     assert_eq!(ok(&json, Some(&uri)), before_json);
+    for safety in [
+        &["policy", "vm"][..],
+        &["prune", "vm", "--dry-run"][..],
+        &["snapshot-dumpxml", "vm", "d"][..],
+    ] {
+        let here = ok(&[&["--state-dir", s][..], safety].concat(), None);
+        assert!(
+            here.contains("last=1")
+                || here.contains("would remove")
+                || here.contains("<expires>1000"),
+            "{here}"
+        );
+        assert_eq!(
+            ok(safety, Some(&uri)),
+            here,
+            "{safety:?} after the migration"
+        );
+    }
     // And it works there.
     ok(&["snapshot-create-as", "vm", "--name", "e"], Some(&uri));
     // A second migration into the same store is refused, naming the domain; nothing changes.

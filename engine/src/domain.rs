@@ -52,6 +52,9 @@ pub struct Domain {
     recoveries: Vec<Recovery>,
     /// How many of `recoveries` [`Domain::recover`] has returned.
     recoveries_reported: usize,
+    /// While set, commits leave the manifest beside the data as it is
+    /// ([`Domain::hold_manifest`]).
+    manifest_held: bool,
 }
 
 impl std::fmt::Debug for Domain {
@@ -113,6 +116,7 @@ impl Domain {
             store,
             recoveries: Vec::new(),
             recoveries_reported: 0,
+            manifest_held: false,
         };
         if d.store.try_lock()? {
             let result = d.sync_on_open();
@@ -345,13 +349,46 @@ impl Domain {
     /// never older than it (a crash in between leaves a newer manifest, which is read only
     /// when the store is gone).
     fn save_manifest(&mut self, plan: &Plan) -> Result<()> {
-        if !self.backend.keeps_manifest() || plan.edits.is_empty() {
+        if !self.backend.keeps_manifest() || self.manifest_held || plan.edits.is_empty() {
             return Ok(());
         }
         let mut after = self.tree.clone();
         planner::apply_edits(&mut after, &plan.edits)?;
-        let text = manifest::format(&self.xml.name, self.uuid, &after);
+        let policy = self.store.retention_policy()?;
+        self.write_manifest(&after, policy.as_ref())
+    }
+
+    fn write_manifest(&mut self, tree: &SnapshotTree, policy: Option<&Policy>) -> Result<()> {
+        let policy = policy
+            .map(|p| {
+                serde_json::to_string(p).map_err(|e| {
+                    Error::Internal(format!("cannot encode the retention policy: {e}"))
+                })
+            })
+            .transpose()?;
+        let text = manifest::format(&self.xml.name, self.uuid, tree, policy.as_deref());
         self.backend.save_manifest(&text)
+    }
+
+    /// Leaves the manifest beside the data as it is until [`Domain::release_manifest`]:
+    /// `snaptree adopt` rebuilds a tree from it one REDEFINE at a time, and a manifest
+    /// rewritten after each would lose the snapshots not yet redefined if the adoption
+    /// stopped part-way.
+    pub fn hold_manifest(&mut self) {
+        self.manifest_held = true;
+    }
+
+    /// Ends [`Domain::hold_manifest`] and writes the manifest of the tree as it is now.
+    pub fn release_manifest(&mut self) -> Result<()> {
+        self.manifest_held = false;
+        if !self.backend.keeps_manifest() {
+            return Ok(());
+        }
+        self.locked(|d| {
+            let policy = d.store.retention_policy()?;
+            let tree = d.tree.clone();
+            d.write_manifest(&tree, policy.as_ref())
+        })
     }
 
     /// The manifest the backend keeps beside the domain's data, if it keeps one
@@ -724,7 +761,14 @@ impl Domain {
     /// Sets the domain's retention policy, or with None removes it. Nothing is deleted
     /// until `prune`.
     pub fn set_retention_policy(&mut self, policy: Option<&Policy>) -> Result<()> {
-        self.locked(|d| d.store.set_retention_policy(policy))
+        self.locked(|d| {
+            // The manifest beside the data first, as for every commit.
+            if d.backend.keeps_manifest() && !d.manifest_held && !d.tree.is_empty() {
+                let tree = d.tree.clone();
+                d.write_manifest(&tree, policy)?;
+            }
+            d.store.set_retention_policy(policy)
+        })
     }
 
     /// Prune (SEMANTICS.md §7.5): deletes with CONSOLIDATE, oldest first, every expired

@@ -55,6 +55,10 @@ impl Export<'_> {
             "  <creationTime>{}</creationTime>\n",
             s.creation_date
         ));
+        if let Some(expires) = s.expires {
+            // snaptree's extension (SEMANTICS.md §7.5), which libvirt ignores.
+            out.push_str(&format!("  <expires>{expires}</expires>\n"));
+        }
         match self.domain {
             Some(d) => {
                 out.push_str(d.trim());

@@ -31,33 +31,49 @@ pub struct Manifest {
     pub domain: String,
     /// The domain's uuid.
     pub uuid: Uuid,
-    /// Every snapshot's document, parents first.
+    /// Every snapshot's document, parents first. A pinned snapshot's carries
+    /// `<pinned>1</pinned>`, and one with an expiry `<expires>`.
     pub documents: Vec<String>,
+    /// The domain's retention policy, as the store keeps it (JSON), if it has one.
+    pub policy: Option<String>,
 }
 
-/// The manifest of `tree`, or the empty string when it holds no snapshot.
-pub fn format(domain: &str, domain_uuid: Uuid, tree: &SnapshotTree) -> String {
+/// The manifest of `tree` with the domain's retention `policy` (JSON), or the empty string
+/// when it holds no snapshot.
+pub fn format(
+    domain: &str,
+    domain_uuid: Uuid,
+    tree: &SnapshotTree,
+    policy: Option<&str>,
+) -> String {
     if tree.is_empty() {
         return String::new();
     }
     let current = tree.current().map(|c| c.uuid);
     let snapshots = tree.topological();
+    let policy = policy.map_or(String::new(), |p| format!(" policy='{}'", escape(p)));
     let mut out = format!(
-        "{HEADER}\n<snaptree-manifest domain='{}' uuid='{domain_uuid}' snapshots='{}'>\n",
+        "{HEADER}\n<snaptree-manifest domain='{}' uuid='{domain_uuid}' snapshots='{}'{policy}>\n",
         escape(domain),
         snapshots.len()
     );
     for s in snapshots {
-        out.push_str(
-            &Export {
-                snapshot: s,
-                parent: tree.parent(&s.uuid).map(|p| p.name.as_str()),
-                current: current == Some(s.uuid),
-                domain_uuid,
-                domain: None,
+        let doc = Export {
+            snapshot: s,
+            parent: tree.parent(&s.uuid).map(|p| p.name.as_str()),
+            current: current == Some(s.uuid),
+            domain_uuid,
+            domain: None,
+        }
+        .format();
+        match doc.strip_suffix(DOCUMENT_END) {
+            Some(body) if s.pinned => {
+                out.push_str(body);
+                out.push_str("  <pinned>1</pinned>\n");
+                out.push_str(DOCUMENT_END);
             }
-            .format(),
-        );
+            _ => out.push_str(&doc),
+        }
     }
     out.push_str(FOOTER);
     out
@@ -109,6 +125,7 @@ pub fn parse(text: &str, what: &str) -> Result<Manifest> {
         domain,
         uuid,
         documents,
+        policy: element.attribute("policy").map(str::to_string),
     })
 }
 
@@ -143,10 +160,11 @@ mod tests {
             tree.insert(s, p).unwrap();
         }
         tree.set_current(Some(Uuid::from_u128(2))).unwrap();
-        let text = format("vm 'one'", Uuid::from_u128(9), &tree);
+        let text = format("vm 'one'", Uuid::from_u128(9), &tree, Some("{\"last\":3}"));
         let m = parse(&text, "test").unwrap();
         assert_eq!(m.domain, "vm 'one'");
         assert_eq!(m.uuid, Uuid::from_u128(9));
+        assert_eq!(m.policy.as_deref(), Some("{\"last\":3}"));
         assert_eq!(m.documents.len(), 3, "{text}");
         for (doc, s) in m.documents.iter().zip(tree.topological()) {
             let x = super::super::SnapshotXml::parse_for_redefine(doc).unwrap();
@@ -158,7 +176,7 @@ mod tests {
             );
         }
         assert_eq!(
-            format("vm", Uuid::from_u128(9), &SnapshotTree::default()),
+            format("vm", Uuid::from_u128(9), &SnapshotTree::default(), None),
             ""
         );
     }
@@ -168,7 +186,7 @@ mod tests {
         let mut tree = SnapshotTree::default();
         let (s, p) = snapshot(1, "a", None);
         tree.insert(s, p).unwrap();
-        let text = format("vm", Uuid::from_u128(9), &tree);
+        let text = format("vm", Uuid::from_u128(9), &tree, None);
         for bad in [
             &text[..text.len() - 3],
             &text[..text.len() / 2],

@@ -78,7 +78,7 @@ pub fn copy_from_sqlite(from: &Path, to: &str, timeout: Duration) -> Result<Vec<
             .get(0);
         let mut st = db
             .prepare(
-                "SELECT seq, uuid, name, parent_uuid, description, creation_date, state, on_retired \
+                "SELECT seq, uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned \
                  FROM snapshots WHERE domain_id = ?1 ORDER BY seq",
             )
             .map_err(|e| read("snapshots", e))?;
@@ -95,10 +95,42 @@ pub fn copy_from_sqlite(from: &Path, to: &str, timeout: Duration) -> Result<Vec<
             let date: i64 = r.get(5).map_err(get)?;
             let state: String = r.get(6).map_err(get)?;
             let on_retired: Option<String> = r.get(7).map_err(get)?;
+            let expires: Option<i64> = r.get(8).map_err(get)?;
+            let pinned: i64 = r.get(9).map_err(get)?;
             tx.execute(
-                "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, on_retired) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[&id, &seq, &uuid, &name, &parent, &description, &date, &state, &on_retired],
+                "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &id,
+                    &seq,
+                    &uuid,
+                    &name,
+                    &parent,
+                    &description,
+                    &date,
+                    &state,
+                    &on_retired,
+                    &expires,
+                    &pinned,
+                ],
+            )
+            .map_err(pg)?;
+        }
+        // The retention policy (schema version 5), as the JSON both stores keep.
+        let policy: Option<String> = {
+            use rusqlite::OptionalExtension;
+            db.query_row(
+                "SELECT policy FROM retention WHERE domain_id = ?1",
+                [d.id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| read("the retention policy", e))?
+        };
+        if let Some(policy) = policy {
+            tx.execute(
+                "INSERT INTO retention (domain_id, policy) VALUES ($1, $2)",
+                &[&id, &policy],
             )
             .map_err(pg)?;
         }
