@@ -782,6 +782,8 @@ impl RefModel {
         self.snapshots.clear();
         self.retired.clear();
         self.current = None;
+        // The retention policy lived in the store too.
+        self.keep_last = None;
         self.last = Expected::Ok;
         self.last_plan = Vec::new();
     }

@@ -115,6 +115,9 @@ fn mutate_and_replay(dir: &std::path::Path, workers: usize, ops: usize, hosts: b
         logged.len()
     );
     // The workers really ran at the same time: commits of different workers interleave.
+    // Workers run one after another would switch `workers - 1` times; more than `workers`
+    // switches is interleaving (how much depends on the machine's load: on a shared
+    // PostgreSQL under load, 14 switches in 176 commits were seen).
     let switches = logged
         .windows(2)
         .filter(|w| w[0].worker != w[1].worker)
@@ -124,7 +127,7 @@ fn mutate_and_replay(dir: &std::path::Path, workers: usize, ops: usize, hosts: b
         logged.len()
     );
     assert!(
-        switches > 4 * workers,
+        switches > workers,
         "the workers barely overlapped ({switches} switches)"
     );
 
