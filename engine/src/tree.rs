@@ -308,6 +308,66 @@ impl SnapshotTree {
 
     /// Adds a snapshot under `parent` (None: a new root).
     pub fn insert(&mut self, snapshot: Snapshot, parent: Option<Uuid>) -> Result<()> {
+        let (i, seq, parent) = self.insert_node(snapshot, parent)?;
+        self.all.insert(seq, i);
+        self.leaves.insert(seq, i);
+        match parent {
+            Some(p) => self.refresh_leaf(p),
+            None => {
+                self.roots.insert(seq, i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a snapshot as [`SnapshotTree::insert`] does but leaves the creation-order,
+    /// root and leaf sets alone: loading a stored domain inserts every row this way, then
+    /// builds the three sets once with [`SnapshotTree::index_orders`] (one ordered pass
+    /// instead of three B-tree updates a row; a sixth of a million-snapshot open). Until
+    /// then only the node, uuid and name lookups and the parent links are right.
+    pub(crate) fn insert_unordered(
+        &mut self,
+        snapshot: Snapshot,
+        parent: Option<Uuid>,
+    ) -> Result<()> {
+        self.insert_node(snapshot, parent).map(|_| ())
+    }
+
+    /// Builds the creation-order, root and leaf sets from the nodes, after
+    /// [`SnapshotTree::insert_unordered`].
+    pub(crate) fn index_orders(&mut self) {
+        let g = &self.graph;
+        // Node indexes and sequence numbers both grow with insertion: already in order.
+        self.all = g.node_indices().map(|i| (g[i].seq, i)).collect();
+        self.roots = self
+            .all
+            .iter()
+            .filter(|(_, i)| {
+                g.neighbors_directed(**i, Direction::Incoming)
+                    .next()
+                    .is_none()
+            })
+            .map(|(s, i)| (*s, *i))
+            .collect();
+        self.leaves = self
+            .all
+            .iter()
+            .filter(|(_, i)| {
+                g.neighbors_directed(**i, Direction::Outgoing)
+                    .next()
+                    .is_none()
+            })
+            .map(|(s, i)| (*s, *i))
+            .collect();
+    }
+
+    /// The node of a new snapshot linked under its parent, with its sequence number and
+    /// the parent's node.
+    fn insert_node(
+        &mut self,
+        snapshot: Snapshot,
+        parent: Option<Uuid>,
+    ) -> Result<(NodeIndex, u64, Option<NodeIndex>)> {
         let twice = || Error::Internal(format!("snapshot '{}' inserted twice", snapshot.name));
         let parent = parent.map(|p| self.index(&p)).transpose()?;
         // One probe of each index, whether the snapshot is new or not.
@@ -328,18 +388,10 @@ impl SnapshotTree {
         let graph = &self.graph;
         self.by_name
             .insert_new(&graph[i].snapshot.name, i, |j| &graph[j].snapshot.name);
-        self.all.insert(seq, i);
-        self.leaves.insert(seq, i);
-        match parent {
-            Some(p) => {
-                self.graph.add_edge(p, i, ());
-                self.refresh_leaf(p);
-            }
-            None => {
-                self.roots.insert(seq, i);
-            }
+        if let Some(p) = parent {
+            self.graph.add_edge(p, i, ());
         }
-        Ok(())
+        Ok((i, seq, parent))
     }
 
     /// Removes a snapshot that has no children.

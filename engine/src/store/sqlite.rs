@@ -133,6 +133,8 @@ pub struct SqliteStore {
     lock: DomainLock,
     /// The generation of the tree the engine holds; None forces a reload.
     loaded: Option<i64>,
+    /// How many snapshot rows the domain has at generation `loaded`.
+    rows: i64,
     /// `PRAGMA data_version` when the generation was last read.
     data_version: Option<i64>,
     /// The change signal as loaded before the store read that `loaded` reflects (or as
@@ -181,6 +183,7 @@ impl SqliteStore {
             name: domain.name.clone(),
             lock,
             loaded: None,
+            rows: 0,
             data_version: None,
             seen: None,
         })
@@ -277,30 +280,28 @@ impl SqliteStore {
             .prepare_cached("SELECT count(*) FROM snapshots WHERE domain_id = ?1")
             .and_then(|mut s| s.query_row([self.domain_id], |r| r.get::<_, i64>(0)))
             .map_err(|e| db_error(&what, &self.path, e))?;
-        let mut builder = TreeBuilder::with_capacity(count);
-        tx.prepare_cached(
-            "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned FROM snapshots \
-             WHERE domain_id = ?1 ORDER BY seq",
-        )
-        .and_then(|mut s| {
-            let mut rows = s.query([self.domain_id])?;
-            while let Some(row) = rows.next()? {
-                let snapshot = Snapshot {
-                    uuid: uuid_column(row, 0)?,
-                    name: row.get(1)?,
-                    description: row.get(3)?,
-                    creation_date: row.get(4)?,
-                    state: state_column(row, 5)?,
-                    expires: row.get(7)?,
-                    pinned: row.get::<_, i64>(8)? != 0,
-                };
-                builder.add(
-                    snapshot,
-                    opt_uuid_column(row, 2)?,
-                    opt_uuid_column(row, 6)?,
-                );
-            }
-            Ok(())
+        self.rows = count;
+        let builder = TreeBuilder::fill(count, |sink| {
+            tx.prepare_cached(
+                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned FROM snapshots \
+                 WHERE domain_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                let mut rows = s.query([self.domain_id])?;
+                while let Some(row) = rows.next()? {
+                    let snapshot = Snapshot {
+                        uuid: uuid_column(row, 0)?,
+                        name: row.get(1)?,
+                        description: row.get(3)?,
+                        creation_date: row.get(4)?,
+                        state: state_column(row, 5)?,
+                        expires: row.get(7)?,
+                        pinned: row.get::<_, i64>(8)? != 0,
+                    };
+                    sink((snapshot, opt_uuid_column(row, 2)?, opt_uuid_column(row, 6)?));
+                }
+                Ok(())
+            })
         })
         .map_err(|e| db_error(&what, &self.path, e))?;
         let retired: Vec<(Uuid, Option<Option<Uuid>>)> = tx
@@ -382,6 +383,22 @@ impl SqliteStore {
         let mut current: Option<Option<Uuid>> = None;
         let mut live_on: Option<Option<Uuid>> = None;
         let mut next_seq: Option<i64> = None;
+        let removes = plan
+            .edits
+            .iter()
+            .filter(|e| matches!(e, Edit::Remove { .. }))
+            .count() as i64;
+        let adds = plan
+            .edits
+            .iter()
+            .filter(|e| matches!(e, Edit::Add { .. }))
+            .count() as i64;
+        // A plan that removes every snapshot (a delete of the only root with everything
+        // under it, delete-all) empties the domain with one statement at its last removal,
+        // instead of one statement per row: the rows count as loaded at `expected`, which
+        // the generation check below confirms before anything is kept.
+        let mut all_removed_at =
+            (removes > 1 && removes == self.rows && adds == 0).then_some(removes);
         for edit in &plan.edits {
             match edit {
                 Edit::Add {
@@ -417,6 +434,22 @@ impl SqliteStore {
                         ])
                     })
                     .map_err(sql)?;
+                }
+                Edit::Remove { snapshot } if all_removed_at.is_some() => {
+                    let left = all_removed_at.map_or(0, |n| n - 1);
+                    all_removed_at = Some(left);
+                    if left == 0 {
+                        let n = tx
+                            .prepare_cached("DELETE FROM snapshots WHERE domain_id = ?1")
+                            .and_then(|mut st| st.execute([id]))
+                            .map_err(sql)?;
+                        if n as i64 != removes {
+                            return Err(Error::Internal(format!(
+                                "the plan removes {removes} snapshots of domain '{name}' (all of them, as loaded), but {} holds {n} (last: {snapshot})",
+                                path.display()
+                            )));
+                        }
+                    }
                 }
                 Edit::Remove { snapshot } => {
                     let n = tx
@@ -727,6 +760,15 @@ impl DomainStore for SqliteStore {
                 // at, and only lock holders commit: the tree with these edits is current
                 // as of the signal this commit left.
                 self.loaded = Some(generation);
+                self.rows += plan
+                    .edits
+                    .iter()
+                    .map(|e| match e {
+                        Edit::Add { .. } => 1,
+                        Edit::Remove { .. } => -1,
+                        _ => 0,
+                    })
+                    .sum::<i64>();
                 self.seen = Some(signal);
                 Ok(())
             }

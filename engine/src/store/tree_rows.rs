@@ -1,10 +1,22 @@
 //! [`TreeBuilder`]: a domain's tree built from its stored rows, the same way for both
 //! stores, one row at a time (a million rows are never held twice).
 
+use std::sync::mpsc;
+
 use uuid::Uuid;
 
 use crate::model::Snapshot;
 use crate::tree::SnapshotTree;
+
+/// One stored row: a snapshot, its parent, and the retired layer it is stored on, if any.
+pub(crate) type Row = (Snapshot, Option<Uuid>, Option<Uuid>);
+
+/// Domains with at least this many snapshots are built on a second thread while the
+/// calling one reads and decodes rows: below it a thread costs more than it saves.
+const PIPELINE_FROM: i64 = 50_000;
+
+/// Rows handed to the building thread at a time.
+const CHUNK: usize = 1024;
 
 /// Collects the rows of a domain's snapshots in `seq` (creation) order, so the tree's
 /// sibling order is the stored one. A parent is always older than its children in
@@ -27,6 +39,60 @@ impl TreeBuilder {
         }
     }
 
+    /// A builder holding every row `read` hands to its sink, in the order given. For a
+    /// large domain the rows are inserted on a second thread while `read` goes on: decoding
+    /// rows (the store's reads, uuid parsing, string copies) and inserting them into the
+    /// indexes each take a large share of an open, so on two CPUs the open takes about
+    /// the longer of the two instead of their sum (a million snapshots: BENCHMARKS.md).
+    /// Without a second thread (none could be started) the rows are inserted in turn.
+    pub(crate) fn fill<E>(
+        count: i64,
+        read: impl FnOnce(&mut dyn FnMut(Row)) -> Result<(), E>,
+    ) -> Result<TreeBuilder, E> {
+        if count < PIPELINE_FROM {
+            let mut builder = TreeBuilder::with_capacity(count);
+            read(&mut |(s, p, o)| builder.add(s, p, o))?;
+            return Ok(builder);
+        }
+        std::thread::scope(|scope| {
+            // A few chunks in flight: the reader runs ahead without holding the domain twice.
+            let (to_builder, rows) = mpsc::sync_channel::<Vec<Row>>(4);
+            let worker = std::thread::Builder::new()
+                .name("snaptree-load".into())
+                .spawn_scoped(scope, move || {
+                    let mut builder = TreeBuilder::with_capacity(count);
+                    for chunk in rows {
+                        for (s, p, o) in chunk {
+                            builder.add(s, p, o);
+                        }
+                    }
+                    builder
+                });
+            let Ok(worker) = worker else {
+                let mut builder = TreeBuilder::with_capacity(count);
+                read(&mut |(s, p, o)| builder.add(s, p, o))?;
+                return Ok(builder);
+            };
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let read = read(&mut |row| {
+                chunk.push(row);
+                if chunk.len() == CHUNK {
+                    // The receiver lives until every chunk is in: a send cannot fail.
+                    let _ =
+                        to_builder.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = to_builder.send(chunk);
+            }
+            drop(to_builder);
+            let builder = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            read.map(|()| builder)
+        })
+    }
+
     /// One row: a snapshot, its parent, and the retired layer it is stored on, if any.
     pub(crate) fn add(&mut self, snapshot: Snapshot, parent: Option<Uuid>, on: Option<Uuid>) {
         if let Some(r) = on {
@@ -39,7 +105,7 @@ impl TreeBuilder {
             self.late.push((snapshot.uuid, p));
             parent = None;
         }
-        if let Err(e) = self.tree.insert(snapshot, parent) {
+        if let Err(e) = self.tree.insert_unordered(snapshot, parent) {
             self.bad.get_or_insert_with(|| e.to_string());
         }
     }
@@ -57,6 +123,7 @@ impl TreeBuilder {
         if let Some(why) = self.bad {
             return Err(why);
         }
+        tree.index_orders();
         for (child, parent) in self.late {
             if !tree.contains(&parent) {
                 return Err(format!(
@@ -83,5 +150,159 @@ impl TreeBuilder {
         }
         tree.set_live_on_retired(live_on);
         Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PowerState;
+    use crate::tree::Filter;
+
+    fn snap(i: usize) -> Snapshot {
+        Snapshot {
+            uuid: Uuid::from_u128(0x5eed_0000 + i as u128),
+            name: format!("s{i}"),
+            description: String::new(),
+            creation_date: i as i64,
+            state: PowerState::Shutoff,
+            expires: None,
+            pinned: false,
+        }
+    }
+
+    /// Rows of a branched forest: two roots, a long chain, fans, and one child stored
+    /// before its parent (a leaf, attached late), as `seq` order can show after a redefine.
+    fn rows(n: usize) -> Vec<Row> {
+        let mut out: Vec<Row> = Vec::with_capacity(n);
+        for i in 0..n {
+            let parent = match i {
+                0 | 1 => None,
+                // The child of the last snapshot, stored first.
+                2 => Some(snap(n - 1).uuid),
+                3 => Some(snap(1).uuid),
+                _ if i % 7 == 0 => Some(snap(i / 2).uuid),
+                _ => Some(snap(i - 1).uuid),
+            };
+            out.push((snap(i), parent, None));
+        }
+        out
+    }
+
+    /// Every way the tree answers, as names: what a caller can see.
+    fn shape(t: &SnapshotTree) -> Vec<Vec<String>> {
+        let names = |v: Vec<&Snapshot>| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let mut out = vec![
+            names(t.list(Filter::All)),
+            names(t.list(Filter::Roots)),
+            names(t.list(Filter::Leaves)),
+            names(t.list(Filter::Topological)),
+            vec![
+                t.len().to_string(),
+                t.current().map_or(String::new(), |c| c.name.clone()),
+            ],
+        ];
+        for s in t.iter() {
+            let mut row = vec![s.name.clone()];
+            row.extend(t.parent(&s.uuid).map(|p| p.name.clone()));
+            row.extend(t.children(&s.uuid).iter().map(|c| c.name.clone()));
+            out.push(row);
+        }
+        out
+    }
+
+    /// The same tree as inserting the rows one by one with `SnapshotTree::insert`, the
+    /// late child attached last.
+    fn expected(rows: &[Row], current: Uuid) -> SnapshotTree {
+        let mut t = SnapshotTree::new();
+        let mut late = Vec::new();
+        for (s, p, _) in rows {
+            match p {
+                Some(p) if !t.contains(p) => {
+                    late.push((s.uuid, *p));
+                    t.insert(s.clone(), None).expect("insert");
+                }
+                _ => t.insert(s.clone(), *p).expect("insert"),
+            }
+        }
+        for (c, p) in late {
+            t.set_parent(&c, Some(p)).expect("late parent");
+        }
+        t.set_current(Some(current)).expect("current");
+        t
+    }
+
+    fn built(rows: Vec<Row>, current: Uuid) -> SnapshotTree {
+        let n = rows.len() as i64;
+        TreeBuilder::fill(n, |sink| {
+            for r in rows {
+                sink(r);
+            }
+            Ok::<(), ()>(())
+        })
+        .expect("no read error")
+        .finish(Some(current), Vec::new(), None)
+        .expect("consistent rows")
+    }
+
+    #[test]
+    fn a_small_domain_is_built_as_inserting_each_row() {
+        let rows = rows(500);
+        let current = rows[250].0.uuid;
+        let want = shape(&expected(&rows, current));
+        assert_eq!(shape(&built(rows, current)), want, "500 rows, one thread");
+    }
+
+    #[test]
+    fn a_large_domain_built_on_a_second_thread_is_the_same_tree() {
+        let n = PIPELINE_FROM as usize + 3 * CHUNK + 17;
+        let rows = rows(n);
+        let current = rows[n / 3].0.uuid;
+        let want = shape(&expected(&rows, current));
+        let got = built(rows, current);
+        assert_eq!(got.len(), n, "every row is in the tree");
+        assert_eq!(shape(&got), want, "{n} rows through the loading thread");
+    }
+
+    #[test]
+    fn a_read_error_part_way_is_returned_and_nothing_is_built() {
+        for n in [100, PIPELINE_FROM as usize + 10] {
+            let rows = rows(n);
+            let got = TreeBuilder::fill(n as i64, |sink| {
+                for (i, r) in rows.into_iter().enumerate() {
+                    if i == n - 5 {
+                        return Err("row cannot be read");
+                    }
+                    sink(r);
+                }
+                Ok(())
+            });
+            assert_eq!(
+                got.err(),
+                Some("row cannot be read"),
+                "{n} rows: the reader's error"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_row_makes_the_rows_inconsistent_on_either_path() {
+        for n in [100, PIPELINE_FROM as usize + 10] {
+            let mut rows = rows(n);
+            rows.push((snap(7), None, None));
+            let why = TreeBuilder::fill(rows.len() as i64, |sink| {
+                for r in rows {
+                    sink(r);
+                }
+                Ok::<(), ()>(())
+            })
+            .expect("read")
+            .finish(None, Vec::new(), None)
+            .expect_err("a snapshot stored twice");
+            assert!(
+                why.contains("s7"),
+                "{n} rows: the error names the snapshot: {why}"
+            );
+        }
     }
 }

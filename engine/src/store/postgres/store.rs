@@ -211,24 +211,26 @@ impl PgStore {
         let current = parse_opt_uuid(head.get(1)).map_err(|e| self.corrupt(e))?;
         let live_on = parse_opt_uuid(head.get(2)).map_err(|e| self.corrupt(e))?;
         let count: i64 = head.get(3);
-        let mut builder = TreeBuilder::with_capacity(count);
-        for row in &rows {
-            let state: String = row.get(5);
-            let snapshot = Snapshot {
-                uuid: parse_uuid(row.get(0)).map_err(|e| self.corrupt(e))?,
-                name: row.get(1),
-                description: row.get(3),
-                creation_date: row.get(4),
-                state: PowerState::parse(&state).map_err(|e| self.corrupt(e))?,
-                expires: row.get(7),
-                pinned: row.get::<_, i64>(8) != 0,
-            };
-            builder.add(
-                snapshot,
-                parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
-                parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
-            );
-        }
+        let builder = TreeBuilder::fill(count, |sink| {
+            for row in &rows {
+                let state: String = row.get(5);
+                let snapshot = Snapshot {
+                    uuid: parse_uuid(row.get(0)).map_err(|e| self.corrupt(e))?,
+                    name: row.get(1),
+                    description: row.get(3),
+                    creation_date: row.get(4),
+                    state: PowerState::parse(&state).map_err(|e| self.corrupt(e))?,
+                    expires: row.get(7),
+                    pinned: row.get::<_, i64>(8) != 0,
+                };
+                sink((
+                    snapshot,
+                    parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
+                    parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
+                ));
+            }
+            Ok::<(), Error>(())
+        })?;
         let mut stored_retired = Vec::with_capacity(retired.len());
         for row in &retired {
             let r = parse_uuid(row.get(0)).map_err(|e| self.corrupt(e))?;
