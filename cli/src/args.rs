@@ -280,12 +280,14 @@ pub enum Command {
     },
     /// Delete, with CONSOLIDATE, every expired snapshot and every snapshot outside the
     /// retention policy; never the current snapshot, never a pinned one. Each delete is
-    /// its own operation; survivors' contents and the live state are unchanged.
+    /// its own operation; survivors' contents and the live state are unchanged. Prints the
+    /// bytes each delete frees where the backend can estimate them.
     #[command(group(ArgGroup::new("which").args(["domain", "all"]).required(true)))]
     Prune {
         /// The domain.
         domain: Option<String>,
-        /// Prune every domain.
+        /// Prune every domain; one that fails does not stop the others (the exit code is
+        /// the first failure's).
         #[arg(long)]
         all: bool,
         #[command(flatten)]

@@ -372,7 +372,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let mut d = open_domain(domain)?;
                 out!("{}", safety::prune(&mut d, dry.dry_run)?);
             }
-            _ => out!("{}", safety::prune_all(&conn, dry.dry_run)?),
+            _ => safety::prune_all(&conn, dry.dry_run, |text| {
+                out!("{text}");
+                Ok(())
+            })?,
         },
         Command::SnapshotList { domain, opts } => {
             let mut d = open_domain(domain)?;

@@ -70,8 +70,8 @@ pub fn prune(d: &mut Domain, dry_run: bool) -> Result<String> {
     Ok(report(d.name(), &list, dry_run))
 }
 
-/// The report of a prune: a line per snapshot, then a summary. Backends do not report
-/// the bytes a step frees, so none are claimed.
+/// The report of a prune: a line per snapshot (with the bytes the backend estimates its
+/// delete frees, where it can tell), then a summary.
 pub fn report(domain: &str, list: &[Pruned], dry_run: bool) -> String {
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut out = String::new();
@@ -85,15 +85,37 @@ pub fn report(domain: &str, list: &[Pruned], dry_run: bool) -> String {
             .iter()
             .filter(|s| matches!(s, Step::Consolidate { .. } | Step::DiscardLeaf { .. }))
             .count();
+        let freed = match p.freed {
+            Some(b) => format!("; frees {b} bytes"),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "  {verb} '{}' ({}; {consolidated} physical step{})\n",
+            "  {verb} '{}' ({}; {consolidated} physical step{}{freed})\n",
             p.name,
             p.reason.as_str(),
             if consolidated == 1 { "" } else { "s" }
         ));
     }
+    let known: Vec<u64> = list.iter().filter_map(|p| p.freed).collect();
+    let freed = if list.is_empty() {
+        "bytes freed: 0".to_string()
+    } else if known.is_empty() {
+        "bytes freed: not reported by the backend".to_string()
+    } else {
+        let total: u64 = known.iter().sum();
+        let missing = list.len() - known.len();
+        let unknown = match missing {
+            0 => String::new(),
+            n => format!(
+                ", {n} delete{} not estimated",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        let verb = if dry_run { "would free" } else { "freed" };
+        format!("bytes {verb}: {total}, as the backend estimates{unknown}")
+    };
     out.push_str(&format!(
-        "Domain '{domain}': {} snapshot{} {}; bytes freed: not reported by the backend\n",
+        "Domain '{domain}': {} snapshot{} {}; {freed}\n",
         list.len(),
         if list.len() == 1 { "" } else { "s" },
         if dry_run {
@@ -105,12 +127,39 @@ pub fn report(domain: &str, list: &[Pruned], dry_run: bool) -> String {
     out
 }
 
-/// `snaptree prune --all`: every domain in turn; the first failure stops it.
-pub fn prune_all(conn: &Connection, dry_run: bool) -> Result<String> {
-    let mut out = String::new();
-    for info in conn.list_domains()? {
-        let mut d = conn.open_domain(&info.name)?;
-        out.push_str(&prune(&mut d, dry_run)?);
+/// `snaptree prune --all`: every domain in turn, each report handed to `emit` as it is
+/// done. A domain that fails does not stop the others (a timer pruning a host must not
+/// leave every domain after a broken one unpruned); the failure returned at the end
+/// carries the first error's code and names every domain that failed.
+pub fn prune_all(
+    conn: &Connection,
+    dry_run: bool,
+    mut emit: impl FnMut(&str) -> std::result::Result<(), crate::Failure>,
+) -> std::result::Result<(), crate::Failure> {
+    let domains = conn.list_domains()?;
+    let mut failed: Vec<(String, snaptree_engine::Error)> = Vec::new();
+    for info in &domains {
+        match conn
+            .open_domain(&info.name)
+            .and_then(|mut d| prune(&mut d, dry_run))
+        {
+            Ok(text) => emit(&text)?,
+            Err(e) => failed.push((info.name.clone(), e)),
+        }
     }
-    Ok(out)
+    let mut failed = failed.into_iter();
+    let Some((first_domain, first)) = failed.next() else {
+        return Ok(());
+    };
+    let mut hint = String::new();
+    for (domain, e) in failed {
+        hint.push_str(&format!(
+            "error: prune of domain '{domain}': {}\n",
+            e.full_message()
+        ));
+    }
+    hint.push_str(&format!(
+        "prune --all: the first failure was domain '{first_domain}'; every other domain was pruned as reported"
+    ));
+    Err(crate::Failure::Hinted(first, hint))
 }

@@ -718,3 +718,59 @@ fn keep_live_expiry_pins_policy_and_prune_on_the_null_backend() {
     let out = s.ok(&["snapshot-auto", "vm"]);
     assert!(out.contains("'auto-2"), "{out}");
 }
+
+/// `prune --all` goes on past a domain it cannot prune (here: another process holds its
+/// lock): the others are pruned and reported, and the command fails with the first
+/// error's exit code (BUSY, 21), naming the domain, which is left as it was.
+#[test]
+fn prune_all_prunes_every_other_domain_when_one_fails() {
+    let s = Session::new();
+    for dom in ["held", "zulu"] {
+        s.define(dom, "null", "");
+        s.ok(&[
+            "snapshot-create-as",
+            dom,
+            "--name",
+            "old",
+            "--expires",
+            "@1",
+        ]);
+        s.ok(&["snapshot-create-as", dom, "--name", "now"]);
+    }
+    let lock = snaptree_tests::hold_lock(s.state.path(), "held");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snaptree"))
+        .arg("--state-dir")
+        .arg(s.state.path())
+        .args(["prune", "--all"])
+        .env_remove("SNAPTREE_BACKEND_PATH")
+        .env("SNAPTREE_LOCK_TIMEOUT_MS", "200")
+        .output()
+        .unwrap();
+    drop(lock);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(21),
+        "BUSY's exit code; stderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("removed 'old' (expired;")
+            && stdout.contains("Domain 'zulu': 1 snapshot removed"),
+        "zulu pruned and reported: {stdout}"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("'held'"),
+        "the held domain named: {stderr}"
+    );
+    assert_eq!(
+        s.names("held", "--topological"),
+        ["old", "now"],
+        "held unchanged"
+    );
+    assert_eq!(
+        s.names("zulu", "--topological"),
+        ["now"],
+        "zulu pruned (listed after the failing one)"
+    );
+}

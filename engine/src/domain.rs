@@ -533,16 +533,33 @@ impl Domain {
         self.fit(plan, live_state)
     }
 
-    /// What `prune` would delete now, in order, each with its CONSOLIDATE plan: changes
-    /// nothing (`--dry-run`).
+    /// What `prune` would delete now, in order, each with its CONSOLIDATE plan and the
+    /// bytes the backend estimates it frees: changes nothing (`--dry-run`). The estimates
+    /// are taken against the data as it is now, so after the first delete they are
+    /// approximate where deletes touch the same layers.
     pub fn plan_prune(&mut self) -> Result<Vec<Pruned>> {
         self.refresh()?;
         let policy = self.store.retention_policy()?;
         let learned = self.planning_tree()?;
-        let mut tree = learned.unwrap_or_else(|| self.tree.clone());
+        let tree = learned.unwrap_or_else(|| self.tree.clone());
         let state = self.backend.power_state()?;
+        let mut out = self.prune_plans(tree, policy.as_ref(), state)?;
+        for p in &mut out {
+            p.freed = self.net_freed(&p.plan);
+        }
+        Ok(out)
+    }
+
+    /// Every prune victim with its CONSOLIDATE plan, each planned on the tree the deletes
+    /// before it leave and checked against what the backend can do in power state `state`.
+    fn prune_plans(
+        &self,
+        mut tree: SnapshotTree,
+        policy: Option<&Policy>,
+        state: PowerState,
+    ) -> Result<Vec<Pruned>> {
         let mut out = Vec::new();
-        for (uuid, reason) in retention::prune_victims(&tree, policy.as_ref(), now()) {
+        for (uuid, reason) in retention::prune_victims(&tree, policy, now()) {
             let plan = planner::plan_delete(&tree, &self.xml.name, &uuid, DeleteMode::Consolidate)?;
             let plan = self.fit(plan, state)?;
             let name = tree.require(&uuid, &self.xml.name)?.name.clone();
@@ -552,9 +569,22 @@ impl Domain {
                 name,
                 reason,
                 plan,
+                freed: None,
             });
         }
         Ok(out)
+    }
+
+    /// The bytes `plan` frees net of what it writes, summed over every file system, as
+    /// the backend estimates them; None when it cannot tell. An estimate that fails is
+    /// no estimate: it never stops the operation it describes.
+    fn net_freed(&mut self, plan: &Plan) -> Option<u64> {
+        let estimate = self.estimate_space(plan).ok().flatten()?;
+        let (freed, written) = estimate
+            .file_systems
+            .iter()
+            .fold((0u64, 0u64), |(f, w), fs| (f + fs.freed, w + fs.written));
+        Some(freed.saturating_sub(written))
     }
 
     /// Plans a rename.
@@ -776,31 +806,32 @@ impl Domain {
     /// snapshot, never a pinned one. Each delete is its own plan and journal entry, so
     /// survivors' contents and the live state are unchanged after each. Holds the domain
     /// lock throughout. A delete that fails stops the prune with its error; the deletes
-    /// before it stay done, and running prune again continues. A backend that cannot
-    /// consolidate in the live power state is refused before the first delete runs.
+    /// before it stay done, and running prune again continues. Every delete is planned and
+    /// checked first: one the backend cannot do in the live power state refuses the prune
+    /// before any delete runs. Each victim carries the bytes the backend estimated, just
+    /// before its delete ran, that it would free.
     pub fn prune(&mut self, progress: &mut dyn Progress) -> Result<Vec<Pruned>> {
         self.locked(|d| {
             let policy = d.store.retention_policy()?;
             let state = d.backend.power_state()?;
-            let victims = retention::prune_victims(&d.tree, policy.as_ref(), now());
-            // Checked up front: a backend that cannot consolidate refuses before any runs.
-            if let Some((first, _)) = victims.first() {
-                let plan =
-                    planner::plan_delete(&d.tree, &d.xml.name, first, DeleteMode::Consolidate)?;
-                d.fit(plan, state)?;
-            }
+            // Every delete planned and checked up front on a copy of the tree: a backend
+            // that cannot consolidate one of them refuses before any runs.
+            let planned = d.prune_plans(d.tree.clone(), policy.as_ref(), state)?;
             let mut out = Vec::new();
-            for (uuid, reason) in victims {
-                let name = d.tree.require(&uuid, &d.xml.name)?.name.clone();
-                let plan =
-                    planner::plan_delete(&d.tree, &d.xml.name, &uuid, DeleteMode::Consolidate)?;
+            for victim in planned {
+                let plan = planner::plan_delete(
+                    &d.tree,
+                    &d.xml.name,
+                    &victim.uuid,
+                    DeleteMode::Consolidate,
+                )?;
                 let plan = d.fit(plan, state)?;
+                let freed = d.net_freed(&plan);
                 let plan = d.run(plan, progress)?;
                 out.push(Pruned {
-                    uuid,
-                    name,
-                    reason,
                     plan,
+                    freed,
+                    ..victim
                 });
             }
             Ok(out)

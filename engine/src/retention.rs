@@ -191,6 +191,9 @@ pub struct Pruned {
     pub reason: PruneReason,
     /// Its CONSOLIDATE delete, planned on the tree the earlier deletes leave.
     pub plan: crate::plan::Plan,
+    /// The bytes the backend estimates the delete frees, net of what it writes, summed
+    /// over every file system (SEMANTICS.md §7.7); None when the backend cannot estimate.
+    pub freed: Option<u64>,
 }
 
 /// Parses a policy from `key=count` words ("last=5 daily=7"), as `snaptree policy` and

@@ -516,3 +516,97 @@ fn every_delete_of_the_current_snapshot_moves_current_before_removing_it() {
         );
     }
 }
+
+/// Prune plans and checks every delete before it runs any: on a backend that cannot
+/// discard a leaf, the prune whose second delete must free retired data that way is
+/// refused, and the first victim (a consolidate the backend could have run) is still there.
+#[test]
+fn prune_refuses_before_any_delete_when_a_later_one_cannot_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use snaptree_engine::{
+        Backend, Capabilities, PhysicalTree, PowerMask, Progress, Step, StepKind,
+    };
+    /// The null backend; once `no_discard` is set it cannot discard a leaf.
+    struct Limited {
+        null: NullBackend,
+        no_discard: Arc<AtomicBool>,
+    }
+    impl Backend for Limited {
+        fn name(&self) -> &str {
+            "limited"
+        }
+        fn capabilities(&self) -> Capabilities {
+            if self.no_discard.load(Ordering::SeqCst) {
+                Capabilities::ALL.with(StepKind::DiscardLeaf, PowerMask::NONE)
+            } else {
+                Capabilities::ALL
+            }
+        }
+        fn power_state(&mut self) -> snaptree_engine::Result<PowerState> {
+            self.null.power_state()
+        }
+        fn execute(
+            &mut self,
+            step: &Step,
+            progress: &mut dyn Progress,
+        ) -> snaptree_engine::Result<()> {
+            self.null.execute(step, progress)
+        }
+        fn list_physical(&mut self) -> snaptree_engine::Result<PhysicalTree> {
+            self.null.list_physical()
+        }
+    }
+    let no_discard = Arc::new(AtomicBool::new(false));
+    let mut d = Domain::ephemeral(
+        "<domain type='x'><name>vm</name></domain>",
+        Box::new(Limited {
+            null: NullBackend::default(),
+            no_discard: no_discard.clone(),
+        }),
+    )
+    .unwrap();
+    let create = |d: &mut Domain, name: &str, expired: bool| {
+        let expires = if expired { "<expires>1</expires>" } else { "" };
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name>{expires}</domainsnapshot>"
+        ))
+        .unwrap()
+    };
+    // r -> x (leaf, expired, the oldest victim); r -> m -> w (expired), then m deleted
+    // without a flag (retired: w's data stays on it); r -> z (current). Consolidating w
+    // leaves m's data unused, so w's delete also discards m: a step x's delete has not.
+    let r = create(&mut d, "r", false);
+    create(&mut d, "x", true);
+    d.revert(&r, None, &mut NoProgress).unwrap();
+    let m = create(&mut d, "m", false);
+    create(&mut d, "w", true);
+    d.revert(&r, None, &mut NoProgress).unwrap();
+    create(&mut d, "z", false);
+    d.delete(&m, DeleteMode::Retire, &mut NoProgress).unwrap();
+    let victims: Vec<String> = d
+        .plan_prune()
+        .unwrap()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(
+        victims,
+        ["x", "w"],
+        "expected x, then w, as prune's victims"
+    );
+    no_discard.store(true, Ordering::SeqCst);
+    let before: Vec<String> = d.tree().unwrap().iter().map(|s| s.name.clone()).collect();
+    let e = d.prune(&mut NoProgress).unwrap_err();
+    assert_eq!(
+        e.code(),
+        ErrorCode::OperationInvalid,
+        "expected a refusal: {e}"
+    );
+    let after: Vec<String> = d.tree().unwrap().iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        after, before,
+        "expected no delete to have run, x's included"
+    );
+}

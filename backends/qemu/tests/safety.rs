@@ -383,6 +383,20 @@ fn prune_removes_exactly_what_the_policy_and_expiry_say_and_keeps_every_survivor
     let pruned = d.prune(&mut NoProgress).unwrap();
     let names: Vec<String> = pruned.iter().map(|p| p.name.clone()).collect();
     assert_eq!(names, expected_names, "prune");
+    // The bytes each delete frees come from the backend's estimate; the first delete's
+    // is taken against the same data in the dry run and in the run.
+    assert!(
+        plan.iter().chain(&pruned).all(|p| p.freed.is_some()),
+        "the QEMU backend estimates every prune delete: {:?}",
+        plan.iter()
+            .chain(&pruned)
+            .map(|p| p.freed)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        plan[0].freed, pruned[0].freed,
+        "the first delete's estimate, dry run and run"
+    );
     let tree = d.tree().unwrap().clone();
     let survivors: Vec<String> = tree.topological().iter().map(|s| s.name.clone()).collect();
     let want: Vec<String> = keep.iter().map(|i| format!("s{i:02}")).collect();
