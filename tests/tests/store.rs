@@ -699,3 +699,67 @@ both_stores! {
         assert_eq!(names("other"), ["o1", "o2", "o3"], "the other domain is untouched");
     }
 }
+
+/// Closing a connection leaves the write-ahead log in place (no checkpoint, no delete: the
+/// next command neither recreates it nor syncs its directory) while it is small, and
+/// copies it into the database and truncates it once it has grown past 1 MiB, so the next
+/// opener reads a short log. Either way another process reads every commit.
+#[test]
+fn closing_keeps_a_small_log_and_folds_a_large_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let wal = dir.join("snaptree.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).ok();
+    let names = |dir: &Path| -> usize {
+        let c = Connection::open(Some(dir)).unwrap();
+        let d = c.open_domain("vm").unwrap();
+        d.cached_tree().len()
+    };
+    {
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        d.create_snapshot("<domainsnapshot><name>one</name></domainsnapshot>")
+            .unwrap();
+    }
+    let small = wal_len().expect("the log is kept after every connection closed");
+    assert!(
+        small > 0 && small < 1 << 20,
+        "expected a small log left as it was, got {small} bytes"
+    );
+    assert_eq!(names(dir), 1, "expected the commit read back");
+    {
+        let c = Connection::open(Some(dir)).unwrap();
+        let mut d = c.open_domain("vm").unwrap();
+        // Each create adds a few pages to the log: well past 1 MiB, short of SQLite's
+        // own checkpoint at 4000 pages.
+        for i in 0..400 {
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>s{i}</name></domainsnapshot>"
+            ))
+            .unwrap();
+        }
+        let grown = wal_len().unwrap();
+        assert!(
+            grown >= 1 << 20,
+            "expected the log past 1 MiB, got {grown} bytes"
+        );
+    }
+    assert_eq!(
+        wal_len(),
+        Some(0),
+        "expected the large log folded into the database and truncated on close"
+    );
+    let db_only = rusqlite::Connection::open_with_flags(
+        dir.join("snaptree.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let rows: i64 = db_only
+        .query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        rows, 401,
+        "expected every snapshot in the database after the fold"
+    );
+    assert_eq!(names(dir), 401, "expected every commit read back");
+}

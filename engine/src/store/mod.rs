@@ -26,6 +26,7 @@
 //! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
 
 pub mod catalog;
+mod db;
 pub(crate) mod location;
 mod lock;
 #[cfg(feature = "postgres")]
@@ -50,6 +51,7 @@ pub use sqlite::{SqliteStore, StoredDomain};
 pub use sqlite_catalog::SqliteCatalog;
 
 use crate::error::{Error, Result};
+pub(crate) use db::Db;
 
 /// The database file in a state directory.
 pub const DB_FILE: &str = "snaptree.db";
@@ -194,11 +196,16 @@ pub(crate) fn db_error(what: impl std::fmt::Display, path: &Path, e: rusqlite::E
 
 /// Opens a connection to the database of a prepared state directory, with the pragmas
 /// every connection needs. The schema is not touched.
-pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
+pub(crate) fn open_db(path: &Path) -> Result<Db> {
     let db = rusqlite::Connection::open(path)
         .map_err(|e| db_error("cannot open the metadata database", path, e))?;
     let setup = || -> rusqlite::Result<String> {
         db.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        // Closing is `Db`'s: no checkpoint and no deleted log on close (store/db.rs).
+        db.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         db.set_prepared_statement_cache_capacity(64);
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         // Checkpoints copy the log into the database and sync both: every 4000 pages (16 MiB
@@ -235,12 +242,12 @@ pub(crate) fn open_db(path: &Path) -> Result<rusqlite::Connection> {
             chmod(&side, 0o600)?;
         }
     }
-    Ok(db)
+    Ok(Db::new(db, path))
 }
 
 /// Opens the database of `dir` (preparing the directory first) and brings its schema to
 /// [`SCHEMA_VERSION`].
-pub(crate) fn open_and_migrate(dir: &Path) -> Result<rusqlite::Connection> {
+pub(crate) fn open_and_migrate(dir: &Path) -> Result<Db> {
     prepare_state_dir(dir)?;
     let path = dir.join(DB_FILE);
     let mut db = open_db(&path)?;

@@ -126,7 +126,7 @@ pub(crate) fn operation_name(op: &Operation) -> &'static str {
 /// reports every other handle's commits), its lock file (and the change signal in it), and
 /// the generation it loaded.
 pub struct SqliteStore {
-    db: rusqlite::Connection,
+    db: super::Db,
     path: PathBuf,
     domain_id: i64,
     name: String,

@@ -18,7 +18,7 @@ use crate::journal::DomainStore;
 pub struct SqliteCatalog {
     dir: PathBuf,
     path: PathBuf,
-    db: Mutex<rusqlite::Connection>,
+    db: Mutex<super::Db>,
 }
 
 /// A poisoned mutex means a thread panicked mid-call; the database handle stays usable.
