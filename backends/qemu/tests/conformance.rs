@@ -235,7 +235,7 @@ fn internal_disks_conform() {
 }
 
 /// Sequences each adopted-names run makes by default (`PROPTEST_CASES` raises it).
-const ADOPTED_CASES: u32 = 12;
+const ADOPTED_CASES: u32 = 10;
 
 fn conform_adopted(modes: &'static [&'static str], prelude: Prelude) {
     conform_adopted_n(modes, prelude, ADOPTED_CASES);
