@@ -1221,21 +1221,21 @@ fn run_any(config: &Config, factory: &dyn Fn() -> Result<Made, String>) -> Resul
         }),
         Err(TestError::Fail(reason, (initial, transitions, _))) => {
             let mut text = format!(
-                "conformance failure: {reason}\nrun: capabilities {:?}, {}\nshrunk sequence ({} steps):\n",
+                "conformance failure: {reason}\nrun: capabilities {:?}, {}\n",
                 initial.model.caps,
                 if initial.durable {
                     "SQLite store"
                 } else {
                     "in-memory store"
                 },
-                transitions.len()
             );
             if let Some(p) = &config.reach.prelude {
-                text.push_str("after adopting the prelude made outside snaptree:\n");
+                text.push_str("prelude made outside snaptree, adopted first:\n");
                 for t in p.import() {
                     text.push_str(&format!("      {t:?}\n"));
                 }
             }
+            text.push_str(&format!("shrunk sequence ({} steps):\n", transitions.len()));
             for (i, t) in transitions.iter().enumerate() {
                 text.push_str(&format!("  {:>2}. {t:?}\n", i + 1));
             }
