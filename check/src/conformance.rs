@@ -35,6 +35,16 @@ pub struct Subject {
     pub backend: Box<dyn Backend>,
 }
 
+/// A fresh domain holding the data of a prelude ([`crate::transition::Reach::prelude`])
+/// that another tool made, with no snaptree metadata.
+pub struct Adopted {
+    /// The domain, its backend opened on the prelude's live state.
+    pub subject: Subject,
+    /// The digest of each content of the prelude ([`crate::prelude::Build::Write`]'s
+    /// token), measured with the backend's `content_digest` hook while it was live.
+    pub digests: Vec<(Token, String)>,
+}
+
 /// How the system under test turns flag words into engine requests. The kit uses the
 /// engine's own decoders (they are part of what is checked); a test swaps in a broken
 /// decoder to show the model catches it.
@@ -240,6 +250,33 @@ impl System {
             tree_only: config.tree_only,
             domain_xml: subject.domain_xml.clone(),
         })
+    }
+
+    /// Takes the digests of a prelude's contents: one for each content the model holds,
+    /// each different (else a content check could not tell two contents apart).
+    fn learn_prelude(&mut self, m: &RefModel, digests: Vec<(Token, String)>) -> Result<(), String> {
+        if self.tree_only {
+            return Ok(());
+        }
+        self.digests.clear();
+        for (token, digest) in digests {
+            if let Some((other, _)) = self.digests.iter().find(|(_, d)| **d == digest) {
+                return Err(format!(
+                    "expected each content of the prelude to differ, #{token} has the digest {digest} of #{other}"
+                ));
+            }
+            self.digests.insert(token, digest);
+        }
+        let tokens = m.orphans.iter().map(|(_, t)| *t).chain([m.live]);
+        for t in tokens {
+            if !self.digests.contains_key(&t) {
+                return Err(format!(
+                    "expected a digest of the prelude's content #{t}, the factory measured {:?}",
+                    self.digests.keys().collect::<BTreeSet<_>>()
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn domain(&mut self) -> &mut Domain {
@@ -996,11 +1033,68 @@ pub fn run_sequence_from(
     coverage: Option<&Mutex<Coverage>>,
     seen: Option<&AtomicUsize>,
 ) -> Result<usize, String> {
+    run_sequence_inner(subject, None, initial, transitions, config, coverage, seen)
+}
+
+/// Runs one sequence; with a prelude ([`crate::transition::Reach::prelude`]) the subject
+/// holds its data, with `digests` measured while it was made, and the kit adopts it first.
+fn run_sequence_inner(
+    subject: Subject,
+    digests: Option<Vec<(Token, String)>>,
+    initial: RefState,
+    transitions: &[Transition],
+    config: &Config,
+    coverage: Option<&Mutex<Coverage>>,
+    seen: Option<&AtomicUsize>,
+) -> Result<usize, String> {
     let mut state = initial;
+    let prelude = config.reach.prelude.clone();
+    if let Some(p) = &prelude {
+        // The sequence was generated from the tree adopted: start from it unknown.
+        let base = RefModel {
+            caps: state.model.caps,
+            metadata_only: state.model.metadata_only,
+            ..RefModel::default()
+        };
+        state.model = p.orphan_model(base);
+    }
     let mut sys = System::new(subject, &mut state, config)?;
-    sys.check(&state.model)
-        .map_err(|e| format!("before the first step: {e}"))?;
     let mut run = 0;
+    if let Some(p) = &prelude {
+        let digests = digests.ok_or("expected the digests of the prelude's contents")?;
+        sys.learn_prelude(&state.model, digests)?;
+        sys.check(&state.model)
+            .map_err(|e| format!("before the prelude's import: {e}"))?;
+        for (i, t) in p.import().iter().enumerate() {
+            let before = state.model.clone();
+            apply_model(&mut state.model, t);
+            if state.model.last != Expected::Ok {
+                return Err(format!(
+                    "expected the model to adopt the prelude's step {} ({t:?}), it expects {:?}",
+                    i + 1,
+                    state.model.last
+                ));
+            }
+            if let Some(c) = coverage {
+                let mut c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for l in labels(t, &before, &state.model, state.durable) {
+                    *c.entry(format!("prelude {l}")).or_default() += 1;
+                }
+            }
+            sys.apply(t, &before, &state.model)
+                .map_err(|e| format!("prelude import step {} ({t:?}): {e}", i + 1))?;
+            run += 1;
+        }
+        if !state.model.orphans.is_empty() {
+            return Err(format!(
+                "expected the prelude adopted whole, data of {:?} is left",
+                state.model.orphans
+            ));
+        }
+    } else {
+        sys.check(&state.model)
+            .map_err(|e| format!("before the first step: {e}"))?;
+    }
     for (i, t) in transitions.iter().enumerate() {
         // The shrinker drops the steps after the one that failed.
         if let Some(seen) = seen {
@@ -1061,6 +1155,31 @@ pub fn run(
     config: &Config,
     factory: &dyn Fn() -> Result<Subject, String>,
 ) -> Result<Report, String> {
+    if config.reach.prelude.is_some() {
+        return Err("a run with a prelude needs its digests: use run_adopted".into());
+    }
+    run_any(config, &|| factory().map(|s| (s, None)))
+}
+
+/// As [`run`], for a run with a prelude ([`crate::transition::Reach::prelude`]): `factory`
+/// makes each fresh domain's data with the other tool and measures its contents; every
+/// sequence adopts it first.
+pub fn run_adopted(
+    config: &Config,
+    factory: &dyn Fn() -> Result<Adopted, String>,
+) -> Result<Report, String> {
+    let prelude = config
+        .reach
+        .prelude
+        .as_ref()
+        .ok_or("run_adopted needs Reach::prelude")?;
+    prelude.validate()?;
+    run_any(config, &|| factory().map(|a| (a.subject, Some(a.digests))))
+}
+
+type Made = (Subject, Option<Vec<(Token, String)>>);
+
+fn run_any(config: &Config, factory: &dyn Fn() -> Result<Made, String>) -> Result<Report, String> {
     set_tuning(config.tuning.clone());
     set_reach(config.reach.clone());
     let mut runner = TestRunner::new(proptest::test_runner::Config {
@@ -1076,9 +1195,10 @@ pub fn run(
     let result = runner.run(
         &strategy,
         |(initial, transitions, seen): (RefState, Vec<Transition>, Option<Arc<AtomicUsize>>)| {
-            let subject = factory().map_err(TestCaseError::fail)?;
-            let n = run_sequence_from(
+            let (subject, digests) = factory().map_err(TestCaseError::fail)?;
+            let n = run_sequence_inner(
                 subject,
+                digests,
                 initial,
                 &transitions,
                 config,
@@ -1101,15 +1221,21 @@ pub fn run(
         }),
         Err(TestError::Fail(reason, (initial, transitions, _))) => {
             let mut text = format!(
-                "conformance failure: {reason}\nrun: capabilities {:?}, {}\nshrunk sequence ({} steps):\n",
+                "conformance failure: {reason}\nrun: capabilities {:?}, {}\n",
                 initial.model.caps,
                 if initial.durable {
                     "SQLite store"
                 } else {
                     "in-memory store"
                 },
-                transitions.len()
             );
+            if let Some(p) = &config.reach.prelude {
+                text.push_str("prelude made outside snaptree, adopted first:\n");
+                for t in p.import() {
+                    text.push_str(&format!("      {t:?}\n"));
+                }
+            }
+            text.push_str(&format!("shrunk sequence ({} steps):\n", transitions.len()));
             for (i, t) in transitions.iter().enumerate() {
                 text.push_str(&format!("  {:>2}. {t:?}\n", i + 1));
             }

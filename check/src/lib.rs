@@ -6,18 +6,21 @@
 //! - [`conformance`]: the runner that checks every invariant after every step, usable
 //!   against any backend that offers the two test hooks (or, without them, at tree level);
 //! - [`harness`]: the kit's shared handle on a backend (step log, capability mode, faults);
-//! - [`oracle`]: the kit's own physical, plan and victim-order checks.
+//! - [`oracle`]: the kit's own physical, plan and victim-order checks;
+//! - [`prelude`]: a tree another tool made, which a run adopts before its sequence.
 
 pub mod conformance;
 pub mod harness;
 pub mod model;
 pub mod oracle;
+pub mod prelude;
 pub mod sim;
 pub mod transition;
 
 pub use conformance::{
-    Config, Coverage, Decoders, Report, Subject, run, run_sequence, run_sequence_from,
-    run_sequence_with,
+    Adopted, Config, Coverage, Decoders, Report, Subject, run, run_adopted, run_sequence,
+    run_sequence_from, run_sequence_with,
 };
+pub use prelude::{Build, Prelude, PreludeSnapshot};
 pub use sim::{SimBackend, SimProvider};
 pub use transition::{Reach, Transition, Tuning, transitions_from_bytes};

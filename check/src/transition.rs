@@ -17,6 +17,7 @@ use snaptree_engine::{PowerState, Uuid};
 use crate::model::{
     FaultAt, Redefinition, RefModel, Target, create_flag, delete_flag, revert_flag,
 };
+use crate::prelude::Prelude;
 
 /// One step of a test sequence.
 #[derive(Clone, PartialEq, Eq)]
@@ -318,6 +319,9 @@ pub struct Reach {
     /// be the backend's: where the live state sits decides which snapshot the import
     /// makes current.
     pub lose_metadata: bool,
+    /// A tree another tool made (see [`crate::prelude`]): the model starts from it adopted
+    /// (the kit redefines it before each sequence), so every step runs on adopted data.
+    pub prelude: Option<Prelude>,
 }
 
 impl Default for Reach {
@@ -329,6 +333,7 @@ impl Default for Reach {
             durable: true,
             metadata_only: false,
             lose_metadata: true,
+            prelude: None,
         }
     }
 }
@@ -808,14 +813,23 @@ impl ReferenceStateMachine for RefMachine {
             Just(false).boxed()
         };
         let metadata_only = t.metadata_only;
+        let prelude = t.prelude;
         (restricted, caps, durable)
-            .prop_map(move |(restricted, caps, durable)| RefState {
-                model: RefModel {
+            .prop_map(move |(restricted, caps, durable)| {
+                let mut model = RefModel {
                     caps: if restricted { caps } else { [7; 7] },
                     metadata_only,
                     ..RefModel::default()
-                },
-                durable,
+                };
+                if let Some(p) = &prelude {
+                    // The sequence starts from the tree adopted (the kit redefines it
+                    // first, each step checked).
+                    model = p.orphan_model(model);
+                    for step in p.import() {
+                        apply_model(&mut model, &step);
+                    }
+                }
+                RefState { model, durable }
             })
             .boxed()
     }

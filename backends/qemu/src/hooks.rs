@@ -59,7 +59,8 @@ impl QemuBackend {
                     ctx.qemu(|| qi::content_digest(&layer, None, &mut |_| {}))?
                 }
                 (ContentRef::Snapshot(u), Mode::Internal) => {
-                    ctx.qemu(|| qi::content_digest(&d.live, Some(&u.to_string()), &mut |_| {}))?
+                    // The tag it was adopted with, else its uuid (as the live path reads).
+                    ctx.qemu(|| qi::content_digest(&d.live, Some(&d.tag(&u)), &mut |_| {}))?
                 }
             };
             hasher.update(digest.as_bytes());
