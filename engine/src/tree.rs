@@ -339,26 +339,17 @@ impl SnapshotTree {
         let g = &self.graph;
         // Node indexes and sequence numbers both grow with insertion: already in order.
         self.all = g.node_indices().map(|i| (g[i].seq, i)).collect();
-        self.roots = self
-            .all
-            .iter()
-            .filter(|(_, i)| {
-                g.neighbors_directed(**i, Direction::Incoming)
-                    .next()
-                    .is_none()
-            })
-            .map(|(s, i)| (*s, *i))
-            .collect();
-        self.leaves = self
-            .all
-            .iter()
-            .filter(|(_, i)| {
-                g.neighbors_directed(**i, Direction::Outgoing)
-                    .next()
-                    .is_none()
-            })
-            .map(|(s, i)| (*s, *i))
-            .collect();
+        // Roots have no edge in, leaves none out.
+        let without = |direction| -> BTreeMap<u64, NodeIndex> {
+            self.all
+                .iter()
+                .filter(|(_, i)| g.neighbors_directed(**i, direction).next().is_none())
+                .map(|(s, i)| (*s, *i))
+                .collect()
+        };
+        let (roots, leaves) = (without(Direction::Incoming), without(Direction::Outgoing));
+        self.roots = roots;
+        self.leaves = leaves;
     }
 
     /// The node of a new snapshot linked under its parent, with its sequence number and
