@@ -1065,7 +1065,8 @@ fn run_sequence_inner(
         sys.learn_prelude(&state.model, digests)?;
         sys.check(&state.model)
             .map_err(|e| format!("before the prelude's import: {e}"))?;
-        for (i, t) in p.import().iter().enumerate() {
+        for (i, t) in p.import().into_iter().map(Transition::Redefine).enumerate() {
+            let t = &t;
             let before = state.model.clone();
             apply_model(&mut state.model, t);
             if state.model.last != Expected::Ok {
@@ -1231,8 +1232,8 @@ fn run_any(config: &Config, factory: &dyn Fn() -> Result<Made, String>) -> Resul
             );
             if let Some(p) = &config.reach.prelude {
                 text.push_str("prelude made outside snaptree, adopted first:\n");
-                for t in p.import() {
-                    text.push_str(&format!("      {t:?}\n"));
+                for r in p.import() {
+                    text.push_str(&format!("      {:?}\n", Transition::Redefine(r)));
                 }
             }
             text.push_str(&format!("shrunk sequence ({} steps):\n", transitions.len()));

@@ -15,7 +15,6 @@
 use snaptree_engine::Uuid;
 
 use crate::model::{Redefinition, RefModel, Target, Token, create_flag};
-use crate::transition::Transition;
 
 /// One snapshot of a prelude.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,8 +208,8 @@ impl Prelude {
 
     /// The REDEFINE of each snapshot, parents first (parent by uuid, as libvirt's XML from
     /// `virsh snapshot-dumpxml` gives it by name: both are resolved by the engine), the
-    /// live one with CURRENT.
-    pub fn import(&self) -> Vec<Transition> {
+    /// live one with CURRENT; each is a `Transition::Redefine` for the kit.
+    pub fn import(&self) -> Vec<Redefinition> {
         self.snapshots
             .iter()
             .enumerate()
@@ -220,7 +219,7 @@ impl Prelude {
                 } else {
                     0
                 };
-                Transition::Redefine(Redefinition {
+                Redefinition {
                     name: s.name.clone(),
                     uuid: s.uuid,
                     parent: s.parent.map(|p| {
@@ -234,7 +233,7 @@ impl Prelude {
                     created: Some(1_700_000_000 + i as i64 * 100),
                     state: None,
                     flags: create_flag::REDEFINE | current,
-                })
+                }
             })
             .collect()
     }
@@ -244,7 +243,6 @@ impl Prelude {
 mod tests {
     use super::*;
     use crate::model::Expected;
-    use crate::transition::apply_model;
 
     #[test]
     fn a_branched_prelude_is_built_parents_first_and_imported_whole() {
@@ -275,9 +273,10 @@ mod tests {
         );
         let mut m = p.orphan_model(RefModel::default());
         assert_eq!(m.orphans.len(), 4, "expected every snapshot's data unknown");
-        for t in p.import() {
-            apply_model(&mut m, &t);
-            assert_eq!(m.last, Expected::Ok, "expected {t:?} to adopt");
+        for r in p.import() {
+            m.begin();
+            m.redefine(&r);
+            assert_eq!(m.last, Expected::Ok, "expected {} to adopt", r.name);
         }
         assert!(m.orphans.is_empty(), "expected everything adopted");
         assert_eq!(

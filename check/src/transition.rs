@@ -825,8 +825,8 @@ impl ReferenceStateMachine for RefMachine {
                     // The sequence starts from the tree adopted (the kit redefines it
                     // first, each step checked).
                     model = p.orphan_model(model);
-                    for step in p.import() {
-                        apply_model(&mut model, &step);
+                    for r in p.import() {
+                        apply_model(&mut model, &Transition::Redefine(r));
                     }
                 }
                 RefState { model, durable }
