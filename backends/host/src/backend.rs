@@ -2,9 +2,10 @@
 
 use std::ffi::{CStr, CString};
 
+use snaptree_engine::xml::DomainXml;
 use snaptree_engine::{
-    Adoption, Backend, Capabilities, ContentRef, Error, PhysicalTree, PowerState, Progress, Result,
-    Step, TestHooks,
+    Adoption, Backend, BackendProvider, Capabilities, ContentRef, Error, PhysicalTree, PowerState,
+    Progress, Result, Step, TestHooks,
 };
 
 use crate::plugin::Plugin;
@@ -201,5 +202,35 @@ impl TestHooks for PluginBackend {
 
     fn write_guest(&mut self, seed: u64) -> Result<()> {
         self.vt().write_guest(self.handle, seed)
+    }
+}
+
+/// Opening a domain belongs with the backend it opens, so that `plugin.rs` (the loaded
+/// library) does not depend on this module.
+impl Plugin {
+    /// Opens a domain, given its whole XML document.
+    pub fn open_domain(&self, xml: &str) -> Result<PluginBackend> {
+        let text = CString::new(xml).map_err(|_| {
+            Error::InvalidArg(format!(
+                "the domain XML for backend '{}' contains a NUL character",
+                self.name()
+            ))
+        })?;
+        PluginBackend::open(*self, &text)
+    }
+}
+
+impl BackendProvider for Plugin {
+    fn open(&self, domain: &DomainXml, xml: &str) -> Result<Box<dyn Backend>> {
+        if domain.backend_type != self.name() {
+            return Err(Error::InvalidArg(format!(
+                "domain '{}' has type '{}', but plugin {} is backend '{}'",
+                domain.name,
+                domain.backend_type,
+                self.path().display(),
+                self.name()
+            )));
+        }
+        Ok(Box::new(self.open_domain(xml)?))
     }
 }

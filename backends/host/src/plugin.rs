@@ -1,16 +1,13 @@
 //! Loading one plugin file.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use snaptree_abi as abi;
-use snaptree_engine::xml::DomainXml;
-use snaptree_engine::{Backend, BackendProvider, Capabilities, Error, Result};
+use snaptree_engine::{BackendProvider, Capabilities, Error, Result};
 
-use crate::backend::PluginBackend;
 use crate::vtable::Vtable;
 
 /// A loaded plugin. Plugins are never unloaded, so this is a cheap `'static` reference.
@@ -160,34 +157,8 @@ impl Plugin {
         &self.inner.vtable
     }
 
-    /// Opens a domain, given its whole XML document.
-    pub fn open_domain(&self, xml: &str) -> Result<PluginBackend> {
-        let text = CString::new(xml).map_err(|_| {
-            Error::InvalidArg(format!(
-                "the domain XML for backend '{}' contains a NUL character",
-                self.name()
-            ))
-        })?;
-        PluginBackend::open(*self, &text)
-    }
-
     /// This plugin as a shareable engine provider.
     pub fn provider(&self) -> Arc<dyn BackendProvider> {
         Arc::new(*self)
-    }
-}
-
-impl BackendProvider for Plugin {
-    fn open(&self, domain: &DomainXml, xml: &str) -> Result<Box<dyn Backend>> {
-        if domain.backend_type != self.name() {
-            return Err(Error::InvalidArg(format!(
-                "domain '{}' has type '{}', but plugin {} is backend '{}'",
-                domain.name,
-                domain.backend_type,
-                self.path().display(),
-                self.name()
-            )));
-        }
-        Ok(Box::new(self.open_domain(xml)?))
     }
 }

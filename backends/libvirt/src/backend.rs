@@ -302,7 +302,7 @@ impl LibvirtBackend {
             )?;
         }
         for (y, _) in &moves {
-            crate::commit::remove(y)?;
+            crate::files::remove(y)?;
         }
         snap.delete(sys::DELETE_METADATA_ONLY)?;
         Ok(())

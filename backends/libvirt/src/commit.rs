@@ -36,6 +36,7 @@ use snaptree_sdk::{PluginError, PluginResult, Progress};
 use crate::api::Snapshot;
 use crate::backend::LibvirtBackend;
 use crate::config;
+use crate::files::remove;
 use crate::sys;
 
 /// How often a running job is polled for progress.
@@ -317,18 +318,6 @@ impl LibvirtBackend {
             msg.push_str(&format!(", and stopping it failed: {e}"));
         }
         PluginError::backend(msg)
-    }
-}
-
-/// Removes a file that may already be gone.
-pub(crate) fn remove(path: &std::path::Path) -> PluginResult<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(PluginError::backend(format!(
-            "cannot remove {}: {e}",
-            path.display()
-        ))),
     }
 }
 

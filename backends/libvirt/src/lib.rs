@@ -19,6 +19,7 @@ mod api;
 mod backend;
 mod commit;
 mod config;
+mod files;
 #[cfg(feature = "test-hooks")]
 mod hooks;
 mod plugin;
