@@ -610,3 +610,93 @@ fn prune_refuses_before_any_delete_when_a_later_one_cannot_run() {
         "expected no delete to have run, x's included"
     );
 }
+
+/// Each prune delete carries the bytes the backend estimates it frees, net of what it
+/// writes, summed over every file system, in the dry run and in the run; a backend that
+/// cannot estimate gives none.
+#[test]
+fn prune_reports_the_backends_estimate_of_the_bytes_each_delete_frees() {
+    use snaptree_engine::space::SpaceUse;
+    use snaptree_engine::{Backend, Capabilities, PhysicalTree, Progress, Step};
+    /// The null backend, estimating every consolidate on two file systems.
+    struct Estimating(NullBackend);
+    impl Backend for Estimating {
+        fn name(&self) -> &str {
+            "estimating"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::ALL
+        }
+        fn power_state(&mut self) -> snaptree_engine::Result<PowerState> {
+            self.0.power_state()
+        }
+        fn execute(
+            &mut self,
+            step: &Step,
+            progress: &mut dyn Progress,
+        ) -> snaptree_engine::Result<()> {
+            self.0.execute(step, progress)
+        }
+        fn list_physical(&mut self) -> snaptree_engine::Result<PhysicalTree> {
+            self.0.list_physical()
+        }
+        fn estimate(&mut self, step: &Step) -> snaptree_engine::Result<Option<Vec<SpaceUse>>> {
+            let fs = |fs: u64, written: u64, freed: u64| SpaceUse {
+                fs,
+                path: format!("/fs{fs}"),
+                written,
+                freed,
+                free: 1 << 40,
+            };
+            Ok(match step {
+                Step::Consolidate { .. } => Some(vec![fs(1, 300, 1000), fs(2, 0, 70)]),
+                _ => Some(Vec::new()),
+            })
+        }
+    }
+    let expired = |d: &mut Domain, name: &str| {
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name><expires>1</expires></domainsnapshot>"
+        ))
+        .unwrap()
+    };
+    let mut d = Domain::ephemeral(
+        "<domain type='x'><name>vm</name></domain>",
+        Box::new(Estimating(NullBackend::default())),
+    )
+    .unwrap();
+    expired(&mut d, "old");
+    d.create_snapshot("<domainsnapshot><name>now</name></domainsnapshot>")
+        .unwrap();
+    let planned = d.plan_prune().unwrap();
+    assert_eq!(
+        planned.iter().map(|p| p.freed).collect::<Vec<_>>(),
+        [Some(1000 + 70 - 300)],
+        "expected the dry run's estimate: freed minus written over both file systems"
+    );
+    let pruned = d.prune(&mut NoProgress).unwrap();
+    assert_eq!(
+        pruned.iter().map(|p| p.freed).collect::<Vec<_>>(),
+        [Some(770)],
+        "expected the run's estimate, taken before the delete"
+    );
+    // The null backend cannot estimate: nothing is claimed.
+    let mut d = Domain::ephemeral(
+        "<domain type='null'><name>vm</name></domain>",
+        Box::new(NullBackend::default()),
+    )
+    .unwrap();
+    expired(&mut d, "old");
+    d.create_snapshot("<domainsnapshot><name>now</name></domainsnapshot>")
+        .unwrap();
+    assert_eq!(
+        d.plan_prune().unwrap()[0].freed,
+        None,
+        "expected no estimate"
+    );
+    assert_eq!(
+        d.prune(&mut NoProgress).unwrap()[0].freed,
+        None,
+        "expected no estimate"
+    );
+}
