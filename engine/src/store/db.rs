@@ -24,6 +24,10 @@ use std::path::{Path, PathBuf};
 /// and cut back to nothing when a connection closes.
 pub(crate) const CHECKPOINT_ON_CLOSE_FROM: u64 = 1 << 20;
 
+/// How long a closing connection waits for other connections before it leaves the log's
+/// checkpoint to a later close.
+const CLOSE_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A connection to a state directory's database that closes as the module says.
 pub(crate) struct Db {
     conn: Option<rusqlite::Connection>,
@@ -65,8 +69,10 @@ impl Drop for Db {
         let large = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() >= CHECKPOINT_ON_CLOSE_FROM);
         if large {
             // Copies the log into the database, syncs both and truncates the log. Busy
-            // (another process reading an old snapshot of the log) only means a later
-            // close does it; the log stays valid either way.
+            // (another process reading an old snapshot of the log, or writing) only means
+            // a later close does it, so a close waits briefly rather than the 30 s an
+            // operation would; the log stays valid either way.
+            let _ = conn.busy_timeout(CLOSE_CHECKPOINT_WAIT);
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         drop(conn);
