@@ -166,10 +166,13 @@ fn print_plan(d: &mut Domain, plan: &Plan) -> Result<(), Failure> {
 }
 
 /// Adds to a NO_SPACE refusal which snapshots to delete first: those whose CONSOLIDATE
-/// delete frees most (at most three, and only ones that free something), leaving out
-/// `busy`, the snapshot the refused operation was about.
+/// delete frees most on the file system that is short (at most three, and only ones that
+/// free something there), leaving out `busy`, the snapshot the refused operation was about.
 fn hint_space(d: &mut Domain, e: Error, busy: Option<snaptree_engine::Uuid>) -> Failure {
-    let Error::NoSpace { needed, free, .. } = &e else {
+    let Error::NoSpace {
+        needed, free, path, ..
+    } = &e
+    else {
         return Failure::Engine(e);
     };
     let short = needed.saturating_sub(*free);
@@ -183,10 +186,17 @@ fn hint_space(d: &mut Domain, e: Error, busy: Option<snaptree_engine::Uuid>) -> 
         .filter(|s| Some(s.uuid) != busy && !s.pinned)
         .map(|s| (s.uuid, s.name.clone()))
         .collect();
+    // What a delete frees elsewhere does not help: only the short file system counts.
+    let frees_there = |d: &mut Domain, u: &snaptree_engine::Uuid| -> Option<u64> {
+        let plan = d.plan_delete(u, DeleteMode::Consolidate).ok()?;
+        let estimate = d.estimate_space(&plan).ok()??;
+        let fs = estimate.file_systems.iter().find(|f| f.path == *path)?;
+        Some(fs.freed.saturating_sub(fs.written))
+    };
     let mut frees: Vec<(u64, String)> = snaps
         .into_iter()
-        .filter_map(|(u, name)| match d.snapshot_size(&u) {
-            Ok(Some(z)) if z.frees > 0 => Some((z.frees, name)),
+        .filter_map(|(u, name)| match frees_there(d, &u) {
+            Some(n) if n > 0 => Some((n, name)),
             _ => None,
         })
         .collect();
@@ -197,15 +207,13 @@ fn hint_space(d: &mut Domain, e: Error, busy: Option<snaptree_engine::Uuid>) -> 
     }
     let list = frees
         .iter()
-        .map(|(n, name)| format!("'{name}' (frees {n} bytes)"))
+        .map(|(n, name)| format!("'{name}' (frees {n} bytes there)"))
         .collect::<Vec<_>>()
         .join(", ");
-    Failure::Hinted(
-        e,
-        format!(
-            "hint: {short} more bytes are needed; deleting these snapshots with --consolidate frees most: {list}"
-        ),
-    )
+    let hint = format!(
+        "hint: {short} more bytes are needed on {path}; deleting these snapshots with --consolidate frees most there: {list}"
+    );
+    Failure::Hinted(e, hint)
 }
 
 fn print_recoveries(d: &Domain) {

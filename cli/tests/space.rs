@@ -212,3 +212,107 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
         "--size said {b_frees}; df before {before}, after {after}"
     );
 }
+
+/// The hint after a NO_SPACE refusal counts only what each delete frees on the file system
+/// that is short: with one disk on each of two tmpfs, the snapshot whose data sits on the
+/// other file system is not offered for what it frees there.
+#[test]
+fn the_no_space_hint_counts_the_short_file_system_only() {
+    if !ready() {
+        return;
+    }
+    let (Some(fs_a), Some(fs_b)) = (mount(), mount()) else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| common::run(state.path(), args);
+    let ok = |args: &[&str]| common::ok(state.path(), args);
+    let disk_a = fs_a.0.path().join("a.qcow2");
+    let disk_b = fs_b.0.path().join("b.qcow2");
+    for disk in [&disk_a, &disk_b] {
+        let made = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", p(disk), "16M"])
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let xml = state.path().join("vm.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'><name>vm</name><devices>\
+             <disk type='file' device='disk' snapshot='external'><source file='{}'/><target dev='vda'/></disk>\
+             <disk type='file' device='disk' snapshot='external'><source file='{}'/><target dev='vdb'/></disk>\
+             </devices></domain>",
+            disk_a.display(),
+            disk_b.display()
+        ),
+    )
+    .unwrap();
+    ok(&["define", p(&xml)]);
+    // root → on_a (6 MiB of its own on disk a), root → on_b (6 MiB on disk b),
+    // root → live (live state on it).
+    write(&disk_a, 0x11, 0, 4 * MIB);
+    write(&disk_b, 0x11, 0, 4 * MIB);
+    ok(&["snapshot-create-as", "vm", "--name", "root"]);
+    write(&disk_a, 0xa1, 4 * MIB, 6 * MIB);
+    ok(&["snapshot-create-as", "vm", "--name", "on_a"]);
+    ok(&["snapshot-revert", "vm", "root"]);
+    write(&disk_b, 0xb1, 4 * MIB, 6 * MIB);
+    ok(&["snapshot-create-as", "vm", "--name", "on_b"]);
+    ok(&["snapshot-revert", "vm", "root"]);
+    ok(&["snapshot-create-as", "vm", "--name", "live"]);
+    write(&disk_a, 0xc1, 12 * MIB, MIB);
+    write(&disk_b, 0xc1, 12 * MIB, MIB);
+
+    // Consolidating root writes its data into its children on both file systems: leave
+    // file system b one page short.
+    let mount_b = fs_b.0.path().display().to_string();
+    let dry = ok(&[
+        "snapshot-delete",
+        "vm",
+        "root",
+        "--consolidate",
+        "--dry-run",
+    ]);
+    let line = dry
+        .lines()
+        .find(|l| l.contains(&format!("space on {mount_b}:")))
+        .unwrap_or_else(|| panic!("no space line for {mount_b}:\n{dry}"));
+    let need: u64 = line
+        .split("writes ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = need.div_ceil(4096) * 4096 - 4096;
+    let filler = fs_b.0.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    f.write_all(&vec![1u8; (free(fs_b.0.path()) - left) as usize])
+        .unwrap();
+    f.sync_all().unwrap();
+    let refused = run(&["snapshot-delete", "vm", "root", "--consolidate"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(24), "expected NO_SPACE: {err}");
+    assert!(
+        err.contains(&format!("on the file system at {mount_b}")),
+        "{err}"
+    );
+    let hint = err
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_else(|| panic!("expected a hint: {err}"));
+    assert!(
+        hint.contains(&format!("needed on {mount_b}")) && hint.contains("'on_b' (frees "),
+        "expected on_b, whose data is on the short file system, offered: {hint}"
+    );
+    // on_a's 6 MiB are on the other file system: at most its empty overlay on b counts.
+    if let Some(rest) = hint.split("'on_a' (frees ").nth(1) {
+        let n: u64 = rest.split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            n < MIB,
+            "expected on_a offered only for what it frees on {mount_b}, not {n} bytes: {hint}"
+        );
+    }
+}
