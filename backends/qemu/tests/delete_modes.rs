@@ -464,3 +464,57 @@ per_mode!(
     delete_all,
     last_delete_leaves_standalone_disks,
 );
+
+/// The cheapest consolidate counts what a safe rebase scans, not only what it copies: it
+/// reads and compares every cluster the dependent does not hold, in both backing chains.
+/// A snapshot with nothing of its own on a 1 GiB disk is consolidated by a commit (a
+/// rebase took 150 ms of qemu-img scanning zeros, the commit a few); a small layer under a
+/// dependent that holds most of a small disk is still rebased.
+#[test]
+fn the_cheapest_consolidate_counts_the_rebase_scan() {
+    let choice_for = |size: u64, layer_slots: u64, child_slots: u64| -> Vec<Choice> {
+        let dir = tempfile::tempdir().unwrap();
+        let disks = common::create_disks(dir.path(), EXTERNAL, size);
+        let xml = common::domain_xml(&disks, EXTERNAL);
+        let vm = common::Vm {
+            dir,
+            disks,
+            modes: EXTERNAL.to_vec(),
+            xml,
+        };
+        let (mut d, h) = vm.domain();
+        h.set_consolidate_policy(ConsolidatePolicy::Cheapest);
+        for slot in 0..layer_slots {
+            common::write(&vm, slot, 0x10);
+        }
+        let s = common::snap(&mut d, "s");
+        for slot in 0..child_slots {
+            common::write(&vm, slot, 0x20);
+        }
+        d.delete(&s, DeleteMode::Consolidate, &mut NoProgress)
+            .unwrap();
+        let mut live = Layout::new();
+        for slot in 0..layer_slots.max(child_slots) {
+            live.insert(slot, if slot < child_slots { 0x20 } else { 0x10 });
+        }
+        common::assert_live(&vm, &live, "after the consolidate");
+        // One freed layer per disk.
+        h.stats().consolidations.iter().map(|r| r.choice).collect()
+    };
+    let disks = EXTERNAL.len();
+    assert_eq!(
+        choice_for(1 << 30, 0, 0),
+        vec![Choice::Commit; disks],
+        "expected an empty snapshot on a 1 GiB disk committed on every disk"
+    );
+    assert_eq!(
+        choice_for(1 << 30, 1, 2),
+        vec![Choice::Commit; disks],
+        "expected a commit of 2 slots over a rebase of 1 that scans 1 GiB"
+    );
+    assert_eq!(
+        choice_for(common::SIZE, 1, 16),
+        vec![Choice::Rebase; disks],
+        "expected a rebase of 1 slot under a dependent holding the whole 1 MiB it writes"
+    );
+}

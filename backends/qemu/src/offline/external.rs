@@ -182,7 +182,9 @@ fn free(
     let commit = match (policy, record.commit_estimate) {
         (_, None) | (ConsolidatePolicy::AlwaysRebase, _) => false,
         (ConsolidatePolicy::AlwaysCommit, Some(_)) => true,
-        (ConsolidatePolicy::Cheapest, Some(c)) => c < record.rebase_estimate,
+        (ConsolidatePolicy::Cheapest, Some(c)) => {
+            c < record.rebase_estimate + rebase_scan_cost(&layer, c)?
+        }
     };
     if commit {
         let x = dep_path(disk, deps[0]);
@@ -312,3 +314,18 @@ fn detach(disk: &Disk, scan: &Scan) -> Result<DiskPlan> {
         ..DiskPlan::default()
     })
 }
+
+/// A safe `qemu-img rebase` reads and compares, in the old and the new backing chain,
+/// every cluster the dependent does not hold itself, whatever the layer holds: on a large
+/// disk with little data that scan, not the copy, is its cost (a 1 GiB disk with nothing
+/// allocated: 150 ms of `memset`/`memcmp` in qemu-img, where the commit takes 10 ms). It is
+/// counted as copied bytes, [`SCAN_BYTES_PER_COPIED_BYTE`] scanned bytes to one, so that a
+/// tie, or a layer a little smaller than its dependent on a large disk, commits.
+fn rebase_scan_cost(layer: &std::path::Path, dependent_holds: u64) -> Result<u64> {
+    let size = super::header::read(layer)?.size;
+    Ok(size.saturating_sub(dependent_holds) / SCAN_BYTES_PER_COPIED_BYTE)
+}
+
+/// Bytes a rebase scans in the time a commit copies one: an order of magnitude (a memory
+/// compare against a write through the page cache).
+const SCAN_BYTES_PER_COPIED_BYTE: u64 = 8;
