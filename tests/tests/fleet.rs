@@ -306,7 +306,7 @@ impl snaptree_engine::Backend for CutConnectionsAt {
                 .admin
                 .query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = 'snaptree' AND datname = current_database()",
+                     WHERE application_name LIKE 'snaptree %' AND datname = current_database()",
                     &[],
                 )
                 .unwrap();
@@ -377,4 +377,46 @@ fn a_connection_lost_mid_plan_is_incomplete_and_the_next_open_finishes_it() {
     assert!(journal_rows(&dir).is_empty());
     d.check_agreement().unwrap();
     assert_eq!(Canon::of(d.tree().unwrap()).without_dates(), want);
+}
+
+/// Every snaptree connection names its process and host in `pg_stat_activity`
+/// (`snaptree PID@HOST`), so the holders query of docs/fleet.md says which host holds a
+/// domain's lock.
+#[test]
+fn a_connection_names_its_process_and_host_to_postgresql() {
+    let Some(rig) = PgRig::shared("application name") else {
+        return;
+    };
+    let uri = rig.fresh_db();
+    let conn = snaptree_engine::Connection::open(Some(Path::new(&uri))).unwrap();
+    conn.define_domain("<domain type='null'><name>vm</name></domain>")
+        .unwrap();
+    let mut d = conn.open_domain("vm").unwrap();
+    d.create_snapshot("<domainsnapshot><name>a</name></domainsnapshot>")
+        .unwrap();
+    let host = std::env::var("SNAPTREE_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+                .to_string()
+        });
+    let want = format!("snaptree {}@{host}", std::process::id());
+    let mut admin = postgres::Client::connect(&uri, postgres::NoTls).unwrap();
+    let names: Vec<String> = admin
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'snaptree %'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == &want[..want.len().min(63)]),
+        "expected every snaptree connection named {want:?}, got {names:?}"
+    );
 }

@@ -45,11 +45,29 @@ pub(crate) fn connect(uri: &str) -> Result<postgres::Client> {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
     if config.get_application_name().is_none() {
-        config.application_name("snaptree");
+        config.application_name(&application_name());
     }
     config
         .connect(postgres::NoTls)
         .map_err(|e| Error::storage(format!("cannot connect to {}", redact(uri)), e))
+}
+
+/// What `pg_stat_activity` shows for every snaptree connection: `snaptree PID@HOST`, so an
+/// operator sees which host and process holds a domain's lock (docs/fleet.md). The host is
+/// `$SNAPTREE_HOST` when set (several snaptree "hosts" on one machine), else the kernel's
+/// host name. PostgreSQL keeps 63 bytes: a long host name is cut, never the pid.
+pub(crate) fn application_name() -> String {
+    let host = std::env::var("SNAPTREE_HOST")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let mut name = format!("snaptree {}@{host}", std::process::id());
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
 }
 
 /// A storage error about the store at `location`.
