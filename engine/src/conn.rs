@@ -335,6 +335,7 @@ impl Connection {
         Err(Error::Busy {
             domain: name.to_string(),
             waited_ms: start.elapsed().as_millis() as u64,
+            holder: None,
         })
     }
 

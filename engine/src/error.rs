@@ -150,12 +150,15 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Another process or thread holds the domain.
-    #[error("domain '{domain}' is busy: another operation held it for {waited_ms} ms")]
+    #[error("domain '{domain}' is busy: another operation held it for {waited_ms} ms{}", held_by(.holder))]
     Busy {
         /// The domain.
         domain: String,
         /// How long we waited.
         waited_ms: u64,
+        /// Who holds it, where the store can tell (PostgreSQL: the holder connection's
+        /// application name, `snaptree PID@HOST`).
+        holder: Option<String>,
     },
     /// A bug in snaptree.
     #[error("internal error: {0}")]
@@ -274,6 +277,13 @@ fn quoted_list(names: &[String]) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The end of a BUSY message naming the holder, when known.
+fn held_by(holder: &Option<String>) -> String {
+    holder
+        .as_ref()
+        .map_or_else(String::new, |h| format!(" (held by {h})"))
 }
 
 #[cfg(test)]

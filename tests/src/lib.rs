@@ -473,7 +473,14 @@ pub fn hold_lock(dir: &Path, domain: &str) -> HeldLock {
     let info = conn.lookup_domain(domain).expect("the domain to lock");
     if on_postgres(dir) {
         let uri = store_of(dir);
-        let mut c = postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+        // Named as snaptree names its connections, so a BUSY error can name this holder.
+        let mut config: postgres::Config = uri
+            .to_string_lossy()
+            .parse()
+            .expect("the test's database URI");
+        config.application_name(&format!("snaptree {}@lock-holder", std::process::id()));
+        let mut c = config
+            .connect(postgres::NoTls)
             .expect("connect to the test's database");
         let id: i64 = c
             .query_one("SELECT id FROM domains WHERE name = $1", &[&domain])
@@ -514,7 +521,14 @@ pub fn open_with(c: &Connection, domain: &str, backend: Box<dyn Backend>) -> Dom
 pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
     if on_postgres(dir) {
         let uri = store_of(dir);
-        let mut c = postgres::Client::connect(&uri.to_string_lossy(), postgres::NoTls)
+        // Named as snaptree names its connections, so a BUSY error can name this holder.
+        let mut config: postgres::Config = uri
+            .to_string_lossy()
+            .parse()
+            .expect("the test's database URI");
+        config.application_name(&format!("snaptree {}@lock-holder", std::process::id()));
+        let mut c = config
+            .connect(postgres::NoTls)
             .expect("connect to the test's database");
         return c
             .query("SELECT domain_id, steps_done FROM journal", &[])

@@ -281,6 +281,14 @@ both_stores! {
             "{text} {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if snaptree_tests::on_postgres(dir) {
+            // PostgreSQL can tell who holds an advisory lock: the error names it.
+            let holder_name = format!("held by snaptree {}@lock-holder", holder.id());
+            assert!(
+                text.contains(&holder_name),
+                "expected the BUSY error to say '{holder_name}': {text}"
+            );
+        }
         let waited: u64 = text
             .split("held it for ")
             .nth(1)

@@ -195,6 +195,7 @@ impl DomainLock {
                 return Err(Error::Busy {
                     domain: self.domain.clone(),
                     waited_ms: waited.as_millis() as u64,
+                    holder: None,
                 });
             }
             std::thread::sleep(pause.min(self.timeout - waited));

@@ -164,6 +164,43 @@ pub(crate) fn acquire(
     timeout: std::time::Duration,
 ) -> Result<()> {
     poll(name, timeout, || try_acquire(client, location, id, name))
+        .map_err(|e| with_holder(e, client, id))
+}
+
+/// A `BUSY` error completed with the holder of domain `id`'s advisory lock, as
+/// `pg_stat_activity` names it (snaptree connections: `snaptree PID@HOST`); any other error
+/// as it is. Finding the holder is best effort: the error stays `BUSY` whatever happens.
+pub(crate) fn with_holder(e: Error, client: &mut postgres::Client, id: i64) -> Error {
+    let Error::Busy {
+        domain,
+        waited_ms,
+        holder: None,
+    } = e
+    else {
+        return e;
+    };
+    let holder = client
+        .query_opt(
+            "SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
+             LIMIT 1",
+            &[&i64::from(LOCK_CLASS), &id],
+        )
+        .ok()
+        .flatten()
+        .map(|row| {
+            let app: Option<String> = row.get(0);
+            let pid: i32 = row.get(1);
+            match app.filter(|a| !a.is_empty()) {
+                Some(a) => format!("{a}, server process {pid}"),
+                None => format!("PostgreSQL server process {pid}"),
+            }
+        });
+    Error::Busy {
+        domain,
+        waited_ms,
+        holder,
+    }
 }
 
 /// Calls `try_once` with growing pauses until it returns true, or `BUSY` naming domain
@@ -184,6 +221,7 @@ pub(crate) fn poll(
             return Err(Error::Busy {
                 domain: name.to_string(),
                 waited_ms: waited.as_millis() as u64,
+                holder: None,
             });
         }
         std::thread::sleep(pause.min(timeout - waited));

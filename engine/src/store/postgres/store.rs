@@ -585,7 +585,12 @@ impl DomainStore for PgStore {
     fn lock(&mut self) -> Result<()> {
         self.not_held()?;
         let (name, timeout) = (self.name.clone(), self.timeout);
-        poll(&name, timeout, || self.try_lock_once())?;
+        if let Err(e) = poll(&name, timeout, || self.try_lock_once()) {
+            return Err(match self.client.as_mut() {
+                Some(client) => super::with_holder(e, client, self.domain_id),
+                None => e,
+            });
+        }
         self.held = true;
         Ok(())
     }
