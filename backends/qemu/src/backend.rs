@@ -217,7 +217,7 @@ impl QemuBackend {
             },
         })?;
         let lives: Vec<&Path> = self.disks.iter().map(|d| d.live.as_path()).collect();
-        let outcome = exec::execute(ctx, step.kind(), &lives, &plans, progress);
+        let outcome = exec::execute(ctx, step.kind(), &lives, &lives, &plans, progress);
         // Every qemu-img the step ran has exited, a failed one included: none was cut off
         // between its reference counts and its flags. Only a crash keeps the markers.
         let outcome = match outcome {

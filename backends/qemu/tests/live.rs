@@ -1649,3 +1649,30 @@ fn an_external_live_create_survives_a_crash_before_every_change() {
         }
     }
 }
+
+/// A consolidate of a snapshot off the running branch, whose one dependent is committed
+/// into it offline while QEMU runs the other branch: the commit's unfinished-step marker
+/// goes in that disk's snapshot directory (the live reshape gave the offline plans no live
+/// image, and this panicked; found by `live_external_mode_conforms` once committing ties
+/// became the cheaper choice).
+#[test]
+fn a_commit_off_the_running_branch_runs_while_the_vm_runs() {
+    let Some(mut vm) = LiveVm::start(&["external", "external"]) else {
+        return;
+    };
+    let mut d = vm.domain();
+    let a = snap(&mut d, "a");
+    let b = snap(&mut d, "b");
+    snap(&mut d, "c");
+    // Back on a's branch: b (with its one dependent c) is off the running chain.
+    vm.rig.kill();
+    d.revert(&a, Some(PowerState::Shutoff), &mut NoProgress)
+        .unwrap();
+    vm.rig = start_rig(vm.dir.path(), &vm.disks);
+    vm.write(0x33, 2 * CHUNK);
+    d.delete(&b, DeleteMode::Consolidate, &mut NoProgress)
+        .unwrap();
+    d.check_agreement().unwrap();
+    assert!(d.tree().unwrap().get(&b).is_none(), "expected b gone");
+    vm.assert_reads(0x33, 2 * CHUNK, "the running VM's data unchanged");
+}

@@ -72,6 +72,7 @@ pub(crate) fn reshape(live: &mut ChainStep<'_>, disks: &[Disk], step: &Step) -> 
         _ => None,
     };
     let mut offline = Vec::new();
+    let mut offline_lives = Vec::new();
     let mut in_qemu = Vec::new();
     for (i, d) in disks.iter().enumerate() {
         // QEMU writing into the layer itself (an interrupted pivot) counts too.
@@ -96,12 +97,21 @@ pub(crate) fn reshape(live: &mut ChainStep<'_>, disks: &[Disk], step: &Step) -> 
             in_qemu.push(i);
         } else {
             offline.push(offline_external::plan(live.ctx, d, step, live.policy)?);
+            offline_lives.push(d.live.as_path());
         }
     }
     if !offline.is_empty() {
         // The live images are QEMU's (locked): only the files the plans write are
-        // checked free, and none of them is in a chain.
-        exec::execute(live.ctx, step.kind(), &[], &offline, live.progress)?;
+        // checked free, and none of them is in a chain. Each plan still needs its disk's
+        // live image to find the disk's snapshot directory (a commit's marker goes there).
+        exec::execute(
+            live.ctx,
+            step.kind(),
+            &[],
+            &offline_lives,
+            &offline,
+            live.progress,
+        )?;
     }
     for index in in_qemu {
         let (disk, chain) = (&disks[index], &chains[index]);

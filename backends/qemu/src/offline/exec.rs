@@ -59,11 +59,13 @@ impl Tracker<'_> {
     }
 }
 
-/// Runs the plans of every disk for one step; `lives` are the disks' live images.
+/// Runs the plans of every disk for one step; `lives` are the live images whose chains are
+/// checked for locks, `plan_lives[d]` the live image of the disk `plans[d]` is for.
 pub(crate) fn execute(
     ctx: Ctx<'_>,
     kind: StepKind,
     lives: &[&Path],
+    plan_lives: &[&Path],
     plans: &[DiskPlan],
     progress: &mut dyn Progress,
 ) -> Result<()> {
@@ -157,7 +159,14 @@ pub(crate) fn execute(
                 // may lie anywhere), created if a disk of adopted snapshots has none yet. An
                 // empty file is a whole `Record::Unfinished`: its name made durable before
                 // qemu-img writes into the layer is all the crash safety it needs.
-                let dir = snapshot_dir(lives[d]);
+                let live = plan_lives.get(d).ok_or_else(|| {
+                    error(format!(
+                        "internal error: no live image for the plan of disk {} of {}",
+                        d + 1,
+                        plans.len()
+                    ))
+                })?;
+                let dir = snapshot_dir(live);
                 ctx.create_dir(&dir)?;
                 ctx.create_marker(&Kind::Unfinished.in_dir(&dir))?;
                 ctx.sync_dirty()?;
