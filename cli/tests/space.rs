@@ -84,6 +84,30 @@ fn write(disk: &Path, pattern: u8, at: u64, len: u64) {
     );
 }
 
+/// The bytes a `--dry-run` says the plan writes on the file system mounted at `mount`.
+fn space_need(dry: &str, mount: &str) -> u64 {
+    let line = dry
+        .lines()
+        .find(|l| l.contains(&format!("space on {mount}:")))
+        .unwrap_or_else(|| panic!("no space line for {mount}:\n{dry}"));
+    line.split("writes ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Fills the file system at `dir` with a file until `left` bytes are free; the file.
+fn leave_free(dir: &Path, left: u64) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    f.write_all(&vec![1u8; (free(dir) - left) as usize])
+        .unwrap();
+    f.sync_all().unwrap();
+    filler
+}
+
 /// The row of `name` in a `snapshot-list --size` table: (Held, Frees).
 fn size_row(table: &str, name: &str) -> (u64, u64) {
     let line = table
@@ -148,18 +172,8 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
 
     let mount = fs.0.path().display().to_string();
     let dry = ok(&["snapshot-delete", "vm", "a", "--consolidate", "--dry-run"]);
-    let line = dry
-        .lines()
-        .find(|l| l.contains(&format!("space on {mount}:")))
-        .unwrap_or_else(|| panic!("no space line for {mount}:\n{dry}"));
-    let need: u64 = line
-        .split("writes ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(need > MIB, "{line}");
+    let need = space_need(&dry, &mount);
+    assert!(need > MIB, "{dry}");
 
     let table = ok(&["snapshot-list", "vm", "--size"]);
     assert!(table.contains("Held") && table.contains("Frees"), "{table}");
@@ -181,12 +195,8 @@ fn dry_run_size_refusal_and_discard_on_a_small_file_system() {
     assert_eq!(b["held_bytes"], b_held, "{json}");
 
     // Leave one page less than the consolidate needs: NO_SPACE, exit 10 + 14, a hint.
-    let filler = fs.0.path().join("filler");
     let left = need.div_ceil(4096) * 4096 - 4096;
-    let mut f = std::fs::File::create(&filler).unwrap();
-    f.write_all(&vec![1u8; (free(fs.0.path()) - left) as usize])
-        .unwrap();
-    f.sync_all().unwrap();
+    let filler = leave_free(fs.0.path(), left);
     assert_eq!(free(fs.0.path()), left);
     let refused = run(&["snapshot-delete", "vm", "a", "--consolidate"]);
     let err = String::from_utf8_lossy(&refused.stderr);
@@ -275,23 +285,9 @@ fn the_no_space_hint_counts_the_short_file_system_only() {
         "--consolidate",
         "--dry-run",
     ]);
-    let line = dry
-        .lines()
-        .find(|l| l.contains(&format!("space on {mount_b}:")))
-        .unwrap_or_else(|| panic!("no space line for {mount_b}:\n{dry}"));
-    let need: u64 = line
-        .split("writes ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let need = space_need(&dry, &mount_b);
     let left = need.div_ceil(4096) * 4096 - 4096;
-    let filler = fs_b.0.path().join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    f.write_all(&vec![1u8; (free(fs_b.0.path()) - left) as usize])
-        .unwrap();
-    f.sync_all().unwrap();
+    leave_free(fs_b.0.path(), left);
     let refused = run(&["snapshot-delete", "vm", "root", "--consolidate"]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(24), "expected NO_SPACE: {err}");

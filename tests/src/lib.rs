@@ -467,21 +467,25 @@ impl std::fmt::Debug for HeldLock {
     }
 }
 
+/// A client of the test's PostgreSQL store, under application name `name`.
+fn pg_client(dir: &Path, name: &str) -> postgres::Client {
+    let mut config: postgres::Config = store_of(dir)
+        .to_string_lossy()
+        .parse()
+        .expect("the test's database URI");
+    config.application_name(name);
+    config
+        .connect(postgres::NoTls)
+        .expect("connect to the test's database")
+}
+
 /// Takes `domain`'s lock in the test's store (waiting up to 30 s).
 pub fn hold_lock(dir: &Path, domain: &str) -> HeldLock {
     let conn = connect(dir);
     let info = conn.lookup_domain(domain).expect("the domain to lock");
     if on_postgres(dir) {
-        let uri = store_of(dir);
         // Named as snaptree names its connections, so a BUSY error can name this holder.
-        let mut config: postgres::Config = uri
-            .to_string_lossy()
-            .parse()
-            .expect("the test's database URI");
-        config.application_name(&format!("snaptree {}@lock-holder", std::process::id()));
-        let mut c = config
-            .connect(postgres::NoTls)
-            .expect("connect to the test's database");
+        let mut c = pg_client(dir, &format!("snaptree {}@lock-holder", std::process::id()));
         let id: i64 = c
             .query_one("SELECT id FROM domains WHERE name = $1", &[&domain])
             .expect("the domain's row")
@@ -520,16 +524,7 @@ pub fn open_with(c: &Connection, domain: &str, backend: Box<dyn Backend>) -> Dom
 /// The journal rows of a state directory's store, read with SQL: (domain id, steps_done).
 pub fn journal_rows(dir: &Path) -> Vec<(i64, i64)> {
     if on_postgres(dir) {
-        let uri = store_of(dir);
-        // Named as snaptree names its connections, so a BUSY error can name this holder.
-        let mut config: postgres::Config = uri
-            .to_string_lossy()
-            .parse()
-            .expect("the test's database URI");
-        config.application_name(&format!("snaptree {}@lock-holder", std::process::id()));
-        let mut c = config
-            .connect(postgres::NoTls)
-            .expect("connect to the test's database");
+        let mut c = pg_client(dir, "snaptree-tests");
         return c
             .query("SELECT domain_id, steps_done FROM journal", &[])
             .expect("query")
