@@ -575,21 +575,42 @@ impl RefModel {
         let n = self.generated + 1;
         let uuid = uuid.unwrap_or(Uuid::from_u128(GENERATED_UUID_TAG | u128::from(n)));
         self.generated = n;
+        // Data a lost store left under this very uuid (a backend without `adopt` keeps it
+        // beside the new tree). A create step is restartable: a backend takes data of the
+        // new uuid that the live state sits on directly as its own earlier run, finished;
+        // any other data of that uuid is not this snapshot's, and the step refuses.
+        let orphan = (!self.metadata_only)
+            .then(|| self.orphans.iter().find(|(o, _)| *o == uuid).copied())
+            .flatten();
+        let taken_over = orphan.filter(|(o, _)| self.live_on == Some(*o));
         self.snapshots.push(RefSnapshot {
             uuid,
             name: name.map_or_else(|| generated_name(n), str::to_string),
             parent: self.current,
             state: self.live_state,
-            content: self.live,
+            content: taken_over.map_or(self.live, |(_, token)| token),
             description: description.unwrap_or_default().to_string(),
             created: None,
         });
         self.current = Some(uuid);
-        self.layers.push((uuid, self.live_on));
-        self.live_on = Some(uuid);
+        if taken_over.is_some() {
+            self.orphans.retain(|(o, _)| *o != uuid);
+        } else {
+            self.layers.push((uuid, self.live_on));
+            self.live_on = Some(uuid);
+        }
         self.settle(&before, vec![PStep::on(CREATE, uuid)], None);
         if self.last != Expected::Ok {
             self.generated = before.generated;
+        } else if orphan.is_some() && taken_over.is_none() {
+            // The plan fits; its create step refuses: nothing changes (a fault injected
+            // at that step fails it before it runs: BACKEND too).
+            let (next_token, generated) = (self.next_token, before.generated);
+            let plan = std::mem::take(&mut self.last_plan);
+            *self = before;
+            (self.next_token, self.generated) = (next_token, generated);
+            self.last = err(code::BACKEND);
+            self.last_plan = plan;
         }
     }
 
@@ -1114,11 +1135,18 @@ impl RefModel {
         }
         steps.extend(self.leaves_first(&self.topological()));
         steps.extend(self.retired.iter().map(|r| PStep::on(DISCARD_LEAF, *r)));
+        // Data no metadata knows is not the engine's to delete: it stays, and the live
+        // state ends on the nearest of it below (none once the layers are gone).
+        let orphan = |l: Uuid| before.orphans.iter().any(|(o, _)| *o == l);
+        let mut at = self.live_on;
+        while let Some(u) = at.filter(|u| !orphan(*u)) {
+            at = self.layer_parent(u);
+        }
+        self.live_on = at;
+        self.layers.retain(|(l, _)| orphan(*l));
         self.snapshots.clear();
         self.retired.clear();
         self.current = None;
-        self.layers.clear();
-        self.live_on = None;
         self.settle(&before, steps, None);
     }
 

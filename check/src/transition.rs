@@ -315,6 +315,10 @@ pub struct Reach {
     /// live state derives from the snapshot (else invariant 7 could not hold; see
     /// docs/model-checker.md).
     pub metadata_only: bool,
+    /// The backend offers `adopt` (§7.3). One that does not (ESX, libvirt) keeps the data
+    /// a lost store left as data no metadata knows, for good: the sequence goes on beside
+    /// it instead of importing it first.
+    pub adopts: bool,
     /// `LoseMetadata` steps (so REDEFINE has data to adopt). Needs the model's layout to
     /// be the backend's: where the live state sits decides which snapshot the import
     /// makes current.
@@ -332,6 +336,7 @@ impl Default for Reach {
             faults: true,
             durable: true,
             metadata_only: false,
+            adopts: true,
             lose_metadata: true,
             prelude: None,
         }
@@ -489,6 +494,11 @@ fn create(m: &RefModel, need_ids: bool) -> BoxedStrategy<Transition> {
     }
     if !retired.is_empty() {
         uuid.push((1, proptest::sample::select(retired).prop_map(Some).boxed()));
+    }
+    // Data a lost store left that the backend cannot adopt stays beside the new tree.
+    let orphans: Vec<Uuid> = m.orphans.iter().map(|(u, _)| *u).collect();
+    if !orphans.is_empty() {
+        uuid.push((2, proptest::sample::select(orphans).prop_map(Some).boxed()));
     }
     let mut name: Vec<(u32, BoxedStrategy<Option<String>>)> = vec![
         (12, pool_name().prop_map(Some).boxed()),
@@ -675,9 +685,15 @@ fn redefine(m: &RefModel, metadata_only: bool) -> BoxedStrategy<Transition> {
     proptest::strategy::Union::new_weighted(choices).boxed()
 }
 
+/// An import is under way: data no metadata knows waits for a REDEFINE that can adopt
+/// it. A backend without `adopt` never adopts, so its sequence goes on beside that data.
+fn importing(m: &RefModel) -> bool {
+    !m.orphans.is_empty() && (m.adopts || m.metadata_only)
+}
+
 fn operation(m: &RefModel, t: &Tuning, faulted: bool) -> BoxedStrategy<Transition> {
     let r = reach();
-    if !m.orphans.is_empty() {
+    if importing(m) {
         // Importing: only REDEFINE until every orphan is adopted (another operation would
         // work on a tree the engine cannot know yet).
         return redefine(m, r.metadata_only);
@@ -813,12 +829,14 @@ impl ReferenceStateMachine for RefMachine {
             Just(false).boxed()
         };
         let metadata_only = t.metadata_only;
+        let adopts = t.adopts;
         let prelude = t.prelude;
         (restricted, caps, durable)
             .prop_map(move |(restricted, caps, durable)| {
                 let mut model = RefModel {
                     caps: if restricted { caps } else { [7; 7] },
                     metadata_only,
+                    adopts,
                     ..RefModel::default()
                 };
                 if let Some(p) = &prelude {
@@ -887,12 +905,12 @@ impl ReferenceStateMachine for RefMachine {
     }
 
     fn preconditions(state: &RefState, t: &Transition) -> bool {
-        let importing = !state.model.orphans.is_empty();
+        let mid_import = importing(&state.model);
         let op = match t {
             Transition::SecondHandle(op) | Transition::Faulted { op, .. } => op,
             other => other,
         };
-        if importing && is_mutation(op) && !matches!(op, Transition::Redefine(_)) {
+        if mid_import && is_mutation(op) && !matches!(op, Transition::Redefine(_)) {
             return false;
         }
         // On a backend with data, current must end where the live state derives from
@@ -902,7 +920,7 @@ impl ReferenceStateMachine for RefMachine {
         if matches!(op, Transition::Redefine(_)) && !state.model.metadata_only {
             let mut m = state.model.clone();
             apply_model(&mut m, t);
-            if m.last == crate::model::Expected::Ok && m.orphans.is_empty() && !m.live_agrees() {
+            if m.last == crate::model::Expected::Ok && !importing(&m) && !m.live_agrees() {
                 return false;
             }
         }

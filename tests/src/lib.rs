@@ -601,3 +601,29 @@ pub fn contents(d: &mut Domain, sim: &SharedBackend) -> BTreeMap<Option<Uuid>, S
         out
     })
 }
+
+/// Creates a snapshot `again` with the uuid `old` of a snapshot a lost store left on the
+/// backend, and asserts the backend refused it: `BACKEND`, a message naming `old`, and no
+/// snapshot `old` recorded. Returns the message.
+pub fn assert_reused_uuid_refused(d: &mut Domain, old: Uuid, what: &str) -> String {
+    let err = d
+        .create_snapshot(&format!(
+            "<domainsnapshot><name>again</name><uuid>{old}</uuid></domainsnapshot>"
+        ))
+        .expect_err("expected a create reusing an old snapshot's uuid refused");
+    let message = err.full_message();
+    assert_eq!(
+        err.code(),
+        snaptree_engine::ErrorCode::Backend,
+        "{what}: {message}"
+    );
+    assert!(
+        message.contains(&old.to_string()),
+        "{what}: expected the error to name {old}: {message}"
+    );
+    assert!(
+        d.tree().unwrap().get(&old).is_none(),
+        "{what}: expected no snapshot {old} recorded"
+    );
+    message
+}

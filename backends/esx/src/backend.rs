@@ -73,8 +73,24 @@ impl EsxBackend {
         progress: &mut dyn Progress,
     ) -> PluginResult<()> {
         let (power, info) = self.state()?;
-        if info.find(uuid).is_some() {
-            return Ok(()); // A re-run after the task finished.
+        if let Some(node) = info.find(uuid) {
+            // A re-run after the task finished: vSphere made the snapshot current, under
+            // the parent. Anything else named by this uuid holds other data (a lost state
+            // store left it, or another tool copied the name): taking it would make the
+            // new snapshot's data an old one's.
+            let rerun = info.current.as_ref() == Some(&node.moref)
+                && parent.is_none_or(|p| {
+                    info.find(p).is_some_and(|pn| {
+                        pn.moref != node.moref && info.is_ancestor_or_self(&pn.moref, &node.moref)
+                    })
+                });
+            if rerun {
+                return Ok(());
+            }
+            return Err(PluginError::backend(format!(
+                "{} already has a vSphere snapshot named {uuid} that the VM does not run on: it holds other data than the live state (left by a lost snaptree state store, or made by another tool); remove it in vSphere, or create the snapshot with another uuid",
+                self.vm
+            )));
         }
         // vSphere creates under its current snapshot; the engine wants `parent`. They agree
         // when current is the parent or lies below it (retired snapshots the engine no

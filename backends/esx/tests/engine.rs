@@ -357,3 +357,55 @@ fn rename_is_metadata_only_so_vsphere_keeps_the_uuid_name() {
         .unwrap_err();
     assert_eq!(err.fault_kind(), Some("MethodNotFound"), "{err:?}");
 }
+
+/// After a lost state store the VM keeps its old snapshots, named by uuid. A create that
+/// reuses one of those uuids must not take that old snapshot for the new one (its data is
+/// not the live state): the create step used to return at once when a vSphere snapshot of
+/// that name existed, so the engine recorded a snapshot whose data was another's. Found by
+/// the tree-level kit (a create reusing a uuid, after a lost store and one new snapshot).
+#[test]
+fn a_create_reusing_the_uuid_of_a_snapshot_a_lost_store_left_is_refused() {
+    let sim = vcsim_or_skip!();
+    let vm = sim.vm().name.clone();
+    let mut direct = sim.direct(&vm);
+    let old = {
+        let mut d = sim.domain(&vm);
+        snap(&mut d, "old")
+    };
+    // The store is lost: a new, empty domain over the same VM.
+    let mut d = sim.domain(&vm);
+    let fresh = snap(&mut d, "fresh");
+    let before = physical(&mut direct);
+    snaptree_tests::assert_reused_uuid_refused(&mut d, old, "esx");
+    assert_eq!(current(&mut d), Some(fresh), "expected current unchanged");
+    assert_eq!(
+        physical(&mut direct),
+        before,
+        "expected vSphere's tree unchanged"
+    );
+
+    // A create step run again after vSphere made its snapshot (what a roll-forward does)
+    // still counts as done.
+    let mut backend = sim.direct(&vm);
+    let next = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0001);
+    for _ in 0..2 {
+        backend
+            .execute(
+                &snaptree_sdk::Step::Create {
+                    snapshot: next,
+                    name: "next".into(),
+                    description: String::new(),
+                    parent: Some(fresh),
+                },
+                &mut NoProgress,
+            )
+            .unwrap_or_else(|e| panic!("create step: {e}"));
+    }
+    let after = physical(&mut direct);
+    assert_eq!(after.parents.get(&next), Some(&Some(fresh)));
+    assert_eq!(
+        after.parents.len(),
+        before.parents.len() + 1,
+        "expected one new snapshot"
+    );
+}

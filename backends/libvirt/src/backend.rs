@@ -166,7 +166,20 @@ impl LibvirtBackend {
 
     fn create(&mut self, u: Uuid, name: &str, description: &str) -> PluginResult<()> {
         if self.dom.snapshot(&u.to_string())?.is_some() {
-            return Ok(());
+            // A re-run after libvirt made it: it is then libvirt's current snapshot. One
+            // that is not holds other data (left by a lost snaptree state store, or named
+            // so by another tool); taking it would make the new snapshot's data an old one's.
+            if self
+                .dom
+                .current()?
+                .is_some_and(|c| c.name() == u.to_string())
+            {
+                return Ok(());
+            }
+            return Err(PluginError::backend(format!(
+                "domain '{}' already has a libvirt snapshot named {u} that is not its current one: it holds other data than the live state (left by a lost snaptree state store, or made by another tool); delete it with virsh, or create the snapshot with another uuid",
+                self.dom.name()
+            )));
         }
         let disks = self.disks()?;
         let shown = if description.is_empty() {

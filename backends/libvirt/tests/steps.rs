@@ -331,3 +331,30 @@ fn deleting_an_external_snapshot_never_destroys_internal_snapshots_in_its_overla
     assert!(String::from_utf8_lossy(&tags.stdout).contains("precious"));
     dom.check_agreement().unwrap();
 }
+
+/// After a lost state store libvirt keeps the old snapshots, named by uuid. A create that
+/// reuses one of those uuids used to return at once because libvirt had a snapshot of that
+/// name, so the engine recorded a snapshot whose data was the old one's; now the create
+/// step refuses one that is not libvirt's current snapshot (a finished earlier run of the
+/// same step is), and nothing changes.
+#[test]
+fn a_create_reusing_the_uuid_of_a_snapshot_a_lost_store_left_is_refused() {
+    let rig = rig_or_skip!();
+    let d = rig.define("reuse", 1, "internal");
+    let old = create(&mut open(&d), "old");
+    // The store is lost: a new, empty domain over the same libvirt domain.
+    let mut dom = open(&d);
+    let fresh = create(&mut dom, "fresh");
+    let before = rig.parents(&d.name);
+    snaptree_tests::assert_reused_uuid_refused(&mut dom, old, "libvirt");
+    assert_eq!(
+        rig.parents(&d.name),
+        before,
+        "expected libvirt's tree unchanged"
+    );
+    assert_eq!(
+        rig.current(&d.name),
+        Some(s(fresh)),
+        "expected libvirt's current unchanged"
+    );
+}

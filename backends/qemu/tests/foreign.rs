@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Layout, MIB, assert_live, revert, snap, write};
+use common::{Layout, MIB, assert_internal_snapshot, assert_live, revert, snap, write};
 use snaptree_backend_qemu::QemuBackend;
 use snaptree_engine::{DeleteMode, Domain, NoProgress};
 use snaptree_qemu_img as qi;
@@ -74,6 +74,31 @@ fn internal_snapshots_of_other_tools_are_left_alone() {
         .collect();
     assert_eq!(tags, vec!["before-snaptree".to_string()]);
     assert!(!vm.dir.path().join("d0.qcow2.snaptree.json").exists());
+}
+
+/// After a lost state store the disks keep the old snapshots' data under their uuids. A
+/// create that reuses one of those uuids must not take that data for the new snapshot:
+/// internal disks used to, because the create step counted any tag of that uuid as its own
+/// earlier run. Both modes refuse it now, naming the data, and change nothing.
+#[test]
+fn a_create_reusing_the_uuid_of_data_a_lost_store_left_is_refused() {
+    for mode in ["internal", "external"] {
+        let vm = common::Vm::new(&[mode, mode]);
+        write(&vm, 0, 1);
+        let old = snap(&mut domain(&vm.xml), "old");
+        // The store is lost: a new, empty domain over the same disks.
+        let mut d = domain(&vm.xml);
+        write(&vm, 1, 2);
+        snap(&mut d, "fresh");
+        write(&vm, 2, 3);
+        let files = vm.files();
+        snaptree_tests::assert_reused_uuid_refused(&mut d, old, mode);
+        assert_eq!(vm.files(), files, "{mode}: expected no file changed");
+        assert_live(&vm, &[(0, 1), (1, 2), (2, 3)].into_iter().collect(), mode);
+        if mode == "internal" {
+            assert_internal_snapshot(&vm, old, &[(0, 1)].into_iter().collect(), "the old data");
+        }
+    }
 }
 
 /// The domain's configuration never changes: the live file keeps its path, its mode and its

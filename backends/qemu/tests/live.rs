@@ -408,6 +408,27 @@ fn discard_consolidate_and_delete_all_while_running() {
     vm.assert_reads(0x33, 2 * CHUNK, "live state after delete-all");
 }
 
+/// The live counterpart of `foreign.rs`'s test of the same name: after a lost store, a
+/// create reusing the uuid of an internal snapshot the live state does not derive from is
+/// refused before QEMU saves anything, and that snapshot's data stays.
+#[test]
+fn a_live_create_reusing_the_uuid_of_data_a_lost_store_left_is_refused() {
+    let Some(mut vm) = LiveVm::start(&["internal", "internal"]) else {
+        return;
+    };
+    vm.write(0x11, 0);
+    let old = snap(&mut vm.domain(), "old");
+    // The store is lost: a new, empty domain over the same disks.
+    let mut d = vm.domain();
+    vm.write(0x22, CHUNK);
+    snap(&mut d, "fresh");
+    let tags = vm.tags();
+    snaptree_tests::assert_reused_uuid_refused(&mut d, old, "live");
+    assert_eq!(vm.tags(), tags, "expected every disk's tags unchanged");
+    assert_eq!(vm.status(), PowerState::Running);
+    vm.assert_reads(0x22, CHUNK, "the live state");
+}
+
 #[test]
 fn an_external_disk_while_running_is_refused_and_nothing_changes() {
     let Some(mut vm) = LiveVm::start(&["internal", "external"]) else {

@@ -154,6 +154,11 @@ impl InternalStep<'_> {
     /// snapshot-save refuses an existing tag), recorded only if unrecorded. A failure
     /// before the record undoes the save, so the step changes nothing.
     fn create(&mut self, snapshot: Uuid, progress: &mut dyn Progress) -> Result<()> {
+        for d in self.disks {
+            if Meta::load(&d.meta())?.holds_other(snapshot) {
+                return Err(crate::offline::internal::holds_other(d, snapshot));
+            }
+        }
         let tag = tag(&snapshot);
         let devs = devices(self.session, self.disks)?;
         let fresh = !devs.iter().all(|d| d.has(&tag));

@@ -65,6 +65,9 @@ pub(crate) fn plan(ctx: Ctx<'_>, disk: &Disk, step: &Step) -> Result<DiskPlan> {
     match step {
         // Restart: the tag is created only if missing, then recorded only if unrecorded.
         Step::Create { snapshot, .. } => {
+            if meta.holds_other(*snapshot) {
+                return Err(holds_other(disk, *snapshot));
+            }
             if !has(snapshot) {
                 plan.reversible.push(Op::SnapCreate {
                     image,
@@ -189,4 +192,13 @@ pub(crate) fn physical_of(disk: &Disk, tags: &[String]) -> Result<PhysicalTree> 
 /// The snapshot a tag names, if it is one of ours (a uuid written as [`tag`] writes it).
 fn own_tag(t: &str) -> Option<Uuid> {
     Uuid::parse_str(t).ok().filter(|u| tag(u) == t)
+}
+
+/// A create of `n` on a disk that holds an earlier snapshot `n` the live state does not
+/// derive from: taking that data as the new snapshot's would lose the live state's.
+pub(crate) fn holds_other(disk: &Disk, n: Uuid) -> crate::error::QemuError {
+    error(format!(
+        "{}: internal snapshot {n} already exists and the live state does not derive from it (an earlier snapshot's data, left by a lost state store?); adopt it with REDEFINE, or create the snapshot with another uuid",
+        disk.describe()
+    ))
 }

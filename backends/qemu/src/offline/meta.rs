@@ -105,6 +105,14 @@ impl Meta {
         m
     }
 
+    /// Whether `n` is a snapshot of this disk already that the live state does not derive
+    /// from directly: data of an earlier snapshot with that uuid (a lost state store left
+    /// it), never what an interrupted create of `n` leaves (unrecorded, or recorded with
+    /// the live state on it).
+    pub(crate) fn holds_other(&self, n: Uuid) -> bool {
+        self.parents.contains_key(&n) && self.live_parent != Some(n)
+    }
+
     /// The tree after `create(n)`: n derives from what the live state derived from.
     pub(crate) fn created(&self, n: Uuid) -> Meta {
         let mut m = self.clone();
