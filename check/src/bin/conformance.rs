@@ -169,6 +169,21 @@ fn main() -> ExitCode {
     config.tree_only = args.tree_only;
     config.reach.kit_power = args.kit_power;
     config.reach.faults = args.faults;
+    // The generator must know whether the plugin holds data and adopts it: asked of one
+    // domain opened before the run.
+    match factory() {
+        Ok(probe) => {
+            config.reach.metadata_only = probe.backend.is_metadata_only();
+            config.reach.adopts = probe.backend.can_adopt();
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot open a domain on {}: {e}",
+                Path::new(&args.plugin).display()
+            );
+            return ExitCode::from(1);
+        }
+    }
     let started = std::time::Instant::now();
     let result = run(&config, &factory);
     if let Some(old) = previous.borrow_mut().take() {
