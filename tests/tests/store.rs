@@ -281,14 +281,17 @@ both_stores! {
             "{text} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if snaptree_tests::on_postgres(dir) {
-            // PostgreSQL can tell who holds an advisory lock: the error names it.
-            let holder_name = format!("held by snaptree {}@lock-holder", holder.id());
-            assert!(
-                text.contains(&holder_name),
-                "expected the BUSY error to say '{holder_name}': {text}"
-            );
-        }
+        // Both stores tell who holds the lock: PostgreSQL the advisory lock's connection,
+        // SQLite the process id the holder keeps in the lock file.
+        let holder_name = if snaptree_tests::on_postgres(dir) {
+            format!("held by snaptree {}@lock-holder", holder.id())
+        } else {
+            format!("held by process {} (", holder.id())
+        };
+        assert!(
+            text.contains(&holder_name),
+            "expected the BUSY error to say '{holder_name}': {text}"
+        );
         let waited: u64 = text
             .split("held it for ")
             .nth(1)

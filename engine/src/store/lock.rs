@@ -9,7 +9,8 @@
 //! metadata commit and even (a new value) after it, so a reader that finds it even and
 //! where it was when it last read the store knows, with one memory load, that nothing was
 //! committed since. ARCHITECTURE.md ("The change signal") gives the argument, crashes
-//! included; `SqliteStore::changed` is the reader.
+//! included; `SqliteStore::changed` is the reader. The next 8 bytes, mapped the same way,
+//! hold the process id of the lock's holder (0: none), so that `BUSY` can name it.
 
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
@@ -139,10 +140,30 @@ impl DomainLock {
     /// value: every reader's remembered value is older) and fast reads resume.
     fn settle(&mut self) {
         self.held = true;
+        self.signal.store_aux(u64::from(std::process::id()));
         let s = self.signal.load();
         if !s.is_multiple_of(2) {
             self.signal.store(s + 1);
         }
+    }
+
+    /// Who holds the lock, as the holder recorded it: `process PID (COMMAND)`. None when
+    /// no holder is recorded; a holder that died released the lock with its descriptor,
+    /// so a waiter that finds it taken finds a live holder (or the moment before a new
+    /// holder records itself).
+    fn holder(&self) -> Option<String> {
+        let pid = self.signal.load_aux();
+        if pid == 0 {
+            return None;
+        }
+        let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
+        Some(match command {
+            Some(c) => format!("process {pid} ({c})"),
+            None => format!("process {pid}"),
+        })
     }
 
     /// The lock file.
@@ -195,7 +216,7 @@ impl DomainLock {
                 return Err(Error::Busy {
                     domain: self.domain.clone(),
                     waited_ms: waited.as_millis() as u64,
-                    holder: None,
+                    holder: self.holder(),
                 });
             }
             std::thread::sleep(pause.min(self.timeout - waited));
@@ -227,6 +248,7 @@ impl DomainLock {
     /// Releases the lock if held.
     pub fn release(&mut self) {
         if self.held {
+            self.signal.store_aux(0);
             // Unlocking an flock we hold cannot fail short of a bad descriptor; closing the
             // file (on drop) would release it anyway.
             let _ = self.file.unlock();
@@ -258,6 +280,8 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(30));
         assert_eq!(err.code(), crate::ErrorCode::Busy);
         assert!(err.to_string().contains("'vm1'"), "{err}");
+        let me = format!("held by process {} (", std::process::id());
+        assert!(err.to_string().contains(&me), "expected '{me}' in: {err}");
         a.release();
         b.acquire().unwrap();
         assert!(b.is_held());
