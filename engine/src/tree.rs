@@ -91,6 +91,13 @@ impl SnapshotTree {
         self.by_uuid.get(uuid).map(|i| self.node(*i))
     }
 
+    /// The uuid of the snapshot with this name, without reading the snapshot (the name
+    /// index keeps it beside short names: a lookup that needs only the uuid, as a handle
+    /// does, reads no node).
+    pub fn uuid_by_name(&self, name: &str) -> Option<Uuid> {
+        self.by_name.uuid(name, |i| &self.graph[i].snapshot.name)
+    }
+
     /// The snapshot with this name.
     pub fn by_name(&self, name: &str) -> Option<&Snapshot> {
         self.by_name
@@ -374,11 +381,14 @@ impl SnapshotTree {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let uuid = snapshot.uuid;
         let i = self.graph.add_node(Node { snapshot, seq });
         by_uuid.insert(i);
         let graph = &self.graph;
         self.by_name
-            .insert_new(&graph[i].snapshot.name, i, |j| &graph[j].snapshot.name);
+            .insert_new(&graph[i].snapshot.name, i, uuid, |j| {
+                &graph[j].snapshot.name
+            });
         if let Some(p) = parent {
             self.graph.add_edge(p, i, ());
         }
@@ -475,7 +485,7 @@ impl SnapshotTree {
         self.graph[i].snapshot.name = name.to_string();
         let graph = &self.graph;
         self.by_name
-            .insert_new(name, i, |j| &graph[j].snapshot.name);
+            .insert_new(name, i, *uuid, |j| &graph[j].snapshot.name);
         Ok(())
     }
 
@@ -643,6 +653,38 @@ mod tests {
         t.remove(&c.uuid).unwrap();
         assert_eq!(names(t.leaves().collect()), ["a", "b"]);
         assert!(t.remove(&Uuid::new_v4()).is_err());
+    }
+
+    /// The uuid a lookup by name answers from the name index's keys follows renames,
+    /// removals and a removed node's index taken by a new snapshot, for short and long names.
+    #[test]
+    fn the_uuid_by_name_follows_renames_removals_and_reused_nodes() {
+        let long = "a-snapshot-name-longer-than-the-index-keeps";
+        let mut t = SnapshotTree::new();
+        let a = snap("a");
+        let b = snap(long);
+        t.insert(a.clone(), None).unwrap();
+        t.insert(b.clone(), Some(a.uuid)).unwrap();
+        assert_eq!(t.uuid_by_name("a"), Some(a.uuid));
+        assert_eq!(t.uuid_by_name(long), Some(b.uuid));
+        t.rename(&a.uuid, "renamed").unwrap();
+        t.rename(&b.uuid, "b").unwrap();
+        assert_eq!(t.uuid_by_name("a"), None, "expected the old name gone");
+        assert_eq!(
+            t.uuid_by_name(long),
+            None,
+            "expected the old long name gone"
+        );
+        assert_eq!(t.uuid_by_name("renamed"), Some(a.uuid));
+        assert_eq!(t.uuid_by_name("b"), Some(b.uuid));
+        t.remove(&b.uuid).unwrap();
+        assert_eq!(t.uuid_by_name("b"), None);
+        // The removed node's index is taken again.
+        let c = snap("c");
+        t.insert(c.clone(), Some(a.uuid)).unwrap();
+        assert_eq!(t.uuid_by_name("c"), Some(c.uuid));
+        assert_eq!(t.uuid_by_name("b"), None);
+        assert_eq!(t.by_name("c").map(|s| s.uuid), Some(c.uuid));
     }
 
     #[test]
