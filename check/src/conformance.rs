@@ -564,8 +564,12 @@ impl System {
                 && (outcome.is_ok() || after.pending.is_some())
             {
                 let u = self.uuid(r.uuid);
-                self.dates.remove(&u);
-                if outcome.is_ok() && r.created.is_none() {
+                // A replace without a date keeps the snapshot's (checked as any kept date).
+                let kept = r.created.is_none() && before.by_uuid(&r.uuid).is_some();
+                if !kept {
+                    self.dates.remove(&u);
+                }
+                if outcome.is_ok() && r.created.is_none() && !kept {
                     let got = self
                         .domain()
                         .tree()

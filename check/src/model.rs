@@ -661,7 +661,10 @@ impl RefModel {
             let s = self.get_mut(r.uuid);
             s.description = description;
             s.state = state;
-            s.created = r.created;
+            // A replace without a date keeps the snapshot's.
+            if r.created.is_some() {
+                s.created = r.created;
+            }
         } else {
             let orphan = self.orphans.iter().find(|(u, _)| *u == r.uuid).copied();
             let content = if self.metadata_only {
@@ -1292,10 +1295,14 @@ impl RefModel {
         if self.last != Expected::Ok || at >= self.last_plan.len() {
             return; // refused before any step, or the fault never fires
         }
-        let quiet = matches!(
-            self.last_plan[at].kind,
-            REVERT | FORGET | DETACH_LIVE | ADOPT
-        );
+        // A create that takes over data a lost store left under the live state (see
+        // `create`) changes no layer either.
+        let step = &self.last_plan[at];
+        let taken_over = step.kind == CREATE
+            && step.uuid.is_some_and(|u| {
+                base.live_on == Some(u) && base.orphans.iter().any(|(o, _)| *o == u)
+            });
+        let quiet = taken_over || matches!(step.kind, REVERT | FORGET | DETACH_LIVE | ADOPT);
         if at == 0 && (!fault.after || quiet) {
             base.last = err(code::BACKEND);
             base.last_plan = Vec::new();

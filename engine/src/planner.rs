@@ -220,6 +220,13 @@ pub fn plan_redefine(
         }
     };
     let mut edits = if replace {
+        // A date the document does not give stays: "now" is no date of an existing
+        // snapshot, and it would reorder retention's keep-last (libvirt's documents always
+        // carry one).
+        let creation_date = xml
+            .creation_date
+            .or(existing.map(|e| e.creation_date))
+            .unwrap_or(creation_date);
         vec![Edit::Redefine {
             snapshot: uuid,
             description,

@@ -215,10 +215,17 @@ fn the_same_name_uuid_and_parent_replaces_description_date_and_state_only() {
         Some("b"),
         "current stays without CURRENT"
     );
-    // With CURRENT, current moves to the replaced snapshot.
+    // With CURRENT, current moves to the replaced snapshot. A document without a date
+    // keeps the snapshot's: "now" would make it the newest for retention's keep-last
+    // (found by the ESX kit: a prune that kept the wrong snapshot).
     d.redefine_snapshot(&doc("a", &format!("<uuid>{a}</uuid>")), true)
         .unwrap();
     assert_eq!(current(&mut d).as_deref(), Some("a"));
+    assert_eq!(
+        d.tree().unwrap().get(&a).map(|s| s.creation_date),
+        Some(20),
+        "expected the date kept by a replace without one"
+    );
 }
 
 #[test]

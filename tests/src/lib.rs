@@ -479,6 +479,37 @@ fn pg_client(dir: &Path, name: &str) -> postgres::Client {
         .expect("connect to the test's database")
 }
 
+/// After process `pid` was killed: on PostgreSQL, waits (up to 30 s) until the server has
+/// ended that process's sessions, so what it had in flight (a commit, the domain's
+/// advisory lock) is settled before the test looks: SQLite's file locks and commits are
+/// settled when the kernel reaps the process, PostgreSQL's when the server notices the
+/// closed connection, which under load takes a moment. No-op on SQLite.
+pub fn wait_for_sessions_of_dead(dir: &Path, pid: u32) {
+    if !on_postgres(dir) {
+        return;
+    }
+    let mut c = pg_client(dir, "snaptree-tests");
+    let pattern = format!("snaptree {pid}@%");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+                &[&pattern],
+            )
+            .expect("query pg_stat_activity")
+            .get(0);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected PostgreSQL to end the sessions of killed process {pid} within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Takes `domain`'s lock in the test's store (waiting up to 30 s).
 pub fn hold_lock(dir: &Path, domain: &str) -> HeldLock {
     let conn = connect(dir);

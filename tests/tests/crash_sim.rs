@@ -374,7 +374,7 @@ fn fail_child(mut child: Child, what: &str, line: &str) -> ! {
     );
 }
 
-fn sigkill(mut child: Child, what: &str) {
+fn sigkill(fx: &Fixture, mut child: Child, what: &str) {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert_eq!(
@@ -382,6 +382,7 @@ fn sigkill(mut child: Child, what: &str) {
         Some(9),
         "{what}: expected the worker to die of SIGKILL, got {status:?}"
     );
+    snaptree_tests::wait_for_sessions_of_dead(&fx.state(), child.id());
 }
 
 /// The C sim's temporary files (`.<layer>.tmp`) in a layer directory: a kill cut a write.
@@ -509,7 +510,7 @@ fn kill_at_every_step(
                 if line.trim() != STALL_MARKER {
                     fail_child(child, &what, &line);
                 }
-                sigkill(child, &what);
+                sigkill(&fx, child, &what);
                 kills += 1;
                 let rows = journal_rows(&fx.state());
                 assert_eq!(
@@ -714,6 +715,7 @@ fn random_kills(pg: Option<Arc<PgRig>>) {
                 );
             }
             drop(stdout);
+            snaptree_tests::wait_for_sessions_of_dead(&fx.state(), child.id());
             let journal = journal_rows(&fx.state()).first().map(|r| r.1);
             let cut = temporaries(&fx.layers());
             let (o, recoveries, executed) = recover(&fx, &what);

@@ -122,9 +122,11 @@ fn a_host_killed_holding_the_lock_mid_plan_is_finished_by_another_host_with_its_
     let err = d.recover().unwrap_err();
     assert_eq!(err.code(), ErrorCode::Busy, "{err}");
 
-    // Host A dies: PostgreSQL ends its session and its advisory lock with it.
+    // Host A dies: PostgreSQL ends its session and its advisory lock with it (once it
+    // notices the closed connection: the open below takes the lock only if it is free).
     child.kill().unwrap();
     child.wait().unwrap();
+    snaptree_tests::wait_for_sessions_of_dead(&a, child.id());
     c.set_lock_timeout(Duration::from_secs(10));
     let mut d = c.open_domain("vm").unwrap();
     assert_eq!(

@@ -183,6 +183,7 @@ fn kill_at(dir: &Path, op: &str, k: usize, after_step: bool) {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{op} at {k}");
+    snaptree_tests::wait_for_sessions_of_dead(dir, child.id());
 }
 
 both_stores! {
