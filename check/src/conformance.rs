@@ -961,7 +961,7 @@ fn labels(t: &Transition, before: &RefModel, after: &RefModel, durable: bool) ->
                 Some(u) if before.retired.contains(u) => out.push("create: retired uuid".into()),
                 Some(u) if before.by_uuid(u).is_some() => out.push("create: taken uuid".into()),
                 Some(u) if before.orphans.iter().any(|(o, _)| o == u) => out.push(
-                    if before.live_on == Some(*u) {
+                    if before.takes_over(*u) {
                         "create: uuid of data a lost store left, the live state on it"
                     } else {
                         "create: uuid of data a lost store left"

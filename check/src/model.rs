@@ -558,6 +558,13 @@ impl RefModel {
         }
     }
 
+    /// Whether a create of `u` takes over data a lost store left under that uuid: the
+    /// live state sits on it directly, which a backend cannot tell from its own finished
+    /// earlier run of the create step (see `create`).
+    pub fn takes_over(&self, u: Uuid) -> bool {
+        !self.metadata_only && self.live_on == Some(u) && self.orphans.iter().any(|(o, _)| *o == u)
+    }
+
     /// A create; `None` name or uuid means the engine generates one.
     pub fn create(&mut self, name: Option<&str>, uuid: Option<Uuid>, description: Option<&str>) {
         if let Some(n) = name
@@ -582,7 +589,7 @@ impl RefModel {
         let orphan = (!self.metadata_only)
             .then(|| self.orphans.iter().find(|(o, _)| *o == uuid).copied())
             .flatten();
-        let taken_over = orphan.filter(|(o, _)| self.live_on == Some(*o));
+        let taken_over = orphan.filter(|(o, _)| self.takes_over(*o));
         self.snapshots.push(RefSnapshot {
             uuid,
             name: name.map_or_else(|| generated_name(n), str::to_string),
@@ -1298,10 +1305,7 @@ impl RefModel {
         // A create that takes over data a lost store left under the live state (see
         // `create`) changes no layer either.
         let step = &self.last_plan[at];
-        let taken_over = step.kind == CREATE
-            && step.uuid.is_some_and(|u| {
-                base.live_on == Some(u) && base.orphans.iter().any(|(o, _)| *o == u)
-            });
+        let taken_over = step.kind == CREATE && step.uuid.is_some_and(|u| base.takes_over(u));
         let quiet = taken_over || matches!(step.kind, REVERT | FORGET | DETACH_LIVE | ADOPT);
         if at == 0 && (!fault.after || quiet) {
             base.last = err(code::BACKEND);

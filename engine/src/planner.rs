@@ -178,7 +178,14 @@ pub fn plan_redefine(
         .unwrap_or_else(|| derived_uuid(&ctx.domain_uuid, name));
     let existing = tree.get(&uuid);
     let state = xml.state.unwrap_or(PowerState::Shutoff);
-    let creation_date = xml.creation_date.unwrap_or(ctx.now);
+    // A snapshot that already exists can only be replaced (any other clash is refused
+    // below): a date the document does not give stays, since "now" is no date of an
+    // existing snapshot and would reorder retention's keep-last (libvirt's documents
+    // always carry one). A new snapshot without one is dated now.
+    let creation_date = xml
+        .creation_date
+        .or(existing.map(|e| e.creation_date))
+        .unwrap_or(ctx.now);
     let description = xml.description.clone().unwrap_or_default();
     let replace = match (existing, by_name) {
         (Some(e), Some(n)) if e.uuid == n.uuid => {
@@ -220,13 +227,6 @@ pub fn plan_redefine(
         }
     };
     let mut edits = if replace {
-        // A date the document does not give stays: "now" is no date of an existing
-        // snapshot, and it would reorder retention's keep-last (libvirt's documents always
-        // carry one).
-        let creation_date = xml
-            .creation_date
-            .or(existing.map(|e| e.creation_date))
-            .unwrap_or(creation_date);
         vec![Edit::Redefine {
             snapshot: uuid,
             description,

@@ -119,14 +119,17 @@ impl SnapshotTree {
         })
     }
 
+    /// The uuid of the snapshot with this name (see [`SnapshotTree::uuid_by_name`]), or
+    /// `NO_SNAPSHOT` naming it and `domain`.
+    pub fn require_uuid_by_name(&self, name: &str, domain: &str) -> Result<Uuid> {
+        self.uuid_by_name(name)
+            .ok_or_else(|| no_snapshot_named(name, domain))
+    }
+
     /// The snapshot with this name, or `NO_SNAPSHOT` naming it and `domain`.
     pub fn require_name(&self, name: &str, domain: &str) -> Result<&Snapshot> {
-        self.by_name(name).ok_or_else(|| {
-            Error::NoSnapshot(format!(
-                "domain '{domain}' has no snapshot named {}",
-                shown(name)
-            ))
-        })
+        self.by_name(name)
+            .ok_or_else(|| no_snapshot_named(name, domain))
     }
 
     /// The snapshot the live state derives from.
@@ -609,6 +612,14 @@ impl SnapshotTree {
             .iter()
             .all(|r| self.physical.retired_parent.contains_key(r))
     }
+}
+
+/// `NO_SNAPSHOT` for a name `domain` has no snapshot of.
+fn no_snapshot_named(name: &str, domain: &str) -> Error {
+    Error::NoSnapshot(format!(
+        "domain '{domain}' has no snapshot named {}",
+        shown(name)
+    ))
 }
 
 #[cfg(test)]

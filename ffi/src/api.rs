@@ -406,10 +406,7 @@ pub unsafe extern "C" fn snaptree_snapshot_lookup_by_name(
             // SAFETY: `name` is NULL or a NUL-terminated string (documented).
             let name = unsafe { call.str(name, "name") }?;
             call.flags(flags, 0)?;
-            let uuid = dom.read(|t| match t.uuid_by_name(name) {
-                Some(u) => Ok(u),
-                None => t.require_name(name, &dom.dom.name).map(|s| s.uuid),
-            })?;
+            let uuid = dom.read(|t| t.require_uuid_by_name(name, &dom.dom.name))?;
             Ok(dom.snapshot(uuid))
         },
     )
