@@ -337,7 +337,7 @@ impl Domain {
     fn commit_journaled(&mut self, plan: &Plan) -> Result<()> {
         if let Err(e) = self
             .save_manifest(plan)
-            .and_then(|()| self.store.commit(plan))
+            .and_then(|()| self.store.commit(plan, &self.tree))
         {
             return Err(self.incomplete(plan, Stage::Commit, e));
         }
@@ -425,7 +425,7 @@ impl Domain {
 
     fn commit(&mut self, plan: &Plan) -> Result<()> {
         self.save_manifest(plan)?;
-        self.store.commit(plan)?;
+        self.store.commit(plan, &self.tree)?;
         self.apply_committed(plan)
     }
 

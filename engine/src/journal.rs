@@ -47,8 +47,10 @@ pub trait DomainStore: Send {
     /// Records that step `index` of the journaled plan is done.
     fn journal_step_done(&mut self, index: usize) -> Result<()>;
     /// Applies the plan's edits to the stored metadata and removes the journal entry, in
-    /// one transaction.
-    fn commit(&mut self, plan: &Plan) -> Result<()>;
+    /// one transaction. `before` is the tree the plan was made on, as loaded or last
+    /// committed by this handle: a store keys its rows by the tree's sequence numbers
+    /// (`SnapshotTree::next_seq` for added snapshots).
+    fn commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<()>;
     /// Removes the journal entry of a plan none of whose steps ran.
     fn journal_abort(&mut self) -> Result<()>;
     /// The generation (commit count) of the stored domain as this handle last loaded or
@@ -109,7 +111,7 @@ impl DomainStore for MemoryStore {
         }
         Ok(())
     }
-    fn commit(&mut self, _plan: &Plan) -> Result<()> {
+    fn commit(&mut self, _plan: &Plan, _before: &SnapshotTree) -> Result<()> {
         self.pending = None;
         Ok(())
     }

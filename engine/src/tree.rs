@@ -318,7 +318,7 @@ impl SnapshotTree {
 
     /// Adds a snapshot under `parent` (None: a new root).
     pub fn insert(&mut self, snapshot: Snapshot, parent: Option<Uuid>) -> Result<()> {
-        let (i, seq, parent) = self.insert_node(snapshot, parent)?;
+        let (i, seq, parent) = self.insert_node(snapshot, parent, None)?;
         self.all.insert(seq, i);
         self.leaves.insert(seq, i);
         match parent {
@@ -330,8 +330,9 @@ impl SnapshotTree {
         Ok(())
     }
 
-    /// Adds a snapshot as [`SnapshotTree::insert`] does but leaves the creation-order,
-    /// root and leaf sets alone: loading a stored domain inserts every row this way, then
+    /// Adds a stored snapshot with its stored sequence number `seq`, as
+    /// [`SnapshotTree::insert`] does but leaving the creation-order, root and leaf sets
+    /// alone: loading a stored domain inserts every row this way, in `seq` order, then
     /// builds the three sets once with [`SnapshotTree::index_orders`] (one ordered pass
     /// instead of three B-tree updates a row; a sixth of a million-snapshot open). Until
     /// then only the node, uuid and name lookups and the parent links are right.
@@ -339,8 +340,15 @@ impl SnapshotTree {
         &mut self,
         snapshot: Snapshot,
         parent: Option<Uuid>,
+        seq: u64,
     ) -> Result<()> {
-        self.insert_node(snapshot, parent).map(|_| ())
+        self.insert_node(snapshot, parent, Some(seq)).map(|_| ())
+    }
+
+    /// The sequence number [`SnapshotTree::insert`] gives the next snapshot: past every
+    /// number this tree has held, so stores key their rows by it (`store/row_seqs.rs`).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Builds the creation-order, root and leaf sets from the nodes, after
@@ -362,12 +370,13 @@ impl SnapshotTree {
         self.leaves = leaves;
     }
 
-    /// The node of a new snapshot linked under its parent, with its sequence number and
-    /// the parent's node.
+    /// The node of a new snapshot linked under its parent, with its sequence number (the
+    /// stored one, else the next) and the parent's node.
     fn insert_node(
         &mut self,
         snapshot: Snapshot,
         parent: Option<Uuid>,
+        stored_seq: Option<u64>,
     ) -> Result<(NodeIndex, u64, Option<NodeIndex>)> {
         let twice = || Error::Internal(format!("snapshot '{}' inserted twice", snapshot.name));
         let parent = parent.map(|p| self.index(&p)).transpose()?;
@@ -382,8 +391,8 @@ impl SnapshotTree {
         {
             return Err(twice());
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = stored_seq.unwrap_or(self.next_seq);
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
         let uuid = snapshot.uuid;
         let i = self.graph.add_node(Node { snapshot, seq });
         by_uuid.insert(i);

@@ -295,14 +295,14 @@ impl DomainStore for CommitFails {
     fn journal_step_done(&mut self, index: usize) -> snaptree_engine::Result<()> {
         self.inner.journal_step_done(index)
     }
-    fn commit(&mut self, plan: &Plan) -> snaptree_engine::Result<()> {
+    fn commit(&mut self, plan: &Plan, before: &SnapshotTree) -> snaptree_engine::Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(snaptree_engine::Error::Storage {
                 context: "injected commit failure".into(),
                 source: None,
             });
         }
-        self.inner.commit(plan)
+        self.inner.commit(plan, before)
     }
     fn journal_abort(&mut self) -> snaptree_engine::Result<()> {
         self.inner.journal_abort()

@@ -774,3 +774,95 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
     );
     assert_eq!(names(dir), 401, "expected every commit read back");
 }
+
+/// A SQLite state directory in `dir` holding domain "vm" with snapshots "a" and "b".
+fn snapshots_a_and_b(dir: &Path) -> (Connection, snaptree_engine::Domain) {
+    let c = Connection::open(Some(dir)).unwrap();
+    c.define_domain(&null_domain("vm")).unwrap();
+    let mut d = c.open_domain("vm").unwrap();
+    for name in ["a", "b"] {
+        d.create_snapshot(&format!(
+            "<domainsnapshot><name>{name}</name></domainsnapshot>"
+        ))
+        .unwrap();
+    }
+    (c, d)
+}
+
+/// Rows are addressed by the sequence number the handle's tree holds, with the uuid checked
+/// in the same statement (schema version 6 keeps no index by uuid): a stored row that is
+/// not the one the tree expects is never changed, and the commit fails as a bug.
+#[test]
+fn a_commit_never_changes_a_row_its_tree_does_not_expect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_c, mut d) = snapshots_a_and_b(tmp.path());
+    let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
+    // Behind the engine's back (no commit, no change signal): the two rows trade keys.
+    let db = rusqlite::Connection::open(tmp.path().join("snaptree.db")).unwrap();
+    let seq = |name: &str| -> i64 {
+        db.query_row("SELECT seq FROM snapshots WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let (sa, sb) = (seq("a"), seq("b"));
+    db.execute_batch(&format!(
+        "UPDATE snapshots SET seq = -1 WHERE seq = {sa}; \
+         UPDATE snapshots SET seq = {sa} WHERE seq = {sb}; \
+         UPDATE snapshots SET seq = {sb} WHERE seq = -1;"
+    ))
+    .unwrap();
+    let err = d.rename(&b, "renamed").unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::Internal,
+        "expected the commit to refuse a row it does not expect: {err}"
+    );
+    assert!(
+        err.full_message().contains(&b.to_string()),
+        "expected the error to name snapshot b: {}",
+        err.full_message()
+    );
+    let names: Vec<(String, i64)> = db
+        .prepare("SELECT name, seq FROM snapshots ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        names,
+        [("a".to_string(), sb), ("b".to_string(), sa)],
+        "expected both rows as they were before the failed rename"
+    );
+}
+
+/// The table no longer refuses a second row of one name or uuid (schema version 6): a
+/// database edited by hand into that state is refused by the loader, naming the snapshot.
+#[test]
+fn a_stored_duplicate_name_or_uuid_is_refused_on_load() {
+    for column in ["name", "uuid"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, d) = snapshots_a_and_b(tmp.path());
+        drop(d);
+        let db = rusqlite::Connection::open(tmp.path().join("snaptree.db")).unwrap();
+        db.execute(
+            &format!(
+                "UPDATE snapshots SET {column} = (SELECT {column} FROM snapshots WHERE name = 'a') WHERE name = 'b'"
+            ),
+            [],
+        )
+        .unwrap();
+        let err = c.open_domain("vm").unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::Storage,
+            "expected a duplicate {column} refused as inconsistent: {err}"
+        );
+        assert!(
+            err.full_message().contains("inconsistent"),
+            "expected the error to say the rows are inconsistent: {}",
+            err.full_message()
+        );
+    }
+}

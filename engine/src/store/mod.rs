@@ -33,6 +33,7 @@ mod lock;
 pub mod postgres;
 pub(crate) mod redact;
 mod retention;
+mod row_seqs;
 mod schema;
 pub(crate) mod sqlite;
 mod sqlite_catalog;

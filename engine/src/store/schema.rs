@@ -106,8 +106,38 @@ CREATE TABLE retention (
 );
 ";
 
+/// Version 6: a snapshot row lives in one B-tree. The `UNIQUE (domain_id, uuid)` and
+/// `UNIQUE (domain_id, name)` indexes are gone: every create wrote their entries and every
+/// delete removed them (on SQLite, most of a delete's work and two of a create's four
+/// pages: BENCHMARKS.md). They guarded nothing the engine does not already: only the
+/// domain lock's holder commits, the commit checks the generation its tree was loaded at,
+/// the tree refuses a second snapshot of a name or uuid, and the loader refuses stored
+/// duplicates as inconsistent. Rows are addressed by `(domain_id, seq)`, the key, with the
+/// uuid checked in the same statement (`store/row_seqs.rs`). SQLite cannot drop a table's
+/// own `UNIQUE` constraints, so the table is rebuilt (one copy of every row, once).
+const V6: &str = "
+CREATE TABLE snapshots_v6 (
+    domain_id     INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    seq           INTEGER NOT NULL,
+    uuid          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    parent_uuid   TEXT,
+    description   TEXT NOT NULL DEFAULT '',
+    creation_date INTEGER NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('running', 'paused', 'shutoff')),
+    on_retired    TEXT,
+    expires       INTEGER,
+    pinned        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (domain_id, seq)
+) WITHOUT ROWID;
+INSERT INTO snapshots_v6 (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned)
+    SELECT domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned FROM snapshots;
+DROP TABLE snapshots;
+ALTER TABLE snapshots_v6 RENAME TO snapshots;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -240,6 +270,62 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(cols, ["domain_id", "uuid", "parent_uuid", "parent_known"]);
+    }
+
+    /// Version 6 rebuilds `snapshots` with one B-tree (its key) and keeps every row,
+    /// sequence numbers included.
+    #[test]
+    fn version_6_keeps_every_row_and_drops_the_uuid_and_name_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut db = rusqlite::Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            db.execute_batch(sql).unwrap();
+        }
+        db.pragma_update(None, "user_version", 5).unwrap();
+        db.execute_batch(
+            "INSERT INTO domains (uuid, name, type, xml) VALUES ('d', 'vm', 'null', '<domain/>');
+             INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned)
+                 VALUES (1, 4, 'u4', 'a', NULL, 'first', 100, 'running', 'r', 900, 1),
+                        (1, 9, 'u9', 'b', 'u4', '', 200, 'shutoff', NULL, NULL, 0);",
+        )
+        .unwrap();
+        let rows = |db: &rusqlite::Connection| -> Vec<String> {
+            db.prepare("SELECT * FROM snapshots ORDER BY domain_id, seq")
+                .unwrap()
+                .query_map([], |r| {
+                    (0..11)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map(|v| v.join(","))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let before = rows(&db);
+        migrate(&mut db, &path).unwrap();
+        assert_eq!(rows(&db), before, "expected every row, column for column");
+        let indexes: Vec<(String, String)> = db
+            .prepare("SELECT name, origin FROM pragma_index_list('snapshots')")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            indexes.iter().all(|(_, origin)| origin == "pk"),
+            "expected no index on snapshots but its key, found {indexes:?}"
+        );
+        // Two snapshots of one name are the engine's to refuse now, not the table's.
+        db.execute(
+            "INSERT INTO snapshots (domain_id, seq, uuid, name, creation_date, state) VALUES (1, 10, 'u10', 'a', 0, 'shutoff')",
+            [],
+        )
+        .expect("the table itself has no unique name");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::lock::DomainLock;
-use super::tree_rows::TreeBuilder;
+use super::row_seqs::RowSeqs;
+use super::tree_rows::{Row, TreeBuilder};
 use super::{DB_FILE, SCHEMA_VERSION, db_error, open_db, unix_now};
 use crate::error::{Error, Result};
 use crate::journal::{DomainStore, JournalEntry};
@@ -99,6 +100,11 @@ fn opt_uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option
         rusqlite::types::ValueRef::Null => Ok(None),
         _ => uuid_column(row, i).map(Some),
     }
+}
+
+fn seq_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let seq: i64 = row.get(i)?;
+    u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, seq))
 }
 
 fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerState> {
@@ -283,7 +289,7 @@ impl SqliteStore {
         self.rows = count;
         let builder = TreeBuilder::fill(count, |sink| {
             tx.prepare_cached(
-                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned FROM snapshots \
+                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned, seq FROM snapshots \
                  WHERE domain_id = ?1 ORDER BY seq",
             )
             .and_then(|mut s| {
@@ -298,7 +304,12 @@ impl SqliteStore {
                         expires: row.get(7)?,
                         pinned: row.get::<_, i64>(8)? != 0,
                     };
-                    sink((snapshot, opt_uuid_column(row, 2)?, opt_uuid_column(row, 6)?));
+                    sink(Row {
+                        snapshot,
+                        parent: opt_uuid_column(row, 2)?,
+                        on_retired: opt_uuid_column(row, 6)?,
+                        seq: seq_column(row, 9)?,
+                    });
                 }
                 Ok(())
             })
@@ -335,13 +346,13 @@ impl SqliteStore {
     /// Commits a plan's edits with the change signal around the commit (odd before it can
     /// be visible, even after), so that no reader trusts its tree across it; returns the
     /// new generation and the signal as this commit left it.
-    fn signalled_commit(&mut self, plan: &Plan) -> Result<(i64, u64)> {
+    fn signalled_commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<(i64, u64)> {
         #[cfg(feature = "testing")]
         crate::testing::commit_point(crate::testing::CommitPoint::BeforeSignal);
         self.lock.begin_change()?;
         #[cfg(feature = "testing")]
         crate::testing::commit_point(crate::testing::CommitPoint::Signalled);
-        let committed = self.try_commit(plan);
+        let committed = self.try_commit(plan, before);
         #[cfg(feature = "testing")]
         crate::testing::commit_point(crate::testing::CommitPoint::Committed);
         // Ended whatever happened: a failed commit rolled back, and readers that fell back
@@ -352,7 +363,7 @@ impl SqliteStore {
         Ok((committed?, signal))
     }
 
-    fn try_commit(&mut self, plan: &Plan) -> Result<i64> {
+    fn try_commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<i64> {
         let Some(expected) = self.loaded else {
             return Err(Error::Internal(format!(
                 "a commit to domain '{}' on a handle whose tree is not loaded",
@@ -371,18 +382,38 @@ impl SqliteStore {
             .db
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
+        let missing = |snapshot: &Uuid| {
+            Error::Internal(format!(
+                "the plan edits snapshot {snapshot}, which domain '{name}' does not have in {}",
+                path.display()
+            ))
+        };
         let one = |n: usize, snapshot: &Uuid| -> Result<()> {
             match n {
                 1 => Ok(()),
-                _ => Err(Error::Internal(format!(
-                    "the plan edits snapshot {snapshot}, which domain '{name}' does not have in {}",
-                    path.display()
-                ))),
+                _ => Err(missing(snapshot)),
             }
+        };
+        let mut seqs = RowSeqs::new(before);
+        // One statement on one snapshot's row: `?1` the domain, `?2` the row's `seq`, `?3`
+        // its uuid (a row that is not the expected one is not touched), then `values`.
+        let row = |statement: &str,
+                   seqs: &RowSeqs<'_>,
+                   snapshot: &Uuid,
+                   values: &[&dyn rusqlite::ToSql]|
+         -> Result<()> {
+            let seq = seqs.of(snapshot).ok_or_else(|| missing(snapshot))?;
+            let uuid = snapshot.to_string();
+            let mut all: Vec<&dyn rusqlite::ToSql> = vec![&id, &seq, &uuid];
+            all.extend_from_slice(values);
+            let n = tx
+                .prepare_cached(statement)
+                .and_then(|mut st| st.execute(all.as_slice()))
+                .map_err(sql)?;
+            one(n, snapshot)
         };
         let mut current: Option<Option<Uuid>> = None;
         let mut live_on: Option<Option<Uuid>> = None;
-        let mut next_seq: Option<i64> = None;
         let removes = plan
             .edits
             .iter()
@@ -405,16 +436,12 @@ impl SqliteStore {
                     snapshot: s,
                     parent,
                 } => {
-                    let seq = match next_seq {
-                        Some(n) => n,
-                        // `+?1`: a plain `?1` here makes SQLite re-prepare the statement on
-                        // every run (it would re-plan for each bound value).
-                        None => tx
-                            .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM snapshots WHERE domain_id = +?1")
-                            .and_then(|mut st| st.query_row([id], |r| r.get::<_, i64>(0)))
-                            .map_err(sql)?,
-                    };
-                    next_seq = Some(seq + 1);
+                    let seq = seqs.add(s.uuid).ok_or_else(|| {
+                        Error::Internal(format!(
+                            "domain '{name}' has no sequence number left for snapshot '{}'",
+                            s.name
+                        ))
+                    })?;
                     tx.prepare_cached(
                         "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -451,40 +478,30 @@ impl SqliteStore {
                         }
                     }
                 }
-                Edit::Remove { snapshot } => {
-                    let n = tx
-                        .prepare_cached("DELETE FROM snapshots WHERE domain_id = ?1 AND uuid = ?2")
-                        .and_then(|mut st| st.execute(params![id, snapshot.to_string()]))
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
-                Edit::SetParent { snapshot, parent } => {
-                    let n = tx
-                        .prepare_cached("UPDATE snapshots SET parent_uuid = ?3 WHERE domain_id = ?1 AND uuid = ?2")
-                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), parent.map(|p| p.to_string())]))
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
-                Edit::Rename { snapshot, name } => {
-                    let n = tx
-                        .prepare_cached(
-                            "UPDATE snapshots SET name = ?3 WHERE domain_id = ?1 AND uuid = ?2",
-                        )
-                        .and_then(|mut st| st.execute(params![id, snapshot.to_string(), name]))
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
-                Edit::SetState { snapshot, state } => {
-                    let n = tx
-                        .prepare_cached(
-                            "UPDATE snapshots SET state = ?3 WHERE domain_id = ?1 AND uuid = ?2",
-                        )
-                        .and_then(|mut st| {
-                            st.execute(params![id, snapshot.to_string(), state.as_str()])
-                        })
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
+                Edit::Remove { snapshot } => row(
+                    "DELETE FROM snapshots WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[],
+                )?,
+                Edit::SetParent { snapshot, parent } => row(
+                    "UPDATE snapshots SET parent_uuid = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[&parent.map(|p| p.to_string())],
+                )?,
+                Edit::Rename { snapshot, name } => row(
+                    "UPDATE snapshots SET name = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[name],
+                )?,
+                Edit::SetState { snapshot, state } => row(
+                    "UPDATE snapshots SET state = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[&state.as_str()],
+                )?,
                 Edit::SetCurrent { current: c } => current = Some(*c),
                 Edit::Retire { snapshot } => {
                     tx.prepare_cached(
@@ -526,57 +543,32 @@ impl SqliteStore {
                         .map_err(sql)?;
                     one(n, snapshot)?;
                 }
-                Edit::SetOnRetired { snapshot, retired } => {
-                    let n = tx
-                        .prepare_cached(
-                            "UPDATE snapshots SET on_retired = ?3 WHERE domain_id = ?1 AND uuid = ?2",
-                        )
-                        .and_then(|mut st| {
-                            st.execute(params![
-                                id,
-                                snapshot.to_string(),
-                                retired.map(|r| r.to_string())
-                            ])
-                        })
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
+                Edit::SetOnRetired { snapshot, retired } => row(
+                    "UPDATE snapshots SET on_retired = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[&retired.map(|r| r.to_string())],
+                )?,
                 Edit::SetLiveOnRetired { retired } => live_on = Some(*retired),
-                Edit::SetPinned { snapshot, pinned } => {
-                    let n = tx
-                        .prepare_cached(
-                            "UPDATE snapshots SET pinned = ?3 WHERE domain_id = ?1 AND uuid = ?2",
-                        )
-                        .and_then(|mut st| {
-                            st.execute(params![id, snapshot.to_string(), i64::from(*pinned)])
-                        })
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
+                Edit::SetPinned { snapshot, pinned } => row(
+                    "UPDATE snapshots SET pinned = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[&i64::from(*pinned)],
+                )?,
                 // REDEFINE of an existing snapshot (SEMANTICS.md §7.3).
                 Edit::Redefine {
                     snapshot,
                     description,
                     creation_date,
                     state,
-                } => {
-                    let n = tx
-                        .prepare_cached(
-                            "UPDATE snapshots SET description = ?3, creation_date = ?4, state = ?5 \
-                             WHERE domain_id = ?1 AND uuid = ?2",
-                        )
-                        .and_then(|mut st| {
-                            st.execute(params![
-                                id,
-                                snapshot.to_string(),
-                                description,
-                                creation_date,
-                                state.as_str()
-                            ])
-                        })
-                        .map_err(sql)?;
-                    one(n, snapshot)?;
-                }
+                } => row(
+                    "UPDATE snapshots SET description = ?4, creation_date = ?5, state = ?6 \
+                     WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
+                    &seqs,
+                    snapshot,
+                    &[description, creation_date, &state.as_str()],
+                )?,
             }
         }
         if let Some(l) = live_on {
@@ -753,8 +745,8 @@ impl DomainStore for SqliteStore {
         }
     }
 
-    fn commit(&mut self, plan: &Plan) -> Result<()> {
-        match self.signalled_commit(plan) {
+    fn commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<()> {
+        match self.signalled_commit(plan, before) {
             Ok((generation, signal)) => {
                 // The commit checked the stored generation was the one this tree was loaded
                 // at, and only lock holders commit: the tree with these edits is current

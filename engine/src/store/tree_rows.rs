@@ -8,8 +8,18 @@ use uuid::Uuid;
 use crate::model::Snapshot;
 use crate::tree::SnapshotTree;
 
-/// One stored row: a snapshot, its parent, and the retired layer it is stored on, if any.
-pub(crate) type Row = (Snapshot, Option<Uuid>, Option<Uuid>);
+/// One stored row of a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    /// The snapshot.
+    pub(crate) snapshot: Snapshot,
+    /// Its metadata parent (None: a root).
+    pub(crate) parent: Option<Uuid>,
+    /// The retired layer it is stored on, if not directly on its parent.
+    pub(crate) on_retired: Option<Uuid>,
+    /// Its key in the store: creation order, and what a commit addresses the row by.
+    pub(crate) seq: u64,
+}
 
 /// Domains with at least this many snapshots are built on a second thread while the
 /// calling one reads and decodes rows: below it a thread costs more than it saves.
@@ -25,6 +35,7 @@ pub(crate) struct TreeBuilder {
     tree: SnapshotTree,
     late: Vec<(Uuid, Uuid)>,
     on_retired: Vec<(Uuid, Uuid)>,
+    last_seq: Option<u64>,
     bad: Option<String>,
 }
 
@@ -35,6 +46,7 @@ impl TreeBuilder {
             tree: SnapshotTree::with_capacity(usize::try_from(count).unwrap_or(0)),
             late: Vec::new(),
             on_retired: Vec::new(),
+            last_seq: None,
             bad: None,
         }
     }
@@ -51,7 +63,7 @@ impl TreeBuilder {
     ) -> Result<TreeBuilder, E> {
         if count < PIPELINE_FROM {
             let mut builder = TreeBuilder::with_capacity(count);
-            read(&mut |(s, p, o)| builder.add(s, p, o))?;
+            read(&mut |row| builder.add(row))?;
             return Ok(builder);
         }
         std::thread::scope(|scope| {
@@ -62,15 +74,15 @@ impl TreeBuilder {
                 .spawn_scoped(scope, move || {
                     let mut builder = TreeBuilder::with_capacity(count);
                     for chunk in rows {
-                        for (s, p, o) in chunk {
-                            builder.add(s, p, o);
+                        for row in chunk {
+                            builder.add(row);
                         }
                     }
                     builder
                 });
             let Ok(worker) = worker else {
                 let mut builder = TreeBuilder::with_capacity(count);
-                read(&mut |(s, p, o)| builder.add(s, p, o))?;
+                read(&mut |row| builder.add(row))?;
                 return Ok(builder);
             };
             let mut chunk = Vec::with_capacity(CHUNK);
@@ -93,9 +105,26 @@ impl TreeBuilder {
         })
     }
 
-    /// One row: a snapshot, its parent, and the retired layer it is stored on, if any.
-    pub(crate) fn add(&mut self, snapshot: Snapshot, parent: Option<Uuid>, on: Option<Uuid>) {
-        if let Some(r) = on {
+    /// One row; rows come in increasing `seq` order.
+    pub(crate) fn add(&mut self, row: Row) {
+        let Row {
+            snapshot,
+            parent,
+            on_retired,
+            seq,
+        } = row;
+        // The store's key is unique and the rows are read in its order: anything else is
+        // not what the store holds.
+        if self.last_seq.is_some_and(|last| seq <= last) {
+            self.bad.get_or_insert_with(|| {
+                format!(
+                    "snapshot '{}' has sequence number {seq}, not after the row before it",
+                    snapshot.name
+                )
+            });
+        }
+        self.last_seq = Some(seq);
+        if let Some(r) = on_retired {
             self.on_retired.push((snapshot.uuid, r));
         }
         let mut parent = parent;
@@ -105,7 +134,7 @@ impl TreeBuilder {
             self.late.push((snapshot.uuid, p));
             parent = None;
         }
-        if let Err(e) = self.tree.insert_unordered(snapshot, parent) {
+        if let Err(e) = self.tree.insert_unordered(snapshot, parent, seq) {
             self.bad.get_or_insert_with(|| e.to_string());
         }
     }
@@ -184,9 +213,18 @@ mod tests {
                 _ if i % 7 == 0 => Some(snap(i / 2).uuid),
                 _ => Some(snap(i - 1).uuid),
             };
-            out.push((snap(i), parent, None));
+            out.push(row(i, parent));
         }
         out
+    }
+
+    fn row(i: usize, parent: Option<Uuid>) -> Row {
+        Row {
+            snapshot: snap(i),
+            parent,
+            on_retired: None,
+            seq: 10 + 3 * i as u64,
+        }
     }
 
     /// Every way the tree answers, as names: what a caller can see.
@@ -216,7 +254,12 @@ mod tests {
     fn expected(rows: &[Row], current: Uuid) -> SnapshotTree {
         let mut t = SnapshotTree::new();
         let mut late = Vec::new();
-        for (s, p, _) in rows {
+        for Row {
+            snapshot: s,
+            parent: p,
+            ..
+        } in rows
+        {
             match p {
                 Some(p) if !t.contains(p) => {
                     late.push((s.uuid, *p));
@@ -232,7 +275,8 @@ mod tests {
         t
     }
 
-    fn built(rows: Vec<Row>, current: Uuid) -> SnapshotTree {
+    /// The tree built from `rows`, or why they are inconsistent.
+    fn build(rows: Vec<Row>, current: Option<Uuid>) -> Result<SnapshotTree, String> {
         let n = rows.len() as i64;
         TreeBuilder::fill(n, |sink| {
             for r in rows {
@@ -241,14 +285,17 @@ mod tests {
             Ok::<(), ()>(())
         })
         .expect("no read error")
-        .finish(Some(current), Vec::new(), None)
-        .expect("consistent rows")
+        .finish(current, Vec::new(), None)
+    }
+
+    fn built(rows: Vec<Row>, current: Uuid) -> SnapshotTree {
+        build(rows, Some(current)).expect("consistent rows")
     }
 
     #[test]
     fn a_small_domain_is_built_as_inserting_each_row() {
         let rows = rows(500);
-        let current = rows[250].0.uuid;
+        let current = rows[250].snapshot.uuid;
         let want = shape(&expected(&rows, current));
         assert_eq!(shape(&built(rows, current)), want, "500 rows, one thread");
     }
@@ -257,7 +304,7 @@ mod tests {
     fn a_large_domain_built_on_a_second_thread_is_the_same_tree() {
         let n = PIPELINE_FROM as usize + 3 * CHUNK + 17;
         let rows = rows(n);
-        let current = rows[n / 3].0.uuid;
+        let current = rows[n / 3].snapshot.uuid;
         let want = shape(&expected(&rows, current));
         let got = built(rows, current);
         assert_eq!(got.len(), n, "every row is in the tree");
@@ -289,19 +336,53 @@ mod tests {
     fn a_duplicate_row_makes_the_rows_inconsistent_on_either_path() {
         for n in [100, PIPELINE_FROM as usize + 10] {
             let mut rows = rows(n);
-            rows.push((snap(7), None, None));
-            let why = TreeBuilder::fill(rows.len() as i64, |sink| {
-                for r in rows {
-                    sink(r);
-                }
-                Ok::<(), ()>(())
-            })
-            .expect("read")
-            .finish(None, Vec::new(), None)
-            .expect_err("a snapshot stored twice");
+            let mut again = row(7, None);
+            again.seq = 10 + 3 * n as u64;
+            rows.push(again);
+            let why = build(rows, None).expect_err("a snapshot stored twice");
             assert!(
                 why.contains("s7"),
                 "{n} rows: the error names the snapshot: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_sequence_numbers_are_kept_and_new_snapshots_come_after_them() {
+        let rows = rows(40);
+        let last = rows.last().expect("rows").seq;
+        let seqs: Vec<(Uuid, u64)> = rows.iter().map(|r| (r.snapshot.uuid, r.seq)).collect();
+        let mut t = built(rows, snap(3).uuid);
+        for (uuid, seq) in seqs {
+            assert_eq!(
+                t.creation_seq(&uuid),
+                Some(seq),
+                "the stored number of {uuid}"
+            );
+        }
+        assert_eq!(
+            t.next_seq(),
+            last + 1,
+            "the next number follows the largest stored"
+        );
+        t.insert(snap(1000), None).expect("insert");
+        assert_eq!(
+            t.creation_seq(&snap(1000).uuid),
+            Some(last + 1),
+            "a new snapshot's number"
+        );
+    }
+
+    #[test]
+    fn rows_out_of_sequence_order_are_inconsistent() {
+        for n in [100, PIPELINE_FROM as usize + 10] {
+            let mut rows = rows(n);
+            rows[n / 2].seq = rows[n / 2 - 1].seq;
+            let name = rows[n / 2].snapshot.name.clone();
+            let why = build(rows, None).expect_err("two rows with one sequence number");
+            assert!(
+                why.contains(&name) && why.contains("sequence number"),
+                "{n} rows: the error names the snapshot and its number: {why}"
             );
         }
     }

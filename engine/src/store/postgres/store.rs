@@ -15,9 +15,10 @@ use crate::model::{PowerState, Snapshot};
 use crate::plan::{Edit, Plan};
 use crate::store::StoredDomain;
 use crate::store::redact::redact;
+use crate::store::row_seqs::{RowSeqs, row_edited};
 use crate::store::schema::SCHEMA_VERSION;
 use crate::store::sqlite::operation_name;
-use crate::store::tree_rows::TreeBuilder;
+use crate::store::tree_rows::{Row, TreeBuilder};
 use crate::store::unix_now;
 use crate::tree::SnapshotTree;
 
@@ -194,7 +195,7 @@ impl PgStore {
                 &[&id],
             )?;
             let rows = tx.query(
-                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned \
+                "SELECT uuid, name, parent_uuid, description, creation_date, state, on_retired, expires, pinned, seq \
                  FROM snapshots WHERE domain_id = $1 ORDER BY seq",
                 &[&id],
             )?;
@@ -223,11 +224,18 @@ impl PgStore {
                     expires: row.get(7),
                     pinned: row.get::<_, i64>(8) != 0,
                 };
-                sink((
+                let seq: i64 = row.get(9);
+                sink(Row {
+                    parent: parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
+                    on_retired: parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
+                    seq: u64::try_from(seq).map_err(|_| {
+                        self.corrupt(format!(
+                            "snapshot '{}' has a negative sequence number {seq}",
+                            snapshot.name
+                        ))
+                    })?,
                     snapshot,
-                    parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
-                    parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
-                ));
+                });
             }
             Ok::<(), Error>(())
         })?;
@@ -243,7 +251,7 @@ impl PgStore {
         Ok((tree, generation))
     }
 
-    fn try_commit(&mut self, plan: &Plan) -> Result<i64> {
+    fn try_commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<i64> {
         let Some(expected) = self.loaded else {
             return Err(Error::Internal(format!(
                 "a commit to domain '{}' on a handle whose tree is not loaded",
@@ -280,25 +288,30 @@ impl PgStore {
             };
             let mut current: Option<Option<Uuid>> = None;
             let mut live_on: Option<Option<Uuid>> = None;
-            let mut next_seq: Option<i64> = None;
+            let mut seqs = RowSeqs::new(before);
             let text = |u: &Uuid| u.to_string();
             let opt = |u: &Option<Uuid>| u.map(|u| u.to_string());
             for edit in &plan.edits {
+                // The key of the row the edit changes, if it changes one in place.
+                let seq = match row_edited(edit) {
+                    Some(snapshot) => match seqs.of(snapshot) {
+                        Some(seq) => seq,
+                        None => {
+                            missing = Some(*snapshot);
+                            return Ok(None);
+                        }
+                    },
+                    None => -1,
+                };
                 let (n, subject) = match edit {
                     Edit::Add {
                         snapshot: s,
                         parent,
                     } => {
-                        let seq = match next_seq {
-                            Some(n) => n,
-                            None => tx
-                                .query_one(
-                                    "SELECT coalesce(max(seq), 0) + 1 FROM snapshots WHERE domain_id = $1",
-                                    &[&id],
-                                )?
-                                .get::<_, i64>(0),
+                        let Some(seq) = seqs.add(s.uuid) else {
+                            missing = Some(s.uuid);
+                            return Ok(None);
                         };
-                        next_seq = Some(seq + 1);
                         run(
                             &mut tx,
                             "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
@@ -321,40 +334,40 @@ impl PgStore {
                     Edit::Remove { snapshot } => (
                         run(
                             &mut tx,
-                            "DELETE FROM snapshots WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot)],
+                            "DELETE FROM snapshots WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot)],
                         )?,
                         snapshot,
                     ),
                     Edit::SetParent { snapshot, parent } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET parent_uuid = $3 WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot), &opt(parent)],
+                            "UPDATE snapshots SET parent_uuid = $4 WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot), &opt(parent)],
                         )?,
                         snapshot,
                     ),
                     Edit::Rename { snapshot, name } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET name = $3 WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot), name],
+                            "UPDATE snapshots SET name = $4 WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot), name],
                         )?,
                         snapshot,
                     ),
                     Edit::SetPinned { snapshot, pinned } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET pinned = $3 WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot), &i64::from(*pinned)],
+                            "UPDATE snapshots SET pinned = $4 WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot), &i64::from(*pinned)],
                         )?,
                         snapshot,
                     ),
                     Edit::SetState { snapshot, state } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET state = $3 WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot), &state.as_str()],
+                            "UPDATE snapshots SET state = $4 WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot), &state.as_str()],
                         )?,
                         snapshot,
                     ),
@@ -399,8 +412,8 @@ impl PgStore {
                     Edit::SetOnRetired { snapshot, retired } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET on_retired = $3 WHERE domain_id = $1 AND uuid = $2",
-                            &[&id, &text(snapshot), &opt(retired)],
+                            "UPDATE snapshots SET on_retired = $4 WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
+                            &[&id, &seq, &text(snapshot), &opt(retired)],
                         )?,
                         snapshot,
                     ),
@@ -416,10 +429,11 @@ impl PgStore {
                     } => (
                         run(
                             &mut tx,
-                            "UPDATE snapshots SET description = $3, creation_date = $4, state = $5 \
-                             WHERE domain_id = $1 AND uuid = $2",
+                            "UPDATE snapshots SET description = $4, creation_date = $5, state = $6 \
+                             WHERE domain_id = $1 AND seq = $2 AND uuid = $3",
                             &[
                                 &id,
+                                &seq,
                                 &text(snapshot),
                                 description,
                                 creation_date,
@@ -654,8 +668,8 @@ impl DomainStore for PgStore {
         self.mark_step_done(index)
     }
 
-    fn commit(&mut self, plan: &Plan) -> Result<()> {
-        match self.try_commit(plan) {
+    fn commit(&mut self, plan: &Plan, before: &SnapshotTree) -> Result<()> {
+        match self.try_commit(plan, before) {
             Ok(generation) => {
                 self.loaded = Some(generation);
                 Ok(())
