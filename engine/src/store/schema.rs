@@ -113,11 +113,14 @@ CREATE TABLE retention (
 /// domain lock's holder commits, the commit checks the generation its tree was loaded at,
 /// the tree refuses a second snapshot of a name or uuid, and the loader refuses stored
 /// duplicates as inconsistent. Rows are addressed by `(domain_id, seq)`, the key, with the
-/// uuid checked in the same statement (`store/row_seqs.rs`). SQLite cannot drop a table's
-/// own `UNIQUE` constraints, so the table is rebuilt (one copy of every row, once).
+/// uuid checked in the same statement (`store/row_seqs.rs`). No foreign key either: with
+/// one, SQLite checked every deleted row against `domains` (a delete of every snapshot of
+/// a domain took two passes over its rows, the second with a lookup a row); undefining a
+/// domain deletes its snapshots itself. SQLite cannot drop a table's own constraints, so
+/// the table is rebuilt (one copy of every row, once).
 const V6: &str = "
 CREATE TABLE snapshots_v6 (
-    domain_id     INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    domain_id     INTEGER NOT NULL,
     seq           INTEGER NOT NULL,
     uuid          TEXT NOT NULL,
     name          TEXT NOT NULL,
@@ -275,7 +278,7 @@ mod tests {
     /// Version 6 rebuilds `snapshots` with one B-tree (its key) and keeps every row,
     /// sequence numbers included.
     #[test]
-    fn version_6_keeps_every_row_and_drops_the_uuid_and_name_indexes() {
+    fn version_6_keeps_every_row_and_drops_the_indexes_and_the_foreign_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
         let mut db = rusqlite::Connection::open(&path).unwrap();
@@ -320,6 +323,14 @@ mod tests {
             indexes.iter().all(|(_, origin)| origin == "pk"),
             "expected no index on snapshots but its key, found {indexes:?}"
         );
+        let keys: i64 = db
+            .query_row(
+                "SELECT count(*) FROM pragma_foreign_key_list('snapshots')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(keys, 0, "expected no foreign key on snapshots");
         // Two snapshots of one name are the engine's to refuse now, not the table's.
         db.execute(
             "INSERT INTO snapshots (domain_id, seq, uuid, name, creation_date, state) VALUES (1, 10, 'u10', 'a', 0, 'shutoff')",
