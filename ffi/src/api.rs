@@ -370,15 +370,20 @@ pub unsafe extern "C" fn snaptree_snapshot_list_names(
         let slots = call.len(nameslen, "nameslen")?;
         let filter = flags::list_filter(flags)?;
         // The names are copied out while the tree is borrowed: no copy of them in between.
-        let written = dom.read(|t| {
-            let listed: Box<dyn Iterator<Item = &Snapshot>> = match filter {
-                Filter::All => Box::new(t.iter()),
-                Filter::Roots => Box::new(t.roots()),
-                Filter::Leaves => Box::new(t.leaves()),
-                Filter::Topological => Box::new(t.topological().into_iter()),
-            };
+        // One copy of the writer per listing (no call through a trait object per name).
+        fn write<'a>(
+            names: *mut *mut c_char,
+            slots: usize,
+            listed: impl Iterator<Item = &'a Snapshot>,
+        ) -> snaptree_engine::Result<usize> {
             // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
             unsafe { strings::write_names(names, slots, listed.map(|s| s.name.as_str())) }
+        }
+        let written = dom.read(|t| match filter {
+            Filter::All => write(names, slots, t.iter()),
+            Filter::Roots => write(names, slots, t.roots()),
+            Filter::Leaves => write(names, slots, t.leaves()),
+            Filter::Topological => write(names, slots, t.topological().into_iter()),
         })?;
         call.count(written)
     })
