@@ -314,6 +314,25 @@ impl Domain {
     fn roll_forward(&mut self, entry: JournalEntry) -> Result<()> {
         let JournalEntry { plan, steps_done } = entry;
         let operation = plan.operation.describe(&self.tree);
+        // The entry was read back from the store, so it is not the planner's word: one
+        // whose edits do not fit the tree must run no step, and its commit would leave
+        // rows the loader refuses (a domain nobody could open). It stays pending.
+        let mut after = self.tree.clone();
+        if let Err(e) = planner::apply_edits(&mut after, &plan.current_first().edits) {
+            let stage = if steps_done < actions(&plan).len() {
+                Stage::Step(steps_done)
+            } else {
+                Stage::Commit
+            };
+            let cause = Error::storage(
+                format!(
+                    "the journal entry of domain '{}' does not fit its stored snapshots",
+                    self.xml.name
+                ),
+                e,
+            );
+            return Err(self.incomplete(&plan, stage, cause));
+        }
         // A step interrupted mid-way is re-run: backends make every step restartable.
         for (i, action) in actions(&plan).iter().enumerate().skip(steps_done) {
             let done = self

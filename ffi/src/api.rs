@@ -371,19 +371,27 @@ pub unsafe extern "C" fn snaptree_snapshot_list_names(
         let filter = flags::list_filter(flags)?;
         // The names are copied out while the tree is borrowed: no copy of them in between.
         // One copy of the writer per listing (no call through a trait object per name).
-        fn write<'a>(
+        /// # Safety
+        /// `names` is valid for writing `slots` pointers.
+        unsafe fn write<'a>(
             names: *mut *mut c_char,
             slots: usize,
             listed: impl Iterator<Item = &'a Snapshot>,
         ) -> snaptree_engine::Result<usize> {
-            // SAFETY: the caller made `names` valid for `nameslen` (= slots) pointers.
+            // SAFETY: as this function requires.
             unsafe { strings::write_names(names, slots, listed.map(|s| s.name.as_str())) }
         }
+        // SAFETY (each call): the caller made `names` valid for `nameslen` (= slots)
+        // pointers.
         let written = dom.read(|t| match filter {
-            Filter::All => write(names, slots, t.iter()),
-            Filter::Roots => write(names, slots, t.roots()),
-            Filter::Leaves => write(names, slots, t.leaves()),
-            Filter::Topological => write(names, slots, t.topological().into_iter()),
+            // SAFETY: as above.
+            Filter::All => unsafe { write(names, slots, t.iter()) },
+            // SAFETY: as above.
+            Filter::Roots => unsafe { write(names, slots, t.roots()) },
+            // SAFETY: as above.
+            Filter::Leaves => unsafe { write(names, slots, t.leaves()) },
+            // SAFETY: as above.
+            Filter::Topological => unsafe { write(names, slots, t.topological().into_iter()) },
         })?;
         call.count(written)
     })

@@ -866,3 +866,52 @@ fn a_stored_duplicate_name_or_uuid_is_refused_on_load() {
         );
     }
 }
+
+/// A journal entry is read back from the store: one whose edits do not fit the stored tree
+/// (here a create of a second snapshot named "a") runs no step and commits nothing. The
+/// domain still opens, the entry stays pending, and recovery says why (the table has no
+/// unique index that would have refused the row since schema version 6).
+#[test]
+fn a_journal_entry_that_does_not_fit_the_tree_stays_pending_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, mut d) = snapshots_a_and_b(tmp.path());
+    let mut plan = d
+        .plan_create("<domainsnapshot><name>c</name></domainsnapshot>")
+        .unwrap();
+    for edit in &mut plan.edits {
+        if let Edit::Add { snapshot, .. } = edit {
+            snapshot.name = "a".into();
+        }
+    }
+    drop(d);
+    let db = rusqlite::Connection::open(tmp.path().join("snaptree.db")).unwrap();
+    db.execute(
+        "INSERT INTO journal (domain_id, plan, steps_done) VALUES (1, ?1, 0)",
+        [serde_json::to_string(&plan).unwrap()],
+    )
+    .unwrap();
+    let mut d = c
+        .open_domain("vm")
+        .expect("expected the domain to open with the entry pending");
+    assert!(d.pending().unwrap().is_some(), "expected the entry pending");
+    let err = d.recover().unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::Incomplete,
+        "expected INCOMPLETE: {}",
+        err.full_message()
+    );
+    assert!(
+        err.full_message().contains("does not fit"),
+        "expected the error to say the entry does not fit: {}",
+        err.full_message()
+    );
+    let count = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("snapshots"), 2, "expected no row added");
+    assert_eq!(count("journal"), 1, "expected the entry kept");
+    let names: Vec<String> = d.tree().unwrap().iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["a", "b"], "expected the tree as it was");
+}

@@ -117,7 +117,12 @@ CREATE TABLE retention (
 /// one, SQLite checked every deleted row against `domains` (a delete of every snapshot of
 /// a domain took two passes over its rows, the second with a lookup a row); undefining a
 /// domain deletes its snapshots itself. SQLite cannot drop a table's own constraints, so
-/// the table is rebuilt (one copy of every row, once).
+/// the table is rebuilt (one copy of every row, once; the old table's pages stay in the
+/// file as free pages that later rows reuse). A view an operator defined on `snapshots`
+/// makes the migration fail (and roll back) until it is dropped. On PostgreSQL the key
+/// keeps the name `snapshots_v6_pkey`. From this version a new row's `seq` is the next
+/// number of the committing handle's tree, past every number that tree has held: never
+/// reused while the row is there, ordered by creation, possibly with gaps.
 const V6: &str = "
 CREATE TABLE snapshots_v6 (
     domain_id     INTEGER NOT NULL,

@@ -398,11 +398,10 @@ impl SqliteStore {
         // One statement on one snapshot's row: `?1` the domain, `?2` the row's `seq`, `?3`
         // its uuid (a row that is not the expected one is not touched), then `values`.
         let row = |statement: &str,
-                   seqs: &RowSeqs<'_>,
+                   seq: Option<i64>,
                    snapshot: &Uuid,
                    values: &[&dyn rusqlite::ToSql]|
          -> Result<()> {
-            let seq = seqs.of(snapshot).ok_or_else(|| missing(snapshot))?;
             let uuid = snapshot.to_string();
             let mut all: Vec<&dyn rusqlite::ToSql> = vec![&id, &seq, &uuid];
             all.extend_from_slice(values);
@@ -426,22 +425,24 @@ impl SqliteStore {
             .count() as i64;
         // A plan that removes every snapshot (a delete of the only root with everything
         // under it, delete-all) empties the domain with one statement at its last removal,
-        // instead of one statement per row: the rows count as loaded at `expected`, which
+        // instead of one statement per row: its removals are distinct snapshots of the tree
+        // (`RowSeqs` refuses any other), as many as the rows loaded at `expected`, which
         // the generation check below confirms before anything is kept.
         let mut all_removed_at =
             (removes > 1 && removes == self.rows && adds == 0).then_some(removes);
         for edit in &plan.edits {
+            // Refused before its row is touched if it does not fit the tree (`RowSeqs`).
+            let seq = seqs.row(edit).map_err(|why| {
+                Error::Internal(format!(
+                    "the plan of domain '{name}' {why} (in {})",
+                    path.display()
+                ))
+            })?;
             match edit {
                 Edit::Add {
                     snapshot: s,
                     parent,
                 } => {
-                    let seq = seqs.add(s.uuid).ok_or_else(|| {
-                        Error::Internal(format!(
-                            "domain '{name}' has no sequence number left for snapshot '{}'",
-                            s.name
-                        ))
-                    })?;
                     tx.prepare_cached(
                         "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -480,25 +481,25 @@ impl SqliteStore {
                 }
                 Edit::Remove { snapshot } => row(
                     "DELETE FROM snapshots WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[],
                 )?,
                 Edit::SetParent { snapshot, parent } => row(
                     "UPDATE snapshots SET parent_uuid = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[&parent.map(|p| p.to_string())],
                 )?,
                 Edit::Rename { snapshot, name } => row(
                     "UPDATE snapshots SET name = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[name],
                 )?,
                 Edit::SetState { snapshot, state } => row(
                     "UPDATE snapshots SET state = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[&state.as_str()],
                 )?,
@@ -545,14 +546,14 @@ impl SqliteStore {
                 }
                 Edit::SetOnRetired { snapshot, retired } => row(
                     "UPDATE snapshots SET on_retired = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[&retired.map(|r| r.to_string())],
                 )?,
                 Edit::SetLiveOnRetired { retired } => live_on = Some(*retired),
                 Edit::SetPinned { snapshot, pinned } => row(
                     "UPDATE snapshots SET pinned = ?4 WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[&i64::from(*pinned)],
                 )?,
@@ -565,7 +566,7 @@ impl SqliteStore {
                 } => row(
                     "UPDATE snapshots SET description = ?4, creation_date = ?5, state = ?6 \
                      WHERE domain_id = ?1 AND seq = ?2 AND uuid = ?3",
-                    &seqs,
+                    seq,
                     snapshot,
                     &[description, creation_date, &state.as_str()],
                 )?,

@@ -15,7 +15,7 @@ use crate::model::{PowerState, Snapshot};
 use crate::plan::{Edit, Plan};
 use crate::store::StoredDomain;
 use crate::store::redact::redact;
-use crate::store::row_seqs::{RowSeqs, row_edited};
+use crate::store::row_seqs::RowSeqs;
 use crate::store::schema::SCHEMA_VERSION;
 use crate::store::sqlite::operation_name;
 use crate::store::tree_rows::{Row, TreeBuilder};
@@ -269,7 +269,8 @@ impl PgStore {
         let cache = &mut self.statements;
         let name = self.name.clone();
         let location = self.location.clone();
-        let mut missing: Option<Uuid> = None;
+        // Why an edit does not fit: a snapshot that is not stored, or `RowSeqs`' refusal.
+        let mut misfit: Option<String> = None;
         // The points of a commit the change-signal test stops writers at: on PostgreSQL
         // the same moments around the transaction (there is no signal to move).
         #[cfg(feature = "testing")]
@@ -292,26 +293,19 @@ impl PgStore {
             let text = |u: &Uuid| u.to_string();
             let opt = |u: &Option<Uuid>| u.map(|u| u.to_string());
             for edit in &plan.edits {
-                // The key of the row the edit changes, if it changes one in place.
-                let seq = match row_edited(edit) {
-                    Some(snapshot) => match seqs.of(snapshot) {
-                        Some(seq) => seq,
-                        None => {
-                            missing = Some(*snapshot);
-                            return Ok(None);
-                        }
-                    },
-                    None => -1,
+                // Refused before its row is touched if it does not fit the tree (`RowSeqs`).
+                let seq = match seqs.row(edit) {
+                    Ok(seq) => seq,
+                    Err(why) => {
+                        misfit = Some(why);
+                        return Ok(None);
+                    }
                 };
                 let (n, subject) = match edit {
                     Edit::Add {
                         snapshot: s,
                         parent,
                     } => {
-                        let Some(seq) = seqs.add(s.uuid) else {
-                            missing = Some(s.uuid);
-                            return Ok(None);
-                        };
                         run(
                             &mut tx,
                             "INSERT INTO snapshots (domain_id, seq, uuid, name, parent_uuid, description, creation_date, state, expires, pinned) \
@@ -444,7 +438,7 @@ impl PgStore {
                     ),
                 };
                 if n != 1 {
-                    missing = Some(*subject);
+                    misfit = Some(format!("edits snapshot {subject}, which is not stored"));
                     return Ok(None);
                 }
             }
@@ -494,8 +488,8 @@ impl PgStore {
             }),
             Some(Err(false)) => Err(Error::NoDomain(name)),
             None => Err(Error::Internal(format!(
-                "{what}: snapshot {} is not stored",
-                missing.map(|u| u.to_string()).unwrap_or_default()
+                "the plan of domain '{name}' {} (in {location})",
+                misfit.unwrap_or_default()
             ))),
         }
     }
