@@ -7,9 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use foldhash::fast::RandomState;
 use uuid::Uuid;
 
-use crate::plan::Edit;
+use crate::plan::{Edit, Plan};
 use crate::tree::SnapshotTree;
 
 /// The stored rows of one plan's edits, in edit order, on the tree the plan was made on.
@@ -24,26 +25,31 @@ pub(crate) struct RowSeqs<'a> {
     before: &'a SnapshotTree,
     next: u64,
     /// Snapshots the plan added so far: their numbers and names.
-    added: HashMap<Uuid, (u64, String)>,
-    /// Snapshots of `before` the plan removed.
-    removed: HashSet<Uuid>,
+    added: HashMap<Uuid, (u64, String), RandomState>,
+    /// Snapshots of `before` the plan removed (every one of a delete-all).
+    removed: HashSet<Uuid, RandomState>,
     /// Snapshots of `before` the plan renamed, with their names now.
-    renamed: HashMap<Uuid, String>,
+    renamed: HashMap<Uuid, String, RandomState>,
     /// The names the plan gave (adds and renames), to their snapshots.
-    named: HashMap<String, Uuid>,
+    named: HashMap<String, Uuid, RandomState>,
 }
 
 impl<'a> RowSeqs<'a> {
-    /// Rows for a plan made on `before`, the tree as loaded at the generation the commit
+    /// Rows for `plan`, made on `before`: the tree as loaded at the generation the commit
     /// checks.
-    pub(crate) fn new(before: &'a SnapshotTree) -> RowSeqs<'a> {
+    pub(crate) fn new(plan: &Plan, before: &'a SnapshotTree) -> RowSeqs<'a> {
+        let removals = plan
+            .edits
+            .iter()
+            .filter(|e| matches!(e, Edit::Remove { .. }))
+            .count();
         RowSeqs {
             before,
             next: before.next_seq(),
-            added: HashMap::new(),
-            removed: HashSet::new(),
-            renamed: HashMap::new(),
-            named: HashMap::new(),
+            added: HashMap::default(),
+            removed: HashSet::with_capacity_and_hasher(removals, RandomState::default()),
+            renamed: HashMap::default(),
+            named: HashMap::default(),
         }
     }
 
@@ -206,7 +212,12 @@ mod tests {
 
     /// The rows a plan's edits get, or the first refusal.
     fn rows(tree: &SnapshotTree, edits: &[Edit]) -> Result<Vec<Option<i64>>, String> {
-        let mut seqs = RowSeqs::new(tree);
+        let plan = Plan {
+            operation: crate::plan::Operation::RecordLayout,
+            steps: Vec::new(),
+            edits: edits.to_vec(),
+        };
+        let mut seqs = RowSeqs::new(&plan, tree);
         edits.iter().map(|e| seqs.row(e)).collect()
     }
 

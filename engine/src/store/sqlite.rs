@@ -394,7 +394,7 @@ impl SqliteStore {
                 _ => Err(missing(snapshot)),
             }
         };
-        let mut seqs = RowSeqs::new(before);
+        let mut seqs = RowSeqs::new(plan, before);
         // One statement on one snapshot's row: `?1` the domain, `?2` the row's `seq`, `?3`
         // its uuid (a row that is not the expected one is not touched), then `values`.
         let row = |statement: &str,

@@ -289,7 +289,7 @@ impl PgStore {
             };
             let mut current: Option<Option<Uuid>> = None;
             let mut live_on: Option<Option<Uuid>> = None;
-            let mut seqs = RowSeqs::new(before);
+            let mut seqs = RowSeqs::new(plan, before);
             let text = |u: &Uuid| u.to_string();
             let opt = |u: &Option<Uuid>| u.map(|u| u.to_string());
             for edit in &plan.edits {
