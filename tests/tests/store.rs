@@ -12,10 +12,10 @@ use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, Operation, Plan, PowerState,
     Snapshot, Step, Uuid,
 };
-use snaptree_tests::both_stores;
 use snaptree_tests::{
     Canon, build_base, check_invariants, fresh, journal_rows, null_domain, open_with,
 };
+use snaptree_tests::{Oracle, both_stores};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_store-worker");
 
@@ -789,52 +789,67 @@ fn snapshots_a_and_b(dir: &Path) -> (Connection, snaptree_engine::Domain) {
     (c, d)
 }
 
-/// Rows are addressed by the sequence number the handle's tree holds, with the uuid checked
-/// in the same statement (schema version 6 keeps no index by uuid): a stored row that is
-/// not the one the tree expects is never changed, and the commit fails as a bug.
-#[test]
-fn a_commit_never_changes_a_row_its_tree_does_not_expect() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (_c, mut d) = snapshots_a_and_b(tmp.path());
-    let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
-    // Behind the engine's back (no commit, no change signal): the two rows trade keys.
-    let db = rusqlite::Connection::open(tmp.path().join("snaptree.db")).unwrap();
-    let seq = |name: &str| -> i64 {
-        db.query_row("SELECT seq FROM snapshots WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .unwrap()
-    };
-    let (sa, sb) = (seq("a"), seq("b"));
-    db.execute_batch(&format!(
-        "UPDATE snapshots SET seq = -1 WHERE seq = {sa}; \
-         UPDATE snapshots SET seq = {sa} WHERE seq = {sb}; \
-         UPDATE snapshots SET seq = {sb} WHERE seq = -1;"
-    ))
-    .unwrap();
-    let err = d.rename(&b, "renamed").unwrap_err();
-    assert_eq!(
-        err.code(),
-        ErrorCode::Internal,
-        "expected the commit to refuse a row it does not expect: {err}"
-    );
-    assert!(
-        err.full_message().contains(&b.to_string()),
-        "expected the error to name snapshot b: {}",
-        err.full_message()
-    );
-    let names: Vec<(String, i64)> = db
-        .prepare("SELECT name, seq FROM snapshots ORDER BY name")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    assert_eq!(
-        names,
-        [("a".to_string(), sb), ("b".to_string(), sa)],
-        "expected both rows as they were before the failed rename"
-    );
+both_stores! {
+    /// Rows are addressed by the sequence number the handle's tree holds, with the uuid
+    /// checked in the same statement (schema version 6 keeps no index by uuid): a stored row
+    /// that is not the one the tree expects is never changed, and the commit fails as a bug.
+    fn a_commit_never_changes_a_row_its_tree_does_not_expect(dir) {
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        for name in ["a", "b"] {
+            d.create_snapshot(&format!("<domainsnapshot><name>{name}</name></domainsnapshot>"))
+                .unwrap();
+        }
+        let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
+        let mut oracle = Oracle::open(dir);
+        let rows = |o: &mut Oracle| -> Vec<(String, i64)> {
+            const SQL: &str = "SELECT name, seq FROM snapshots ORDER BY name";
+            match o {
+                Oracle::Sqlite(db) => db
+                    .prepare(SQL)
+                    .unwrap()
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap(),
+                Oracle::Postgres(c) => c
+                    .query(SQL, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect(),
+            }
+        };
+        let before = rows(&mut oracle);
+        let (sa, sb) = (before[0].1, before[1].1);
+        // Behind the engine's back (no commit, no generation, no change signal): the two
+        // rows trade keys.
+        let swap = format!(
+            "UPDATE snapshots SET seq = -1 WHERE seq = {sa}; \
+             UPDATE snapshots SET seq = {sa} WHERE seq = {sb}; \
+             UPDATE snapshots SET seq = {sb} WHERE seq = -1;"
+        );
+        match &mut oracle {
+            Oracle::Sqlite(db) => db.execute_batch(&swap).unwrap(),
+            Oracle::Postgres(c) => c.batch_execute(&swap).unwrap(),
+        }
+        let err = d.rename(&b, "renamed").unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::Internal,
+            "expected the commit to refuse a row it does not expect: {err}"
+        );
+        assert!(
+            err.full_message().contains(&b.to_string()),
+            "expected the error to name snapshot b: {}",
+            err.full_message()
+        );
+        assert_eq!(
+            rows(&mut oracle),
+            [("a".to_string(), sb), ("b".to_string(), sa)],
+            "expected both rows as they were before the failed rename"
+        );
+    }
 }
 
 /// The table no longer refuses a second row of one name or uuid (schema version 6): a
