@@ -317,9 +317,11 @@ impl Domain {
         // The entry was read back from the store, so it is not the planner's word: one
         // whose edits do not fit the tree must run no step, and its commit would leave
         // rows the loader refuses (a domain nobody could open). It stays pending.
+        let committed = plan.current_first();
+        let steps = actions(&plan);
         let mut after = self.tree.clone();
-        if let Err(e) = planner::apply_edits(&mut after, &plan.current_first().edits) {
-            let stage = if steps_done < actions(&plan).len() {
+        if let Err(e) = planner::apply_edits(&mut after, &committed.edits) {
+            let stage = if steps_done < steps.len() {
                 Stage::Step(steps_done)
             } else {
                 Stage::Commit
@@ -334,7 +336,7 @@ impl Domain {
             return Err(self.incomplete(&plan, stage, cause));
         }
         // A step interrupted mid-way is re-run: backends make every step restartable.
-        for (i, action) in actions(&plan).iter().enumerate().skip(steps_done) {
+        for (i, action) in steps.iter().enumerate().skip(steps_done) {
             let done = self
                 .execute(action, &mut NoProgress)
                 .and_then(|()| self.store.journal_step_done(i));
@@ -342,7 +344,7 @@ impl Domain {
                 return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
         }
-        self.commit_journaled(&plan.current_first())?;
+        self.commit_journaled(&committed)?;
         self.recoveries.push(Recovery {
             plan,
             operation,

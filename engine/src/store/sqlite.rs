@@ -102,11 +102,6 @@ fn opt_uuid_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option
     }
 }
 
-fn seq_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    let seq: i64 = row.get(i)?;
-    u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, seq))
-}
-
 fn state_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<PowerState> {
     let text = row.get_ref(i)?.as_str()?;
     PowerState::parse(text).map_err(|e| {
@@ -308,7 +303,7 @@ impl SqliteStore {
                         snapshot,
                         parent: opt_uuid_column(row, 2)?,
                         on_retired: opt_uuid_column(row, 6)?,
-                        seq: seq_column(row, 9)?,
+                        seq: row.get(9)?,
                     });
                 }
                 Ok(())

@@ -17,8 +17,9 @@ pub(crate) struct Row {
     pub(crate) parent: Option<Uuid>,
     /// The retired layer it is stored on, if not directly on its parent.
     pub(crate) on_retired: Option<Uuid>,
-    /// Its key in the store: creation order, and what a commit addresses the row by.
-    pub(crate) seq: u64,
+    /// Its key in the store, as stored: creation order, and what a commit addresses the
+    /// row by (a negative one makes the rows inconsistent).
+    pub(crate) seq: i64,
 }
 
 /// Domains with at least this many snapshots are built on a second thread while the
@@ -113,6 +114,15 @@ impl TreeBuilder {
             on_retired,
             seq,
         } = row;
+        let Ok(seq) = u64::try_from(seq) else {
+            self.bad.get_or_insert_with(|| {
+                format!(
+                    "snapshot '{}' has a negative sequence number {seq}",
+                    snapshot.name
+                )
+            });
+            return;
+        };
         // The store's key is unique and the rows are read in its order: anything else is
         // not what the store holds.
         if self.last_seq.is_some_and(|last| seq <= last) {
@@ -223,7 +233,7 @@ mod tests {
             snapshot: snap(i),
             parent,
             on_retired: None,
-            seq: 10 + 3 * i as u64,
+            seq: 10 + 3 * i as i64,
         }
     }
 
@@ -337,7 +347,7 @@ mod tests {
         for n in [100, PIPELINE_FROM as usize + 10] {
             let mut rows = rows(n);
             let mut again = row(7, None);
-            again.seq = 10 + 3 * n as u64;
+            again.seq = 10 + 3 * n as i64;
             rows.push(again);
             let why = build(rows, None).expect_err("a snapshot stored twice");
             assert!(
@@ -350,8 +360,11 @@ mod tests {
     #[test]
     fn stored_sequence_numbers_are_kept_and_new_snapshots_come_after_them() {
         let rows = rows(40);
-        let last = rows.last().expect("rows").seq;
-        let seqs: Vec<(Uuid, u64)> = rows.iter().map(|r| (r.snapshot.uuid, r.seq)).collect();
+        let last = rows.last().expect("rows").seq as u64;
+        let seqs: Vec<(Uuid, u64)> = rows
+            .iter()
+            .map(|r| (r.snapshot.uuid, r.seq as u64))
+            .collect();
         let mut t = built(rows, snap(3).uuid);
         for (uuid, seq) in seqs {
             assert_eq!(

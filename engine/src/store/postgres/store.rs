@@ -224,17 +224,11 @@ impl PgStore {
                     expires: row.get(7),
                     pinned: row.get::<_, i64>(8) != 0,
                 };
-                let seq: i64 = row.get(9);
                 sink(Row {
+                    snapshot,
                     parent: parse_opt_uuid(row.get(2)).map_err(|e| self.corrupt(e))?,
                     on_retired: parse_opt_uuid(row.get(6)).map_err(|e| self.corrupt(e))?,
-                    seq: u64::try_from(seq).map_err(|_| {
-                        self.corrupt(format!(
-                            "snapshot '{}' has a negative sequence number {seq}",
-                            snapshot.name
-                        ))
-                    })?,
-                    snapshot,
+                    seq: row.get(9),
                 });
             }
             Ok::<(), Error>(())
