@@ -355,3 +355,20 @@ pub(crate) fn commit_point(point: CommitPoint) {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
+
+thread_local! {
+    /// How many times a store on this thread read its journal table (`journal_reads`).
+    static JOURNAL_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times a SQLite store called on this thread read its journal from the database,
+/// rather than knowing from the change signal that nothing is pending. Per thread, so that
+/// tests running side by side do not count each other's reads.
+pub fn journal_reads() -> u64 {
+    JOURNAL_READS.with(std::cell::Cell::get)
+}
+
+/// Called by the store when it reads its journal.
+pub(crate) fn count_journal_read() {
+    JOURNAL_READS.with(|n| n.set(n.get() + 1));
+}

@@ -156,7 +156,8 @@ pub fn null_domain(name: &str) -> String {
     format!("<domain type='null'><name>{name}</name></domain>")
 }
 
-fn snapshot_xml(name: &str, description: &str) -> String {
+/// A snapshot document naming `name`, with a uuid derived from the name.
+pub fn snapshot_xml(name: &str, description: &str) -> String {
     format!(
         "<domainsnapshot><name>{name}</name><uuid>{}</uuid><description>{description}</description></domainsnapshot>",
         fixed_uuid(name)

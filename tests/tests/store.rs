@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use snaptree_engine::store::{DomainLock, SCHEMA_VERSION};
-use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend};
+use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend, journal_reads};
 use snaptree_engine::{
     Connection, DeleteMode, Edit, ErrorCode, NoProgress, NullBackend, Operation, Plan, PowerState,
     Snapshot, Step, Uuid,
@@ -929,4 +929,42 @@ fn a_journal_entry_that_does_not_fit_the_tree_stays_pending_and_changes_nothing(
     assert_eq!(count("journal"), 1, "expected the entry kept");
     let names: Vec<String> = d.tree().unwrap().iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, ["a", "b"], "expected the tree as it was");
+}
+
+#[test]
+fn an_operation_reads_the_journal_only_after_another_handle_changed_the_domain() {
+    // Every operation asks whether an interrupted one is pending. While the change signal
+    // is where this handle's last look (or its own commit) left it, the answer is known
+    // without a read transaction.
+    let tmp = tempfile::tempdir().unwrap();
+    let c = fresh(tmp.path(), "vm");
+    let mut d = c.open_domain("vm").unwrap();
+    build_base(&mut d).unwrap();
+    let start = journal_reads();
+    for i in 0..5 {
+        d.create_snapshot(&snaptree_tests::snapshot_xml(&format!("quiet-{i}"), ""))
+            .unwrap();
+    }
+    d.recover().unwrap();
+    assert_eq!(
+        journal_reads() - start,
+        0,
+        "expected no journal read while only this handle commits"
+    );
+    // Another handle commits: the signal moved, so the next operation reads once.
+    let mut other = c.open_domain("vm").unwrap();
+    other
+        .create_snapshot(&snaptree_tests::snapshot_xml("elsewhere", ""))
+        .unwrap();
+    let start = journal_reads();
+    d.create_snapshot(&snaptree_tests::snapshot_xml("after", ""))
+        .unwrap();
+    d.create_snapshot(&snaptree_tests::snapshot_xml("after-2", ""))
+        .unwrap();
+    assert_eq!(
+        journal_reads() - start,
+        1,
+        "expected one journal read after another handle's commit, then none"
+    );
+    assert_eq!(d.tree().unwrap().len(), other.tree().unwrap().len());
 }

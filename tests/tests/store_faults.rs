@@ -244,6 +244,36 @@ both_stores! {
 }
 
 both_stores! {
+    fn a_handle_that_found_no_pending_plan_finds_the_one_a_killed_process_left(dir) {
+        // A handle that checked for an interrupted operation and found none may skip the
+        // next check while the change signal has not moved (SqliteStore::pending): a plan
+        // journaled since by another process, which then died before committing, must move
+        // it.
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        build_base(&mut d).unwrap();
+        assert!(d.recover().unwrap().is_empty(), "expected nothing pending yet");
+        let before = Canon::of(d.tree().unwrap()).without_dates();
+        kill_at(dir, "delete-all", 1, true);
+        assert_eq!(journal_rows(dir).len(), 1, "expected the killed plan journaled");
+        assert_eq!(
+            Canon::of(d.tree().unwrap()).without_dates(),
+            before,
+            "expected the tree of before while the plan is pending"
+        );
+        let recovered = d.recover().unwrap();
+        assert_eq!(recovered.len(), 1, "expected the killed plan rolled forward by the old handle");
+        assert_eq!(recovered[0].steps_done_before, 1, "expected step 0 recorded done");
+        assert!(journal_rows(dir).is_empty(), "expected the journal entry gone");
+        assert!(
+            d.tree().unwrap().is_empty(),
+            "expected the tree after delete-all, found {:?}",
+            Canon::of(d.tree().unwrap()).names()
+        );
+    }
+}
+
+both_stores! {
     fn a_process_that_aborts_mid_plan_is_rolled_forward(dir) {
         let tmp = tempfile::tempdir().unwrap();
         let c = fresh(dir, "vm");

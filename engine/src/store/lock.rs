@@ -37,6 +37,8 @@ pub struct DomainLock {
     held: bool,
     /// The change signal in the file's first 8 bytes.
     signal: MappedCounter,
+    /// This process's id, recorded as the holder (read once: `getpid` is a system call).
+    pid: u64,
 }
 
 impl DomainLock {
@@ -91,6 +93,7 @@ impl DomainLock {
             timeout,
             held: false,
             signal,
+            pid: u64::from(std::process::id()),
         })
     }
 
@@ -140,7 +143,7 @@ impl DomainLock {
     /// value: every reader's remembered value is older) and fast reads resume.
     fn settle(&mut self) {
         self.held = true;
-        self.signal.store_aux(u64::from(std::process::id()));
+        self.signal.store_aux(self.pid);
         let s = self.signal.load();
         if !s.is_multiple_of(2) {
             self.signal.store(s + 1);

@@ -144,8 +144,16 @@ DROP TABLE snapshots;
 ALTER TABLE snapshots_v6 RENAME TO snapshots;
 ";
 
+/// Version 7: no table changes. From this version a writer also moves the change signal
+/// around the insert of a journal entry, and a handle that found no entry trusts that
+/// none was added while the signal stays where it was (`SqliteStore::pending`). The bump
+/// keeps an older snaptree, which journals without moving it, from opening the database:
+/// a plan it journaled and then died in would go unseen by such a handle, whose next
+/// commit removes the entry.
+const V7: &str = "";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

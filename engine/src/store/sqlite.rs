@@ -142,6 +142,11 @@ pub struct SqliteStore {
     /// this handle's own commit left it), when it was even: while the signal still has
     /// this value, nothing was committed since and the tree is current.
     seen: Option<u64>,
+    /// The change signal, even, at which this handle knew the domain had no journal entry
+    /// (read before a journal read that found none, or as its own commit, which removes
+    /// the entry, left it): while the signal still has this value there is none, since
+    /// only [`DomainStore::journal_begin`] adds one and it moves the signal.
+    no_journal_at: Option<u64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -187,6 +192,7 @@ impl SqliteStore {
             rows: 0,
             data_version: None,
             seen: None,
+            no_journal_at: None,
         })
     }
 
@@ -669,6 +675,14 @@ impl DomainStore for SqliteStore {
     }
 
     fn pending(&mut self) -> Result<Option<JournalEntry>> {
+        // Every operation asks under the lock; almost always nothing is pending, and the
+        // signal says so with one load instead of a read transaction (four `fcntl` calls).
+        let signal = self.lock.change_signal();
+        if signal.is_multiple_of(2) && self.no_journal_at == Some(signal) {
+            return Ok(None);
+        }
+        #[cfg(feature = "testing")]
+        crate::testing::count_journal_read();
         let row: Option<(String, i64)> = self
             .db
             .prepare_cached("SELECT plan, steps_done FROM journal WHERE domain_id = ?1")
@@ -681,6 +695,8 @@ impl DomainStore for SqliteStore {
                 self.name
             )))?;
         let Some((json, steps_done)) = row else {
+            // Loaded before the read: an entry added since moved it.
+            self.no_journal_at = signal.is_multiple_of(2).then_some(signal);
             return Ok(None);
         };
         let plan: Plan = serde_json::from_str(&json).map_err(|e| {
@@ -702,20 +718,34 @@ impl DomainStore for SqliteStore {
     fn journal_begin(&mut self, plan: &Plan) -> Result<()> {
         let json = serde_json::to_string(plan)
             .map_err(|e| Error::Internal(format!("a plan cannot be written as JSON: {e}")))?;
+        // Marked as a change, so that no handle goes on trusting that the domain has no
+        // entry (`pending`); a writer that dies in between leaves the signal odd.
+        let before = self.lock.change_signal();
+        self.no_journal_at = None;
+        self.lock.begin_change()?;
         // The entry must survive a power loss before the first physical step runs: this one
         // transaction waits for the write-ahead log to reach the disk.
-        self.set_synchronous("FULL")?;
-        let written = self
-            .db
-            .prepare_cached(
-                "INSERT INTO journal (domain_id, plan, steps_done, begun_at, pid) VALUES (?1, ?2, 0, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![self.domain_id, json, unix_now(), std::process::id()]))
-            .map_err(self.err(format_args!(
-                "cannot journal the {} of domain '{}'",
-                operation_name(&plan.operation),
-                self.name
-            )));
+        let written = self.set_synchronous("FULL").and_then(|()| {
+            self.db
+                .prepare_cached(
+                    "INSERT INTO journal (domain_id, plan, steps_done, begun_at, pid) VALUES (?1, ?2, 0, ?3, ?4)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![self.domain_id, json, unix_now(), std::process::id()])
+                })
+                .map(drop)
+                .map_err(self.err(format_args!(
+                    "cannot journal the {} of domain '{}'",
+                    operation_name(&plan.operation),
+                    self.name
+                )))
+        });
+        let after = self.lock.end_change()?;
+        // Only lock holders write, and an entry is not a change to the tree: a tree current
+        // at `before` is current at `after`.
+        if self.seen == Some(before) {
+            self.seen = Some(after);
+        }
         let restored = self.set_synchronous("NORMAL");
         written?;
         restored
@@ -758,11 +788,14 @@ impl DomainStore for SqliteStore {
                     })
                     .sum::<i64>();
                 self.seen = Some(signal);
+                // The same transaction removed the journal entry.
+                self.no_journal_at = Some(signal);
                 Ok(())
             }
             Err(e) => {
                 // The transaction rolled back; whatever the engine holds, reload next time.
                 self.loaded = None;
+                self.no_journal_at = None;
                 Err(e)
             }
         }
@@ -772,6 +805,7 @@ impl DomainStore for SqliteStore {
         // Durable too: an abort lost to a power loss would bring the entry back, and the
         // operation the caller saw fail would then be rolled forward.
         self.set_synchronous("FULL")?;
+        self.no_journal_at = None;
         let removed = self
             .db
             .prepare_cached("DELETE FROM journal WHERE domain_id = ?1")
