@@ -741,9 +741,9 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
     {
         let c = Connection::open(Some(dir)).unwrap();
         let mut d = c.open_domain("vm").unwrap();
-        // Each create adds a few pages to the log: well past 1 MiB, short of SQLite's
-        // own checkpoint at 4000 pages.
-        for i in 0..400 {
+        // Each create adds two or three 1 KiB pages to the log: well past 1 MiB, short of
+        // SQLite's own checkpoint at 4000 pages.
+        for i in 0..1000 {
             d.create_snapshot(&format!(
                 "<domainsnapshot><name>s{i}</name></domainsnapshot>"
             ))
@@ -769,10 +769,10 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
         .query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        rows, 401,
+        rows, 1001,
         "expected every snapshot in the database after the fold"
     );
-    assert_eq!(names(dir), 401, "expected every commit read back");
+    assert_eq!(names(dir), 1001, "expected every commit read back");
 }
 
 /// A SQLite state directory in `dir` holding domain "vm" with snapshots "a" and "b".
@@ -967,4 +967,48 @@ fn an_operation_reads_the_journal_only_after_another_handle_changed_the_domain()
         "expected one journal read after another handle's commit, then none"
     );
     assert_eq!(d.tree().unwrap().len(), other.tree().unwrap().len());
+}
+
+#[test]
+fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
+    // A create changes about 150 bytes on two pages, and the write-ahead log holds whole
+    // pages: 1 KiB pages write and sync a quarter of what SQLite's default 4 KiB did.
+    let page_size = |dir: &Path| -> i64 {
+        rusqlite::Connection::open(dir.join("snaptree.db"))
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("new");
+    {
+        let c = fresh(&new, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        build_base(&mut d).unwrap();
+    }
+    assert_eq!(page_size(&new), 1024, "expected a new database with 1 KiB pages");
+
+    // A database made with 4 KiB pages (as before) is used as it is, not rebuilt.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    rusqlite::Connection::open(old.join("snaptree.db"))
+        .unwrap()
+        .execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE placeholder (x);")
+        .unwrap();
+    {
+        let c = fresh(&old, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        build_base(&mut d).unwrap();
+    }
+    assert_eq!(page_size(&old), 4096, "expected the old database's page size kept");
+    let c = Connection::open(Some(&old)).unwrap();
+    let d = c.open_domain("vm").unwrap();
+    let reopened = Canon::of(d.cached_tree()).without_dates();
+    let c = Connection::open(Some(&new)).unwrap();
+    let d = c.open_domain("vm").unwrap();
+    assert_eq!(
+        reopened,
+        Canon::of(d.cached_tree()).without_dates(),
+        "expected the same tree from both page sizes"
+    );
 }
