@@ -127,6 +127,12 @@ impl NameIndex {
             .map(|e| e.remove().0)
     }
 
+    /// Forgets every name.
+    pub(crate) fn clear(&mut self) {
+        self.table.clear();
+        self.keys.clear();
+    }
+
     fn is<'a>(&self, i: NodeIndex, name: &str, name_of: &impl Fn(NodeIndex) -> &'a str) -> bool {
         matches(&self.keys, i, name, name_of)
     }

@@ -495,9 +495,73 @@ impl Plan {
     }
 }
 
+/// Applies `edits` when they remove every snapshot and otherwise only record retired
+/// layers and clear `current` (delete-all, a discard of every root with all below it),
+/// with one [`SnapshotTree::remove_all`] instead of a removal per snapshot: a removal
+/// updates five indexes, which was a quarter of deleting 100,000 snapshots. None when the
+/// edits are of another kind, or when applying them in order would fail (the edits are
+/// then applied one by one, which reports the failure).
+///
+/// The other edits allowed here read and write no snapshot, so they give the same result
+/// before the removals as between them; `current` is checked where the removals begin.
+fn apply_emptying(tree: &mut SnapshotTree, edits: &[Edit]) -> Option<Result<()>> {
+    let mut removals = Vec::new();
+    let mut current_cleared = tree.current().is_none();
+    for edit in edits {
+        match edit {
+            Edit::Remove { snapshot } => {
+                if !current_cleared {
+                    return None;
+                }
+                removals.push(*snapshot);
+            }
+            Edit::SetCurrent { current: None } => current_cleared = true,
+            Edit::Retire { .. }
+            | Edit::Unretire { .. }
+            | Edit::ClearRetired
+            | Edit::SetRetiredParent { .. }
+            | Edit::SetLiveOnRetired { .. } => {}
+            _ => return None,
+        }
+    }
+    if removals.len() < 2 || !tree.removes_all_in_order(&removals) {
+        return None;
+    }
+    let mut others = edits.iter().filter(|e| !matches!(e, Edit::Remove { .. }));
+    Some(
+        others
+            .try_for_each(|edit| match edit {
+                Edit::SetCurrent { current } => tree.set_current(*current),
+                Edit::Retire { snapshot } => {
+                    tree.add_retired(*snapshot);
+                    Ok(())
+                }
+                Edit::Unretire { snapshot } => tree.remove_retired(snapshot),
+                Edit::ClearRetired => {
+                    tree.clear_retired();
+                    Ok(())
+                }
+                Edit::SetRetiredParent { snapshot, parent } => {
+                    tree.set_retired_parent(*snapshot, *parent)
+                }
+                Edit::SetLiveOnRetired { retired } => {
+                    tree.set_live_on_retired(*retired);
+                    Ok(())
+                }
+                _ => Err(crate::Error::Internal(format!(
+                    "an edit of another kind in a plan that empties the tree: {edit:?}"
+                ))),
+            })
+            .and_then(|()| tree.remove_all()),
+    )
+}
+
 /// Applies a plan's edits to a tree. Used after the physical steps succeeded, by the
 /// store's recovery, and by tests.
 pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
+    if let Some(applied) = apply_emptying(tree, edits) {
+        return applied;
+    }
     for edit in edits {
         match edit {
             Edit::Add { snapshot, parent } => tree.insert(snapshot.clone(), *parent)?,
@@ -526,4 +590,149 @@ pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod emptying_tests {
+    use super::*;
+    use crate::DeleteMode;
+    use crate::tree::tests::snap;
+
+    /// a - b - c - d, b - e, one retired layer under c and one the live state sits on,
+    /// `current` on d.
+    fn tree() -> (SnapshotTree, Uuid) {
+        let mut t = SnapshotTree::new();
+        let mut by_name = std::collections::BTreeMap::new();
+        for (name, parent) in [
+            ("a", None),
+            ("b", Some("a")),
+            ("c", Some("b")),
+            ("d", Some("c")),
+            ("e", Some("b")),
+        ] {
+            let s = snap(name);
+            by_name.insert(name, s.uuid);
+            t.insert(s, parent.map(|p| by_name[p])).unwrap();
+        }
+        let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
+        t.add_retired(r1);
+        t.set_retired_parent(r1, Some(by_name["b"])).unwrap();
+        t.set_on_retired(by_name["c"], Some(r1)).unwrap();
+        t.add_retired(r2);
+        t.set_retired_parent(r2, Some(by_name["d"])).unwrap();
+        t.set_live_on_retired(Some(r2));
+        t.set_current(Some(by_name["d"])).unwrap();
+        (t, by_name["a"])
+    }
+
+    /// What the tree shows: names in creation order, current, the retired layers and
+    /// their parents, the live state's layer, the next sequence number.
+    #[allow(clippy::type_complexity)]
+    fn seen(
+        t: &SnapshotTree,
+    ) -> (
+        Vec<String>,
+        Option<Uuid>,
+        Vec<(Uuid, Option<Option<Uuid>>)>,
+        Option<Uuid>,
+        u64,
+    ) {
+        (
+            t.iter().map(|s| s.name.clone()).collect(),
+            t.current().map(|s| s.uuid),
+            t.retired()
+                .iter()
+                .map(|r| (*r, t.retired_parent(r)))
+                .collect(),
+            t.live_on_retired(),
+            t.next_seq(),
+        )
+    }
+
+    fn one_by_one(t: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
+        edits
+            .iter()
+            .try_for_each(|e| apply_edits(t, std::slice::from_ref(e)))
+    }
+
+    #[test]
+    fn a_plan_that_empties_the_tree_gives_what_its_edits_one_by_one_give() {
+        let (t, root) = tree();
+        let plans = [
+            crate::planner::plan_delete_all(&t).unwrap(),
+            crate::planner::plan_delete(&t, "vm", &root, DeleteMode::DiscardForce).unwrap(),
+        ];
+        for plan in plans {
+            let mut fast = t.clone();
+            assert!(
+                apply_emptying(&mut fast, &plan.edits).is_some_and(|r| r.is_ok()),
+                "expected the {:?} plan applied at once: {:?}",
+                plan.operation,
+                plan.edits
+            );
+            let mut slow = t.clone();
+            one_by_one(&mut slow, &plan.edits).unwrap();
+            assert!(fast.is_empty(), "expected no snapshot left");
+            assert_eq!(
+                seen(&fast),
+                seen(&slow),
+                "expected the same tree either way ({:?})",
+                plan.operation
+            );
+            // The tree is usable afterwards: a new snapshot gets a number past every old one.
+            fast.insert(snap("again"), None).unwrap();
+            assert_eq!(
+                fast.creation_seq(&fast.iter().next().unwrap().uuid),
+                Some(slow.next_seq())
+            );
+        }
+    }
+
+    #[test]
+    fn removals_in_an_order_one_by_one_refuses_are_refused_the_same_way() {
+        let (t, _) = tree();
+        let plan = crate::planner::plan_delete_all(&t).unwrap();
+        let mut edits = plan.edits.clone();
+        // A parent before its child; then `current` removed while current; then a
+        // snapshot twice instead of one of them.
+        let first = edits
+            .iter()
+            .position(|e| matches!(e, Edit::Remove { .. }))
+            .unwrap();
+        let last = edits
+            .iter()
+            .rposition(|e| matches!(e, Edit::Remove { .. }))
+            .unwrap();
+        edits.swap(first, last);
+        let without_clear: Vec<Edit> = plan
+            .edits
+            .iter()
+            .filter(|e| !matches!(e, Edit::SetCurrent { .. }))
+            .cloned()
+            .collect();
+        let mut twice = plan.edits.clone();
+        twice[last] = twice[first].clone();
+        for (what, edits) in [
+            ("parent first", edits),
+            ("current kept", without_clear),
+            ("one twice", twice),
+        ] {
+            let mut fast = t.clone();
+            assert!(
+                apply_emptying(&mut fast, &edits).is_none(),
+                "{what}: expected no emptying at once"
+            );
+            let mut whole = t.clone();
+            let mut slow = t.clone();
+            assert_eq!(
+                apply_edits(&mut whole, &edits).is_err(),
+                one_by_one(&mut slow, &edits).is_err(),
+                "{what}: expected the same outcome as one by one"
+            );
+            assert!(
+                one_by_one(&mut t.clone(), &edits).is_err(),
+                "{what}: expected a refusal"
+            );
+        }
+    }
 }

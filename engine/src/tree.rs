@@ -446,6 +446,55 @@ impl SnapshotTree {
         Ok(node.snapshot)
     }
 
+    /// Whether removing `removals` one at a time, in order, with [`SnapshotTree::remove`]
+    /// would leave no snapshot, as far as the tree's shape goes: each is in the tree once
+    /// and has no children left when its turn comes (whether one is current is the
+    /// caller's to check). Reads only.
+    pub(crate) fn removes_all_in_order(&self, removals: &[Uuid]) -> bool {
+        use petgraph::visit::NodeIndexable;
+        if removals.len() != self.by_uuid.len() {
+            return false;
+        }
+        let mut gone = vec![false; self.graph.node_bound()];
+        for uuid in removals {
+            let Some(&i) = self.by_uuid.get(uuid) else {
+                return false;
+            };
+            if gone[i.index()]
+                || self
+                    .graph
+                    .neighbors_directed(i, Direction::Outgoing)
+                    .any(|c| !gone[c.index()])
+            {
+                return false;
+            }
+            gone[i.index()] = true;
+        }
+        true
+    }
+
+    /// Removes every snapshot at once: what removing each in turn leaves (the retired
+    /// uuids, the retired layers' physical parents, the live state's retired layer and
+    /// `next_seq` kept), without updating five indexes per snapshot. Refused while a
+    /// snapshot is current, as its removal would be.
+    pub(crate) fn remove_all(&mut self) -> Result<()> {
+        if let Some(i) = self.current {
+            return Err(Error::Internal(format!(
+                "snapshot {} removed while it is the current snapshot",
+                self.graph[i].snapshot.uuid
+            )));
+        }
+        self.graph.clear();
+        self.by_name.clear();
+        self.by_uuid.clear();
+        self.roots.clear();
+        self.leaves.clear();
+        self.all.clear();
+        // Kept per snapshot, and `remove` drops each snapshot's entry.
+        self.physical.on_retired.clear();
+        Ok(())
+    }
+
     /// Moves a snapshot under a new parent (None: makes it a root). Refuses cycles.
     pub fn set_parent(&mut self, uuid: &Uuid, parent: Option<Uuid>) -> Result<()> {
         let i = self.index(uuid)?;
@@ -632,11 +681,12 @@ fn no_snapshot_named(name: &str, domain: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::PowerState;
 
-    fn snap(name: &str) -> Snapshot {
+    /// A shut-off snapshot named `name` with a fresh uuid.
+    pub(crate) fn snap(name: &str) -> Snapshot {
         Snapshot {
             uuid: Uuid::new_v4(),
             name: name.into(),

@@ -986,21 +986,31 @@ fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
         let mut d = c.open_domain("vm").unwrap();
         build_base(&mut d).unwrap();
     }
-    assert_eq!(page_size(&new), 1024, "expected a new database with 1 KiB pages");
+    assert_eq!(
+        page_size(&new),
+        1024,
+        "expected a new database with 1 KiB pages"
+    );
 
     // A database made with 4 KiB pages (as before) is used as it is, not rebuilt.
     let old = tmp.path().join("old");
     std::fs::create_dir_all(&old).unwrap();
     rusqlite::Connection::open(old.join("snaptree.db"))
         .unwrap()
-        .execute_batch("PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE placeholder (x);")
+        .execute_batch(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE placeholder (x);",
+        )
         .unwrap();
     {
         let c = fresh(&old, "vm");
         let mut d = c.open_domain("vm").unwrap();
         build_base(&mut d).unwrap();
     }
-    assert_eq!(page_size(&old), 4096, "expected the old database's page size kept");
+    assert_eq!(
+        page_size(&old),
+        4096,
+        "expected the old database's page size kept"
+    );
     let c = Connection::open(Some(&old)).unwrap();
     let d = c.open_domain("vm").unwrap();
     let reopened = Canon::of(d.cached_tree()).without_dates();
