@@ -499,8 +499,11 @@ impl Plan {
 /// layers and clear `current` (delete-all, a discard of every root with all below it),
 /// with one [`SnapshotTree::remove_all`] instead of a removal per snapshot: a removal
 /// updates five indexes, which was a quarter of deleting 100,000 snapshots. None when the
-/// edits are of another kind, or when applying them in order would fail (the edits are
-/// then applied one by one, which reports the failure).
+/// edits are of another kind, or when their removals would fail in order (the edits are
+/// then applied one by one, which reports the failure). An `Unretire` or
+/// `SetRetiredParent` of a uuid that is not retired fails here as it does one by one,
+/// with the removals not yet made: callers apply plans to a copy, or reload after an
+/// error, so the partial tree is never used.
 ///
 /// The other edits allowed here read and write no snapshot, so they give the same result
 /// before the removals as between them; `current` is checked where the removals begin.

@@ -741,9 +741,9 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
     {
         let c = Connection::open(Some(dir)).unwrap();
         let mut d = c.open_domain("vm").unwrap();
-        // Each create adds two or three 1 KiB pages to the log: well past 1 MiB, short of
+        // Each create adds two or three 2 KiB pages to the log: well past 1 MiB, short of
         // SQLite's own checkpoint at 4000 pages.
-        for i in 0..1000 {
+        for i in 0..600 {
             d.create_snapshot(&format!(
                 "<domainsnapshot><name>s{i}</name></domainsnapshot>"
             ))
@@ -769,10 +769,10 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
         .query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        rows, 1001,
+        rows, 601,
         "expected every snapshot in the database after the fold"
     );
-    assert_eq!(names(dir), 1001, "expected every commit read back");
+    assert_eq!(names(dir), 601, "expected every commit read back");
 }
 
 /// A SQLite state directory in `dir` holding domain "vm" with snapshots "a" and "b".
@@ -972,7 +972,7 @@ fn an_operation_reads_the_journal_only_after_another_handle_changed_the_domain()
 #[test]
 fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
     // A create changes about 150 bytes on two pages, and the write-ahead log holds whole
-    // pages: 1 KiB pages write and sync a quarter of what SQLite's default 4 KiB did.
+    // pages: 2 KiB pages write and sync half of what SQLite's default 4 KiB did.
     let page_size = |dir: &Path| -> i64 {
         rusqlite::Connection::open(dir.join("snaptree.db"))
             .unwrap()
@@ -988,8 +988,8 @@ fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
     }
     assert_eq!(
         page_size(&new),
-        1024,
-        "expected a new database with 1 KiB pages"
+        2048,
+        "expected a new database with 2 KiB pages"
     );
 
     // A database made with 4 KiB pages (as before) is used as it is, not rebuilt.

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-/// A log this large (1 MiB: about a thousand 1 KiB pages of commits) is copied into the database
+/// A log this large (1 MiB: about five hundred 2 KiB pages of commits) is copied into the database
 /// and cut back to nothing when a connection closes.
 pub(crate) const CHECKPOINT_ON_CLOSE_FROM: u64 = 1 << 20;
 

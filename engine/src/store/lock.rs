@@ -37,7 +37,8 @@ pub struct DomainLock {
     held: bool,
     /// The change signal in the file's first 8 bytes.
     signal: MappedCounter,
-    /// This process's id, recorded as the holder (read once: `getpid` is a system call).
+    /// This process's id, recorded as the holder (read once: `getpid` is a system call; a
+    /// handle is not meant to cross a `fork`, whose child shares the parent's lock).
     pid: u64,
 }
 

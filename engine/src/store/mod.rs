@@ -195,11 +195,19 @@ pub(crate) fn db_error(what: impl std::fmt::Display, path: &Path, e: rusqlite::E
     Error::storage(format!("{what} in {}", path.display()), e)
 }
 
+/// The page size of a new database, bytes. Every commit appends each page it changed to
+/// the write-ahead log, and every checkpoint syncs the log before copying it; a create
+/// changes about 150 bytes on two pages, so with SQLite's 4 KiB pages the log's writes and
+/// syncs were most of a create (BENCHMARKS.md: 21.6-22.0 -> 17.1-17.5 us a create at
+/// 100,000). Not 1 KiB, which was faster still (14.4-16.1 us): a row larger than about
+/// 230 bytes (a description of 100-odd characters) leaves a 1 KiB page for an overflow
+/// page of its own, which made such rows take 1,148 bytes on disk instead of 340 and
+/// their creates and loads slower than with 4 KiB pages. With 2 KiB a row keeps up to
+/// about 490 bytes in its page.
+pub const PAGE_SIZE: u32 = 2048;
+
 /// Opens a connection to the database of a prepared state directory, with the pragmas
 /// every connection needs. The schema is not touched.
-/// The page size of a new database, bytes.
-pub const PAGE_SIZE: u32 = 1024;
-
 pub(crate) fn open_db(path: &Path) -> Result<Db> {
     let db = rusqlite::Connection::open(path)
         .map_err(|e| db_error("cannot open the metadata database", path, e))?;
@@ -211,15 +219,13 @@ pub(crate) fn open_db(path: &Path) -> Result<Db> {
             true,
         )?;
         db.set_prepared_statement_cache_capacity(64);
-        // A new database gets 1 KiB pages (an existing one keeps its size: SQLite ignores
-        // this once the file has content). Every commit appends each page it changed to the
-        // write-ahead log, and a checkpoint syncs the log before copying it: a create
-        // changes two pages, about 150 bytes of them, so with 4 KiB pages the log's writes
-        // and syncs were most of a create (19.5-20.2 -> 13.3-13.5 us a create, BENCHMARKS.md).
+        // For a new database (an existing one keeps its page size: SQLite ignores this once
+        // the file has content; changing it needs a VACUUM outside WAL mode).
         db.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))?;
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        // Checkpoints copy the log into the database and sync both: every 4000 pages (4 MiB
-        // of log) instead of SQLite's 1000, their cost spreads over ~4x more commits. After
+        // Checkpoints copy the log into the database and sync both: every 4000 pages (8 MiB
+        // of log with 2 KiB pages) instead of SQLite's 1000, their cost spreads over ~4x more
+        // commits. After
         // a checkpoint the log file is cut back to 32 MiB at most. A page cache of up to
         // 16 MiB (SQLite's default is 2) keeps the indexes of ~100,000 snapshots in memory:
         // deleting a subtree of that size re-read index pages from the OS for every row

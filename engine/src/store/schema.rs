@@ -149,7 +149,11 @@ ALTER TABLE snapshots_v6 RENAME TO snapshots;
 /// none was added while the signal stays where it was (`SqliteStore::pending`). The bump
 /// keeps an older snaptree, which journals without moving it, from opening the database:
 /// a plan it journaled and then died in would go unseen by such a handle, whose next
-/// commit removes the entry.
+/// commit removes the entry. As with version 4, an older process that opened the
+/// database before the upgrade is not stopped by it: stop every process using a state
+/// directory before the first newer one opens it. PostgreSQL has no change signal and
+/// gains nothing here, but shares the numbering: the hosts of a fleet move to this
+/// version together.
 const V7: &str = "";
 
 /// The migrations, in order: `MIGRATIONS[i]` takes version `i` to `i + 1`.
