@@ -980,10 +980,13 @@ impl RefModel {
 
     /// Prune (§7.5) under a keep-last policy, as this model reads it: every snapshot but
     /// the newest `last` (snapshots are created in date order here), the current one never,
-    /// deleted with CONSOLIDATE one by one, oldest first. The first delete that fails ends
-    /// the prune with its error; the ones before stay done.
+    /// deleted with CONSOLIDATE one by one, oldest first. Every delete is checked against
+    /// the capabilities before any runs: one the backend cannot run in the power state
+    /// refuses the whole prune, nothing deleted. Otherwise the first delete that fails
+    /// ends the prune with its error; the ones before stay done.
     pub fn prune(&mut self) {
         self.reach();
+        let before = self.clone();
         let Some(last) = self.keep_last else {
             return self.done(Vec::new());
         };
@@ -1006,6 +1009,13 @@ impl RefModel {
         let mut plan = Vec::new();
         for v in victims {
             self.delete(&Target::Uuid(v), delete_flag::CONSOLIDATE);
+            if matches!(&self.last, Expected::Err(c, _) if *c == code::OPERATION_INVALID) {
+                let (next_token, generated, last) =
+                    (self.next_token, self.generated, self.last.clone());
+                *self = before;
+                (self.next_token, self.generated) = (next_token, generated);
+                return self.fail(last);
+            }
             if self.last != Expected::Ok {
                 return;
             }
