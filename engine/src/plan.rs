@@ -530,33 +530,11 @@ fn apply_emptying(tree: &mut SnapshotTree, edits: &[Edit]) -> Option<Result<()>>
     if removals.len() < 2 || !tree.removes_all_in_order(&removals) {
         return None;
     }
-    let mut others = edits.iter().filter(|e| !matches!(e, Edit::Remove { .. }));
-    Some(
-        others
-            .try_for_each(|edit| match edit {
-                Edit::SetCurrent { current } => tree.set_current(*current),
-                Edit::Retire { snapshot } => {
-                    tree.add_retired(*snapshot);
-                    Ok(())
-                }
-                Edit::Unretire { snapshot } => tree.remove_retired(snapshot),
-                Edit::ClearRetired => {
-                    tree.clear_retired();
-                    Ok(())
-                }
-                Edit::SetRetiredParent { snapshot, parent } => {
-                    tree.set_retired_parent(*snapshot, *parent)
-                }
-                Edit::SetLiveOnRetired { retired } => {
-                    tree.set_live_on_retired(*retired);
-                    Ok(())
-                }
-                _ => Err(crate::Error::Internal(format!(
-                    "an edit of another kind in a plan that empties the tree: {edit:?}"
-                ))),
-            })
-            .and_then(|()| tree.remove_all()),
-    )
+    let applied = edits
+        .iter()
+        .filter(|e| !matches!(e, Edit::Remove { .. }))
+        .try_for_each(|edit| apply_edit(tree, edit));
+    Some(applied.and_then(|()| tree.remove_all()))
 }
 
 /// Applies a plan's edits to a tree. Used after the physical steps succeeded, by the
@@ -565,32 +543,35 @@ pub fn apply_edits(tree: &mut SnapshotTree, edits: &[Edit]) -> Result<()> {
     if let Some(applied) = apply_emptying(tree, edits) {
         return applied;
     }
-    for edit in edits {
-        match edit {
-            Edit::Add { snapshot, parent } => tree.insert(snapshot.clone(), *parent)?,
-            Edit::Remove { snapshot } => {
-                tree.remove(snapshot)?;
-            }
-            Edit::SetParent { snapshot, parent } => tree.set_parent(snapshot, *parent)?,
-            Edit::Rename { snapshot, name } => tree.rename(snapshot, name)?,
-            Edit::SetState { snapshot, state } => tree.set_state(snapshot, *state)?,
-            Edit::SetCurrent { current } => tree.set_current(*current)?,
-            Edit::Retire { snapshot } => tree.add_retired(*snapshot),
-            Edit::ClearRetired => tree.clear_retired(),
-            Edit::Unretire { snapshot } => tree.remove_retired(snapshot)?,
-            Edit::SetRetiredParent { snapshot, parent } => {
-                tree.set_retired_parent(*snapshot, *parent)?
-            }
-            Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
-            Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
-            Edit::SetPinned { snapshot, pinned } => tree.set_pinned(snapshot, *pinned)?,
-            Edit::Redefine {
-                snapshot,
-                description,
-                creation_date,
-                state,
-            } => tree.redefine(snapshot, description, *creation_date, *state)?,
+    edits.iter().try_for_each(|edit| apply_edit(tree, edit))
+}
+
+/// Applies one edit.
+fn apply_edit(tree: &mut SnapshotTree, edit: &Edit) -> Result<()> {
+    match edit {
+        Edit::Add { snapshot, parent } => tree.insert(snapshot.clone(), *parent)?,
+        Edit::Remove { snapshot } => {
+            tree.remove(snapshot)?;
         }
+        Edit::SetParent { snapshot, parent } => tree.set_parent(snapshot, *parent)?,
+        Edit::Rename { snapshot, name } => tree.rename(snapshot, name)?,
+        Edit::SetState { snapshot, state } => tree.set_state(snapshot, *state)?,
+        Edit::SetCurrent { current } => tree.set_current(*current)?,
+        Edit::Retire { snapshot } => tree.add_retired(*snapshot),
+        Edit::ClearRetired => tree.clear_retired(),
+        Edit::Unretire { snapshot } => tree.remove_retired(snapshot)?,
+        Edit::SetRetiredParent { snapshot, parent } => {
+            tree.set_retired_parent(*snapshot, *parent)?
+        }
+        Edit::SetOnRetired { snapshot, retired } => tree.set_on_retired(*snapshot, *retired)?,
+        Edit::SetLiveOnRetired { retired } => tree.set_live_on_retired(*retired),
+        Edit::SetPinned { snapshot, pinned } => tree.set_pinned(snapshot, *pinned)?,
+        Edit::Redefine {
+            snapshot,
+            description,
+            creation_date,
+            state,
+        } => tree.redefine(snapshot, description, *creation_date, *state)?,
     }
     Ok(())
 }

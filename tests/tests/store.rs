@@ -979,13 +979,13 @@ fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap()
     };
+    let base_in = |dir: &Path| {
+        let c = fresh(dir, "vm");
+        build_base(&mut c.open_domain("vm").unwrap()).unwrap();
+    };
     let tmp = tempfile::tempdir().unwrap();
     let new = tmp.path().join("new");
-    {
-        let c = fresh(&new, "vm");
-        let mut d = c.open_domain("vm").unwrap();
-        build_base(&mut d).unwrap();
-    }
+    base_in(&new);
     assert_eq!(
         page_size(&new),
         2048,
@@ -1001,11 +1001,7 @@ fn a_new_database_has_small_pages_and_an_old_one_keeps_its_own() {
             "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE placeholder (x);",
         )
         .unwrap();
-    {
-        let c = fresh(&old, "vm");
-        let mut d = c.open_domain("vm").unwrap();
-        build_base(&mut d).unwrap();
-    }
+    base_in(&old);
     assert_eq!(
         page_size(&old),
         4096,
