@@ -10,6 +10,8 @@
 //!   shares that one `DomainShared`, so operations on one domain through one connection
 //!   run one at a time (the engine's per-domain lock orders them against other
 //!   connections and processes), while operations on different domains run in parallel.
+//! - Both hold the connection and the domain's state through one `Arc` of a
+//!   [`DomainRef`], which a domain handle makes and its snapshot handles share.
 //! - A snapshot handle ([`snaptree_snapshot`]) is a domain plus a snapshot uuid: it names
 //!   its snapshot by uuid, so it survives a rename, and every call on it fails with
 //!   `NO_SNAPSHOT` once the snapshot is gone.
@@ -142,32 +144,58 @@ pub struct snaptree_conn {
     pub(crate) shared: Arc<ConnShared>,
 }
 
-/// A domain (opaque to C): usable from several threads; freed with `snaptree_domain_free`.
-pub struct snaptree_domain {
+/// A domain as a handle sees it: the connection and the domain's shared state. Domain
+/// and snapshot handles hold it through one `Arc`, so that making and freeing a snapshot
+/// handle (every lookup) moves one reference count, not two.
+pub struct DomainRef {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) dom: Arc<DomainShared>,
+}
+
+/// A domain (opaque to C): usable from several threads; freed with `snaptree_domain_free`.
+pub struct snaptree_domain {
+    inner: Arc<DomainRef>,
 }
 
 /// A snapshot, named by its uuid (opaque to C): usable from several threads; freed with
 /// `snaptree_snapshot_free`.
 pub struct snaptree_snapshot {
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) dom: Arc<DomainShared>,
+    inner: Arc<DomainRef>,
     pub(crate) uuid: Uuid,
+}
+
+impl std::ops::Deref for snaptree_domain {
+    type Target = DomainRef;
+
+    fn deref(&self) -> &DomainRef {
+        &self.inner
+    }
+}
+
+impl std::ops::Deref for snaptree_snapshot {
+    type Target = DomainRef;
+
+    fn deref(&self) -> &DomainRef {
+        &self.inner
+    }
+}
+
+impl DomainRef {
+    /// Runs `f` on the engine domain.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
+        self.dom.with(&self.conn.conn, f)
+    }
 }
 
 impl snaptree_domain {
     /// A new handle on `dom`, boxed for C.
     pub(crate) fn boxed(conn: &Arc<ConnShared>, dom: Arc<DomainShared>) -> *mut snaptree_domain {
         Box::into_raw(Box::new(snaptree_domain {
-            conn: Arc::clone(conn),
-            dom,
+            inner: Arc::new(DomainRef {
+                conn: Arc::clone(conn),
+                dom,
+            }),
         }))
-    }
-
-    /// Runs `f` on the engine domain.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
-        self.dom.with(&self.conn.conn, f)
     }
 
     /// Runs `f` on the domain's current tree.
@@ -178,19 +206,13 @@ impl snaptree_domain {
     /// A new snapshot handle on a snapshot of this domain, boxed for C.
     pub(crate) fn snapshot(&self, uuid: Uuid) -> *mut snaptree_snapshot {
         Box::into_raw(Box::new(snaptree_snapshot {
-            conn: Arc::clone(&self.conn),
-            dom: Arc::clone(&self.dom),
+            inner: Arc::clone(&self.inner),
             uuid,
         }))
     }
 }
 
 impl snaptree_snapshot {
-    /// Runs `f` on the engine domain.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
-        self.dom.with(&self.conn.conn, f)
-    }
-
     /// Runs `f` on the tree and this handle's snapshot, which must still exist
     /// (`NO_SNAPSHOT` otherwise).
     pub(crate) fn read<T>(
@@ -206,8 +228,7 @@ impl snaptree_snapshot {
     /// A new snapshot handle on another snapshot of the same domain, boxed for C.
     pub(crate) fn sibling(&self, uuid: Uuid) -> *mut snaptree_snapshot {
         Box::into_raw(Box::new(snaptree_snapshot {
-            conn: Arc::clone(&self.conn),
-            dom: Arc::clone(&self.dom),
+            inner: Arc::clone(&self.inner),
             uuid,
         }))
     }

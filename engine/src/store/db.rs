@@ -9,8 +9,8 @@
 //! are complete in the log but not yet on disk, which is what the checkpoint on close used
 //! to settle), and the log is copied into the database only once it has grown past
 //! [`CHECKPOINT_ON_CLOSE_FROM`], so that the next opener, which must read the log's valid
-//! frames to rebuild its index, reads little. SQLite's own checkpoints every 4000 pages
-//! (`wal_autocheckpoint`) go on as before.
+//! frames to rebuild its index, reads little. While a connection is open, its log is
+//! checkpointed on a thread of its own (store/checkpointer.rs).
 //!
 //! A consequence to know: between commands the database file alone does not hold every
 //! commit; the `-wal` file beside it is part of the store (copy the state directory, not
@@ -19,6 +19,8 @@
 use std::fs::File;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+
+use super::checkpointer::Checkpointer;
 
 /// A log this large (1 MiB: about five hundred 2 KiB pages of commits) is copied into the database
 /// and cut back to nothing when a connection closes.
@@ -32,17 +34,30 @@ const CLOSE_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_mil
 pub(crate) struct Db {
     conn: Option<rusqlite::Connection>,
     wal: PathBuf,
+    /// Stopped before the connection closes.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Db {
-    /// Wraps a connection to `path` on which `SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE` is set.
-    pub(crate) fn new(conn: rusqlite::Connection, path: &Path) -> Db {
+    /// Wraps a connection to `path` on which `SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE` is set,
+    /// and hands its checkpoints to a [`Checkpointer`].
+    pub(crate) fn new(mut conn: rusqlite::Connection, path: &Path) -> rusqlite::Result<Db> {
+        let checkpointer = Checkpointer::install(&mut conn, path)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        Db {
+        Ok(Db {
             conn: Some(conn),
             wal: PathBuf::from(wal),
-        }
+            checkpointer: Some(checkpointer),
+        })
+    }
+
+    /// The connection's checkpointer.
+    #[cfg(test)]
+    pub(crate) fn checkpointer(&self) -> &Checkpointer {
+        self.checkpointer
+            .as_ref()
+            .expect("a checkpointer until the drop")
     }
 }
 
@@ -63,6 +78,8 @@ impl DerefMut for Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        // The thread first, so that the checkpoint below has the log to itself.
+        drop(self.checkpointer.take());
         let Some(conn) = self.conn.take() else {
             return;
         };

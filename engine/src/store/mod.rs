@@ -26,6 +26,7 @@
 //! runs with `synchronous=FULL`, so a plan whose steps have started always survives.
 
 pub mod catalog;
+mod checkpointer;
 mod db;
 pub(crate) mod location;
 mod lock;
@@ -223,16 +224,15 @@ pub(crate) fn open_db(path: &Path) -> Result<Db> {
         // the file has content; changing it needs a VACUUM outside WAL mode).
         db.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))?;
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        // Checkpoints copy the log into the database and sync both: every 4000 pages (8 MiB
-        // of log with 2 KiB pages) instead of SQLite's 1000, their cost spreads over ~4x more
-        // commits. After
-        // a checkpoint the log file is cut back to 32 MiB at most. A page cache of up to
+        // Checkpoints are `Db`'s, on a thread (store/checkpointer.rs), which replaces
+        // SQLite's automatic checkpoint. After a checkpoint the log file is cut back to
+        // 32 MiB at most. A page cache of up to
         // 16 MiB (SQLite's default is 2) keeps the indexes of ~100,000 snapshots in memory:
         // deleting a subtree of that size re-read index pages from the OS for every row
         // (4.7 -> 3.0 us a snapshot); it only grows as pages are used.
         db.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
-             PRAGMA wal_autocheckpoint=4000; PRAGMA journal_size_limit=33554432; \
+             PRAGMA journal_size_limit=33554432; \
              PRAGMA cache_size=-16384;",
         )?;
         Ok(mode)
@@ -258,7 +258,7 @@ pub(crate) fn open_db(path: &Path) -> Result<Db> {
             chmod(&side, 0o600)?;
         }
     }
-    Ok(Db::new(db, path))
+    Db::new(db, path).map_err(|e| db_error("cannot set up the metadata database", path, e))
 }
 
 /// Opens the database of `dir` (preparing the directory first) and brings its schema to
