@@ -15,9 +15,9 @@
 //! again.
 //!
 //! A commit still runs the whole checkpoint itself once the log reaches [`INLINE_FROM`]
-//! pages, so the log stays bounded when the thread cannot keep up, could not be started, or
-//! is missing because this process was forked from the one that started it (threads do not
-//! survive a fork).
+//! pages, so the log stays bounded when the thread cannot keep up or could not be started.
+//! (A forked child has no thread; one that goes on using its parent's connection, which
+//! SQLite does not support, starts its own.)
 //!
 //! Durability does not depend on who checkpoints or when: a commit is complete in the log,
 //! a checkpoint only copies it, and SQLite recovers a checkpoint cut short by a crash. The
