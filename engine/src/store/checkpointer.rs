@@ -1,4 +1,4 @@
-//! [`Checkpointer`]: copies a connection's write-ahead log into the database on a thread of
+//! [`Checkpointer`]: copies a database's write-ahead log into the database on a thread of
 //! its own, so that no commit waits for the bulk of it.
 //!
 //! SQLite's automatic checkpoint runs inside the commit that takes the log past its limit:
@@ -7,27 +7,35 @@
 //! with the bytes they flush (BENCHMARKS.md). Here a commit that leaves the log at
 //! [`BACKGROUND_FROM`] pages or more only wakes a thread, which runs passive checkpoints
 //! through a connection of its own: they block no writer and no reader, and copy what no
-//! reader still needs. While commits go on, a passive checkpoint never finishes the log (each
-//! pass leaves the frames committed during it), and SQLite starts the log again from its
-//! beginning only after a checkpoint that copied all of it. So the thread repeats its passes
-//! until at most [`TAIL`] frames are left, and the next commit copies that tail itself: a
-//! small copy and two small syncs instead of the whole. The write after it starts the log
-//! again.
+//! reader still needs. While commits go on, a passive checkpoint never finishes the log
+//! (each pass leaves the frames committed during it), and SQLite starts the log again from
+//! its beginning only after a checkpoint that copied all of it. So the thread repeats its
+//! passes until at most [`TAIL`] frames are left, and the next commit copies that tail
+//! itself: a small copy and two small syncs instead of the whole. The write after it
+//! starts the log again.
+//!
+//! One checkpointer serves every connection of a process to one database file (the
+//! catalog's and each domain store's share one log): one thread, one extra connection, and
+//! whichever connection commits next copies the tail. It lives as long as one of those
+//! connections.
 //!
 //! A commit still runs the whole checkpoint itself once the log reaches [`INLINE_FROM`]
-//! pages, so the log stays bounded when the thread cannot keep up or could not be started.
-//! (A forked child has no thread; one that goes on using its parent's connection, which
-//! SQLite does not support, starts its own.)
+//! pages, so the log stays bounded when the thread cannot keep up, cannot progress (a
+//! reader keeps an old snapshot of the log), or could not be started. In a child forked
+//! after the thread started, requests go unanswered and commits keep that bound (SQLite
+//! does not support using a connection across a fork anyway).
 //!
 //! Durability does not depend on who checkpoints or when: a commit is complete in the log,
 //! a checkpoint only copies it, and SQLite recovers a checkpoint cut short by a crash. The
 //! thread is started by the first request, so a command that makes a few changes never
-//! starts one, and is stopped, after the pass it may be running, when its connection closes.
+//! starts one, and is stopped, after the pass it may be running, when the last connection
+//! closes.
 
+use std::collections::HashMap;
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,28 +52,33 @@ pub(crate) const INLINE_FROM: c_int = 4 * BACKGROUND_FROM;
 /// (about 100 creates' worth).
 const TAIL: c_int = 300;
 
-/// At most this many passes a request: a reader that keeps an old snapshot of the log, or a
-/// writer faster than the passes, leaves the rest to the next request.
+/// At most this many passes a request: when the tail is still long after them (a writer
+/// faster than the passes), the next request goes on.
 const MAX_PASSES: u32 = 8;
 
 /// How long the thread's checkpoint connection waits for a lock it needs to open the log.
 const OPEN_WAIT: Duration = Duration::from_millis(100);
 
-/// Checkpoints the log of one connection's database; see the module documentation. Dropping
-/// it stops its thread.
+/// The checkpointer of each database file this process has open, by path.
+static BY_PATH: Mutex<Option<HashMap<PathBuf, Weak<Checkpointer>>>> = Mutex::new(None);
+
+/// Checkpoints the log of one database file for the connections of this process; see the
+/// module documentation. Dropping the last reference stops its thread.
 pub(crate) struct Checkpointer {
     shared: Arc<Shared>,
 }
 
-/// What the connection's hook, the thread and the owner share.
+/// What the connections' hooks, the thread and the owner share.
 struct Shared {
     /// The database file.
     path: PathBuf,
     state: Mutex<State>,
     wake: Condvar,
+    /// The process that started the thread (0: none started).
+    started_by: AtomicU32,
     /// The thread left a tail for the next commit to copy.
     tail_ready: AtomicBool,
-    /// Checkpoint passes the thread ran.
+    /// Checkpoint passes the thread ran that copied what they could.
     background: AtomicU64,
     /// Tails commits copied.
     tails: AtomicU64,
@@ -78,11 +91,15 @@ struct Shared {
 struct State {
     requested: bool,
     stop: bool,
-    /// The thread, with the process that started it.
-    thread: Option<(u32, JoinHandle<()>)>,
+    thread: Option<JoinHandle<()>>,
+    /// Starting the thread failed; commits keep SQLite's usual bound.
+    cannot_start: bool,
     /// Tests stand in for a thread that cannot be started.
     #[cfg(test)]
     no_thread: bool,
+    /// Tests hold the thread before each pass.
+    #[cfg(test)]
+    hold: bool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -91,34 +108,63 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Checkpointer {
     /// Takes over `conn`'s checkpoints (replacing SQLite's automatic one, which uses the
-    /// same hook) for the database at `path`.
-    pub(crate) fn install(conn: &mut rusqlite::Connection, path: &Path) -> rusqlite::Result<Self> {
-        let shared = Arc::new(Shared {
-            path: path.to_owned(),
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-            tail_ready: AtomicBool::new(false),
-            background: AtomicU64::new(0),
-            tails: AtomicU64::new(0),
-            inline: AtomicU64::new(0),
-        });
-        let hook = Arc::clone(&shared);
+    /// same hook), with the checkpointer this process has for the database at `path`, or a
+    /// new one.
+    pub(crate) fn install(
+        conn: &mut rusqlite::Connection,
+        path: &Path,
+    ) -> rusqlite::Result<Arc<Checkpointer>> {
+        // SQLite's own full name of the file: a relative path would name another file once
+        // the process changed directory.
+        let path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| path.to_owned(), PathBuf::from);
+        let checkpointer = {
+            let mut by_path = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
+            let by_path = by_path.get_or_insert_with(HashMap::new);
+            by_path.retain(|_, c| c.strong_count() > 0);
+            match by_path.get(&path).and_then(Weak::upgrade) {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(Checkpointer::new(path.clone()));
+                    by_path.insert(path, Arc::downgrade(&c));
+                    c
+                }
+            }
+        };
+        let hook = Arc::clone(&checkpointer.shared);
         conn.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
             // Passive, like SQLite's automatic checkpoint: a busy log is left for a later
             // commit, and this commit has already succeeded.
             if pages >= INLINE_FROM {
                 hook.inline.fetch_add(1, Ordering::Relaxed);
-                hook.tail_ready.store(false, Ordering::Relaxed);
+                hook.tail_ready.store(false, Ordering::Release);
                 let _ = wal.checkpoint();
-            } else if hook.tail_ready.swap(false, Ordering::Relaxed) {
+            } else if hook.tail_ready.swap(false, Ordering::AcqRel) {
                 hook.tails.fetch_add(1, Ordering::Relaxed);
                 let _ = wal.checkpoint();
             } else if pages >= BACKGROUND_FROM {
-                Shared::request(&hook);
+                hook.request();
             }
             Ok(())
         }))?;
-        Ok(Checkpointer { shared })
+        Ok(checkpointer)
+    }
+
+    fn new(path: PathBuf) -> Checkpointer {
+        Checkpointer {
+            shared: Arc::new(Shared {
+                path,
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+                started_by: AtomicU32::new(0),
+                tail_ready: AtomicBool::new(false),
+                background: AtomicU64::new(0),
+                tails: AtomicU64::new(0),
+                inline: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// How many passes the thread ran, how many tails commits copied and how many whole
@@ -126,113 +172,142 @@ impl Checkpointer {
     #[cfg(test)]
     fn runs(&self) -> (u64, u64, u64) {
         (
-            self.shared.background.load(Ordering::Relaxed),
-            self.shared.tails.load(Ordering::Relaxed),
-            self.shared.inline.load(Ordering::Relaxed),
+            self.shared.background.load(Ordering::Acquire),
+            self.shared.tails.load(Ordering::Acquire),
+            self.shared.inline.load(Ordering::Acquire),
         )
     }
 }
 
 impl Shared {
-    /// Asks the thread for a checkpoint, starting it if this process has none. When it
-    /// cannot be started, the commit at [`INLINE_FROM`] pages does the work.
-    fn request(this: &Arc<Shared>) {
-        let mut state = lock(&this.state);
-        if state.stop || this.tail_ready.load(Ordering::Relaxed) {
+    /// Asks the thread for a checkpoint, starting it if none was. Never waits: the state
+    /// is busy only for a moment, and the next commit asks again.
+    fn request(self: &Arc<Self>) {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if state.requested
+            || state.stop
+            || state.cannot_start
+            || self.tail_ready.load(Ordering::Acquire)
+        {
             return;
         }
-        let pid = std::process::id();
-        if state
-            .thread
-            .as_ref()
-            .is_none_or(|(started_by, _)| *started_by != pid)
-        {
+        if state.thread.is_none() {
             #[cfg(test)]
             if state.no_thread {
                 return;
             }
-            let shared = Arc::clone(this);
+            let shared = Arc::clone(self);
             match std::thread::Builder::new()
                 .name("snaptree-checkpoint".into())
                 .spawn(move || shared.run())
             {
-                // A forked child's copy of the parent's handle names no thread of its own:
-                // it is forgotten, never joined.
                 Ok(thread) => {
-                    if let Some(old) = state.thread.replace((pid, thread)) {
-                        std::mem::forget(old);
-                    }
+                    state.thread = Some(thread);
+                    self.started_by.store(std::process::id(), Ordering::Release);
                 }
-                Err(_) => return,
-            }
-        }
-        state.requested = true;
-        this.wake.notify_one();
-    }
-
-    /// The thread: passive checkpoints until the tail is short, per request, until stopped.
-    fn run(&self) {
-        let mut conn = None;
-        loop {
-            {
-                let mut state = lock(&self.state);
-                while !state.requested && !state.stop {
-                    state = self
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                if state.stop {
+                Err(_) => {
+                    state.cannot_start = true;
                     return;
                 }
-                state.requested = false;
             }
+        } else if self.started_by.load(Ordering::Acquire) != std::process::id() {
+            // A forked child: its copy of the handle names no thread of its own.
+            return;
+        }
+        state.requested = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for a request; false when asked to stop.
+    fn next_request(&self) -> bool {
+        let mut state = lock(&self.state);
+        while !state.requested && !state.stop {
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.requested = false;
+        !state.stop
+    }
+
+    /// The thread: passes until the tail is short, per request, until stopped.
+    fn run(&self) {
+        let mut conn = None;
+        while self.next_request() {
             if conn.is_none() {
                 conn = checkpoint_connection(&self.path).ok();
             }
-            // An error (busy: another process is checkpointing) leaves the log to the next
-            // request; nothing it holds is lost.
-            if let Some(conn) = &conn
-                && self.passes(conn).is_ok()
-            {
+            let Some(conn) = &conn else { continue };
+            if self.passes(conn) {
                 // The commits made during the passes asked again; the tail answers them.
                 // Under the lock, so that no request slips in after this: a pass running
                 // beside the commit that copies the tail would make that copy busy, and
                 // the log would not start again.
                 let mut state = lock(&self.state);
                 state.requested = false;
-                self.tail_ready.store(true, Ordering::Relaxed);
+                self.tail_ready.store(true, Ordering::Release);
             }
         }
     }
 
-    /// Passive checkpoints until at most [`TAIL`] frames are left, or a pass copies
-    /// nothing more (a reader keeps the rest), or [`MAX_PASSES`] passes.
-    fn passes(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    /// Passive checkpoints until at most [`TAIL`] frames are left (true), or a pass copies
+    /// nothing more (a reader keeps the rest, or another connection is checkpointing), or
+    /// [`MAX_PASSES`] passes, or a stop: false, and the log is left to a later request.
+    fn passes(&self, conn: &rusqlite::Connection) -> bool {
         let mut copied = -1;
         for _ in 0..MAX_PASSES {
-            let (log, done) = checkpoint(conn, "PASSIVE")?;
-            self.background.fetch_add(1, Ordering::Relaxed);
+            #[cfg(test)]
+            self.hold();
+            if lock(&self.state).stop {
+                return false;
+            }
+            let Some((_, done)) = checkpoint(conn, "PASSIVE") else {
+                return false;
+            };
+            self.background.fetch_add(1, Ordering::Release);
             if done <= copied {
-                break;
+                return false;
             }
             copied = done;
             // The frames committed during the pass.
-            let (log_now, _) = checkpoint(conn, "NOOP")?;
-            if log_now.max(log) - done <= TAIL {
-                break;
+            let Some((log_now, _)) = checkpoint(conn, "NOOP") else {
+                return false;
+            };
+            if log_now - done <= TAIL {
+                return true;
             }
         }
-        Ok(())
+        false
+    }
+
+    /// Waits while a test holds the thread.
+    #[cfg(test)]
+    fn hold(&self) {
+        let mut state = lock(&self.state);
+        while state.hold && !state.stop {
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 
 /// Runs `PRAGMA wal_checkpoint(mode)`: the frames in the log and how many of them are in
-/// the database.
-fn checkpoint(conn: &rusqlite::Connection, mode: &str) -> rusqlite::Result<(c_int, c_int)> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
+/// the database, or None when it could not run (busy: another connection is
+/// checkpointing; or an error).
+fn checkpoint(conn: &rusqlite::Connection, mode: &str) -> Option<(c_int, c_int)> {
+    let (busy, log, done): (c_int, c_int, c_int) = conn
+        .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .ok()?;
+    (busy == 0 && log >= 0 && done >= 0).then_some((log, done))
 }
 
 /// The thread's own connection: syncs as the store's connections do, and its close
@@ -253,18 +328,20 @@ fn checkpoint_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection> 
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
+        let started_by = self.shared.started_by.load(Ordering::Acquire);
+        if started_by != 0 && started_by != std::process::id() {
+            // A forked child: no thread to stop, and the state may have been locked by the
+            // parent's thread at the fork.
+            return;
+        }
         let thread = {
             let mut state = lock(&self.shared.state);
             state.stop = true;
             state.thread.take()
         };
         self.shared.wake.notify_all();
-        if let Some((started_by, thread)) = thread {
-            if started_by == std::process::id() {
-                let _ = thread.join();
-            } else {
-                std::mem::forget(thread);
-            }
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 }
@@ -289,35 +366,42 @@ mod tests {
         let mut insert = db.prepare("INSERT INTO t VALUES (zeroblob(1500))").unwrap();
         loop {
             insert.execute([]).unwrap();
-            if log_pages(db) >= pages {
+            if log(db).0 >= pages {
                 return;
             }
         }
     }
 
-    fn log_pages(db: &rusqlite::Connection) -> c_int {
-        db.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| r.get(1))
-            .unwrap()
+    /// The pages in the log, and how many of them are in the database.
+    fn log(db: &rusqlite::Connection) -> (c_int, c_int) {
+        checkpoint(db, "NOOP").expect("the log's size")
     }
 
     /// Writes once and checks that the write started the log again, after `what`.
     fn assert_next_write_restarts(db: &rusqlite::Connection, what: &str) {
         db.execute_batch("INSERT INTO t VALUES (1)").unwrap();
-        let pages = log_pages(db);
+        let (pages, _) = log(db);
         assert!(
             pages < 10,
             "expected the log restarted after {what}, it has {pages} pages"
         );
     }
 
+    /// Holds or releases the thread before its next pass.
+    fn hold(db: &Db, hold: bool) {
+        let shared = &db.checkpointer().shared;
+        lock(&shared.state).hold = hold;
+        shared.wake.notify_all();
+    }
+
     /// Waits up to 30 s for the thread to leave a tail.
     fn wait_for_the_tail(db: &Db) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !db.checkpointer().shared.tail_ready.load(Ordering::Relaxed) {
+        while !db.checkpointer().shared.tail_ready.load(Ordering::Acquire) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "expected the thread to checkpoint a log of {} pages within 30 s",
-                log_pages(db)
+                "expected the thread to checkpoint a log of {:?} pages within 30 s",
+                log(db)
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -335,6 +419,12 @@ mod tests {
             (0, 0),
             "expected no commit to checkpoint before the thread's passes ended"
         );
+        let (pages, copied) = log(&db);
+        assert!(
+            pages - copied <= TAIL,
+            "expected the thread to leave at most {TAIL} of {pages} pages, it left {}",
+            pages - copied
+        );
         db.execute_batch("INSERT INTO t VALUES (1)").unwrap();
         assert_eq!(
             db.checkpointer().runs().1,
@@ -351,29 +441,65 @@ mod tests {
     }
 
     #[test]
-    fn commits_that_go_on_during_the_passes_leave_the_tail_to_copy() {
+    fn commits_made_while_the_thread_is_busy_are_copied_by_its_passes() {
         let (_dir, db) = fresh_db();
+        hold(&db, true);
         fill_log(&db, BACKGROUND_FROM);
-        // Commits go on while the thread runs its passes: each asks for a checkpoint. The
-        // first commit after the passes copies the tail.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut during = 0;
-        while db.checkpointer().runs().1 == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "expected a commit to copy a tail within 30 s"
-            );
+        // The thread has taken the request and waits before its first pass; these commits
+        // ask again, and their frames come after the ones it was asked for.
+        for _ in 0..1000 {
             db.execute_batch("INSERT INTO t VALUES (zeroblob(1500))")
                 .unwrap();
-            during += 1;
         }
-        let (passes, _, inline) = db.checkpointer().runs();
-        assert_next_write_restarts(
-            &db,
-            &format!(
-                "the tail ({during} commits during {passes} passes, {inline} whole \
-                 checkpoints in commits)"
-            ),
+        let (before, _) = log(&db);
+        assert!(
+            before > BACKGROUND_FROM + 500,
+            "expected the log to have grown past the request, it has {before} pages"
+        );
+        hold(&db, false);
+        wait_for_the_tail(&db);
+        let (pages, copied) = log(&db);
+        assert!(
+            pages == before && copied >= before - TAIL,
+            "expected the passes to copy all but a tail of the {before} pages, \
+             they copied {copied} of {pages}"
+        );
+        db.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        let (passes, tails, inline) = db.checkpointer().runs();
+        assert_eq!(
+            (tails, inline),
+            (1, 0),
+            "expected one tail copied by a commit after {passes} passes, no whole checkpoint"
+        );
+        assert_next_write_restarts(&db, "the tail");
+    }
+
+    #[test]
+    fn the_connections_to_one_file_share_a_checkpointer_and_any_copies_the_tail() {
+        let (dir, db) = fresh_db();
+        let other = open_db(&dir.path().join("db.sqlite")).unwrap();
+        let elsewhere = open_db(&dir.path().join("other.sqlite")).unwrap();
+        assert!(
+            std::ptr::eq(db.checkpointer(), other.checkpointer()),
+            "expected one checkpointer for one file"
+        );
+        assert!(
+            !std::ptr::eq(db.checkpointer(), elsewhere.checkpointer()),
+            "expected another file to have its own"
+        );
+        fill_log(&db, BACKGROUND_FROM);
+        wait_for_the_tail(&db);
+        other.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        assert_eq!(
+            other.checkpointer().runs().1,
+            1,
+            "expected the other connection's commit to copy the tail"
+        );
+        assert_next_write_restarts(&db, "the other connection's tail");
+        drop(db);
+        assert!(
+            lock(&other.checkpointer().shared.state).thread.is_some(),
+            "expected the thread kept while a connection to the file is open"
         );
     }
 
@@ -392,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn closing_the_connection_stops_the_thread() {
+    fn closing_the_last_connection_stops_the_thread() {
         let (_dir, db) = fresh_db();
         fill_log(&db, BACKGROUND_FROM);
         wait_for_the_tail(&db);

@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::checkpointer::Checkpointer;
 
@@ -34,13 +35,14 @@ const CLOSE_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_mil
 pub(crate) struct Db {
     conn: Option<rusqlite::Connection>,
     wal: PathBuf,
-    /// Stopped before the connection closes.
-    checkpointer: Option<Checkpointer>,
+    /// Released before the connection closes (the last connection to the file stops its
+    /// thread).
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Db {
     /// Wraps a connection to `path` on which `SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE` is set,
-    /// and hands its checkpoints to a [`Checkpointer`].
+    /// and hands its checkpoints to the process's [`Checkpointer`] for the file.
     pub(crate) fn new(mut conn: rusqlite::Connection, path: &Path) -> rusqlite::Result<Db> {
         let checkpointer = Checkpointer::install(&mut conn, path)?;
         let mut wal = path.as_os_str().to_owned();
