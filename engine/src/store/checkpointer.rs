@@ -12,7 +12,8 @@
 //! its beginning only after a checkpoint that copied all of it. So the thread repeats its
 //! passes until at most [`TAIL`] frames are left, and the next commit copies that tail
 //! itself: a small copy and two small syncs instead of the whole. The write after it
-//! starts the log again.
+//! starts the log again. When no commit comes for [`TAIL_WAIT`], the thread copies the
+//! tail itself, so that a writer that stopped leaves none to its next commit.
 //!
 //! One checkpointer serves every connection of a process to one database file (the
 //! catalog's and each domain store's share one log): one thread, one extra connection, and
@@ -55,6 +56,9 @@ const TAIL: c_int = 300;
 /// At most this many passes a request: when the tail is still long after them (a writer
 /// faster than the passes), the next request goes on.
 const MAX_PASSES: u32 = 8;
+
+/// How long a tail waits for a commit to copy it before the thread does.
+const TAIL_WAIT: Duration = Duration::from_millis(20);
 
 /// How long the thread's checkpoint connection waits for a lock it needs to open the log.
 const OPEN_WAIT: Duration = Duration::from_millis(100);
@@ -100,6 +104,15 @@ struct State {
     /// Tests hold the thread before each pass.
     #[cfg(test)]
     hold: bool,
+    /// Tests hold the thread after each pass, before it looks at what is left.
+    #[cfg(test)]
+    hold_after_pass: bool,
+    /// The thread waits there.
+    #[cfg(test)]
+    held_after_pass: bool,
+    /// Tests stretch [`TAIL_WAIT`].
+    #[cfg(test)]
+    tail_wait: Option<Duration>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -243,46 +256,88 @@ impl Shared {
                 conn = checkpoint_connection(&self.path).ok();
             }
             let Some(conn) = &conn else { continue };
-            if self.passes(conn) {
+            if self.passes(conn) == Passes::LeftTail {
                 // The commits made during the passes asked again; the tail answers them.
                 // Under the lock, so that no request slips in after this: a pass running
                 // beside the commit that copies the tail would make that copy busy, and
                 // the log would not start again.
-                let mut state = lock(&self.state);
-                state.requested = false;
-                self.tail_ready.store(true, Ordering::Release);
+                {
+                    let mut state = lock(&self.state);
+                    state.requested = false;
+                    self.tail_ready.store(true, Ordering::Release);
+                }
+                // A writer that stopped leaves the tail to whatever commit comes next, a
+                // large delete perhaps, which would pay for it: with no commit for a while,
+                // the thread copies it itself (with no writer, all of it).
+                if self.idle(&TAIL_WAIT)
+                    && self.tail_ready.swap(false, Ordering::AcqRel)
+                    && checkpoint(conn, "PASSIVE").is_some()
+                {
+                    self.background.fetch_add(1, Ordering::Release);
+                }
             }
         }
     }
 
-    /// Passive checkpoints until at most [`TAIL`] frames are left (true), or a pass copies
+    /// Waits for `wait` (tests may stretch it); false when asked to stop.
+    fn idle(&self, wait: &Duration) -> bool {
+        let state = lock(&self.state);
+        #[cfg(test)]
+        let wait = &state.tail_wait.unwrap_or(*wait);
+        let (state, _) = self
+            .wake
+            .wait_timeout_while(state, *wait, |s| !s.stop)
+            .unwrap_or_else(PoisonError::into_inner);
+        !state.stop
+    }
+
+    /// Passive checkpoints until at most [`TAIL`] frames are left, or a pass copies
     /// nothing more (a reader keeps the rest, or another connection is checkpointing), or
-    /// [`MAX_PASSES`] passes, or a stop: false, and the log is left to a later request.
-    fn passes(&self, conn: &rusqlite::Connection) -> bool {
+    /// [`MAX_PASSES`] passes, or a stop.
+    fn passes(&self, conn: &rusqlite::Connection) -> Passes {
         let mut copied = -1;
         for _ in 0..MAX_PASSES {
             #[cfg(test)]
             self.hold();
             if lock(&self.state).stop {
-                return false;
+                return Passes::Unfinished;
             }
             let Some((_, done)) = checkpoint(conn, "PASSIVE") else {
-                return false;
+                return Passes::Unfinished;
             };
             self.background.fetch_add(1, Ordering::Release);
+            #[cfg(test)]
+            self.hold_after_pass();
             if done <= copied {
-                return false;
+                return Passes::Unfinished;
             }
             copied = done;
             // The frames committed during the pass.
             let Some((log_now, _)) = checkpoint(conn, "NOOP") else {
-                return false;
+                return Passes::Unfinished;
             };
+            if log_now == done {
+                return Passes::Complete;
+            }
             if log_now - done <= TAIL {
-                return true;
+                return Passes::LeftTail;
             }
         }
-        false
+        Passes::Unfinished
+    }
+
+    /// Waits while a test holds the thread after a pass, saying so.
+    #[cfg(test)]
+    fn hold_after_pass(&self) {
+        let mut state = lock(&self.state);
+        while state.hold_after_pass && !state.stop {
+            state.held_after_pass = true;
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.held_after_pass = false;
     }
 
     /// Waits while a test holds the thread.
@@ -296,6 +351,18 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
+}
+
+/// How the thread's passes over a log ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Passes {
+    /// Every frame is in the database: the next write starts the log again.
+    Complete,
+    /// At most [`TAIL`] frames are left, for the next commit to copy.
+    LeftTail,
+    /// More is left (a reader, another checkpointer, a fast writer or a stop): a later
+    /// request goes on.
+    Unfinished,
 }
 
 /// Runs `PRAGMA wal_checkpoint(mode)`: the frames in the log and how many of them are in
@@ -352,10 +419,12 @@ mod tests {
     use crate::store::db::Db;
     use crate::store::open_db;
 
-    /// A database in a new directory, which lives as long as the first value.
+    /// A database in a new directory, which lives as long as the first value. Its tails
+    /// wait for a commit (an hour rather than [`TAIL_WAIT`]), however slow the machine.
     fn fresh_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(&dir.path().join("db.sqlite")).unwrap();
+        lock(&db.checkpointer().shared.state).tail_wait = Some(Duration::from_secs(3600));
         (dir, db)
     }
 
@@ -394,23 +463,67 @@ mod tests {
         shared.wake.notify_all();
     }
 
-    /// Waits up to 30 s for the thread to leave a tail.
-    fn wait_for_the_tail(db: &Db) {
+    /// Waits up to 30 s for `done`.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !db.checkpointer().shared.tail_ready.load(Ordering::Acquire) {
+        while !done() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "expected the thread to checkpoint a log of {:?} pages within 30 s",
-                log(db)
+                "expected {what} within 30 s"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
+    /// Fills the log past the limit and has the thread's first pass leave a tail: it is
+    /// held after the pass while 50 more commits are made.
+    fn leave_a_tail(db: &Db) {
+        let shared = &db.checkpointer().shared;
+        lock(&shared.state).hold_after_pass = true;
+        fill_log(db, BACKGROUND_FROM);
+        wait_for("the thread's first pass", || {
+            lock(&shared.state).held_after_pass
+        });
+        for _ in 0..50 {
+            db.execute_batch("INSERT INTO t VALUES (zeroblob(1500))")
+                .unwrap();
+        }
+        lock(&shared.state).hold_after_pass = false;
+        shared.wake.notify_all();
+    }
+
+    /// Waits for the whole log to be copied with no commit's help, and checks that the
+    /// next write starts it again.
+    fn assert_the_thread_copied_everything(db: &Db, what: &str) {
+        wait_for("the thread to copy the whole log", || {
+            let (pages, copied) = log(db);
+            pages == copied
+        });
+        let (passes, tails, inline) = db.checkpointer().runs();
+        assert_eq!(
+            (tails, inline),
+            (0, 0),
+            "expected no commit to copy anything after {passes} passes"
+        );
+        assert_next_write_restarts(db, what);
+        assert_eq!(
+            db.checkpointer().runs().1,
+            0,
+            "expected no tail left for that write to copy"
+        );
+    }
+
+    /// Waits for the thread to leave a tail for a commit.
+    fn wait_for_the_tail(db: &Db) {
+        wait_for("the thread to leave a tail", || {
+            db.checkpointer().shared.tail_ready.load(Ordering::Acquire)
+        });
+    }
+
     #[test]
     fn a_commit_past_the_limit_leaves_the_bulk_to_the_thread_and_copies_the_tail() {
         let (_dir, db) = fresh_db();
-        fill_log(&db, BACKGROUND_FROM);
+        leave_a_tail(&db);
         wait_for_the_tail(&db);
         let (passes, tails, inline) = db.checkpointer().runs();
         assert!(passes >= 1, "expected the thread to run a pass");
@@ -421,7 +534,7 @@ mod tests {
         );
         let (pages, copied) = log(&db);
         assert!(
-            pages - copied <= TAIL,
+            0 < pages - copied && pages - copied <= TAIL,
             "expected the thread to leave at most {TAIL} of {pages} pages, it left {}",
             pages - copied
         );
@@ -457,21 +570,7 @@ mod tests {
             "expected the log to have grown past the request, it has {before} pages"
         );
         hold(&db, false);
-        wait_for_the_tail(&db);
-        let (pages, copied) = log(&db);
-        assert!(
-            pages == before && copied >= before - TAIL,
-            "expected the passes to copy all but a tail of the {before} pages, \
-             they copied {copied} of {pages}"
-        );
-        db.execute_batch("INSERT INTO t VALUES (1)").unwrap();
-        let (passes, tails, inline) = db.checkpointer().runs();
-        assert_eq!(
-            (tails, inline),
-            (1, 0),
-            "expected one tail copied by a commit after {passes} passes, no whole checkpoint"
-        );
-        assert_next_write_restarts(&db, "the tail");
+        assert_the_thread_copied_everything(&db, "the passes");
     }
 
     #[test]
@@ -487,7 +586,7 @@ mod tests {
             !std::ptr::eq(db.checkpointer(), elsewhere.checkpointer()),
             "expected another file to have its own"
         );
-        fill_log(&db, BACKGROUND_FROM);
+        leave_a_tail(&db);
         wait_for_the_tail(&db);
         other.execute_batch("INSERT INTO t VALUES (1)").unwrap();
         assert_eq!(
@@ -501,6 +600,14 @@ mod tests {
             lock(&other.checkpointer().shared.state).thread.is_some(),
             "expected the thread kept while a connection to the file is open"
         );
+    }
+
+    #[test]
+    fn a_writer_that_stops_leaves_no_tail_to_its_next_commit() {
+        let (_dir, db) = fresh_db();
+        lock(&db.checkpointer().shared.state).tail_wait = None;
+        leave_a_tail(&db);
+        assert_the_thread_copied_everything(&db, "the thread's own copy of the tail");
     }
 
     #[test]
@@ -520,7 +627,7 @@ mod tests {
     #[test]
     fn closing_the_last_connection_stops_the_thread() {
         let (_dir, db) = fresh_db();
-        fill_log(&db, BACKGROUND_FROM);
+        leave_a_tail(&db);
         wait_for_the_tail(&db);
         let shared = Arc::downgrade(&db.checkpointer().shared);
         assert!(
