@@ -101,9 +101,6 @@ struct State {
     /// Tests stand in for a thread that cannot be started.
     #[cfg(test)]
     no_thread: bool,
-    /// Tests hold the thread before each pass.
-    #[cfg(test)]
-    hold: bool,
     /// Tests hold the thread after each pass, before it looks at what is left.
     #[cfg(test)]
     hold_after_pass: bool,
@@ -213,16 +210,16 @@ impl Shared {
             if state.no_thread {
                 return;
             }
+            // Before the start: a fork during it must see a thread that is not its own.
+            self.started_by.store(std::process::id(), Ordering::Release);
             let shared = Arc::clone(self);
             match std::thread::Builder::new()
                 .name("snaptree-checkpoint".into())
                 .spawn(move || shared.run())
             {
-                Ok(thread) => {
-                    state.thread = Some(thread);
-                    self.started_by.store(std::process::id(), Ordering::Release);
-                }
+                Ok(thread) => state.thread = Some(thread),
                 Err(_) => {
+                    self.started_by.store(0, Ordering::Release);
                     state.cannot_start = true;
                     return;
                 }
@@ -256,16 +253,22 @@ impl Shared {
                 conn = checkpoint_connection(&self.path).ok();
             }
             let Some(conn) = &conn else { continue };
-            if self.passes(conn) == Passes::LeftTail {
-                // The commits made during the passes asked again; the tail answers them.
-                // Under the lock, so that no request slips in after this: a pass running
-                // beside the commit that copies the tail would make that copy busy, and
-                // the log would not start again.
-                {
-                    let mut state = lock(&self.state);
-                    state.requested = false;
+            let passes = self.passes(conn);
+            if passes == Passes::Unfinished {
+                continue;
+            }
+            // The commits made during the passes asked again; the copy answers them. Under
+            // the lock, so that no request slips in after this: a pass running beside the
+            // commit that copies the tail would make that copy busy, and the log would not
+            // start again.
+            {
+                let mut state = lock(&self.state);
+                state.requested = false;
+                if passes == Passes::LeftTail {
                     self.tail_ready.store(true, Ordering::Release);
                 }
+            }
+            if passes == Passes::LeftTail {
                 // A writer that stopped leaves the tail to whatever commit comes next, a
                 // large delete perhaps, which would pay for it: with no commit for a while,
                 // the thread copies it itself (with no writer, all of it).
@@ -295,33 +298,34 @@ impl Shared {
     /// nothing more (a reader keeps the rest, or another connection is checkpointing), or
     /// [`MAX_PASSES`] passes, or a stop.
     fn passes(&self, conn: &rusqlite::Connection) -> Passes {
-        let mut copied = -1;
+        // How much of the log was in the database before the pass.
+        let mut before = None;
         for _ in 0..MAX_PASSES {
-            #[cfg(test)]
-            self.hold();
             if lock(&self.state).stop {
                 return Passes::Unfinished;
             }
-            let Some((_, done)) = checkpoint(conn, "PASSIVE") else {
+            let Some((log, done)) = checkpoint(conn, "PASSIVE") else {
                 return Passes::Unfinished;
             };
             self.background.fetch_add(1, Ordering::Release);
             #[cfg(test)]
             self.hold_after_pass();
-            if done <= copied {
+            if done < log && before == Some(done) {
                 return Passes::Unfinished;
             }
-            copied = done;
-            // The frames committed during the pass.
-            let Some((log_now, _)) = checkpoint(conn, "NOOP") else {
+            // What is left now: the frames committed during the pass, or all of a log that
+            // a commit started again since (then the counts are the new log's).
+            let Some((log_now, done_now)) = checkpoint(conn, "NOOP") else {
                 return Passes::Unfinished;
             };
-            if log_now == done {
+            let left = log_now - done_now;
+            if left == 0 {
                 return Passes::Complete;
             }
-            if log_now - done <= TAIL {
+            if left <= TAIL {
                 return Passes::LeftTail;
             }
+            before = Some(done_now);
         }
         Passes::Unfinished
     }
@@ -338,18 +342,6 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         state.held_after_pass = false;
-    }
-
-    /// Waits while a test holds the thread.
-    #[cfg(test)]
-    fn hold(&self) {
-        let mut state = lock(&self.state);
-        while state.hold && !state.stop {
-            state = self
-                .wake
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
     }
 }
 
@@ -456,13 +448,6 @@ mod tests {
         );
     }
 
-    /// Holds or releases the thread before its next pass.
-    fn hold(db: &Db, hold: bool) {
-        let shared = &db.checkpointer().shared;
-        lock(&shared.state).hold = hold;
-        shared.wake.notify_all();
-    }
-
     /// Waits up to 30 s for `done`.
     fn wait_for(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -494,10 +479,12 @@ mod tests {
 
     /// Waits for the whole log to be copied with no commit's help, and checks that the
     /// next write starts it again.
-    fn assert_the_thread_copied_everything(db: &Db, what: &str) {
+    fn assert_the_thread_copied_everything(db: &Db, passes: u64, what: &str) {
+        // The count moves once the pass has let go of the log, which a write needs to start
+        // it again.
         wait_for("the thread to copy the whole log", || {
             let (pages, copied) = log(db);
-            pages == copied
+            pages == copied && db.checkpointer().runs().0 >= passes
         });
         let (passes, tails, inline) = db.checkpointer().runs();
         assert_eq!(
@@ -554,23 +541,28 @@ mod tests {
     }
 
     #[test]
-    fn commits_made_while_the_thread_is_busy_are_copied_by_its_passes() {
+    fn commits_made_during_a_pass_are_copied_by_the_next() {
         let (_dir, db) = fresh_db();
-        hold(&db, true);
+        let shared = &db.checkpointer().shared;
+        lock(&shared.state).hold_after_pass = true;
         fill_log(&db, BACKGROUND_FROM);
-        // The thread has taken the request and waits before its first pass; these commits
-        // ask again, and their frames come after the ones it was asked for.
-        for _ in 0..1000 {
+        wait_for("the thread's first pass", || {
+            lock(&shared.state).held_after_pass
+        });
+        // More than a tail's worth of frames after those the first pass copied.
+        for _ in 0..400 {
             db.execute_batch("INSERT INTO t VALUES (zeroblob(1500))")
                 .unwrap();
         }
-        let (before, _) = log(&db);
+        let (pages, copied) = log(&db);
         assert!(
-            before > BACKGROUND_FROM + 500,
-            "expected the log to have grown past the request, it has {before} pages"
+            pages - copied > TAIL,
+            "expected more than {TAIL} pages left after the first pass, {} are",
+            pages - copied
         );
-        hold(&db, false);
-        assert_the_thread_copied_everything(&db, "the passes");
+        lock(&shared.state).hold_after_pass = false;
+        shared.wake.notify_all();
+        assert_the_thread_copied_everything(&db, 2, "the second pass");
     }
 
     #[test]
@@ -607,7 +599,8 @@ mod tests {
         let (_dir, db) = fresh_db();
         lock(&db.checkpointer().shared.state).tail_wait = None;
         leave_a_tail(&db);
-        assert_the_thread_copied_everything(&db, "the thread's own copy of the tail");
+        // The pass that left the tail, and the thread's copy of it.
+        assert_the_thread_copied_everything(&db, 2, "the thread's own copy of the tail");
     }
 
     #[test]
