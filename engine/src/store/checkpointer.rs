@@ -460,15 +460,21 @@ mod tests {
         }
     }
 
-    /// Fills the log past the limit and has the thread's first pass leave a tail: it is
-    /// held after the pass while 50 more commits are made.
-    fn leave_a_tail(db: &Db) {
+    /// Fills the log past the limit and holds the thread after its first pass.
+    fn hold_after_the_first_pass(db: &Db) {
         let shared = &db.checkpointer().shared;
         lock(&shared.state).hold_after_pass = true;
         fill_log(db, BACKGROUND_FROM);
         wait_for("the thread's first pass", || {
             lock(&shared.state).held_after_pass
         });
+    }
+
+    /// Fills the log past the limit and has the thread's first pass leave a tail: it is
+    /// held after the pass while 50 more commits are made.
+    fn leave_a_tail(db: &Db) {
+        let shared = &db.checkpointer().shared;
+        hold_after_the_first_pass(db);
         for _ in 0..50 {
             db.execute_batch("INSERT INTO t VALUES (zeroblob(1500))")
                 .unwrap();
@@ -544,11 +550,7 @@ mod tests {
     fn commits_made_during_a_pass_are_copied_by_the_next() {
         let (_dir, db) = fresh_db();
         let shared = &db.checkpointer().shared;
-        lock(&shared.state).hold_after_pass = true;
-        fill_log(&db, BACKGROUND_FROM);
-        wait_for("the thread's first pass", || {
-            lock(&shared.state).held_after_pass
-        });
+        hold_after_the_first_pass(&db);
         // More than a tail's worth of frames after those the first pass copied.
         for _ in 0..400 {
             db.execute_batch("INSERT INTO t VALUES (zeroblob(1500))")
@@ -613,6 +615,21 @@ mod tests {
         assert_eq!(
             inline, 1,
             "expected the commit that reached {INLINE_FROM} pages to checkpoint"
+        );
+        assert_next_write_restarts(&db, "the commit's checkpoint");
+    }
+
+    #[test]
+    fn a_thread_that_cannot_keep_up_leaves_the_bound_to_a_commit() {
+        let (_dir, db) = fresh_db();
+        // The thread never gets past its first pass.
+        hold_after_the_first_pass(&db);
+        fill_log(&db, INLINE_FROM);
+        assert_eq!(
+            db.checkpointer().runs(),
+            (1, 0, 1),
+            "expected one pass, no tail and the commit that reached {INLINE_FROM} pages \
+             to checkpoint (passes, tails, whole checkpoints)"
         );
         assert_next_write_restarts(&db, "the commit's checkpoint");
     }
