@@ -96,7 +96,7 @@ struct State {
     requested: bool,
     stop: bool,
     thread: Option<JoinHandle<()>>,
-    /// Starting the thread failed; commits keep SQLite's usual bound.
+    /// Starting the thread failed; commits keep the [`INLINE_FROM`] bound.
     cannot_start: bool,
     /// Tests stand in for a thread that cannot be started.
     #[cfg(test)]
