@@ -425,12 +425,14 @@ mod tests {
         db.execute_batch("CREATE TABLE IF NOT EXISTS t (x BLOB)")
             .unwrap();
         let mut insert = db.prepare("INSERT INTO t VALUES (zeroblob(1500))").unwrap();
-        loop {
+        // A page or more a commit: a log that never gets there was started again.
+        for _ in 0..pages {
             insert.execute([]).unwrap();
             if log(db).0 >= pages {
                 return;
             }
         }
+        panic!("expected the log to reach {pages} pages, it was started again on the way");
     }
 
     /// The pages in the log, and how many of them are in the database.
@@ -609,6 +611,13 @@ mod tests {
     fn without_a_thread_a_commit_checkpoints_at_the_hard_limit() {
         let (_dir, db) = fresh_db();
         lock(&db.checkpointer().shared.state).no_thread = true;
+        // Well past where SQLite's own checkpoint would have run, none yet.
+        fill_log(&db, 2 * BACKGROUND_FROM);
+        assert_eq!(
+            db.checkpointer().runs().2,
+            0,
+            "expected no whole checkpoint below {INLINE_FROM} pages"
+        );
         fill_log(&db, INLINE_FROM);
         let (passes, tails, inline) = db.checkpointer().runs();
         assert_eq!((passes, tails), (0, 0), "expected no thread to run");
@@ -632,6 +641,32 @@ mod tests {
              to checkpoint (passes, tails, whole checkpoints)"
         );
         assert_next_write_restarts(&db, "the commit's checkpoint");
+    }
+
+    #[test]
+    fn every_log_that_passes_the_limit_gets_its_passes() {
+        let (_dir, db) = fresh_db();
+        for round in 1..=3 {
+            fill_log(&db, BACKGROUND_FROM);
+            // With no commit after it, the thread's pass copies everything; the next
+            // round's first write starts the log again.
+            assert_the_thread_copied_everything(&db, round, &format!("round {round}"));
+        }
+    }
+
+    #[test]
+    fn a_file_no_connection_uses_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone.sqlite");
+        drop(open_db(&gone).unwrap());
+        let _other = open_db(&dir.path().join("other.sqlite")).unwrap();
+        let by_path = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            !by_path.as_ref().is_some_and(|m| m
+                .keys()
+                .any(|p| p.ends_with("gone.sqlite") && p.starts_with(dir.path()))),
+            "expected the closed file's checkpointer forgotten"
+        );
     }
 
     #[test]
