@@ -261,35 +261,33 @@ impl Shared {
             // the lock, so that no request slips in after this: a pass running beside the
             // commit that copies the tail would make that copy busy, and the log would not
             // start again.
+            let left_tail = passes == Passes::LeftTail;
             {
                 let mut state = lock(&self.state);
                 state.requested = false;
-                if passes == Passes::LeftTail {
-                    self.tail_ready.store(true, Ordering::Release);
-                }
+                self.tail_ready.store(left_tail, Ordering::Release);
             }
-            if passes == Passes::LeftTail {
-                // A writer that stopped leaves the tail to whatever commit comes next, a
-                // large delete perhaps, which would pay for it: with no commit for a while,
-                // the thread copies it itself (with no writer, all of it).
-                if self.idle(&TAIL_WAIT)
-                    && self.tail_ready.swap(false, Ordering::AcqRel)
-                    && checkpoint(conn, "PASSIVE").is_some()
-                {
-                    self.background.fetch_add(1, Ordering::Release);
-                }
+            // A writer that stopped leaves the tail to whatever commit comes next, a large
+            // delete perhaps, which would pay for it: with no commit for a while, the
+            // thread copies it itself (with no writer, all of it).
+            if left_tail
+                && self.idle(TAIL_WAIT)
+                && self.tail_ready.swap(false, Ordering::AcqRel)
+                && checkpoint(conn, "PASSIVE").is_some()
+            {
+                self.background.fetch_add(1, Ordering::Release);
             }
         }
     }
 
     /// Waits for `wait` (tests may stretch it); false when asked to stop.
-    fn idle(&self, wait: &Duration) -> bool {
+    fn idle(&self, wait: Duration) -> bool {
         let state = lock(&self.state);
         #[cfg(test)]
-        let wait = &state.tail_wait.unwrap_or(*wait);
+        let wait = state.tail_wait.unwrap_or(wait);
         let (state, _) = self
             .wake
-            .wait_timeout_while(state, *wait, |s| !s.stop)
+            .wait_timeout_while(state, wait, |s| !s.stop)
             .unwrap_or_else(PoisonError::into_inner);
         !state.stop
     }

@@ -226,10 +226,10 @@ pub(crate) fn open_db(path: &Path) -> Result<Db> {
         let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         // Checkpoints are `Db`'s, on a thread (store/checkpointer.rs), which replaces
         // SQLite's automatic checkpoint. After a checkpoint the log file is cut back to
-        // 32 MiB at most. A page cache of up to
-        // 16 MiB (SQLite's default is 2) keeps the indexes of ~100,000 snapshots in memory:
-        // deleting a subtree of that size re-read index pages from the OS for every row
-        // (4.7 -> 3.0 us a snapshot); it only grows as pages are used.
+        // 32 MiB at most. A page cache of up to 16 MiB (SQLite's default is 2) keeps the
+        // indexes of ~100,000 snapshots in memory: deleting a subtree of that size re-read
+        // index pages from the OS for every row (4.7 -> 3.0 us a snapshot); it only grows
+        // as pages are used.
         db.execute_batch(
             "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; \
              PRAGMA journal_size_limit=33554432; \
