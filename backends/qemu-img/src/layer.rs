@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::cmd::Cmd;
 use crate::error::{Error, Result};
 use crate::info::parse_json;
+use crate::overlay;
 
 /// Creates an empty qcow2 image of `size_bytes` at `path`.
 ///
@@ -28,28 +29,45 @@ pub fn create(path: &Path, size_bytes: u64) -> Result<()> {
 ///
 /// `backing` is stored in the header as given (qemu resolves a relative one against the
 /// overlay's directory, not the current one); the virtual size is the backing's. Refuses an
-/// existing `path`, like [`create`].
+/// existing `path`, like [`create`]. The file is written in process, byte for byte what
+/// `qemu-img create -f qcow2 -b BACKING -F qcow2 PATH` writes (`overlay.rs`), when the
+/// backing's header reads and the size allows; otherwise by qemu-img, whose message then
+/// says what is wrong with the backing.
 pub fn create_overlay(path: &Path, backing: &Path) -> Result<()> {
     refuse_existing(path)?;
-    Cmd::qemu_img("create", path)
-        .arg("-q")
-        .arg("-f")
-        .arg("qcow2")
-        .arg("-b")
-        .path(backing)
-        // Mandatory since qemu 6.1, and it stops qemu from probing the backing's format later.
-        .arg("-F")
-        .arg("qcow2")
-        .path(path)
-        .run()?;
-    Ok(())
+    let resolved = if backing.is_absolute() {
+        backing.to_path_buf()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).join(backing)
+    };
+    match crate::header::read_header(&resolved) {
+        Ok(h) if overlay::fits(h.size, backing) && !h.external_data_file => {
+            write_overlay(path, backing, h.size)
+        }
+        _ => Cmd::qemu_img("create", path)
+            .arg("-q")
+            .arg("-f")
+            .arg("qcow2")
+            .arg("-b")
+            .path(backing)
+            // Mandatory since qemu 6.1, and it stops qemu from probing the backing's format later.
+            .arg("-F")
+            .arg("qcow2")
+            .path(path)
+            .run()
+            .map(drop),
+    }
 }
 
-/// `qemu-img create -f qcow2 -u -b BACKING -F qcow2 PATH SIZE`: an empty overlay whose
-/// backing is not opened (`-u`), for a backing that a running QEMU holds with its write
-/// lock. The guest-visible size must therefore be given.
+/// Creates an empty overlay whose backing is not opened, for a backing that a running QEMU
+/// holds with its write lock, so the guest-visible size must be given: written in process
+/// as [`create_overlay`] does, or by `qemu-img create -f qcow2 -u -b BACKING -F qcow2 PATH
+/// SIZE` when the size does not allow it.
 pub fn create_overlay_unopened(path: &Path, backing: &Path, size_bytes: u64) -> Result<()> {
     refuse_existing(path)?;
+    if overlay::fits(size_bytes, backing) {
+        return write_overlay(path, backing, size_bytes);
+    }
     Cmd::qemu_img("create", path)
         .arg("-q")
         .arg("-f")
@@ -63,6 +81,18 @@ pub fn create_overlay_unopened(path: &Path, backing: &Path, size_bytes: u64) -> 
         .arg(size_bytes.to_string())
         .run()?;
     Ok(())
+}
+
+fn write_overlay(path: &Path, backing: &Path, size: u64) -> Result<()> {
+    overlay::write(path, size, backing).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+            image: path.to_path_buf(),
+        },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 fn refuse_existing(path: &Path) -> Result<()> {

@@ -3,7 +3,10 @@
 //!
 //! Every function runs one or a few subprocesses with [`std::process::Command`] (never a shell),
 //! always names the image format explicitly (`-f qcow2`, `-F qcow2`) so that qemu never probes a
-//! format from guest-controlled bytes, and turns qemu's own stderr into an [`Error`].
+//! format from guest-controlled bytes, and turns qemu's own stderr into an [`Error`]. Some are
+//! cheaper done in process, from the qcow2 specification and checked against qemu in the
+//! tests: reading headers, lock bytes and cluster maps, and writing a new empty overlay
+//! ([`create_overlay`], byte for byte what `qemu-img create -b` writes).
 //!
 //! Image locks: qemu locks every image it opens. An image held read-write by another process
 //! (a running VM, a `qemu-io` session) makes the functions here fail with [`Error::Locked`],
@@ -27,6 +30,7 @@ mod internal;
 mod io;
 mod layer;
 mod lock;
+mod overlay;
 #[allow(unsafe_code)]
 mod probe;
 mod progress;

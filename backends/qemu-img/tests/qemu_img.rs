@@ -680,3 +680,135 @@ fn an_interrupted_snapshot_delete_is_repaired_without_loss() {
         }
     }
 }
+
+/// `qemu-img create -q -f qcow2 -b BACKING -F qcow2 PATH [-u SIZE]`, run directly: the
+/// oracle the in-process overlay is compared with.
+fn qemu_img_overlay(path: &Path, backing: &Path, unopened_size: Option<u64>) {
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if unopened_size.is_some() {
+        cmd.arg("-u");
+    }
+    cmd.arg("-b").arg(backing).args(["-F", "qcow2"]).arg(path);
+    if let Some(size) = unopened_size {
+        cmd.arg(size.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "qemu-img create: {out:?}");
+}
+
+fn qemu_img_check_is_clean(image: &Path) {
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-q", "-f", "qcow2"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "expected qemu-img check to find {} clean: {out:?}",
+        image.display()
+    );
+}
+
+#[test]
+fn an_overlay_written_in_process_is_byte_for_byte_what_qemu_img_writes() {
+    let s = Scratch::new();
+    // Sizes: small, one L1 entry short, a partial L1 entry, and an L1 table of two
+    // clusters (5 TiB: 10,240 entries); backing names absolute and relative.
+    for (i, size) in [SIZE, 1 << 30, (1 << 30) + 512, 5 << 40]
+        .into_iter()
+        .enumerate()
+    {
+        let base = s.path(&format!("base{i}.qcow2"));
+        qi::create(&base, size).unwrap();
+        for relative in [false, true] {
+            let backing = if relative {
+                PathBuf::from(base.file_name().unwrap())
+            } else {
+                base.clone()
+            };
+            let ours = s.path(&format!("ours{i}{relative}.qcow2"));
+            let theirs = s.path(&format!("theirs{i}{relative}.qcow2"));
+            qi::create_overlay(&ours, &backing).unwrap();
+            qemu_img_overlay(&theirs, &backing, None);
+            let what = format!("size {size}, backing {}", backing.display());
+            assert!(
+                std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+                "expected the same bytes as qemu-img's overlay ({what})"
+            );
+            qemu_img_check_is_clean(&ours);
+
+            // The same for an overlay whose backing is not opened (a running VM's).
+            let ours = s.path(&format!("ours-u{i}{relative}.qcow2"));
+            let theirs = s.path(&format!("theirs-u{i}{relative}.qcow2"));
+            qi::create_overlay_unopened(&ours, &backing, size).unwrap();
+            qemu_img_overlay(&theirs, &backing, Some(size));
+            assert!(
+                std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+                "expected the same bytes as qemu-img -u's overlay ({what})"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_overlay_written_in_process_reads_through_takes_writes_and_commits() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    qi::io_write_pattern(&base, 0xaa, 0, SIZE).unwrap();
+    let top = s.path("top.qcow2");
+    qi::create_overlay(&top, &base).unwrap();
+    let info = qi::info(&top).unwrap();
+    assert_eq!(info.virtual_size, SIZE);
+    assert_eq!(info.backing_filename.as_deref(), base.to_str());
+    assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
+    assert!(
+        qi::io_verify_pattern(&top, 0xaa, 0, SIZE).unwrap(),
+        "reads through"
+    );
+    qi::io_write_pattern(&top, 0xbb, MIB, MIB).unwrap();
+    qemu_img_check_is_clean(&top);
+    assert!(qi::io_verify_pattern(&top, 0xbb, MIB, MIB).unwrap());
+    assert!(qi::io_verify_pattern(&base, 0xaa, MIB, MIB).unwrap());
+    qi::commit(&top, &mut no_progress()).unwrap();
+    assert!(
+        qi::io_verify_pattern(&base, 0xbb, MIB, MIB).unwrap(),
+        "committed"
+    );
+    assert!(qi::io_verify_pattern(&base, 0xaa, 0, MIB).unwrap());
+}
+
+#[test]
+fn an_overlay_is_refused_over_an_existing_file_and_a_broken_backing_gets_qemus_word() {
+    let s = Scratch::new();
+    let base = s.path("base.qcow2");
+    qi::create(&base, SIZE).unwrap();
+    let top = s.path("top.qcow2");
+    std::fs::write(&top, b"guest data").unwrap();
+    let err = qi::create_overlay(&top, &base).unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists { ref image } if *image == top),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read(&top).unwrap(),
+        b"guest data",
+        "left as it was"
+    );
+    // Not a qcow2 image: left to qemu-img, which says why.
+    let raw = s.path("raw.img");
+    std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+    let over = s.path("over.qcow2");
+    let err = qi::create_overlay(&over, &raw).unwrap_err();
+    assert!(
+        matches!(err, Error::Failed { .. }),
+        "expected qemu-img's failure: {err:?}"
+    );
+    let missing = s.path("missing.qcow2");
+    let err = qi::create_overlay(&over, &missing).unwrap_err();
+    assert!(
+        err.to_string().contains("failed"),
+        "expected qemu-img's failure for a missing backing: {err}"
+    );
+}
