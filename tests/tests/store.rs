@@ -775,6 +775,39 @@ fn closing_keeps_a_small_log_and_folds_a_large_one() {
     assert_eq!(names(dir), 601, "expected every commit read back");
 }
 
+#[test]
+fn closing_folds_a_log_past_256_kib() {
+    // The next process to open the database reads and checksums the whole log: a log of
+    // a few hundred KiB is folded, where 1 MiB used to be the mark.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let wal = dir.join("snaptree.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    {
+        let c = fresh(dir, "vm");
+        let mut d = c.open_domain("vm").unwrap();
+        let mut i = 0;
+        while wal_len() < 300 << 10 {
+            d.create_snapshot(&format!(
+                "<domainsnapshot><name>s{i}</name></domainsnapshot>"
+            ))
+            .unwrap();
+            i += 1;
+            assert!(i < 2000, "expected the log to grow past 300 KiB");
+        }
+        let grown = wal_len();
+        assert!(
+            grown < 1 << 20,
+            "expected a log under the old 1 MiB mark, got {grown} bytes"
+        );
+    }
+    assert_eq!(
+        wal_len(),
+        0,
+        "expected a log past 256 KiB folded into the database and truncated on close"
+    );
+}
+
 /// A SQLite state directory in `dir` holding domain "vm" with snapshots "a" and "b".
 fn snapshots_a_and_b(dir: &Path) -> (Connection, snaptree_engine::Domain) {
     let c = Connection::open(Some(dir)).unwrap();
