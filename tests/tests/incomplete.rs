@@ -353,7 +353,11 @@ fn a_failed_final_commit_after_the_only_step_is_incomplete_and_recovery_reruns_t
     assert!(d.tree().unwrap().is_empty(), "nothing committed");
     // The last step is never recorded: the commit after it clears the entry.
     assert_eq!(d.pending().unwrap().unwrap().entry.steps_done, 0);
-    assert_eq!(step_records.load(Ordering::SeqCst), 0, "expected no step record");
+    assert_eq!(
+        step_records.load(Ordering::SeqCst),
+        0,
+        "expected no step record"
+    );
     fail.store(false, Ordering::SeqCst);
     let executed = switch.executed();
     let done = d.recover().unwrap();
@@ -377,7 +381,12 @@ fn a_plan_records_every_step_but_the_last_and_a_failed_commit_reruns_only_the_la
     let counted = Arc::new(AtomicUsize::new(0));
     let mut healthy = commit_fails_domain(Box::new(healthy_sim.clone()), &no, &counted);
     build_base(&mut healthy).unwrap();
-    let b = healthy.tree().unwrap().require_name("b", "vm").unwrap().uuid;
+    let b = healthy
+        .tree()
+        .unwrap()
+        .require_name("b", "vm")
+        .unwrap()
+        .uuid;
     let steps = healthy
         .plan_delete(&b, DeleteMode::DiscardForce)
         .unwrap()
