@@ -45,8 +45,20 @@ pub fn repair_after_interrupted_snapshot_op(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Internal snapshots stored in `path`, ordered by id.
+/// Internal snapshots stored in `path`, in the order `qemu-img info` lists them (the
+/// snapshot table's). Read in process (`snapshot_table.rs`) after the lock test `qemu-img
+/// info` would make (`Locked` while another process writes the image); qemu-img answers
+/// what that cannot read with certainty.
 pub fn snapshot_list(path: &Path) -> Result<Vec<InternalSnapshot>> {
+    match crate::probe::check_readable(path) {
+        Some(Err(locked)) => return Err(locked),
+        Some(Ok(())) => {
+            if let Some(list) = crate::snapshot_table::list(path) {
+                return Ok(list);
+            }
+        }
+        None => {}
+    }
     Ok(info(path)?.snapshots)
 }
 

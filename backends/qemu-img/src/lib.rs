@@ -5,8 +5,9 @@
 //! always names the image format explicitly (`-f qcow2`, `-F qcow2`) so that qemu never probes a
 //! format from guest-controlled bytes, and turns qemu's own stderr into an [`Error`]. Some are
 //! cheaper done in process, from the qcow2 specification and checked against qemu in the
-//! tests: reading headers, lock bytes and cluster maps, and writing a new empty overlay
-//! ([`create_overlay`], byte for byte what `qemu-img create -b` writes).
+//! tests: reading headers, lock bytes, cluster maps and snapshot tables
+//! ([`snapshot_list`]), and writing a new empty overlay ([`create_overlay`], byte for byte
+//! what `qemu-img create -b` writes).
 //!
 //! Image locks: qemu locks every image it opens. An image held read-write by another process
 //! (a running VM, a `qemu-io` session) makes the functions here fail with [`Error::Locked`],
@@ -34,6 +35,7 @@ mod overlay;
 #[allow(unsafe_code)]
 mod probe;
 mod progress;
+mod snapshot_table;
 mod space;
 
 pub use chain::{commit, rebase_safe, rebase_unsafe};

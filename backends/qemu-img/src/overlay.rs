@@ -70,18 +70,18 @@ fn l1_bytes(size: u64) -> u64 {
     size.div_ceil(BYTES_PER_L1_ENTRY) * 8
 }
 
-/// The whole file of an empty overlay of `size` bytes on `backing` (a qcow2 image), as
-/// qemu-img writes it. The caller checked [`fits`].
-pub(crate) fn image(size: u64, backing: &Path) -> Vec<u8> {
+/// An empty overlay of `size` bytes on `backing` (a qcow2 image), as qemu-img writes it:
+/// the file's length and the bytes that are not zero, as (offset, bytes). The caller
+/// checked [`fits`].
+fn layout(size: u64, backing: &Path) -> (u64, [(u64, Vec<u8>); 3]) {
     let name = backing.as_os_str().as_bytes();
     let l1_entries = size.div_ceil(BYTES_PER_L1_ENTRY);
     let l1_clusters = l1_bytes(size).div_ceil(CLUSTER);
     let l1_offset = 3 * CLUSTER;
-    let mut file = vec![0u8; (l1_offset + l1_bytes(size)) as usize];
 
-    // Header extensions, then the backing name, right after the 112-byte header.
-    let mut ext = Vec::new();
-    push_extension(&mut ext, EXT_BACKING_FORMAT, b"qcow2");
+    // The header, its extensions, then the backing name.
+    let mut head = vec![0u8; HEADER_LENGTH as usize];
+    push_extension(&mut head, EXT_BACKING_FORMAT, b"qcow2");
     let mut names = Vec::with_capacity(FEATURE_NAMES.len() * FEATURE_NAME_ENTRY);
     for (kind, bit, name) in FEATURE_NAMES {
         let mut entry = [0u8; FEATURE_NAME_ENTRY];
@@ -90,14 +90,12 @@ pub(crate) fn image(size: u64, backing: &Path) -> Vec<u8> {
         entry[2..2 + name.len()].copy_from_slice(name.as_bytes());
         names.extend_from_slice(&entry);
     }
-    push_extension(&mut ext, EXT_FEATURE_NAMES, &names);
-    ext.extend_from_slice(&[0u8; 8]); // end of extensions
-    let ext_at = HEADER_LENGTH as usize;
-    let name_at = ext_at + ext.len();
-    file[ext_at..name_at].copy_from_slice(&ext);
-    file[name_at..name_at + name.len()].copy_from_slice(name);
+    push_extension(&mut head, EXT_FEATURE_NAMES, &names);
+    head.extend_from_slice(&[0u8; 8]); // end of extensions
+    let name_at = head.len() as u64;
+    head.extend_from_slice(name);
 
-    let mut put32 = |at: usize, v: u32| file[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let mut put32 = |at: usize, v: u32| head[at..at + 4].copy_from_slice(&v.to_be_bytes());
     put32(0, u32::from_be_bytes(*b"QFI\xfb"));
     put32(4, 3); // version
     put32(16, name.len() as u32);
@@ -106,18 +104,30 @@ pub(crate) fn image(size: u64, backing: &Path) -> Vec<u8> {
     put32(56, 1); // refcount table clusters
     put32(96, REFCOUNT_ORDER);
     put32(100, HEADER_LENGTH);
-    let mut put64 = |at: usize, v: u64| file[at..at + 8].copy_from_slice(&v.to_be_bytes());
-    put64(8, name_at as u64);
+    let mut put64 = |at: usize, v: u64| head[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    put64(8, name_at);
     put64(24, size);
     put64(40, l1_offset);
     put64(48, CLUSTER); // the refcount table, at cluster 1
     // Everything else in the header is zero: no encryption, no internal snapshot, no
     // incompatible, compatible or autoclear feature, zlib compression.
 
-    put64(CLUSTER as usize, 2 * CLUSTER); // the refcount block, at cluster 2
-    let block = 2 * CLUSTER as usize;
-    for cluster in 0..(3 + l1_clusters) as usize {
-        file[block + 2 * cluster..block + 2 * cluster + 2].copy_from_slice(&1u16.to_be_bytes());
+    // The refcount table's one entry: the refcount block, at cluster 2, which counts
+    // clusters 0 to 3 + the L1 table's - 1 once each. The L1 table is all zero.
+    let table = (2 * CLUSTER).to_be_bytes().to_vec();
+    let block = 1u16.to_be_bytes().repeat((3 + l1_clusters) as usize);
+    (
+        l1_offset + l1_bytes(size),
+        [(0, head), (CLUSTER, table), (2 * CLUSTER, block)],
+    )
+}
+
+/// The whole file [`layout`] describes, zeros included.
+fn image(size: u64, backing: &Path) -> Vec<u8> {
+    let (len, pieces) = layout(size, backing);
+    let mut file = vec![0u8; len as usize];
+    for (at, bytes) in pieces {
+        file[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
     }
     file
 }
@@ -129,9 +139,13 @@ fn push_extension(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
     out.resize(out.len() + (8 - data.len() % 8) % 8, 0);
 }
 
-/// Writes [`image`] to `path`, which must not exist (`O_EXCL`: a dangling symlink counts
-/// as existing too), with mode 0644 less the umask, as qemu-img creates files. Not flushed:
-/// the caller syncs what it renames into place. A failed write removes the file.
+/// Writes the overlay to `path`, which must not exist (`O_EXCL`: a dangling symlink counts
+/// as existing too), with mode 0644 less the umask, as qemu-img creates files. Every byte
+/// is written, zeros included, as qemu-img does: its metadata clusters are then allocated,
+/// so that later writes into them (the L1 table, the refcounts) need no new space — the
+/// space estimates count on it, and an undo on a full file system must not fail there.
+/// Not flushed: the caller syncs what it renames into place. A failed write removes the
+/// file.
 pub(crate) fn write(path: &Path, size: u64, backing: &Path) -> std::io::Result<()> {
     let bytes = image(size, backing);
     let mut file = OpenOptions::new()
@@ -139,12 +153,12 @@ pub(crate) fn write(path: &Path, size: u64, backing: &Path) -> std::io::Result<(
         .create_new(true)
         .mode(0o644)
         .open(path)?;
-    if let Err(e) = file.write_all(&bytes) {
+    let written = file.write_all(&bytes);
+    if written.is_err() {
         drop(file);
         let _ = std::fs::remove_file(path);
-        return Err(e);
     }
-    Ok(())
+    written
 }
 
 #[cfg(test)]

@@ -81,6 +81,22 @@ pub(crate) fn check_writable(path: &Path) -> Option<Result<(), Error>> {
     None
 }
 
+/// Whether `path` alone (not its backing) could be opened read-only right now, as `qemu-img
+/// info` opens it: `Some(Err(Locked))` while another process writes or resizes it, or does
+/// not let others read it consistently; `None` when this cannot be tested here.
+pub(crate) fn check_readable(path: &Path) -> Option<Result<(), Error>> {
+    Some(match held(path, &BACKING_BYTES)? {
+        None => Ok(()),
+        Some(byte) => Err(Error::Locked {
+            image: path.to_path_buf(),
+            message: format!(
+                "Failed to get shared \"write\" lock: another process holds {} (QEMU lock byte {byte})",
+                path.display()
+            ),
+        }),
+    })
+}
+
 /// The first of `bytes` another open file description holds a lock on; `None` inside when
 /// none does, `None` outside when the file cannot be tested.
 fn held(file: &Path, bytes: &[i64]) -> Option<Option<i64>> {

@@ -328,6 +328,8 @@ fn read_write_holder_locks_image_and_its_overlays() {
         locked(qi::check_writable(&base));
         locked(qi::snapshot_create(&base, "t-1a"));
         locked(qi::info(&base).map(drop));
+        // The snapshot list, read in process, refuses the held image as qemu-img info does.
+        locked(qi::snapshot_list(&base).map(drop));
         // The overlay is fine itself, but its backing is held: named as the locked file.
         locked(qi::check_writable(&top));
         locked(qi::commit(&top, &mut no_progress()));
@@ -349,8 +351,10 @@ fn read_only_holder_blocks_writers_but_not_info() {
     qi::create(&img, SIZE).unwrap();
     {
         let _holder = LockHolder::hold_read_only(&img);
-        // `qemu-img info` would not notice this holder; check_writable does.
+        // `qemu-img info` would not notice this holder (nor the snapshot list, read in
+        // process); check_writable does.
         qi::info(&img).unwrap();
+        qi::snapshot_list(&img).unwrap();
         let err = qi::check_writable(&img).unwrap_err();
         assert!(
             matches!(err, Error::Locked { ref image, .. } if *image == img),
@@ -735,6 +739,14 @@ fn an_overlay_written_in_process_is_byte_for_byte_what_qemu_img_writes() {
             assert!(
                 std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
                 "expected the same bytes as qemu-img's overlay ({what})"
+            );
+            // Allocated alike, holes included: later writes into the metadata need no new
+            // space in either (the space estimates count on it).
+            let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&p.metadata().unwrap());
+            assert_eq!(
+                blocks(&ours),
+                blocks(&theirs),
+                "expected as many blocks allocated as qemu-img's overlay ({what})"
             );
             qemu_img_check_is_clean(&ours);
 

@@ -371,10 +371,10 @@ impl Ctx<'_> {
 
     // ---- reading ----
 
-    /// The internal snapshot tags of `image`.
+    /// The internal snapshot tags of `image`, read in process (`qemu-img info` only for
+    /// what that cannot read): the engine's own time, not qemu's.
     pub(crate) fn tags(&self, image: &Path) -> Result<Vec<String>> {
-        Ok(self
-            .qemu(|| qi::snapshot_list(image))?
+        Ok(qi::snapshot_list(image)?
             .into_iter()
             .map(|s| s.name)
             .collect())
