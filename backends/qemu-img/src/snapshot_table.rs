@@ -24,7 +24,7 @@
 //! of bounds, a name that is not UTF-8 — is left to qemu-img ([`list`] answers `None`).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::info::InternalSnapshot;
@@ -58,43 +58,51 @@ pub(crate) fn list(path: &Path) -> Option<Vec<InternalSnapshot>> {
     if count > MAX_SNAPSHOTS || offset == 0 || !offset.is_multiple_of(8) {
         return None;
     }
-    let len = file.metadata().ok()?.len();
-    let bytes = (len.checked_sub(offset)?).min(MAX_TABLE_BYTES);
-    let mut table = Vec::new();
     file.seek(SeekFrom::Start(offset)).ok()?;
-    file.take(bytes).read_to_end(&mut table).ok()?;
-
-    let mut at = 0usize;
+    // Entry by entry: the table is a few hundred bytes, and data clusters may follow it.
+    let mut table = BufReader::new(file);
+    let mut read = |n: usize, used: &mut u64| -> Option<Vec<u8>> {
+        *used += n as u64;
+        if *used > MAX_TABLE_BYTES {
+            return None;
+        }
+        let mut buf = vec![0u8; n];
+        table.read_exact(&mut buf).ok()?;
+        Some(buf)
+    };
+    let mut used = 0u64;
+    let mut padding = 0;
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let fixed = table.get(at..at + 40)?;
+        // The previous entry's padding to 8 bytes (none is needed after the last).
+        read(padding, &mut used)?;
+        let fixed = read(40, &mut used)?;
         let id_len = u16::from_be_bytes([fixed[12], fixed[13]]) as usize;
         let name_len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
-        let date_sec = be32(fixed, 16);
-        let date_nsec = be32(fixed, 20);
-        let small_state = be32(fixed, 32);
-        let extra_len = be32(fixed, 36) as usize;
+        let date_sec = be32(&fixed, 16);
+        let date_nsec = be32(&fixed, 20);
+        let small_state = be32(&fixed, 32);
+        let extra_len = be32(&fixed, 36) as usize;
         if version == 3 && extra_len < EXTRA_V3 {
             return None;
         }
-        let extra = table.get(at + 40..at + 40 + extra_len)?;
+        let extra = read(extra_len, &mut used)?;
         let vm_state_size = if extra_len >= 8 {
-            be64(extra, 0)
+            be64(&extra, 0)
         } else {
             u64::from(small_state)
         };
-        let id_at = at + 40 + extra_len;
-        let id = std::str::from_utf8(table.get(id_at..id_at + id_len)?).ok()?;
-        let name_at = id_at + id_len;
-        let name = std::str::from_utf8(table.get(name_at..name_at + name_len)?).ok()?;
+        let id = String::from_utf8(read(id_len, &mut used)?).ok()?;
+        let name = String::from_utf8(read(name_len, &mut used)?).ok()?;
+        let entry = 40 + extra_len + id_len + name_len;
+        padding = entry.next_multiple_of(8) - entry;
         out.push(InternalSnapshot {
-            id: id.to_string(),
-            name: name.to_string(),
+            id,
+            name,
             date_sec: u64::from(date_sec),
             date_nsec,
             vm_state_size,
         });
-        at = (name_at + name_len).next_multiple_of(8);
     }
     Some(out)
 }
