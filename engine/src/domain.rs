@@ -339,7 +339,7 @@ impl Domain {
         for (i, action) in steps.iter().enumerate().skip(steps_done) {
             let done = self
                 .execute(action, &mut NoProgress)
-                .and_then(|()| self.record_step_done(i, steps.len()));
+                .and_then(|()| self.store.journal_step_done(i));
             if let Err(e) = done {
                 return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
@@ -1008,23 +1008,15 @@ impl Domain {
                 }
                 return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
-            if let Err(e) = self.record_step_done(i, actions.len()) {
+            // Every step is recorded, the last included: a re-run of a finished step is
+            // not always harmless (a revert run again throws away what the guest did
+            // since), so a failed commit must not bring one back.
+            if let Err(e) = self.store.journal_step_done(i) {
                 return Err(self.incomplete(&plan, Stage::Step(i), e));
             }
         }
         self.commit_journaled(&plan)?;
         Ok(plan)
-    }
-
-    /// Records step `i` of a plan of `n` as done, except the last: the commit that follows
-    /// it clears the entry, and a crash before that commit leaves what a crash at the end
-    /// of the step leaves, a step re-run on recovery (which backends must finish, DESIGN.md
-    /// "Journal"). That saves one store commit, and its sync, per journaled operation.
-    fn record_step_done(&mut self, i: usize, n: usize) -> Result<()> {
-        if i + 1 == n {
-            return Ok(());
-        }
-        self.store.journal_step_done(i)
     }
 
     /// Runs one action of a plan on the backend.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use snaptree_check::SimBackend;
 use snaptree_engine::testing::{Fault, FaultAction, FaultSwitch, FaultyBackend, SharedBackend};
@@ -267,12 +267,10 @@ snaptree_tests::both_stores! {
     }
 }
 
-/// A memory store whose commit can be made to fail, as a full disk under SQLite would, and
-/// which counts the step records it is asked to make.
+/// A memory store whose commit can be made to fail, as a full disk under SQLite would.
 struct CommitFails {
     inner: MemoryStore,
     fail: Arc<AtomicBool>,
-    step_records: Arc<AtomicUsize>,
 }
 
 impl DomainStore for CommitFails {
@@ -295,7 +293,6 @@ impl DomainStore for CommitFails {
         self.inner.journal_begin(plan)
     }
     fn journal_step_done(&mut self, index: usize) -> snaptree_engine::Result<()> {
-        self.step_records.fetch_add(1, Ordering::SeqCst);
         self.inner.journal_step_done(index)
     }
     fn commit(&mut self, plan: &Plan, before: &SnapshotTree) -> snaptree_engine::Result<()> {
@@ -312,35 +309,26 @@ impl DomainStore for CommitFails {
     }
 }
 
-/// A domain on `backend` whose store is a [`CommitFails`] (commits succeed until `fail`).
-fn commit_fails_domain(
-    backend: Box<dyn Backend>,
-    fail: &Arc<AtomicBool>,
-    step_records: &Arc<AtomicUsize>,
-) -> Domain {
+#[test]
+fn a_failed_final_commit_after_every_step_is_incomplete_and_finished_without_rerunning() {
+    let fail = Arc::new(AtomicBool::new(true));
+    let switch = FaultSwitch::new();
     let text = null_domain("vm");
-    Domain::from_parts(
+    let mut d = Domain::from_parts(
         DomainXml::parse(&text).unwrap(),
         text.clone(),
         Uuid::new_v4(),
         SnapshotTree::new(),
-        backend,
+        Box::new(FaultyBackend::new(
+            Box::new(NullBackend::new()),
+            switch.clone(),
+        )),
         Box::new(CommitFails {
             inner: MemoryStore::default(),
             fail: fail.clone(),
-            step_records: step_records.clone(),
         }),
     )
-    .unwrap()
-}
-
-#[test]
-fn a_failed_final_commit_after_the_only_step_is_incomplete_and_recovery_reruns_the_step() {
-    let fail = Arc::new(AtomicBool::new(true));
-    let step_records = Arc::new(AtomicUsize::new(0));
-    let switch = FaultSwitch::new();
-    let backend = FaultyBackend::new(Box::new(NullBackend::new()), switch.clone());
-    let mut d = commit_fails_domain(Box::new(backend), &fail, &step_records);
+    .unwrap();
     let err = d
         .create_snapshot("<domainsnapshot><name>s</name></domainsnapshot>")
         .unwrap_err();
@@ -351,88 +339,14 @@ fn a_failed_final_commit_after_the_only_step_is_incomplete_and_recovery_reruns_t
     );
     assert!(err.full_message().contains("injected commit failure"));
     assert!(d.tree().unwrap().is_empty(), "nothing committed");
-    // The last step is never recorded: the commit after it clears the entry.
-    assert_eq!(d.pending().unwrap().unwrap().entry.steps_done, 0);
-    assert_eq!(
-        step_records.load(Ordering::SeqCst),
-        0,
-        "expected no step record"
-    );
+    assert_eq!(d.pending().unwrap().unwrap().entry.steps_done, 1);
     fail.store(false, Ordering::SeqCst);
     let executed = switch.executed();
     let done = d.recover().unwrap();
     assert_eq!(done.len(), 1, "expected one recovery");
-    assert_eq!(done[0].steps_done_before, 0);
-    assert_eq!(
-        switch.executed(),
-        executed + 1,
-        "expected the step re-run once (restartable)"
-    );
+    assert_eq!(done[0].steps_done_before, 1);
+    assert_eq!(switch.executed(), executed, "no step is re-run");
     assert!(d.tree().unwrap().by_name("s").is_some());
-    assert_eq!(d.tree().unwrap().len(), 1, "expected one snapshot, not two");
-}
-
-/// A plan of n steps makes n - 1 step records; a crash or a failed commit after its last
-/// step re-runs that step alone, and the result is the healthy run's, tree and content.
-#[test]
-fn a_plan_records_every_step_but_the_last_and_a_failed_commit_reruns_only_the_last() {
-    let no = Arc::new(AtomicBool::new(false));
-    let healthy_sim = SharedBackend::new(Box::new(SimBackend::new()));
-    let counted = Arc::new(AtomicUsize::new(0));
-    let mut healthy = commit_fails_domain(Box::new(healthy_sim.clone()), &no, &counted);
-    build_base(&mut healthy).unwrap();
-    let b = healthy
-        .tree()
-        .unwrap()
-        .require_name("b", "vm")
-        .unwrap()
-        .uuid;
-    let steps = healthy
-        .plan_delete(&b, DeleteMode::DiscardForce)
-        .unwrap()
-        .steps
-        .len();
-    assert_eq!(steps, 4, "expected DISCARD_FORCE of b to be four steps");
-    counted.store(0, Ordering::SeqCst);
-    healthy
-        .delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap();
-    assert_eq!(
-        counted.load(Ordering::SeqCst),
-        steps - 1,
-        "expected a record for every step but the last"
-    );
-    let after = Canon::of(healthy.tree().unwrap()).without_dates();
-    let after_content = contents(&mut healthy, &healthy_sim);
-
-    let fail = Arc::new(AtomicBool::new(false));
-    let step_records = Arc::new(AtomicUsize::new(0));
-    let sim = SharedBackend::new(Box::new(SimBackend::new()));
-    let switch = FaultSwitch::new();
-    let backend = FaultyBackend::new(Box::new(sim.clone()), switch.clone());
-    let mut d = commit_fails_domain(Box::new(backend), &fail, &step_records);
-    build_base(&mut d).unwrap();
-    let b = d.tree().unwrap().require_name("b", "vm").unwrap().uuid;
-    fail.store(true, Ordering::SeqCst);
-    let err = d
-        .delete(&b, DeleteMode::DiscardForce, &mut NoProgress)
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Incomplete, "{err}");
-    assert!(err.to_string().contains("final commit"), "{err}");
-    assert_eq!(d.pending().unwrap().unwrap().entry.steps_done, steps - 1);
-    fail.store(false, Ordering::SeqCst);
-    let executed = switch.executed();
-    let done = d.recover().unwrap();
-    assert_eq!(done.len(), 1, "expected one recovery");
-    assert_eq!(done[0].steps_done_before, steps - 1);
-    assert_eq!(
-        switch.executed(),
-        executed + 1,
-        "expected only the last step re-run"
-    );
-    assert_eq!(Canon::of(d.tree().unwrap()).without_dates(), after);
-    assert_eq!(contents(&mut d, &sim), after_content);
-    d.check_agreement().unwrap();
 }
 
 /// The shared simulator with every step failing: a fault that lasts (a full disk).

@@ -31,8 +31,8 @@ pub fn create(path: &Path, size_bytes: u64) -> Result<()> {
 /// overlay's directory, not the current one); the virtual size is the backing's. Refuses an
 /// existing `path`, like [`create`]. The file is written in process, byte for byte what
 /// `qemu-img create -f qcow2 -b BACKING -F qcow2 PATH` writes (`overlay.rs`), when the
-/// backing's header reads and the size allows; otherwise by qemu-img, whose message then
-/// says what is wrong with the backing.
+/// backing chain's headers show it would open as qemu-img opens it and the size allows;
+/// otherwise by qemu-img, whose message then says what is wrong with the chain.
 pub fn create_overlay(path: &Path, backing: &Path) -> Result<()> {
     refuse_existing(path)?;
     let resolved = if backing.is_absolute() {
@@ -40,10 +40,8 @@ pub fn create_overlay(path: &Path, backing: &Path) -> Result<()> {
     } else {
         path.parent().unwrap_or(Path::new(".")).join(backing)
     };
-    match crate::header::read_header(&resolved) {
-        Ok(h) if overlay::fits(h.size, backing) && !h.external_data_file => {
-            write_overlay(path, backing, h.size)
-        }
+    match overlay::backing_size(&resolved) {
+        Some(size) if overlay::fits(size, backing) => write_overlay(path, backing, size),
         _ => Cmd::qemu_img("create", path)
             .arg("-q")
             .arg("-f")

@@ -36,6 +36,8 @@ const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 const EXT_FEATURE_NAMES: u32 = 0x6803_F857;
 /// qemu refuses longer backing names.
 const MAX_BACKING_NAME: usize = 1023;
+/// Longer chains are left to qemu-img (this only bounds a loop through a corrupt chain).
+const MAX_CHAIN: usize = 4096;
 /// The feature name table qemu 10.0 writes into every image: (type, bit, name), type 0
 /// incompatible, 1 compatible, 2 autoclear. Informative only (qemu names unknown features
 /// with it), so an older qemu reads the image the same.
@@ -63,6 +65,43 @@ pub(crate) fn fits(size: u64, backing: &Path) -> bool {
         && !name.is_empty()
         && name.len() <= MAX_BACKING_NAME
         && !name.contains(&0)
+}
+
+/// The virtual size of `backing` (a qcow2 image) when its whole chain opens as `qemu-img
+/// create -b` would open it, checked from the headers: every file present, qcow2 version 2
+/// or 3 with no encryption and no incompatible feature (dirty, corrupt, external data
+/// file, unknown: qemu decides those), each backing's format declared qcow2 or raw. `None`
+/// sends the caller to qemu-img, whose message then says what is wrong.
+pub(crate) fn backing_size(backing: &Path) -> Option<u64> {
+    let mut file = backing.to_path_buf();
+    let mut size = None;
+    for _ in 0..MAX_CHAIN {
+        let mut head = [0u8; 80];
+        std::fs::File::open(&file)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .ok()?;
+        let be32 = |at: usize| u32::from_be_bytes(head[at..at + 4].try_into().expect("4"));
+        let be64 = |at: usize| u64::from_be_bytes(head[at..at + 8].try_into().expect("8"));
+        let version = be32(4);
+        if head[0..4] != *b"QFI\xfb"
+            || !(2..=3).contains(&version)
+            || be32(32) != 0
+            || (version == 3 && be64(72) != 0)
+        {
+            return None;
+        }
+        let header = crate::header::read_header(&file).ok()?;
+        size.get_or_insert(header.size);
+        let Some(next) = header.backing else {
+            return size;
+        };
+        match header.backing_format.as_deref() {
+            Some("qcow2") => file = next,
+            Some("raw") => return next.is_file().then_some(size).flatten(),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Bytes of the L1 table of an image of `size` bytes.

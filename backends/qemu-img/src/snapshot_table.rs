@@ -21,7 +21,8 @@
 //! | | name length | name |
 //!
 //! Whatever is unusual — incompatible features set (a dirty or corrupt image), a table out
-//! of bounds, a name that is not UTF-8 — is left to qemu-img ([`list`] answers `None`).
+//! of bounds or not on a cluster, more extra data than qemu allows, a name that is not
+//! UTF-8 — is left to qemu-img ([`list`] answers `None`).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -34,6 +35,8 @@ const MAX_SNAPSHOTS: u32 = 65536;
 const MAX_TABLE_BYTES: u64 = 64 << 20;
 /// What a version 3 entry's extra data holds at least (VM state size, disk size).
 const EXTRA_V3: usize = 16;
+/// qemu refuses an entry with more extra data ("Too much extra metadata").
+const MAX_EXTRA: usize = 1024;
 
 /// The internal snapshots of the qcow2 image at `path`, in table order as qemu-img lists
 /// them; `None` when this cannot answer with certainty and qemu-img should.
@@ -55,7 +58,13 @@ pub(crate) fn list(path: &Path) -> Option<Vec<InternalSnapshot>> {
     if count == 0 {
         return Some(Vec::new());
     }
-    if count > MAX_SNAPSHOTS || offset == 0 || !offset.is_multiple_of(8) {
+    // qemu refuses a table that does not start on a cluster.
+    let cluster_bits = be32(&head, 20);
+    if count > MAX_SNAPSHOTS
+        || offset == 0
+        || !(9..=21).contains(&cluster_bits)
+        || !offset.is_multiple_of(1 << cluster_bits)
+    {
         return None;
     }
     file.seek(SeekFrom::Start(offset)).ok()?;
@@ -83,7 +92,7 @@ pub(crate) fn list(path: &Path) -> Option<Vec<InternalSnapshot>> {
         let date_nsec = be32(&fixed, 20);
         let small_state = be32(&fixed, 32);
         let extra_len = be32(&fixed, 36) as usize;
-        if version == 3 && extra_len < EXTRA_V3 {
+        if (version == 3 && extra_len < EXTRA_V3) || extra_len > MAX_EXTRA {
             return None;
         }
         let extra = read(extra_len, &mut used)?;
@@ -166,12 +175,22 @@ mod tests {
         );
         // A table beyond the end of the file.
         bytes[79] &= !1;
+        let table = bytes[64..72].to_vec();
         bytes[64..72].copy_from_slice(&(1u64 << 40).to_be_bytes());
         std::fs::write(&image, &bytes).unwrap();
         assert_eq!(
             list(&image),
             None,
             "expected a table out of bounds left to qemu-img"
+        );
+        // A table moved off its cluster by 8 bytes (qemu: "Snapshot table offset invalid").
+        let moved = u64::from_be_bytes(table.try_into().unwrap()) + 8;
+        bytes[64..72].copy_from_slice(&moved.to_be_bytes());
+        std::fs::write(&image, &bytes).unwrap();
+        assert_eq!(
+            list(&image),
+            None,
+            "expected a table off its cluster left to qemu-img"
         );
     }
 }

@@ -823,4 +823,25 @@ fn an_overlay_is_refused_over_an_existing_file_and_a_broken_backing_gets_qemus_w
         err.to_string().contains("failed"),
         "expected qemu-img's failure for a missing backing: {err}"
     );
+    // The whole chain is checked, as qemu-img opens it: a missing grand-backing, and a
+    // backing with an incompatible feature qemu does not know, fail as qemu-img fails.
+    let mid = s.path("mid.qcow2");
+    qi::create_overlay(&mid, &base).unwrap();
+    std::fs::rename(&base, s.path("moved.qcow2")).unwrap();
+    let err = qi::create_overlay(&over, &mid).unwrap_err();
+    assert!(
+        matches!(err, Error::Failed { ref message, .. } if message.contains("backing")),
+        "expected qemu-img's failure for a missing grand-backing: {err:?}"
+    );
+    assert!(!over.exists(), "expected no overlay left behind");
+    let odd = s.path("odd.qcow2");
+    qi::create(&odd, SIZE).unwrap();
+    let mut bytes = std::fs::read(&odd).unwrap();
+    bytes[72] |= 0x80; // incompatible feature bit 63
+    std::fs::write(&odd, &bytes).unwrap();
+    let err = qi::create_overlay(&over, &odd).unwrap_err();
+    assert!(
+        matches!(err, Error::Failed { ref message, .. } if message.contains("feature")),
+        "expected qemu-img's failure for an unknown incompatible feature: {err:?}"
+    );
 }
