@@ -10,7 +10,11 @@
 //! | 4 | 4 | version (2 or 3) |
 //! | 8 | 8 | backing file name offset (0: no backing file) |
 //! | 16 | 4 | backing file name length |
+//! | 20 | 4 | cluster bits |
 //! | 24 | 8 | virtual size |
+//! | 32 | 4 | encryption method |
+//! | 60 | 4 | internal snapshots |
+//! | 64 | 8 | snapshot table offset |
 //! | 72 | 8 | incompatible features (version 3; bit 2: external data file) |
 //! | 100 | 4 | header length (version 3; version 2 headers are 72 bytes) |
 //!
@@ -45,6 +49,18 @@ pub struct Qcow2Header {
     pub size: u64,
     /// Whether the image keeps its data in an external data file.
     pub external_data_file: bool,
+    /// The format version (2 or 3; others are read as far as the fields go).
+    pub version: u32,
+    /// log2 of the cluster size.
+    pub cluster_bits: u32,
+    /// Whether the image is encrypted (a non-zero encryption method).
+    pub encrypted: bool,
+    /// The incompatible feature bits (version 3; 0 for version 2).
+    pub incompatible_features: u64,
+    /// How many internal snapshots the snapshot table holds.
+    pub snapshot_count: u32,
+    /// Where the snapshot table starts (0: none).
+    pub snapshot_table_offset: u64,
 }
 
 /// Why a header could not be read.
@@ -108,6 +124,12 @@ pub fn read_header(path: &Path) -> Result<Qcow2Header, HeaderError> {
         backing_format,
         size,
         external_data_file: features & FEATURE_DATA_FILE != 0,
+        version,
+        cluster_bits: be32(20).unwrap_or(0),
+        encrypted: be32(32).unwrap_or(0) != 0,
+        incompatible_features: features,
+        snapshot_count: be32(60).unwrap_or(0),
+        snapshot_table_offset: be64(64).unwrap_or(0),
     };
     if offset == 0 {
         return Ok(header);

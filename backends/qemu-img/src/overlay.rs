@@ -76,21 +76,13 @@ pub(crate) fn backing_size(backing: &Path) -> Option<u64> {
     let mut file = backing.to_path_buf();
     let mut size = None;
     for _ in 0..MAX_CHAIN {
-        let mut head = [0u8; 80];
-        std::fs::File::open(&file)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .ok()?;
-        let be32 = |at: usize| u32::from_be_bytes(head[at..at + 4].try_into().expect("4"));
-        let be64 = |at: usize| u64::from_be_bytes(head[at..at + 8].try_into().expect("8"));
-        let version = be32(4);
-        if head[0..4] != *b"QFI\xfb"
-            || !(2..=3).contains(&version)
-            || be32(32) != 0
-            || (version == 3 && be64(72) != 0)
+        let header = crate::header::read_header(&file).ok()?;
+        if !(2..=3).contains(&header.version)
+            || header.encrypted
+            || header.incompatible_features != 0
         {
             return None;
         }
-        let header = crate::header::read_header(&file).ok()?;
         size.get_or_insert(header.size);
         let Some(next) = header.backing else {
             return size;
@@ -109,10 +101,9 @@ fn l1_bytes(size: u64) -> u64 {
     size.div_ceil(BYTES_PER_L1_ENTRY) * 8
 }
 
-/// An empty overlay of `size` bytes on `backing` (a qcow2 image), as qemu-img writes it:
-/// the file's length and the bytes that are not zero, as (offset, bytes). The caller
-/// checked [`fits`].
-fn layout(size: u64, backing: &Path) -> (u64, [(u64, Vec<u8>); 3]) {
+/// The whole file of an empty overlay of `size` bytes on `backing` (a qcow2 image), as
+/// qemu-img writes it, zeros included. The caller checked [`fits`].
+fn image(size: u64, backing: &Path) -> Vec<u8> {
     let name = backing.as_os_str().as_bytes();
     let l1_entries = size.div_ceil(BYTES_PER_L1_ENTRY);
     let l1_clusters = l1_bytes(size).div_ceil(CLUSTER);
@@ -153,20 +144,13 @@ fn layout(size: u64, backing: &Path) -> (u64, [(u64, Vec<u8>); 3]) {
 
     // The refcount table's one entry: the refcount block, at cluster 2, which counts
     // clusters 0 to 3 + the L1 table's - 1 once each. The L1 table is all zero.
-    let table = (2 * CLUSTER).to_be_bytes().to_vec();
-    let block = 1u16.to_be_bytes().repeat((3 + l1_clusters) as usize);
-    (
-        l1_offset + l1_bytes(size),
-        [(0, head), (CLUSTER, table), (2 * CLUSTER, block)],
-    )
-}
-
-/// The whole file [`layout`] describes, zeros included.
-fn image(size: u64, backing: &Path) -> Vec<u8> {
-    let (len, pieces) = layout(size, backing);
-    let mut file = vec![0u8; len as usize];
-    for (at, bytes) in pieces {
-        file[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+    let mut file = vec![0u8; (l1_offset + l1_bytes(size)) as usize];
+    file[..head.len()].copy_from_slice(&head);
+    let table = CLUSTER as usize;
+    file[table..table + 8].copy_from_slice(&(2 * CLUSTER).to_be_bytes());
+    let block = 2 * CLUSTER as usize;
+    for count in file[block..block + 2 * (3 + l1_clusters) as usize].chunks_exact_mut(2) {
+        count.copy_from_slice(&1u16.to_be_bytes());
     }
     file
 }

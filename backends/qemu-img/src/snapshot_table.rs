@@ -38,35 +38,34 @@ const EXTRA_V3: usize = 16;
 /// qemu refuses an entry with more extra data ("Too much extra metadata").
 const MAX_EXTRA: usize = 1024;
 
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
 /// The internal snapshots of the qcow2 image at `path`, in table order as qemu-img lists
 /// them; `None` when this cannot answer with certainty and qemu-img should.
 pub(crate) fn list(path: &Path) -> Option<Vec<InternalSnapshot>> {
-    let mut file = File::open(path).ok()?;
-    let mut head = [0u8; 104];
-    file.read_exact(&mut head).ok()?;
-    let be32 = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().expect("4"));
-    let be64 = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8"));
-    if head[0..4] != *b"QFI\xfb" {
+    let header = crate::header::read_header(path).ok()?;
+    if !(2..=3).contains(&header.version) || header.incompatible_features != 0 {
         return None;
     }
-    let version = be32(&head, 4);
-    if !(2..=3).contains(&version) || (version == 3 && be64(&head, 72) != 0) {
-        return None;
-    }
-    let count = be32(&head, 60);
-    let offset = be64(&head, 64);
+    let (count, offset) = (header.snapshot_count, header.snapshot_table_offset);
     if count == 0 {
         return Some(Vec::new());
     }
     // qemu refuses a table that does not start on a cluster.
-    let cluster_bits = be32(&head, 20);
     if count > MAX_SNAPSHOTS
         || offset == 0
-        || !(9..=21).contains(&cluster_bits)
-        || !offset.is_multiple_of(1 << cluster_bits)
+        || !(9..=21).contains(&header.cluster_bits)
+        || !offset.is_multiple_of(1 << header.cluster_bits)
     {
         return None;
     }
+    let mut file = File::open(path).ok()?;
     file.seek(SeekFrom::Start(offset)).ok()?;
     // Entry by entry: the table is a few hundred bytes, and data clusters may follow it.
     let mut table = BufReader::new(file);
@@ -92,7 +91,7 @@ pub(crate) fn list(path: &Path) -> Option<Vec<InternalSnapshot>> {
         let date_nsec = be32(&fixed, 20);
         let small_state = be32(&fixed, 32);
         let extra_len = be32(&fixed, 36) as usize;
-        if (version == 3 && extra_len < EXTRA_V3) || extra_len > MAX_EXTRA {
+        if (header.version == 3 && extra_len < EXTRA_V3) || extra_len > MAX_EXTRA {
             return None;
         }
         let extra = read(extra_len, &mut used)?;

@@ -285,20 +285,23 @@ impl Ctx<'_> {
     /// only for what that cannot write): the engine's own file-system time, not qemu's.
     fn create_overlay(&self, path: &Path, backing: &Path) -> Result<()> {
         self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
-        let started = Instant::now();
-        let created = qi::create_overlay(path, backing);
-        self.add_fs_time(started);
-        created.map_err(QemuError::from)
+        self.in_process(|| qi::create_overlay(path, backing))
     }
 
     /// The same with the guest-visible size given, the backing not opened (a running QEMU
     /// holds it): `qemu-img create -u -b BACKING -F qcow2 PATH SIZE`.
     fn create_overlay_unopened(&self, path: &Path, backing: &Path, size: u64) -> Result<()> {
         self.mutation(|| format!("create overlay {} on {}", path.display(), backing.display()))?;
+        self.in_process(|| qi::create_overlay_unopened(path, backing, size))
+    }
+
+    /// Runs one call of the qemu-img crate that does its work in process, timing it as the
+    /// engine's own file-system time.
+    fn in_process<T>(&self, f: impl FnOnce() -> qi::Result<T>) -> Result<T> {
         let started = Instant::now();
-        let created = qi::create_overlay_unopened(path, backing, size);
+        let result = f();
         self.add_fs_time(started);
-        created.map_err(QemuError::from)
+        result.map_err(QemuError::from)
     }
 
     /// `qemu-img rebase` (safe): `file` keeps its content on the new backing.
