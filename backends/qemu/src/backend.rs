@@ -154,6 +154,8 @@ impl QemuBackend {
     /// Runs one step, live or offline. What fails before anything could change returns at
     /// once; the outcome of running the step goes through [`QemuBackend::conclude`].
     fn run(&mut self, step: &Step, progress: &mut dyn Progress) -> Result<()> {
+        // The step may need the space an earlier one freed.
+        self.ctx().settle_frees();
         adopt::refresh(&mut self.disks)?;
         self.settle(Some(step))?;
         let ctx = Ctx {
@@ -344,6 +346,8 @@ impl QemuBackend {
         if self.live_now()?.is_some() {
             return Ok(None);
         }
+        // The free space read below must include what earlier steps freed.
+        self.ctx().settle_frees();
         adopt::refresh(&mut self.disks)?;
         let estimate = self
             .plans(step)
@@ -418,6 +422,13 @@ impl QemuBackend {
             shared: &self.handle.0,
         };
         Ok(adopt::adopt(ctx, &mut self.disks, live_tags, adoption)?)
+    }
+}
+
+impl Drop for QemuBackend {
+    /// A closed backend has given back all the space its steps freed.
+    fn drop(&mut self) {
+        self.ctx().settle_frees();
     }
 }
 

@@ -194,6 +194,40 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Removes a layer no snapshot and no live state reaches any more, as [`Ctx::remove`]
+    /// does, but leaves giving its blocks back to the reaper's thread ([`crate::reaper`]):
+    /// the name goes now, the space a moment later.
+    pub(crate) fn free_layer(&self, file: &Path) -> Result<()> {
+        if !file.symlink_metadata().is_ok_and(|m| m.is_file()) {
+            return self.remove(file);
+        }
+        self.mutation(|| format!("remove {}", file.display()))?;
+        let started = Instant::now();
+        // Without a descriptor (unreadable) the unlink frees the blocks itself.
+        let held = File::open(file).ok();
+        let removed = fs::remove_file(file);
+        let deferred = match (removed.is_ok(), held) {
+            (true, Some(held)) => self.shared.reaper.take(held),
+            _ => false,
+        };
+        self.add_fs_time(started);
+        removed.map_err(|e| io_error(format!("cannot remove {}", file.display()), e))?;
+        if deferred {
+            let mut stats = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.deferred_frees += 1;
+        }
+        self.dirty(file);
+        Ok(())
+    }
+
+    /// Waits until the blocks of every layer [`Ctx::free_layer`] removed are free, so that
+    /// what the file systems report as free is what the steps so far left.
+    pub(crate) fn settle_frees(&self) {
+        let started = Instant::now();
+        self.shared.reaper.settle();
+        self.add_fs_time(started);
+    }
+
     /// Gives `to` the permission bits and owner of `from`, so a file that takes another's
     /// place (a new live overlay) is as accessible to the VM as the one it replaces. The
     /// owner is copied when allowed (as root); otherwise the file stays ours, as the files
@@ -388,9 +422,11 @@ impl Ctx<'_> {
         self.qemu(|| qi::allocated_bytes(file))
     }
 
-    /// Fails, naming the file, if another process holds `file` or its backing chain.
+    /// Fails, naming the file, if another process holds `file` or its backing chain. The
+    /// test is made in process (qemu-io only for a file it cannot test): the engine's own
+    /// time, not qemu's.
     pub(crate) fn check_writable(&self, file: &Path) -> Result<()> {
-        self.qemu(|| qi::check_writable(file))
+        self.in_process(|| qi::check_writable(file))
     }
 }
 

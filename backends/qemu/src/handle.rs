@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::reaper::Reaper;
 use crate::stats::{ConsolidatePolicy, Stats};
 
 /// What the backend and its handles share.
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) job_speed: Mutex<Option<u64>>,
     /// Whether consolidate measures the bytes it moved (`qemu-img map` before and after).
     pub(crate) measure_moved: AtomicBool,
+    /// Closes the files of removed layers off the steps' path ([`crate::reaper`]).
+    pub(crate) reaper: Reaper,
 }
 
 /// A handle on a [`QemuBackend`](crate::QemuBackend) that stays usable after the backend was

@@ -65,6 +65,7 @@ mod offline;
 #[cfg(feature = "plugin")]
 mod plugin;
 mod provider;
+mod reaper;
 mod records;
 mod stats;
 

@@ -59,6 +59,9 @@ pub struct Stats {
     /// freed layers, metadata files, and the fsyncs that make them durable. Part of the
     /// backend's time on top of qemu-img, spent in the kernel, not computing.
     pub fs_time: Duration,
+    /// Removed layers whose blocks were given back after the call that removed them
+    /// returned, by the backend's own thread (the name is gone at once either way).
+    pub deferred_frees: u64,
     /// The freed layers, in order (the latest thousand).
     pub consolidations: Vec<ConsolidateRecord>,
 }

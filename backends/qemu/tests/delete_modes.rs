@@ -432,6 +432,46 @@ fn consolidate_measures_moved_bytes_only_when_asked() {
     );
 }
 
+/// Whether this process holds an open descriptor on a removed file at `path`.
+fn holds_removed(path: &std::path::Path) -> bool {
+    let removed = format!("{} (deleted)", path.display());
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .any(|target| target.to_string_lossy() == removed)
+}
+
+/// A freed layer's name is gone when the delete returns, its blocks are given back by the
+/// backend's own thread (the delete does not wait for the file system to free them), and
+/// nothing of it is held once the backend is closed.
+#[test]
+fn a_freed_layer_is_gone_at_once_and_given_back_off_the_delete() {
+    let mut f = fixture(EXTERNAL);
+    let before = f.vm.files();
+    delete(&mut f, "C", DeleteMode::Discard);
+    let after = f.vm.files();
+    let freed: Vec<_> = before.keys().filter(|p| !after.contains_key(*p)).collect();
+    assert!(
+        freed
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "qcow2")),
+        "discarding C removes its layers, removed: {freed:?}"
+    );
+    let deferred = f.h.stats().deferred_frees;
+    assert!(
+        deferred as usize >= f.vm.disks.len(),
+        "each disk's freed layer went to the backend's thread, counted {deferred}"
+    );
+    drop(f.d);
+    for p in &freed {
+        assert!(
+            !holds_removed(p),
+            "no descriptor of the removed {} is open once the backend is closed",
+            p.display()
+        );
+    }
+}
+
 macro_rules! per_mode {
     ($($case:ident),* $(,)?) => {
         mod external {

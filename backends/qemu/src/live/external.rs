@@ -235,7 +235,7 @@ pub(crate) fn free(live: &mut ChainStep<'_>, on: OnDisk<'_>, snapshot: Uuid) -> 
             rebase_offline(live, disk, &file, Some(&layer), onto.as_deref())?;
         }
     }
-    live.ctx.remove(&layer)
+    live.ctx.free_layer(&layer)
 }
 
 /// A safe rebase with `qemu-img` of a file QEMU does not hold.
@@ -307,7 +307,7 @@ fn merge(live: &mut ChainStep<'_>, on: OnDisk<'_>, snapshot: Uuid, parent: Uuid)
         live.ctx
             .rebase_unsafe(&dep_path(disk, dep), Some(&parent_layer))?;
     }
-    live.ctx.remove(&snapshot_layer)?;
+    live.ctx.free_layer(&snapshot_layer)?;
     live.ctx.remove(&record)
 }
 

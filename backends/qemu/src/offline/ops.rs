@@ -87,7 +87,8 @@ pub(crate) enum Op {
     },
     /// `source` takes `target`'s name (and permissions), atomically.
     Replace { source: PathBuf, target: PathBuf },
-    /// Deletes a file (if it exists).
+    /// Deletes a freed layer (if it exists); its blocks are given back off the step's path
+    /// ([`Ctx::free_layer`]).
     Remove { file: PathBuf },
     /// `qemu-img snapshot -c tag`.
     SnapCreate { image: PathBuf, tag: String },
@@ -312,7 +313,7 @@ impl Op {
                 }
                 ctx.rename(source, target)
             }
-            Op::Remove { file } => ctx.remove(file),
+            Op::Remove { file } => ctx.free_layer(file),
             Op::SnapCreate { image, tag } => ctx.snapshot_create(image, tag),
             Op::SnapStash { image, tag } => {
                 if ctx.tags(image)?.contains(tag) {

@@ -1,0 +1,227 @@
+//! Gives a removed layer's blocks back to the file system off the caller's path.
+//!
+//! Removing a layer of tens of MiB is the slowest file-system call a step makes: the kernel
+//! frees every extent inside the `unlink`, and on a file system mounted with `discard` it
+//! also waits for the device to trim them (measured here: 5–6 ms for 16 MiB, against 1 ms
+//! for everything else a delete does to the disk). The backend instead opens the file,
+//! removes its name (so the step's result on the directory is exactly what an `unlink`
+//! gives, durable with the step's directory sync) and hands the open file to this reaper,
+//! whose thread closes it: the last close is where the kernel frees the blocks.
+//!
+//! Nothing can read the data any more once the name is gone, and a crash closes the file as
+//! the process dies (the file system frees an unlinked inode left open at its next mount),
+//! so the deferral changes when space comes back, never what the disk holds.
+//! [`Reaper::settle`] waits for every handed file to be closed: the backend calls it before
+//! it reads the free space of a file system, before every step and when it is dropped.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// At most this many files wait to be closed; past it the caller closes its file itself, so
+/// a step freeing hundreds of layers does not hold hundreds of descriptors.
+const MAX_WAITING: usize = 64;
+
+/// The files waiting to be closed, and whether the thread is closing one.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: VecDeque<File>,
+    closing: bool,
+    stop: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One backend's thread that closes the files of removed layers.
+#[derive(Debug, Default)]
+pub(crate) struct Reaper {
+    inner: Arc<Inner>,
+    /// Started at the first file handed over: a backend that frees nothing has no thread.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Reaper {
+    /// Closes `file` (whose name is already gone) on the reaper's thread. Returns whether it
+    /// did take the file; `false` (the thread cannot start) means the caller's drop of it
+    /// frees the blocks at once, as an `unlink` would have.
+    pub(crate) fn take(&self, file: File) -> bool {
+        if !self.started() {
+            drop(file);
+            return false;
+        }
+        match self.queue(file) {
+            Ok(()) => true,
+            Err(file) => {
+                drop(file);
+                false
+            }
+        }
+    }
+
+    /// Queues `file` for the thread, or gives it back when [`MAX_WAITING`] files wait.
+    fn queue(&self, file: File) -> Result<(), File> {
+        let mut queue = self.inner.lock();
+        if queue.waiting.len() >= MAX_WAITING {
+            return Err(file);
+        }
+        queue.waiting.push_back(file);
+        drop(queue);
+        self.inner.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until every file handed over is closed: their blocks are free.
+    pub(crate) fn settle(&self) {
+        let mut queue = self.inner.lock();
+        while !queue.waiting.is_empty() || queue.closing {
+            queue = self
+                .inner
+                .changed
+                .wait(queue)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Starts the thread if it is not running; whether it runs.
+    fn started(&self) -> bool {
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.is_none() {
+            let inner = Arc::clone(&self.inner);
+            *thread = std::thread::Builder::new()
+                .name("snaptree-free".into())
+                .spawn(move || close_until_stopped(&inner))
+                .ok();
+        }
+        thread.is_some()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.inner.lock().stop = true;
+        self.inner.changed.notify_all();
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            // The thread closes what is waiting before it stops; a panic in it (none is
+            // expected from closing files) has already dropped them.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The thread: closes files as they come, one at a time, until stopped with none waiting.
+fn close_until_stopped(inner: &Inner) {
+    let mut queue = inner.lock();
+    loop {
+        if let Some(file) = queue.waiting.pop_front() {
+            queue.closing = true;
+            drop(queue);
+            drop(file);
+            queue = inner.lock();
+            queue.closing = false;
+            inner.changed.notify_all();
+        } else if queue.stop {
+            return;
+        } else {
+            queue = inner.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether this process holds an open descriptor on a removed file named `name`.
+    fn holds_removed(name: &str) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .any(|target| {
+                let shown = target.to_string_lossy();
+                shown.contains(name) && shown.ends_with(" (deleted)")
+            })
+    }
+
+    #[test]
+    fn a_handed_file_is_closed_by_settle_and_by_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let reaper = Reaper::default();
+        for round in 0..2 {
+            let name = format!("layer-{round}.qcow2");
+            let path = dir.path().join(&name);
+            std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+            let file = File::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                holds_removed(&name),
+                "the open file keeps the removed {name}"
+            );
+            assert!(reaper.take(file), "the reaper takes {name}");
+            reaper.settle();
+            assert!(
+                !holds_removed(&name),
+                "after settle no descriptor of {name} is left open"
+            );
+        }
+        let path = dir.path().join("last.qcow2");
+        std::fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        reaper.take(file);
+        drop(reaper);
+        assert!(
+            !holds_removed("last.qcow2"),
+            "dropping the reaper closes what it held"
+        );
+    }
+
+    #[test]
+    fn past_the_limit_a_file_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // No thread yet: what is queued stays queued, so the count is exact.
+        let reaper = Reaper::default();
+        let open = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let file = File::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            file
+        };
+        for i in 0..MAX_WAITING {
+            assert!(
+                reaper.queue(open(&format!("queued-{i}-layer"))).is_ok(),
+                "file {i} of {MAX_WAITING} is queued"
+            );
+        }
+        assert!(
+            reaper.queue(open("given-back-layer")).is_err(),
+            "with {MAX_WAITING} files waiting the next is given back to its caller"
+        );
+        assert!(reaper.started(), "the thread starts");
+        reaper.settle();
+        assert!(
+            !holds_removed("queued-0-layer"),
+            "settle closes the queued files"
+        );
+        assert!(
+            !holds_removed("given-back-layer"),
+            "the file given back was dropped"
+        );
+    }
+}
