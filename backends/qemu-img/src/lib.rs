@@ -52,5 +52,5 @@ pub use layer::{
     ClusterMap, allocated_bytes, allocated_bytes_by_map, allocated_clusters, create,
     create_overlay, create_overlay_unopened, mapped_entries, release_copied_clusters,
 };
-pub use lock::{check_writable, check_writable_by_qemu_io};
-pub use space::{FileSystem, allocated_on_disk, file_system};
+pub use lock::{check_writable, check_writable_by_qemu_io, check_writable_in_process};
+pub use space::{FileSystem, allocated_on_disk, file_system, unlinks_open_files};

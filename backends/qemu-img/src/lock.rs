@@ -19,10 +19,16 @@ use crate::probe;
 /// data file, locks the file system does not support), [`check_writable_by_qemu_io`]
 /// decides.
 pub fn check_writable(path: &Path) -> Result<()> {
-    match probe::check_writable(path) {
+    match check_writable_in_process(path) {
         Some(answer) => answer,
         None => check_writable_by_qemu_io(path),
     }
+}
+
+/// [`check_writable`]'s test of QEMU's lock bytes in this process alone; `None` where only
+/// [`check_writable_by_qemu_io`] can answer (so a caller can time the two apart).
+pub fn check_writable_in_process(path: &Path) -> Option<Result<()>> {
+    probe::check_writable(path)
 }
 
 /// [`check_writable`] answered by qemu itself: opens and closes the image with

@@ -62,6 +62,34 @@ pub fn allocated_on_disk(path: &Path) -> u64 {
     path.symlink_metadata().map_or(0, |m| m.blocks() * 512)
 }
 
+/// Whether `file`'s file system is a local one on which removing the name of an open file
+/// is a plain unlink: the name is gone at once and the blocks are freed at the last close.
+/// Network and FUSE file systems rename such a file to a hidden name instead (`.nfsXXXX`,
+/// `.fuse_hiddenXXXX`) or keep it "delete pending" (SMB), so there the name must be removed
+/// with no descriptor open. Unknown file systems answer `false`.
+#[allow(unsafe_code)]
+pub fn unlinks_open_files(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // The `f_type` magic numbers of linux/magic.h.
+    const LOCAL: [i64; 7] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // f2fs
+        0x2FC1_2FC1, // zfs
+        0x794C_7630, // overlayfs (containers): the upper layer's own unlink
+    ];
+    // SAFETY: `statfs` is a plain C struct for which all-zero bytes are a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor `file` keeps open for the call and an exclusively borrowed
+    // struct the kernel fills in.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    #[allow(clippy::unnecessary_cast)]
+    let kind = st.f_type as i64;
+    rc == 0 && LOCAL.contains(&kind)
+}
+
 #[allow(unsafe_code)]
 fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let c = CString::new(path.as_os_str().as_bytes())
@@ -80,6 +108,21 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_unlinks_open_files_and_procfs_is_not_taken_to() {
+        // /dev/shm is a tmpfs on Linux, in containers too.
+        let file = tempfile::tempfile_in("/dev/shm").unwrap();
+        assert!(
+            unlinks_open_files(&file),
+            "tmpfs (/dev/shm) is a local file system"
+        );
+        let proc_file = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(
+            !unlinks_open_files(&proc_file),
+            "procfs is not on the list of local file systems"
+        );
+    }
 
     #[test]
     fn a_missing_file_is_on_its_directory_s_file_system() {

@@ -203,8 +203,10 @@ impl Ctx<'_> {
         }
         self.mutation(|| format!("remove {}", file.display()))?;
         let started = Instant::now();
-        // Without a descriptor (unreadable) the unlink frees the blocks itself.
-        let held = File::open(file).ok();
+        // Without a descriptor (unreadable), or where an open file's name cannot simply go
+        // (network and FUSE file systems hide it under another name until the last
+        // close), the unlink frees the blocks itself.
+        let held = File::open(file).ok().filter(qi::unlinks_open_files);
         let removed = fs::remove_file(file);
         let deferred = match (removed.is_ok(), held) {
             (true, Some(held)) => self.shared.reaper.take(held),
@@ -423,10 +425,16 @@ impl Ctx<'_> {
     }
 
     /// Fails, naming the file, if another process holds `file` or its backing chain. The
-    /// test is made in process (qemu-io only for a file it cannot test): the engine's own
-    /// time, not qemu's.
+    /// test is made in process, timed as the engine's own time; qemu-io, timed as qemu's,
+    /// only for a file that test cannot answer for.
     pub(crate) fn check_writable(&self, file: &Path) -> Result<()> {
-        self.in_process(|| qi::check_writable(file))
+        let started = Instant::now();
+        let answer = qi::check_writable_in_process(file);
+        self.add_fs_time(started);
+        match answer {
+            Some(answer) => answer.map_err(QemuError::from),
+            None => self.qemu(|| qi::check_writable_by_qemu_io(file)),
+        }
     }
 }
 

@@ -6,7 +6,10 @@
 //! for everything else a delete does to the disk). The backend instead opens the file,
 //! removes its name (so the step's result on the directory is exactly what an `unlink`
 //! gives, durable with the step's directory sync) and hands the open file to this reaper,
-//! whose thread closes it: the last close is where the kernel frees the blocks.
+//! whose thread closes it: the last close is where the kernel frees the blocks. Only on
+//! local file systems (`snaptree_qemu_img::unlinks_open_files`): network and FUSE file systems keep
+//! an open file's name under a hidden one until the last close, which a scan would take for
+//! a stray, so there the name is removed with no descriptor open, as before.
 //!
 //! Nothing can read the data any more once the name is gone, and a crash closes the file as
 //! the process dies (the file system frees an unlinked inode left open at its next mount),
@@ -22,6 +25,9 @@ use std::thread::JoinHandle;
 /// At most this many files wait to be closed; past it the caller closes its file itself, so
 /// a step freeing hundreds of layers does not hold hundreds of descriptors.
 const MAX_WAITING: usize = 64;
+
+/// How often a waiting [`Reaper::settle`] checks that the thread is still there.
+const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The files waiting to be closed, and whether the thread is closing one.
 #[derive(Debug, Default)]
@@ -85,18 +91,34 @@ impl Reaper {
     pub(crate) fn settle(&self) {
         let mut queue = self.inner.lock();
         while !queue.waiting.is_empty() || queue.closing {
-            queue = self
+            let (relocked, wait) = self
                 .inner
                 .changed
-                .wait(queue)
+                .wait_timeout(queue, LIVENESS_CHECK)
                 .unwrap_or_else(|p| p.into_inner());
+            queue = relocked;
+            if wait.timed_out() && !self.running() {
+                // The thread is gone (only a panic in a close could end it): close what
+                // waits here rather than wait for ever.
+                queue.waiting.clear();
+                queue.closing = false;
+            }
         }
+    }
+
+    /// Whether the thread is alive.
+    fn running(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
     }
 
     /// Starts the thread if it is not running; whether it runs.
     fn started(&self) -> bool {
         let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if thread.is_none() {
+        if thread.as_ref().is_none_or(JoinHandle::is_finished) {
             let inner = Arc::clone(&self.inner);
             *thread = std::thread::Builder::new()
                 .name("snaptree-free".into())
@@ -147,81 +169,108 @@ fn close_until_stopped(inner: &Inner) {
 mod tests {
     use super::*;
 
-    /// Whether this process holds an open descriptor on a removed file named `name`.
-    fn holds_removed(name: &str) -> bool {
+    /// Whether this process holds an open descriptor on the removed file `path`.
+    fn holds_removed(path: &std::path::Path) -> bool {
+        let removed = format!("{} (deleted)", path.display());
         std::fs::read_dir("/proc/self/fd")
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-            .any(|target| {
-                let shown = target.to_string_lossy();
-                shown.contains(name) && shown.ends_with(" (deleted)")
-            })
+            .any(|target| target.to_string_lossy() == removed)
+    }
+
+    /// A temporary directory by the name the kernel shows in `/proc/self/fd`.
+    fn canonical_tempdir() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap();
+        (dir, path)
+    }
+
+    /// A file at `dir/name` with some data, open, its name already removed.
+    fn removed_open(dir: &std::path::Path, name: &str) -> (File, std::path::PathBuf) {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![7u8; 64 * 1024]).unwrap();
+        let file = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        (file, path)
     }
 
     #[test]
     fn a_handed_file_is_closed_by_settle_and_by_drop() {
-        let dir = tempfile::tempdir().unwrap();
+        let (_dir, dir) = canonical_tempdir();
         let reaper = Reaper::default();
         for round in 0..2 {
-            let name = format!("layer-{round}.qcow2");
-            let path = dir.path().join(&name);
-            std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
-            let file = File::open(&path).unwrap();
-            std::fs::remove_file(&path).unwrap();
+            let (file, path) = removed_open(&dir, &format!("layer-{round}.qcow2"));
             assert!(
-                holds_removed(&name),
-                "the open file keeps the removed {name}"
+                holds_removed(&path),
+                "the open file keeps the removed {}",
+                path.display()
             );
-            assert!(reaper.take(file), "the reaper takes {name}");
+            assert!(reaper.take(file), "the reaper takes {}", path.display());
             reaper.settle();
             assert!(
-                !holds_removed(&name),
-                "after settle no descriptor of {name} is left open"
+                !holds_removed(&path),
+                "after settle no descriptor of {} is left open",
+                path.display()
             );
         }
-        let path = dir.path().join("last.qcow2");
-        std::fs::write(&path, b"x").unwrap();
-        let file = File::open(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        reaper.take(file);
+        let (file, path) = removed_open(&dir, "last.qcow2");
+        assert!(reaper.take(file), "the reaper takes {}", path.display());
         drop(reaper);
         assert!(
-            !holds_removed("last.qcow2"),
+            !holds_removed(&path),
             "dropping the reaper closes what it held"
         );
     }
 
     #[test]
     fn past_the_limit_a_file_is_given_back() {
-        let dir = tempfile::tempdir().unwrap();
+        let (_dir, dir) = canonical_tempdir();
         // No thread yet: what is queued stays queued, so the count is exact.
         let reaper = Reaper::default();
-        let open = |name: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, b"x").unwrap();
-            let file = File::open(&path).unwrap();
-            std::fs::remove_file(&path).unwrap();
-            file
-        };
+        let mut queued = Vec::new();
         for i in 0..MAX_WAITING {
+            let (file, path) = removed_open(&dir, &format!("queued-{i}"));
             assert!(
-                reaper.queue(open(&format!("queued-{i}-layer"))).is_ok(),
+                reaper.queue(file).is_ok(),
                 "file {i} of {MAX_WAITING} is queued"
             );
+            queued.push(path);
         }
+        let (file, over) = removed_open(&dir, "given-back");
+        let given_back = reaper.queue(file);
         assert!(
-            reaper.queue(open("given-back-layer")).is_err(),
+            given_back.is_err(),
             "with {MAX_WAITING} files waiting the next is given back to its caller"
+        );
+        drop(given_back);
+        assert!(!holds_removed(&over), "the file given back was dropped");
+        assert!(
+            queued.iter().all(|p| holds_removed(p)),
+            "the queued files stay open until the thread runs"
         );
         assert!(reaper.started(), "the thread starts");
         reaper.settle();
         assert!(
-            !holds_removed("queued-0-layer"),
+            !queued.iter().any(|p| holds_removed(p)),
             "settle closes the queued files"
         );
+    }
+
+    #[test]
+    fn settle_closes_the_files_itself_when_the_thread_is_gone() {
+        let (_dir, dir) = canonical_tempdir();
+        let reaper = Reaper::default();
+        // A thread that ends at once stands for one that died.
+        *reaper.thread.lock().unwrap() = Some(std::thread::spawn(|| {}));
+        while reaper.running() {
+            std::thread::yield_now();
+        }
+        let (file, path) = removed_open(&dir, "orphaned");
+        assert!(reaper.queue(file).is_ok(), "the file is queued");
+        reaper.settle();
         assert!(
-            !holds_removed("given-back-layer"),
-            "the file given back was dropped"
+            !holds_removed(&path),
+            "settle closed the file no thread was left to close"
         );
     }
 }

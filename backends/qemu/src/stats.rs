@@ -55,9 +55,11 @@ pub struct Stats {
     pub qemu_time: Duration,
     /// How many such subprocesses ran.
     pub qemu_calls: u64,
-    /// Wall time spent in the backend's own file-system changes: renames, links, deleting
-    /// freed layers, metadata files, and the fsyncs that make them durable. Part of the
-    /// backend's time on top of qemu-img, spent in the kernel, not computing.
+    /// Wall time spent in the backend's own file-system work: renames, links, deleting
+    /// freed layers (and waiting for their blocks to be freed before a step or an
+    /// estimate), metadata files, the fsyncs that make them durable, and the qemu-img work
+    /// done in process (new overlays, snapshot tables, lock tests). Part of the backend's
+    /// time on top of qemu-img, spent in the kernel, not computing.
     pub fs_time: Duration,
     /// Removed layers whose blocks were given back after the call that removed them
     /// returned, by the backend's own thread (the name is gone at once either way).
