@@ -21,19 +21,28 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// At most this many files wait to be closed; past it the caller closes its file itself, so
 /// a step freeing hundreds of layers does not hold hundreds of descriptors.
 const MAX_WAITING: usize = 64;
 
 /// How often a waiting [`Reaper::settle`] checks that the thread is still there.
-const LIVENESS_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+const LIVENESS_CHECK: Duration = Duration::from_millis(200);
 
-/// The files waiting to be closed, and whether the thread is closing one.
+/// The thread ends after this long with nothing to close, so a process holding many
+/// domains open (a daemon) does not keep an idle thread for each; the next file starts one.
+const IDLE_EXIT: Duration = Duration::from_secs(2);
+
+/// The files waiting to be closed and the thread's state, under one lock.
 #[derive(Debug, Default)]
 struct Queue {
     waiting: VecDeque<File>,
+    /// The thread is closing a file it took off `waiting`.
     closing: bool,
+    /// A thread was started and has not ended on its own (idle or stopped).
+    running: bool,
+    /// The reaper is being dropped: the thread closes what waits and ends.
     stop: bool,
 }
 
@@ -53,38 +62,36 @@ impl Inner {
 #[derive(Debug, Default)]
 pub(crate) struct Reaper {
     inner: Arc<Inner>,
-    /// Started at the first file handed over: a backend that frees nothing has no thread.
+    /// The latest thread started (the lock order is the queue's first, then this).
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Reaper {
     /// Closes `file` (whose name is already gone) on the reaper's thread. Returns whether it
-    /// did take the file; `false` (the thread cannot start) means the caller's drop of it
-    /// frees the blocks at once, as an `unlink` would have.
+    /// did take the file; `false` (too many waiting, or no thread can start) means the
+    /// caller's drop of it frees the blocks at once, as an `unlink` would have.
     pub(crate) fn take(&self, file: File) -> bool {
-        if !self.started() {
-            drop(file);
-            return false;
-        }
-        match self.queue(file) {
-            Ok(()) => true,
-            Err(file) => {
-                drop(file);
-                false
-            }
-        }
-    }
-
-    /// Queues `file` for the thread, or gives it back when [`MAX_WAITING`] files wait.
-    fn queue(&self, file: File) -> Result<(), File> {
         let mut queue = self.inner.lock();
         if queue.waiting.len() >= MAX_WAITING {
-            return Err(file);
+            return false;
+        }
+        if !queue.running {
+            // Started under the queue's lock: the thread cannot end between this check and
+            // the push below, nor a second one start.
+            let inner = Arc::clone(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("snaptree-free".into())
+                .spawn(move || close_until_idle(&inner));
+            match spawned {
+                Ok(thread) => *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread),
+                Err(_) => return false,
+            }
+            queue.running = true;
         }
         queue.waiting.push_back(file);
         drop(queue);
         self.inner.changed.notify_all();
-        Ok(())
+        true
     }
 
     /// Waits until every file handed over is closed: their blocks are free.
@@ -97,35 +104,23 @@ impl Reaper {
                 .wait_timeout(queue, LIVENESS_CHECK)
                 .unwrap_or_else(|p| p.into_inner());
             queue = relocked;
-            if wait.timed_out() && !self.running() {
-                // The thread is gone (only a panic in a close could end it): close what
-                // waits here rather than wait for ever.
+            if wait.timed_out() && !self.thread_alive() {
+                // The thread is gone (only a panic in a close could end it with files
+                // waiting): close them here rather than wait for ever.
                 queue.waiting.clear();
                 queue.closing = false;
+                queue.running = false;
             }
         }
     }
 
-    /// Whether the thread is alive.
-    fn running(&self) -> bool {
+    /// Whether the latest thread started is still alive.
+    fn thread_alive(&self) -> bool {
         self.thread
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|t| !t.is_finished())
-    }
-
-    /// Starts the thread if it is not running; whether it runs.
-    fn started(&self) -> bool {
-        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if thread.as_ref().is_none_or(JoinHandle::is_finished) {
-            let inner = Arc::clone(&self.inner);
-            *thread = std::thread::Builder::new()
-                .name("snaptree-free".into())
-                .spawn(move || close_until_stopped(&inner))
-                .ok();
-        }
-        thread.is_some()
     }
 }
 
@@ -139,15 +134,16 @@ impl Drop for Reaper {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(thread) = thread {
-            // The thread closes what is waiting before it stops; a panic in it (none is
+            // The thread closes what is waiting before it ends; a panic in it (none is
             // expected from closing files) has already dropped them.
             let _ = thread.join();
         }
     }
 }
 
-/// The thread: closes files as they come, one at a time, until stopped with none waiting.
-fn close_until_stopped(inner: &Inner) {
+/// The thread: closes files as they come, one at a time; ends when stopped with none
+/// waiting, or after [`IDLE_EXIT`] with none.
+fn close_until_idle(inner: &Inner) {
     let mut queue = inner.lock();
     loop {
         if let Some(file) = queue.waiting.pop_front() {
@@ -157,10 +153,20 @@ fn close_until_stopped(inner: &Inner) {
             queue = inner.lock();
             queue.closing = false;
             inner.changed.notify_all();
-        } else if queue.stop {
+            continue;
+        }
+        if queue.stop {
+            queue.running = false;
             return;
-        } else {
-            queue = inner.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        let (relocked, wait) = inner
+            .changed
+            .wait_timeout(queue, IDLE_EXIT)
+            .unwrap_or_else(|p| p.into_inner());
+        queue = relocked;
+        if wait.timed_out() && queue.waiting.is_empty() {
+            queue.running = false;
+            return;
         }
     }
 }
@@ -223,54 +229,57 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_a_file_is_given_back() {
+    fn past_the_limit_the_caller_closes_its_file_and_settle_closes_what_no_thread_will() {
         let (_dir, dir) = canonical_tempdir();
-        // No thread yet: what is queued stays queued, so the count is exact.
         let reaper = Reaper::default();
+        // Files queued with no thread started: as if the thread had died with them waiting.
         let mut queued = Vec::new();
         for i in 0..MAX_WAITING {
             let (file, path) = removed_open(&dir, &format!("queued-{i}"));
-            assert!(
-                reaper.queue(file).is_ok(),
-                "file {i} of {MAX_WAITING} is queued"
-            );
+            reaper.inner.lock().waiting.push_back(file);
             queued.push(path);
         }
-        let (file, over) = removed_open(&dir, "given-back");
-        let given_back = reaper.queue(file);
+        let (file, over) = removed_open(&dir, "declined");
         assert!(
-            given_back.is_err(),
-            "with {MAX_WAITING} files waiting the next is given back to its caller"
+            !reaper.take(file),
+            "with {MAX_WAITING} files waiting the reaper declines another"
         );
-        drop(given_back);
-        assert!(!holds_removed(&over), "the file given back was dropped");
+        assert!(!holds_removed(&over), "a declined file is closed at once");
         assert!(
             queued.iter().all(|p| holds_removed(p)),
-            "the queued files stay open until the thread runs"
+            "declining started no thread: the queued files are still open"
         );
-        assert!(reaper.started(), "the thread starts");
         reaper.settle();
         assert!(
             !queued.iter().any(|p| holds_removed(p)),
-            "settle closes the queued files"
+            "settle closed the files no thread was left to close"
         );
     }
 
     #[test]
-    fn settle_closes_the_files_itself_when_the_thread_is_gone() {
+    fn an_idle_thread_ends_and_the_next_file_starts_another() {
         let (_dir, dir) = canonical_tempdir();
         let reaper = Reaper::default();
-        // A thread that ends at once stands for one that died.
-        *reaper.thread.lock().unwrap() = Some(std::thread::spawn(|| {}));
-        while reaper.running() {
-            std::thread::yield_now();
+        let (file, first) = removed_open(&dir, "first");
+        assert!(reaper.take(file), "the reaper takes the first file");
+        reaper.settle();
+        assert!(!holds_removed(&first), "the first file is closed");
+        let deadline = std::time::Instant::now() + IDLE_EXIT * 5;
+        while reaper.inner.lock().running {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread ends within {:?} of idling",
+                IDLE_EXIT * 5
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let (file, path) = removed_open(&dir, "orphaned");
-        assert!(reaper.queue(file).is_ok(), "the file is queued");
+        let (file, second) = removed_open(&dir, "second");
+        assert!(reaper.take(file), "the next file starts a new thread");
+        assert!(reaper.inner.lock().running, "a thread runs again");
         reaper.settle();
         assert!(
-            !holds_removed(&path),
-            "settle closed the file no thread was left to close"
+            !holds_removed(&second),
+            "the new thread closed the second file"
         );
     }
 }
