@@ -85,6 +85,13 @@ impl QemuHandle {
         self.0.crashes.load(Ordering::SeqCst)
     }
 
+    /// Test hook: makes the thread that gives freed layers' blocks back wait `delay` before
+    /// each file, so that a test can check that steps and estimates wait for it.
+    #[cfg(feature = "test-hooks")]
+    pub fn delay_frees(&self, delay: std::time::Duration) {
+        self.0.reaper.delay_closes(delay);
+    }
+
     /// Disarms a crash that has not fired.
     pub fn disarm_crash(&self) {
         *self.0.crash_in.lock().unwrap_or_else(|p| p.into_inner()) = None;

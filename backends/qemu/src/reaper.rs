@@ -50,6 +50,10 @@ struct Queue {
 struct Inner {
     queue: Mutex<Queue>,
     changed: Condvar,
+    /// Test hook: how long the thread waits before each close, so that a test can see who
+    /// waits for it.
+    #[cfg(feature = "test-hooks")]
+    delay: Mutex<Duration>,
 }
 
 impl Inner {
@@ -117,6 +121,12 @@ impl Reaper {
         }
     }
 
+    /// Test hook: makes the thread wait `delay` before each close.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn delay_closes(&self, delay: Duration) {
+        *self.inner.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
     /// Whether the latest thread started is still alive.
     fn thread_alive(&self) -> bool {
         self.thread
@@ -152,6 +162,8 @@ fn close_until_idle(inner: &Inner) {
         if let Some(file) = queue.waiting.pop_front() {
             queue.closing = true;
             drop(queue);
+            #[cfg(feature = "test-hooks")]
+            std::thread::sleep(*inner.delay.lock().unwrap_or_else(|p| p.into_inner()));
             drop(file);
             queue = inner.lock();
             queue.closing = false;

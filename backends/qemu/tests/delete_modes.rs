@@ -451,16 +451,7 @@ fn a_freed_layer_is_gone_at_once_and_given_back_off_the_delete() {
     // The fixture's revert freed layers of its own.
     f.h.reset_stats();
     delete(&mut f, "C", DeleteMode::Discard);
-    let after = f.vm.files();
-    // The names the kernel shows for a removed file that is still open.
-    let freed: Vec<_> = before
-        .keys()
-        .filter(|p| !after.contains_key(*p) && p.extension().is_some_and(|e| e == "qcow2"))
-        .map(|p| {
-            let dir = p.parent().unwrap().canonicalize().unwrap();
-            dir.join(p.file_name().unwrap())
-        })
-        .collect();
+    let freed = removed_layers(&before, &f.vm.files());
     assert_eq!(
         freed.len(),
         f.vm.disks.len(),
@@ -478,6 +469,57 @@ fn a_freed_layer_is_gone_at_once_and_given_back_off_the_delete() {
             !holds_removed(p),
             "no descriptor of the removed {} is open once the backend is closed",
             p.display()
+        );
+    }
+}
+
+/// The layers gone between two listings of the domain's files, by the names the kernel shows
+/// for a removed file that is still open.
+fn removed_layers(
+    before: &BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)>,
+    after: &BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime)>,
+) -> Vec<std::path::PathBuf> {
+    before
+        .keys()
+        .filter(|p| !after.contains_key(*p) && p.extension().is_some_and(|e| e == "qcow2"))
+        .map(|p| {
+            let dir = p.parent().unwrap().canonicalize().unwrap();
+            dir.join(p.file_name().unwrap())
+        })
+        .collect()
+}
+
+/// Every space estimate waits until the blocks earlier steps freed are free, so the free
+/// space it reads is what they left: with the backend's thread slowed to a second and a half
+/// a file, the freed layers are still held right after the delete, and no longer once an
+/// estimate or the next operation (whose space check is one) has run. (The step's own wait,
+/// for a step run without a check, fails this test only together with the estimate's.)
+#[test]
+fn an_estimate_and_the_next_step_wait_for_the_freed_blocks() {
+    for next in ["an estimate", "the next step"] {
+        let mut f = fixture(EXTERNAL);
+        let before = f.vm.files();
+        f.h.delay_frees(std::time::Duration::from_millis(1500));
+        delete(&mut f, "C", DeleteMode::Discard);
+        let freed = removed_layers(&before, &f.vm.files());
+        assert_eq!(freed.len(), f.vm.disks.len(), "C's layers: {freed:?}");
+        assert!(
+            freed.iter().all(|p| holds_removed(p)),
+            "right after the delete the slowed thread still holds {freed:?}"
+        );
+        if next == "an estimate" {
+            let u = uuid(&mut f.d, "D");
+            let plan = f.d.plan_delete(&u, DeleteMode::Consolidate).unwrap();
+            assert!(
+                f.d.estimate_space(&plan).unwrap().is_some(),
+                "the QEMU backend estimates an offline delete"
+            );
+        } else {
+            snap(&mut f.d, "E");
+        }
+        assert!(
+            !freed.iter().any(|p| holds_removed(p)),
+            "once {next} has run, nothing of {freed:?} is held"
         );
     }
 }
