@@ -141,6 +141,16 @@ pub fn check_invariants(tree: &SnapshotTree) -> std::result::Result<(), String> 
     Ok(())
 }
 
+/// Whether this process holds an open descriptor on the removed file `path` (as the kernel
+/// names it: give a canonical path).
+pub fn holds_removed(path: &Path) -> bool {
+    let removed = format!("{} (deleted)", path.display());
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd lists this process's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|target| target.to_string_lossy() == removed)
+}
+
 /// A fixed uuid per base-tree name, so that separately built copies are identical.
 pub fn fixed_uuid(name: &str) -> Uuid {
     let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;

@@ -188,16 +188,9 @@ fn close_until_idle(inner: &Inner) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use snaptree_tests::holds_removed;
 
-    /// Whether this process holds an open descriptor on the removed file `path`.
-    fn holds_removed(path: &std::path::Path) -> bool {
-        let removed = format!("{} (deleted)", path.display());
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-            .any(|target| target.to_string_lossy() == removed)
-    }
+    use super::*;
 
     /// A temporary directory by the name the kernel shows in `/proc/self/fd`.
     fn canonical_tempdir() -> (tempfile::TempDir, std::path::PathBuf) {

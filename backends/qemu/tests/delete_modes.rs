@@ -21,6 +21,7 @@ use common::{
 };
 use snaptree_backend_qemu::{Choice, ConsolidatePolicy, QemuHandle};
 use snaptree_engine::{DeleteMode, Domain, ErrorCode, NoProgress};
+use snaptree_tests::holds_removed;
 
 struct Fixture {
     vm: Vm,
@@ -430,15 +431,6 @@ fn consolidate_measures_moved_bytes_only_when_asked() {
         Some("A"),
         &[("A", None, a()), ("C", Some("A"), c())],
     );
-}
-
-/// Whether this process holds an open descriptor on a removed file at `path`.
-fn holds_removed(path: &std::path::Path) -> bool {
-    let removed = format!("{} (deleted)", path.display());
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-        .any(|target| target.to_string_lossy() == removed)
 }
 
 /// A freed layer's name is gone when the delete returns, its blocks are given back by the
