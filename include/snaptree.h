@@ -22,6 +22,11 @@
  * - Threads: every handle may be used from several threads at once. Calls on one domain
  *   through one connection run one at a time; calls on different domains run in parallel.
  *   The engine's per-domain lock orders mutations across connections and processes.
+ * - fork(): handles do not cross it. In a child that forked without exec, every call on a
+ *   handle whose connection the parent opened fails with SNAPTREE_ERR_OPERATION_INVALID
+ *   (the child would share the parent's store files without its locks or threads), and
+ *   freeing such a handle releases nothing of the parent's. The child opens its own
+ *   connection.
  */
 
 
@@ -235,6 +240,8 @@ typedef struct snaptree_snapshot snaptree_snapshot;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+extern int pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 
 /**
  * Opens a connection to a store: `state_dir` names a state directory (SQLite, created if

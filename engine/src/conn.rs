@@ -57,6 +57,11 @@ impl From<&StoredDomain> for DomainInfo {
 /// Sync`); each [`Domain`] it opens is an independent handle with its own database
 /// connection and lock, consistent with every other handle on the same domain in this or
 /// any other process (or, on PostgreSQL, host).
+///
+/// Neither a connection nor a domain may be used in a child process forked without `exec`:
+/// the child would share the parent's database files without its locks, and the backends'
+/// threads do not exist there. The child opens its own (the C API refuses inherited
+/// handles, `ffi/src/fork.rs`).
 pub struct Connection {
     dir: PathBuf,
     db_path: PathBuf,

@@ -20,6 +20,17 @@ use crate::strings;
 
 // ---- connections ----
 
+/// Drops a handle being freed, or, in a process forked since its connection was opened,
+/// leaks it: dropping the last handle there would close the parent's store connection and
+/// backends from the child (`fork.rs`).
+fn release<T>(handle: Box<T>, inherited: impl FnOnce(&T) -> bool) {
+    if inherited(&handle) {
+        std::mem::forget(handle);
+    } else {
+        drop(handle);
+    }
+}
+
 /// Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
 /// needed) or a PostgreSQL database several hosts share (a `postgresql://` URI,
 /// docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
@@ -42,7 +53,7 @@ pub unsafe extern "C" fn snaptree_conn_open(
         let dir = unsafe { call.opt_str(state_dir, "state_dir") }?;
         call.flags(flags, 0)?;
         let conn = Connection::open(dir.map(Path::new))?;
-        let shared = ConnShared::new(conn, PluginHost::new());
+        let shared = ConnShared::new(conn, PluginHost::new())?;
         Ok(Box::into_raw(Box::new(snaptree_conn {
             shared: Arc::new(shared),
         })))
@@ -63,7 +74,8 @@ pub unsafe extern "C" fn snaptree_conn_close(conn: *mut snaptree_conn) -> c_int 
         call.out(conn, "conn")?;
         // SAFETY: a non-NULL `conn` came from Box::into_raw in snaptree_conn_open and is
         // closed once (documented); ownership returns to Rust here.
-        drop(unsafe { Box::from_raw(conn) });
+        let conn = unsafe { Box::from_raw(conn) };
+        release(conn, |c| c.shared.inherited());
         Ok(0)
     })
 }
@@ -90,6 +102,7 @@ pub unsafe extern "C" fn snaptree_conn_load_backend(
         // SAFETY: `path` is NULL or a NUL-terminated string (documented).
         let path = Path::new(unsafe { call.str(path, "path") }?);
         call.flags(flags, 0)?;
+        let engine = conn.shared.engine()?;
         if path.is_dir() {
             conn.shared
                 .host
@@ -98,9 +111,7 @@ pub unsafe extern "C" fn snaptree_conn_load_backend(
                 .add_path(path)?;
         } else {
             let plugin = Plugin::load(path)?;
-            conn.shared
-                .conn
-                .register_provider(plugin.name(), plugin.provider());
+            engine.register_provider(plugin.name(), plugin.provider());
         }
         Ok(0)
     })
@@ -128,7 +139,7 @@ pub unsafe extern "C" fn snaptree_domain_define_xml(
         // SAFETY: `xml` is NULL or a NUL-terminated string (documented).
         let xml = unsafe { call.str(xml, "xml") }?;
         call.flags(flags, 0)?;
-        let info = conn.shared.conn.define_domain(xml)?;
+        let info = conn.shared.engine()?.define_domain(xml)?;
         // A redefinition: new handles open the domain with its new XML.
         conn.shared.forget(&info.uuid);
         let dom = conn.shared.domain(&info.name)?;
@@ -177,7 +188,7 @@ pub unsafe extern "C" fn snaptree_domain_undefine(
         // SAFETY: `dom` is NULL or a live domain handle (documented).
         let dom = unsafe { call.arg(dom, "dom") }?;
         call.flags(flags, SNAPTREE_DOMAIN_UNDEFINE_SNAPSHOTS)?;
-        let conn = &dom.conn.conn;
+        let conn = dom.conn.engine()?;
         // The name may have been given to another domain since this handle was made.
         if conn.lookup_domain(&dom.dom.name)?.uuid != dom.dom.uuid {
             return Err(Error::NoDomain(dom.dom.name.clone()));
@@ -202,7 +213,7 @@ pub unsafe extern "C" fn snaptree_domain_free(dom: *mut snaptree_domain) {
         if !dom.is_null() {
             // SAFETY: a non-NULL `dom` came from Box::into_raw in this library and is freed
             // once (documented).
-            drop(unsafe { Box::from_raw(dom) });
+            release(unsafe { Box::from_raw(dom) }, |h| h.inherited());
         }
         Ok(())
     })
@@ -619,7 +630,7 @@ pub unsafe extern "C" fn snaptree_snapshot_free(snap: *mut snaptree_snapshot) {
         if !snap.is_null() {
             // SAFETY: a non-NULL `snap` came from Box::into_raw in this library and is freed
             // once (documented).
-            drop(unsafe { Box::from_raw(snap) });
+            release(unsafe { Box::from_raw(snap) }, |h| h.inherited());
         }
         Ok(())
     })

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use snaptree_engine::{Connection, Domain, Error, ErrorCode, Result, SnapshotTree, Uuid};
 use snaptree_host::PluginHost;
 
+use crate::fork;
+
 /// A poisoned mutex means a thread panicked in a call that the boundary turned into
 /// `INTERNAL`; the engine objects it guards reload their state on next use.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -33,8 +35,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What every handle of one connection shares.
 pub(crate) struct ConnShared {
-    /// The engine connection.
-    pub(crate) conn: Connection,
+    /// The engine connection: reached through [`ConnShared::engine`], which refuses a
+    /// forked child.
+    conn: Connection,
+    /// The fork generation the connection was opened at (`fork.rs`).
+    born: u64,
     /// The plugin host its resolver asks for unknown backend types.
     pub(crate) host: Arc<RwLock<PluginHost>>,
     /// The domains opened through this connection, by uuid.
@@ -43,7 +48,8 @@ pub(crate) struct ConnShared {
 
 impl ConnShared {
     /// Wraps an engine connection; unknown backend types are looked up by `host`.
-    pub(crate) fn new(conn: Connection, host: PluginHost) -> ConnShared {
+    pub(crate) fn new(conn: Connection, host: PluginHost) -> Result<ConnShared> {
+        let born = fork::register()?;
         let host = Arc::new(RwLock::new(host));
         let resolver_host = Arc::clone(&host);
         conn.set_resolver(Box::new(move |backend_type| {
@@ -52,16 +58,35 @@ impl ConnShared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .provider_for(backend_type)
         }));
-        ConnShared {
+        Ok(ConnShared {
             conn,
+            born,
             host,
             domains: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine connection, unless this process forked since it was opened: a child
+    /// shares the parent's files but not its locks or threads (`fork.rs`).
+    pub(crate) fn engine(&self) -> Result<&Connection> {
+        if self.inherited() {
+            return Err(Error::OperationInvalid(format!(
+                "the connection to {} was opened before this process forked; a child process \
+                 must open its own connection",
+                self.conn.store_location()
+            )));
         }
+        Ok(&self.conn)
+    }
+
+    /// Whether this process is a fork of the one that opened the connection.
+    pub(crate) fn inherited(&self) -> bool {
+        fork::generation() != self.born
     }
 
     /// The shared state of the domain named `name` (`NO_DOMAIN` when it is not defined).
     pub(crate) fn domain(&self, name: &str) -> Result<Arc<DomainShared>> {
-        let info = self.conn.lookup_domain(name)?;
+        let info = self.engine()?.lookup_domain(name)?;
         let mut domains = lock(&self.domains);
         let entry = domains.entry(info.uuid).or_insert_with(|| {
             Arc::new(DomainShared {
@@ -183,7 +208,13 @@ impl std::ops::Deref for snaptree_snapshot {
 impl DomainRef {
     /// Runs `f` on the engine domain.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Domain) -> Result<T>) -> Result<T> {
-        self.dom.with(&self.conn.conn, f)
+        self.dom.with(self.conn.engine()?, f)
+    }
+
+    /// Whether this process is a fork of the one that made the handle: freeing it must
+    /// then release nothing (`fork.rs`).
+    pub(crate) fn inherited(&self) -> bool {
+        self.conn.inherited()
     }
 }
 
@@ -200,7 +231,7 @@ impl snaptree_domain {
 
     /// Runs `f` on the domain's current tree.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&SnapshotTree) -> Result<T>) -> Result<T> {
-        self.dom.read(&self.conn.conn, f)
+        self.dom.read(self.conn.engine()?, f)
     }
 
     /// A new snapshot handle on a snapshot of this domain, boxed for C.
@@ -220,7 +251,7 @@ impl snaptree_snapshot {
         f: impl FnOnce(&SnapshotTree, &snaptree_engine::Snapshot) -> Result<T>,
     ) -> Result<T> {
         let name = &self.dom.name;
-        self.dom.read(&self.conn.conn, |tree| {
+        self.dom.read(self.conn.engine()?, |tree| {
             f(tree, tree.require(&self.uuid, name)?)
         })
     }

@@ -16,6 +16,7 @@
 #![allow(non_camel_case_types)]
 
 mod boundary;
+mod fork;
 mod handles;
 mod strings;
 

@@ -354,6 +354,18 @@ fn recover_on_sim_plugin_and_postgresql() {
 }
 
 #[test]
+fn fork_on_null_backend() {
+    run("fork_test", &null(), &[]);
+}
+
+#[test]
+fn fork_on_qemu_plugin() {
+    if let Some(qemu) = qemu() {
+        run("fork_test", &qemu, &[]);
+    }
+}
+
+#[test]
 fn threads_on_null_backend() {
     run("thread_test", &null(), &[("SNAPTREE_TEST_ROUNDS", "12")]);
 }

@@ -74,4 +74,32 @@ static void *check_ptr(const char *file, int line, const char *expr, void *p)
 }
 #define CHECK_PTR(call) check_ptr(__FILE__, __LINE__, #call " should succeed", (call))
 
+/* `text` with every @NAME@ and @DIR@ replaced by `name` and `dir`; malloc'ed. */
+static inline char *substitute_name_dir(const char *text, const char *name, const char *dir)
+{
+    size_t cap = strlen(text) + 1, len = 0;
+    const char *p;
+    char *out;
+
+    for (p = text; (p = strstr(p, "@")) != NULL; p++)
+        cap += strlen(name) + strlen(dir);
+    out = malloc(cap);
+    CHECK(out != NULL);
+    while (*text != '\0') {
+        if (strncmp(text, "@NAME@", 6) == 0) {
+            memcpy(out + len, name, strlen(name));
+            len += strlen(name);
+            text += 6;
+        } else if (strncmp(text, "@DIR@", 5) == 0) {
+            memcpy(out + len, dir, strlen(dir));
+            len += strlen(dir);
+            text += 5;
+        } else {
+            out[len++] = *text++;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
 #endif

@@ -37,33 +37,6 @@ struct worker {
 
 static struct worker workers[NTHREADS];
 
-static char *substitute2(const char *text, const char *name, const char *dir)
-{
-    size_t cap = strlen(text) + 1, len = 0;
-    const char *p;
-    char *out;
-
-    for (p = text; (p = strstr(p, "@")) != NULL; p++)
-        cap += strlen(name) + strlen(dir);
-    out = malloc(cap);
-    CHECK(out != NULL);
-    while (*text != '\0') {
-        if (strncmp(text, "@NAME@", 6) == 0) {
-            memcpy(out + len, name, strlen(name));
-            len += strlen(name);
-            text += 6;
-        } else if (strncmp(text, "@DIR@", 5) == 0) {
-            memcpy(out + len, dir, strlen(dir));
-            len += strlen(dir);
-            text += 5;
-        } else {
-            out[len++] = *text++;
-        }
-    }
-    out[len] = '\0';
-    return out;
-}
-
 static snaptree_domain *define(const char *name)
 {
     char dir[4096], *xml;
@@ -74,11 +47,11 @@ static snaptree_domain *define(const char *name)
     snprintf(dir, sizeof dir, "%s/thread-domains/%s-%s", scratch, backend, name);
     CHECK(mkdir(dir, 0700) == 0 || errno == EEXIST);
     if (prepare != NULL) {
-        char *cmd = substitute2(prepare, name, dir);
+        char *cmd = substitute_name_dir(prepare, name, dir);
         CHECK(system(cmd) == 0);
         free(cmd);
     }
-    xml = substitute2(domain_xml, name, dir);
+    xml = substitute_name_dir(domain_xml, name, dir);
     dom = CHECK_PTR(snaptree_domain_define_xml(conn, xml, 0));
     free(xml);
     return dom;

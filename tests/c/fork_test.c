@@ -1,0 +1,157 @@
+/*
+ * Handles across fork(): a child that forked without exec must not use its parent's
+ * connection (it shares the parent's store files but not its locks or threads). Every call
+ * on an inherited handle fails in the child with SNAPTREE_ERR_OPERATION_INVALID saying so;
+ * freeing inherited handles there releases nothing of the parent's; a connection the
+ * child opens itself works; and the parent goes on using its connection afterwards, seeing
+ * what the child did through its own connection.
+ *
+ * Environment: as api_test.c (SNAPTREE_TEST_DIR, _BACKEND, _PLUGIN, _DOMAIN_XML, _PREPARE).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static const char *scratch;
+static const char *plugin;
+
+/* Held in globals so that valgrind sees the child's leaked copies as still reachable. */
+static snaptree_conn *conn;
+static snaptree_domain *dom;
+static snaptree_snapshot *snap;
+
+static const char *env(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : fallback;
+}
+
+static snaptree_conn *open_conn(const char *state)
+{
+    snaptree_conn *c = CHECK_PTR(snaptree_conn_open(state, 0));
+    if (plugin != NULL)
+        CHECK_OK(snaptree_conn_load_backend(c, plugin, 0));
+    return c;
+}
+
+static snaptree_snapshot *create(snaptree_domain *d, const char *name)
+{
+    char xml[256];
+    snprintf(xml, sizeof xml, "<domainsnapshot><name>%s</name></domainsnapshot>", name);
+    return CHECK_PTR(snaptree_snapshot_create_xml(d, xml, 0));
+}
+
+#define FORKED "opened before this process forked"
+
+/* The child: everything through the inherited handles is refused, its own connection works. */
+static int child(const char *state)
+{
+    snaptree_conn *own;
+    snaptree_domain *own_dom;
+    char *names[4];
+    int n, i;
+
+    CHECK_FAIL_INT(snaptree_snapshot_num(dom, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_INT(snaptree_snapshot_list_names(dom, names, 4, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_PTR(snaptree_snapshot_create_xml(dom, "<domainsnapshot><name>child</name></domainsnapshot>", 0),
+                   SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_PTR(snaptree_snapshot_get_xml_desc(snap, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_INT(snaptree_snapshot_delete(snap, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_PTR(snaptree_domain_lookup_by_name(conn, "forked"), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_PTR(snaptree_domain_define_xml(conn, "<domain type='null'><name>other</name></domain>", 0),
+                   SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_INT(snaptree_domain_undefine(dom, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    if (plugin != NULL)
+        CHECK_FAIL_INT(snaptree_conn_load_backend(conn, plugin, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    /* The store location is named. */
+    CHECK_FAIL_INT(snaptree_snapshot_num(dom, 0), SNAPTREE_ERR_OPERATION_INVALID, state);
+
+    /* Freeing inherited handles releases nothing of the parent's; the frees keep the last
+     * error, as everywhere. */
+    snaptree_snapshot_free(snap);
+    snaptree_domain_free(dom);
+    CHECK(snaptree_last_error_code() == SNAPTREE_ERR_OPERATION_INVALID);
+    CHECK_OK(snaptree_conn_close(conn));
+
+    /* A connection of its own sees and changes the same store. */
+    own = open_conn(state);
+    own_dom = CHECK_PTR(snaptree_domain_lookup_by_name(own, "forked"));
+    CHECK(snaptree_snapshot_num(own_dom, 0) == 1);
+    snaptree_snapshot_free(create(own_dom, "from-child"));
+    n = snaptree_snapshot_list_names(own_dom, names, 4, 0);
+    CHECK(n == 2);
+    CHECK(strcmp(names[0], "before") == 0 && strcmp(names[1], "from-child") == 0);
+    for (i = 0; i < n; i++)
+        snaptree_free(names[i]);
+    snaptree_domain_free(own_dom);
+    CHECK_OK(snaptree_conn_close(own));
+    return 0;
+}
+
+int main(void)
+{
+    char state[4096], dir[4096], *xml;
+    const char *domain_xml = env("SNAPTREE_TEST_DOMAIN_XML", "<domain type='null'><name>@NAME@</name></domain>");
+    const char *prepare = env("SNAPTREE_TEST_PREPARE", NULL);
+    snaptree_conn *again;
+    snaptree_domain *again_dom;
+    char *names[4];
+    int status, n, i;
+    pid_t pid;
+
+    scratch = env("SNAPTREE_TEST_DIR", NULL);
+    plugin = env("SNAPTREE_TEST_PLUGIN", NULL);
+    CHECK(scratch != NULL);
+    snprintf(state, sizeof state, "%s/fork-state", scratch);
+    snprintf(dir, sizeof dir, "%s/fork-domain", scratch);
+    CHECK(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    if (prepare != NULL) {
+        char *cmd = substitute_name_dir(prepare, "forked", dir);
+        CHECK(system(cmd) == 0);
+        free(cmd);
+    }
+
+    conn = open_conn(state);
+    xml = substitute_name_dir(domain_xml, "forked", dir);
+    dom = CHECK_PTR(snaptree_domain_define_xml(conn, xml, 0));
+    free(xml);
+    snap = create(dom, "before");
+
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(child(state));
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "the forked child failed (status %d)\n", status);
+        return 1;
+    }
+
+    /* The parent's handles work on: they see the child's snapshot, and change the store. */
+    CHECK(snaptree_snapshot_num(dom, 0) == 2);
+    snaptree_snapshot_free(create(dom, "after"));
+    CHECK(snaptree_snapshot_num(dom, 0) == 3);
+    CHECK_OK(snaptree_snapshot_delete(snap, 0));
+    snaptree_snapshot_free(snap);
+    snaptree_domain_free(dom);
+    CHECK_OK(snaptree_conn_close(conn));
+
+    /* And the store is whole for a new connection. */
+    again = open_conn(state);
+    again_dom = CHECK_PTR(snaptree_domain_lookup_by_name(again, "forked"));
+    n = snaptree_snapshot_list_names(again_dom, names, 4, 0);
+    CHECK(n == 2);
+    CHECK(strcmp(names[0], "from-child") == 0 && strcmp(names[1], "after") == 0);
+    for (i = 0; i < n; i++)
+        snaptree_free(names[i]);
+    snaptree_domain_free(again_dom);
+    CHECK_OK(snaptree_conn_close(again));
+    printf("fork_test: passed\n");
+    return 0;
+}
