@@ -13,6 +13,8 @@
  *   leaves          list the names of the leaves
  *   list names      list the names of all SIZE snapshots (and free them)
  *   delete subtree  delete the root and all its descendants in one call, per snapshot
+ *   list floor      the C library alone making and freeing SIZE names of the same lengths:
+ *                   what any listing that hands out one string per name pays
  *
  * snaptree: libsnaptree's C API on a `null` domain (metadata only, durable SQLite store)
  * in a fresh state directory under --state-dir (default $TMPDIR or /tmp). libvirt:
@@ -404,6 +406,46 @@ static void run_peer(const struct peer *pe, long size, struct sample out[OP_COUN
     pe->close(p);
 }
 
+/* What any listing with this API shape pays at least: one malloc, copy and free per name
+ * (each name is the caller's to free), done here by the C library alone on the same names,
+ * timed as repeat_list times a listing, in this thread after both peers ran (so with the
+ * heap they left). libvirt ÷ this is the best ratio a listing could reach. */
+static struct sample list_floor(long size)
+{
+    char **src = calloc((size_t)size, sizeof *src), **out = calloc((size_t)size, sizeof *out);
+    char name[64];
+    struct sample a, b;
+    long i, runs = 0;
+
+    if (src == NULL || out == NULL)
+        die("floor", "allocation");
+    for (i = 0; i < size; i++) {
+        snprintf(name, sizeof name, "s%ld", i);
+        src[i] = strdup(name);
+        if (src[i] == NULL)
+            die("floor", "allocation");
+    }
+    a = now();
+    do {
+        for (i = 0; i < size; i++) {
+            size_t n = strlen(src[i]) + 1;
+            out[i] = malloc(n);
+            if (out[i] == NULL)
+                die("floor", "allocation");
+            memcpy(out[i], src[i], n);
+        }
+        for (i = 0; i < size; i++)
+            free(out[i]);
+        runs++;
+    } while (runs < 3 || (clock_s() - a.wall < 1.0 && runs < 10000000));
+    b = now();
+    for (i = 0; i < size; i++)
+        free(src[i]);
+    free(src);
+    free(out);
+    return per_op(a, b, (double)runs);
+}
+
 static void print_load(const char *when)
 {
     double load[3];
@@ -429,8 +471,11 @@ static void *bench(void *arg)
         struct sample r[2][OP_COUNT];
         int first = a->snaptree_only ? 1 : 0, k;
 
+        struct sample floor;
+
         for (k = first; k < 2; k++)
             run_peer(&peers[k], size, r[k]);
+        floor = list_floor(size);
 
         printf("\n%ld snapshots (a chain), %ld lookups; µs per operation, idle machine (wall)\n", size, lookups);
         if (a->snaptree_only) {
@@ -445,6 +490,13 @@ static void *bench(void *arg)
                        r[0][op].idle / r[1][op].idle, r[0][op].wall / r[1][op].wall, r[0][op].idle,
                        r[0][op].wall, r[1][op].idle, r[1][op].wall);
         }
+        printf("list names, the floor (malloc + copy + free of every name, the C library alone): %.3f (%.3f) µs",
+               floor.idle, floor.wall);
+        if (!a->snaptree_only)
+            printf("; libvirt ÷ floor %.1f× (the most any listing could reach), snaptree ÷ floor %.2f×\n",
+                   r[0][OP_LIST].idle / floor.idle, r[1][OP_LIST].idle / floor.idle);
+        else
+            printf("; snaptree ÷ floor %.2f×\n", r[1][OP_LIST].idle / floor.idle);
         fflush(stdout);
     }
     print_load("at the end");

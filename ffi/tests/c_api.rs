@@ -421,6 +421,7 @@ fn side_by_side_benchmark_builds_and_runs_at_a_small_size() {
         "1200 snapshots",
         "| lookup by name |",
         "| delete subtree, per snapshot |",
+        "list names, the floor",
     ] {
         assert!(stdout.contains(expected), "no '{expected}' in:\n{stdout}");
     }
