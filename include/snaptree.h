@@ -241,8 +241,6 @@ typedef struct snaptree_snapshot snaptree_snapshot;
 extern "C" {
 #endif // __cplusplus
 
-extern int pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
-
 /**
  * Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
  * needed) or a PostgreSQL database several hosts share (a `postgresql://` URI,
