@@ -24,9 +24,11 @@
  *   The engine's per-domain lock orders mutations across connections and processes.
  * - fork(): handles do not cross it. In a child that forked without exec, every call on a
  *   handle whose connection the parent opened fails with SNAPTREE_ERR_OPERATION_INVALID
- *   (the child would share the parent's store files without its locks or threads), and
- *   freeing such a handle releases nothing of the parent's. The child opens its own
- *   connection.
+ *   (the child would share the parent's store files without its locks or threads), except
+ *   the frees, which succeed and release nothing of the parent's. Opening the SQLite store
+ *   the parent had open is refused the same way (SQLite's per-process lock record is
+ *   inherited); other stores open normally. To use the parent's store, run a program with
+ *   exec.
  */
 
 

@@ -58,10 +58,11 @@ impl From<&StoredDomain> for DomainInfo {
 /// connection and lock, consistent with every other handle on the same domain in this or
 /// any other process (or, on PostgreSQL, host).
 ///
-/// Neither a connection nor a domain may be used in a child process forked without `exec`:
-/// the child would share the parent's database files without its locks, and the backends'
-/// threads do not exist there. The child opens its own (the C API refuses inherited
-/// handles, `ffi/src/fork.rs`).
+/// Neither a connection nor a domain may be used in a child process forked without `exec`,
+/// nor may the child open the SQLite store its parent had open: it would share the
+/// parent's database files without its locks (and SQLite's per-process record of them),
+/// and the backends' threads do not exist there. The C API enforces this
+/// (`ffi/src/fork.rs`); a Rust program that forks runs a program with `exec` instead.
 pub struct Connection {
     dir: PathBuf,
     db_path: PathBuf,

@@ -10,11 +10,13 @@ use std::ptr;
 use std::sync::Arc;
 
 use snaptree_engine::flags::CreateMode;
+use snaptree_engine::store::StoreLocation;
 use snaptree_engine::{Connection, Error, Filter, NoProgress, Operation, Snapshot, Step, flags};
 use snaptree_host::{Plugin, PluginHost};
 
 use crate::boundary::{self, Call};
 use crate::constants::SNAPTREE_DOMAIN_UNDEFINE_SNAPSHOTS;
+use crate::fork;
 use crate::handles::{ConnShared, snaptree_conn, snaptree_domain, snaptree_snapshot};
 use crate::strings;
 
@@ -52,8 +54,15 @@ pub unsafe extern "C" fn snaptree_conn_open(
         // SAFETY: the caller passes NULL or a NUL-terminated string (documented).
         let dir = unsafe { call.opt_str(state_dir, "state_dir") }?;
         call.flags(flags, 0)?;
+        let location = match dir {
+            Some(dir) => StoreLocation::parse(dir),
+            None => StoreLocation::from_env()?,
+        };
+        if let Some(sqlite_dir) = fork::sqlite_dir(&location) {
+            fork::refuse_inherited_store(&sqlite_dir)?;
+        }
         let conn = Connection::open(dir.map(Path::new))?;
-        let shared = ConnShared::new(conn, PluginHost::new())?;
+        let shared = ConnShared::new(conn, &location, PluginHost::new())?;
         Ok(Box::into_raw(Box::new(snaptree_conn {
             shared: Arc::new(shared),
         })))

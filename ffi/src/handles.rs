@@ -20,8 +20,10 @@
 //! the connection's short-lived internal locks when a domain is opened on first use.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use snaptree_engine::store::StoreLocation;
 use snaptree_engine::{Connection, Domain, Error, ErrorCode, Result, SnapshotTree, Uuid};
 use snaptree_host::PluginHost;
 
@@ -40,6 +42,8 @@ pub(crate) struct ConnShared {
     conn: Connection,
     /// The fork generation the connection was opened at (`fork.rs`).
     born: u64,
+    /// The SQLite store's state directory, as `fork.rs` records it (None: PostgreSQL).
+    sqlite_dir: Option<PathBuf>,
     /// The plugin host its resolver asks for unknown backend types.
     pub(crate) host: Arc<RwLock<PluginHost>>,
     /// The domains opened through this connection, by uuid.
@@ -47,9 +51,18 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    /// Wraps an engine connection; unknown backend types are looked up by `host`.
-    pub(crate) fn new(conn: Connection, host: PluginHost) -> Result<ConnShared> {
+    /// Wraps an engine connection to the store at `location` (its SQLite state directory
+    /// recorded for `fork.rs`); unknown backend types are looked up by `host`.
+    pub(crate) fn new(
+        conn: Connection,
+        location: &StoreLocation,
+        host: PluginHost,
+    ) -> Result<ConnShared> {
         let born = fork::register()?;
+        let sqlite_dir = fork::sqlite_dir(location);
+        if let Some(dir) = &sqlite_dir {
+            fork::store_opened(dir.clone(), born);
+        }
         let host = Arc::new(RwLock::new(host));
         let resolver_host = Arc::clone(&host);
         conn.set_resolver(Box::new(move |backend_type| {
@@ -61,6 +74,7 @@ impl ConnShared {
         Ok(ConnShared {
             conn,
             born,
+            sqlite_dir,
             host,
             domains: Mutex::new(HashMap::new()),
         })
@@ -102,6 +116,14 @@ impl ConnShared {
     /// redefinition, with the new XML). Handles already made keep theirs.
     pub(crate) fn forget(&self, uuid: &Uuid) {
         lock(&self.domains).remove(uuid);
+    }
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.sqlite_dir {
+            fork::store_closed(dir, self.born);
+        }
     }
 }
 
