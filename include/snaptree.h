@@ -25,10 +25,10 @@
  * - fork(): handles do not cross it. In a child that forked without exec, every call on a
  *   handle whose connection the parent opened fails with SNAPTREE_ERR_OPERATION_INVALID
  *   (the child would share the parent's store files without its locks or threads), except
- *   the frees, which succeed and release nothing of the parent's. Opening the SQLite store
- *   the parent had open is refused the same way (SQLite's per-process lock record is
- *   inherited); other stores open normally. To use the parent's store, run a program with
- *   exec.
+ *   the frees, which succeed and release nothing of the parent's. Opening a SQLite store
+ *   the parent had open at the fork, by any path to its database file, is refused the same
+ *   way (SQLite's per-process lock record is inherited); other stores open normally. To
+ *   use the parent's store, run a program with exec.
  */
 
 

@@ -58,11 +58,10 @@ pub unsafe extern "C" fn snaptree_conn_open(
             Some(dir) => StoreLocation::parse(dir),
             None => StoreLocation::from_env()?,
         };
-        if let Some(sqlite_dir) = fork::sqlite_dir(&location) {
-            fork::refuse_inherited_store(&sqlite_dir)?;
-        }
+        let opening = fork::before_open(&location)?;
         let conn = Connection::open(dir.map(Path::new))?;
-        let shared = ConnShared::new(conn, &location, PluginHost::new())?;
+        let sqlite = matches!(location, StoreLocation::Dir(_));
+        let shared = ConnShared::new(conn, opening, sqlite, PluginHost::new())?;
         Ok(Box::into_raw(Box::new(snaptree_conn {
             shared: Arc::new(shared),
         })))

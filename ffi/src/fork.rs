@@ -16,23 +16,29 @@
 //! - every call on a handle whose connection was opened before a fork fails in the child
 //!   with an error that says why (one atomic load a call, no system call);
 //! - freeing such a handle there releases nothing (it is leaked, as an `exec` would);
-//! - opening a connection in the child to a SQLite store the parent had open at the fork
-//!   is refused too, since it would share the inherited lock record. The child opens
-//!   other stores, a PostgreSQL store, or runs a program with `exec`.
+//! - opening a connection in the child to a SQLite database file an ancestor had open at
+//!   the fork is refused too, since it would share the inherited lock record. Files are
+//!   told apart as SQLite does, by device and inode, so a symbolic link, a bind mount or a
+//!   hard link to the file is the same file. The child opens other stores, a PostgreSQL
+//!   store, or runs a program with `exec`.
 //!
-//! Not detected: a child made without the C library's `fork` (a raw `clone`, `_Fork`).
-//! Not handled: a fork that lands while another thread holds [`OPEN_STORES`]' lock, or
-//! registers the handler, for the few instructions of an open or close (the child's next
-//! open then waits for ever).
-
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+//! A connection's registry entry ([`StoreRecord`]) is made before SQLite opens an existing
+//! file and goes only after every SQLite connection the handle made is closed, so a fork
+//! from another thread during an open or a close still sees it.
+//!
+//! Not detected: a child made without the C library's `fork` (a raw `clone`, `_Fork`), and
+//! one forked during the open that creates a new store, between SQLite's creation of the
+//! file and its entry. Not handled: a fork that lands while another thread holds
+//! [`OPEN_STORES`]' lock or registers the handler, or holds one of SQLite's own global
+//! locks (the child's next open then waits for ever: SQLite's rule above).
 
 use std::ffi::c_int;
-use std::sync::OnceLock;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use snaptree_engine::store::StoreLocation;
+use snaptree_engine::store::{DB_FILE, StoreLocation};
 use snaptree_engine::{Error, Result};
 
 /// How many forks separate this process from the one that opened the library's first
@@ -78,56 +84,123 @@ pub(crate) fn generation() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
 
-/// The SQLite stores of this process's open connections: the state directory (canonical)
-/// and the generation the connection was opened at. In a child, the parent's entries are
-/// the stores it must not open.
-static OPEN_STORES: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+/// A database file's identity, by which SQLite keys its per-process lock record: the
+/// same file by any path (a symbolic link, a bind mount, a hard link) is the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
 
-fn open_stores() -> std::sync::MutexGuard<'static, Vec<(PathBuf, u64)>> {
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<FileId> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// The SQLite database files this process's connections have open (or are opening), each
+/// with the generation the connection was opened at. In a child, the entries of an older
+/// generation are the files it must not open.
+static OPEN_STORES: Mutex<Vec<(FileId, u64)>> = Mutex::new(Vec::new());
+
+fn open_stores() -> std::sync::MutexGuard<'static, Vec<(FileId, u64)>> {
     OPEN_STORES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The state directory of a SQLite store, by the name the registry keeps: canonical, so
-/// that two spellings of one directory are one store. None for PostgreSQL, and for a
-/// directory that does not exist (no connection can have it open).
-pub(crate) fn sqlite_dir(location: &StoreLocation) -> Option<PathBuf> {
-    match location {
-        StoreLocation::Dir(dir) => dir.canonicalize().ok(),
-        StoreLocation::Postgres(_) => None,
+/// One entry of [`OPEN_STORES`], removed when dropped. A connection keeps its record as
+/// its last field, so that the record goes only after every SQLite connection of the store
+/// it made is closed.
+#[derive(Debug)]
+pub(crate) struct StoreRecord {
+    id: FileId,
+    born: u64,
+}
+
+impl StoreRecord {
+    fn new(id: FileId, born: u64) -> StoreRecord {
+        open_stores().push((id, born));
+        StoreRecord { id, born }
     }
 }
 
-/// Refuses to open, in a forked child, a SQLite store that the parent had open at the
-/// fork: SQLite here would share the parent's lock record for it (see the module).
-pub(crate) fn refuse_inherited_store(dir: &Path) -> Result<()> {
-    let now = generation();
-    if now == 0 {
-        return Ok(());
+impl Drop for StoreRecord {
+    fn drop(&mut self) {
+        let mut stores = open_stores();
+        if let Some(at) = stores.iter().position(|e| *e == (self.id, self.born)) {
+            stores.swap_remove(at);
+        }
     }
+}
+
+/// A connection about to be opened: the fork generation, and the record of its database
+/// file when that exists already (so that a fork during the open sees it).
+#[derive(Debug)]
+pub(crate) struct Opening {
+    /// The generation the connection is opened at.
+    pub(crate) born: u64,
+    /// Held for its drop: the entry goes once the open has failed, or once `after_open`
+    /// has put the opened file's own in place.
+    _record: Option<StoreRecord>,
+}
+
+/// Before a connection to `location` is opened: registers the fork handler, refuses, in a
+/// forked child, a SQLite database file an ancestor had open at the fork (SQLite here
+/// would share its lock record: see the module), and records the file.
+pub(crate) fn before_open(location: &StoreLocation) -> Result<Opening> {
+    let born = register()?;
+    let StoreLocation::Dir(dir) = location else {
+        return Ok(Opening {
+            born,
+            _record: None,
+        });
+    };
+    let db = dir.join(DB_FILE);
+    let id = match FileId::of(&db) {
+        Ok(id) => id,
+        // A new store: nothing can have it open. Recorded once opened (`after_open`).
+        Err(_) => {
+            return Ok(Opening {
+                born,
+                _record: None,
+            });
+        }
+    };
     if open_stores()
         .iter()
-        .any(|(open, born)| *born < now && open == dir)
+        .any(|(open, b)| *open == id && *b < born)
     {
         return Err(Error::OperationInvalid(format!(
-            "the store in {} was open in the parent process when this process forked; its \
-             SQLite locks belong to the parent, so this process cannot use it safely: run \
-             a program with exec to use it",
-            dir.display()
+            "the store {} was open in the parent process when this process forked; its \
+             SQLite locks belong to that process, so this one cannot use it safely: run a \
+             program with exec to use it",
+            db.display()
         )));
     }
-    Ok(())
+    Ok(Opening {
+        born,
+        _record: Some(StoreRecord::new(id, born)),
+    })
 }
 
-/// Records that a connection opened at generation `born` has the SQLite store in `dir`
-/// open, until [`store_closed`].
-pub(crate) fn store_opened(dir: PathBuf, born: u64) {
-    open_stores().push((dir, born));
-}
-
-/// Forgets one record [`store_opened`] made.
-pub(crate) fn store_closed(dir: &Path, born: u64) {
-    let mut stores = open_stores();
-    if let Some(at) = stores.iter().position(|(d, b)| d == dir && *b == born) {
-        stores.swap_remove(at);
-    }
+/// After the connection is open: its database file's record, for the connection to keep
+/// (None for PostgreSQL). Fails if the file cannot be identified, rather than leave an
+/// open store unrecorded.
+pub(crate) fn after_open(opening: Opening, db: Option<&Path>) -> Result<Option<StoreRecord>> {
+    let Some(db) = db else {
+        return Ok(None);
+    };
+    let id = FileId::of(db).map_err(|e| {
+        Error::Internal(format!(
+            "cannot identify the database file {} that was just opened: {e}",
+            db.display()
+        ))
+    })?;
+    // The new record is in place before the one made before the open goes.
+    let record = StoreRecord::new(id, opening.born);
+    drop(opening);
+    Ok(Some(record))
 }

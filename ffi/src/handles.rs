@@ -20,10 +20,8 @@
 //! the connection's short-lived internal locks when a domain is opened on first use.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use snaptree_engine::store::StoreLocation;
 use snaptree_engine::{Connection, Domain, Error, ErrorCode, Result, SnapshotTree, Uuid};
 use snaptree_host::PluginHost;
 
@@ -42,27 +40,27 @@ pub(crate) struct ConnShared {
     conn: Connection,
     /// The fork generation the connection was opened at (`fork.rs`).
     born: u64,
-    /// The SQLite store's state directory, as `fork.rs` records it (None: PostgreSQL).
-    sqlite_dir: Option<PathBuf>,
     /// The plugin host its resolver asks for unknown backend types.
     pub(crate) host: Arc<RwLock<PluginHost>>,
     /// The domains opened through this connection, by uuid.
     domains: Mutex<HashMap<Uuid, Arc<DomainShared>>>,
+    /// The SQLite database file's entry in `fork.rs`'s registry (None: PostgreSQL). The
+    /// last field: dropped after the connection and the domains, whose SQLite connections
+    /// must be closed before the entry goes.
+    _store: Option<fork::StoreRecord>,
 }
 
 impl ConnShared {
-    /// Wraps an engine connection to the store at `location` (its SQLite state directory
-    /// recorded for `fork.rs`); unknown backend types are looked up by `host`.
+    /// Wraps an engine connection opened as `opening` describes (`fork.rs`); unknown
+    /// backend types are looked up by `host`.
     pub(crate) fn new(
         conn: Connection,
-        location: &StoreLocation,
+        opening: fork::Opening,
+        sqlite: bool,
         host: PluginHost,
     ) -> Result<ConnShared> {
-        let born = fork::register()?;
-        let sqlite_dir = fork::sqlite_dir(location);
-        if let Some(dir) = &sqlite_dir {
-            fork::store_opened(dir.clone(), born);
-        }
+        let born = opening.born;
+        let store = fork::after_open(opening, sqlite.then(|| conn.db_path()))?;
         let host = Arc::new(RwLock::new(host));
         let resolver_host = Arc::clone(&host);
         conn.set_resolver(Box::new(move |backend_type| {
@@ -74,9 +72,9 @@ impl ConnShared {
         Ok(ConnShared {
             conn,
             born,
-            sqlite_dir,
             host,
             domains: Mutex::new(HashMap::new()),
+            _store: store,
         })
     }
 
@@ -85,8 +83,8 @@ impl ConnShared {
     pub(crate) fn engine(&self) -> Result<&Connection> {
         if self.inherited() {
             return Err(Error::OperationInvalid(format!(
-                "the connection to {} was opened before this process forked; a child process \
-                 must open its own connection",
+                "the connection to {} was opened before this process forked; a forked child \
+                 cannot use it (to use this store, run a program with exec)",
                 self.conn.store_location()
             )));
         }
@@ -116,14 +114,6 @@ impl ConnShared {
     /// redefinition, with the new XML). Handles already made keep theirs.
     pub(crate) fn forget(&self, uuid: &Uuid) {
         lock(&self.domains).remove(uuid);
-    }
-}
-
-impl Drop for ConnShared {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.sqlite_dir {
-            fork::store_closed(dir, self.born);
-        }
     }
 }
 
@@ -195,8 +185,10 @@ pub struct snaptree_conn {
 /// and snapshot handles hold it through one `Arc`, so that making and freeing a snapshot
 /// handle (every lookup) moves one reference count, not two.
 pub struct DomainRef {
-    pub(crate) conn: Arc<ConnShared>,
+    /// Before `conn`, so dropped first: the domain's SQLite connection closes before the
+    /// connection's registry entry can go (`ConnShared`'s last field).
     pub(crate) dom: Arc<DomainShared>,
+    pub(crate) conn: Arc<ConnShared>,
 }
 
 /// A domain (opaque to C): usable from several threads; freed with `snaptree_domain_free`.

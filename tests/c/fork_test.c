@@ -50,6 +50,48 @@ static snaptree_snapshot *create(snaptree_domain *d, const char *name)
 }
 
 #define FORKED "opened before this process forked"
+#define INHERITED "was open in the parent process when this process forked"
+
+/* Whether this process has a thread named `name` (/proc/self/task/<tid>/comm). */
+static int has_thread(const char *name)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "grep -qx '%s' /proc/%ld/task/*/comm", name, (long)getpid());
+    return system(cmd) == 0;
+}
+
+/* Forks, runs `body` in the child, and fails unless it exits 0. */
+static void in_child(int (*body)(const char *), const char *state)
+{
+    int status;
+    pid_t pid;
+
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(body(state));
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "the forked child failed (status %d)\n", status);
+        exit(1);
+    }
+}
+
+/* A child forked once the parent has closed every handle may open the store. */
+static int child_after_close(const char *state)
+{
+    snaptree_conn *own;
+    snaptree_domain *own_dom;
+
+    alarm(60);
+    own = open_conn(state);
+    own_dom = CHECK_PTR(snaptree_domain_lookup_by_name(own, "forked"));
+    CHECK(snaptree_snapshot_num(own_dom, 0) == 1);
+    snaptree_domain_free(own_dom);
+    CHECK_OK(snaptree_conn_close(own));
+    return 0;
+}
 
 /* The child: everything through the inherited handles, and the parent's store, is refused;
  * a connection to another store works. */
@@ -57,8 +99,11 @@ static int child(const char *state)
 {
     snaptree_conn *own;
     snaptree_domain *own_dom;
-    char *names[4], other[4200], respelled[4200];
+    char *names[4], other[4200], path[4200];
     int n, i;
+
+    /* A regression that waits for (or joins) what only the parent has would hang here. */
+    alarm(60);
 
     CHECK_FAIL_INT(snaptree_snapshot_num(dom, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
     CHECK_FAIL_INT(snaptree_snapshot_list_names(dom, names, 4, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
@@ -83,12 +128,28 @@ static int child(const char *state)
     CHECK(snaptree_last_error_code() == SNAPTREE_ERR_OPERATION_INVALID);
     CHECK_OK(snaptree_conn_close(conn));
 
-    /* The parent's store is refused by any name (SQLite in this process would share the
-     * parent's lock record for it), before anything of it is opened. */
-    CHECK_FAIL_PTR(snaptree_conn_open(state, 0), SNAPTREE_ERR_OPERATION_INVALID, "was open in the parent process");
-    snprintf(respelled, sizeof respelled, "%s/./", state);
-    CHECK_FAIL_PTR(snaptree_conn_open(respelled, 0), SNAPTREE_ERR_OPERATION_INVALID,
-                   "was open in the parent process");
+    /* The parent's database file is refused by any name (SQLite in this process would share
+     * the parent's lock record for it), before anything of it is opened: its directory... */
+    CHECK_FAIL_PTR(snaptree_conn_open(state, 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
+    /* ...through a symbolic link... */
+    snprintf(path, sizeof path, "%s/fork-state-link", scratch);
+    CHECK(symlink(state, path) == 0);
+    CHECK_FAIL_PTR(snaptree_conn_open(path, 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
+    /* ...as a relative path... */
+    CHECK(chdir(scratch) == 0);
+    CHECK_FAIL_PTR(snaptree_conn_open("fork-state", 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
+    /* ...as the default store... */
+    CHECK(setenv("SNAPTREE_STORE", state, 1) == 0);
+    CHECK_FAIL_PTR(snaptree_conn_open(NULL, 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
+    CHECK(unsetenv("SNAPTREE_STORE") == 0);
+    /* ...and as a hard link of the database file in another directory. */
+    snprintf(path, sizeof path, "%s/fork-state-hard", scratch);
+    CHECK(mkdir(path, 0700) == 0);
+    snprintf(other, sizeof other, "%s/snaptree.db", state);
+    snprintf(path, sizeof path, "%s/fork-state-hard/snaptree.db", scratch);
+    CHECK(link(other, path) == 0);
+    snprintf(path, sizeof path, "%s/fork-state-hard", scratch);
+    CHECK_FAIL_PTR(snaptree_conn_open(path, 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
 
     /* Another store works, and may be used through the child's own handles. */
     snprintf(other, sizeof other, "%s-child", state);
@@ -116,8 +177,7 @@ int main(void)
     snaptree_conn *again;
     snaptree_domain *again_dom;
     char *names[4];
-    int status, n, i, busy = strcmp(env("SNAPTREE_TEST_FORK_BUSY", "0"), "1") == 0;
-    pid_t pid;
+    int n, i, busy = strcmp(env("SNAPTREE_TEST_FORK_BUSY", "0"), "1") == 0;
 
     scratch = env("SNAPTREE_TEST_DIR", NULL);
     plugin = env("SNAPTREE_TEST_PLUGIN", NULL);
@@ -143,18 +203,11 @@ int main(void)
         CHECK_OK(snaptree_domain_create_from_snapshot(snap, 0));
         CHECK_OK(snaptree_snapshot_delete(second, SNAPTREE_SNAPSHOT_DELETE_DISCARD_FORCE));
         snaptree_snapshot_free(second);
+        /* The test's premise: the thread is there to be missing in the child. */
+        CHECK(has_thread("snaptree-free"));
     }
 
-    fflush(NULL);
-    pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0)
-        _exit(child(state));
-    CHECK(waitpid(pid, &status, 0) == pid);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "the forked child failed (status %d)\n", status);
-        return 1;
-    }
+    in_child(child, state);
 
     /* The parent's handles work on, and change the store. */
     CHECK(snaptree_snapshot_num(dom, 0) == 1);
@@ -175,6 +228,9 @@ int main(void)
         snaptree_free(names[i]);
     snaptree_domain_free(again_dom);
     CHECK_OK(snaptree_conn_close(again));
+
+    /* Nothing of this process has the store open now: a child may open it. */
+    in_child(child_after_close, state);
     printf("fork_test: passed\n");
     return 0;
 }
