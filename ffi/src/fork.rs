@@ -26,17 +26,20 @@
 //! file and goes only after every SQLite connection the handle made is closed, so a fork
 //! from another thread during an open or a close still sees it.
 //!
+//! The handlers are registered as the library is loaded, and they hold the registry's
+//! gate across the fork, so a fork from another thread never copies a registration or the
+//! registry half done.
+//!
 //! Not detected: a child made without the C library's `fork` (a raw `clone`, `_Fork`), and
 //! one forked during the open that creates a new store, between SQLite's creation of the
-//! file and its entry. Not handled: a fork that lands while another thread holds
-//! [`OPEN_STORES`]' lock or registers the handler, or holds one of SQLite's own global
-//! locks (the child's next open then waits for ever: SQLite's rule above).
+//! file and its entry. Not handled: a fork while another thread holds one of SQLite's own
+//! global locks (the child's next open then waits for ever: SQLite's rule above).
 
 use std::ffi::c_int;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 
 use snaptree_engine::store::{DB_FILE, StoreLocation};
 use snaptree_engine::{Error, Result};
@@ -54,28 +57,86 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// Runs in the child of every `fork()` of the C library: async-signal-safe, as a child
-/// handler must be.
-unsafe extern "C" fn in_child() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
+/// Closed while a thread reads or changes [`OPEN_STORES`], and by the fork handlers from
+/// just before a fork until just after it, so that no fork copies the registry half
+/// changed or locked (a spin lock: its holders hold it for a few instructions).
+static GATE: AtomicBool = AtomicBool::new(false);
+
+fn close_gate() {
+    while GATE
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
 }
 
-/// Registers the fork handler (once a process: the child inherits it) and returns the
-/// current generation, for a connection being opened. Fails if the C library cannot
-/// register it, since the guard would then be off.
+fn open_gate() {
+    GATE.store(false, Ordering::Release);
+}
+
+/// Runs in the forking thread just before a `fork()` of the C library.
+unsafe extern "C" fn before_fork() {
+    close_gate();
+}
+
+/// Runs in the parent just after the fork.
+unsafe extern "C" fn after_fork_in_parent() {
+    open_gate();
+}
+
+/// Runs in the child just after the fork: async-signal-safe, as a child handler must be
+/// (two atomic operations).
+unsafe extern "C" fn in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+    open_gate();
+}
+
+/// What `pthread_atfork` returned for the library's handlers (0: registered); -1 until the
+/// registration ran.
+static REGISTERED: AtomicI32 = AtomicI32::new(-1);
+
+/// Registers the fork handlers, once.
+extern "C" fn register_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the three handlers are functions of this library with the handlers'
+        // signature; the C library's `pthread_atfork` (linked from libc_nonshared)
+        // registers them under this library's `__dso_handle` and drops them if the library
+        // is unloaded (`dlclose`), so they are never called unmapped.
+        let rc = unsafe {
+            pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(in_child),
+            )
+        };
+        REGISTERED.store(rc, Ordering::Release);
+    });
+}
+
+/// Registers the handlers as the library is loaded, before any thread of the program can
+/// call it: a registration run by the first open could be copied half done by a fork from
+/// another thread, leaving the child's first open waiting for ever.
+// SAFETY: `.init_array` holds pointers to functions the loader calls with no arguments it
+// needs, which `register_handlers` ignores; it is `extern "C"` and does not unwind.
+#[unsafe(link_section = ".init_array")]
+#[used]
+static REGISTER_AT_LOAD: extern "C" fn() = register_handlers;
+
+/// The current generation, for a connection being opened; registers the handlers if the
+/// loader did not (a program linking the static library without its constructors). Fails
+/// if the C library could not register them, since the guard would then be off.
 pub(crate) fn register() -> Result<u64> {
-    static REGISTERED: OnceLock<c_int> = OnceLock::new();
-    // SAFETY: `in_child` is a function of this library with the handler's signature; the
-    // C library's `pthread_atfork` registers it under this library's `__dso_handle` and
-    // drops it if the library is unloaded (`dlclose`), so it is never called unmapped. The
-    // other handlers may be absent.
-    let rc = *REGISTERED.get_or_init(|| unsafe { pthread_atfork(None, None, Some(in_child)) });
-    if rc != 0 {
-        return Err(Error::Internal(format!(
-            "cannot register the fork handler that guards connections (error {rc})"
-        )));
+    if REGISTERED.load(Ordering::Acquire) == -1 {
+        register_handlers();
     }
-    Ok(generation())
+    match REGISTERED.load(Ordering::Acquire) {
+        0 => Ok(generation()),
+        rc => Err(Error::Internal(format!(
+            "cannot register the fork handlers that guard connections (error {rc})"
+        ))),
+    }
 }
 
 /// The current generation: how many forks separate this process from the one that opened
@@ -107,8 +168,43 @@ impl FileId {
 /// generation are the files it must not open.
 static OPEN_STORES: Mutex<Vec<(FileId, u64)>> = Mutex::new(Vec::new());
 
-fn open_stores() -> std::sync::MutexGuard<'static, Vec<(FileId, u64)>> {
-    OPEN_STORES.lock().unwrap_or_else(PoisonError::into_inner)
+/// [`OPEN_STORES`] with the gate closed: a fork waits until it is dropped.
+struct Registry {
+    /// Dropped first (fields drop in order), then the gate opens.
+    stores: MutexGuard<'static, Vec<(FileId, u64)>>,
+    _gate: Gate,
+}
+
+/// Opens the gate when dropped.
+struct Gate;
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        open_gate();
+    }
+}
+
+impl std::ops::Deref for Registry {
+    type Target = Vec<(FileId, u64)>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.stores
+    }
+}
+
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.stores
+    }
+}
+
+fn open_stores() -> Registry {
+    close_gate();
+    let gate = Gate;
+    Registry {
+        stores: OPEN_STORES.lock().unwrap_or_else(PoisonError::into_inner),
+        _gate: gate,
+    }
 }
 
 /// One entry of [`OPEN_STORES`], removed when dropped. A connection keeps its record as
@@ -203,4 +299,48 @@ pub(crate) fn after_open(opening: Opening, db: Option<&Path>) -> Result<Option<S
     let record = StoreRecord::new(id, opening.born);
     drop(opening);
     Ok(Some(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handlers_are_registered_when_the_library_is_loaded() {
+        // No test of this crate's library opens a connection (which would register them
+        // through `register` too): only the loader's call of `REGISTER_AT_LOAD` can have.
+        assert_eq!(
+            REGISTERED.load(Ordering::Acquire),
+            0,
+            "expected the fork handlers to be registered by the library's constructor"
+        );
+    }
+
+    #[test]
+    fn a_record_is_in_the_registry_exactly_while_it_lives() {
+        let id = FileId {
+            dev: u64::MAX,
+            ino: 7,
+        };
+        let count = || open_stores().iter().filter(|e| e.0 == id).count();
+        let first = StoreRecord::new(id, 0);
+        let second = StoreRecord::new(id, 0);
+        assert_eq!(count(), 2, "expected one entry per live record");
+        drop(first);
+        assert_eq!(
+            count(),
+            1,
+            "expected a dropped record's entry gone, the other's kept"
+        );
+        drop(second);
+        assert_eq!(
+            count(),
+            0,
+            "expected no entry once both records are dropped"
+        );
+        assert!(
+            !GATE.load(Ordering::Acquire),
+            "expected the gate open between registry calls"
+        );
+    }
 }
