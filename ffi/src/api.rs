@@ -5,7 +5,7 @@
 //! not yet freed; strings are NUL-terminated.
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::Arc;
 
@@ -34,7 +34,8 @@ fn release<T>(handle: Box<T>, inherited: impl FnOnce(&T) -> bool) {
 }
 
 /// Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
-/// needed) or a PostgreSQL database several hosts share (a `postgresql://` URI,
+/// needed; a relative path is resolved against the working directory now, so a later
+/// `chdir` does not move the store) or a PostgreSQL database several hosts share (a `postgresql://` URI,
 /// docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
 /// directory (`$SNAPTREE_STATE_DIR`, else the XDG data directory). The `null`
 /// backend is always available; other backend types are loaded on first use as plugins
@@ -54,14 +55,20 @@ pub unsafe extern "C" fn snaptree_conn_open(
         // SAFETY: the caller passes NULL or a NUL-terminated string (documented).
         let dir = unsafe { call.opt_str(state_dir, "state_dir") }?;
         call.flags(flags, 0)?;
+        // Resolved once: the fork check and the open must name the same store.
         let location = match dir {
             Some(dir) => StoreLocation::parse(dir),
             None => StoreLocation::from_env()?,
         };
+        // Declared before the connection, so dropped after it when the open fails.
         let opening = fork::before_open(&location)?;
-        let conn = Connection::open(dir.map(Path::new))?;
-        let sqlite = matches!(location, StoreLocation::Dir(_));
-        let shared = ConnShared::new(conn, opening, sqlite, PluginHost::new())?;
+        let (path, sqlite) = match &location {
+            StoreLocation::Dir(dir) => (dir.clone(), true),
+            StoreLocation::Postgres(uri) => (PathBuf::from(uri), false),
+        };
+        let conn = Connection::open(Some(&path))?;
+        let shared = ConnShared::new(conn, &opening, sqlite, PluginHost::new())?;
+        drop(opening);
         Ok(Box::into_raw(Box::new(snaptree_conn {
             shared: Arc::new(shared),
         })))

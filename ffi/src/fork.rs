@@ -32,8 +32,12 @@
 //!
 //! Not detected: a child made without the C library's `fork` (a raw `clone`, `_Fork`), and
 //! one forked during the open that creates a new store, between SQLite's creation of the
-//! file and its entry. Not handled: a fork while another thread holds one of SQLite's own
-//! global locks (the child's next open then waits for ever: SQLite's rule above).
+//! file and its entry. Not handled: a fork while another thread holds one of the other
+//! process-wide locks an open takes — SQLite's own (it holds one during every open and
+//! close), the checkpointer's table of databases (`engine/src/store/checkpointer.rs`), the
+//! plugin host's table of loaded libraries (held across `dlopen`): the child's next open,
+//! or plugin load, then waits for ever. That is the hang, not a loss of data; a child that
+//! runs a program with `exec` has none of it.
 
 use std::ffi::c_int;
 use std::os::unix::fs::MetadataExt;
@@ -163,15 +167,24 @@ impl FileId {
     }
 }
 
+/// How many database files' entries [`OPEN_STORES`] holds at most: open connections of one
+/// process (each holds one entry, two for the moment of its open).
+const MAX_OPEN_STORES: usize = 1024;
+
+/// One entry: a database file and the generation its connection was opened at.
+type Entry = (FileId, u64);
+
 /// The SQLite database files this process's connections have open (or are opening), each
 /// with the generation the connection was opened at. In a child, the entries of an older
-/// generation are the files it must not open.
-static OPEN_STORES: Mutex<Vec<(FileId, u64)>> = Mutex::new(Vec::new());
+/// generation are the files it must not open. A fixed table: nothing is allocated or freed
+/// with the gate closed, since an allocator that locks itself in a fork handler of its
+/// own (jemalloc, tcmalloc) would then wait for the gate while the fork waits for it.
+static OPEN_STORES: Mutex<[Option<Entry>; MAX_OPEN_STORES]> = Mutex::new([None; MAX_OPEN_STORES]);
 
 /// [`OPEN_STORES`] with the gate closed: a fork waits until it is dropped.
 struct Registry {
     /// Dropped first (fields drop in order), then the gate opens.
-    stores: MutexGuard<'static, Vec<(FileId, u64)>>,
+    stores: MutexGuard<'static, [Option<Entry>; MAX_OPEN_STORES]>,
     _gate: Gate,
 }
 
@@ -184,20 +197,6 @@ impl Drop for Gate {
     }
 }
 
-impl std::ops::Deref for Registry {
-    type Target = Vec<(FileId, u64)>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.stores
-    }
-}
-
-impl std::ops::DerefMut for Registry {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.stores
-    }
-}
-
 fn open_stores() -> Registry {
     close_gate();
     let gate = Gate;
@@ -207,43 +206,76 @@ fn open_stores() -> Registry {
     }
 }
 
+impl Registry {
+    /// Whether a connection of an older generation than `born` had the file `id` open.
+    fn inherited(&self, id: FileId, born: u64) -> bool {
+        self.stores
+            .iter()
+            .flatten()
+            .any(|(open, b)| *open == id && *b < born)
+    }
+}
+
+/// The refusal of a database file an ancestor had open at the fork.
+fn inherited_store(db: &Path) -> Error {
+    Error::OperationInvalid(format!(
+        "the store {} was open in the parent process when this process forked; its SQLite \
+         locks belong to that process, so this one cannot use it safely: run a program with \
+         exec to use it",
+        db.display()
+    ))
+}
+
 /// One entry of [`OPEN_STORES`], removed when dropped. A connection keeps its record as
 /// its last field, so that the record goes only after every SQLite connection of the store
 /// it made is closed.
 #[derive(Debug)]
 pub(crate) struct StoreRecord {
-    id: FileId,
-    born: u64,
+    slot: usize,
 }
 
 impl StoreRecord {
-    fn new(id: FileId, born: u64) -> StoreRecord {
-        open_stores().push((id, born));
-        StoreRecord { id, born }
+    /// Records `id` for a connection of generation `born`, unless an older generation had
+    /// it open (`db` names it in that refusal).
+    fn new(id: FileId, born: u64, db: &Path) -> Result<StoreRecord> {
+        let mut stores = open_stores();
+        if stores.inherited(id, born) {
+            return Err(inherited_store(db));
+        }
+        let slot = stores
+            .stores
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "cannot open more than {} connections at once in one process",
+                    MAX_OPEN_STORES / 2
+                ))
+            })?;
+        stores.stores[slot] = Some((id, born));
+        Ok(StoreRecord { slot })
     }
 }
 
 impl Drop for StoreRecord {
     fn drop(&mut self) {
-        let mut stores = open_stores();
-        if let Some(at) = stores.iter().position(|e| *e == (self.id, self.born)) {
-            stores.swap_remove(at);
-        }
+        open_stores().stores[self.slot] = None;
     }
 }
 
 /// A connection about to be opened: the fork generation, and the record of its database
-/// file when that exists already (so that a fork during the open sees it).
+/// file when that exists already (so that a fork during the open sees it). Kept until the
+/// connection is built, and dropped after it when that fails, so that no SQLite connection
+/// is ever open without an entry.
 #[derive(Debug)]
 pub(crate) struct Opening {
     /// The generation the connection is opened at.
     pub(crate) born: u64,
-    /// Held for its drop: the entry goes once the open has failed, or once `after_open`
-    /// has put the opened file's own in place.
+    /// Held for its drop.
     _record: Option<StoreRecord>,
 }
 
-/// Before a connection to `location` is opened: registers the fork handler, refuses, in a
+/// Before a connection to `location` is opened: registers the fork handlers, refuses, in a
 /// forked child, a SQLite database file an ancestor had open at the fork (SQLite here
 /// would share its lock record: see the module), and records the file.
 pub(crate) fn before_open(location: &StoreLocation) -> Result<Opening> {
@@ -255,37 +287,23 @@ pub(crate) fn before_open(location: &StoreLocation) -> Result<Opening> {
         });
     };
     let db = dir.join(DB_FILE);
-    let id = match FileId::of(&db) {
-        Ok(id) => id,
-        // A new store: nothing can have it open. Recorded once opened (`after_open`).
-        Err(_) => {
-            return Ok(Opening {
-                born,
-                _record: None,
-            });
-        }
+    let record = match FileId::of(&db) {
+        Ok(id) => Some(StoreRecord::new(id, born, &db)?),
+        // A new store, or one SQLite will fail to open: `after_open` records (and checks)
+        // the file it did open.
+        Err(_) => None,
     };
-    if open_stores()
-        .iter()
-        .any(|(open, b)| *open == id && *b < born)
-    {
-        return Err(Error::OperationInvalid(format!(
-            "the store {} was open in the parent process when this process forked; its \
-             SQLite locks belong to that process, so this one cannot use it safely: run a \
-             program with exec to use it",
-            db.display()
-        )));
-    }
     Ok(Opening {
         born,
-        _record: Some(StoreRecord::new(id, born)),
+        _record: record,
     })
 }
 
-/// After the connection is open: its database file's record, for the connection to keep
-/// (None for PostgreSQL). Fails if the file cannot be identified, rather than leave an
-/// open store unrecorded.
-pub(crate) fn after_open(opening: Opening, db: Option<&Path>) -> Result<Option<StoreRecord>> {
+/// After the connection is open: the record of the database file it opened, checked
+/// again (the path may have come to name another file since `before_open`), for the
+/// connection to keep (None for PostgreSQL). Fails if the file cannot be identified,
+/// rather than leave an open store unrecorded.
+pub(crate) fn after_open(opening: &Opening, db: Option<&Path>) -> Result<Option<StoreRecord>> {
     let Some(db) = db else {
         return Ok(None);
     };
@@ -295,10 +313,7 @@ pub(crate) fn after_open(opening: Opening, db: Option<&Path>) -> Result<Option<S
             db.display()
         ))
     })?;
-    // The new record is in place before the one made before the open goes.
-    let record = StoreRecord::new(id, opening.born);
-    drop(opening);
-    Ok(Some(record))
+    StoreRecord::new(id, opening.born, db).map(Some)
 }
 
 #[cfg(test)]
@@ -322,11 +337,25 @@ mod tests {
             dev: u64::MAX,
             ino: 7,
         };
-        let count = || open_stores().iter().filter(|e| e.0 == id).count();
-        let first = StoreRecord::new(id, 0);
-        let second = StoreRecord::new(id, 0);
+        let gate_open = || !GATE.load(Ordering::Acquire);
+        let count = || {
+            open_stores()
+                .stores
+                .iter()
+                .flatten()
+                .filter(|e| e.0 == id)
+                .count()
+        };
+        let db = Path::new("/nowhere/snaptree.db");
+        let first = StoreRecord::new(id, 0, db).unwrap();
+        assert!(gate_open(), "expected the gate open after a record is made");
+        let second = StoreRecord::new(id, 0, db).unwrap();
         assert_eq!(count(), 2, "expected one entry per live record");
         drop(first);
+        assert!(
+            gate_open(),
+            "expected the gate open after a record is dropped"
+        );
         assert_eq!(
             count(),
             1,
@@ -338,9 +367,27 @@ mod tests {
             0,
             "expected no entry once both records are dropped"
         );
+    }
+
+    #[test]
+    fn a_file_an_older_generation_has_open_is_refused() {
+        let id = FileId {
+            dev: u64::MAX,
+            ino: 8,
+        };
+        let db = Path::new("/nowhere/snaptree.db");
+        let parents = StoreRecord::new(id, 0, db).unwrap();
+        let refused = StoreRecord::new(id, 1, db).unwrap_err();
         assert!(
-            !GATE.load(Ordering::Acquire),
-            "expected the gate open between registry calls"
+            refused
+                .to_string()
+                .contains("was open in the parent process"),
+            "expected the refusal of an inherited file, got: {refused}"
         );
+        assert!(
+            StoreRecord::new(id, 0, db).is_ok(),
+            "expected the same generation allowed"
+        );
+        drop(parents);
     }
 }

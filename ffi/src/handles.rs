@@ -55,7 +55,7 @@ impl ConnShared {
     /// backend types are looked up by `host`.
     pub(crate) fn new(
         conn: Connection,
-        opening: fork::Opening,
+        opening: &fork::Opening,
         sqlite: bool,
         host: PluginHost,
     ) -> Result<ConnShared> {

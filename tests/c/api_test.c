@@ -1020,6 +1020,36 @@ static void test_close_first(void)
     CHECK_OK(snaptree_conn_close(second));
 }
 
+/* A state directory given by a relative path stays the same store after the program
+ * changes its working directory (as a daemon does): a domain's database is opened on its
+ * first use, after the change. */
+static void test_relative_state_dir(void)
+{
+    char here[4096], elsewhere[4096], dir[4096];
+    snaptree_conn *conn, *again;
+    snaptree_domain *dom, *seen;
+
+    CHECK(getcwd(here, sizeof here) != NULL);
+    snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", scratch);
+    make_dir(elsewhere);
+    CHECK(chdir(scratch) == 0);
+    conn = CHECK_PTR(snaptree_conn_open("state-relative", 0));
+    dom = CHECK_PTR(snaptree_domain_define_xml(conn, "<domain type='null'><name>rel</name></domain>", 0));
+    CHECK(chdir(elsewhere) == 0);
+    snaptree_snapshot_free(create(dom, "after-chdir"));
+    CHECK(snaptree_snapshot_num(dom, 0) == 1);
+    snaptree_domain_free(dom);
+    CHECK_OK(snaptree_conn_close(conn));
+    CHECK(chdir(here) == 0);
+
+    snprintf(dir, sizeof dir, "%s/state-relative", scratch);
+    again = CHECK_PTR(snaptree_conn_open(dir, 0));
+    seen = CHECK_PTR(snaptree_domain_lookup_by_name(again, "rel"));
+    EXPECT_TREE(seen, "after-chdir:-", "after-chdir");
+    drop_domain(seen);
+    CHECK_OK(snaptree_conn_close(again));
+}
+
 /* BUSY: another holder of the domain's lock outlasts the lock timeout. */
 static void test_busy(void)
 {
@@ -1157,6 +1187,7 @@ int main(void)
     test_safety_nets();
     test_undefine();
     test_close_first();
+    test_relative_state_dir();
     test_busy();
     test_hostile_input();
     printf("api_test (%s): all checks passed\n", backend);

@@ -78,6 +78,17 @@ static void in_child(int (*body)(const char *), const char *state)
     }
 }
 
+/* A child forked while the parent holds only a domain handle (its connection handle
+ * closed): the store is still open in the parent, so still refused here. */
+static int child_of_a_domain_handle(const char *state)
+{
+    alarm(60);
+    CHECK_FAIL_INT(snaptree_snapshot_num(dom, 0), SNAPTREE_ERR_OPERATION_INVALID, FORKED);
+    CHECK_FAIL_PTR(snaptree_conn_open(state, 0), SNAPTREE_ERR_OPERATION_INVALID, INHERITED);
+    snaptree_domain_free(dom);
+    return 0;
+}
+
 /* A child forked once the parent has closed every handle may open the store. */
 static int child_after_close(const char *state)
 {
@@ -228,6 +239,15 @@ int main(void)
         snaptree_free(names[i]);
     snaptree_domain_free(again_dom);
     CHECK_OK(snaptree_conn_close(again));
+
+    /* A domain handle keeps the store open after its connection handle is closed. */
+    again = open_conn(state);
+    dom = CHECK_PTR(snaptree_domain_lookup_by_name(again, "forked"));
+    CHECK(snaptree_snapshot_num(dom, 0) == 1);
+    CHECK_OK(snaptree_conn_close(again));
+    in_child(child_of_a_domain_handle, state);
+    CHECK(snaptree_snapshot_num(dom, 0) == 1);
+    snaptree_domain_free(dom);
 
     /* Nothing of this process has the store open now: a child may open it. */
     in_child(child_after_close, state);

@@ -41,11 +41,16 @@ impl StoreLocation {
     /// directory and database, and the catalog.
     pub(crate) fn open_catalog(&self) -> Result<(PathBuf, PathBuf, Box<dyn Catalog>)> {
         match self {
-            StoreLocation::Dir(dir) => Ok((
-                dir.clone(),
-                dir.join(DB_FILE),
-                Box::new(SqliteCatalog::open(dir)?),
-            )),
+            StoreLocation::Dir(dir) => {
+                // Made absolute once: a domain's database is opened by path when it is first
+                // used, which a later change of the working directory must not move.
+                let dir = std::path::absolute(dir).map_err(|e| crate::error::Error::Storage {
+                    context: format!("cannot resolve the state directory {}", dir.display()),
+                    source: Some(Box::new(e)),
+                })?;
+                let catalog = SqliteCatalog::open(&dir)?;
+                Ok((dir.clone(), dir.join(DB_FILE), Box::new(catalog)))
+            }
             #[cfg(feature = "postgres")]
             StoreLocation::Postgres(uri) => {
                 let catalog = super::postgres::PgCatalog::open(uri)?;
