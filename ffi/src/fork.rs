@@ -48,8 +48,8 @@ use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use snaptree_engine::store::{DB_FILE, StoreLocation};
 use snaptree_engine::{Error, Result};
 
-/// How many forks separate this process from the one that opened the library's first
-/// connection (0 in that process).
+/// How many forks separate this process from the one that loaded the library (0 in that
+/// process).
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: the C library's function, with its standard signature.
@@ -143,8 +143,8 @@ pub(crate) fn register() -> Result<u64> {
     }
 }
 
-/// The current generation: how many forks separate this process from the one that opened
-/// the first connection.
+/// The current generation: how many forks separate this process from the one that loaded
+/// the library.
 pub(crate) fn generation() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
