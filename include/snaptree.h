@@ -246,8 +246,8 @@ extern "C" {
 /**
  * Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
  * needed; a relative path is resolved against the working directory now, so a later
- * `chdir` does not move the store) or a PostgreSQL database several hosts share (a `postgresql://` URI,
- * docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
+ * `chdir` does not move the store) or a PostgreSQL database several hosts share (a
+ * `postgresql://` URI, docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
  * directory (`$SNAPTREE_STATE_DIR`, else the XDG data directory). The `null`
  * backend is always available; other backend types are loaded on first use as plugins
  * `libsnaptree_backend_<type>.so` from `$SNAPTREE_BACKEND_PATH` and the directory of the

@@ -99,10 +99,13 @@ impl Connection {
     /// [`store::default_state_dir`]. The lock timeout comes from
     /// `$SNAPTREE_LOCK_TIMEOUT_MS`, else 30 seconds. The `null` backend is registered.
     pub fn open(store: Option<&Path>) -> Result<Connection> {
-        let location = match store {
-            Some(s) => StoreLocation::parse(&s.to_string_lossy()),
-            None => StoreLocation::from_env()?,
-        };
+        let store = store.map(Path::to_string_lossy);
+        Connection::open_at(&StoreLocation::resolve(store.as_deref())?)
+    }
+
+    /// Opens the store at `location`, as [`Connection::open`] does: for a caller that
+    /// resolved the location itself and must open exactly that store.
+    pub fn open_at(location: &StoreLocation) -> Result<Connection> {
         let lock_timeout = store::lock_timeout_from_env()?;
         let (dir, db_path, catalog) = location.open_catalog()?;
         let mut providers: HashMap<String, Arc<dyn BackendProvider>> = HashMap::new();

@@ -5,7 +5,7 @@
 //! not yet freed; strings are NUL-terminated.
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr;
 use std::sync::Arc;
 
@@ -35,8 +35,8 @@ fn release<T>(handle: Box<T>, inherited: impl FnOnce(&T) -> bool) {
 
 /// Opens a connection to a store: `state_dir` names a state directory (SQLite, created if
 /// needed; a relative path is resolved against the working directory now, so a later
-/// `chdir` does not move the store) or a PostgreSQL database several hosts share (a `postgresql://` URI,
-/// docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
+/// `chdir` does not move the store) or a PostgreSQL database several hosts share (a
+/// `postgresql://` URI, docs/fleet.md); when it is NULL, `$SNAPTREE_STORE` if set, else the default state
 /// directory (`$SNAPTREE_STATE_DIR`, else the XDG data directory). The `null`
 /// backend is always available; other backend types are loaded on first use as plugins
 /// `libsnaptree_backend_<type>.so` from `$SNAPTREE_BACKEND_PATH` and the directory of the
@@ -56,18 +56,11 @@ pub unsafe extern "C" fn snaptree_conn_open(
         let dir = unsafe { call.opt_str(state_dir, "state_dir") }?;
         call.flags(flags, 0)?;
         // Resolved once: the fork check and the open must name the same store.
-        let location = match dir {
-            Some(dir) => StoreLocation::parse(dir),
-            None => StoreLocation::from_env()?,
-        };
+        let location = StoreLocation::resolve(dir)?;
         // Declared before the connection, so dropped after it when the open fails.
         let opening = fork::before_open(&location)?;
-        let (path, sqlite) = match &location {
-            StoreLocation::Dir(dir) => (dir.clone(), true),
-            StoreLocation::Postgres(uri) => (PathBuf::from(uri), false),
-        };
-        let conn = Connection::open(Some(&path))?;
-        let shared = ConnShared::new(conn, &opening, sqlite, PluginHost::new())?;
+        let conn = Connection::open_at(&location)?;
+        let shared = ConnShared::new(conn, &opening, PluginHost::new())?;
         drop(opening);
         Ok(Box::into_raw(Box::new(snaptree_conn {
             shared: Arc::new(shared),

@@ -271,6 +271,8 @@ impl Drop for StoreRecord {
 pub(crate) struct Opening {
     /// The generation the connection is opened at.
     pub(crate) born: u64,
+    /// Whether the store is SQLite (a state directory), whose file is recorded.
+    sqlite: bool,
     /// Held for its drop.
     _record: Option<StoreRecord>,
 }
@@ -283,6 +285,7 @@ pub(crate) fn before_open(location: &StoreLocation) -> Result<Opening> {
     let StoreLocation::Dir(dir) = location else {
         return Ok(Opening {
             born,
+            sqlite: false,
             _record: None,
         });
     };
@@ -295,18 +298,19 @@ pub(crate) fn before_open(location: &StoreLocation) -> Result<Opening> {
     };
     Ok(Opening {
         born,
+        sqlite: true,
         _record: record,
     })
 }
 
-/// After the connection is open: the record of the database file it opened, checked
+/// After the connection is open: the record of the database file `db` it opened, checked
 /// again (the path may have come to name another file since `before_open`), for the
 /// connection to keep (None for PostgreSQL). Fails if the file cannot be identified,
 /// rather than leave an open store unrecorded.
-pub(crate) fn after_open(opening: &Opening, db: Option<&Path>) -> Result<Option<StoreRecord>> {
-    let Some(db) = db else {
+pub(crate) fn after_open(opening: &Opening, db: &Path) -> Result<Option<StoreRecord>> {
+    if !opening.sqlite {
         return Ok(None);
-    };
+    }
     let id = FileId::of(db).map_err(|e| {
         Error::Internal(format!(
             "cannot identify the database file {} that was just opened: {e}",

@@ -56,11 +56,10 @@ impl ConnShared {
     pub(crate) fn new(
         conn: Connection,
         opening: &fork::Opening,
-        sqlite: bool,
         host: PluginHost,
     ) -> Result<ConnShared> {
         let born = opening.born;
-        let store = fork::after_open(opening, sqlite.then(|| conn.db_path()))?;
+        let store = fork::after_open(opening, conn.db_path())?;
         let host = Arc::new(RwLock::new(host));
         let resolver_host = Arc::clone(&host);
         conn.set_resolver(Box::new(move |backend_type| {

@@ -49,6 +49,18 @@ static snaptree_snapshot *create(snaptree_domain *d, const char *name)
     return CHECK_PTR(snaptree_snapshot_create_xml(d, xml, 0));
 }
 
+/* `d` has exactly one snapshot, named `name`. */
+static void expect_only(snaptree_domain *d, const char *name)
+{
+    char *names[4];
+    int n = snaptree_snapshot_list_names(d, names, 4, 0), i;
+
+    CHECK(n == 1);
+    CHECK(strcmp(names[0], name) == 0);
+    for (i = 0; i < n; i++)
+        snaptree_free(names[i]);
+}
+
 #define FORKED "opened before this process forked"
 #define INHERITED "was open in the parent process when this process forked"
 
@@ -111,7 +123,6 @@ static int child(const char *state)
     snaptree_conn *own;
     snaptree_domain *own_dom;
     char *names[4], other[4200], path[4200];
-    int n, i;
 
     /* A regression that waits for (or joins) what only the parent has would hang here. */
     alarm(60);
@@ -167,11 +178,7 @@ static int child(const char *state)
     own = CHECK_PTR(snaptree_conn_open(other, 0));
     own_dom = CHECK_PTR(snaptree_domain_define_xml(own, "<domain type='null'><name>child</name></domain>", 0));
     snaptree_snapshot_free(create(own_dom, "from-child"));
-    n = snaptree_snapshot_list_names(own_dom, names, 4, 0);
-    CHECK(n == 1);
-    CHECK(strcmp(names[0], "from-child") == 0);
-    for (i = 0; i < n; i++)
-        snaptree_free(names[i]);
+    expect_only(own_dom, "from-child");
     snaptree_domain_free(own_dom);
     CHECK_OK(snaptree_conn_close(own));
     /* And once closed, opened again. */
@@ -187,8 +194,7 @@ int main(void)
     const char *prepare = env("SNAPTREE_TEST_PREPARE", NULL);
     snaptree_conn *again;
     snaptree_domain *again_dom;
-    char *names[4];
-    int n, i, busy = strcmp(env("SNAPTREE_TEST_FORK_BUSY", "0"), "1") == 0;
+    int busy = strcmp(env("SNAPTREE_TEST_FORK_BUSY", "0"), "1") == 0;
 
     scratch = env("SNAPTREE_TEST_DIR", NULL);
     plugin = env("SNAPTREE_TEST_PLUGIN", NULL);
@@ -232,11 +238,7 @@ int main(void)
     /* And the store is whole for a new connection. */
     again = open_conn(state);
     again_dom = CHECK_PTR(snaptree_domain_lookup_by_name(again, "forked"));
-    n = snaptree_snapshot_list_names(again_dom, names, 4, 0);
-    CHECK(n == 1);
-    CHECK(strcmp(names[0], "after") == 0);
-    for (i = 0; i < n; i++)
-        snaptree_free(names[i]);
+    expect_only(again_dom, "after");
     snaptree_domain_free(again_dom);
     CHECK_OK(snaptree_conn_close(again));
 

@@ -29,6 +29,16 @@ impl StoreLocation {
         }
     }
 
+    /// The store a caller names: `store` parsed, or, when it is None, [`from_env`].
+    ///
+    /// [`from_env`]: StoreLocation::from_env
+    pub fn resolve(store: Option<&str>) -> Result<StoreLocation> {
+        match store {
+            Some(s) => Ok(StoreLocation::parse(s)),
+            None => StoreLocation::from_env(),
+        }
+    }
+
     /// `$SNAPTREE_STORE` if set and not empty, else the default state directory.
     pub fn from_env() -> Result<StoreLocation> {
         match std::env::var(STORE_ENV) {
